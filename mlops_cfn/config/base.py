@@ -1,0 +1,57 @@
+"""Building blocks shared by every section of the config model."""
+
+import types
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    """Strict and immutable: an unknown key is an error, so a typo never passes silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Marks a config value that may differ between environments without changing the templates.
+
+    Each marked field becomes a CloudFormation parameter named `parameter` on the root template,
+    passed down to the stages that use it; its value per environment goes to parameters.json.
+    Fields without the marker are structural: changing one changes the rendered templates.
+    """
+
+    parameter: str
+    # CloudFormation parameter type when it is more specific than the field's Python type,
+    # e.g. AWS::EC2::VPC::Id, so the console offers a picker and CloudFormation checks the value.
+    type: str | None = None
+
+
+# CloudWatch Logs accepts only these retention periods.
+LogRetentionDays = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922,
+    3288, 3653,
+]
+
+
+class StageToggle(Model):
+    """A stage section: every stage can be switched off."""
+
+    enabled: Annotated[bool, Field(description="Render this stage.")] = True
+
+
+def unwrap_annotation(annotation: Any) -> Any:
+    """Strip Annotated and Optional so the model (or container) underneath shows."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is typing.Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            members = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation

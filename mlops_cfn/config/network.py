@@ -1,0 +1,103 @@
+"""The `network` section: a VPC of our own, or placement in an existing one."""
+
+import ipaddress
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import Model, Setting
+
+# Interface endpoint service names (the part after com.amazonaws.<region>.) we know how to
+# create; the list is closed so a typo fails at load instead of at deploy.
+INTERFACE_ENDPOINT_SERVICES = (
+    "ecr.api", "ecr.dkr", "events", "glue", "kinesis-firehose", "kinesis-streams", "kms",
+    "lambda", "logs", "monitoring", "redshift-data", "sagemaker.api", "sagemaker.runtime",
+    "secretsmanager", "sns", "sqs", "states", "sts",
+)
+EndpointService = Literal[INTERFACE_ENDPOINT_SERVICES]  # type: ignore[valid-type]
+
+VPC_ID_PATTERN = r"^vpc-[0-9a-f]{8,17}$"
+SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
+# A /16 to /24 IPv4 block: what a VPC accepts.
+CIDR_PATTERN = (
+    r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
+    r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(1[6-9]|2[0-4])$"
+)
+
+
+class NetworkConfig(Model):
+    mode: Annotated[
+        Literal["create", "existing"],
+        Field(description="`create` a VPC for the pipeline, or place it in an `existing` one."),
+    ] = "create"
+    cidr: Annotated[
+        str,
+        Field(pattern=CIDR_PATTERN, description="IPv4 range of the created VPC (/16 to /24)."),
+        Setting("VpcCidr"),
+    ] = "10.40.0.0/16"
+    availability_zones: Annotated[
+        Literal[2, 3],
+        Field(description="How many availability zones the created VPC spans."),
+    ] = 2
+    subnet_prefix_length: Annotated[
+        int,
+        Field(ge=16, le=28, description="Size of each subnet, as a prefix length (20 = 4,096 addresses)."),
+    ] = 20
+    internet_gateway: Annotated[
+        bool,
+        Field(description="Add public subnets, an internet gateway and one NAT gateway per zone, "
+                          "for workloads that must reach the internet. Off: private subnets only, "
+                          "AWS services through VPC endpoints."),
+    ] = False
+    interface_endpoints: Annotated[
+        list[EndpointService] | None,
+        Field(description="Interface VPC endpoints to create. Leave unset to derive them from "
+                          "the enabled stages; [] for none. S3 always gets a gateway endpoint."),
+    ] = None
+    flow_log_traffic: Annotated[
+        Literal["ALL", "ACCEPT", "REJECT"],
+        Field(description="Which traffic VPC flow logs record."),
+    ] = "ALL"
+    vpc_id: Annotated[
+        str | None,
+        Field(pattern=VPC_ID_PATTERN, description="With mode `existing`: the VPC to use."),
+        Setting("ExistingVpcId", type="AWS::EC2::VPC::Id"),
+    ] = None
+    subnet_ids: Annotated[
+        list[Annotated[str, Field(pattern=SUBNET_ID_PATTERN)]] | None,
+        Field(description="With mode `existing`: private subnets (two or more zones) for compute."),
+        Setting("ExistingSubnetIds", type="List<AWS::EC2::Subnet::Id>"),
+    ] = None
+
+    @field_validator("interface_endpoints")
+    @classmethod
+    def _no_repeats(cls, value):
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a service twice")
+        return value
+
+    @model_validator(mode="after")
+    def _mode_fits_fields(self):
+        if self.mode == "existing":
+            if self.vpc_id is None or not self.subnet_ids:
+                raise ValueError("mode 'existing' needs vpc_id and subnet_ids")
+            if len(self.subnet_ids) < 2:
+                raise ValueError("mode 'existing' needs subnet_ids in at least two zones")
+        else:
+            if self.vpc_id is not None or self.subnet_ids is not None:
+                raise ValueError("vpc_id and subnet_ids are only for mode 'existing'")
+            self._check_subnets_fit()
+        return self
+
+    def _check_subnets_fit(self) -> None:
+        vpc = ipaddress.ip_network(self.cidr, strict=False)
+        subnets_needed = self.availability_zones * (2 if self.internet_gateway else 1)
+        if self.subnet_prefix_length < vpc.prefixlen:
+            raise ValueError(
+                f"subnet_prefix_length {self.subnet_prefix_length} is larger than the VPC "
+                f"cidr {self.cidr}")
+        room = 2 ** (self.subnet_prefix_length - vpc.prefixlen)
+        if room < subnets_needed:
+            raise ValueError(
+                f"cidr {self.cidr} holds {room} subnets of /{self.subnet_prefix_length}, "
+                f"{subnets_needed} are needed")

@@ -1,0 +1,99 @@
+"""Physical names from project and environment that every service accepts.
+
+A name is a `Fn::Sub` pattern: `<project>-${EnvironmentName}-<purpose>` plus, for globally unique
+names (S3), the account and region. The environment is a parameter, so its length is unknown at
+render time; we budget its maximum (the parameter's MaxLength) and the longest account and region,
+so the name is valid for every value CloudFormation will accept. When the project does not fit,
+it is cut and a short hash of the full project name is appended, so two long projects that share
+a prefix still get different names.
+
+Names no human needs (IAM roles, security groups, policies) are left to CloudFormation.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from .config import ENVIRONMENT_MAX_LENGTH
+
+ENVIRONMENT = "${EnvironmentName}"
+ACCOUNT = "${AWS::AccountId}"
+REGION = "${AWS::Region}"
+
+# Longest value each token can take when substituted.
+_TOKEN_LENGTHS = {
+    ENVIRONMENT: ENVIRONMENT_MAX_LENGTH,
+    ACCOUNT: 12,
+    REGION: 15,  # us-isof-south-1
+}
+_HASH_LENGTH = 4
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """One service's naming rule: the longest name and the characters it allows."""
+
+    service: str
+    max_length: int
+    separator: str = "-"
+    lowercase: bool = True
+    # Characters allowed in the parts we write; any other becomes the separator.
+    allowed: str = "a-z0-9-"
+    # Appended tokens that make a name unique beyond one account and region.
+    unique_suffix: tuple[str, ...] = ()
+
+
+S3_BUCKET = NameRule("S3 bucket", 63, unique_suffix=(ACCOUNT, REGION))
+KINESIS_STREAM = NameRule("Kinesis stream", 128)
+FIREHOSE_STREAM = NameRule("Firehose delivery stream", 64)
+GLUE = NameRule("Glue database/table", 255, separator="_", allowed="a-z0-9_")
+GLUE_JOB = NameRule("Glue job/crawler", 255)
+LAMBDA_FUNCTION = NameRule("Lambda function", 64)
+SAGEMAKER = NameRule("SageMaker", 63)
+REDSHIFT = NameRule("Redshift", 63)
+ECS = NameRule("ECS", 255)
+ECR_REPOSITORY = NameRule("ECR repository", 256)
+SNS_TOPIC = NameRule("SNS topic", 256)
+SQS_QUEUE = NameRule("SQS queue", 80)
+STATE_MACHINE = NameRule("Step Functions state machine", 80)
+CODEPIPELINE = NameRule("CodePipeline", 100)
+KMS_ALIAS = NameRule("KMS alias", 256 - len("alias/"), separator="-")
+LOG_GROUP = NameRule("CloudWatch log group", 512, separator="/", allowed="a-z0-9._/-")
+
+
+def physical_name(rule: NameRule, project: str, *purpose: str) -> str:
+    """The `Fn::Sub` pattern naming one resource of `project` in the current environment."""
+    parts = [_clean(p, rule) for p in purpose]
+    tokens = [ENVIRONMENT, *parts, *rule.unique_suffix]
+    fixed = sum(_TOKEN_LENGTHS.get(t, len(t)) for t in tokens) + len(rule.separator) * len(tokens)
+    budget = rule.max_length - fixed
+    project_part = _fit(_clean(project, rule), budget, rule.separator)
+    return rule.separator.join([project_part, *tokens])
+
+
+def log_group_name(project: str, *purpose: str) -> str:
+    """Log groups read like paths: /mlops/<project>/<env>/<purpose>."""
+    return "/mlops/" + physical_name(LOG_GROUP, project, *purpose)
+
+
+def max_length(pattern: str) -> int:
+    """Longest text `pattern` can become once CloudFormation substitutes its tokens."""
+    length = len(pattern)
+    for token, longest in _TOKEN_LENGTHS.items():
+        length += pattern.count(token) * (longest - len(token))
+    return length
+
+
+def _clean(text: str, rule: NameRule) -> str:
+    text = text.lower() if rule.lowercase else text
+    return re.sub(f"[^{rule.allowed}]+", rule.separator, text).strip(rule.separator)
+
+
+def _fit(project: str, budget: int, separator: str) -> str:
+    if len(project) <= budget:
+        return project
+    digest = hashlib.sha256(project.encode()).hexdigest()[:_HASH_LENGTH]
+    keep = budget - _HASH_LENGTH - len(separator)
+    if keep < 1:
+        raise ValueError(f"no room for the project name in a name of {budget} characters")
+    return f"{project[:keep].rstrip(separator)}{separator}{digest}"

@@ -1,0 +1,163 @@
+"""The composer: enabled stages wired by output name under one root template.
+
+Every stage is built from the environment's config; the root template holds one
+AWS::CloudFormation::Stack per enabled stage, whose parameters are fed either by another stage's
+output (`!GetAtt StorageStack.Outputs.RawBucketName`) or by a root parameter (settings and the
+environment name). Order follows from the wires, so a stage list never has to be kept sorted by
+hand, and a wire nobody provides, an output two stages provide, or a cycle is a build-time error.
+"""
+
+import graphlib
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+from troposphere import GetAtt, Output, Ref, Template
+from troposphere.cloudformation import Stack
+
+from .config import LoadedConfig, PipelineConfig, setting_values
+from .errors import UserError
+from .settings import ENVIRONMENT_NAME, parameter_value
+from .stage import Stage
+from .stages import ingestion, network, storage
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    build: Callable[[PipelineConfig], Stage]
+    enabled: Callable[[PipelineConfig], bool]
+    # Where the user switches the stage, for error messages.
+    toggle: str
+
+
+REGISTRY: tuple[StageSpec, ...] = (
+    StageSpec("network", network.build, lambda c: True, "network"),
+    StageSpec("storage", storage.build, lambda c: c.stages.storage.enabled,
+              "stages.storage.enabled"),
+    StageSpec("ingestion", ingestion.build, lambda c: c.stages.ingestion.enabled,
+              "stages.ingestion.enabled"),
+)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    environment: str
+    protected: bool
+    root: Template
+    stages: tuple[Stage, ...]
+    # This environment's value of every root parameter, as parameters.json holds them.
+    parameters: dict[str, str]
+    tags: dict[str, str]
+
+
+def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
+          registry: Sequence[StageSpec] = REGISTRY) -> Pipeline:
+    config = loaded.config
+    specs = {spec.name: spec for spec in registry}
+    enabled = [spec.build(config) for spec in registry if spec.enabled(config)]
+    disabled = [spec.build(config) for spec in registry if not spec.enabled(config)]
+    toggles = {name: spec.toggle for name, spec in specs.items()}
+    try:
+        ordered = order_stages(enabled, disabled, toggles)
+    except UserError as error:
+        raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
+
+    defaults = {name: parameter_value(v) for name, v in setting_values(loaded.base).items()
+                if v is not None}
+    root = compose(ordered, config.description, defaults, file_suffix)
+    values = {name: parameter_value(v) for name, v in setting_values(config).items()
+              if v is not None}
+    values[ENVIRONMENT_NAME] = loaded.environment
+    parameters = {name: values[name] for name in root.parameters}
+    tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
+            **config.tags}
+    return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
+
+
+def order_stages(enabled: Sequence[Stage], disabled: Iterable[Stage] = (),
+                 toggles: dict[str, str] | None = None) -> list[Stage]:
+    """Enabled stages, each after the stages whose outputs it takes."""
+    providers = _providers(enabled)
+    would_provide = {w.name: s.name for s in disabled for w in s.outputs}
+    toggles = toggles or {}
+    problems = []
+    graph: dict[str, set[str]] = {}
+    for stage in enabled:
+        graph[stage.name] = set()
+        for wire in stage.inputs:
+            provider = providers.get(wire.name)
+            if provider is not None:
+                graph[stage.name].add(provider.name)
+            elif wire.name in would_provide:
+                owner = would_provide[wire.name]
+                problems.append(
+                    f"stage {stage.name!r} needs {wire.name!r} from stage {owner!r}, which is "
+                    f"disabled: enable it ({toggles.get(owner, owner)}) or disable "
+                    f"{stage.name!r}")
+            else:
+                problems.append(f"stage {stage.name!r} needs {wire.name!r}, which no stage offers")
+    if problems:
+        raise UserError(*problems)
+    try:
+        names = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        cycle = " -> ".join(error.args[1])
+        raise UserError(f"stages feed each other in a cycle: {cycle}") from None
+    by_name = {stage.name: stage for stage in enabled}
+    return [by_name[name] for name in names]
+
+
+def _providers(stages: Iterable[Stage]) -> dict[str, Stage]:
+    providers: dict[str, Stage] = {}
+    problems = []
+    for stage in stages:
+        for wire in stage.outputs:
+            if wire.name in providers:
+                problems.append(f"output {wire.name!r} is offered by both stage "
+                                f"{providers[wire.name].name!r} and stage {stage.name!r}")
+            providers[wire.name] = stage
+    if problems:
+        raise UserError(*problems)
+    return providers
+
+
+def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
+            file_suffix: str = ".yaml") -> Template:
+    """The root template over stages already in wiring order."""
+    root = Template(Description=description)
+    providers = _providers(stages)
+    for stage in stages:
+        for name in stage.settings:
+            if name not in root.parameters:
+                parameter = stage.template.parameters[name]
+                props = {k: v for k, v in parameter.properties.items()}
+                if name in defaults:
+                    props["Default"] = defaults[name]
+                root.add_parameter(type(parameter)(name, **props))
+        stack_parameters = {name: Ref(name) for name in stage.settings}
+        for wire in stage.inputs:
+            producer = providers[wire.name]
+            stack_parameters[wire.name] = GetAtt(producer.logical_id, f"Outputs.{wire.name}")
+        root.add_resource(Stack(
+            stage.logical_id,
+            TemplateURL=f"{stage.name}{file_suffix}",
+            Parameters=stack_parameters,
+        ))
+        for wire in stage.outputs:
+            root.add_output(Output(wire.name, Description=wire.description,
+                                   Value=GetAtt(stage.logical_id, f"Outputs.{wire.name}")))
+    _add_parameter_groups(root, stages)
+    return root
+
+
+def _add_parameter_groups(root: Template, stages: Sequence[Stage]) -> None:
+    """Group parameters by the first stage using them, for the console and Service Catalog."""
+    seen: set[str] = set()
+    groups = []
+    for stage in stages:
+        names = [n for n in stage.settings if n not in seen]
+        seen.update(names)
+        if names:
+            groups.append({"Label": {"default": stage.name}, "Parameters": names})
+    if groups:
+        root.set_metadata({"AWS::CloudFormation::Interface": {"ParameterGroups": groups}})

@@ -1,0 +1,79 @@
+"""CloudFormation parameters for the values that may differ between environments.
+
+A config field marked with `Setting` becomes a parameter whose type and constraints come from the
+field itself (bounds, allowed values, pattern), so a value CloudFormation accepts is a value the
+config model accepts too. The environment name is the one setting that is not a config field.
+"""
+
+import typing
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel
+from troposphere import Parameter
+
+from .config import ENVIRONMENT_MAX_LENGTH, ENVIRONMENT_PATTERN, Setting
+from .config.base import unwrap_annotation
+
+ENVIRONMENT_NAME = "EnvironmentName"
+
+
+def environment_parameter() -> Parameter:
+    return Parameter(
+        ENVIRONMENT_NAME,
+        Type="String",
+        Description="Deployment environment; part of every physical name",
+        AllowedPattern=ENVIRONMENT_PATTERN,
+        MaxLength=ENVIRONMENT_MAX_LENGTH,
+        ConstraintDescription=f"1-{ENVIRONMENT_MAX_LENGTH} characters: a-z then a-z or 0-9",
+    )
+
+
+def setting_of(section: type[BaseModel], field_name: str) -> Setting:
+    field = section.model_fields[field_name]
+    for marker in field.metadata:
+        if isinstance(marker, Setting):
+            return marker
+    raise KeyError(f"{section.__name__}.{field_name} is not marked as a Setting")
+
+
+def setting_parameter(section: type[BaseModel], field_name: str) -> Parameter:
+    """The parameter for one Setting-marked field."""
+    field = section.model_fields[field_name]
+    setting = setting_of(section, field_name)
+    props: dict[str, Any] = {"Description": (field.description or field_name)[:4000]}
+    annotation = unwrap_annotation(field.annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        numeric = all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
+        props["Type"] = "Number" if numeric else "String"
+        props["AllowedValues"] = [str(c) if numeric else c for c in choices]
+    elif annotation in (int, float):
+        props["Type"] = "Number"
+    elif annotation is bool:
+        props["Type"] = "String"
+        props["AllowedValues"] = ["true", "false"]
+    else:
+        props["Type"] = "String"
+    for constraint in field.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            props["MinValue"] = constraint.ge
+        elif isinstance(constraint, annotated_types.Le):
+            props["MaxValue"] = constraint.le
+        elif isinstance(constraint, annotated_types.MaxLen) and props["Type"] == "String":
+            props["MaxLength"] = constraint.max_length
+        elif hasattr(constraint, "pattern") and constraint.pattern and props["Type"] == "String":
+            props["AllowedPattern"] = constraint.pattern
+    if setting.type is not None:
+        props = {"Type": setting.type, "Description": props["Description"]}
+    return Parameter(setting.parameter, **props)
+
+
+def parameter_value(value: Any) -> str:
+    """A config value as CloudFormation parameter text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(parameter_value(v) for v in value)
+    return str(value)

@@ -1,0 +1,100 @@
+"""The stage contract: what a stage module's `build(config) -> Stage` returns.
+
+A stage owns one template. It talks to the rest of the pipeline only through named wires (the
+outputs it offers and the inputs it needs, see outputs.py) and settings (environment values the
+root passes down). `StageBuilder` keeps that bookkeeping next to the template while a stage is
+built, so a stage module never declares a parameter or output by hand.
+"""
+
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from troposphere import AWSObject, Output, Parameter, Ref, Sub, Template
+
+from . import naming
+from .outputs import Wire
+from .settings import ENVIRONMENT_NAME, environment_parameter, setting_parameter
+
+R = TypeVar("R", bound=AWSObject)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    template: Template
+    inputs: tuple[Wire, ...]
+    outputs: tuple[Wire, ...]
+    # Names of the root parameters this stage takes (EnvironmentName and Setting fields).
+    settings: tuple[str, ...]
+
+    @property
+    def logical_id(self) -> str:
+        """The stage's AWS::CloudFormation::Stack in the root template."""
+        return "".join(part.capitalize() for part in self.name.split("_")) + "Stack"
+
+
+class StageBuilder:
+    def __init__(self, name: str, project: str, description: str):
+        self.name = name
+        self.project = project
+        self.template = Template(Description=f"{project}: {description}")
+        self._inputs: dict[str, Wire] = {}
+        self._outputs: dict[str, Wire] = {}
+        self._settings: list[str] = []
+
+    def add(self, resource: R) -> R:
+        return self.template.add_resource(resource)
+
+    def input(self, wire: Wire) -> Ref:
+        """A value another stage offers; the composer feeds it from that stage's output."""
+        if wire.name not in self._inputs:
+            self._inputs[wire.name] = wire
+            self.template.add_parameter(
+                Parameter(wire.name, Type=wire.type, Description=wire.description))
+        return Ref(wire.name)
+
+    def output(self, wire: Wire, value: Any) -> None:
+        self._outputs[wire.name] = wire
+        self.template.add_output(Output(wire.name, Description=wire.description, Value=value))
+
+    def setting(self, section: BaseModel | type[BaseModel], field_name: str) -> Ref:
+        """A value that may differ between environments: a parameter fed by the root.
+
+        The value itself is never read here; that keeps templates identical across
+        environments that differ only in values.
+        """
+        section_type = section if isinstance(section, type) else type(section)
+        parameter = setting_parameter(section_type, field_name)
+        return self._declare(parameter)
+
+    @property
+    def environment(self) -> Ref:
+        return self._declare(environment_parameter())
+
+    def physical_name(self, rule: naming.NameRule, *purpose: str) -> Sub:
+        """A physical name for one of this stage's resources (see naming.py)."""
+        self._declare(environment_parameter())
+        return Sub(naming.physical_name(rule, self.project, *purpose))
+
+    def log_group_name(self, *purpose: str) -> Sub:
+        self._declare(environment_parameter())
+        return Sub(naming.log_group_name(self.project, *purpose))
+
+    def finish(self) -> Stage:
+        return Stage(
+            name=self.name,
+            template=self.template,
+            inputs=tuple(self._inputs.values()),
+            outputs=tuple(self._outputs.values()),
+            settings=tuple(self._settings),
+        )
+
+    def _declare(self, parameter: Parameter) -> Ref:
+        if parameter.title not in self.template.parameters:
+            self.template.add_parameter(parameter)
+            self._settings.append(parameter.title)
+        return Ref(parameter.title)
+
+
+__all__ = ["ENVIRONMENT_NAME", "Stage", "StageBuilder"]

@@ -1,0 +1,44 @@
+"""Small helpers that let tests read like the behaviour they specify."""
+
+import copy
+from typing import Any
+
+from mlops_cfn.config import LoadedConfig, load_data
+from mlops_cfn.config.yaml_source import read_yaml
+from mlops_cfn.config import DEFAULT_CONFIG
+
+
+def default_data() -> dict:
+    """The bundled default config as plain data, for tests to change."""
+    return copy.deepcopy(read_yaml(DEFAULT_CONFIG))
+
+
+def config_with(changes: dict | None = None, env: str = "dev") -> LoadedConfig:
+    """The bundled default with `changes` merged in (mappings merge, other values replace)."""
+    data = default_data()
+    _merge(data, changes or {})
+    return load_data(data, "pipeline.yaml", env)
+
+
+def _merge(target: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def template_dict(stage_or_template: Any) -> dict:
+    template = getattr(stage_or_template, "template", stage_or_template)
+    return template.to_dict()
+
+
+def resources_of_type(template: dict, resource_type: str) -> dict[str, dict]:
+    return {name: r for name, r in template.get("Resources", {}).items()
+            if r["Type"] == resource_type}
+
+
+def only_resource(template: dict, resource_type: str) -> dict:
+    found = resources_of_type(template, resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.values()))
