@@ -25,6 +25,9 @@ PRIVATE_SUBNET_IDS = Wire(
 ENDPOINT_SECURITY_GROUP_ID = Wire(
     "EndpointSecurityGroupId", "Security group of the interface VPC endpoints",
     "AWS::EC2::SecurityGroup::Id")
+PUBLIC_SUBNET_IDS = Wire(
+    "PublicSubnetIds", "Public subnets, one per availability zone (only with internet_gateway)",
+    "List<AWS::EC2::Subnet::Id>")
 
 # storage
 DATA_KEY_ARN = Wire("DataKeyArn", "Customer-managed KMS key that encrypts the pipeline's data")
@@ -36,6 +39,8 @@ ARTIFACTS_BUCKET_NAME = Wire("ArtifactsBucketName", "Bucket of models, scripts a
 ARTIFACTS_BUCKET_ARN = Wire("ArtifactsBucketArn", "ARN of the artifacts bucket")
 ACCESS_LOGS_BUCKET_NAME = Wire(
     "AccessLogsBucketName", "Bucket receiving S3, load balancer and Redshift access logs")
+DATA_KEY_ALIAS = Wire(
+    "DataKeyAlias", "Alias (alias/...) of the data key, for people and SDK calls")
 
 # ingestion
 STREAM_NAME = Wire("IngestStreamName", "Kinesis data stream producers write to")

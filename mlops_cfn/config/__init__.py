@@ -88,12 +88,24 @@ class PipelineConfig(Model):
 
 @dataclass(frozen=True)
 class LoadedConfig:
-    """One environment of a config file, as the composer needs it."""
+    """One environment of a validated config file, as the composer needs it."""
 
     source: str
     environment: str
     base: PipelineConfig
-    config: PipelineConfig
+    # Every environment's merged config; all are validated when the file is loaded.
+    merged: dict[str, PipelineConfig]
+
+    @property
+    def config(self) -> PipelineConfig:
+        return self.merged[self.environment]
+
+    def for_environment(self, name: str) -> "LoadedConfig":
+        if name not in self.merged:
+            raise UserError(
+                f"{self.source}: environments: no environment {name!r} "
+                f"(defined: {', '.join(self.merged)})")
+        return LoadedConfig(self.source, name, self.base, self.merged)
 
 
 def load(path: Path | str | None = None, env: str | None = None) -> LoadedConfig:
@@ -123,11 +135,7 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
             problems.extend(error.problems)
     if problems:
         raise UserError(*problems)
-    if environment not in merged_by_env:
-        raise UserError(
-            f"{source}: environments: no environment {environment!r} "
-            f"(defined: {', '.join(base.environments)})")
-    return LoadedConfig(source, environment, base, merged_by_env[environment])
+    return LoadedConfig(source, environment, base, merged_by_env).for_environment(environment)
 
 
 def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None = None):

@@ -2,9 +2,13 @@
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .base import Model, Setting, StageToggle
+
+# Firehose writes records it could not deliver under this top-level prefix, apart from the data
+# prefix so that a crawler over the data never reads error records.
+FIREHOSE_ERROR_ROOT = "firehose-errors/"
 
 
 class FirehoseConfig(Model):
@@ -28,6 +32,14 @@ class FirehoseConfig(Model):
               description="Key prefix in the raw bucket; Firehose appends a date partition "
                           "(year=/month=/day=/hour=)."),
     ] = "events/"
+
+    @field_validator("prefix")
+    @classmethod
+    def _apart_from_errors(cls, value):
+        if value.startswith(FIREHOSE_ERROR_ROOT):
+            raise ValueError(f"must not start with {FIREHOSE_ERROR_ROOT!r}, where Firehose "
+                             "writes the records it could not deliver")
+        return value
 
 
 class ConsumerConfig(Model):

@@ -32,7 +32,11 @@ class NetworkConfig(Model):
     ] = "create"
     cidr: Annotated[
         str,
-        Field(pattern=CIDR_PATTERN, description="IPv4 range of the created VPC (/16 to /24)."),
+        Field(pattern=CIDR_PATTERN,
+              description="IPv4 range of the VPC (/16 to /24): with mode `create`, the range "
+                          "the new VPC gets and its subnets are cut from; with mode `existing`, "
+                          "the existing VPC's range, which the endpoint security group admits "
+                          "(required then: there is no safe default for someone else's VPC)."),
         Setting("VpcCidr"),
     ] = "10.40.0.0/16"
     availability_zones: Annotated[
@@ -52,7 +56,9 @@ class NetworkConfig(Model):
     interface_endpoints: Annotated[
         list[EndpointService] | None,
         Field(description="Interface VPC endpoints to create. Leave unset to derive them from "
-                          "the enabled stages; [] for none. S3 always gets a gateway endpoint."),
+                          "the enabled stages (mode `create`) or to create none (mode "
+                          "`existing`, whose owner usually runs its own endpoints); [] for none. "
+                          "A created VPC always gets an S3 gateway endpoint."),
     ] = None
     flow_log_traffic: Annotated[
         Literal["ALL", "ACCEPT", "REJECT"],
@@ -79,6 +85,10 @@ class NetworkConfig(Model):
     @model_validator(mode="after")
     def _mode_fits_fields(self):
         if self.mode == "existing":
+            if "cidr" not in self.model_fields_set:
+                raise ValueError(
+                    "mode 'existing' needs cidr: the existing VPC's IPv4 range, which the "
+                    "endpoint security group admits on port 443")
             if self.vpc_id is None or not self.subnet_ids:
                 raise ValueError("mode 'existing' needs vpc_id and subnet_ids")
             if len(self.subnet_ids) < 2:

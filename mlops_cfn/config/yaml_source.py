@@ -16,6 +16,10 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: dict[Any, yaml.Node] = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, (list, dict)):
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a list or mapping",
+                key_node.start_mark)
         if key in seen:
             mark = key_node.start_mark
             raise yaml.constructor.ConstructorError(
@@ -50,5 +54,6 @@ def parse_yaml(text: str, source: str) -> Any:
         problem = error.problem or error.context or "invalid YAML"
         raise UserError(f"{source}{where}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:
-        raise UserError(f"{source}: YAML syntax error: {error}") from None
+        first_line = str(error).splitlines()[0]
+        raise UserError(f"{source}: YAML syntax error: {first_line}") from None
     return {} if data is None else data

@@ -1,20 +1,319 @@
-"""network stage (STUB: being written)."""
+"""The network stage: the VPC the pipeline's compute runs in, or a place in an existing one.
 
-from troposphere import GetAtt, Join, Ref, ec2
+Mode `create` (one of each per availability zone, 2 or 3 zones):
+    Vpc (DNS support and hostnames on), PrivateSubnet<N>, PrivateRouteTable<N> with its
+    association; S3Endpoint (gateway, on every private route table, limited to this account's
+    buckets); <Service>Endpoint (interface, private DNS) per needed service;
+    EndpointSecurityGroup (443 from the VPC's range only); FlowLog to FlowLogGroup (KMS,
+    retention) through FlowLogRole.
+    With `internet_gateway`: InternetGateway, PublicSubnet<N>, one PublicRouteTable, and per zone
+    NatAddress<N> + NatGateway<N>, which carries the zone's private default route.
+Mode `existing`: EndpointSecurityGroup in the given VPC and interface endpoints in the given
+    subnets if `interface_endpoints` lists any; nothing else (no VPC, routes, flow logs).
 
+Inputs: DataKeyArn (mode `create`: encrypts the flow log group).
+Settings: VpcCidr; LogRetentionDays (`create`); ExistingVpcId, ExistingSubnetIds (`existing`).
+Outputs: VpcId, VpcCidrBlock, PrivateSubnetIds, EndpointSecurityGroupId,
+    PublicSubnetIds (only with `internet_gateway`).
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import awacs.logs as logs
+import awacs.s3 as s3
+import awacs.sts as sts
+from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
+from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Sub, Tags, ec2,
+                         iam, logs as cw_logs)
+
+from .. import naming, policies
 from ..config import PipelineConfig
-from ..outputs import ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS, VPC_CIDR, VPC_ID
+from ..config.network import INTERFACE_ENDPOINT_SERVICES, NetworkConfig
+from ..outputs import (DATA_KEY_ARN, ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS,
+                       PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
+
+HTTPS = 443
+ANYWHERE = "0.0.0.0/0"
+# EC2 resources have no names, only a `Name` tag, which the console shows.
+NAME_TAG = naming.NameRule("EC2 Name tag", 256)
+
+# What compute may do through the S3 gateway endpoint: object reads and writes (multipart
+# included) and listing. Stages whose compute needs more S3 actions add them here.
+S3_ENDPOINT_ACTIONS = (
+    s3.GetBucketLocation,
+    s3.ListBucket,
+    s3.ListBucketMultipartUploads,
+    s3.GetObject,
+    s3.GetObjectVersion,
+    s3.PutObject,
+    s3.DeleteObject,
+    s3.AbortMultipartUpload,
+    s3.ListMultipartUploadParts,
+)
+
+
+# The interface endpoints each stage's in-VPC compute calls. S3 is never listed: a created VPC
+# always has the S3 gateway endpoint.
+#
+# The ingestion consumer needs none. Lambda itself polls the stream (event source mapping),
+# delivers the function's logs, hands it credentials and sends failed batches to the failure
+# destination, all outside the function's VPC; the bundled handler calls no AWS API (its metrics
+# are Embedded Metric Format log lines). A handler that calls an API needs that service here.
+CONSUMER_ENDPOINTS: tuple[str, ...] = ()
+
+
+def needed_interface_endpoints(config: PipelineConfig) -> list[str]:
+    """The interface endpoints the enabled stages need, in a stable order."""
+    needed: list[str] = []
+    ingestion = config.stages.ingestion
+    if ingestion.enabled and ingestion.consumer.enabled:
+        needed += CONSUMER_ENDPOINTS
+    # A stage whose compute joins the VPC adds a line here with the services it calls.
+    return [service for service in INTERFACE_ENDPOINT_SERVICES if service in needed]
+
+
+def interface_endpoint_services(config: PipelineConfig) -> list[str]:
+    """The configured list; when unset, what the stages need (mode `create`) or none (`existing`,
+    whose owner usually runs its own endpoints: a second one with private DNS would clash)."""
+    network = config.network
+    if network.interface_endpoints is not None:
+        return list(network.interface_endpoints)
+    return needed_interface_endpoints(config) if network.mode == "create" else []
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where compute goes: the VPC and its private subnets (a list, or a list parameter)."""
+
+    vpc_id: Any
+    private_subnets: Any
+    private_subnet_ids: Any  # the same, as one comma-joined string for an output
 
 
 def build(config: PipelineConfig) -> Stage:
-    b = StageBuilder("network", config.project, "VPC, private subnets and endpoints")
-    vpc = b.add(ec2.VPC("Vpc", CidrBlock=b.setting(config.network, "cidr")))
-    subnet = b.add(ec2.Subnet("PrivateSubnet1", VpcId=Ref(vpc), CidrBlock="10.0.0.0/24"))
-    sg = b.add(ec2.SecurityGroup("EndpointSecurityGroup", GroupDescription="endpoints",
-                                 VpcId=Ref(vpc)))
-    b.output(VPC_ID, Ref(vpc))
-    b.output(VPC_CIDR, GetAtt(vpc, "CidrBlock"))
-    b.output(PRIVATE_SUBNET_IDS, Join(",", [Ref(subnet)]))
-    b.output(ENDPOINT_SECURITY_GROUP_ID, Ref(sg))
+    b = StageBuilder("network", config.project, "VPC, private subnets and VPC endpoints")
+    network = config.network
+    vpc_cidr = b.setting(network, "cidr")
+    if network.mode == "create":
+        placement = create_vpc(b, config, vpc_cidr)
+    else:
+        placement = existing_vpc(b, network)
+    security_group = b.add(endpoint_security_group(placement.vpc_id, vpc_cidr))
+    for service in interface_endpoint_services(config):
+        b.add(interface_endpoint(service, placement, security_group))
+    b.output(VPC_ID, placement.vpc_id)
+    b.output(VPC_CIDR, vpc_cidr)
+    b.output(PRIVATE_SUBNET_IDS, placement.private_subnet_ids)
+    b.output(ENDPOINT_SECURITY_GROUP_ID, GetAtt(security_group, "GroupId"))
     return b.finish()
+
+
+def existing_vpc(b: StageBuilder, network: NetworkConfig) -> Placement:
+    subnets = b.setting(network, "subnet_ids")
+    return Placement(b.setting(network, "vpc_id"), subnets, Join(",", subnets))
+
+
+def create_vpc(b: StageBuilder, config: PipelineConfig, vpc_cidr: Ref) -> Placement:
+    network = config.network
+    zones = network.availability_zones
+    vpc = b.add(ec2.VPC(
+        "Vpc", CidrBlock=vpc_cidr, EnableDnsSupport=True, EnableDnsHostnames=True,
+        Tags=_name(b, "vpc")))
+    # Private subnets take the first blocks of the range, public ones (if any) the next.
+    blocks = subnet_blocks(vpc_cidr, network, count=zones * (2 if network.internet_gateway else 1))
+    private_subnets, route_tables = [], []
+    for zone in range(zones):
+        subnet = b.add(_subnet(b, "Private", zone, vpc, blocks[zone]))
+        table = b.add(ec2.RouteTable(f"PrivateRouteTable{zone + 1}", VpcId=Ref(vpc),
+                                     Tags=_name(b, "private", str(zone + 1))))
+        b.add(ec2.SubnetRouteTableAssociation(
+            f"PrivateRouteTableAssociation{zone + 1}", SubnetId=Ref(subnet),
+            RouteTableId=Ref(table)))
+        private_subnets.append(subnet)
+        route_tables.append(table)
+    b.add(s3_gateway_endpoint(vpc, route_tables))
+    if network.internet_gateway:
+        public_subnets = add_internet_access(b, vpc, route_tables, blocks[zones:])
+        b.output(PUBLIC_SUBNET_IDS, _comma_joined(public_subnets))
+    add_flow_logs(b, config, vpc)
+    return Placement(Ref(vpc), [Ref(s) for s in private_subnets], _comma_joined(private_subnets))
+
+
+def subnet_blocks(vpc_cidr: Ref, network: NetworkConfig, count: int) -> list[Select]:
+    """`count` equal subnet ranges cut from the VPC range parameter, so the range stays a
+    per-environment value while the subnet size (a structural choice) is fixed here."""
+    cidr = Cidr(vpc_cidr, count, 32 - network.subnet_prefix_length)
+    return [Select(index, cidr) for index in range(count)]
+
+
+def _subnet(b: StageBuilder, kind: str, zone: int, vpc: ec2.VPC, block: Select) -> ec2.Subnet:
+    return ec2.Subnet(
+        f"{kind}Subnet{zone + 1}",
+        VpcId=Ref(vpc),
+        CidrBlock=block,
+        AvailabilityZone=Select(zone, GetAZs("")),
+        # Public subnets too: the only public addresses are the NAT gateways' elastic IPs.
+        MapPublicIpOnLaunch=False,
+        Tags=_name(b, kind.lower(), str(zone + 1)),
+    )
+
+
+def add_internet_access(b: StageBuilder, vpc: ec2.VPC, private_route_tables: list,
+                        blocks: list[Select]) -> list[ec2.Subnet]:
+    """Public subnets behind an internet gateway and a NAT gateway per zone, so one zone's
+    outage does not cut the others off; each private route table sends its default route
+    through its own zone's NAT."""
+    gateway = b.add(ec2.InternetGateway("InternetGateway", Tags=_name(b, "igw")))
+    attachment = b.add(ec2.VPCGatewayAttachment(
+        "InternetGatewayAttachment", VpcId=Ref(vpc), InternetGatewayId=Ref(gateway)))
+    public_table = b.add(ec2.RouteTable("PublicRouteTable", VpcId=Ref(vpc),
+                                        Tags=_name(b, "public")))
+    b.add(ec2.Route("PublicDefaultRoute", RouteTableId=Ref(public_table),
+                    DestinationCidrBlock=ANYWHERE, GatewayId=Ref(gateway),
+                    DependsOn=attachment))
+    public_subnets = []
+    for zone, (private_table, block) in enumerate(zip(private_route_tables, blocks)):
+        subnet = b.add(_subnet(b, "Public", zone, vpc, block))
+        b.add(ec2.SubnetRouteTableAssociation(
+            f"PublicRouteTableAssociation{zone + 1}", SubnetId=Ref(subnet),
+            RouteTableId=Ref(public_table)))
+        address = b.add(ec2.EIP(f"NatAddress{zone + 1}", Domain="vpc", DependsOn=attachment,
+                                Tags=_name(b, "nat", str(zone + 1))))
+        nat = b.add(ec2.NatGateway(
+            f"NatGateway{zone + 1}", AllocationId=GetAtt(address, "AllocationId"),
+            SubnetId=Ref(subnet), Tags=_name(b, "nat", str(zone + 1))))
+        b.add(ec2.Route(f"PrivateDefaultRoute{zone + 1}", RouteTableId=Ref(private_table),
+                        DestinationCidrBlock=ANYWHERE, NatGatewayId=Ref(nat)))
+        public_subnets.append(subnet)
+    return public_subnets
+
+
+def s3_gateway_endpoint(vpc: ec2.VPC, route_tables: list[ec2.RouteTable]) -> ec2.VPCEndpoint:
+    """S3 through the route tables, for free, limited to this account's buckets (so compute
+    cannot copy data to a bucket elsewhere) and ECR's image layers."""
+    return ec2.VPCEndpoint(
+        "S3Endpoint",
+        VpcId=Ref(vpc),
+        ServiceName=Sub("com.amazonaws.${AWS::Region}.s3"),
+        VpcEndpointType="Gateway",
+        RouteTableIds=[Ref(t) for t in route_tables],
+        PolicyDocument=policies.document(
+            Statement(
+                Sid="BucketsOfThisAccount",
+                Effect=Allow,
+                # An endpoint policy limits what passes the endpoint; who may act is still up
+                # to IAM, so the principal is everyone and the limit is the bucket's account.
+                Principal=Principal("*"),
+                Action=list(S3_ENDPOINT_ACTIONS),
+                Resource=[policies.arn("s3", "*", regional=False, in_account=False),
+                          policies.arn("s3", "*/*", regional=False, in_account=False)],
+                Condition=Condition(StringEquals("s3:ResourceAccount", AccountId)),
+            ),
+            Statement(
+                Sid="EcrImageLayers",
+                Effect=Allow,
+                # Containers pulled from ECR inside the VPC fetch their layers from this
+                # AWS-owned bucket.
+                Principal=Principal("*"),
+                Action=[s3.GetObject],
+                Resource=[policies.arn("s3", "prod-${AWS::Region}-starport-layer-bucket/*",
+                                       regional=False, in_account=False)],
+            ),
+        ),
+    )
+
+
+def endpoint_security_group(vpc_id: Any, vpc_cidr: Ref) -> ec2.SecurityGroup:
+    return ec2.SecurityGroup(
+        "EndpointSecurityGroup",
+        GroupDescription="Interface VPC endpoints: HTTPS from inside the VPC",
+        VpcId=vpc_id,
+        SecurityGroupIngress=[ec2.SecurityGroupRule(
+            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=vpc_cidr,
+            Description="HTTPS from the VPC's range")],
+        # Endpoints only answer (the group is stateful), so they need no egress; without a rule
+        # EC2 would allow all. This one matches nothing (ICMP type 252 code 86 to a broadcast
+        # address), the usual way to say "no egress".
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            IpProtocol="icmp", FromPort=252, ToPort=86, CidrIp="255.255.255.255/32",
+            Description="No outbound traffic")],
+    )
+
+
+def interface_endpoint(service: str, placement: Placement,
+                       security_group: ec2.SecurityGroup) -> ec2.VPCEndpoint:
+    return ec2.VPCEndpoint(
+        endpoint_logical_id(service),
+        VpcId=placement.vpc_id,
+        ServiceName=Sub(f"com.amazonaws.${{AWS::Region}}.{service}"),
+        VpcEndpointType="Interface",
+        PrivateDnsEnabled=True,
+        SubnetIds=placement.private_subnets,
+        SecurityGroupIds=[GetAtt(security_group, "GroupId")],
+    )
+
+
+def endpoint_logical_id(service: str) -> str:
+    """`ecr.dkr` -> `EcrDkrEndpoint`."""
+    return "".join(part.capitalize() for part in re.split(r"[.-]", service)) + "Endpoint"
+
+
+def add_flow_logs(b: StageBuilder, config: PipelineConfig, vpc: ec2.VPC) -> None:
+    group = b.add(cw_logs.LogGroup(
+        "FlowLogGroup",
+        LogGroupName=b.log_group_name("vpc-flow-logs"),
+        KmsKeyId=b.input(DATA_KEY_ARN),
+        RetentionInDays=b.setting(config, "log_retention_days"),
+        # Flow logs are the network's audit trail: they outlive the stack.
+        DeletionPolicy="Retain",
+        UpdateReplacePolicy="Retain",
+    ))
+    role = b.add(flow_log_role(group))
+    b.add(ec2.FlowLog(
+        "FlowLog",
+        ResourceId=Ref(vpc),
+        ResourceType="VPC",
+        TrafficType=config.network.flow_log_traffic,
+        LogDestinationType="cloud-watch-logs",
+        LogGroupName=Ref(group),
+        DeliverLogsPermissionArn=GetAtt(role, "Arn"),
+        Tags=_name(b, "flow-logs"),
+    ))
+
+
+def flow_log_role(group: cw_logs.LogGroup) -> iam.Role:
+    """The role VPC Flow Logs assumes to write into `group`, and nowhere else."""
+    group_arn = GetAtt(group, "Arn")  # `...:log-group:<name>:*`, which covers its streams
+    return iam.Role(
+        "FlowLogRole",
+        Description="VPC Flow Logs writes the VPC's flow records to its log group",
+        AssumeRolePolicyDocument=policies.document(Statement(
+            Effect=Allow,
+            Principal=Principal("Service", "vpc-flow-logs.amazonaws.com"),
+            Action=[sts.AssumeRole],
+            # Only for flow logs of this account (confused deputy protection).
+            Condition=Condition([
+                StringEquals("aws:SourceAccount", AccountId),
+                ArnLike("aws:SourceArn", policies.arn("ec2", "vpc-flow-log/*")),
+            ]),
+        )),
+        Policies=[iam.Policy(
+            PolicyName="write-flow-logs",
+            PolicyDocument=policies.document(Statement(
+                Effect=Allow,
+                Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
+                Resource=[group_arn],
+            )),
+        )],
+    )
+
+
+def _name(b: StageBuilder, *purpose: str) -> Tags:
+    return Tags(Name=b.physical_name(NAME_TAG, *purpose))
+
+
+def _comma_joined(resources: list) -> Sub:
+    return Sub(",".join(f"${{{r.title}}}" for r in resources))

@@ -1,0 +1,241 @@
+"""awacs building blocks shared by the stages: the data key's policy and least-privilege statements.
+
+Every function returns awacs objects (a `PolicyDocument` or `Statement`s) whose ARNs are built with
+`Sub` from `${AWS::Partition}`, `${AWS::Region}` and `${AWS::AccountId}`, so a template works in
+every partition and never names an account. Arguments that are ARNs may be plain strings or
+CloudFormation functions (`Ref`, `GetAtt`, `Sub`).
+
+No statement here allows `*` or `<service>:*`. Where a resource must be `*` the function says why.
+"""
+
+from typing import Any, Iterable, Sequence
+
+import awacs.kms as kms
+import awacs.s3 as s3
+from awacs.aws import (Action, Allow, ArnLike, Bool, Condition, Deny, PolicyDocument, Principal,
+                       Statement, StringEquals, StringLike)
+from troposphere import Sub
+
+POLICY_VERSION = "2012-10-17"
+
+# In a key policy the resource "*" means "the key this policy is attached to", nothing more.
+THIS_KEY = "*"
+
+# Key management, spelled out instead of `kms:*` so that using the key is never implied. The
+# account root needs kms:PutKeyPolicy: CloudFormation refuses a key whose policy would lock out
+# the principal creating it.
+KEY_ADMINISTRATION_ACTIONS = (
+    kms.CancelKeyDeletion,
+    kms.CreateAlias,
+    kms.CreateGrant,
+    kms.DeleteAlias,
+    kms.DescribeKey,
+    kms.DisableKey,
+    kms.DisableKeyRotation,
+    kms.EnableKey,
+    kms.EnableKeyRotation,
+    kms.GetKeyPolicy,
+    kms.GetKeyRotationStatus,
+    kms.ListGrants,
+    kms.ListKeyPolicies,
+    kms.ListKeyRotations,
+    kms.ListResourceTags,
+    kms.PutKeyPolicy,
+    kms.RevokeGrant,
+    kms.RotateKeyOnDemand,
+    kms.ScheduleKeyDeletion,
+    kms.TagResource,
+    kms.UntagResource,
+    kms.UpdateAlias,
+    kms.UpdateKeyDescription,
+)
+
+# Cryptographic use of a symmetric key.
+KEY_USE_ACTIONS = (
+    kms.Encrypt,
+    kms.Decrypt,
+    kms.Action("ReEncrypt*"),
+    kms.Action("GenerateDataKey*"),
+    kms.DescribeKey,
+)
+
+# What CloudWatch Logs needs to encrypt a log group (AWS's documented key policy for Logs).
+LOGS_KEY_ACTIONS = (
+    kms.Action("Encrypt*"),
+    kms.Action("Decrypt*"),
+    kms.Action("ReEncrypt*"),
+    kms.Action("GenerateDataKey*"),
+    kms.Action("Describe*"),
+)
+
+# Presets for `use_key`: reading encrypted data, and reading plus writing it (S3, Kinesis, SQS and
+# SNS ask KMS for a data key when they write and for a decryption when they read).
+KEY_READ = (kms.Decrypt,)
+KEY_READ_WRITE = (kms.Decrypt, kms.GenerateDataKey)
+
+
+def arn(service: str, resource: str, *, regional: bool = True, in_account: bool = True) -> Sub:
+    """`arn:${AWS::Partition}:<service>:${AWS::Region}:${AWS::AccountId}:<resource>` as a Sub.
+
+    `resource` may itself hold `${...}` references (`"log-group:${LogGroup}"`); global services
+    (IAM, S3) pass `regional=False`, S3 also `in_account=False`.
+    """
+    region = "${AWS::Region}" if regional else ""
+    account = "${AWS::AccountId}" if in_account else ""
+    return Sub(f"arn:${{AWS::Partition}}:{service}:{region}:{account}:{resource}")
+
+
+def account_root() -> Principal:
+    """This account as a principal: access it grants is delegated to the account's IAM policies."""
+    return Principal("AWS", arn("iam", "root", regional=False))
+
+
+def document(*statements: Statement | Iterable[Statement]) -> PolicyDocument:
+    """A policy document of the given statements (single statements or lists of them)."""
+    flat: list[Statement] = []
+    for item in statements:
+        if isinstance(item, Statement):
+            flat.append(item)
+        else:
+            flat.extend(item)
+    return PolicyDocument(Version=POLICY_VERSION, Statement=flat)
+
+
+# --- KMS key policy -------------------------------------------------------------------------
+
+def key_administration_by_account() -> Statement:
+    """Lets this account's IAM policies manage the key (never use it: see `key_use_by_account`)."""
+    return Statement(
+        Sid="KeyAdministrationThroughIam",
+        Effect=Allow,
+        Principal=account_root(),
+        Action=list(KEY_ADMINISTRATION_ACTIONS),
+        Resource=[THIS_KEY],
+    )
+
+
+def key_use_by_account() -> Statement:
+    """Lets this account's IAM policies grant cryptographic use of the key (see `use_key`)."""
+    return Statement(
+        Sid="KeyUseThroughIam",
+        Effect=Allow,
+        Principal=account_root(),
+        Action=list(KEY_USE_ACTIONS),
+        Resource=[THIS_KEY],
+    )
+
+
+def key_use_by_cloudwatch_logs() -> Statement:
+    """Lets CloudWatch Logs of this region encrypt this account's log groups with the key.
+
+    Logs calls KMS as its own service principal, so no IAM policy can grant this; the encryption
+    context condition keeps it to log groups of this account and region.
+    """
+    return Statement(
+        Sid="KeyUseByCloudWatchLogs",
+        Effect=Allow,
+        Principal=Principal("Service", Sub("logs.${AWS::Region}.amazonaws.com")),
+        Action=list(LOGS_KEY_ACTIONS),
+        Resource=[THIS_KEY],
+        Condition=Condition(ArnLike("kms:EncryptionContext:aws:logs:arn",
+                                    arn("logs", "log-group:*"))),
+    )
+
+
+def data_key_policy(*service_statements: Statement) -> PolicyDocument:
+    """The data key's policy: the account administers and uses it through IAM, plus grants to
+    AWS service principals that call KMS on their own behalf (always CloudWatch Logs; pass
+    further statements for services a stage adds, each scoped by a condition)."""
+    return document(
+        key_administration_by_account(),
+        key_use_by_account(),
+        key_use_by_cloudwatch_logs(),
+        *service_statements,
+    )
+
+
+# --- statements for IAM roles and policies ----------------------------------------------------
+
+def use_key(key_arn: Any, actions: Sequence[Action] = KEY_READ_WRITE,
+            via_services: Sequence[str] = ()) -> Statement:
+    """Allow `actions` (default: KEY_READ_WRITE) on one key, for an IAM role or policy.
+
+    `via_services` (e.g. `("s3", "kinesis")`) limits the use to requests those services make in
+    this region on the caller's behalf (condition kms:ViaService).
+    """
+    statement = Statement(Effect=Allow, Action=list(actions), Resource=[key_arn])
+    if via_services:
+        statement.Condition = Condition(StringEquals(
+            "kms:ViaService",
+            [Sub(f"{service}.${{AWS::Region}}.amazonaws.com") for service in via_services]))
+    return statement
+
+
+def bucket_access(bucket_arn: Any, prefix: Any = "", *, read: bool = True, write: bool = False,
+                  delete: bool = False) -> list[Statement]:
+    """Object access to one bucket, or to the keys under `prefix` (e.g. `"events/"`).
+
+    Listing is limited to the same prefix. Writing includes multipart uploads (what Firehose,
+    Glue and SageMaker use for large objects). `prefix` may be a parameter (`Ref`).
+    """
+    if not (read or write or delete):
+        raise ValueError("bucket_access needs at least one of read, write, delete")
+    objects = Sub("${Bucket}/" + _sub_text(prefix) + "*", Bucket=bucket_arn, **_sub_vars(prefix))
+    object_actions = []
+    bucket_actions = [s3.GetBucketLocation]
+    if read:
+        object_actions += [s3.GetObject]
+    if write:
+        object_actions += [s3.PutObject, s3.AbortMultipartUpload, s3.ListMultipartUploadParts]
+        bucket_actions += [s3.ListBucketMultipartUploads]
+    if delete:
+        object_actions += [s3.DeleteObject]
+    listing = Statement(Effect=Allow, Action=[s3.ListBucket], Resource=[bucket_arn])
+    if prefix != "":
+        pattern = prefix + "*" if isinstance(prefix, str) else Sub("${Prefix}*", Prefix=prefix)
+        listing.Condition = Condition(StringLike("s3:prefix", pattern))
+    return [
+        Statement(Effect=Allow, Action=bucket_actions, Resource=[bucket_arn]),
+        listing,
+        Statement(Effect=Allow, Action=object_actions, Resource=[objects]),
+    ]
+
+
+def _sub_text(prefix: Any) -> str:
+    """A prefix inside a Sub pattern: literal text, or a reference to the `Prefix` variable."""
+    if not isinstance(prefix, str):
+        return "${Prefix}"
+    if "${" in prefix:
+        raise ValueError(f"prefix {prefix!r}: pass a CloudFormation reference, not '${{...}}' text")
+    return prefix
+
+
+def _sub_vars(prefix: Any) -> dict[str, Any]:
+    return {} if isinstance(prefix, str) else {"Prefix": prefix}
+
+
+# --- bucket policies --------------------------------------------------------------------------
+
+def deny_insecure_transport(bucket_arn: Any) -> Statement:
+    """Refuse every request to the bucket and its objects that does not use TLS.
+
+    This is the one place a wildcard action belongs: a Deny has to cover every S3 action,
+    including those added after this was written.
+    """
+    return Statement(
+        Sid="DenyInsecureTransport",
+        Effect=Deny,
+        Principal=Principal("*"),
+        Action=[s3.Action("*")],
+        Resource=[bucket_arn, Sub("${Bucket}/*", Bucket=bucket_arn)],
+        Condition=Condition(Bool("aws:SecureTransport", "false")),
+    )
+
+
+def bucket_arn_from_name(name_pattern: str) -> Sub:
+    """The ARN of a bucket whose name is the `Sub` pattern `name_pattern` (see naming.py).
+
+    Lets a policy name a bucket before CloudFormation creates it, where a `GetAtt` would
+    create a dependency cycle.
+    """
+    return arn("s3", name_pattern, regional=False, in_account=False)

@@ -1,0 +1,109 @@
+"""Deterministic template text, and writing it so an output directory is never half-done.
+
+`render_files` is pure: the same pipeline always gives the same bytes (sorted keys, no
+timestamps), which is what makes the committed templates/ testable and `render --check` exact.
+`write_tree` builds the whole directory beside the target and swaps it in, so a failure at any
+point leaves the previous output as it was.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from troposphere import Template
+
+from .errors import UserError
+from .pipeline import Pipeline
+
+Format = Literal["yaml", "json"]
+PARAMETERS_FILE = "parameters.json"
+ROOT_NAME = "root"
+
+
+def suffix(fmt: Format) -> str:
+    return f".{fmt}"
+
+
+def template_text(template: Template, fmt: Format) -> str:
+    if fmt == "json":
+        return template.to_json(indent=2) + "\n"
+    return template.to_yaml()
+
+
+def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str]:
+    """File name -> content for one environment's output directory."""
+    files = {ROOT_NAME + suffix(fmt): template_text(pipeline.root, fmt)}
+    for stage in pipeline.stages:
+        files[stage.name + suffix(fmt)] = template_text(stage.template, fmt)
+    # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration.
+    files[PARAMETERS_FILE] = json.dumps(
+        {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True
+    ) + "\n"
+    return files
+
+
+def write_tree(files: dict[str, str], out_dir: Path) -> None:
+    """Replace `out_dir` with exactly `files`, or leave it untouched on failure."""
+    _refuse_foreign_directory(out_dir)
+    try:
+        _swap_in(files, out_dir)
+    except OSError as error:
+        raise UserError(f"{error.filename or out_dir}: cannot write ({error.strerror})") from None
+
+
+def _swap_in(files: dict[str, str], out_dir: Path) -> None:
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        for name, text in files.items():
+            (staging / name).write_text(text, encoding="utf-8")
+        os.chmod(staging, 0o755)
+        if out_dir.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, retired / out_dir.name)
+            os.replace(staging, out_dir)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def drift(files: dict[str, str], out_dir: Path) -> list[str]:
+    """What differs between `out_dir` on disk and `files`; empty when in sync."""
+    problems = []
+    present = {p.name for p in out_dir.iterdir() if p.is_file()} if out_dir.is_dir() else set()
+    for name, text in files.items():
+        path = out_dir / name
+        if name not in present:
+            problems.append(f"{path}: missing")
+        elif path.read_text(encoding="utf-8") != text:
+            problems.append(f"{path}: differs from what the code renders")
+    for name in sorted(present - set(files)):
+        problems.append(f"{out_dir / name}: not rendered by the current config (stale)")
+    return problems
+
+
+def _refuse_foreign_directory(out_dir: Path) -> None:
+    """Only an empty directory, or one holding rendered templates, may be replaced whole.
+
+    `render --out .` must not delete a repository.
+    """
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise UserError(f"{out_dir}: exists and is not a directory; choose another --out")
+    entries = list(out_dir.iterdir())
+    # `*-result` files are what the golden test leaves beside a template that drifted.
+    foreign = [p.name for p in entries
+               if not p.is_file() or p.suffix not in (".yaml", ".yml", ".json", ".yaml-result",
+                                                      ".json-result")]
+    if entries and (foreign or not (out_dir / PARAMETERS_FILE).exists()):
+        shown = ", ".join(sorted(foreign)[:5]) or "files without a parameters.json"
+        raise UserError(
+            f"{out_dir}: holds files mlops-cfn did not render ({shown}); "
+            f"choose an empty or new directory for --out")

@@ -1,0 +1,161 @@
+"""The command line as a user meets it: exit codes, messages, and what lands on disk."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from mlops_cfn.cli import cli
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_render_with_no_arguments_writes_the_default_dev_pipeline(in_tmp):
+    result = run("render")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in (in_tmp / "templates" / "dev").iterdir())
+    assert written == ["ingestion.yaml", "network.yaml", "parameters.json", "root.yaml",
+                       "storage.yaml"]
+    parameters = json.loads((in_tmp / "templates/dev/parameters.json").read_text())
+    assert parameters["Parameters"]["EnvironmentName"] == "dev"
+    assert parameters["Tags"]["mlops-cfn:environment"] == "dev"
+
+
+def test_nested_template_urls_are_relative_paths_the_aws_cli_can_package(in_tmp):
+    run("render")
+    root = (in_tmp / "templates/dev/root.yaml").read_text()
+    assert "TemplateURL: storage.yaml" in root
+    assert "!GetAtt 'StorageStack.Outputs." in root
+
+
+def test_render_json_format(in_tmp):
+    assert run("render", "--format", "json", "--out", "out").exit_code == 0
+    root = json.loads((in_tmp / "out/root.json").read_text())
+    assert root["Resources"]["StorageStack"]["Properties"]["TemplateURL"] == "storage.json"
+
+
+def test_render_all_envs_writes_one_directory_per_environment(in_tmp):
+    assert run("render", "--all-envs").exit_code == 0
+    assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == ["dev", "prod"]
+    dev, prod = in_tmp / "templates/dev", in_tmp / "templates/prod"
+    for template in dev.glob("*.yaml"):
+        assert template.read_text() == (prod / template.name).read_text(), template.name
+    assert (dev / "parameters.json").read_text() != (prod / "parameters.json").read_text()
+
+
+def test_check_passes_when_in_sync_and_exits_1_on_drift(in_tmp):
+    run("render")
+    assert run("render", "--check").exit_code == 0
+    storage = in_tmp / "templates/dev/storage.yaml"
+    storage.write_text(storage.read_text() + "# edited\n")
+    result = run("render", "--check")
+    assert result.exit_code == 1
+    assert "templates/dev/storage.yaml: differs from what the code renders" in result.output
+    assert storage.read_text().endswith("# edited\n"), "--check must write nothing"
+
+
+def test_check_reports_stale_files_the_config_no_longer_renders(in_tmp):
+    run("render")
+    (in_tmp / "templates/dev/analytics.yaml").write_text("Resources: {}\n")
+    result = run("render", "--check")
+    assert result.exit_code == 1
+    assert "analytics.yaml: not rendered by the current config (stale)" in result.output
+
+
+def test_rerender_replaces_the_directory_whole(in_tmp):
+    run("render")
+    (in_tmp / "templates/dev/old-stage.yaml").write_text("Resources: {}\n")
+    assert run("render").exit_code == 0
+    assert not (in_tmp / "templates/dev/old-stage.yaml").exists()
+
+
+def test_render_refuses_to_replace_a_directory_it_did_not_write(in_tmp):
+    (in_tmp / "mine").mkdir()
+    (in_tmp / "mine/notes.txt").write_text("precious")
+    result = run("render", "--out", "mine")
+    assert result.exit_code == 2
+    assert "holds files mlops-cfn did not render (notes.txt)" in result.output
+    assert (in_tmp / "mine/notes.txt").read_text() == "precious"
+
+
+BAD_CONFIGS = {
+    "missing file": (None, "error: absent.yaml: no such file"),
+    "yaml syntax": ("project: ok\nstages:\n  ingestion: [\n",
+                    "error: pipeline.yaml:4:1: YAML syntax error: "),
+    "unknown key": ("project: ok\nstages:\n  ingestion:\n    shardz: 2\n",
+                    "error: pipeline.yaml: stages.ingestion.shardz: unknown key"),
+    "wrong type": ("project: ok\nstages:\n  ingestion:\n    shards: many\n",
+                   "error: pipeline.yaml: stages.ingestion.shards: must be a whole number "
+                   "(got 'many')"),
+    "out of range": ("project: ok\nstages:\n  ingestion:\n    shards: 0\n",
+                     "error: pipeline.yaml: stages.ingestion.shards: must be >= 1 (got 0)"),
+    "bad environment override": (
+        "project: ok\nenvironments:\n  dev: {}\n  prod:\n    log_retention_days: 2\n",
+        "error: pipeline.yaml: environments.prod.log_retention_days: must be one of 1, 3"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_input_exits_2_with_one_clear_line_and_writes_nothing(in_tmp, case):
+    content, expected = BAD_CONFIGS[case]
+    name = "absent.yaml" if content is None else "pipeline.yaml"
+    if content is not None:
+        (in_tmp / name).write_text(content)
+    result = run("render", "--config", name)
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.output
+    assert "Traceback" not in result.output
+    assert sorted(p.name for p in in_tmp.iterdir()) == ([name] if content else [])
+
+
+def test_a_failed_render_leaves_the_previous_output_untouched(in_tmp):
+    run("render")
+    before = {p.name: p.read_text() for p in (in_tmp / "templates/dev").iterdir()}
+    (in_tmp / "pipeline.yaml").write_text("project: ok\nstages: {ingestion: {shards: 0}}\n")
+    assert run("render", "--config", "pipeline.yaml").exit_code == 2
+    after = {p.name: p.read_text() for p in (in_tmp / "templates/dev").iterdir()}
+    assert after == before
+    assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == ["dev"]
+
+
+def test_unknown_environment_is_a_usage_error(in_tmp):
+    result = run("render", "--env", "qa")
+    assert result.exit_code == 2
+    assert "no environment 'qa' (defined: dev, prod)" in result.output
+
+
+def test_schema_is_the_json_schema_of_the_config_model():
+    result = run("schema")
+    schema = json.loads(result.output)
+    assert schema["title"] == "PipelineConfig"
+    assert "project" in schema["required"]
+    assert schema["additionalProperties"] is False
+
+
+def test_validate_of_a_missing_path_is_a_usage_error(in_tmp):
+    result = run("validate", "nowhere")
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: nowhere: no such file or directory"
+
+
+def test_the_installed_command_prints_no_traceback_for_a_user_mistake(in_tmp):
+    (in_tmp / "p.yaml").write_text("project: [\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "mlops_cfn", "render", "--config", "p.yaml"],
+                          capture_output=True, text=True, env=env, cwd=in_tmp)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: p.yaml:2:1: YAML syntax error")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,156 @@
+"""pipeline.yaml: what is accepted, what is refused, and how environments merge."""
+
+import pytest
+
+from mlops_cfn.config import DEFAULT_CONFIG, PipelineConfig, load, load_data, setting_values
+from mlops_cfn.config.yaml_source import parse_yaml
+from mlops_cfn.errors import UserError
+
+from .helpers import default_data
+
+
+def problems_of(data, env=None) -> list[str]:
+    with pytest.raises(UserError) as raised:
+        load_data(data, "pipeline.yaml", env)
+    return list(raised.value.problems)
+
+
+def test_the_bundled_default_loads_for_every_environment_it_defines():
+    loaded = load()
+    assert loaded.source == str(DEFAULT_CONFIG)
+    assert set(loaded.merged) == {"dev", "prod"}
+    assert loaded.environment == "dev"
+
+
+def test_a_minimal_file_needs_only_a_project_name():
+    loaded = load_data({"project": "churn"}, "p.yaml")
+    assert loaded.config.stages.storage.enabled
+    assert list(loaded.merged) == ["dev"]
+
+
+def test_environment_overrides_merge_over_the_base_key_by_key():
+    loaded = load(None, "prod")
+    assert loaded.config.stages.ingestion.retention_hours == 168
+    # untouched siblings keep the base value
+    assert loaded.config.stages.ingestion.stream_mode == loaded.base.stages.ingestion.stream_mode
+    assert loaded.config.protected is True
+    assert loaded.for_environment("dev").config.protected is False
+
+
+def test_lists_in_overrides_replace_rather_than_extend():
+    data = {"project": "pp", "network": {"interface_endpoints": ["kms", "logs"]},
+            "environments": {"dev": {"network": {"interface_endpoints": ["sts"]}}}}
+    assert load_data(data, "p.yaml").config.network.interface_endpoints == ["sts"]
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"project": "ok", "stages": {"ingestion": {"shards": 0}}},
+     "pipeline.yaml: stages.ingestion.shards: must be >= 1 (got 0)"),
+    ({"project": "ok", "stages": {"ingestion": {"shardz": 3}}},
+     "pipeline.yaml: stages.ingestion.shardz: unknown key (did you mean 'shards'? allowed: "),
+    ({"project": "ok", "stages": {"storage": {"archive_after_days": "soon"}}},
+     "pipeline.yaml: stages.storage.archive_after_days: must be a whole number (got 'soon')"),
+    ({"project": "ok", "stages": {"ingestion": {"stream_mode": "fast"}}},
+     "pipeline.yaml: stages.ingestion.stream_mode: must be one of 'on_demand' or 'provisioned' "
+     "(got 'fast')"),
+    ({"project": "Bad_Name"}, "pipeline.yaml: project: must match "),
+    ({}, "pipeline.yaml: project: is required"),
+    ({"project": "ok", "log_retention_days": 2},
+     "pipeline.yaml: log_retention_days: must be one of 1, 3, 5"),
+    ({"project": "ok", "tags": {"aws:owner": "me"}}, "pipeline.yaml: tags: tag key 'aws:owner'"),
+    ({"project": "ok", "environments": {"Prod": {}}},
+     "pipeline.yaml: environments.Prod: key must match "),
+    ({"project": "ok", "environments": {}},
+     "pipeline.yaml: environments: must have at least 1 items"),
+    ({"project": "ok", "stages": {"storage": "yes"}},
+     "pipeline.yaml: stages.storage: must be a mapping (got 'yes')"),
+])
+def test_each_mistake_is_one_line_naming_file_field_and_what_is_allowed(data, expected):
+    problems = problems_of(data)
+    assert any(p.startswith(expected) for p in problems), problems
+    assert all("\n" not in p for p in problems)
+
+
+def test_every_problem_in_the_file_is_reported_at_once():
+    problems = problems_of({"project": "ok", "stages": {"ingestion": {"shards": 0, "x": 1}}})
+    assert len(problems) == 2
+
+
+def test_a_mistake_in_an_override_names_the_environment_path():
+    data = {"project": "ok",
+            "environments": {"dev": {}, "prod": {"stages": {"ingestion": {"shards": -1}}}}}
+    assert problems_of(data, "dev") == [
+        "pipeline.yaml: environments.prod.stages.ingestion.shards: must be >= 1 (got -1)"]
+
+
+def test_an_environment_may_not_rename_the_project():
+    data = {"project": "ok", "environments": {"prod": {"project": "other"}}}
+    assert problems_of(data) == [
+        "pipeline.yaml: environments.prod.project: is set once for the whole file, "
+        "not per environment"]
+
+
+def test_an_unknown_environment_lists_the_defined_ones():
+    assert problems_of({"project": "ok", "environments": {"dev": {}, "prod": {}}}, "qa") == [
+        "pipeline.yaml: environments: no environment 'qa' (defined: dev, prod)"]
+
+
+def test_a_top_level_that_is_not_a_mapping_is_refused():
+    assert problems_of(["project", "x"]) == [
+        "pipeline.yaml: must be a mapping of settings (got list)"]
+
+
+def test_yaml_syntax_errors_carry_line_and_column():
+    with pytest.raises(UserError, match=r"^p.yaml:4:1: YAML syntax error: "):
+        parse_yaml("project: ok\nstages:\n  ingestion: [\n", "p.yaml")
+
+
+def test_a_key_given_twice_is_refused_rather_than_silently_taking_the_last():
+    with pytest.raises(UserError, match=r"p.yaml:3:1: YAML syntax error: key 'project' appears twice"):
+        parse_yaml("project: a\ntags: {}\nproject: b\n", "p.yaml")
+
+
+def test_missing_file_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        load(tmp_path / "absent.yaml")
+
+
+def test_settings_are_collected_by_parameter_name_from_every_section():
+    values = setting_values(load(None, "prod").config)
+    assert values["StreamRetentionHours"] == 168
+    assert values["LogRetentionDays"] == 365
+    assert values["ArchiveAfterDays"] == 90
+
+
+def test_setting_parameter_names_are_unique_across_the_model():
+    seen: dict[str, str] = {}
+
+    def walk(model_type, path):
+        for name, field in model_type.model_fields.items():
+            for marker in field.metadata:
+                if type(marker).__name__ == "Setting":
+                    assert marker.parameter not in seen, (path + name, seen[marker.parameter])
+                    seen[marker.parameter] = path + name
+            annotation = field.annotation
+            if isinstance(annotation, type) and hasattr(annotation, "model_fields"):
+                walk(annotation, f"{path}{name}.")
+
+    walk(PipelineConfig, "")
+    assert "StreamShardCount" in seen
+
+
+def test_the_bundled_default_changes_nothing_structural_between_dev_and_prod():
+    data = default_data()
+    assert set(data["environments"]) == {"dev", "prod"}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("? [a]\n: 1\n", "p.yaml:1:3: YAML syntax error: a mapping key must be a plain value"),
+    ("\x00", "p.yaml: YAML syntax error: unacceptable character #x0000"),
+    ("project: ok\ntags: &x {a: *x}\n", "p.yaml:2:7: YAML syntax error: found unconstructable"),
+    ("project: !Ref x\n", "p.yaml:1:10: YAML syntax error: could not determine a constructor"),
+])
+def test_yaml_that_python_could_not_use_safely_is_a_located_syntax_error(text, expected):
+    with pytest.raises(UserError) as raised:
+        parse_yaml(text, "p.yaml")
+    assert raised.value.problems[0].startswith(expected)

@@ -1,0 +1,120 @@
+"""The composer: stages wired by output name under one root template."""
+
+import pytest
+from troposphere import Ref, sqs
+
+from mlops_cfn import pipeline
+from mlops_cfn.errors import UserError
+from mlops_cfn.outputs import Wire
+from mlops_cfn.pipeline import StageSpec, compose, order_stages
+from mlops_cfn.stage import StageBuilder
+
+from .helpers import config_with
+
+A_OUT = Wire("AOut", "offered by a")
+B_OUT = Wire("BOut", "offered by b")
+
+
+def fake_stage(name, needs=(), offers=(), uses_environment=False):
+    builder = StageBuilder(name, "demo", f"{name} stage")
+    queue = builder.add(sqs.Queue(f"{name.capitalize()}Queue"))
+    for wire in needs:
+        builder.input(wire)
+    for wire in offers:
+        builder.output(wire, Ref(queue))
+    if uses_environment:
+        _ = builder.environment
+    return builder.finish()
+
+
+def test_stages_are_ordered_by_their_wires_not_by_the_list():
+    consumer = fake_stage("b", needs=[A_OUT], offers=[B_OUT])
+    producer = fake_stage("a", offers=[A_OUT])
+    assert [s.name for s in order_stages([consumer, producer])] == ["a", "b"]
+
+
+def test_each_input_is_fed_from_its_producers_stack_output():
+    stages = order_stages([fake_stage("a", offers=[A_OUT]), fake_stage("b", needs=[A_OUT])])
+    root = compose(stages, "demo", {}).to_dict()
+    assert root["Resources"]["BStack"]["Properties"]["Parameters"] == {
+        "AOut": {"Fn::GetAtt": ["AStack", "Outputs.AOut"]}}
+    assert root["Resources"]["BStack"]["Properties"]["TemplateURL"] == "b.yaml"
+    assert root["Outputs"]["AOut"]["Value"] == {"Fn::GetAtt": ["AStack", "Outputs.AOut"]}
+
+
+def test_settings_become_root_parameters_with_the_base_value_as_default():
+    stage = fake_stage("a", uses_environment=True)
+    root = compose([stage], "demo", {"EnvironmentName": "ignored-not-a-default"}).to_dict()
+    assert root["Resources"]["AStack"]["Properties"]["Parameters"] == {
+        "EnvironmentName": {"Ref": "EnvironmentName"}}
+    assert root["Parameters"]["EnvironmentName"]["MaxLength"] == 10
+
+
+def test_an_input_nobody_offers_is_an_error():
+    with pytest.raises(UserError, match="stage 'b' needs 'AOut', which no stage offers"):
+        order_stages([fake_stage("b", needs=[A_OUT])])
+
+
+def test_an_input_offered_only_by_a_disabled_stage_says_which_switch_to_flip():
+    with pytest.raises(UserError) as raised:
+        order_stages([fake_stage("b", needs=[A_OUT])], disabled=[fake_stage("a", offers=[A_OUT])],
+                      toggles={"a": "stages.a.enabled"})
+    assert raised.value.problems == (
+        "stage 'b' needs 'AOut' from stage 'a', which is disabled: enable it "
+        "(stages.a.enabled) or disable 'b'",)
+
+
+def test_two_providers_of_one_output_is_an_error():
+    with pytest.raises(UserError, match="output 'AOut' is offered by both stage 'a' and stage 'c'"):
+        order_stages([fake_stage("a", offers=[A_OUT]), fake_stage("c", offers=[A_OUT])])
+
+
+def test_a_cycle_is_an_error_that_shows_the_loop():
+    with pytest.raises(UserError, match=r"stages feed each other in a cycle: (a -> b -> a|b -> a -> b)"):
+        order_stages([fake_stage("a", needs=[B_OUT], offers=[A_OUT]),
+                      fake_stage("b", needs=[A_OUT], offers=[B_OUT])])
+
+
+def test_build_prefixes_wiring_errors_with_the_config_file():
+    registry = (
+        StageSpec("a", lambda c: fake_stage("a", offers=[A_OUT]), lambda c: False, "stages.a.enabled"),
+        StageSpec("b", lambda c: fake_stage("b", needs=[A_OUT]), lambda c: True, "stages.b.enabled"),
+    )
+    with pytest.raises(UserError, match=r"^pipeline.yaml: stage 'b' needs 'AOut' from stage 'a'"):
+        pipeline.build(config_with(), registry=registry)
+
+
+def test_the_default_pipeline_has_one_nested_stack_per_enabled_stage():
+    built = pipeline.build(config_with())
+    stacks = {k for k, r in built.root.to_dict()["Resources"].items()
+              if r["Type"] == "AWS::CloudFormation::Stack"}
+    assert stacks == {"NetworkStack", "StorageStack", "IngestionStack"}
+
+
+def test_disabling_ingestion_removes_its_stack_and_wires():
+    built = pipeline.build(config_with({"stages": {"ingestion": {"enabled": False}}}))
+    assert {s.name for s in built.stages} == {"network", "storage"}
+    assert "IngestStreamName" not in built.root.to_dict().get("Outputs", {})
+
+
+def test_disabling_storage_is_refused_while_ingestion_needs_it():
+    with pytest.raises(UserError, match="needs 'DataKeyArn' from stage 'storage', which is disabled"):
+        pipeline.build(config_with({"stages": {"storage": {"enabled": False}}}))
+
+
+def test_parameters_file_holds_the_environments_values_and_the_root_defaults_the_base():
+    built = pipeline.build(config_with(env="prod"))
+    assert built.parameters["EnvironmentName"] == "prod"
+    assert built.parameters["StreamRetentionHours"] == "168"
+    root = built.root.to_dict()
+    assert root["Parameters"]["StreamRetentionHours"]["Default"] == "24"
+    assert "Default" not in root["Parameters"]["EnvironmentName"]
+    assert set(built.parameters) == set(root["Parameters"])
+
+
+def test_environments_differing_only_in_values_render_identical_templates():
+    dev, prod = (pipeline.build(config_with(env=e)) for e in ("dev", "prod"))
+    assert dev.root.to_json() == prod.root.to_json()
+    for a, b in zip(dev.stages, prod.stages, strict=True):
+        assert a.template.to_json() == b.template.to_json(), a.name
+    assert dev.parameters != prod.parameters

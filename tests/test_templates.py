@@ -1,0 +1,71 @@
+"""The rendered output: committed templates match the code, and every template is clean.
+
+Golden: templates/<env>/ must equal a fresh render of the bundled config; on a mismatch the
+fresh text is written beside the committed file as `<name>-result` for reading the diff by hand.
+Refresh with `mlops-cfn render --all-envs`, never from a test.
+
+Clean: the bundled config and every example in examples/, in every environment, render to
+templates with zero cfn-lint errors and warnings, no CloudFormation quota breach, and zero failed
+checkov checks (skips only with a written reason).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from mlops_cfn import config, pipeline
+from mlops_cfn.render import drift, render_files, write_tree
+from mlops_cfn.validate import validate
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+CONFIGS = [None, *EXAMPLES]
+
+
+def config_id(path):
+    return "bundled-default" if path is None else path.stem
+
+
+@pytest.mark.parametrize("env", ["dev", "prod"])
+def test_committed_templates_equal_a_fresh_render(env):
+    files = render_files(pipeline.build(config.load(None, env)))
+    committed = REPO / "templates" / env
+    problems = drift(files, committed)
+    if problems and committed.is_dir():
+        for name, text in files.items():
+            path = committed / name
+            if not path.exists() or path.read_text() != text:
+                (committed / f"{name}-result").write_text(text)
+    assert not problems, "\n".join(problems + ["refresh with: mlops-cfn render --all-envs"])
+
+
+def render_all_environments(config_path, out: Path) -> list[Path]:
+    first = config.load(config_path)
+    trees = []
+    for env in first.merged:
+        target = out / config_id(config_path) / env
+        write_tree(render_files(pipeline.build(first.for_environment(env))), target)
+        trees.append(target)
+    return trees
+
+
+@pytest.fixture(scope="module")
+def rendered_trees(tmp_path_factory) -> dict[str, list[Path]]:
+    out = tmp_path_factory.mktemp("rendered")
+    return {config_id(path): render_all_environments(path, out) for path in CONFIGS}
+
+
+@pytest.mark.parametrize("config_path", CONFIGS, ids=config_id)
+def test_every_template_passes_cfn_lint_and_quota_checks(rendered_trees, config_path):
+    report = validate(rendered_trees[config_id(config_path)], security=False)
+    assert report.ok, report.render()
+    assert not report.findings, report.render()
+
+
+@pytest.mark.slow
+def test_every_template_passes_checkov_with_only_reasoned_skips(rendered_trees):
+    trees = [tree for group in rendered_trees.values() for tree in group]
+    report = validate(trees, security=True)
+    assert report.ok, report.render()
+    assert not [f for f in report.findings if f.tool == "checkov"], report.render()
+    assert all(skip.comment.strip() for skip in report.skips), report.render()
