@@ -14,7 +14,7 @@ import awacs.kms as kms
 import awacs.s3 as s3
 from awacs.aws import (Action, Allow, ArnLike, Bool, Condition, Deny, PolicyDocument, Principal,
                        Statement, StringEquals, StringLike)
-from troposphere import Sub
+from troposphere import GetAtt, Ref, Sub
 
 POLICY_VERSION = "2012-10-17"
 
@@ -180,7 +180,7 @@ def bucket_access(bucket_arn: Any, prefix: Any = "", *, read: bool = True, write
     """
     if not (read or write or delete):
         raise ValueError("bucket_access needs at least one of read, write, delete")
-    objects = Sub("${Bucket}/" + _sub_text(prefix) + "*", Bucket=bucket_arn, **_sub_vars(prefix))
+    objects = _sub("{bucket}/{prefix}*", bucket=bucket_arn, prefix=prefix)
     object_actions = []
     bucket_actions = [s3.GetBucketLocation]
     if read:
@@ -192,26 +192,12 @@ def bucket_access(bucket_arn: Any, prefix: Any = "", *, read: bool = True, write
         object_actions += [s3.DeleteObject]
     listing = Statement(Effect=Allow, Action=[s3.ListBucket], Resource=[bucket_arn])
     if prefix != "":
-        pattern = prefix + "*" if isinstance(prefix, str) else Sub("${Prefix}*", Prefix=prefix)
-        listing.Condition = Condition(StringLike("s3:prefix", pattern))
+        listing.Condition = Condition(StringLike("s3:prefix", _sub("{prefix}*", prefix=prefix)))
     return [
         Statement(Effect=Allow, Action=bucket_actions, Resource=[bucket_arn]),
         listing,
         Statement(Effect=Allow, Action=object_actions, Resource=[objects]),
     ]
-
-
-def _sub_text(prefix: Any) -> str:
-    """A prefix inside a Sub pattern: literal text, or a reference to the `Prefix` variable."""
-    if not isinstance(prefix, str):
-        return "${Prefix}"
-    if "${" in prefix:
-        raise ValueError(f"prefix {prefix!r}: pass a CloudFormation reference, not '${{...}}' text")
-    return prefix
-
-
-def _sub_vars(prefix: Any) -> dict[str, Any]:
-    return {} if isinstance(prefix, str) else {"Prefix": prefix}
 
 
 # --- bucket policies --------------------------------------------------------------------------
@@ -227,15 +213,43 @@ def deny_insecure_transport(bucket_arn: Any) -> Statement:
         Effect=Deny,
         Principal=Principal("*"),
         Action=[s3.Action("*")],
-        Resource=[bucket_arn, Sub("${Bucket}/*", Bucket=bucket_arn)],
+        Resource=[bucket_arn, _sub("{bucket}/*", bucket=bucket_arn)],
         Condition=Condition(Bool("aws:SecureTransport", "false")),
     )
 
 
-def bucket_arn_from_name(name_pattern: str) -> Sub:
-    """The ARN of a bucket whose name is the `Sub` pattern `name_pattern` (see naming.py).
+def bucket_arn(bucket_name: Any) -> Sub:
+    """The ARN of the bucket named `bucket_name` (text, a `Ref`, or a `Sub` from naming.py).
 
-    Lets a policy name a bucket before CloudFormation creates it, where a `GetAtt` would
-    create a dependency cycle.
+    Lets a policy name a bucket of the same template without `GetAtt`, where that would create a
+    dependency cycle (e.g. the log bucket's policy naming the buckets that log into it).
     """
-    return arn("s3", name_pattern, regional=False, in_account=False)
+    return _sub("arn:${{AWS::Partition}}:s3:::{name}", name=bucket_name)
+
+
+def _sub(template: str, **values: Any) -> Sub | str:
+    """`template` (with `{name}` slots) as a Sub, each value inlined the shortest way (plain
+    text when nothing is left to substitute).
+
+    Literal text goes in as is, a plain `Sub` as its pattern, `GetAtt`/`Ref` as `${X.Attr}`/`${X}`,
+    anything else (a `Sub` with variables, an `ImportValue`) as a Sub variable.
+    """
+    slots: dict[str, str] = {}
+    variables: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, str):
+            if "${" in value:
+                raise ValueError(f"{value!r}: pass a CloudFormation function, not '${{...}}' text")
+            slots[name] = value
+        elif isinstance(value, Sub) and isinstance(value.data["Fn::Sub"], str):
+            slots[name] = value.data["Fn::Sub"]
+        elif isinstance(value, GetAtt):
+            slots[name] = "${" + ".".join(value.data["Fn::GetAtt"]) + "}"
+        elif isinstance(value, Ref):
+            slots[name] = "${" + value.data["Ref"] + "}"
+        else:
+            variable = name.capitalize()
+            slots[name] = "${" + variable + "}"
+            variables[variable] = value
+    text = template.format(**slots)
+    return Sub(text, **variables) if "${" in text else text

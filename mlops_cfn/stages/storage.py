@@ -23,8 +23,8 @@ AccessLogExpirationDays.
 
 from dataclasses import dataclass
 
-from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
 import awacs.s3
+from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
 from troposphere import GetAtt, Ref, Sub, kms, s3
 
 from .. import naming, policies
@@ -63,13 +63,6 @@ DATA_BUCKETS = (
                archived=False),
 )
 
-# The checks a data bucket cannot pass, with the reason (checkov reads them from Metadata).
-DATA_BUCKET_SKIPS = [
-    {"id": "CKV_AWS_144",
-     "comment": "No cross-region replication: the config names one region. The backup is the "
-                "versioned copy kept in the archive storage class by the lifecycle rules."},
-]
-
 
 def build(config: PipelineConfig) -> Stage:
     storage = config.stages.storage
@@ -84,9 +77,9 @@ def build(config: PipelineConfig) -> Stage:
     b.output(DATA_KEY_ARN, GetAtt(key, "Arn"))
     b.output(DATA_KEY_ALIAS, Ref(alias))
 
+    names = {spec: b.physical_name(naming.S3_BUCKET, spec.purpose) for spec in DATA_BUCKETS}
     logs_bucket = b.add(_access_logs_bucket(b, storage))
-    source_arns = [policies.bucket_arn_from_name(_bucket_name_pattern(b, spec.purpose))
-                   for spec in DATA_BUCKETS]
+    source_arns = [policies.bucket_arn(name) for name in names.values()]
     logs_policy = b.add(s3.BucketPolicy(
         "AccessLogsBucketPolicy",
         Bucket=Ref(logs_bucket),
@@ -98,7 +91,7 @@ def build(config: PipelineConfig) -> Stage:
     b.output(ACCESS_LOGS_BUCKET_NAME, Ref(logs_bucket))
 
     for spec in DATA_BUCKETS:
-        bucket = b.add(_data_bucket(b, spec, storage, key, logs_bucket))
+        bucket = b.add(_data_bucket(b, spec, names[spec], storage, key, logs_bucket))
         # Logs are delivered only once the log bucket lets the logging service write.
         bucket.DependsOn = [logs_policy.title]
         b.add(s3.BucketPolicy(
@@ -132,20 +125,15 @@ def _service_key_statements() -> tuple[Statement, ...]:
 
 
 def _alias_name(b: StageBuilder) -> Sub:
-    b.environment  # the alias name holds ${EnvironmentName}
+    b.environment  # declares the EnvironmentName parameter the alias pattern refers to
     return Sub("alias/" + naming.physical_name(naming.KMS_ALIAS, b.project, "data"))
 
 
-def _bucket_name_pattern(b: StageBuilder, purpose: str) -> str:
-    b.environment  # the name holds ${EnvironmentName}
-    return naming.physical_name(naming.S3_BUCKET, b.project, purpose)
-
-
-def _data_bucket(b: StageBuilder, spec: DataBucket, storage: StorageConfig, key: kms.Key,
-                 logs_bucket: s3.Bucket) -> s3.Bucket:
+def _data_bucket(b: StageBuilder, spec: DataBucket, name: Sub, storage: StorageConfig,
+                 key: kms.Key, logs_bucket: s3.Bucket) -> s3.Bucket:
     return s3.Bucket(
         spec.logical_id,
-        BucketName=b.physical_name(naming.S3_BUCKET, spec.purpose),
+        BucketName=name,
         BucketEncryption=s3.BucketEncryption(ServerSideEncryptionConfiguration=[
             s3.ServerSideEncryptionRule(
                 ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
@@ -168,7 +156,6 @@ def _data_bucket(b: StageBuilder, spec: DataBucket, storage: StorageConfig, key:
         # Later stages (ETL, training) react to new objects through EventBridge rules.
         NotificationConfiguration=s3.NotificationConfiguration(
             EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True)),
-        Metadata={"checkov": {"skip": DATA_BUCKET_SKIPS}},
         **RETAIN,
     )
 
@@ -222,12 +209,6 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
             {"id": "CKV_AWS_18",
              "comment": "This is the access-log bucket itself; logging its own access would "
                         "write a log object for every log object, without end."},
-            {"id": "CKV_AWS_145",
-             "comment": "SSE-S3 (AES256) instead of KMS: Elastic Load Balancing access logs "
-                        "and Redshift audit logs can only be delivered to an SSE-S3 bucket."},
-            {"id": "CKV_AWS_144",
-             "comment": "No cross-region replication: the config names one region, and the "
-                        "logs expire after AccessLogExpirationDays."},
         ]}},
         **RETAIN,
     )

@@ -1,0 +1,259 @@
+"""The storage stage: the data key and four buckets, secure by default."""
+
+import cfnlint.api
+import pytest
+
+from mlops_cfn import outputs
+from mlops_cfn.stages import storage
+from tests.helpers import config_with, only_resource, resources_of_type, template_dict
+
+DATA_BUCKETS = ("RawBucket", "ProcessedBucket", "ArtifactsBucket")
+ARCHIVED_BUCKETS = ("RawBucket", "ProcessedBucket")
+ALL_BUCKETS = (*DATA_BUCKETS, "AccessLogsBucket")
+KEY_ARN = {"Fn::GetAtt": ["DataKey", "Arn"]}
+
+
+def build(changes: dict | None = None, env: str = "dev"):
+    return storage.build(config_with(changes, env).config)
+
+
+@pytest.fixture(scope="module")
+def stage():
+    return build()
+
+
+@pytest.fixture(scope="module")
+def template(stage) -> dict:
+    return template_dict(stage)
+
+
+def bucket_props(template: dict, logical_id: str) -> dict:
+    return template["Resources"][logical_id]["Properties"]
+
+
+def lifecycle_rules(template: dict, logical_id: str) -> list[dict]:
+    return bucket_props(template, logical_id)["LifecycleConfiguration"]["Rules"]
+
+
+def policy_statements_of(template: dict, logical_id: str) -> list[dict]:
+    policies = [p["Properties"]["PolicyDocument"]["Statement"]
+                for p in resources_of_type(template, "AWS::S3::BucketPolicy").values()
+                if p["Properties"]["Bucket"] == {"Ref": logical_id}]
+    assert len(policies) == 1, f"expected one bucket policy on {logical_id}"
+    return policies[0]
+
+
+def key_policy(template: dict) -> list[dict]:
+    return only_resource(template, "AWS::KMS::Key")["Properties"]["KeyPolicy"]["Statement"]
+
+
+# --- the data key -------------------------------------------------------------------------------
+
+def test_key_rotates_and_waits_the_configured_window_before_deletion():
+    key = only_resource(template_dict(
+        build({"stages": {"storage": {"key_deletion_window_days": 7}}})), "AWS::KMS::Key")
+    assert key["Properties"]["EnableKeyRotation"] is True
+    assert key["Properties"]["PendingWindowInDays"] == 7
+
+
+def test_key_policy_never_allows_every_action(template):
+    for statement in key_policy(template):
+        assert statement["Effect"] == "Allow"
+        for action in statement["Action"]:
+            assert action not in ("*", "kms:*")
+
+
+def test_key_policy_lets_the_account_administer_the_key_without_lockout(template):
+    root = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
+    for_root = [s for s in key_policy(template) if s["Principal"] == root]
+    actions = {a for s in for_root for a in s["Action"]}
+    assert "kms:PutKeyPolicy" in actions
+    assert {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"} <= actions
+
+
+def test_key_policy_lets_cloudwatch_logs_encrypt_only_this_accounts_log_groups(template):
+    logs = [s for s in key_policy(template)
+            if s["Principal"] == {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}]
+    assert len(logs) == 1
+    assert "kms:GenerateDataKey*" in logs[0]["Action"]
+    assert logs[0]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"}
+
+
+def test_key_has_an_alias_named_for_project_and_environment(template):
+    alias = only_resource(template, "AWS::KMS::Alias")["Properties"]
+    assert alias["AliasName"] == {"Fn::Sub": "alias/mlops-demo-${EnvironmentName}-data"}
+    assert alias["TargetKeyId"] == {"Ref": "DataKey"}
+
+
+# --- encryption and access ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("bucket", DATA_BUCKETS)
+def test_data_buckets_are_encrypted_with_the_data_key_and_a_bucket_key(template, bucket):
+    [rule] = bucket_props(template, bucket)["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "aws:kms", "KMSMasterKeyID": KEY_ARN}
+    assert rule["BucketKeyEnabled"] is True
+
+
+def test_access_logs_bucket_is_encrypted_with_sse_s3_for_elb_and_redshift_delivery(template):
+    [rule] = bucket_props(template, "AccessLogsBucket")["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
+
+
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_every_bucket_is_versioned_private_and_without_acls(template, bucket):
+    props = bucket_props(template, bucket)
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+    assert props["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+
+
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_every_bucket_refuses_requests_without_tls(template, bucket):
+    denies = [s for s in policy_statements_of(template, bucket)
+              if s["Effect"] == "Deny"
+              and s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+    assert len(denies) == 1
+    assert denies[0]["Principal"] == "*"
+    assert denies[0]["Resource"] == [
+        {"Fn::GetAtt": [bucket, "Arn"]}, {"Fn::Sub": f"${{{bucket}.Arn}}/*"}]
+
+
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_bucket_policies_allow_no_wildcard_action(template, bucket):
+    for statement in policy_statements_of(template, bucket):
+        if statement["Effect"] == "Allow":
+            assert not any(a == "*" or a.endswith(":*") for a in statement["Action"])
+
+
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_bucket_names_follow_the_naming_rule(template, bucket):
+    purpose = bucket.removesuffix("Bucket").lower().replace("accesslogs", "logs")
+    expected = f"mlops-demo-${{EnvironmentName}}-{purpose}-${{AWS::AccountId}}-${{AWS::Region}}"
+    assert bucket_props(template, bucket)["BucketName"] == {"Fn::Sub": expected}
+
+
+# --- access logging -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bucket", DATA_BUCKETS)
+def test_data_buckets_log_access_to_the_log_bucket_under_their_own_prefix(template, bucket):
+    logging = bucket_props(template, bucket)["LoggingConfiguration"]
+    assert logging["DestinationBucketName"] == {"Ref": "AccessLogsBucket"}
+    purpose = bucket.removesuffix("Bucket").lower()
+    assert logging["LogFilePrefix"] == f"s3-access/{purpose}/"
+    # Created only after the log bucket lets the logging service write.
+    assert "AccessLogsBucketPolicy" in template["Resources"][bucket]["DependsOn"]
+
+
+def test_log_bucket_lets_only_this_accounts_data_buckets_deliver_logs(template):
+    [delivery] = [s for s in policy_statements_of(template, "AccessLogsBucket")
+                  if s["Effect"] == "Allow"]
+    assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"}
+    assert delivery["Action"] == ["s3:PutObject"]
+    assert delivery["Resource"] == [{"Fn::Sub": "${AccessLogsBucket.Arn}/s3-access/*"}]
+    assert delivery["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    sources = delivery["Condition"]["ArnLike"]["aws:SourceArn"]
+    names = [bucket_props(template, b)["BucketName"]["Fn::Sub"] for b in DATA_BUCKETS]
+    assert sources == [{"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{name}"} for name in names]
+
+
+def test_log_bucket_does_not_log_to_itself_and_says_why(template):
+    bucket = template["Resources"]["AccessLogsBucket"]
+    assert "LoggingConfiguration" not in bucket["Properties"]
+    skips = {s["id"]: s["comment"] for s in bucket["Metadata"]["checkov"]["skip"]}
+    assert "CKV_AWS_18" in skips and skips["CKV_AWS_18"]
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bucket", ARCHIVED_BUCKETS)
+def test_raw_and_processed_move_to_the_archive_class_after_the_setting(template, bucket):
+    transitions = [t for r in lifecycle_rules(template, bucket) for t in r.get("Transitions", [])]
+    assert transitions == [{"StorageClass": "GLACIER",
+                            "TransitionInDays": {"Ref": "ArchiveAfterDays"}}]
+
+
+def test_archive_storage_class_comes_from_config():
+    deep = {"stages": {"storage": {"archive_storage_class": "DEEP_ARCHIVE"}}}
+    template = template_dict(build(deep))
+    [rule] = [r for r in lifecycle_rules(template, "RawBucket") if "Transitions" in r]
+    assert rule["Transitions"][0]["StorageClass"] == "DEEP_ARCHIVE"
+
+
+def test_artifacts_stay_readable_without_restore(template):
+    assert not any("Transitions" in r for r in lifecycle_rules(template, "ArtifactsBucket"))
+
+
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_replaced_versions_expire_after_the_setting(template, bucket):
+    expirations = [r["NoncurrentVersionExpiration"] for r in lifecycle_rules(template, bucket)
+                   if "NoncurrentVersionExpiration" in r]
+    assert expirations == [{"NoncurrentDays": {"Ref": "NoncurrentVersionExpirationDays"}}]
+
+
+@pytest.mark.parametrize("bucket", ALL_BUCKETS)
+def test_unfinished_multipart_uploads_are_aborted(template, bucket):
+    assert any(r.get("AbortIncompleteMultipartUpload", {}).get("DaysAfterInitiation")
+               for r in lifecycle_rules(template, bucket))
+
+
+def test_access_logs_expire_after_the_setting(template):
+    [rule] = lifecycle_rules(template, "AccessLogsBucket")
+    assert rule["ExpirationInDays"] == {"Ref": "AccessLogExpirationDays"}
+
+
+def test_lifecycle_days_are_environment_settings(stage):
+    assert {"ArchiveAfterDays", "NoncurrentVersionExpirationDays",
+            "AccessLogExpirationDays", "EnvironmentName"} <= set(stage.settings)
+
+
+def test_environments_that_differ_only_in_values_render_the_same_template():
+    # The bundled prod keeps replaced versions longer than dev.
+    assert build(env="dev").template.to_yaml() == build(env="prod").template.to_yaml()
+
+
+@pytest.mark.parametrize("bucket", DATA_BUCKETS)
+def test_new_objects_are_announced_on_eventbridge(template, bucket):
+    assert bucket_props(template, bucket)["NotificationConfiguration"] == {
+        "EventBridgeConfiguration": {"EventBridgeEnabled": True}}
+
+
+# --- data survives the stack --------------------------------------------------------------------
+
+@pytest.mark.parametrize("resource", ("DataKey", *ALL_BUCKETS))
+def test_key_and_buckets_are_retained_on_delete_and_replace(template, resource):
+    assert template["Resources"][resource]["DeletionPolicy"] == "Retain"
+    assert template["Resources"][resource]["UpdateReplacePolicy"] == "Retain"
+
+
+# --- wiring -------------------------------------------------------------------------------------
+
+def test_offers_the_key_and_buckets_to_other_stages(stage, template):
+    offered = {
+        outputs.DATA_KEY_ARN: KEY_ARN,
+        outputs.DATA_KEY_ALIAS: {"Ref": "DataKeyAlias"},
+        outputs.RAW_BUCKET_NAME: {"Ref": "RawBucket"},
+        outputs.RAW_BUCKET_ARN: {"Fn::GetAtt": ["RawBucket", "Arn"]},
+        outputs.PROCESSED_BUCKET_NAME: {"Ref": "ProcessedBucket"},
+        outputs.PROCESSED_BUCKET_ARN: {"Fn::GetAtt": ["ProcessedBucket", "Arn"]},
+        outputs.ARTIFACTS_BUCKET_NAME: {"Ref": "ArtifactsBucket"},
+        outputs.ARTIFACTS_BUCKET_ARN: {"Fn::GetAtt": ["ArtifactsBucket", "Arn"]},
+        outputs.ACCESS_LOGS_BUCKET_NAME: {"Ref": "AccessLogsBucket"},
+    }
+    assert set(stage.outputs) == set(offered)
+    for wire, value in offered.items():
+        assert template["Outputs"][wire.name]["Value"] == value
+
+
+def test_needs_nothing_from_other_stages(stage):
+    assert stage.inputs == ()
+
+
+def test_template_has_no_cfn_lint_matches(stage):
+    matches = cfnlint.api.lint(stage.template.to_yaml(),
+                               config=cfnlint.api.ManualArgs(regions=["us-east-1"]))
+    assert [str(m) for m in matches] == []
