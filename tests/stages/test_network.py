@@ -1,0 +1,284 @@
+"""The network stage: a private VPC by default, internet access only on request, or an existing VPC."""
+
+import json
+
+import cfnlint.api
+import pytest
+
+from mlops_cfn.config import load_data
+from mlops_cfn.errors import UserError
+from mlops_cfn.outputs import (DATA_KEY_ARN, ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS,
+                               PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
+from mlops_cfn.stages import network
+from tests.helpers import config_with, default_data, only_resource, resources_of_type, template_dict
+
+EXISTING = {
+    "mode": "existing",
+    "cidr": "10.60.0.0/16",
+    "vpc_id": "vpc-0123abcd",
+    "subnet_ids": ["subnet-0123abcd", "subnet-4567ef01"],
+}
+
+
+def build(**network_changes):
+    return network.build(config_with({"network": network_changes}).config)
+
+
+def template(**network_changes) -> dict:
+    return template_dict(build(**network_changes))
+
+
+def refs(values) -> list:
+    return [v["Ref"] for v in values]
+
+
+# --- the VPC and its private subnets ----------------------------------------------------------
+
+def test_vpc_takes_its_range_from_the_setting_and_resolves_dns():
+    vpc = only_resource(template(), "AWS::EC2::VPC")["Properties"]
+    assert vpc["CidrBlock"] == {"Ref": "VpcCidr"}
+    assert vpc["EnableDnsSupport"] is True and vpc["EnableDnsHostnames"] is True
+
+
+@pytest.mark.parametrize("zones", [2, 3])
+def test_one_private_subnet_and_route_table_per_zone(zones):
+    t = template(availability_zones=zones)
+    subnets = resources_of_type(t, "AWS::EC2::Subnet")
+    tables = resources_of_type(t, "AWS::EC2::RouteTable")
+    associations = resources_of_type(t, "AWS::EC2::SubnetRouteTableAssociation")
+    assert len(subnets) == len(tables) == len(associations) == zones
+    assert {a["Properties"]["SubnetId"]["Ref"] for a in associations.values()} == set(subnets)
+    assert {a["Properties"]["RouteTableId"]["Ref"] for a in associations.values()} == set(tables)
+    zones_used = [s["Properties"]["AvailabilityZone"]["Fn::Select"] for s in subnets.values()]
+    assert sorted(index for index, _ in zones_used) == list(range(zones))
+    assert all(azs == {"Fn::GetAZs": ""} for _, azs in zones_used)
+
+
+@pytest.mark.parametrize("zones", [2, 3])
+def test_subnet_ranges_are_cut_from_the_range_parameter(zones):
+    subnets = resources_of_type(template(availability_zones=zones, subnet_prefix_length=22),
+                                "AWS::EC2::Subnet")
+    blocks = [s["Properties"]["CidrBlock"]["Fn::Select"] for s in subnets.values()]
+    assert sorted(index for index, _ in blocks) == list(range(zones))
+    for _, cidr in blocks:
+        # Not a literal range: the per-environment VpcCidr, cut into /22s.
+        assert cidr == {"Fn::Cidr": [{"Ref": "VpcCidr"}, zones, 32 - 22]}
+    assert all(s["Properties"]["MapPublicIpOnLaunch"] is False for s in subnets.values())
+
+
+def test_the_template_holds_no_range_literally():
+    assert "10.40." not in json.dumps(template())
+
+
+def test_private_subnets_are_offered_as_one_comma_joined_output():
+    t = template(availability_zones=3)
+    assert t["Outputs"][PRIVATE_SUBNET_IDS.name]["Value"] == {
+        "Fn::Sub": "${PrivateSubnet1},${PrivateSubnet2},${PrivateSubnet3}"}
+    assert t["Outputs"][VPC_ID.name]["Value"] == {"Ref": "Vpc"}
+    assert t["Outputs"][VPC_CIDR.name]["Value"] == {"Ref": "VpcCidr"}
+
+
+# --- internet access ----------------------------------------------------------------------
+
+def test_no_internet_path_by_default():
+    t = template()
+    for kind in ("AWS::EC2::InternetGateway", "AWS::EC2::NatGateway", "AWS::EC2::EIP",
+                 "AWS::EC2::Route"):
+        assert resources_of_type(t, kind) == {}
+    assert PUBLIC_SUBNET_IDS.name not in t["Outputs"]
+
+
+@pytest.mark.parametrize("zones", [2, 3])
+def test_internet_gateway_adds_public_subnets_and_a_nat_per_zone(zones):
+    t = template(availability_zones=zones, internet_gateway=True)
+    only_resource(t, "AWS::EC2::InternetGateway")
+    nats = resources_of_type(t, "AWS::EC2::NatGateway")
+    public = {name for name in resources_of_type(t, "AWS::EC2::Subnet") if "Public" in name}
+    assert len(nats) == len(resources_of_type(t, "AWS::EC2::EIP")) == len(public) == zones
+    # Each NAT sits in its own zone's public subnet.
+    assert {n["Properties"]["SubnetId"]["Ref"] for n in nats.values()} == public
+    assert t["Outputs"][PUBLIC_SUBNET_IDS.name]["Value"]["Fn::Sub"].count("${PublicSubnet") == zones
+
+
+def test_each_private_route_table_leaves_through_its_zones_nat():
+    t = template(availability_zones=3, internet_gateway=True)
+    routes = resources_of_type(t, "AWS::EC2::Route")
+    through_nat = {r["Properties"]["RouteTableId"]["Ref"]: r["Properties"]["NatGatewayId"]["Ref"]
+                   for r in routes.values() if "NatGatewayId" in r["Properties"]}
+    assert through_nat == {f"PrivateRouteTable{z}": f"NatGateway{z}" for z in (1, 2, 3)}
+    public_route = only_resource({"Resources": {k: v for k, v in routes.items()
+                                                if "GatewayId" in v["Properties"]}},
+                                 "AWS::EC2::Route")
+    assert public_route["Properties"]["GatewayId"] == {"Ref": "InternetGateway"}
+
+
+def test_public_and_private_subnets_take_different_blocks():
+    subnets = resources_of_type(template(internet_gateway=True), "AWS::EC2::Subnet")
+    indexes = [s["Properties"]["CidrBlock"]["Fn::Select"][0] for s in subnets.values()]
+    assert sorted(indexes) == [0, 1, 2, 3]
+
+
+# --- endpoints ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("zones", [2, 3])
+def test_s3_gateway_endpoint_serves_every_private_route_table(zones):
+    t = template(availability_zones=zones)
+    endpoint = t["Resources"]["S3Endpoint"]["Properties"]
+    assert endpoint["VpcEndpointType"] == "Gateway"
+    assert endpoint["ServiceName"] == {"Fn::Sub": "com.amazonaws.${AWS::Region}.s3"}
+    assert sorted(refs(endpoint["RouteTableIds"])) == sorted(
+        resources_of_type(t, "AWS::EC2::RouteTable"))
+
+
+def test_s3_endpoint_reaches_only_this_accounts_buckets_and_ecr_layers():
+    statements = template()["Resources"]["S3Endpoint"]["Properties"]["PolicyDocument"]["Statement"]
+    own, layers = statements
+    assert own["Condition"] == {"StringEquals": {"s3:ResourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert "starport-layer-bucket" in layers["Resource"][0]["Fn::Sub"]
+    assert layers["Action"] == ["s3:GetObject"]
+    for statement in statements:
+        assert statement["Effect"] == "Allow"
+        assert all(not a.endswith("*") for a in statement["Action"])
+
+
+def interface_endpoints(t: dict) -> dict[str, dict]:
+    return {name: e["Properties"] for name, e in resources_of_type(t, "AWS::EC2::VPCEndpoint").items()
+            if e["Properties"]["VpcEndpointType"] == "Interface"}
+
+
+def test_interface_endpoints_as_configured_with_private_dns_in_the_private_subnets():
+    endpoints = interface_endpoints(template(interface_endpoints=["logs", "ecr.dkr"]))
+    assert sorted(endpoints) == ["EcrDkrEndpoint", "LogsEndpoint"]
+    assert endpoints["EcrDkrEndpoint"]["ServiceName"] == {
+        "Fn::Sub": "com.amazonaws.${AWS::Region}.ecr.dkr"}
+    for endpoint in endpoints.values():
+        assert endpoint["PrivateDnsEnabled"] is True
+        assert refs(endpoint["SubnetIds"]) == ["PrivateSubnet1", "PrivateSubnet2"]
+        assert endpoint["SecurityGroupIds"] == [
+            {"Fn::GetAtt": ["EndpointSecurityGroup", "GroupId"]}]
+
+
+def test_an_empty_list_means_no_interface_endpoints():
+    assert interface_endpoints(template(interface_endpoints=[])) == {}
+
+
+def test_unset_list_is_derived_from_the_enabled_stages(monkeypatch):
+    # The bundled consumer needs no interface endpoint (network.CONSUMER_ENDPOINTS says why);
+    # a consumer that called an API would get that service's endpoint.
+    assert interface_endpoints(template()) == {}
+    monkeypatch.setattr(network, "CONSUMER_ENDPOINTS", ("sts", "logs"))
+    assert sorted(interface_endpoints(template())) == ["LogsEndpoint", "StsEndpoint"]
+    without_consumer = config_with(
+        {"stages": {"ingestion": {"consumer": {"enabled": False}}}}).config
+    assert network.needed_interface_endpoints(without_consumer) == []
+
+
+def test_endpoint_security_group_admits_only_https_from_the_vpc_range():
+    group = only_resource(template(), "AWS::EC2::SecurityGroup")["Properties"]
+    [ingress] = group["SecurityGroupIngress"]
+    assert (ingress["IpProtocol"], ingress["FromPort"], ingress["ToPort"]) == ("tcp", 443, 443)
+    assert ingress["CidrIp"] == {"Ref": "VpcCidr"}
+    [egress] = group["SecurityGroupEgress"]  # endpoints only answer: nothing goes out
+    assert egress["CidrIp"] == "255.255.255.255/32"
+    assert group["VpcId"] == {"Ref": "Vpc"}
+
+
+def test_endpoint_security_group_is_an_output():
+    assert template()["Outputs"][ENDPOINT_SECURITY_GROUP_ID.name]["Value"] == {
+        "Fn::GetAtt": ["EndpointSecurityGroup", "GroupId"]}
+
+
+# --- flow logs ----------------------------------------------------------------------------
+
+def test_flow_logs_record_the_configured_traffic_into_the_log_group():
+    flow_log = only_resource(template(flow_log_traffic="REJECT"), "AWS::EC2::FlowLog")
+    props = flow_log["Properties"]
+    assert props["ResourceId"] == {"Ref": "Vpc"}
+    assert props["TrafficType"] == "REJECT"
+    assert props["LogGroupName"] == {"Ref": "FlowLogGroup"}
+    assert props["DeliverLogsPermissionArn"] == {"Fn::GetAtt": ["FlowLogRole", "Arn"]}
+
+
+def test_flow_log_group_is_encrypted_with_the_data_key_and_kept_per_setting():
+    stage = build()
+    group = template_dict(stage)["Resources"]["FlowLogGroup"]
+    assert group["Properties"]["KmsKeyId"] == {"Ref": DATA_KEY_ARN.name}
+    assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+    assert group["DeletionPolicy"] == "Retain"
+    assert DATA_KEY_ARN in stage.inputs
+    assert "LogRetentionDays" in stage.settings
+
+
+def test_flow_log_role_writes_only_to_its_log_group():
+    role = only_resource(template(), "AWS::IAM::Role")["Properties"]
+    [trust] = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    for statement in statements:
+        assert all("*" not in action for action in statement["Action"])
+        assert statement["Resource"] == [{"Fn::GetAtt": ["FlowLogGroup", "Arn"]}]
+    assert {a for s in statements for a in s["Action"]} == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+
+
+# --- an existing VPC ----------------------------------------------------------------------
+
+def test_existing_mode_passes_the_vpc_and_subnets_through():
+    stage = build(**EXISTING)
+    t = template_dict(stage)
+    assert resources_of_type(t, "AWS::EC2::VPC") == {}
+    assert resources_of_type(t, "AWS::EC2::Subnet") == {}
+    assert resources_of_type(t, "AWS::EC2::FlowLog") == {}
+    assert t["Parameters"]["ExistingVpcId"]["Type"] == "AWS::EC2::VPC::Id"
+    assert t["Outputs"][VPC_ID.name]["Value"] == {"Ref": "ExistingVpcId"}
+    assert t["Outputs"][PRIVATE_SUBNET_IDS.name]["Value"] == {
+        "Fn::Join": [",", {"Ref": "ExistingSubnetIds"}]}
+    assert t["Outputs"][VPC_CIDR.name]["Value"] == {"Ref": "VpcCidr"}
+    assert stage.inputs == ()
+
+
+def test_existing_mode_still_guards_endpoints_in_that_vpc():
+    t = template(**EXISTING, interface_endpoints=["kms"])
+    group = only_resource(t, "AWS::EC2::SecurityGroup")["Properties"]
+    assert group["VpcId"] == {"Ref": "ExistingVpcId"}
+    assert group["SecurityGroupIngress"][0]["CidrIp"] == {"Ref": "VpcCidr"}
+    [endpoint] = interface_endpoints(t).values()
+    assert endpoint["SubnetIds"] == {"Ref": "ExistingSubnetIds"}
+    assert endpoint["VpcId"] == {"Ref": "ExistingVpcId"}
+
+
+def test_existing_mode_derives_no_endpoints(monkeypatch):
+    # Another private-DNS endpoint for a service the VPC already serves would fail to create.
+    monkeypatch.setattr(network, "CONSUMER_ENDPOINTS", ("sts",))
+    assert interface_endpoints(template(**EXISTING)) == {}
+
+
+def test_existing_mode_needs_the_vpc_range_stated():
+    data = default_data()
+    data["network"] = {k: v for k, v in EXISTING.items() if k != "cidr"}
+    with pytest.raises(UserError) as caught:
+        load_data(data, "pipeline.yaml")
+    [line] = str(caught.value).splitlines()
+    assert line.startswith("pipeline.yaml: network: ")
+    assert "needs cidr" in line and "existing VPC's IPv4 range" in line
+
+
+# --- zero findings ------------------------------------------------------------------------
+
+VARIANTS = {
+    "create-2-zones": {},
+    "create-3-zones": {"availability_zones": 3},
+    "create-2-zones-internet": {"internet_gateway": True},
+    "create-3-zones-internet": {"availability_zones": 3, "internet_gateway": True},
+    "create-with-endpoints": {"interface_endpoints": ["logs", "sts", "ecr.api", "ecr.dkr"]},
+    "existing": EXISTING,
+    "existing-with-endpoints": {**EXISTING, "interface_endpoints": ["logs", "kms"]},
+}
+
+
+@pytest.mark.parametrize("changes", VARIANTS.values(), ids=VARIANTS.keys())
+def test_cfn_lint_finds_nothing(changes):
+    text = build(**changes).template.to_yaml()
+    matches = cfnlint.api.lint(text, config=cfnlint.api.ManualArgs(regions=["us-east-1"]))
+    assert [str(m) for m in matches] == []
