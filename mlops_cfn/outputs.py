@@ -51,3 +51,5 @@ RAW_DATA_PREFIX = Wire("RawDataPrefix", "Key prefix under which Firehose writes 
 PRODUCER_POLICY_ARN = Wire(
     "ProducerPolicyArn", "Managed policy granting write access to the ingest stream")
 CONSUMER_FUNCTION_NAME = Wire("ConsumerFunctionName", "Real-time consumer Lambda on the stream")
+CONSUMER_FAILURE_QUEUE_NAME = Wire(
+    "ConsumerFailureQueueName", "Queue told of stream batches the consumer gave up on")

@@ -1,4 +1,4 @@
-"""The `stages.ingestion` section: the Kinesis stream, Firehose delivery and an optional consumer."""
+"""The `stages.ingestion` section: Kinesis stream, Firehose delivery and an optional consumer."""
 
 from typing import Annotated, Literal
 
@@ -76,7 +76,10 @@ class ConsumerConfig(Model):
     ] = 3
     reserved_concurrency: Annotated[
         int,
-        Field(ge=1, le=1000, description="Concurrency reserved for (and capping) the consumer."),
+        Field(ge=1, le=1000,
+              description="Concurrency reserved for (and capping) the consumer. Lambda keeps "
+                          "100 of the account's concurrency unreserved, so the account quota "
+                          "must exceed this by at least 100."),
         Setting("ConsumerReservedConcurrency"),
     ] = 10
 

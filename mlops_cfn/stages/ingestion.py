@@ -1,20 +1,394 @@
-"""ingestion stage (STUB: being written)."""
+"""ingestion stage: producers write to a Kinesis stream; Firehose lands every record in S3.
 
-from troposphere import GetAtt, Ref, kinesis
+Resources
+- IngestStream: Kinesis data stream, on-demand or provisioned (`stream_mode`), encrypted with the
+  data key.
+- DeliveryStream: Firehose from the stream into the raw bucket under
+  `<prefix>year=YYYY/month=MM/day=DD/hour=HH/`, undeliverable records under
+  `firehose-errors/<prefix><error type>/...`, compressed, encrypted with the data key; with
+  DeliveryRole, DeliveryLogGroup and DeliveryLogStream.
+- ProducerPolicy: managed policy granting write access to the stream, for applications.
+- With `consumer.enabled`: ConsumerFunction, a Lambda in the private subnets run on every batch
+  of records (code: mlops_cfn/data/consumer.py), with ConsumerRole, ConsumerSecurityGroup,
+  ConsumerLogGroup, ConsumerDeadLetterQueue, ConsumerFailureQueue and
+  ConsumerEventSourceMapping.
 
-from .. import naming
+Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds.
+Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamArn, RawDataPrefix,
+ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName.
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import awacs.ec2
+import awacs.kinesis
+import awacs.kms
+import awacs.logs
+import awacs.sqs
+import awacs.sts
+import awacs.xray
+from awacs.aws import Allow, Condition, Principal, Statement, StringEquals, StringLike
+from troposphere import (GetAtt, Ref, Sub, awslambda, ec2, encode_to_dict, firehose, iam, kinesis,
+                         logs, sqs)
+
+from .. import naming, policies
 from ..config import PipelineConfig
-from ..outputs import DATA_KEY_ARN, RAW_BUCKET_ARN, STREAM_ARN, STREAM_NAME
+from ..config.ingestion import FIREHOSE_ERROR_ROOT, IngestionConfig
+from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA_KEY_ARN,
+                       DELIVERY_STREAM_ARN, DELIVERY_STREAM_NAME, PRIVATE_SUBNET_IDS,
+                       PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
+                       STREAM_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
+
+CONSUMER_SOURCE = Path(__file__).resolve().parent.parent / "data" / "consumer.py"
+# CloudFormation's limit for inline Lambda code (Code.ZipFile).
+INLINE_CODE_LIMIT = 4096
+# SQS's longest retention: failed batches wait as long as possible for someone to look.
+QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
+
+PARTITION = ("year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
+             "hour=!{timestamp:HH}/")
 
 
 def build(config: PipelineConfig) -> Stage:
-    b = StageBuilder("ingestion", config.project, "Kinesis stream and Firehose delivery")
-    b.input(DATA_KEY_ARN)
-    b.input(RAW_BUCKET_ARN)
-    stream = b.add(kinesis.Stream(
-        "IngestStream", Name=b.physical_name(naming.KINESIS_STREAM, "events"),
-        RetentionPeriodHours=b.setting(config.stages.ingestion, "retention_hours")))
+    settings = config.stages.ingestion
+    b = StageBuilder("ingestion", config.project,
+                     "Kinesis ingest stream, Firehose delivery to the raw bucket"
+                     + (", real-time consumer" if settings.consumer.enabled else ""))
+    key = b.input(DATA_KEY_ARN)
+    stream = b.add(ingest_stream(b, settings, key))
     b.output(STREAM_NAME, Ref(stream))
     b.output(STREAM_ARN, GetAtt(stream, "Arn"))
+
+    delivery = add_delivery(b, config, stream, key)
+    b.output(DELIVERY_STREAM_NAME, Ref(delivery))
+    b.output(DELIVERY_STREAM_ARN, GetAtt(delivery, "Arn"))
+    b.output(RAW_DATA_PREFIX, settings.firehose.prefix)
+
+    producer = b.add(iam.ManagedPolicy(
+        "ProducerPolicy",
+        Description="Write records to the ingest stream",
+        PolicyDocument=policies.document(producer_statements(stream, key)),
+    ))
+    b.output(PRODUCER_POLICY_ARN, Ref(producer))
+
+    if settings.consumer.enabled:
+        add_consumer(b, config, stream, key)
     return b.finish()
+
+
+# --- stream --------------------------------------------------------------------------------
+
+def ingest_stream(b: StageBuilder, settings: IngestionConfig, key: Ref) -> kinesis.Stream:
+    # No Retain: the stream holds records for hours to days only, and Firehose copies every one
+    # into the raw bucket, which is retained. A retained stream would also keep its name taken
+    # (and its shards billed) after the stack is gone.
+    props: dict[str, Any] = {}
+    if settings.stream_mode == "provisioned":
+        props["ShardCount"] = b.setting(settings, "shards")
+    return kinesis.Stream(
+        "IngestStream",
+        Name=b.physical_name(naming.KINESIS_STREAM, "ingest"),
+        StreamModeDetails=kinesis.StreamModeDetails(StreamMode=settings.stream_mode.upper()),
+        RetentionPeriodHours=b.setting(settings, "retention_hours"),
+        StreamEncryption=kinesis.StreamEncryption(EncryptionType="KMS", KeyId=key),
+        **props,
+    )
+
+
+def producer_statements(stream: kinesis.Stream, key: Ref) -> list[Statement]:
+    return [
+        Statement(
+            Effect=Allow,
+            Action=[awacs.kinesis.PutRecord, awacs.kinesis.PutRecords,
+                    awacs.kinesis.DescribeStreamSummary, awacs.kinesis.ListShards],
+            Resource=[GetAtt(stream, "Arn")],
+        ),
+        key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis", "aws:kinesis:arn",
+                           [GetAtt(stream, "Arn")]),
+    ]
+
+
+# --- Firehose ------------------------------------------------------------------------------
+
+def data_prefix(settings: IngestionConfig) -> str:
+    return settings.firehose.prefix + PARTITION
+
+
+def error_prefix(settings: IngestionConfig) -> str:
+    error_type = "!{firehose:error-output-type}/"
+    return FIREHOSE_ERROR_ROOT + settings.firehose.prefix + error_type + PARTITION
+
+
+def add_delivery(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream,
+                 key: Ref) -> firehose.DeliveryStream:
+    settings = config.stages.ingestion
+    bucket = b.input(RAW_BUCKET_ARN)
+    log_group = b.add(log_group_for(b, config, "DeliveryLogGroup", "firehose", key))
+    log_stream = b.add(logs.LogStream(
+        "DeliveryLogStream", LogGroupName=Ref(log_group), LogStreamName="S3Delivery"))
+    role = b.add(iam.Role(
+        "DeliveryRole",
+        Description="Firehose: read the ingest stream, write the raw bucket",
+        AssumeRolePolicyDocument=policies.document(Statement(
+            Effect=Allow,
+            Principal=Principal("Service", "firehose.amazonaws.com"),
+            Action=[awacs.sts.AssumeRole],
+            # AWS's confused-deputy guard for Firehose: only on behalf of this account.
+            Condition=Condition(StringEquals("sts:ExternalId", Ref("AWS::AccountId"))),
+        )),
+        Policies=[iam.Policy(
+            PolicyName="delivery",
+            PolicyDocument=policies.document(
+                delivery_statements(settings, stream, bucket, key, log_group, log_stream)),
+        )],
+    ))
+    firehose_settings = settings.firehose
+    # No DeliveryStreamEncryptionConfigurationInput: Firehose refuses it with a Kinesis stream
+    # source. Records are encrypted with the data key in the stream and again in S3.
+    return b.add(firehose.DeliveryStream(
+        "DeliveryStream",
+        DeliveryStreamName=b.physical_name(naming.FIREHOSE_STREAM, "raw"),
+        DeliveryStreamType="KinesisStreamAsSource",
+        KinesisStreamSourceConfiguration=firehose.KinesisStreamSourceConfiguration(
+            KinesisStreamARN=GetAtt(stream, "Arn"), RoleARN=GetAtt(role, "Arn")),
+        ExtendedS3DestinationConfiguration=firehose.ExtendedS3DestinationConfiguration(
+            BucketARN=bucket,
+            RoleARN=GetAtt(role, "Arn"),
+            Prefix=data_prefix(settings),
+            ErrorOutputPrefix=error_prefix(settings),
+            CompressionFormat=firehose_settings.compression,
+            BufferingHints=firehose.BufferingHints(
+                IntervalInSeconds=b.setting(firehose_settings, "buffer_interval_seconds"),
+                SizeInMBs=b.setting(firehose_settings, "buffer_size_mb"),
+            ),
+            EncryptionConfiguration=firehose.EncryptionConfiguration(
+                KMSEncryptionConfig=firehose.KMSEncryptionConfig(AWSKMSKeyARN=key)),
+            CloudWatchLoggingOptions=firehose.CloudWatchLoggingOptions(
+                Enabled=True, LogGroupName=Ref(log_group), LogStreamName=Ref(log_stream)),
+        ),
+    ))
+
+
+def delivery_statements(settings: IngestionConfig, stream: kinesis.Stream, bucket: Ref,
+                        key: Ref, log_group: logs.LogGroup,
+                        log_stream: logs.LogStream) -> list[Statement]:
+    stream_arn = GetAtt(stream, "Arn")
+    data_root = settings.firehose.prefix
+    error_root = FIREHOSE_ERROR_ROOT + settings.firehose.prefix
+    return [
+        Statement(
+            Effect=Allow,
+            Action=[awacs.kinesis.DescribeStream, awacs.kinesis.GetShardIterator,
+                    awacs.kinesis.GetRecords, awacs.kinesis.ListShards],
+            Resource=[stream_arn],
+        ),
+        key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
+        *unique(policies.bucket_access(bucket, data_root, read=False, write=True)
+                + policies.bucket_access(bucket, error_root, read=False, write=True)),
+        # With S3 Bucket Keys the encryption context is the bucket's ARN; without, the object's.
+        key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "s3",
+                           "aws:s3:arn", [
+                               bucket,
+                               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{data_root}*"),
+                               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{error_root}*"),
+                           ], wildcards=True),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.logs.PutLogEvents],
+            Resource=[policies.arn("logs", "log-group:${%s}:log-stream:${%s}"
+                                   % (log_group.title, log_stream.title))],
+        ),
+    ]
+
+
+# --- consumer ------------------------------------------------------------------------------
+
+def consumer_code() -> str:
+    code = CONSUMER_SOURCE.read_text(encoding="utf-8")
+    if len(code.encode("utf-8")) > INLINE_CODE_LIMIT:
+        raise ValueError(f"{CONSUMER_SOURCE.name} is over the {INLINE_CODE_LIMIT}-byte limit "
+                         "of inline Lambda code")
+    return code
+
+
+def add_consumer(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream,
+                 key: Ref) -> None:
+    consumer = config.stages.ingestion.consumer
+    log_group = b.add(log_group_for(b, config, "ConsumerLogGroup", "consumer", key))
+    dead_letters = b.add(queue(b, "ConsumerDeadLetterQueue", "consumer-dead-letters", key))
+    failures = b.add(queue(b, "ConsumerFailureQueue", "consumer-failures", key))
+    security_group = b.add(ec2.SecurityGroup(
+        "ConsumerSecurityGroup",
+        GroupDescription="Ingest stream consumer: HTTPS to VPC endpoints only",
+        VpcId=b.input(VPC_ID),
+        # AWS services are reached through interface endpoints inside the VPC.
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="HTTPS to VPC endpoints", IpProtocol="tcp", FromPort=443, ToPort=443,
+            CidrIp=b.input(VPC_CIDR))],
+    ))
+    role = b.add(iam.Role(
+        "ConsumerRole",
+        Description="Ingest stream consumer Lambda",
+        AssumeRolePolicyDocument=policies.document(Statement(
+            Effect=Allow,
+            Principal=Principal("Service", "lambda.amazonaws.com"),
+            Action=[awacs.sts.AssumeRole],
+        )),
+        Policies=[iam.Policy(
+            PolicyName="consumer",
+            PolicyDocument=policies.document(consumer_statements(
+                stream, key, [dead_letters, failures], log_group, security_group)),
+        )],
+    ))
+    function = b.add(awslambda.Function(
+        "ConsumerFunction",
+        FunctionName=b.physical_name(naming.LAMBDA_FUNCTION, "consumer"),
+        Description="Real-time consumer of the ingest stream",
+        Runtime="python3.12",
+        Architectures=["arm64"],
+        Handler="index.handler",
+        # Inline code, so no CodeSigningConfig: Lambda verifies signatures only on packages
+        # uploaded to S3.
+        Code=awslambda.Code(ZipFile=consumer_code()),
+        Role=GetAtt(role, "Arn"),
+        MemorySize=b.setting(consumer, "memory_mb"),
+        Timeout=b.setting(consumer, "timeout_seconds"),
+        ReservedConcurrentExecutions=b.setting(consumer, "reserved_concurrency"),
+        # Lambda decrypts the variables through a grant it creates on the key at deployment,
+        # so the role needs no kms:Decrypt for them.
+        KmsKeyArn=key,
+        Environment=awslambda.Environment(Variables={
+            "METRICS_NAMESPACE": f"MLOps/{config.project}",
+            "STREAM_NAME": Ref(stream),
+        }),
+        VpcConfig=awslambda.VPCConfig(
+            SubnetIds=b.input(PRIVATE_SUBNET_IDS), SecurityGroupIds=[Ref(security_group)]),
+        TracingConfig=awslambda.TracingConfig(Mode="Active"),
+        LoggingConfig=awslambda.LoggingConfig(LogGroup=Ref(log_group)),
+        # Catches asynchronous invocations (a manual test, say); stream batches are invoked
+        # synchronously and fail over to the event source mapping's failure queue instead.
+        DeadLetterConfig=awslambda.DeadLetterConfig(TargetArn=GetAtt(dead_letters, "Arn")),
+    ))
+    b.add(awslambda.EventSourceMapping(
+        "ConsumerEventSourceMapping",
+        EventSourceArn=GetAtt(stream, "Arn"),
+        FunctionName=Ref(function),
+        StartingPosition="LATEST",
+        BatchSize=b.setting(consumer, "batch_size"),
+        MaximumBatchingWindowInSeconds=b.setting(consumer, "batching_window_seconds"),
+        ParallelizationFactor=b.setting(consumer, "parallelization_factor"),
+        MaximumRetryAttempts=b.setting(consumer, "maximum_retry_attempts"),
+        BisectBatchOnFunctionError=True,
+        FunctionResponseTypes=["ReportBatchItemFailures"],
+        DestinationConfig=awslambda.DestinationConfig(
+            OnFailure=awslambda.OnFailure(Destination=GetAtt(failures, "Arn"))),
+    ))
+    b.output(CONSUMER_FUNCTION_NAME, Ref(function))
+    b.output(CONSUMER_FAILURE_QUEUE_NAME, GetAtt(failures, "QueueName"))
+
+
+def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Queue],
+                        log_group: logs.LogGroup,
+                        security_group: ec2.SecurityGroup) -> list[Statement]:
+    stream_arn = GetAtt(stream, "Arn")
+    queue_arns = [GetAtt(q, "Arn") for q in queues]
+    network_interfaces = policies.arn("ec2", "network-interface/*")
+    return [
+        # What the event source mapping reads with this role.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.kinesis.DescribeStream, awacs.kinesis.DescribeStreamSummary,
+                    awacs.kinesis.GetRecords, awacs.kinesis.GetShardIterator,
+                    awacs.kinesis.ListShards],
+            Resource=[stream_arn],
+        ),
+        key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
+        Statement(Effect=Allow, Action=[awacs.sqs.SendMessage], Resource=queue_arns),
+        key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
+                           "aws:sqs:arn", queue_arns),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
+            Resource=[policies.arn("logs", "log-group:${%s}:*" % log_group.title)],
+        ),
+        # Lambda creates the function's network interfaces with this role.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterface],
+            Resource=[network_interfaces, policies.arn("ec2", "subnet/*"),
+                      policies.arn("ec2", "security-group/${%s.GroupId}"
+                                   % security_group.title)],
+        ),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.DeleteNetworkInterface, awacs.ec2.AssignPrivateIpAddresses,
+                    awacs.ec2.UnassignPrivateIpAddresses],
+            Resource=[network_interfaces],
+        ),
+        # EC2 Describe actions and X-Ray's write actions have no resource-level permissions:
+        # AWS accepts nothing narrower than "*" for them.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeSubnets,
+                    awacs.xray.PutTraceSegments, awacs.xray.PutTelemetryRecords],
+            Resource=["*"],
+        ),
+    ]
+
+
+# --- shared pieces -------------------------------------------------------------------------
+
+def log_group_for(b: StageBuilder, config: PipelineConfig, title: str, purpose: str,
+                  key: Ref) -> logs.LogGroup:
+    # No Retain: the retention setting bounds the logs' life anyway, and a retained log group
+    # keeps its name taken, so recreating the stack would fail.
+    return logs.LogGroup(
+        title,
+        LogGroupName=b.log_group_name(purpose),
+        KmsKeyId=key,
+        RetentionInDays=b.setting(config, "log_retention_days"),
+    )
+
+
+def queue(b: StageBuilder, title: str, purpose: str, key: Ref) -> sqs.Queue:
+    # No Retain: the queues hold failure notices to look into within SQS's 14 days, not data of
+    # record (every record is in the raw bucket), and a retained queue keeps its name taken.
+    return sqs.Queue(
+        title,
+        QueueName=b.physical_name(naming.SQS_QUEUE, purpose),
+        KmsMasterKeyId=key,
+        MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
+    )
+
+
+def key_use_in_context(key: Ref, actions: Sequence[Any], service: str, context_key: str,
+                       arns: Sequence[Any], *, wildcards: bool = False) -> Statement:
+    """Use of the key only in `service`'s requests for the given resources (policies.use_key
+    with an encryption-context condition added).
+
+    `context_key` names the encryption context the service sends KMS, which holds the ARN of the
+    resource it works on; `wildcards` lets `arns` hold `*` patterns (S3 object keys).
+    """
+    via = Sub(f"{service}.${{AWS::Region}}.amazonaws.com")
+    context = f"kms:EncryptionContext:{context_key}"
+    if wildcards:
+        condition = Condition([StringEquals("kms:ViaService", via),
+                               StringLike(context, list(arns))])
+    else:
+        condition = Condition(StringEquals({"kms:ViaService": via, context: list(arns)}))
+    return Statement(Effect=Allow, Action=list(actions), Resource=[key], Condition=condition)
+
+
+def unique(statements: list[Statement]) -> list[Statement]:
+    """Statements without repeats (two prefixes of one bucket share the bucket-level ones)."""
+    seen: set[str] = set()
+    kept = []
+    for statement in statements:
+        text = json.dumps(encode_to_dict(statement), sort_keys=True)
+        if text not in seen:
+            seen.add(text)
+            kept.append(statement)
+    return kept
