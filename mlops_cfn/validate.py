@@ -1,0 +1,471 @@
+"""Validate CloudFormation templates before upload: cfn-lint, CloudFormation quotas, checkov.
+
+`validate(paths)` finds the templates under `paths`, checks each one on its own (cfn-lint and the
+quotas: a function of the file and, for a root, of the child templates its TemplateURLs name), then
+runs checkov once over all of them, and returns a `Report`. Nothing is printed; the CLI prints
+`report.render()` and exits with 0 when `report.ok`, else 1.
+
+The per-file step (`check_template`) is the unit that a result cache and parallel workers can take
+over: its result depends only on the template's bytes, its children's bytes, the cfn-lint version
+and the rule settings. checkov stays one external run over all files, because it starts slowly.
+
+cfn-lint and checkov are imported or started only when `validate` runs, so importing this module
+costs nothing at CLI start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+from mlops_cfn.errors import UserError
+
+Tool = Literal["cfn-lint", "limits", "checkov"]
+Severity = Literal["error", "warning", "info"]
+
+TEMPLATE_SUFFIXES = (".yaml", ".yml", ".json")
+DEFAULT_REGIONS = ("us-east-1",)
+
+CHECKOV_ENV = "MLOPS_CFN_CHECKOV"
+TOOLS_ENV = "MLOPS_CFN_TOOLS"
+CHECKOV_INSTALL_HINT = (
+    "install it with `pipx install checkov`, or run scripts/install-checkov, "
+    f"or set {CHECKOV_ENV} to its path (or skip security checks with --no-security)"
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem in one template, from one tool."""
+
+    tool: Tool
+    severity: Severity
+    file: Path
+    resource: str  # logical id, or "" when the finding is about the template as a whole
+    rule: str  # cfn-lint rule id, checkov check id, or the key of a Limit
+    message: str
+    line: int | None = None
+
+    @property
+    def fails(self) -> bool:
+        """Informational findings are shown but never fail a run."""
+        return self.severity != "info"
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A checkov check the template skips on purpose, with the reason written in its Metadata."""
+
+    file: Path
+    resource: str
+    rule: str
+    comment: str
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    files: tuple[Path, ...]
+    findings: tuple[Finding, ...] = ()
+    skips: tuple[Skip, ...] = ()
+    security: bool = True  # False when checkov was not run (--no-security)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.fails for f in self.findings)
+
+    def count(self, tool: Tool, severity: Severity) -> int:
+        return sum(1 for f in self.findings if f.tool == tool and f.severity == severity)
+
+    def render(self) -> str:
+        """Findings grouped by file, one line each, then one summary line."""
+        blocks = []
+        for file in sorted({f.file for f in self.findings} | {s.file for s in self.skips}):
+            lines = [(f.line or 0, _finding_line(f)) for f in self.findings if f.file == file]
+            lines += [(s.line or 0, _skip_line(s)) for s in self.skips if s.file == file]
+            blocks.append("\n".join(text for _, text in sorted(lines, key=lambda x: x[0])))
+        return "\n\n".join(blocks + [self.summary()])
+
+    def summary(self) -> str:
+        lint = (f"cfn-lint {_counted(self.count('cfn-lint', 'error'), 'error')} "
+                f"{_counted(self.count('cfn-lint', 'warning'), 'warning')}")
+        if notes := self.count("cfn-lint", "info"):
+            lint += f" {notes} informational"
+        limits = f"limits {self.count('limits', 'error')}"
+        if notes := self.count("limits", "info"):
+            limits += f" ({notes} informational)"
+        if self.security:
+            security = (f"checkov {self.count('checkov', 'error')} failed "
+                        f"({len(self.skips)} skipped with reasons)")
+        else:
+            security = "checkov not run (--no-security)"
+        return f"{_counted(len(self.files), 'file')}: {lint}, {limits}, {security}"
+
+
+def _counted(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _location(file: Path, line: int | None) -> str:
+    return f"{file}:{line}" if line else str(file)
+
+
+def _finding_line(f: Finding) -> str:
+    subject = f"{f.resource}: " if f.resource else ""
+    return f"{_location(f.file, f.line)}: [{f.tool} {f.rule}] {subject}{f.message}"
+
+
+def _skip_line(s: Skip) -> str:
+    subject = f"{s.resource}: " if s.resource else ""
+    return f"{_location(s.file, s.line)}: [checkov {s.rule} skipped] {subject}{s.comment}"
+
+
+def validate(paths: Sequence[Path], security: bool = True,
+             regions: Sequence[str] = DEFAULT_REGIONS) -> Report:
+    """Check every CloudFormation template in `paths` (files, or directories searched recursively).
+
+    Raises UserError for a path that does not exist, a named file that is not a template, no
+    templates at all, and (with `security`) a checkov that cannot be found or does not run.
+    """
+    templates, unreadable = find_templates(paths)
+    # Look for checkov before spending time on cfn-lint: a missing tool is reported at once.
+    checkov = find_checkov() if security else None
+    linter = CfnLint(regions)
+    findings = list(unreadable)
+    for template in templates:
+        findings += check_template(template, linter)
+    skips: list[Skip] = []
+    if checkov:
+        checkov_findings, skips = run_checkov(checkov, [t.path for t in templates])
+        findings += checkov_findings
+    return Report(files=tuple(t.path for t in templates), findings=tuple(findings),
+                  skips=tuple(skips), security=security)
+
+
+# --- finding the templates -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TemplateFile:
+    """A file that decoded to a CloudFormation template (a mapping with a Resources section)."""
+
+    path: Path
+    data: dict = field(repr=False)
+    size: int = 0  # bytes on disk, what CloudFormation's body size limits count
+
+
+def find_templates(paths: Sequence[Path]) -> tuple[list[TemplateFile], list[Finding]]:
+    """The templates in `paths`, and a cfn-lint parse error for each file that cannot be read.
+
+    In directories, files that decode to something without `Resources` (parameters.json, other
+    config) are not templates and are passed over; hidden directories (.git, .tools) are not
+    searched. A file named explicitly must be a template.
+    """
+    from cfnlint.decode import decode
+
+    templates: list[TemplateFile] = []
+    unreadable: list[Finding] = []
+    seen: set[Path] = set()
+    for path, named in _candidate_files(paths):
+        if path.resolve() in seen:
+            continue
+        seen.add(path.resolve())
+        data, matches = decode(str(path))
+        if matches:
+            unreadable += [_lint_finding(path, m) for m in matches]
+        elif isinstance(data, dict) and "Resources" in data:
+            templates.append(TemplateFile(path, data, path.stat().st_size))
+        elif named:
+            raise UserError(f"{path}: not a CloudFormation template (no Resources section)")
+    if not templates and not unreadable:
+        where = ", ".join(str(p) for p in paths) or "(no paths given)"
+        raise UserError(f"no CloudFormation templates found in {where}")
+    return templates, unreadable
+
+
+def _candidate_files(paths: Sequence[Path]) -> Iterable[tuple[Path, bool]]:
+    """(file, named explicitly) for every file to look at, in a stable order."""
+    for path in map(Path, paths):
+        if path.is_file():
+            yield path, True
+        elif path.is_dir():
+            for file in sorted(path.rglob("*")):
+                hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
+                if file.suffix in TEMPLATE_SUFFIXES and file.is_file() and not hidden:
+                    yield file, False
+        else:
+            raise UserError(f"{path}: no such file or directory")
+
+
+# --- one template: cfn-lint and CloudFormation quotas ---------------------------------------
+
+def check_template(template: TemplateFile, linter: CfnLint) -> list[Finding]:
+    """Everything that can be said about one template on its own (no checkov)."""
+    return linter.lint(template) + check_limits(template)
+
+
+class CfnLint:
+    """cfn-lint's configuration and rules, loaded once and used for every template of a run.
+
+    `cfnlint.api.lint_file` would rebuild the rules for each file; `run_template_by_file_path`
+    takes them ready-made, and linting by path lets rule E3043 read a nested stack's child
+    template from a TemplateURL relative to the file.
+    """
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS):
+        from cfnlint.api import ManualArgs
+        from cfnlint.config import ConfigMixIn
+        from cfnlint.runner import Runner
+
+        self.config = ConfigMixIn([], **ManualArgs(regions=list(regions)))
+        # cfn-lint logs "Template file not found" when a nested stack's child is missing; the
+        # report says that itself (see PACKAGE_ONLY_RULE), so keep Python's last-resort handler
+        # from printing it to stderr. Handlers the application configures still receive it.
+        logging.getLogger("cfnlint").addHandler(logging.NullHandler())
+        self.rules = Runner(self.config).rules
+
+    def lint(self, template: TemplateFile) -> list[Finding]:
+        from cfnlint.runner import run_template_by_file_path
+
+        matches = run_template_by_file_path(str(template.path), self.config, self.rules, False)
+        findings = []
+        for match in matches:
+            if match.rule.id == PACKAGE_ONLY_RULE:
+                local = _local_path(template, _match_path(match))
+                if local is not None and local.exists():
+                    continue
+                findings.append(_lint_finding(template.path, match, _missing_local_message(
+                    template, _match_path(match), local)))
+            else:
+                findings.append(_lint_finding(template.path, match))
+        return findings
+
+
+# W3002 says a property holds a local path that only `package` understands. Our rendered trees
+# are meant to be packaged (nested TemplateURLs are relative paths, DESIGN.md), so the warning is
+# noise where the file exists. Where it does not, cfn-lint itself says nothing more (E3043 only
+# logs that it could not read the child), so the finding stays, with a message that says so.
+PACKAGE_ONLY_RULE = "W3002"
+_SEVERITY: dict[str, Severity] = {"error": "error", "warning": "warning", "informational": "info"}
+
+
+def _match_path(match: Any) -> tuple:
+    return tuple(getattr(match, "path", None) or ())
+
+
+def _lint_finding(file: Path, match: Any, message: str | None = None) -> Finding:
+    path = _match_path(match)
+    resource = str(path[1]) if len(path) > 1 and path[0] == "Resources" else ""
+    return Finding(tool="cfn-lint", severity=_SEVERITY.get(match.rule.severity, "error"),
+                   file=file, resource=resource, rule=match.rule.id,
+                   message=message or match.message, line=match.linenumber or None)
+
+
+def _local_path(template: TemplateFile, path: tuple) -> Path | None:
+    """The file a package-only property names, relative to the template; None if not a path."""
+    value: Any = template.data
+    for key in path:
+        try:
+            value = value[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if not isinstance(value, str) or "://" in value:
+        return None
+    return template.path.parent / value
+
+
+def _missing_local_message(template: TemplateFile, path: tuple, local: Path | None) -> str | None:
+    if local is None:
+        return None
+    in_resource = len(path) > 3 and path[0] == "Resources" and path[2] == "Properties"
+    prop = "/".join(str(p) for p in (path[3:] if in_resource else path))
+    return (f"{prop}: {local.relative_to(template.path.parent)} does not exist beside "
+            f"{template.path.name}; a local path must name a file for packaging to upload")
+
+
+@dataclass(frozen=True)
+class Limit:
+    rule: str
+    quota: str  # the quota's name as the CloudFormation quotas page gives it
+    maximum: int
+    unit: str
+    severity: Severity = "error"
+
+
+# CloudFormation quotas checked before upload (AWS CloudFormation User Guide, "Quotas").
+# The 51,200-byte body applies only to a template passed in the request itself; ours are
+# uploaded to S3 by `package`, so exceeding it is information, not a failure.
+LIMITS: dict[str, Limit] = {limit.rule: limit for limit in (
+    Limit("body-size-s3", "template body size in an S3 object", 1_000_000, "bytes"),
+    Limit("body-size-request", "template body size in a request", 51_200, "bytes", "info"),
+    Limit("resources", "resources per template", 500, "resources"),
+    Limit("parameters", "parameters per template", 200, "parameters"),
+    Limit("outputs", "outputs per template", 200, "outputs"),
+    Limit("mappings", "mappings per template", 200, "mappings"),
+    Limit("name-length", "logical ID, parameter, mapping and output name length", 255,
+          "characters"),
+    Limit("description", "template description size", 1024, "bytes"),
+)}
+
+_COUNTED_SECTIONS = {"Resources": "resources", "Parameters": "parameters",
+                     "Outputs": "outputs", "Mappings": "mappings"}
+_SECTION_NAMES = {"Resources": "logical ID", "Parameters": "parameter name",
+                  "Outputs": "output name", "Mappings": "mapping name"}
+
+
+def check_limits(template: TemplateFile) -> list[Finding]:
+    """Breaches of the CloudFormation quotas in LIMITS, each message naming its quota."""
+    data = template.data
+
+    def breach(rule: str, what: str, value: int, line: int | None = None,
+               resource: str = "") -> Finding:
+        limit = LIMITS[rule]
+        advice = "; upload it to S3 (mlops-cfn package does)" if limit.severity == "info" else ""
+        message = (f"{what}: {value:,} {limit.unit}, over the limit of {limit.maximum:,} "
+                   f"({limit.quota}){advice}")
+        return Finding("limits", limit.severity, template.path, resource, rule, message, line)
+
+    findings = []
+    for rule in ("body-size-s3", "body-size-request"):
+        if template.size > LIMITS[rule].maximum:
+            findings.append(breach(rule, "the template body", template.size))
+            break  # over the S3 limit says all there is to say
+    for section, rule in _COUNTED_SECTIONS.items():
+        entries = data.get(section)
+        if isinstance(entries, dict) and len(entries) > LIMITS[rule].maximum:
+            findings.append(breach(rule, section, len(entries), _key_line(data, section)))
+    for section, kind in _SECTION_NAMES.items():
+        entries = data.get(section)
+        for name in entries if isinstance(entries, dict) else ():
+            if len(name) > LIMITS["name-length"].maximum:
+                shown = f"{kind} {name[:40]}..."  # the whole name would fill the screen
+                findings.append(breach("name-length", shown, len(name), _key_line(entries, name),
+                                       name if section == "Resources" else ""))
+    description = data.get("Description")
+    if isinstance(description, str):
+        size = len(description.encode("utf-8"))
+        if size > LIMITS["description"].maximum:
+            findings.append(breach("description", "Description", size,
+                                   _key_line(data, "Description")))
+    return findings
+
+
+def _key_line(mapping: dict, key: str) -> int | None:
+    """1-based line of `key` in a mapping decoded by cfnlint.decode, when it kept the mark."""
+    for candidate in mapping:
+        if candidate == key:
+            mark = getattr(candidate, "start_mark", None)
+            return mark.line + 1 if mark is not None else None
+    return None
+
+
+# --- checkov ---------------------------------------------------------------------------------
+
+def find_checkov() -> str:
+    """The checkov executable: $MLOPS_CFN_CHECKOV, else `checkov` on PATH, else the one
+    scripts/install-checkov puts under ${MLOPS_CFN_TOOLS:-.tools} in the current directory."""
+    named = os.environ.get(CHECKOV_ENV)
+    if named:
+        if os.path.isfile(named) and os.access(named, os.X_OK):
+            return named
+        # A wrong explicit setting must not quietly fall back to some other checkov.
+        raise UserError(f"checkov not found: {CHECKOV_ENV}={named} is not an executable file; "
+                        f"{CHECKOV_INSTALL_HINT}")
+    on_path = shutil.which("checkov")
+    if on_path:
+        return on_path
+    local = Path(os.environ.get(TOOLS_ENV) or ".tools") / "checkov" / "bin" / "checkov"
+    if local.is_file() and os.access(local, os.X_OK):
+        return str(local)
+    raise UserError(f"checkov not found ({CHECKOV_ENV} is not set, no `checkov` on PATH, "
+                    f"no {local}); {CHECKOV_INSTALL_HINT}")
+
+
+def checkov_command(executable: str, files: Sequence[Path]) -> list[str]:
+    # No --quiet: with JSON output it drops the skipped checks, which the report counts.
+    return [executable, "--framework", "cloudformation", "--skip-download", "--output", "json",
+            "--file", *(str(f.resolve()) for f in files)]
+
+
+def run_checkov(executable: str, files: Sequence[Path]) -> tuple[list[Finding], list[Skip]]:
+    """One checkov run over all `files`: failed checks as findings, skipped checks as skips."""
+    if not files:
+        return [], []
+    command = checkov_command(executable, files)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+    except OSError as error:
+        raise UserError(f"checkov could not be started ({executable}: {error.strerror}); "
+                        f"{CHECKOV_INSTALL_HINT}") from error
+    # Exit status 1 means failed checks; anything else but 0 is checkov itself failing.
+    try:
+        output = json.loads(done.stdout) if done.returncode in (0, 1) else None
+    except json.JSONDecodeError:
+        output = None
+    if output is None:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"checkov failed (exit status {done.returncode}, {executable}): {last}")
+    return parse_checkov_output(output, {f.resolve(): f for f in files})
+
+
+def parse_checkov_output(output: Any, files: dict[Path, Path]) -> tuple[list[Finding], list[Skip]]:
+    """Findings and skips from checkov's JSON report: one dict per framework, or a list of them.
+
+    `files` maps the absolute paths checkov was given back to the paths the user named.
+    """
+    reports = output if isinstance(output, list) else [output]
+    findings: list[Finding] = []
+    skips: list[Skip] = []
+    for report in reports:
+        results = report.get("results", {}) if isinstance(report, dict) else {}
+        for check in results.get("failed_checks", []):
+            findings.append(Finding("checkov", "error", _checkov_file(check, files),
+                                    _checkov_resource(check), check.get("check_id", "?"),
+                                    check.get("check_name", ""), _checkov_line(check)))
+        for check in results.get("skipped_checks", []):
+            comment = (check.get("check_result") or {}).get("suppress_comment") or ""
+            file, resource, rule = (_checkov_file(check, files), _checkov_resource(check),
+                                    check.get("check_id", "?"))
+            if comment.strip() in ("", _CHECKOV_NO_COMMENT):
+                findings.append(Finding("checkov", "error", file, resource, rule,
+                                        "skipped without a reason: add a comment to the "
+                                        "Metadata checkov skip", _checkov_line(check)))
+            else:
+                skips.append(Skip(file, resource, rule, comment, _checkov_line(check)))
+        for path in results.get("parsing_errors", []):
+            findings.append(Finding("checkov", "error", _known_file(path, files), "", "parse",
+                                    "checkov could not parse this template"))
+    return findings, skips
+
+
+# What checkov reports as the comment of a skip that has none.
+_CHECKOV_NO_COMMENT = "No comment provided"
+
+
+def _known_file(path: str, files: dict[Path, Path]) -> Path:
+    return files.get(Path(path).resolve(), Path(path))
+
+
+def _checkov_file(check: dict, files: dict[Path, Path]) -> Path:
+    return _known_file(check.get("file_abs_path") or check.get("file_path", ""), files)
+
+
+def _checkov_resource(check: dict) -> str:
+    # "AWS::S3::Bucket.DataBucket": the type holds no dot, the logical id follows the first one.
+    resource = check.get("resource") or ""
+    return resource.split(".", 1)[1] if "." in resource else resource
+
+
+def _checkov_line(check: dict) -> int | None:
+    lines = check.get("file_line_range") or []
+    return lines[0] if lines and lines[0] else None
+
+
+__all__ = ["Finding", "Skip", "Report", "TemplateFile", "Limit", "LIMITS", "validate",
+           "find_templates", "check_template", "check_limits", "CfnLint", "find_checkov",
+           "run_checkov", "parse_checkov_output"]

@@ -1,0 +1,428 @@
+"""`mlops_cfn.validate`: cfn-lint, CloudFormation quotas and checkov over rendered templates.
+
+Fixture templates live in tests/fixtures/validate/: good/ (clean, beside a parameters.json and a
+YAML file that is not a template), bad/ (cfn-lint errors), nested/ and nested_bad/ (a root with a
+relative TemplateURL to its child), security/ (checkov: a failed check and a justified skip).
+"""
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+import cfnlint.runner
+
+from mlops_cfn.errors import UserError
+from mlops_cfn.validate import (
+    LIMITS, Finding, Report, Skip, TemplateFile, check_limits, find_checkov,
+    parse_checkov_output, validate,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "validate"
+LOCAL_CHECKOV = Path("/tmp/checkov-venv/bin/checkov")
+
+
+def of_tool(report: Report, tool: str) -> list[Finding]:
+    return [f for f in report.findings if f.tool == tool]
+
+
+def by_rule(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.rule: f for f in findings}
+
+
+# --- finding templates -----------------------------------------------------------------------
+
+def test_a_clean_template_is_ok():
+    report = validate([FIXTURES / "good"], security=False)
+
+    assert report.ok
+    assert report.findings == ()
+
+
+def test_a_directory_is_searched_for_templates_only():
+    report = validate([FIXTURES / "good"], security=False)
+
+    # parameters.json and not_a_template.yaml have no Resources section
+    assert report.files == (FIXTURES / "good" / "secure_bucket.yaml",)
+
+
+def test_a_named_file_that_is_not_a_template_is_a_user_error():
+    with pytest.raises(UserError, match=r"parameters.json: not a CloudFormation template"):
+        validate([FIXTURES / "good" / "parameters.json"], security=False)
+
+
+def test_a_missing_path_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"nowhere: no such file or directory"):
+        validate([tmp_path / "nowhere"], security=False)
+
+
+def test_a_directory_without_templates_is_a_user_error(tmp_path):
+    (tmp_path / "parameters.json").write_text("[]")
+
+    with pytest.raises(UserError, match=r"no CloudFormation templates found"):
+        validate([tmp_path], security=False)
+
+
+def test_a_file_that_does_not_parse_is_reported_not_passed_over(tmp_path):
+    (tmp_path / "broken.yaml").write_text("Resources: [\n  Bucket: {\n")
+
+    report = validate([tmp_path], security=False)
+
+    assert not report.ok
+    [finding] = report.findings
+    assert (finding.tool, finding.rule, finding.file) == ("cfn-lint", "E0000",
+                                                          tmp_path / "broken.yaml")
+
+
+# --- cfn-lint --------------------------------------------------------------------------------
+
+def test_an_unknown_property_is_a_cfn_lint_error_naming_file_resource_and_line():
+    template = FIXTURES / "bad" / "invalid_property.yaml"
+
+    report = validate([template], security=False)
+
+    assert not report.ok
+    [finding] = report.findings
+    assert (finding.tool, finding.severity, finding.rule) == ("cfn-lint", "error", "E3002")
+    assert (finding.file, finding.resource, finding.line) == (template, "LogsBucket", 7)
+    assert "BucketEncryptionTypo" in finding.message
+
+
+def test_a_wrong_typed_property_is_a_cfn_lint_error():
+    template = FIXTURES / "bad" / "wrong_type.yaml"
+
+    report = validate([template], security=False)
+
+    [finding] = report.findings
+    assert (finding.rule, finding.file, finding.resource) == ("E3012", template, "EventStream")
+    assert "'a week' is not of type 'integer'" in finding.message
+
+
+def test_cfn_lint_rules_are_loaded_once_per_run(monkeypatch):
+    runners = []
+    real_runner = cfnlint.runner.Runner
+    monkeypatch.setattr(cfnlint.runner, "Runner",
+                        lambda config: runners.append(config) or real_runner(config))
+
+    validate([FIXTURES / "bad"], security=False)
+
+    assert len(runners) == 1
+
+
+def test_a_root_with_a_relative_template_url_lints_clean_from_any_directory(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the child is found beside the root, not in the cwd
+
+    report = validate([FIXTURES / "nested" / "root.yaml"], security=False)
+
+    # no W3002 "may only work with package": the rendered tree is meant to be packaged
+    assert report.findings == ()
+
+
+def test_a_root_out_of_step_with_its_child_is_caught():
+    root = FIXTURES / "nested_bad" / "root.yaml"
+
+    report = validate([root], security=False)
+
+    messages = [f.message for f in report.findings if f.rule == "E3043"]
+    assert {f.resource for f in report.findings} == {"StorageStack"}
+    assert any('"Retention" doesn\'t exist in nested stack' in m for m in messages)
+    assert any('"TopicKeyId" is not specified' in m for m in messages)
+
+
+def test_a_template_url_naming_a_missing_file_is_a_warning(tmp_path):
+    root = tmp_path / "root.yaml"
+    root.write_text((FIXTURES / "nested" / "root.yaml").read_text())  # without storage.yaml
+
+    report = validate([root], security=False)
+
+    assert not report.ok
+    [finding] = report.findings
+    assert (finding.rule, finding.severity, finding.resource) == ("W3002", "warning",
+                                                                  "StorageStack")
+    assert "storage.yaml does not exist beside root.yaml" in finding.message
+
+
+# --- CloudFormation quotas -------------------------------------------------------------------
+
+def oversized_template() -> dict:
+    long_name = "Output" + "X" * 250  # 256 characters
+    return {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Description": "d" * 1025,
+        "Parameters": {f"Param{i}": {"Type": "String", "Default": "x"} for i in range(201)},
+        "Mappings": {f"Map{i}": {"Key": {"Value": "x"}} for i in range(201)},
+        "Resources": {f"Handle{i}": {"Type": "AWS::CloudFormation::WaitConditionHandle"}
+                      for i in range(501)},
+        "Outputs": {**{f"Out{i}": {"Value": "x"} for i in range(200)},
+                    long_name: {"Value": "x"}},
+    }
+
+
+def test_an_oversized_template_breaches_the_limits_it_names(tmp_path):
+    template = tmp_path / "huge.json"
+    template.write_text(json.dumps(oversized_template(), indent=1))
+
+    report = validate([template], security=False)
+
+    assert not report.ok
+    breaches = by_rule([f for f in of_tool(report, "limits") if f.severity == "error"])
+    assert set(breaches) == {"resources", "parameters", "mappings", "outputs", "name-length",
+                             "description"}
+    assert "501 resources, over the limit of 500 (resources per template)" in \
+        breaches["resources"].message
+    for rule, finding in breaches.items():
+        assert LIMITS[rule].quota in finding.message
+        assert f"{LIMITS[rule].maximum:,}" in finding.message
+        assert finding.severity == "error"
+    assert breaches["resources"].line == template.read_text().splitlines().index(
+        ' "Resources": {') + 1
+
+
+def test_a_body_over_51200_bytes_is_only_information():
+    # Templates reach CloudFormation through S3 (package), where the limit is 1 MB.
+    template = TemplateFile(Path("big.yaml"), {"Resources": {}}, size=51_201)
+
+    [finding] = check_limits(template)
+
+    assert (finding.rule, finding.severity) == ("body-size-request", "info")
+    assert "51,201 bytes, over the limit of 51,200 (template body size in a request)" in \
+        finding.message
+    assert Report(files=(template.path,), findings=(finding,)).ok
+
+
+def test_a_body_over_1_mb_is_an_error():
+    template = TemplateFile(Path("huge.yaml"), {"Resources": {}}, size=1_000_001)
+
+    [finding] = check_limits(template)
+
+    assert (finding.rule, finding.severity) == ("body-size-s3", "error")
+    assert "(template body size in an S3 object)" in finding.message
+
+
+def test_a_template_within_every_limit_has_no_limit_findings():
+    template = TemplateFile(Path("t.yaml"), {"Description": "d" * 1024,
+                                             "Resources": {"R" * 255: {}}}, size=51_200)
+
+    assert check_limits(template) == []
+
+
+# --- the report ------------------------------------------------------------------------------
+
+def test_the_report_lists_findings_by_file_then_a_summary():
+    a, b = Path("t/a.yaml"), Path("t/b.yaml")
+    report = Report(
+        files=(a, b, Path("t/c.yaml")),
+        findings=(
+            Finding("checkov", "error", b, "Topic", "CKV_AWS_26", "Ensure SNS is encrypted", 4),
+            Finding("cfn-lint", "error", a, "Bucket", "E3002", "Additional properties", 7),
+            Finding("limits", "info", a, "", "body-size-request", "the template body: ...", None),
+            Finding("cfn-lint", "warning", a, "Bucket", "W3005", "Obsolete DependsOn", 5),
+        ),
+        skips=(Skip(b, "Logs", "CKV_AWS_18", "logs bucket cannot log to itself", 9),),
+    )
+
+    assert report.render() == "\n".join([
+        "t/a.yaml: [limits body-size-request] the template body: ...",
+        "t/a.yaml:5: [cfn-lint W3005] Bucket: Obsolete DependsOn",
+        "t/a.yaml:7: [cfn-lint E3002] Bucket: Additional properties",
+        "",
+        "t/b.yaml:4: [checkov CKV_AWS_26] Topic: Ensure SNS is encrypted",
+        "t/b.yaml:9: [checkov CKV_AWS_18 skipped] Logs: logs bucket cannot log to itself",
+        "",
+        "3 files: cfn-lint 1 error 1 warning, limits 0 (1 informational), "
+        "checkov 1 failed (1 skipped with reasons)",
+    ])
+
+
+def test_informational_findings_are_shown_but_do_not_fail():
+    note = Finding("cfn-lint", "info", Path("a.yaml"), "Bucket", "I3011", "a note", 3)
+
+    report = Report(files=(Path("a.yaml"),), findings=(note,))
+
+    assert report.ok
+    assert "a.yaml:3: [cfn-lint I3011] Bucket: a note" in report.render()
+
+
+def test_without_security_the_summary_says_checkov_did_not_run():
+    report = validate([FIXTURES / "good"], security=False)
+
+    assert report.render() == ("1 file: cfn-lint 0 errors 0 warnings, limits 0, "
+                               "checkov not run (--no-security)")
+
+
+# --- checkov: finding it and running it -----------------------------------------------------
+
+@pytest.fixture
+def no_checkov_anywhere(monkeypatch, tmp_path):
+    """No MLOPS_CFN_CHECKOV, no checkov on PATH, no .tools/ in the current directory."""
+    monkeypatch.delenv("MLOPS_CFN_CHECKOV", raising=False)
+    monkeypatch.delenv("MLOPS_CFN_TOOLS", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def fake_checkov(path: Path, stdout: str, exit_status: int = 0) -> Path:
+    """An executable that records its arguments beside itself and prints `stdout`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!{sys.executable}\n"
+                    "import json, sys, pathlib\n"
+                    f"log = pathlib.Path({str(path)!r} + '.calls')\n"
+                    "calls = json.loads(log.read_text()) if log.exists() else []\n"
+                    "log.write_text(json.dumps(calls + [sys.argv[1:]]))\n"
+                    f"sys.stdout.write({stdout!r})\n"
+                    "sys.stderr.write('checkov: something broke\\n')\n"
+                    f"sys.exit({exit_status})\n")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def calls_of(fake: Path) -> list[list[str]]:
+    return json.loads(Path(f"{fake}.calls").read_text())
+
+
+EMPTY_CHECKOV_REPORT = json.dumps({"check_type": "cloudformation",
+                                   "results": {"failed_checks": []}, "summary": {}})
+
+
+def test_missing_checkov_is_a_user_error_with_the_install_hint(no_checkov_anywhere):
+    with pytest.raises(UserError) as raised:
+        validate([FIXTURES / "good"])
+
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith("checkov not found")
+    for hint in ("pipx install checkov", "scripts/install-checkov", "MLOPS_CFN_CHECKOV",
+                 "PATH", ".tools/checkov/bin/checkov"):
+        assert hint in message
+
+
+def test_a_checkov_path_that_does_not_exist_is_a_user_error(no_checkov_anywhere, monkeypatch):
+    monkeypatch.setenv("MLOPS_CFN_CHECKOV", str(no_checkov_anywhere / "nonexistent"))
+
+    with pytest.raises(UserError, match=r"MLOPS_CFN_CHECKOV=.*nonexistent is not an executable"
+                                        r".*pipx install checkov"):
+        validate([FIXTURES / "good"])
+
+
+def test_checkov_is_found_under_tools_in_the_current_directory(no_checkov_anywhere):
+    installed = fake_checkov(no_checkov_anywhere / ".tools" / "checkov" / "bin" / "checkov", "")
+
+    assert Path(find_checkov()).resolve() == installed
+
+
+def test_without_security_checkov_is_not_needed(no_checkov_anywhere):
+    assert validate([FIXTURES / "good"], security=False).ok
+
+
+def test_checkov_runs_once_over_every_template_and_nothing_else(monkeypatch, tmp_path):
+    fake = fake_checkov(tmp_path / "checkov", EMPTY_CHECKOV_REPORT)
+    monkeypatch.setenv("MLOPS_CFN_CHECKOV", str(fake))
+
+    report = validate([FIXTURES / "good", FIXTURES / "nested"])
+
+    assert report.ok
+    [arguments] = calls_of(fake)
+    assert arguments[:5] == ["--framework", "cloudformation", "--skip-download", "--output",
+                             "json"]
+    scanned = arguments[arguments.index("--file") + 1:]
+    assert scanned == [str(f.resolve()) for f in report.files]
+    assert not any(name.endswith("parameters.json") for name in arguments)
+
+
+def test_a_checkov_that_crashes_is_a_user_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLOPS_CFN_CHECKOV", str(fake_checkov(tmp_path / "checkov", "", 2)))
+
+    with pytest.raises(UserError, match=r"checkov failed \(exit status 2.*something broke"):
+        validate([FIXTURES / "good"])
+
+
+def test_checkov_reports_of_several_frameworks_are_all_read():
+    file = Path("a.yaml")
+    failed = {"check_id": "CKV_AWS_26", "check_name": "SNS encrypted", "resource":
+              "AWS::SNS::Topic.Alerts", "file_abs_path": str(file.resolve()),
+              "file_line_range": [3, 6]}
+    skipped = {**failed, "check_id": "CKV_AWS_18", "check_result": {"suppress_comment": "why"}}
+    output = [{"check_type": "cloudformation", "results": {"failed_checks": [failed]}},
+              {"check_type": "secrets", "results": {"skipped_checks": [skipped]}}]
+
+    findings, skips = parse_checkov_output(output, {file.resolve(): file})
+
+    assert findings == [Finding("checkov", "error", file, "Alerts", "CKV_AWS_26",
+                                "SNS encrypted", 3)]
+    assert skips == [Skip(file, "Alerts", "CKV_AWS_18", "why", 3)]
+
+
+# --- checkov: real runs (slow: one run serves all these tests) -------------------------------
+
+@pytest.fixture(scope="module")
+def checkov_executable():
+    """The checkov under test: $MLOPS_CFN_CHECKOV if set, else the local venv if present."""
+    patch = pytest.MonkeyPatch()
+    if not os.environ.get("MLOPS_CFN_CHECKOV") and LOCAL_CHECKOV.exists():
+        patch.setenv("MLOPS_CFN_CHECKOV", str(LOCAL_CHECKOV))
+    yield
+    patch.undo()
+
+
+UNEXPLAINED_SKIP = """\
+Resources:
+  Alerts:
+    Type: AWS::SNS::Topic
+    Metadata:
+      checkov:
+        skip:
+          - id: CKV_AWS_26
+"""
+
+
+@pytest.fixture(scope="module")
+def checkov_report(checkov_executable, tmp_path_factory):
+    unexplained = tmp_path_factory.mktemp("unexplained") / "topic.yaml"
+    unexplained.write_text(UNEXPLAINED_SKIP)
+    return validate([FIXTURES / "good", FIXTURES / "nested", FIXTURES / "security",
+                     unexplained])
+
+
+@pytest.mark.slow
+def test_checkov_passes_secure_templates(checkov_report):
+    clean = {FIXTURES / "good" / "secure_bucket.yaml", FIXTURES / "nested" / "root.yaml",
+             FIXTURES / "nested" / "storage.yaml"}
+
+    assert clean <= set(checkov_report.files)
+    assert [f for f in checkov_report.findings if f.file in clean] == []
+
+
+@pytest.mark.slow
+def test_an_unencrypted_topic_fails_a_named_checkov_check(checkov_report):
+    template = FIXTURES / "security" / "unencrypted_topic.yaml"
+
+    failed = [f for f in of_tool(checkov_report, "checkov") if f.file == template]
+
+    assert [(f.rule, f.resource, f.line) for f in failed] == [("CKV_AWS_26", "AlertsTopic", 4)]
+    assert "SNS" in failed[0].message
+    assert not checkov_report.ok
+
+
+@pytest.mark.slow
+def test_a_skip_with_a_reason_is_counted_not_failed(checkov_report):
+    template = FIXTURES / "security" / "justified_skip.yaml"
+
+    assert checkov_report.skips == (
+        Skip(template, "AccessLogsBucket", "CKV_AWS_18",
+             "This bucket receives the access logs; logging it to itself would loop.", 4),
+    )
+    assert [f for f in checkov_report.findings if f.file == template] == []
+    assert "(1 skipped with reasons)" in checkov_report.render()
+
+
+@pytest.mark.slow
+def test_a_skip_without_a_reason_fails(checkov_report):
+    [finding] = [f for f in checkov_report.findings if f.file.name == "topic.yaml"]
+
+    assert (finding.rule, finding.resource, finding.severity) == ("CKV_AWS_26", "Alerts",
+                                                                  "error")
+    assert "skipped without a reason" in finding.message
