@@ -107,7 +107,10 @@ def _path(loc: tuple) -> str:
         if isinstance(part, int):
             parts.append(f"[{part}]")
         else:
-            parts.append(("." if parts else "") + str(part))
+            text = str(part)
+            # A key with a newline or other control characters must not break the line.
+            text = text if text.isprintable() and text.strip() == text else repr(text)
+            parts.append(("." if parts else "") + text)
     return "".join(parts)
 
 
