@@ -154,3 +154,15 @@ def test_yaml_that_python_could_not_use_safely_is_a_located_syntax_error(text, e
     with pytest.raises(UserError) as raised:
         parse_yaml(text, "p.yaml")
     assert raised.value.problems[0].startswith(expected)
+
+
+def test_an_environment_switching_to_an_existing_vpc_must_give_its_range():
+    data = {"project": "ok", "network": {"cidr": "10.40.0.0/16"},
+            "environments": {"dev": {}, "prod": {"network": {
+        "mode": "existing", "vpc_id": "vpc-0123456789abcdef0",
+        "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]}}}}
+    assert problems_of(data) == [
+        "pipeline.yaml: environments.prod.network.cidr: is required when the environment "
+        "switches to mode 'existing' (the existing VPC's IPv4 range)"]
+    data["environments"]["prod"]["network"]["cidr"] = "10.9.0.0/16"
+    assert load_data(data, "pipeline.yaml", "prod").config.network.cidr == "10.9.0.0/16"

@@ -133,9 +133,27 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
                 _deep_merge(data, overrides or {}), source, in_environment=(name, overrides or {}))
         except UserError as error:
             problems.extend(error.problems)
+            continue
+        problems.extend(_inherited_vpc_range(source, name, base, merged_by_env[name],
+                                             overrides or {}))
     if problems:
         raise UserError(*problems)
     return LoadedConfig(source, environment, base, merged_by_env).for_environment(environment)
+
+
+def _inherited_vpc_range(source: str, name: str, base: PipelineConfig, merged: PipelineConfig,
+                         overrides: dict) -> list[str]:
+    """An environment that switches to an existing VPC must give that VPC's range itself.
+
+    Otherwise it would silently inherit the range the base meant for a VPC of our own, and the
+    endpoint security group would admit the wrong addresses.
+    """
+    network_overrides = overrides.get("network") or {}
+    if (merged.network.mode == "existing" and base.network.mode != "existing"
+            and "cidr" not in network_overrides):
+        return [f"{source}: environments.{name}.network.cidr: is required when the environment "
+                f"switches to mode 'existing' (the existing VPC's IPv4 range)"]
+    return []
 
 
 def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None = None):

@@ -1,0 +1,164 @@
+"""Security defaults, checked across every template the bundled config and the examples render.
+
+Independent of the per-stage tests: whatever a stage adds, these rules hold for the whole
+output. They read the built templates as data.
+"""
+
+from pathlib import Path
+
+import pytest
+
+from mlops_cfn import config, pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = [None, *sorted((REPO / "examples").glob("*.yaml"))]
+
+# Actions for which AWS supports no resource-level permission, so `*` is the only resource
+# (each use is commented in the stage that writes it).
+ACTIONS_WITHOUT_RESOURCE_SCOPE = {
+    "ec2:DescribeNetworkInterfaces", "ec2:DescribeSubnets", "ec2:DescribeVpcs",
+    "ec2:DescribeSecurityGroups", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+}
+# Holding data: must survive stack deletion and replacement.
+DATA_STORES = {"AWS::S3::Bucket", "AWS::KMS::Key"}
+# The one bucket on SSE-S3: ALB access logs and Redshift audit logs cannot go to SSE-KMS.
+SSE_S3_BUCKETS = {"AccessLogsBucket"}
+
+
+def all_templates():
+    for path in CONFIGS:
+        first = config.load(path)
+        for env in first.merged:
+            built = pipeline.build(first.for_environment(env))
+            for stage in built.stages:
+                name = f"{'default' if path is None else path.stem}/{env}/{stage.name}"
+                yield name, stage.template.to_dict()
+
+
+TEMPLATES = dict(all_templates())
+
+
+def resources(resource_type=None):
+    for template_name, template in TEMPLATES.items():
+        for logical_id, resource in template.get("Resources", {}).items():
+            if resource_type is None or resource["Type"] == resource_type:
+                yield f"{template_name}:{logical_id}", logical_id, resource
+
+
+def policy_documents():
+    """(where, document, resource type) for every policy in every template."""
+    for where, _, resource in resources():
+        props = resource.get("Properties", {})
+        kind = resource["Type"]
+        if kind == "AWS::KMS::Key":
+            yield where, props["KeyPolicy"], kind
+        if "PolicyDocument" in props:
+            yield where, props["PolicyDocument"], kind
+        for policy in props.get("Policies", []):
+            yield f"{where}:{policy['PolicyName']}", policy["PolicyDocument"], kind
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_there_is_something_to_check():
+    assert len(TEMPLATES) >= 9
+    assert len(list(policy_documents())) >= 5
+
+
+def test_no_allow_statement_grants_a_wildcard_action():
+    for where, document, _ in policy_documents():
+        for statement in document["Statement"]:
+            if statement["Effect"] != "Allow":
+                continue
+            for action in as_list(statement.get("Action", [])):
+                assert action != "*" and not action.endswith(":*"), (where, action)
+            assert "NotAction" not in statement, where
+
+
+def test_a_star_resource_only_for_actions_aws_cannot_scope():
+    for where, document, kind in policy_documents():
+        if kind == "AWS::KMS::Key":
+            continue  # in a key policy, "*" is the key the policy belongs to
+        for statement in document["Statement"]:
+            if statement["Effect"] != "Allow" or "*" not in as_list(statement.get("Resource", [])):
+                continue
+            actions = set(as_list(statement["Action"]))
+            assert actions <= ACTIONS_WITHOUT_RESOURCE_SCOPE, (where, actions)
+
+
+def test_no_principal_is_everyone_in_an_allow():
+    for where, document, kind in policy_documents():
+        if kind == "AWS::EC2::VPCEndpoint":
+            # An endpoint policy filters what any caller in the VPC may do through the
+            # endpoint; its principal is always everyone, the resources carry the limit.
+            continue
+        for statement in document["Statement"]:
+            if statement["Effect"] == "Allow" and "Principal" in statement:
+                assert statement["Principal"] != "*" and statement["Principal"] != {"AWS": "*"}, where
+
+
+def test_data_stores_are_retained_on_delete_and_replace():
+    for where, _, resource in resources():
+        if resource["Type"] in DATA_STORES:
+            assert resource.get("DeletionPolicy") in ("Retain", "Snapshot"), where
+            assert resource.get("UpdateReplacePolicy") in ("Retain", "Snapshot"), where
+
+
+def test_buckets_use_the_customer_managed_key_and_block_public_access():
+    for where, logical_id, bucket in resources("AWS::S3::Bucket"):
+        props = bucket["Properties"]
+        rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+        default = rule["ServerSideEncryptionByDefault"]
+        if logical_id in SSE_S3_BUCKETS:
+            assert default["SSEAlgorithm"] == "AES256", where
+        else:
+            assert default["SSEAlgorithm"] == "aws:kms", where
+            assert default["KMSMasterKeyID"] == {"Ref": "DataKey"} or "KMSMasterKeyID" in default
+            assert rule["BucketKeyEnabled"] is True, where
+        assert set(props["PublicAccessBlockConfiguration"].values()) == {True}, where
+        assert props["VersioningConfiguration"]["Status"] == "Enabled", where
+
+
+def test_every_log_group_is_encrypted_and_expires():
+    for where, _, group in resources("AWS::Logs::LogGroup"):
+        assert "KmsKeyId" in group["Properties"], where
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, where
+
+
+def test_queues_streams_and_deliveries_are_encrypted_with_the_data_key():
+    data_key = {"Ref": "DataKeyArn"}
+    for where, _, queue in resources("AWS::SQS::Queue"):
+        assert queue["Properties"]["KmsMasterKeyId"] == data_key, where
+    for where, _, stream in resources("AWS::Kinesis::Stream"):
+        assert stream["Properties"]["StreamEncryption"] == {
+            "EncryptionType": "KMS", "KeyId": data_key}, where
+    for where, _, delivery in resources("AWS::KinesisFirehose::DeliveryStream"):
+        s3 = delivery["Properties"]["ExtendedS3DestinationConfiguration"]
+        assert s3["EncryptionConfiguration"]["KMSEncryptionConfig"]["AWSKMSKeyARN"] == data_key
+
+
+def test_functions_run_in_private_subnets_with_an_encrypted_environment():
+    for where, _, function in resources("AWS::Lambda::Function"):
+        props = function["Properties"]
+        assert props["VpcConfig"]["SubnetIds"] == {"Ref": "PrivateSubnetIds"}, where
+        assert props["KmsKeyArn"] == {"Ref": "DataKeyArn"}, where
+
+
+def test_no_subnet_gives_out_public_addresses():
+    for where, _, subnet in resources("AWS::EC2::Subnet"):
+        assert subnet["Properties"].get("MapPublicIpOnLaunch", False) is False, where
+
+
+def test_security_groups_admit_nothing_from_the_internet():
+    for where, _, group in resources("AWS::EC2::SecurityGroup"):
+        for rule in group["Properties"].get("SecurityGroupIngress", []):
+            assert rule.get("CidrIp") != "0.0.0.0/0" and rule.get("CidrIpv6") != "::/0", where
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_no_hard_coded_partition_account_or_region(name):
+    text = str(TEMPLATES[name])
+    assert "arn:aws:" not in text
+    assert "us-east-1" not in text
