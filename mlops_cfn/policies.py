@@ -12,6 +12,7 @@ from typing import Any, Iterable, Sequence
 
 import awacs.kms as kms
 import awacs.s3 as s3
+import awacs.sts as sts
 from awacs.aws import (Action, Allow, ArnLike, Bool, Condition, Deny, PolicyDocument, Principal,
                        Statement, StringEquals, StringLike)
 from troposphere import GetAtt, Ref, Sub
@@ -99,6 +100,19 @@ def document(*statements: Statement | Iterable[Statement]) -> PolicyDocument:
         else:
             flat.extend(item)
     return PolicyDocument(Version=POLICY_VERSION, Statement=flat)
+
+
+def trusted_by(service: str, *conditions: Any) -> PolicyDocument:
+    """A role's trust policy letting one AWS service (`lambda.amazonaws.com`) assume it.
+
+    Pass conditions such as aws:SourceAccount / aws:SourceArn where the service supports them,
+    to keep the service from acting for another account (the confused-deputy guard).
+    """
+    statement = Statement(Effect=Allow, Principal=Principal("Service", service),
+                          Action=[sts.AssumeRole])
+    if conditions:
+        statement.Condition = Condition(list(conditions))
+    return document(statement)
 
 
 # --- KMS key policy -------------------------------------------------------------------------

@@ -27,9 +27,8 @@ import awacs.kinesis
 import awacs.kms
 import awacs.logs
 import awacs.sqs
-import awacs.sts
 import awacs.xray
-from awacs.aws import Allow, Condition, Principal, Statement, StringEquals, StringLike
+from awacs.aws import Allow, Condition, Statement, StringEquals, StringLike
 from troposphere import (GetAtt, Ref, Sub, awslambda, ec2, encode_to_dict, firehose, iam, kinesis,
                          logs, sqs)
 
@@ -41,6 +40,7 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA
                        PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
                        STREAM_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
+from .common import encrypted_log_group
 
 CONSUMER_SOURCE = Path(__file__).resolve().parent.parent / "data" / "consumer.py"
 # CloudFormation's limit for inline Lambda code (Code.ZipFile).
@@ -126,19 +126,15 @@ def add_delivery(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
                  key: Ref) -> firehose.DeliveryStream:
     settings = config.stages.ingestion
     bucket = b.input(RAW_BUCKET_ARN)
-    log_group = b.add(log_group_for(b, config, "DeliveryLogGroup", "firehose", key))
+    log_group = encrypted_log_group(b, config, "DeliveryLogGroup", "firehose")
     log_stream = b.add(logs.LogStream(
         "DeliveryLogStream", LogGroupName=Ref(log_group), LogStreamName="S3Delivery"))
     role = b.add(iam.Role(
         "DeliveryRole",
         Description="Firehose: read the ingest stream, write the raw bucket",
-        AssumeRolePolicyDocument=policies.document(Statement(
-            Effect=Allow,
-            Principal=Principal("Service", "firehose.amazonaws.com"),
-            Action=[awacs.sts.AssumeRole],
-            # AWS's confused-deputy guard for Firehose: only on behalf of this account.
-            Condition=Condition(StringEquals("sts:ExternalId", Ref("AWS::AccountId"))),
-        )),
+        # AWS's confused-deputy guard for Firehose: only on behalf of this account.
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "firehose.amazonaws.com", StringEquals("sts:ExternalId", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="delivery",
             PolicyDocument=policies.document(
@@ -217,7 +213,7 @@ def consumer_code() -> str:
 def add_consumer(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream,
                  key: Ref) -> None:
     consumer = config.stages.ingestion.consumer
-    log_group = b.add(log_group_for(b, config, "ConsumerLogGroup", "consumer", key))
+    log_group = encrypted_log_group(b, config, "ConsumerLogGroup", "consumer")
     dead_letters = b.add(queue(b, "ConsumerDeadLetterQueue", "consumer-dead-letters", key))
     failures = b.add(queue(b, "ConsumerFailureQueue", "consumer-failures", key))
     security_group = b.add(ec2.SecurityGroup(
@@ -232,11 +228,7 @@ def add_consumer(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
     role = b.add(iam.Role(
         "ConsumerRole",
         Description="Ingest stream consumer Lambda",
-        AssumeRolePolicyDocument=policies.document(Statement(
-            Effect=Allow,
-            Principal=Principal("Service", "lambda.amazonaws.com"),
-            Action=[awacs.sts.AssumeRole],
-        )),
+        AssumeRolePolicyDocument=policies.trusted_by("lambda.amazonaws.com"),
         Policies=[iam.Policy(
             PolicyName="consumer",
             PolicyDocument=policies.document(consumer_statements(
@@ -340,18 +332,6 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
 
 
 # --- shared pieces -------------------------------------------------------------------------
-
-def log_group_for(b: StageBuilder, config: PipelineConfig, title: str, purpose: str,
-                  key: Ref) -> logs.LogGroup:
-    # No Retain: the retention setting bounds the logs' life anyway, and a retained log group
-    # keeps its name taken, so recreating the stack would fail.
-    return logs.LogGroup(
-        title,
-        LogGroupName=b.log_group_name(purpose),
-        KmsKeyId=key,
-        RetentionInDays=b.setting(config, "log_retention_days"),
-    )
-
 
 def queue(b: StageBuilder, title: str, purpose: str, key: Ref) -> sqs.Queue:
     # No Retain: the queues hold failure notices to look into within SQS's 14 days, not data of

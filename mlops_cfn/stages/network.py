@@ -23,7 +23,6 @@ from typing import Any
 
 import awacs.logs as logs
 import awacs.s3 as s3
-import awacs.sts as sts
 from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
 from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Sub, Tags, ec2,
                          iam, logs as cw_logs)
@@ -31,9 +30,10 @@ from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Sub
 from .. import naming, policies
 from ..config import PipelineConfig
 from ..config.network import INTERFACE_ENDPOINT_SERVICES, NetworkConfig
-from ..outputs import (DATA_KEY_ARN, ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS,
+from ..outputs import (ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS,
                        PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
+from .common import encrypted_log_group
 
 HTTPS = 443
 ANYWHERE = "0.0.0.0/0"
@@ -262,15 +262,8 @@ def endpoint_logical_id(service: str) -> str:
 
 
 def add_flow_logs(b: StageBuilder, config: PipelineConfig, vpc: ec2.VPC) -> None:
-    group = b.add(cw_logs.LogGroup(
-        "FlowLogGroup",
-        LogGroupName=b.log_group_name("vpc-flow-logs"),
-        KmsKeyId=b.input(DATA_KEY_ARN),
-        RetentionInDays=b.setting(config, "log_retention_days"),
-        # Flow logs are the network's audit trail: they outlive the stack.
-        DeletionPolicy="Retain",
-        UpdateReplacePolicy="Retain",
-    ))
+    # Flow logs are the network's audit trail: they outlive the stack.
+    group = encrypted_log_group(b, config, "FlowLogGroup", "vpc-flow-logs", audit=True)
     role = b.add(flow_log_role(group))
     b.add(ec2.FlowLog(
         "FlowLog",
@@ -290,16 +283,12 @@ def flow_log_role(group: cw_logs.LogGroup) -> iam.Role:
     return iam.Role(
         "FlowLogRole",
         Description="VPC Flow Logs writes the VPC's flow records to its log group",
-        AssumeRolePolicyDocument=policies.document(Statement(
-            Effect=Allow,
-            Principal=Principal("Service", "vpc-flow-logs.amazonaws.com"),
-            Action=[sts.AssumeRole],
-            # Only for flow logs of this account (confused deputy protection).
-            Condition=Condition([
-                StringEquals("aws:SourceAccount", AccountId),
-                ArnLike("aws:SourceArn", policies.arn("ec2", "vpc-flow-log/*")),
-            ]),
-        )),
+        # Only for flow logs of this account (confused deputy protection).
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "vpc-flow-logs.amazonaws.com",
+            StringEquals("aws:SourceAccount", AccountId),
+            ArnLike("aws:SourceArn", policies.arn("ec2", "vpc-flow-log/*")),
+        ),
         Policies=[iam.Policy(
             PolicyName="write-flow-logs",
             PolicyDocument=policies.document(Statement(
