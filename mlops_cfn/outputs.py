@@ -53,3 +53,15 @@ PRODUCER_POLICY_ARN = Wire(
 CONSUMER_FUNCTION_NAME = Wire("ConsumerFunctionName", "Real-time consumer Lambda on the stream")
 CONSUMER_FAILURE_QUEUE_NAME = Wire(
     "ConsumerFailureQueueName", "Queue told of stream batches the consumer gave up on")
+
+# etl
+
+# analytics
+
+# training
+
+# serving
+
+# monitoring
+
+# cicd

@@ -18,7 +18,7 @@ from .config import LoadedConfig, PipelineConfig, setting_values
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
 from .stage import Stage
-from .stages import ingestion, network, storage
+from .stages import analytics, cicd, etl, ingestion, monitoring, network, serving, storage, training
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,23 @@ class StageSpec:
     toggle: str
 
 
+def _stage(name: str, module) -> StageSpec:
+    """A stage switched by `stages.<name>.enabled`."""
+    return StageSpec(name, module.build, lambda c: getattr(c.stages, name).enabled,
+                     f"stages.{name}.enabled")
+
+
+# Order here is only the tie-break for stages no wire orders.
 REGISTRY: tuple[StageSpec, ...] = (
     StageSpec("network", network.build, lambda c: True, "network"),
-    StageSpec("storage", storage.build, lambda c: c.stages.storage.enabled,
-              "stages.storage.enabled"),
-    StageSpec("ingestion", ingestion.build, lambda c: c.stages.ingestion.enabled,
-              "stages.ingestion.enabled"),
+    _stage("storage", storage),
+    _stage("ingestion", ingestion),
+    _stage("etl", etl),
+    _stage("analytics", analytics),
+    _stage("training", training),
+    _stage("serving", serving),
+    _stage("monitoring", monitoring),
+    _stage("cicd", cicd),
 )
 
 
@@ -55,10 +66,14 @@ def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
     enabled = [spec.build(config) for spec in registry if spec.enabled(config)]
-    disabled = [spec.build(config) for spec in registry if not spec.enabled(config)]
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
-        ordered = order_stages(enabled, disabled, toggles)
+        try:
+            ordered = order_stages(enabled)
+        except UserError:
+            # Built only now, to name the switch that would provide what is missing.
+            disabled = [spec.build(config) for spec in registry if not spec.enabled(config)]
+            ordered = order_stages(enabled, disabled, toggles)
     except UserError as error:
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
 

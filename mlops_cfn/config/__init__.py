@@ -10,14 +10,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
 from .base import LogRetentionDays, Model, Setting, StageToggle
 from .errors import format_validation_error
+from .analytics import AnalyticsConfig
+from .cicd import CicdConfig
+from .etl import EtlConfig
 from .ingestion import IngestionConfig
+from .monitoring import MonitoringConfig
 from .network import NetworkConfig
+from .serving import ServingConfig
 from .storage import StorageConfig
+from .training import TrainingConfig
 from .yaml_source import read_yaml
 
 __all__ = [
@@ -42,6 +48,12 @@ _BASE_ONLY = ("project", "environments")
 class StagesConfig(Model):
     storage: StorageConfig = StorageConfig()
     ingestion: IngestionConfig = IngestionConfig()
+    etl: EtlConfig = EtlConfig()
+    analytics: AnalyticsConfig = AnalyticsConfig()
+    training: TrainingConfig = TrainingConfig()
+    serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    cicd: CicdConfig = CicdConfig()
 
 
 class PipelineConfig(Model):
@@ -76,6 +88,18 @@ class PipelineConfig(Model):
               description="One entry per deployment target, each holding overrides of the "
                           "settings above (any key but project and environments)."),
     ] = {"dev": {}}
+
+    @model_validator(mode="after")
+    def _stages_agree_with_the_rest(self):
+        problems = [
+            problem
+            for name in type(self.stages).model_fields
+            if (section := getattr(self.stages, name)).enabled
+            for problem in section.problems_with(self)
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @field_validator("tags")
     @classmethod

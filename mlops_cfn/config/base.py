@@ -41,6 +41,20 @@ class StageToggle(Model):
 
     enabled: Annotated[bool, Field(description="Render this stage.")] = True
 
+    def vpc_endpoints(self) -> tuple[str, ...]:
+        """Interface VPC endpoints this stage's in-VPC compute calls, with these settings.
+
+        The network stage creates the union over the enabled stages (unless the user lists the
+        endpoints). S3 is never listed: a created VPC always has the S3 gateway endpoint.
+        """
+        return ()
+
+    def problems_with(self, config: Any) -> list[str]:
+        """Rules this stage sets on other sections of the file (`config` is the whole
+        PipelineConfig), as messages naming the fields, e.g. Redshift Serverless needing three
+        availability zones. Checked only while the stage is enabled."""
+        return []
+
 
 def unwrap_annotation(annotation: Any) -> Any:
     """Strip Annotated and Optional so the model (or container) underneath shows."""

@@ -102,3 +102,10 @@ class IngestionConfig(StageToggle):
     ] = 24
     firehose: FirehoseConfig = FirehoseConfig()
     consumer: ConsumerConfig = ConsumerConfig()
+
+    def vpc_endpoints(self) -> tuple[str, ...]:
+        # The consumer needs none. Lambda itself polls the stream (event source mapping),
+        # delivers the function's logs, hands it credentials and sends failed batches to the
+        # failure destination, all outside the function's VPC; the bundled handler calls no AWS
+        # API (its metrics are Embedded Metric Format log lines).
+        return ()

@@ -55,23 +55,14 @@ S3_ENDPOINT_ACTIONS = (
 )
 
 
-# The interface endpoints each stage's in-VPC compute calls. S3 is never listed: a created VPC
-# always has the S3 gateway endpoint.
-#
-# The ingestion consumer needs none. Lambda itself polls the stream (event source mapping),
-# delivers the function's logs, hands it credentials and sends failed batches to the failure
-# destination, all outside the function's VPC; the bundled handler calls no AWS API (its metrics
-# are Embedded Metric Format log lines). A handler that calls an API needs that service here.
-CONSUMER_ENDPOINTS: tuple[str, ...] = ()
-
-
 def needed_interface_endpoints(config: PipelineConfig) -> list[str]:
-    """The interface endpoints the enabled stages need, in a stable order."""
-    needed: list[str] = []
-    ingestion = config.stages.ingestion
-    if ingestion.enabled and ingestion.consumer.enabled:
-        needed += CONSUMER_ENDPOINTS
-    # A stage whose compute joins the VPC adds a line here with the services it calls.
+    """The interface endpoints the enabled stages need (each stage's config says which), in a
+    stable order."""
+    needed: set[str] = set()
+    for name in type(config.stages).model_fields:
+        section = getattr(config.stages, name)
+        if section.enabled:
+            needed.update(section.vpc_endpoints())
     return [service for service in INTERFACE_ENDPOINT_SERVICES if service in needed]
 
 

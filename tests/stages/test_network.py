@@ -9,6 +9,7 @@ from mlops_cfn.config import load_data
 from mlops_cfn.errors import UserError
 from mlops_cfn.outputs import (DATA_KEY_ARN, ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS,
                                PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
+from mlops_cfn.config.ingestion import IngestionConfig
 from mlops_cfn.stages import network
 from tests.helpers import config_with, default_data, only_resource, resources_of_type, template_dict
 
@@ -113,7 +114,7 @@ def test_each_private_route_table_leaves_through_its_zones_nat():
 
 
 def test_public_and_private_subnets_take_different_blocks():
-    subnets = resources_of_type(template(internet_gateway=True), "AWS::EC2::Subnet")
+    subnets = resources_of_type(template(internet_gateway=True, availability_zones=2), "AWS::EC2::Subnet")
     indexes = [s["Properties"]["CidrBlock"]["Fn::Select"][0] for s in subnets.values()]
     assert sorted(indexes) == [0, 1, 2, 3]
 
@@ -147,7 +148,7 @@ def interface_endpoints(t: dict) -> dict[str, dict]:
 
 
 def test_interface_endpoints_as_configured_with_private_dns_in_the_private_subnets():
-    endpoints = interface_endpoints(template(interface_endpoints=["logs", "ecr.dkr"]))
+    endpoints = interface_endpoints(template(interface_endpoints=["logs", "ecr.dkr"], availability_zones=2))
     assert sorted(endpoints) == ["EcrDkrEndpoint", "LogsEndpoint"]
     assert endpoints["EcrDkrEndpoint"]["ServiceName"] == {
         "Fn::Sub": "com.amazonaws.${AWS::Region}.ecr.dkr"}
@@ -163,14 +164,16 @@ def test_an_empty_list_means_no_interface_endpoints():
 
 
 def test_unset_list_is_derived_from_the_enabled_stages(monkeypatch):
-    # The bundled consumer needs no interface endpoint (network.CONSUMER_ENDPOINTS says why);
-    # a consumer that called an API would get that service's endpoint.
+    # The bundled consumer needs no interface endpoint (IngestionConfig.vpc_endpoints says why);
+    # a stage whose compute called an API would get that service's endpoint.
     assert interface_endpoints(template()) == {}
-    monkeypatch.setattr(network, "CONSUMER_ENDPOINTS", ("sts", "logs"))
+    monkeypatch.setattr(IngestionConfig, "vpc_endpoints", lambda self: ("sts", "logs"))
     assert sorted(interface_endpoints(template())) == ["LogsEndpoint", "StsEndpoint"]
     without_consumer = config_with(
         {"stages": {"ingestion": {"consumer": {"enabled": False}}}}).config
-    assert network.needed_interface_endpoints(without_consumer) == []
+    assert network.needed_interface_endpoints(without_consumer) == ["logs", "sts"]
+    without_ingestion = config_with({"stages": {"ingestion": {"enabled": False}}}).config
+    assert network.needed_interface_endpoints(without_ingestion) == []
 
 
 def test_endpoint_security_group_admits_only_https_from_the_vpc_range():
@@ -250,7 +253,7 @@ def test_existing_mode_still_guards_endpoints_in_that_vpc():
 
 def test_existing_mode_derives_no_endpoints(monkeypatch):
     # Another private-DNS endpoint for a service the VPC already serves would fail to create.
-    monkeypatch.setattr(network, "CONSUMER_ENDPOINTS", ("sts",))
+    monkeypatch.setattr(IngestionConfig, "vpc_endpoints", lambda self: ("sts",))
     assert interface_endpoints(template(**EXISTING)) == {}
 
 

@@ -1,0 +1,48 @@
+"""The `mlops-cfn` command: a thin shell over the library.
+
+Each verb parses its options, calls one library function and prints. `UserError` becomes its
+message on stderr and exit status 2 in one place (`_Cli.invoke`); tracebacks only with --debug.
+Heavy imports (cfn-lint, boto3) happen inside the verbs that need them, so `--help` and
+`render` start fast.
+"""
+
+import click
+
+from .. import __version__
+from ..errors import UserError
+
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            for problem in error.problems:
+                click.echo(f"error: {problem}", err=True)
+            ctx.exit(EXIT_USAGE)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlops-cfn")
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Render, validate and ship CloudFormation for a complete MLOps pipeline."""
+    ctx.obj = {"debug": debug}
+
+
+def main() -> None:
+    cli(prog_name="mlops-cfn")
+
+
+# Each verb lives in its own module and registers itself on `cli`; importing them here is
+# cheap because they import heavy libraries (cfn-lint, boto3) only when they run.
+from . import render, schema, validate  # noqa: E402,F401  # pyflakes: registration

@@ -1,0 +1,51 @@
+"""`mlops-cfn render`: the pipeline's templates and parameters file, or a drift check."""
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import EXIT_FINDINGS, cli
+from .options import config_option, env_option
+
+
+@cli.command()
+@config_option
+@env_option
+@click.option("--all-envs", is_flag=True, help="Every environment, each into <out>/<env>.")
+@click.option("--out", metavar="DIR",
+              help="Output directory (default: templates/<env>; with --all-envs the parent).")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
+              show_default=True)
+@click.option("--check", is_flag=True,
+              help="Write nothing; exit 1 when the files on disk differ from a fresh render.")
+def render(config_path, env, all_envs, out, fmt, check):
+    """Render the pipeline's templates and parameters file."""
+    from .. import config, pipeline
+    from ..render import drift, render_files, suffix, write_tree
+
+    if all_envs and env:
+        raise click.UsageError("--env and --all-envs exclude each other")
+    first = config.load(config_path, env)
+    environments = list(first.base.environments) if all_envs else [first.environment]
+    outputs = {}
+    for name in environments:
+        built = pipeline.build(first.for_environment(name), file_suffix=suffix(fmt))
+        if all_envs:
+            target = Path(out or "templates") / name
+        else:
+            target = Path(out) if out else Path("templates") / name
+        outputs[target] = render_files(built, fmt)
+
+    if check:
+        problems = [p for target, files in outputs.items() for p in drift(files, target)]
+        for problem in problems:
+            click.echo(problem, err=True)
+        if problems:
+            click.echo("templates are out of date: run `mlops-cfn render`", err=True)
+            sys.exit(EXIT_FINDINGS)
+        click.echo(f"in sync: {', '.join(str(t) for t in outputs)}")
+        return
+    for target, files in outputs.items():
+        write_tree(files, target)
+        click.echo(f"wrote {target}/ ({', '.join(files)})")
