@@ -55,13 +55,51 @@ CONSUMER_FAILURE_QUEUE_NAME = Wire(
     "ConsumerFailureQueueName", "Queue told of stream batches the consumer gave up on")
 
 # etl
+GLUE_DATABASE_NAME = Wire(
+    "GlueDatabaseName", "Glue Data Catalog database of raw and processed tables")
+ETL_JOB_NAME = Wire("EtlJobName", "Glue job that turns raw records into processed data")
+PROCESSED_DATA_PREFIX = Wire(
+    "ProcessedDataPrefix", "Key prefix in the processed bucket where the ETL job writes")
+PROCESSED_TABLE_NAME = Wire("ProcessedTableName", "Glue table over the processed data")
 
 # analytics
+REDSHIFT_ENDPOINT_ADDRESS = Wire("RedshiftEndpointAddress", "Host name of the Redshift endpoint")
+REDSHIFT_ENDPOINT_PORT = Wire("RedshiftEndpointPort", "Port of the Redshift endpoint")
+REDSHIFT_WORKGROUP_NAME = Wire(
+    "RedshiftWorkgroupName", "Redshift Serverless workgroup (or provisioned cluster id)")
+REDSHIFT_ROLE_ARN = Wire("RedshiftRoleArn", "Role Redshift uses to COPY and query the catalog")
+REDSHIFT_SECRET_ARN = Wire("RedshiftAdminSecretArn", "Secrets Manager secret of the admin user")
 
 # training
+TRAINING_PIPELINE_NAME = Wire("TrainingPipelineName", "SageMaker pipeline that trains the model")
+TRAINING_PIPELINE_ARN = Wire("TrainingPipelineArn", "ARN of the training pipeline")
+MODEL_PACKAGE_GROUP_NAME = Wire(
+    "ModelPackageGroupName", "SageMaker model registry group of the trained models")
+TRAINING_ROLE_ARN = Wire("TrainingRoleArn", "Role the training pipeline and its jobs run as")
 
-# serving
+# serving (SageMaker)
+ENDPOINT_NAME = Wire("EndpointName", "SageMaker real-time endpoint")
+DATA_CAPTURE_URI = Wire(
+    "DataCaptureS3Uri", "S3 URI where the endpoint captures requests and responses")
+BATCH_TRANSFORM_STATE_MACHINE_ARN = Wire(
+    "BatchTransformStateMachineArn", "Step Functions state machine running batch transform")
+# serving (Fargate)
+LOAD_BALANCER_DNS_NAME = Wire("LoadBalancerDnsName", "DNS name of the model API load balancer")
+LOAD_BALANCER_FULL_NAME = Wire(
+    "LoadBalancerFullName", "app/<name>/<id> of the load balancer, the CloudWatch dimension")
+TARGET_GROUP_FULL_NAME = Wire(
+    "TargetGroupFullName", "targetgroup/<name>/<id>, the CloudWatch dimension")
+ECS_CLUSTER_NAME = Wire("EcsClusterName", "ECS cluster of the model API")
+ECS_SERVICE_NAME = Wire("EcsServiceName", "ECS service of the model API")
+API_LOG_GROUP_NAME = Wire("ApiLogGroupName", "Log group of the model API containers")
+# serving (either)
+API_URL = Wire("ApiUrl", "URL of the prediction API (API Gateway when enabled)")
 
 # monitoring
+ALARM_TOPIC_ARN = Wire("AlarmTopicArn", "SNS topic every alarm notifies")
+DASHBOARD_NAME = Wire("DashboardName", "CloudWatch dashboard of the pipeline")
+RETRAIN_FUNCTION_NAME = Wire("RetrainFunctionName", "Lambda that starts retraining on alarms")
 
 # cicd
+DELIVERY_PIPELINE_NAME = Wire(
+    "DeliveryPipelineName", "CodePipeline that tests and deploys this pipeline")
