@@ -83,7 +83,8 @@ def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
     values = {name: parameter_value(v) for name, v in setting_values(config).items()
               if v is not None}
     values[ENVIRONMENT_NAME] = loaded.environment
-    parameters = {name: values[name] for name in root.parameters}
+    # AssetsBucket has no value before packaging; `mlops-cfn package` sets it.
+    parameters = {name: values[name] for name in root.parameters if name in values}
     tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
             **config.tags}
     return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)

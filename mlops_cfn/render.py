@@ -15,6 +15,7 @@ from typing import Literal
 
 from troposphere import Template
 
+from .assets import ASSETS_DIR
 from .errors import UserError
 from .pipeline import Pipeline
 
@@ -33,11 +34,13 @@ def template_text(template: Template, fmt: Format) -> str:
     return template.to_yaml()
 
 
-def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str]:
-    """File name -> content for one environment's output directory."""
-    files = {ROOT_NAME + suffix(fmt): template_text(pipeline.root, fmt)}
+def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | bytes]:
+    """Relative path -> content for one environment's output directory."""
+    files: dict[str, str | bytes] = {ROOT_NAME + suffix(fmt): template_text(pipeline.root, fmt)}
     for stage in pipeline.stages:
         files[stage.name + suffix(fmt)] = template_text(stage.template, fmt)
+        for asset in stage.assets:
+            files[asset.key] = asset.content
     # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration.
     files[PARAMETERS_FILE] = json.dumps(
         {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True
@@ -45,7 +48,7 @@ def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str]:
     return files
 
 
-def write_tree(files: dict[str, str], out_dir: Path) -> None:
+def write_tree(files: dict[str, str | bytes], out_dir: Path) -> None:
     """Replace `out_dir` with exactly `files`, or leave it untouched on failure."""
     _refuse_foreign_directory(out_dir)
     try:
@@ -54,12 +57,14 @@ def write_tree(files: dict[str, str], out_dir: Path) -> None:
         raise UserError(f"{error.filename or out_dir}: cannot write ({error.strerror})") from None
 
 
-def _swap_in(files: dict[str, str], out_dir: Path) -> None:
+def _swap_in(files: dict[str, str | bytes], out_dir: Path) -> None:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
-        for name, text in files.items():
-            (staging / name).write_text(text, encoding="utf-8")
+        for name, content in files.items():
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(_as_bytes(content))
         os.chmod(staging, 0o755)
         if out_dir.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -73,15 +78,20 @@ def _swap_in(files: dict[str, str], out_dir: Path) -> None:
         raise
 
 
-def drift(files: dict[str, str], out_dir: Path) -> list[str]:
+def _as_bytes(content: str | bytes) -> bytes:
+    return content.encode("utf-8") if isinstance(content, str) else content
+
+
+def drift(files: dict[str, str | bytes], out_dir: Path) -> list[str]:
     """What differs between `out_dir` on disk and `files`; empty when in sync."""
     problems = []
-    present = {p.name for p in out_dir.iterdir() if p.is_file()} if out_dir.is_dir() else set()
-    for name, text in files.items():
+    present = ({p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+               if out_dir.is_dir() else set())
+    for name, content in files.items():
         path = out_dir / name
         if name not in present:
             problems.append(f"{path}: missing")
-        elif path.read_text(encoding="utf-8") != text:
+        elif path.read_bytes() != _as_bytes(content):
             problems.append(f"{path}: differs from what the code renders")
     for name in sorted(present - set(files)):
         problems.append(f"{out_dir / name}: not rendered by the current config (stale)")
@@ -100,8 +110,9 @@ def _refuse_foreign_directory(out_dir: Path) -> None:
     entries = list(out_dir.iterdir())
     # `*-result` files are what the golden test leaves beside a template that drifted.
     foreign = [p.name for p in entries
-               if not p.is_file() or p.suffix not in (".yaml", ".yml", ".json", ".yaml-result",
-                                                      ".json-result")]
+               if not (p.is_dir() and p.name == ASSETS_DIR)
+               and (not p.is_file() or p.suffix not in (".yaml", ".yml", ".json", ".yaml-result",
+                                                        ".json-result"))]
     if entries and (foreign or not (out_dir / PARAMETERS_FILE).exists()):
         shown = ", ".join(sorted(foreign)[:5]) or "files without a parameters.json"
         raise UserError(

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from troposphere import AWSObject, Output, Parameter, Ref, Sub, Template
 
 from . import naming
+from .assets import Asset, assets_bucket_parameter
 from .outputs import Wire
 from .settings import ENVIRONMENT_NAME, environment_parameter, setting_parameter
 
@@ -27,6 +28,8 @@ class Stage:
     outputs: tuple[Wire, ...]
     # Names of the root parameters this stage takes (EnvironmentName and Setting fields).
     settings: tuple[str, ...]
+    # Files the stack reads from S3 (see assets.py); rendered beside the templates.
+    assets: tuple[Asset, ...] = ()
 
     @property
     def logical_id(self) -> str:
@@ -42,6 +45,7 @@ class StageBuilder:
         self._inputs: dict[str, Wire] = {}
         self._outputs: dict[str, Wire] = {}
         self._settings: list[str] = []
+        self._assets: dict[str, Asset] = {}
 
     def add(self, resource: R) -> R:
         return self.template.add_resource(resource)
@@ -81,6 +85,13 @@ class StageBuilder:
         self._declare(environment_parameter())
         return Sub(naming.log_group_name(self.project, *purpose))
 
+    def asset(self, file_name: str, content: bytes) -> Asset:
+        """A file this stack reads from S3 (a Glue script, a Lambda zip); see assets.py."""
+        self._declare(assets_bucket_parameter())
+        asset = Asset(file_name, content)
+        self._assets[asset.key] = asset
+        return asset
+
     def finish(self) -> Stage:
         return Stage(
             name=self.name,
@@ -88,6 +99,7 @@ class StageBuilder:
             inputs=tuple(self._inputs.values()),
             outputs=tuple(self._outputs.values()),
             settings=tuple(self._settings),
+            assets=tuple(self._assets.values()),
         )
 
     def _declare(self, parameter: Parameter) -> Ref:

@@ -118,3 +118,36 @@ def test_environments_differing_only_in_values_render_identical_templates():
     for a, b in zip(dev.stages, prod.stages, strict=True):
         assert a.template.to_json() == b.template.to_json(), a.name
     assert dev.parameters != prod.parameters
+
+
+def test_a_stage_asset_is_content_addressed_and_named_through_the_assets_bucket_parameter():
+    from mlops_cfn.assets import zip_files
+    builder = StageBuilder("a", "demo", "a stage")
+    script = builder.asset("job.py", b"print('hi')\n")
+    same = builder.asset("job.py", b"print('hi')\n")
+    other = builder.asset("job.py", b"print('bye')\n")
+    stage = builder.finish()
+    assert script.key == same.key != other.key
+    assert script.key.startswith("assets/") and script.key.endswith("/job.py")
+    assert len(stage.assets) == 2
+    assert script.s3_uri.to_dict() == {"Fn::Sub": f"s3://${{AssetsBucket}}/{script.key}"}
+    assert "AssetsBucket" in stage.settings
+    root = compose([stage], "demo", {}).to_dict()
+    assert "Default" not in root["Parameters"]["AssetsBucket"]
+    assert zip_files({"b.py": b"2", "a.py": b"1"}) == zip_files({"a.py": b"1", "b.py": b"2"})
+
+
+def test_render_writes_assets_beside_the_templates_and_checks_them_for_drift(tmp_path):
+    from mlops_cfn.render import drift, render_files, write_tree
+    builder = StageBuilder("a", "demo", "a stage")
+    asset = builder.asset("job.py", b"print('hi')\n")
+    stage = builder.finish()
+    built = pipeline.Pipeline("dev", False, compose([stage], "demo", {}), (stage,), {}, {})
+    files = render_files(built)
+    write_tree(files, tmp_path / "out")
+    assert (tmp_path / "out" / asset.key).read_bytes() == b"print('hi')\n"
+    assert drift(files, tmp_path / "out") == []
+    (tmp_path / "out" / asset.key).write_bytes(b"changed")
+    assert drift(files, tmp_path / "out") == [f"{tmp_path / 'out' / asset.key}: differs from what "
+                                              "the code renders"]
+    write_tree(files, tmp_path / "out")  # a directory holding assets/ may be replaced

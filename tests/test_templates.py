@@ -32,10 +32,12 @@ def test_committed_templates_equal_a_fresh_render(env):
     committed = REPO / "templates" / env
     problems = drift(files, committed)
     if problems and committed.is_dir():
-        for name, text in files.items():
+        for name, content in files.items():
             path = committed / name
-            if not path.exists() or path.read_text() != text:
-                (committed / f"{name}-result").write_text(text)
+            data = content.encode() if isinstance(content, str) else content
+            if not path.exists() or path.read_bytes() != data:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.with_name(path.name + "-result").write_bytes(data)
     assert not problems, "\n".join(problems + ["refresh with: mlops-cfn render --all-envs"])
 
 

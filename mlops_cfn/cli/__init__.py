@@ -43,6 +43,17 @@ def main() -> None:
     cli(prog_name="mlops-cfn")
 
 
-# Each verb lives in its own module and registers itself on `cli`; importing them here is
-# cheap because they import heavy libraries (cfn-lint, boto3) only when they run.
-from . import render, schema, validate  # noqa: E402,F401  # pyflakes: registration
+def _register_verbs() -> None:
+    """Each verb lives in its own module of this package and registers itself on `cli`.
+
+    Importing them is cheap: they import heavy libraries (cfn-lint, boto3) only when they run.
+    """
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "options":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_verbs()
