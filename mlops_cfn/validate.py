@@ -15,9 +15,11 @@ costs nothing at CLI start-up.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -127,25 +129,225 @@ def _skip_line(s: Skip) -> str:
 
 
 def validate(paths: Sequence[Path], security: bool = True,
-             regions: Sequence[str] = DEFAULT_REGIONS) -> Report:
+             regions: Sequence[str] = DEFAULT_REGIONS, *, jobs: int = 1,
+             cache_dir: Path | None = None) -> Report:
     """Check every CloudFormation template in `paths` (files, or directories searched recursively).
+
+    Byte-identical templates (with identical local children) are checked once. With `cache_dir`,
+    each result is kept under a key of everything it depends on (see `_ResultKeys`), so a run
+    over unchanged templates reads files and hashes them, and imports neither cfn-lint nor runs
+    checkov. `jobs` > 1 spreads the cfn-lint work over forked workers.
 
     Raises UserError for a path that does not exist, a named file that is not a template, no
     templates at all, and (with `security`) a checkov that cannot be found or does not run.
     """
-    templates, unreadable = find_templates(paths)
+    candidates = [(path, named, path.read_bytes()) for path, named in _candidate_files(paths)]
     # Look for checkov before spending time on cfn-lint: a missing tool is reported at once.
     checkov = find_checkov() if security else None
-    linter = CfnLint(regions)
-    findings = list(unreadable)
-    for template in templates:
-        findings += check_template(template, linter)
+    keys = _ResultKeys(regions, checkov)
+    cache = _Cache(cache_dir)
+
+    lint_keys = {path: keys.lint(path, content) for path, _, content in candidates}
+    lint_results = {key: cache.get(key) for key in set(lint_keys.values())}
+    missing = {key: path for path, _, _ in candidates
+               if lint_results[key := lint_keys[path]] is None}
+    for key, result in zip(missing, _check_files(list(missing.values()), regions, jobs)):
+        lint_results[key] = cache.put(key, result)
+
+    templates: list[Path] = []
+    findings: list[Finding] = []
+    for path, named, _ in candidates:
+        result = lint_results[lint_keys[path]]
+        if not result["template"] and not result["findings"]:
+            if named:
+                raise UserError(f"{path}: not a CloudFormation template (no Resources section)")
+            continue
+        if result["template"]:
+            templates.append(path)
+        findings += [_finding_from(item, path) for item in result["findings"]]
+    if not templates and not findings:
+        where = ", ".join(str(p) for p in paths) or "(no paths given)"
+        raise UserError(f"no CloudFormation templates found in {where}")
+
     skips: list[Skip] = []
     if checkov:
-        checkov_findings, skips = run_checkov(checkov, [t.path for t in templates])
-        findings += checkov_findings
-    return Report(files=tuple(t.path for t in templates), findings=tuple(findings),
-                  skips=tuple(skips), security=security)
+        content_of = {path: content for path, _, content in candidates}
+        checkov_keys = {path: keys.checkov(content_of[path]) for path in templates}
+        checkov_results = {key: cache.get(key) for key in set(checkov_keys.values())}
+        unscanned = {key: path for path in templates
+                     if checkov_results[key := checkov_keys[path]] is None}
+        if unscanned:
+            scanned = run_checkov(checkov, list(unscanned.values()))
+            for key, path in unscanned.items():
+                checkov_results[key] = cache.put(key, _checkov_result_for(path, *scanned))
+        for path in templates:
+            result = checkov_results[checkov_keys[path]]
+            findings += [_finding_from(item, path) for item in result["findings"]]
+            skips += [Skip(path, **item) for item in result["skips"]]
+    return Report(files=tuple(templates), findings=tuple(findings), skips=tuple(skips),
+                  security=security)
+
+
+def _check_files(paths: list[Path], regions: Sequence[str], jobs: int) -> list[dict]:
+    """cfn-lint, quotas and local references for each file, as cacheable results.
+
+    The linter (its rules take a second to load) is built once, before forking, so every worker
+    shares it.
+    """
+    if not paths:
+        return []
+    global _FORK_LINTER
+    _FORK_LINTER = CfnLint(regions)
+    try:
+        if jobs > 1 and len(paths) > 1:
+            import multiprocessing
+
+            with multiprocessing.get_context("fork").Pool(min(jobs, len(paths))) as pool:
+                return pool.map(_check_file, paths)
+        return [_check_file(path) for path in paths]
+    finally:
+        _FORK_LINTER = None
+
+
+_FORK_LINTER: CfnLint | None = None
+
+
+def _check_file(path: Path) -> dict:
+    from cfnlint.decode import decode
+
+    data, matches = decode(str(path))
+    if matches:
+        return {"template": False, "findings": [_finding_to(_lint_finding(path, m))
+                                                 for m in matches]}
+    if not (isinstance(data, dict) and "Resources" in data):
+        return {"template": False, "findings": []}
+    template = TemplateFile(path, data, path.stat().st_size)
+    assert _FORK_LINTER is not None
+    findings = check_template(template, _FORK_LINTER) + check_local_references(template)
+    return {"template": True, "findings": [_finding_to(f) for f in findings]}
+
+
+def _checkov_result_for(path: Path, findings: list[Finding], skips: list[Skip]) -> dict:
+    return {
+        "findings": [_finding_to(f) for f in findings if f.file == path],
+        "skips": [{"resource": s.resource, "rule": s.rule, "comment": s.comment, "line": s.line}
+                  for s in skips if s.file == path],
+    }
+
+
+def _finding_to(finding: Finding) -> dict:
+    return {"tool": finding.tool, "severity": finding.severity, "resource": finding.resource,
+            "rule": finding.rule, "message": finding.message, "line": finding.line}
+
+
+def _finding_from(item: dict, path: Path) -> Finding:
+    return Finding(file=path, **item)
+
+
+class _ResultKeys:
+    """Cache keys: a hash of everything a result depends on.
+
+    cfn-lint's result depends on the template's bytes, the bytes of the local child templates it
+    names (rule E3043 reads them), the cfn-lint version, the regions, and this module's code
+    (the quota table, how matches become findings). checkov's depends on the bytes and the
+    checkov installation. Versions are read from package metadata, never by importing.
+    """
+
+    def __init__(self, regions: Sequence[str], checkov: str | None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            lint_version = version("cfn-lint")
+        except PackageNotFoundError:  # pragma: no cover - cfn-lint is a dependency
+            lint_version = "unknown"
+        own_code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        self._lint_base = f"lint|{lint_version}|{','.join(regions)}|{own_code}"
+        self._checkov_base = f"checkov|{_checkov_identity(checkov)}|{own_code}" if checkov else ""
+
+    def lint(self, path: Path, content: bytes) -> str:
+        digest = hashlib.sha256(self._lint_base.encode())
+        digest.update(content)
+        for child in _local_children(path, content):
+            digest.update(str(child.name).encode())
+            digest.update(hashlib.sha256(child.read_bytes()).digest() if child.is_file()
+                          else b"missing")
+        return digest.hexdigest()
+
+    def checkov(self, content: bytes) -> str:
+        return hashlib.sha256(self._checkov_base.encode() + content).hexdigest()
+
+
+def _checkov_identity(executable: str) -> str:
+    """The installed checkov's version from its metadata beside the executable, else the
+    executable's path and modification time."""
+    resolved = Path(executable).resolve()
+    for dist_info in sorted(resolved.parent.parent.glob("lib/python*/site-packages/checkov-*"
+                                                        ".dist-info")):
+        return dist_info.name
+    stat = resolved.stat()
+    return f"{resolved}|{stat.st_mtime_ns}|{stat.st_size}"
+
+
+# A nested stack's TemplateURL that names a local file (not s3:// or https://, not an intrinsic).
+_TEMPLATE_URL = re.compile(rb"""["']?TemplateURL["']?\s*:\s*["']?([^\s"',{}\[\]!]+)""")
+
+
+def _local_children(path: Path, content: bytes) -> list[Path]:
+    found = []
+    for match in _TEMPLATE_URL.finditer(content):
+        value = match.group(1).decode("utf-8", "replace")
+        if "://" not in value:
+            found.append(path.parent / value)
+    return found
+
+
+def check_local_references(template: TemplateFile) -> list[Finding]:
+    """A nested stack whose TemplateURL is a local path must name a file beside the template.
+
+    cfn-lint only logs when it cannot read such a child, and the root ignores W3002 (the local
+    path is intended: packaging rewrites it), so a missing child is caught here.
+    """
+    findings = []
+    resources = template.data.get("Resources") or {}
+    for logical_id, resource in resources.items() if isinstance(resources, dict) else ():
+        if not isinstance(resource, dict) or resource.get("Type") != "AWS::CloudFormation::Stack":
+            continue
+        url = (resource.get("Properties") or {}).get("TemplateURL")
+        if isinstance(url, str) and "://" not in url and not (template.path.parent / url).is_file():
+            findings.append(Finding(
+                "cfn-lint", "error", template.path, logical_id, "local-template",
+                f"TemplateURL: {url} does not exist beside {template.path.name}; a local path "
+                f"must name a file for packaging to upload", _key_line(resources, logical_id)))
+    return findings
+
+
+class _Cache:
+    """Results as small JSON files named by their key; a no-op without a directory."""
+
+    def __init__(self, directory: Path | None):
+        self.directory = directory
+
+    def get(self, key: str) -> dict | None:
+        if self.directory is None:
+            return None
+        try:
+            return json.loads((self.directory / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, result: dict) -> dict:
+        if self.directory is not None:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                ignore = self.directory / ".gitignore"
+                if not ignore.exists():
+                    ignore.write_text("# written by mlops-cfn validate\n*\n")
+                staging = self.directory / f".{key}.{os.getpid()}.tmp"
+                staging.write_text(json.dumps(result))
+                os.replace(staging, self.directory / f"{key}.json")
+            except OSError:
+                pass  # a cache that cannot be written only costs time
+        return result
 
 
 # --- finding the templates -------------------------------------------------------------------
@@ -233,23 +435,15 @@ class CfnLint:
         from cfnlint.runner import run_template_by_file_path
 
         matches = run_template_by_file_path(str(template.path), self.config, self.rules, False)
-        findings = []
-        for match in matches:
-            if match.rule.id == PACKAGE_ONLY_RULE:
-                local = _local_path(template, _match_path(match))
-                if local is not None and local.exists():
-                    continue
-                findings.append(_lint_finding(template.path, match, _missing_local_message(
-                    template, _match_path(match), local)))
-            else:
-                findings.append(_lint_finding(template.path, match))
-        return findings
+        return [_lint_finding(template.path, match) for match in matches
+                if not (match.rule.id == PACKAGE_ONLY_RULE
+                        and _local_path(template, _match_path(match)) is not None)]
 
 
 # W3002 says a property holds a local path that only `package` understands. Our rendered trees
 # are meant to be packaged (nested TemplateURLs are relative paths, DESIGN.md), so the warning is
-# noise where the file exists. Where it does not, cfn-lint itself says nothing more (E3043 only
-# logs that it could not read the child), so the finding stays, with a message that says so.
+# noise; whether the named file exists is what matters, and `check_local_references` checks that
+# (cfn-lint itself only logs when it cannot read a child).
 PACKAGE_ONLY_RULE = "W3002"
 _SEVERITY: dict[str, Severity] = {"error": "error", "warning": "warning", "informational": "info"}
 
@@ -279,14 +473,7 @@ def _local_path(template: TemplateFile, path: tuple) -> Path | None:
     return template.path.parent / value
 
 
-def _missing_local_message(template: TemplateFile, path: tuple, local: Path | None) -> str | None:
-    if local is None:
-        return None
-    in_resource = len(path) > 3 and path[0] == "Resources" and path[2] == "Properties"
-    prop = "/".join(str(p) for p in (path[3:] if in_resource else path))
-    return (f"{prop}: {local.relative_to(template.path.parent)} does not exist beside "
-            f"{template.path.name}; a local path must name a file for packaging to upload")
-
+# --- CloudFormation quotas ------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Limit:

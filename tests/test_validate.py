@@ -132,7 +132,7 @@ def test_a_root_out_of_step_with_its_child_is_caught():
     assert any('"TopicKeyId" is not specified' in m for m in messages)
 
 
-def test_a_template_url_naming_a_missing_file_is_a_warning(tmp_path):
+def test_a_template_url_naming_a_missing_file_is_an_error(tmp_path):
     root = tmp_path / "root.yaml"
     root.write_text((FIXTURES / "nested" / "root.yaml").read_text())  # without storage.yaml
 
@@ -140,9 +140,17 @@ def test_a_template_url_naming_a_missing_file_is_a_warning(tmp_path):
 
     assert not report.ok
     [finding] = report.findings
-    assert (finding.rule, finding.severity, finding.resource) == ("W3002", "warning",
+    assert (finding.rule, finding.severity, finding.resource) == ("local-template", "error",
                                                                   "StorageStack")
-    assert "storage.yaml does not exist beside root.yaml" in finding.message
+    assert "TemplateURL: storage.yaml does not exist beside root.yaml" in finding.message
+
+
+def test_a_missing_child_is_caught_even_where_the_root_ignores_w3002(tmp_path):
+    text = (FIXTURES / "nested" / "root.yaml").read_text()
+    root = tmp_path / "root.yaml"
+    root.write_text("Metadata:\n  cfn-lint:\n    config:\n      ignore_checks: [W3002]\n" + text)
+    [finding] = validate([root], security=False).findings
+    assert finding.rule == "local-template"
 
 
 # --- CloudFormation quotas -------------------------------------------------------------------
@@ -426,3 +434,99 @@ def test_a_skip_without_a_reason_fails(checkov_report):
     assert (finding.rule, finding.resource, finding.severity) == ("CKV_AWS_26", "Alerts",
                                                                   "error")
     assert "skipped without a reason" in finding.message
+
+
+# --- speed: one lint per distinct template, cached results, parallel workers ---------------
+
+def copy_fixture_tree(tmp_path, copies=3):
+    """`copies` identical directories holding the nested root + child fixtures."""
+    for index in range(copies):
+        target = tmp_path / f"env{index}"
+        target.mkdir()
+        for name in ("root.yaml", "storage.yaml"):
+            (target / name).write_text((FIXTURES / "nested" / name).read_text())
+    return [tmp_path / f"env{index}" for index in range(copies)]
+
+
+def count_checks(monkeypatch):
+    import mlops_cfn.validate as module
+    checked = []
+    original = module._check_file
+    monkeypatch.setattr(module, "_check_file", lambda path: checked.append(path) or original(path))
+    return checked
+
+
+def test_byte_identical_templates_are_linted_once_per_run(tmp_path, monkeypatch):
+    trees = copy_fixture_tree(tmp_path)
+    checked = count_checks(monkeypatch)
+    report = validate(trees, security=False)
+    assert len(report.files) == 6
+    assert len(checked) == 2  # one root, one child, whatever the number of copies
+    assert report.ok
+
+
+def test_unchanged_templates_come_from_the_cache(tmp_path, monkeypatch):
+    trees = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
+    first = validate(trees, security=False, cache_dir=cache)
+    checked = count_checks(monkeypatch)
+    second = validate(trees, security=False, cache_dir=cache)
+    assert checked == []
+    assert second == first
+    assert (cache / ".gitignore").read_text().endswith("*\n")
+
+
+def test_editing_a_child_invalidates_its_root_too(tmp_path, monkeypatch):
+    [tree] = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
+    validate([tree], security=False, cache_dir=cache)
+    child = tree / "storage.yaml"
+    child.write_text(child.read_text() + "\n# edited\n")
+    checked = count_checks(monkeypatch)
+    validate([tree], security=False, cache_dir=cache)
+    assert sorted(p.name for p in checked) == ["root.yaml", "storage.yaml"]
+
+
+def test_findings_are_cached_too(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((FIXTURES / "bad" / "invalid_property.yaml").read_text())
+    cache = tmp_path / "cache"
+    first = validate([bad], security=False, cache_dir=cache)
+    second = validate([bad], security=False, cache_dir=cache)
+    assert not second.ok and second.findings == first.findings
+
+
+def test_a_warm_run_imports_neither_cfn_lint_nor_checkov(tmp_path):
+    trees = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
+    validate(trees, security=False, cache_dir=cache)
+    probe = (
+        "import sys; from pathlib import Path; from mlops_cfn.validate import validate; "
+        f"r = validate([Path({str(trees[0])!r})], security=False, cache_dir=Path({str(cache)!r})); "
+        "print(r.ok, any(m.startswith('cfnlint') for m in sys.modules))")
+    import subprocess
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["True", "False"]
+
+
+def test_parallel_workers_find_what_one_worker_finds(tmp_path):
+    for name in ("invalid_property.yaml", "wrong_type.yaml"):
+        (tmp_path / name).write_text((FIXTURES / "bad" / name).read_text())
+    (tmp_path / "good.yaml").write_text((FIXTURES / "good" / "secure_bucket.yaml").read_text())
+    serial = validate([tmp_path], security=False, jobs=1)
+    parallel = validate([tmp_path], security=False, jobs=3)
+    assert parallel == serial
+    assert not parallel.ok
+
+
+def test_checkov_results_are_cached_per_content(monkeypatch, tmp_path):
+    fake = fake_checkov(tmp_path / "bin" / "checkov", EMPTY_CHECKOV_REPORT, 0)
+    monkeypatch.setenv("MLOPS_CFN_CHECKOV", str(fake))
+    trees = copy_fixture_tree(tmp_path, copies=2)
+    cache = tmp_path / "cache"
+    validate(trees, cache_dir=cache)
+    validate(trees, cache_dir=cache)
+    [run] = calls_of(fake)
+    scanned = run[run.index("--file") + 1:]
+    assert sorted(Path(f).name for f in scanned) == ["root.yaml", "storage.yaml"]

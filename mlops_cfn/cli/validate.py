@@ -12,7 +12,12 @@ from . import EXIT_FINDINGS, cli
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--no-security", is_flag=True, help="Skip the checkov security scan.")
-def validate(paths, no_security):
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Parallel cfn-lint workers (default: the CPU count).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".mlops-cfn-cache"),
+              show_default=True, help="Where results of unchanged templates are kept.")
+@click.option("--no-cache", is_flag=True, help="Check everything afresh (and keep no results).")
+def validate(paths, no_security, jobs, cache_dir, no_cache):
     """Lint templates (cfn-lint), check CloudFormation quotas and scan with checkov.
 
     PATHS are template files or directories (default: templates/).
@@ -23,6 +28,9 @@ def validate(paths, no_security):
         raise UserError(*(f"{p}: no such file or directory" for p in missing))
     from ..validate import validate as run_validation
 
-    report = run_validation(paths, security=not no_security)
+    import os
+
+    report = run_validation(paths, security=not no_security, jobs=jobs or os.cpu_count() or 1,
+                            cache_dir=None if no_cache else cache_dir)
     click.echo(report.render())
     sys.exit(0 if report.ok else EXIT_FINDINGS)
