@@ -1,0 +1,72 @@
+"""The config reference and the starter file come from the model and stay true to it."""
+
+from pathlib import Path
+
+import yaml
+from click.testing import CliRunner
+
+from mlops_cfn.cli import cli
+from mlops_cfn.config import PipelineConfig, load, load_data
+from mlops_cfn.reference import REFERENCE_PATH, config_reference, sections, starter_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_docs_config_md_is_up_to_date():
+    committed = (REPO / REFERENCE_PATH).read_text()
+    assert committed == config_reference(), "refresh with: scripts/gen-config-docs"
+
+
+def test_the_reference_documents_every_key_of_every_section():
+    text = config_reference()
+    for path, model in sections():
+        assert f"## {path or 'top-level'}\n" in text
+        for name in model.model_fields:
+            assert f"| `{name}` |" in text, (path, name)
+
+
+def test_per_environment_keys_name_their_parameter():
+    text = config_reference()
+    assert "| `shards` | integer >= 1, <= 500 | `2` | `StreamShardCount` |" in text
+
+
+def test_the_starter_file_loads_to_the_defaults():
+    data = yaml.safe_load(starter_config("churn"))
+    assert load_data(data, "pipeline.yaml").config == load_data(
+        {"project": "churn"}, "pipeline.yaml").config
+
+
+def test_the_starter_file_links_every_section_to_the_reference():
+    text = starter_config("churn")
+    assert text.startswith("# yaml-language-server: $schema=pipeline.schema.json\n")
+    for path, _ in sections():
+        if path:
+            anchor = path.replace(".", "").lower()
+            assert f"  # {REFERENCE_PATH}#{anchor}" in text, path
+
+
+def test_init_writes_a_starter_and_its_schema_and_refuses_to_overwrite(tmp_path):
+    runner = CliRunner()
+    target = tmp_path / "churn-model" / "pipeline.yaml"
+    result = runner.invoke(cli, ["init", str(target)])
+    assert result.exit_code == 0, result.output
+    assert load(target).config.project == "churn-model"
+    assert (target.parent / "pipeline.schema.json").exists()
+
+    again = runner.invoke(cli, ["init", str(target)])
+    assert again.exit_code == 2
+    assert again.output.strip() == f"error: {target}: exists; pass --force to overwrite"
+    assert runner.invoke(cli, ["init", str(target), "--force", "--project", "other"]).exit_code == 0
+    assert load(target).config.project == "other"
+
+
+def test_init_refuses_a_bad_project_name(tmp_path):
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "p.yaml"), "--project", "Bad Name"])
+    assert result.exit_code == 2
+    assert "--project: must match" in result.output
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_the_schema_describes_the_model():
+    schema = PipelineConfig.model_json_schema()
+    assert schema["properties"]["stages"]["$ref"].endswith("StagesConfig")
