@@ -6,6 +6,7 @@ timestamps), which is what makes the committed templates/ testable and `render -
 point leaves the previous output as it was.
 """
 
+import functools
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+import cfn_flip
 from troposphere import Template
 
 from .assets import ASSETS_DIR
@@ -22,6 +24,9 @@ from .pipeline import Pipeline
 Format = Literal["yaml", "json"]
 PARAMETERS_FILE = "parameters.json"
 ROOT_NAME = "root"
+# What `mlops-cfn package` writes beside the root (package.py): a product of packaging, not of
+# rendering, so drift checks pass over it and the next render removes it.
+PACKAGED_ROOT_NAME = "packaged-" + ROOT_NAME
 
 
 def suffix(fmt: Format) -> str:
@@ -31,7 +36,16 @@ def suffix(fmt: Format) -> str:
 def template_text(template: Template, fmt: Format) -> str:
     if fmt == "json":
         return template.to_json(indent=2) + "\n"
-    return template.to_yaml()
+    # Exactly Template.to_yaml(), memoized on the JSON text: environments that differ only in
+    # values share every template, and cfn-flip's pure-Python dumper is most of a render's time.
+    # (libyaml's emitter would be faster but cannot indent sequences as cfn-flip does, so its
+    # output would not be byte-identical.)
+    return _yaml_from_json(template.to_json())
+
+
+@functools.lru_cache(maxsize=256)
+def _yaml_from_json(json_text: str) -> str:
+    return cfn_flip.to_yaml(json_text)
 
 
 def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | bytes]:
@@ -85,7 +99,8 @@ def _as_bytes(content: str | bytes) -> bytes:
 def drift(files: dict[str, str | bytes], out_dir: Path) -> list[str]:
     """What differs between `out_dir` on disk and `files`; empty when in sync."""
     problems = []
-    present = ({p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file()}
+    present = ({p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
+                if p.is_file() and not (p.parent == out_dir and p.stem == PACKAGED_ROOT_NAME)}
                if out_dir.is_dir() else set())
     for name, content in files.items():
         path = out_dir / name

@@ -151,3 +151,10 @@ def test_render_writes_assets_beside_the_templates_and_checks_them_for_drift(tmp
     assert drift(files, tmp_path / "out") == [f"{tmp_path / 'out' / asset.key}: differs from what "
                                               "the code renders"]
     write_tree(files, tmp_path / "out")  # a directory holding assets/ may be replaced
+
+
+def test_rendered_yaml_is_exactly_troposphere_to_yaml():
+    from mlops_cfn.render import template_text
+    built = pipeline.build(config_with())
+    for template in [built.root, *(s.template for s in built.stages)]:
+        assert template_text(template, "yaml") == template.to_yaml()
