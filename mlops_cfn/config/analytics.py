@@ -1,12 +1,242 @@
 """The `stages.analytics` section: Redshift (Serverless or provisioned) over the processed data."""
 
-from typing import Annotated
+import ipaddress
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from .base import StageToggle
+from .base import Model, Setting, StageToggle
+
+# Redshift Serverless places its endpoint in at least three subnets in three zones.
+SERVERLESS_MIN_ZONES = 3
+
+# Base capacity in Redshift Processing Units: 8 to 512 in steps of 8.
+BaseCapacity = Literal[tuple(range(8, 513, 8))]  # type: ignore[valid-type]
+
+# RA3 node types (DC2 is closed to new clusters). The 4xlarge and 16xlarge sizes need two nodes.
+NODE_TYPES = ("ra3.large", "ra3.xlplus", "ra3.4xlarge", "ra3.16xlarge")
+MULTI_NODE_ONLY = ("ra3.4xlarge", "ra3.16xlarge")
+
+# Unquoted Redshift identifiers we write into SQL: lowercase, so that they need no quoting and
+# cannot carry SQL of their own.
+IDENTIFIER = r"^[a-z_][a-z0-9_]{0,126}$"
+# Column types a COPY from CSV or Parquet can fill. Kept to a closed grammar: the text goes into
+# generated DDL as is.
+COLUMN_TYPE = (
+    r"^(smallint|integer|bigint|real|double precision|boolean|date|timestamp|timestamptz"
+    r"|decimal\([1-9][0-9]?,[0-9][0-9]?\)|varchar\([1-9][0-9]{0,4}\)|char\([1-9][0-9]{0,3}\))$"
+)
+# Redshift reserves these as user names.
+RESERVED_USER_NAMES = ("public", "rdsdb", "rdsadmin", "awsuser", "postgres", "root")
+CIDR = r"^[0-9./]+$"
+QUICKSIGHT_PRINCIPAL = r"^arn:aws[a-z-]*:quicksight:[a-z0-9-]+:[0-9]{12}:(user|group)/[^/]+/.+$"
+
+
+class Column(Model):
+    name: Annotated[str, Field(pattern=IDENTIFIER, description="Column name (lowercase).")]
+    type: Annotated[
+        str,
+        Field(pattern=COLUMN_TYPE,
+              description="Redshift type, lowercase: smallint, integer, bigint, real, double "
+                          "precision, boolean, date, timestamp, timestamptz, decimal(p,s), "
+                          "varchar(n), char(n)."),
+    ]
+
+
+# An example event schema, in the order the bundled ETL job writes it: the raw records' columns
+# (cleaned to snake_case, typed: text -> varchar, whole numbers -> bigint, other numbers -> double
+# precision, `stages.etl.timestamp_columns` -> timestamp), then the raw partition columns that are
+# not `stages.etl.partition_keys` (with the defaults: Firehose's `hour`, as text). Replace it with
+# your data's columns: a COPY matches them by position.
+DEFAULT_COLUMNS = (
+    Column(name="event_id", type="varchar(64)"),
+    Column(name="event_type", type="varchar(64)"),
+    Column(name="user_id", type="varchar(64)"),
+    Column(name="item_id", type="varchar(64)"),
+    Column(name="event_time", type="timestamp"),
+    Column(name="value", type="double precision"),
+    Column(name="hour", type="varchar(2)"),
+)
+
+
+class TableConfig(Model):
+    schema_name: Annotated[
+        str, Field(pattern=IDENTIFIER, description="Schema of the loaded table.")
+    ] = "analytics"
+    name: Annotated[
+        str, Field(pattern=IDENTIFIER, description="Table the processed data is loaded into.")
+    ] = "events"
+    columns: Annotated[
+        list[Column],
+        Field(min_length=1, max_length=1600,
+              description="The processed files' columns in file order (a COPY matches them by "
+                          "position and type). The `stages.etl.partition_keys` are folders, not "
+                          "columns of the files, and are not listed."),
+    ] = list(DEFAULT_COLUMNS)
+
+    @field_validator("columns")
+    @classmethod
+    def _names_unique(cls, value):
+        names = [c.name for c in value]
+        if len(set(names)) != len(names):
+            raise ValueError("lists a column name twice")
+        return value
+
+
+class LoadConfig(Model):
+    enabled: Annotated[
+        bool,
+        Field(description="Reload the table through the Redshift Data API each time the ETL "
+                          "job succeeds (an EventBridge rule; needs the etl stage)."),
+    ] = True
+    retry_attempts: Annotated[
+        int,
+        Field(ge=0, le=185, description="Times EventBridge retries starting the load before "
+                                        "the event goes to the dead-letter queue."),
+        Setting("RedshiftLoadRetryAttempts"),
+    ] = 8
+    max_event_age_seconds: Annotated[
+        int,
+        Field(ge=60, le=86400, description="How long EventBridge keeps retrying one event."),
+        Setting("RedshiftLoadMaxEventAgeSeconds"),
+    ] = 3600
+
+
+class SpectrumConfig(Model):
+    enabled: Annotated[
+        bool,
+        Field(description="Create an external schema over the Glue catalog database, so the "
+                          "processed data is queryable in place (needs the etl stage)."),
+    ] = True
+    schema_name: Annotated[
+        str, Field(pattern=IDENTIFIER, description="Name of the external schema.")
+    ] = "lake"
+
+
+class ServerlessConfig(Model):
+    base_capacity: Annotated[
+        BaseCapacity,
+        Field(description="Base capacity of the workgroup in RPUs (8 to 512, steps of 8)."),
+        Setting("RedshiftBaseCapacity"),
+    ] = 8
+
+
+class ProvisionedConfig(Model):
+    node_type: Annotated[
+        Literal[NODE_TYPES],  # type: ignore[valid-type]
+        Field(description="Node type of the cluster."),
+        Setting("RedshiftNodeType"),
+    ] = "ra3.xlplus"
+    node_count: Annotated[
+        int,
+        Field(ge=1, le=100, description="Nodes in the cluster (1 makes a single-node cluster)."),
+        Setting("RedshiftNodeCount"),
+    ] = 2
+    snapshot_retention_days: Annotated[
+        int,
+        Field(ge=1, le=35, description="Days automated snapshots are kept."),
+        Setting("RedshiftSnapshotRetentionDays"),
+    ] = 7
+
+    @model_validator(mode="after")
+    def _node_count_fits_type(self):
+        if self.node_type in MULTI_NODE_ONLY and self.node_count < 2:
+            raise ValueError(f"node_type {self.node_type} needs node_count of 2 or more")
+        return self
+
+
+class QuickSightConfig(Model):
+    enabled: Annotated[
+        bool,
+        Field(description="Create a QuickSight VPC connection and data source for the "
+                          "warehouse. The account must be subscribed to QuickSight Enterprise "
+                          "first (see docs/quicksight.md)."),
+    ] = False
+    owner_arn: Annotated[
+        str | None,
+        Field(pattern=QUICKSIGHT_PRINCIPAL,
+              description="QuickSight user or group (arn:...:quicksight:<region>:<account>:"
+                          "group/<namespace>/<name>) that owns the data source."),
+        Setting("QuickSightOwnerArn"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _owner_when_enabled(self):
+        if self.enabled and self.owner_arn is None:
+            raise ValueError("enabled QuickSight needs owner_arn (the user or group that owns "
+                             "the data source)")
+        return self
 
 
 class AnalyticsConfig(StageToggle):
-    # Off until the stage is written (being built in parallel).
-    enabled: Annotated[bool, Field(description="Render this stage.")] = False
+    deployment: Annotated[
+        Literal["serverless", "provisioned"],
+        Field(description="`serverless`: a Redshift Serverless namespace and workgroup (needs "
+                          "three availability zones); `provisioned`: a Redshift cluster."),
+    ] = "serverless"
+    database: Annotated[
+        str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$", description="Database name.")
+    ] = "analytics"
+    admin_username: Annotated[
+        str,
+        Field(pattern=r"^[a-z][a-z0-9_]{0,62}$",
+              description="Admin user; its password lives in Secrets Manager only."),
+    ] = "mlops_admin"
+    allowed_cidrs: Annotated[
+        list[Annotated[str, Field(pattern=CIDR)]] | None,
+        Field(min_length=1, max_length=50,
+              description="IPv4 ranges admitted to the Redshift port. Unset: the VPC's range. "
+                          "The number of ranges shapes the template; their values are "
+                          "per-environment settings."),
+        Setting("RedshiftAllowedCidrs", type="CommaDelimitedList"),
+    ] = None
+    serverless: ServerlessConfig = ServerlessConfig()
+    provisioned: ProvisionedConfig = ProvisionedConfig()
+    table: TableConfig = TableConfig()
+    load: LoadConfig = LoadConfig()
+    spectrum: SpectrumConfig = SpectrumConfig()
+    quicksight: QuickSightConfig = QuickSightConfig()
+
+    @field_validator("admin_username")
+    @classmethod
+    def _not_reserved(cls, value):
+        if value in RESERVED_USER_NAMES:
+            raise ValueError(f"{value!r} is reserved by Redshift")
+        return value
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _private_ranges(cls, value):
+        for text in value or ():
+            try:
+                network = ipaddress.ip_network(text, strict=True)
+            except ValueError:
+                raise ValueError(f"{text!r} is not an IPv4 range such as 10.0.0.0/16") from None
+            if network.version != 4 or network.prefixlen < 8:
+                raise ValueError(f"{text!r} is wider than a /8: the warehouse is not for "
+                                 "the internet")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a range twice")
+        return value
+
+    def vpc_endpoints(self) -> tuple[str, ...]:
+        # With enhanced VPC routing, Redshift Spectrum reaches the Glue Data Catalog through the
+        # VPC. S3 (COPY, Spectrum's reads) goes through the gateway endpoint every created VPC
+        # has; KMS, Secrets Manager and the Data API are called by AWS services from outside.
+        return ("glue",) if self.spectrum.enabled else ()
+
+    def problems_with(self, config: Any) -> list[str]:
+        if self.deployment != "serverless":
+            return []
+        network = config.network
+        if network.mode == "create" and network.availability_zones < SERVERLESS_MIN_ZONES:
+            return [f"stages.analytics.deployment 'serverless' needs network.availability_zones "
+                    f"{SERVERLESS_MIN_ZONES} (got {network.availability_zones}): Redshift "
+                    f"Serverless places its endpoint in three zones; or choose deployment "
+                    f"'provisioned'"]
+        if network.mode == "existing" and len(network.subnet_ids or ()) < SERVERLESS_MIN_ZONES:
+            return [f"stages.analytics.deployment 'serverless' needs network.subnet_ids in "
+                    f"{SERVERLESS_MIN_ZONES} availability zones (got "
+                    f"{len(network.subnet_ids or ())}): Redshift Serverless places its endpoint "
+                    f"in three zones; or choose deployment 'provisioned'"]
+        return []
