@@ -1,12 +1,295 @@
 """The `stages.training` section: SageMaker model registry and the training pipeline."""
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from .base import StageToggle
+from .base import Model, Setting, StageToggle
+
+# What the evaluation step computes, by the kind of model, and which way is better. The report
+# follows SageMaker's model quality format (`<kind>_metrics.<metric>.value`).
+BINARY_CLASSIFICATION_METRICS = ("auc", "accuracy", "f1", "precision", "recall")
+REGRESSION_METRICS = ("rmse", "mse", "mae", "r2")
+LOWER_IS_BETTER = frozenset({"rmse", "mse", "mae"})
+Metric = Literal[BINARY_CLASSIFICATION_METRICS + REGRESSION_METRICS]  # type: ignore[valid-type]
+
+# Versions of the SageMaker XGBoost container the templates know the registries of.
+XGBOOST_VERSIONS = ("1.7-1", "1.5-1", "1.3-1")
+
+# A key prefix: lowercase path segments, each ending in `/`.
+PREFIX_PATTERN = r"^[a-z0-9][a-z0-9_\-/]{0,62}/$"
+# An image in Amazon ECR: <account>.dkr.ecr.<region>.<domain>/<repository>[:tag|@digest].
+ECR_IMAGE_PATTERN = (r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+                     r"[a-z0-9][a-z0-9._/-]{0,254}(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
+INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
+COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\- ]{0,127}$"
+# EventBridge's schedule expressions.
+SCHEDULE_PATTERN = (r"^(rate\([1-9][0-9]{0,4} (minute|minutes|hour|hours|day|days)\)"
+                    r"|cron\([^()]{9,200}\))$")
+
+Trigger = Literal["etl_success", "new_data", "schedule"]
+
+# SageMaker's limits on hyperparameters (CreateTrainingJob).
+MAX_HYPERPARAMETERS = 100
+MAX_HYPERPARAMETER_KEY = 256
+MAX_HYPERPARAMETER_VALUE = 2500
+
+
+def metric_kind(metric: str) -> str:
+    """`binary_classification` or `regression`: the section of the evaluation report."""
+    return "regression" if metric in REGRESSION_METRICS else "binary_classification"
+
+
+class PrepareConfig(Model):
+    """The optional first step: turn the processed data into train/validation/test CSV."""
+
+    enabled: Annotated[
+        bool,
+        Field(description="Run the prepare step (mlops_cfn/data/training/prepare.py): read the "
+                          "input location, keep the label and feature columns, split the rows "
+                          "into train, validation and test, write each as header-less CSV with "
+                          "the label first (what the built-in XGBoost reads). Off: the input "
+                          "location must already hold train/, validation/ and test/ in that "
+                          "form."),
+    ] = True
+    input_format: Annotated[
+        Literal["parquet", "csv", "csv_headerless"] | None,
+        Field(description="Format of the input files: `parquet`, `csv` with a header row, or "
+                          "`csv_headerless` with the label in the first column. Unset: what "
+                          "the etl stage writes (stages.etl.output_format), parquet without "
+                          "it."),
+    ] = None
+    label_column: Annotated[
+        str,
+        Field(pattern=COLUMN_PATTERN,
+              description="Name of the label column (not used with `csv_headerless`)."),
+    ] = "label"
+    feature_columns: Annotated[
+        list[Annotated[str, Field(pattern=COLUMN_PATTERN)]] | None,
+        Field(max_length=1000,
+              description="Feature columns, in the order the model sees them; unset: every "
+                          "column but the label that holds numbers (text columns such as ids "
+                          "and timestamps are left out). Not used with `csv_headerless`."),
+    ] = None
+    # Structural rather than settings: the split is part of how the model is built, the same
+    # in every environment, so that a model promoted from dev was judged the same way in prod.
+    validation_fraction: Annotated[
+        float,
+        Field(gt=0, lt=0.5, allow_inf_nan=False,
+              description="Share of rows held out to validate each boosting round."),
+    ] = 0.2
+    test_fraction: Annotated[
+        float,
+        Field(gt=0, lt=0.5, allow_inf_nan=False,
+              description="Share of rows held out for the evaluation step."),
+    ] = 0.1
+
+    @model_validator(mode="after")
+    def _training_rows_remain(self):
+        if self.validation_fraction + self.test_fraction >= 0.8:
+            raise ValueError("validation_fraction + test_fraction must leave at least 20% of "
+                             "the rows for training")
+        if self.feature_columns and self.label_column in self.feature_columns:
+            raise ValueError(f"feature_columns lists the label column {self.label_column!r}")
+        return self
 
 
 class TrainingConfig(StageToggle):
-    # Off until the stage is written (being built in parallel).
-    enabled: Annotated[bool, Field(description="Render this stage.")] = False
+    input_prefix: Annotated[
+        str,
+        Field(pattern=PREFIX_PATTERN,
+              description="Key prefix in the processed bucket the pipeline trains on when the "
+                          "etl stage is disabled (with etl enabled, the prefix the ETL job "
+                          "writes to is used)."),
+    ] = "training/"
+    artifacts_prefix: Annotated[
+        str,
+        Field(pattern=PREFIX_PATTERN,
+              description="Key prefix in the artifacts bucket for prepared data, models and "
+                          "evaluation reports."),
+    ] = "training/"
+    image_uri: Annotated[
+        str | None,
+        Field(pattern=ECR_IMAGE_PATTERN,
+              description="Training image in this account's Amazon ECR. Unset: the SageMaker "
+                          "built-in XGBoost image of `xgboost_version` in the stack's region. "
+                          "The same image is registered for inference."),
+        Setting("TrainingImageUri"),
+    ] = None
+    xgboost_version: Annotated[
+        Literal[XGBOOST_VERSIONS],  # type: ignore[valid-type]
+        Field(description="Version of the built-in XGBoost image (without image_uri)."),
+    ] = "1.7-1"
+    evaluation_image_uri: Annotated[
+        str | None,
+        Field(pattern=ECR_IMAGE_PATTERN,
+              description="Image running the prepare and evaluation scripts: Python 3 with "
+                          "xgboost (and pandas for Parquet). Unset: the training image."),
+        Setting("TrainingEvaluationImageUri"),
+    ] = None
+    # Structural: hyperparameters describe the model, which every environment trains alike.
+    hyperparameters: Annotated[
+        dict[Annotated[str, Field(min_length=1, max_length=MAX_HYPERPARAMETER_KEY)],
+             Annotated[str, Field(max_length=MAX_HYPERPARAMETER_VALUE)]],
+        Field(max_length=MAX_HYPERPARAMETERS,
+              description="Hyperparameters of the training job (text values, as SageMaker "
+                          "takes them)."),
+    ] = {
+        "objective": "binary:logistic",
+        "eval_metric": "auc",
+        "num_round": "200",
+        "max_depth": "5",
+        "eta": "0.2",
+        "subsample": "0.8",
+        "early_stopping_rounds": "10",
+    }
+    instance_type: Annotated[
+        str,
+        Field(pattern=INSTANCE_TYPE_PATTERN,
+              description="Training instance type. Types with local NVMe storage (the `d` "
+                          "families) refuse a volume KMS key; use types without."),
+        Setting("TrainingInstanceType"),
+    ] = "ml.m5.xlarge"
+    instance_count: Annotated[
+        int,
+        Field(ge=1, le=100, description="Training instances (distributed training above 1)."),
+        Setting("TrainingInstanceCount"),
+    ] = 1
+    volume_size_gb: Annotated[
+        int,
+        Field(ge=1, le=16384, description="Storage volume of each training instance, GiB."),
+        Setting("TrainingVolumeSizeGiB"),
+    ] = 30
+    max_runtime_seconds: Annotated[
+        int,
+        Field(ge=60, le=2419200, description="Longest a training job may run."),
+        Setting("TrainingMaxRuntimeSeconds"),
+    ] = 14400
+    processing_instance_type: Annotated[
+        str,
+        Field(pattern=INSTANCE_TYPE_PATTERN,
+              description="Instance type of the prepare and evaluation steps."),
+        Setting("TrainingProcessingInstanceType"),
+    ] = "ml.m5.large"
+    processing_volume_size_gb: Annotated[
+        int,
+        Field(ge=1, le=16384, description="Storage volume of the processing instances, GiB."),
+        Setting("TrainingProcessingVolumeSizeGiB"),
+    ] = 30
+    processing_max_runtime_seconds: Annotated[
+        int,
+        Field(ge=1, le=432000, description="Longest a prepare or evaluation job may run."),
+        Setting("TrainingProcessingMaxRuntimeSeconds"),
+    ] = 3600
+    metric: Annotated[
+        Metric,
+        Field(description="Metric of the evaluation report that decides registration: "
+                          f"{', '.join(BINARY_CLASSIFICATION_METRICS)} for binary "
+                          f"classification, {', '.join(REGRESSION_METRICS)} for regression."),
+    ] = "auc"
+    metric_threshold: Annotated[
+        float,
+        Field(allow_inf_nan=False,
+              description="A model is registered when its metric reaches this value: at least "
+                          "it, or at most it for error metrics (rmse, mse, mae)."),
+        Setting("TrainingMetricThreshold"),
+    ] = 0.75
+    approval_status: Annotated[
+        Literal["PendingManualApproval", "Approved"],
+        Field(description="Approval status of a newly registered model: `Approved` lets "
+                          "serving pick it up at once, `PendingManualApproval` waits for a "
+                          "person."),
+        Setting("ModelApprovalStatus"),
+    ] = "PendingManualApproval"
+    network_isolation: Annotated[
+        bool,
+        Field(description="Run the training and processing containers without network access "
+                          "(SageMaker still moves their data). Turn off only for an image that "
+                          "must call out, e.g. to download packages."),
+    ] = True
+    inter_container_encryption: Annotated[
+        bool,
+        Field(description="Encrypt traffic between the instances of a distributed job."),
+    ] = True
+    prepare: PrepareConfig = PrepareConfig()
+    triggers: Annotated[
+        list[Trigger] | None,
+        Field(description="What starts the pipeline: `etl_success` (the ETL job succeeded; "
+                          "needs the etl stage), `new_data` (an object ending in "
+                          "new_data_marker lands under the input prefix), `schedule`. Unset: "
+                          "etl_success with the etl stage, new_data without; [] for none "
+                          "(started by hand or by another system)."),
+    ] = None
+    new_data_marker: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9_.\-]{0,64}$",
+              description="Key ending that marks a complete batch of new data (a writer "
+                          "puts it last, as Spark writes _SUCCESS), so a batch of many files "
+                          "starts one run; \"\" starts a run for every new object."),
+    ] = "_SUCCESS"
+    schedule: Annotated[
+        str,
+        Field(pattern=SCHEDULE_PATTERN,
+              description="EventBridge schedule of the `schedule` trigger: rate(...) or "
+                          "cron(...)."),
+        Setting("TrainingSchedule"),
+    ] = "rate(7 days)"
+    trigger_retry_attempts: Annotated[
+        int,
+        Field(ge=0, le=185,
+              description="Times EventBridge retries starting the pipeline before the event "
+                          "goes to the dead-letter queue."),
+        Setting("TrainingTriggerRetryAttempts"),
+    ] = 8
+    trigger_max_event_age_seconds: Annotated[
+        int,
+        Field(ge=60, le=86400,
+              description="Longest EventBridge keeps retrying one event."),
+        Setting("TrainingTriggerMaxEventAgeSeconds"),
+    ] = 3600
+
+    @field_validator("triggers")
+    @classmethod
+    def _no_repeats(cls, value):
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("lists a trigger twice")
+        return value
+
+    @model_validator(mode="after")
+    def _objective_fits_metric(self):
+        objective = self.hyperparameters.get("objective", "")
+        kind = metric_kind(self.metric)
+        expected = "binary:" if kind == "binary_classification" else "reg:"
+        if self.image_uri is None and objective and not objective.startswith(expected):
+            raise ValueError(
+                f"metric {self.metric!r} judges a {kind.replace('_', ' ')} model, but "
+                f"hyperparameters.objective is {objective!r} (expected {expected}...)")
+        return self
+
+    def input_format(self, config: Any) -> str:
+        """The prepare step's input format in effect (see PrepareConfig.input_format)."""
+        if self.prepare.input_format is not None:
+            return self.prepare.input_format
+        etl = config.stages.etl
+        return getattr(etl, "output_format", "parquet") if etl.enabled else "parquet"
+
+    def trigger_list(self, etl_enabled: bool) -> list[str]:
+        """The triggers in effect: the configured ones, or the default for this pipeline."""
+        if self.triggers is not None:
+            return list(self.triggers)
+        return ["etl_success"] if etl_enabled else ["new_data"]
+
+    def vpc_endpoints(self) -> tuple[str, ...]:
+        # The jobs run in the private subnets. SageMaker pulls their images outside the VPC,
+        # and S3 (data, models, scripts) goes through the gateway endpoint. What remains is
+        # the SageMaker agent on each instance sending the job's logs and metrics to
+        # CloudWatch through the job's network interfaces, also under network isolation.
+        # The shipped scripts call no AWS API, so no sts or sagemaker.api endpoint.
+        return ("logs", "monitoring")
+
+    def problems_with(self, config: Any) -> list[str]:
+        etl_enabled = config.stages.etl.enabled
+        if self.triggers is not None and "etl_success" in self.triggers and not etl_enabled:
+            return ["stages.training.triggers: etl_success needs the etl stage "
+                    "(stages.etl.enabled)"]
+        return []

@@ -1,8 +1,515 @@
-"""training stage (being written): SageMaker model registry and the training pipeline."""
+"""training stage: a SageMaker pipeline that trains, judges and registers a model, run on new data.
 
+Resources
+- ModelPackageGroup (AWS::SageMaker::ModelPackageGroup): the model registry, kept on stack
+  deletion (it is the record of every model trained and of its approval).
+- TrainingPipeline (AWS::SageMaker::Pipeline): definition built as data by training_pipeline.py
+  (PrepareData -> TrainModel -> EvaluateModel -> CheckMetric -> RegisterModel or
+  MetricBelowThreshold), its body an Fn::Sub naming the stack's buckets, key, role and settings.
+- PipelineRole (+ PipelineRolePolicy): the role the pipeline and its jobs run as: its own jobs
+  and model packages, the input prefix (read), the artifacts prefix (read/write), the shipped
+  scripts, the data key, the jobs' network interfaces, logs and metrics; nothing else.
+- JobSecurityGroup (+ JobSecurityGroupSelfIngress/SelfEgress): the jobs' network interfaces in
+  the private subnets: HTTPS out (S3 gateway and interface endpoints), and any traffic between
+  the instances of one distributed job.
+- Assets: prepare.py (with the prepare step) and evaluate.py (mlops_cfn/data/training/).
+- With triggers (config `triggers`): TriggerRole (EventBridge may start this pipeline only),
+  TriggerDeadLetterQueue (+ policy) for events EventBridge could not deliver after its retries,
+  and one rule each: EtlSucceededRule (Glue Job State Change, SUCCEEDED, the ETL job),
+  NewDataRule (Object Created under the input prefix, ending in the marker), ScheduleRule.
+- Mappings XgboostRegistry: the account holding the built-in XGBoost image in each region.
+
+Inputs: DataKeyArn, ProcessedBucketName/Arn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds;
+with the etl stage also ProcessedDataPrefix and EtlJobName.
+Outputs: TrainingPipelineName, TrainingPipelineArn, ModelPackageGroupName, TrainingRoleArn.
+Settings: EnvironmentName, AssetsBucket, the Training* settings of the section, ModelApprovalStatus.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import awacs.cloudwatch
+import awacs.ec2
+import awacs.ecr
+import awacs.iam
+import awacs.kms
+import awacs.logs
+import awacs.s3
+import awacs.sagemaker
+import awacs.sqs
+from awacs.aws import (Allow, ArnEquals, ArnLike, Bool, Condition, Principal, Statement,
+                       StringEquals)
+from troposphere import (FindInMap, GetAtt, Join, Ref, Sub, ec2, events, iam, sagemaker, sqs)
+
+from .. import naming, policies
+from ..assets import ASSETS_BUCKET, Asset
 from ..config import PipelineConfig
+from ..config.training import TrainingConfig
+from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN, ETL_JOB_NAME,
+                       MODEL_PACKAGE_GROUP_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN,
+                       PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
+                       TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
+from . import training_pipeline
+from .training_pipeline import Cfn, Refs
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+HTTPS = 443
+# SQS's longest retention: undelivered trigger events wait as long as possible for a person.
+QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
+
+# Account of the built-in XGBoost image (repository sagemaker-xgboost) in each region, as the
+# SageMaker Python SDK lists it (image_uri_config/xgboost.json); one account per region for
+# every framework version. A region missing here fails at deploy ("mapping key not found"):
+# set image_uri there.
+XGBOOST_REGISTRIES = {
+    "af-south-1": "510948584623",
+    "ap-east-1": "651117190479",
+    "ap-northeast-1": "354813040037",
+    "ap-northeast-2": "366743142698",
+    "ap-northeast-3": "867004704886",
+    "ap-south-1": "720646828776",
+    "ap-south-2": "628508329040",
+    "ap-southeast-1": "121021644041",
+    "ap-southeast-2": "783357654285",
+    "ap-southeast-3": "951798379941",
+    "ap-southeast-4": "106583098589",
+    "ca-central-1": "341280168497",
+    "ca-west-1": "190319476487",
+    "cn-north-1": "450853457545",
+    "cn-northwest-1": "451049120500",
+    "eu-central-1": "492215442770",
+    "eu-central-2": "680994064768",
+    "eu-north-1": "662702820516",
+    "eu-south-1": "978288397137",
+    "eu-south-2": "104374241257",
+    "eu-west-1": "141502667606",
+    "eu-west-2": "764974769150",
+    "eu-west-3": "659782779980",
+    "il-central-1": "898809789911",
+    "me-central-1": "272398656194",
+    "me-south-1": "801668240914",
+    "sa-east-1": "737474898029",
+    "us-east-1": "683313688378",
+    "us-east-2": "257758044811",
+    "us-gov-east-1": "237065988967",
+    "us-gov-west-1": "414596584902",
+    "us-west-1": "746614075791",
+    "us-west-2": "246618743249",
+}
+XGBOOST_MAPPING = "XgboostRegistry"
+
+# Logs and metrics SageMaker writes for the jobs, under names it chooses.
+JOB_LOG_GROUPS = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/ProcessingJobs")
+# SageMaker names the jobs a pipeline starts `pipelines-<execution id>-<step>-<hash>`.
+PIPELINE_JOB_PREFIX = "pipelines-"
 
 
 def build(config: PipelineConfig) -> Stage:
-    return StageBuilder("training", config.project, "training (being written)").finish()
+    settings = config.stages.training
+    etl_enabled = config.stages.etl.enabled
+    triggers = settings.trigger_list(etl_enabled)
+    b = StageBuilder("training", config.project,
+                     "SageMaker training pipeline, model registry"
+                     + (f", started by {', '.join(triggers)}" if triggers else ""))
+    key = b.input(DATA_KEY_ARN)
+    group_name = b.physical_name(naming.SAGEMAKER, "models")
+    group = b.add(sagemaker.ModelPackageGroup(
+        "ModelPackageGroup",
+        ModelPackageGroupName=group_name,
+        ModelPackageGroupDescription=f"{config.project}: models the training pipeline "
+                                     "registered",
+        **RETAIN,
+    ))
+    pipeline_name = b.physical_name(naming.SAGEMAKER, "training")
+    pipeline_arn = policies.arn("sagemaker", "pipeline/" + pipeline_name.data["Fn::Sub"])
+
+    input_prefix: Any = (b.input(PROCESSED_DATA_PREFIX) if etl_enabled
+                         else settings.input_prefix)
+    scripts = {name: b.asset(name, (SCRIPTS / name).read_bytes())
+               for name in script_names(settings)}
+    security_group = add_job_security_group(b)
+    role = b.add(iam.Role(
+        "PipelineRole",
+        Description="SageMaker training pipeline and its processing and training jobs",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "sagemaker.amazonaws.com",
+            # Only SageMaker acting for this account's resources (confused deputy guard).
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
+            ArnLike("aws:SourceArn", policies.arn("sagemaker", "*")),
+        ),
+    ))
+    role_policy = b.add(iam.PolicyType(
+        "PipelineRolePolicy",
+        PolicyName="training-pipeline",
+        Roles=[Ref(role)],
+        PolicyDocument=policies.document(pipeline_role_statements(
+            b, settings, role, key, input_prefix, group_name, list(scripts.values()),
+            security_group)),
+    ))
+    refs = pipeline_refs(b, settings, role, key, input_prefix, group_name, scripts,
+                         security_group)
+    pipeline = b.add(sagemaker.Pipeline(
+        "TrainingPipeline",
+        PipelineName=pipeline_name,
+        PipelineDisplayName=pipeline_name,
+        PipelineDescription=f"{config.project}: prepare, train, evaluate and register a model",
+        RoleArn=GetAtt(role, "Arn"),
+        PipelineDefinition=sagemaker.PipelineDefinition(
+            PipelineDefinitionBody=definition_body(b, settings, refs,
+                                                   settings.input_format(config))),
+        # The role must hold its permissions before the first execution; the registry must
+        # exist before a model is registered into it.
+        DependsOn=[role_policy.title, group.title],
+    ))
+    if settings.image_uri is None:
+        b.template.add_mapping(XGBOOST_MAPPING, {
+            region: {"Account": account} for region, account in XGBOOST_REGISTRIES.items()})
+    if triggers:
+        add_triggers(b, settings, triggers, pipeline_arn, input_prefix, key)
+
+    b.output(TRAINING_PIPELINE_NAME, Ref(pipeline))
+    b.output(TRAINING_PIPELINE_ARN, pipeline_arn)
+    b.output(MODEL_PACKAGE_GROUP_NAME, group_name)
+    b.output(TRAINING_ROLE_ARN, GetAtt(role, "Arn"))
+    return b.finish()
+
+
+def script_names(settings: TrainingConfig) -> list[str]:
+    return (["prepare.py"] if settings.prepare.enabled else []) + ["evaluate.py"]
+
+
+# --- the pipeline definition ------------------------------------------------------------------
+
+def pipeline_refs(b: StageBuilder, settings: TrainingConfig, role: iam.Role, key: Ref,
+                  input_prefix: Any, group_name: Sub, scripts: dict[str, Asset],
+                  security_group: ec2.SecurityGroup) -> Refs:
+    """How the definition names the stack's resources and settings (Fn::Sub patterns)."""
+    b.input(PROCESSED_BUCKET_NAME)
+    b.input(ARTIFACTS_BUCKET_NAME)
+    prefix = (f"${{{PROCESSED_DATA_PREFIX.name}}}" if isinstance(input_prefix, Ref)
+              else input_prefix)
+
+    def setting(field: str, raw: bool = False) -> Cfn:
+        return Cfn(f"${{{b.setting(settings, field).data['Ref']}}}", raw=raw)
+
+    training_image = image(b, settings)
+    processing_image = (setting("evaluation_image_uri") if settings.evaluation_image_uri
+                        else training_image)
+    return Refs(
+        role_arn=Cfn(f"${{{role.title}.Arn}}"),
+        key_arn=Cfn(f"${{{key.data['Ref']}}}"),
+        input_uri=Cfn(f"s3://${{{PROCESSED_BUCKET_NAME.name}}}/{prefix}"),
+        artifacts_uri=Cfn(f"s3://${{{ARTIFACTS_BUCKET_NAME.name}}}/{settings.artifacts_prefix}"),
+        model_package_group=Cfn(group_name.data["Fn::Sub"]),
+        training_image=training_image,
+        processing_image=processing_image,
+        security_group_id=Cfn(f"${{{security_group.title}.GroupId}}"),
+        subnet_ids=Cfn('["${Subnets}"]', raw=True),
+        prepare_script_uri=(Cfn(scripts["prepare.py"].s3_uri.data["Fn::Sub"])
+                            if "prepare.py" in scripts else None),
+        evaluate_script_uri=Cfn(scripts["evaluate.py"].s3_uri.data["Fn::Sub"]),
+        training_instance_type=setting("instance_type"),
+        training_instance_count=setting("instance_count", raw=True),
+        training_volume_size=setting("volume_size_gb", raw=True),
+        training_max_runtime=setting("max_runtime_seconds", raw=True),
+        processing_instance_type=setting("processing_instance_type"),
+        processing_volume_size=setting("processing_volume_size_gb", raw=True),
+        processing_max_runtime=setting("processing_max_runtime_seconds", raw=True),
+        metric_threshold=setting("metric_threshold", raw=True),
+        approval_status=setting("approval_status"),
+    )
+
+
+def image(b: StageBuilder, settings: TrainingConfig) -> Cfn:
+    """The training image: the configured one, or the region's built-in XGBoost."""
+    if settings.image_uri is not None:
+        return Cfn(f"${{{b.setting(settings, 'image_uri').data['Ref']}}}")
+    return Cfn(f"${{XgboostAccount}}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}"
+               f"/sagemaker-xgboost:{settings.xgboost_version}")
+
+
+def definition_body(b: StageBuilder, settings: TrainingConfig, refs: Refs,
+                    input_format: str) -> Sub:
+    variables: dict[str, Any] = {
+        # A list parameter cannot appear in Sub text; as `a","b` it fills the ["${Subnets}"].
+        "Subnets": Join('","', b.input(PRIVATE_SUBNET_IDS)),
+    }
+    if settings.image_uri is None:
+        variables["XgboostAccount"] = FindInMap(XGBOOST_MAPPING, Ref("AWS::Region"), "Account")
+    text = training_pipeline.sub_body(
+        training_pipeline.definition(settings, refs, input_format))
+    return Sub(text, **variables)
+
+
+# --- network ----------------------------------------------------------------------------------
+
+def add_job_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+    group = b.add(ec2.SecurityGroup(
+        "JobSecurityGroup",
+        GroupDescription="SageMaker training and processing jobs: HTTPS out, and traffic "
+                         "between the instances of one job",
+        VpcId=b.input(VPC_ID),
+        # S3 is reached through the gateway endpoint at S3's public addresses (the route table
+        # sends them to the endpoint), which no CIDR of the VPC covers; the private subnets
+        # have no other way out unless the network stage adds NAT.
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="HTTPS to S3 (gateway endpoint) and the interface endpoints",
+            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp="0.0.0.0/0")],
+    ))
+    # Distributed training talks between the job's instances (and, with inter-container
+    # encryption, over IPsec: UDP 500 and ESP), so members of the group reach each other.
+    b.add(ec2.SecurityGroupIngress(
+        "JobSecurityGroupSelfIngress",
+        Description="Instances of one job",
+        GroupId=GetAtt(group, "GroupId"),
+        IpProtocol="-1",
+        SourceSecurityGroupId=GetAtt(group, "GroupId"),
+    ))
+    b.add(ec2.SecurityGroupEgress(
+        "JobSecurityGroupSelfEgress",
+        Description="Instances of one job",
+        GroupId=GetAtt(group, "GroupId"),
+        IpProtocol="-1",
+        DestinationSecurityGroupId=GetAtt(group, "GroupId"),
+    ))
+    return group
+
+
+# --- the pipeline's role ----------------------------------------------------------------------
+
+def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: iam.Role,
+                             key: Ref, input_prefix: Any, group_name: Sub, scripts: list[Asset],
+                             security_group: ec2.SecurityGroup) -> list[Statement]:
+    processed = b.input(PROCESSED_BUCKET_ARN)
+    artifacts = b.input(ARTIFACTS_BUCKET_ARN)
+    in_vpc = Condition(ArnEquals("ec2:Vpc", policies.arn(
+        "ec2", f"vpc/${{{b.input(VPC_ID).data['Ref']}}}")))
+    group = group_name.data["Fn::Sub"]
+    jobs = [policies.arn("sagemaker", f"training-job/{PIPELINE_JOB_PREFIX}*"),
+            policies.arn("sagemaker", f"processing-job/{PIPELINE_JOB_PREFIX}*")]
+    packages = [policies.arn("sagemaker", f"model-package-group/{group}"),
+                policies.arn("sagemaker", f"model-package/{group}/*")]
+    network_interfaces = policies.arn("ec2", "network-interface/*")
+    statements = [
+        # The pipeline starts, watches and stops its own jobs, and registers models.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.sagemaker.CreateTrainingJob, awacs.sagemaker.DescribeTrainingJob,
+                    awacs.sagemaker.StopTrainingJob, awacs.sagemaker.CreateProcessingJob,
+                    awacs.sagemaker.DescribeProcessingJob, awacs.sagemaker.StopProcessingJob,
+                    awacs.sagemaker.AddTags],
+            Resource=jobs,
+        ),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.sagemaker.CreateModelPackage, awacs.sagemaker.DescribeModelPackage,
+                    awacs.sagemaker.DescribeModelPackageGroup, awacs.sagemaker.AddTags],
+            Resource=packages,
+        ),
+        # The jobs run as this same role.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.iam.PassRole],
+            Resource=[GetAtt(role, "Arn")],
+            Condition=Condition(StringEquals("iam:PassedToService", "sagemaker.amazonaws.com")),
+        ),
+        *policies.bucket_access(processed, input_prefix),
+        *policies.bucket_access(artifacts, settings.artifacts_prefix, write=True),
+        *script_statements(scripts),
+        # S3 encrypts and decrypts objects with the data key for the role's requests;
+        # SageMaker encrypts the job volumes and the model it uploads.
+        policies.use_key(key, [awacs.kms.Encrypt, awacs.kms.Decrypt, awacs.kms.GenerateDataKey],
+                         via_services=("s3", "sagemaker")),
+        # The volumes' encryption goes through grants SageMaker creates for the instances;
+        # only grants for AWS resources.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.kms.CreateGrant],
+            Resource=[key],
+            Condition=Condition(Bool("kms:GrantIsForAWSResource", "true")),
+        ),
+        Statement(Effect=Allow, Action=[awacs.kms.DescribeKey], Resource=[key]),
+        # The jobs' network interfaces, in this VPC and with the job security group only.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterface],
+            Resource=[network_interfaces, policies.arn("ec2", "subnet/*"),
+                      policies.arn("ec2", "security-group/${%s.GroupId}"
+                                   % security_group.title)],
+            Condition=in_vpc,
+        ),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterfacePermission,
+                    awacs.ec2.DeleteNetworkInterface,
+                    awacs.ec2.DeleteNetworkInterfacePermission],
+            Resource=[network_interfaces],
+            Condition=in_vpc,
+        ),
+        # EC2's Describe actions have no resource-level permissions: AWS accepts only "*".
+        # SageMaker calls them to check the subnets and security group before a VPC job.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeVpcs,
+                    awacs.ec2.DescribeDhcpOptions, awacs.ec2.DescribeSubnets,
+                    awacs.ec2.DescribeSecurityGroups],
+            Resource=["*"],
+        ),
+        # The jobs' logs, in the log groups SageMaker names for them.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
+                    awacs.logs.PutLogEvents, awacs.logs.DescribeLogStreams],
+            Resource=[policies.arn("logs", f"log-group:{log_group}:*")
+                      for log_group in JOB_LOG_GROUPS],
+        ),
+        # PutMetricData has no resource-level permissions; the namespace condition keeps it
+        # to the jobs' own metrics.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.cloudwatch.PutMetricData],
+            Resource=["*"],
+            Condition=Condition(StringEquals("cloudwatch:namespace", list(JOB_LOG_GROUPS))),
+        ),
+    ]
+    if settings.image_uri is not None or settings.evaluation_image_uri is not None:
+        statements += image_pull_statements()
+    return statements
+
+
+def script_statements(scripts: list[Asset]) -> list[Statement]:
+    """Reading the shipped scripts: processing inputs of type S3Prefix list their key first."""
+    assets_bucket = policies.bucket_arn(Ref(ASSETS_BUCKET))
+    return [
+        Statement(Effect=Allow, Action=[awacs.s3.GetBucketLocation], Resource=[assets_bucket]),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.s3.ListBucket],
+            Resource=[assets_bucket],
+            Condition=Condition(StringEquals("s3:prefix", [asset.key for asset in scripts])),
+        ),
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject],
+                  Resource=[asset.object_arn for asset in scripts]),
+    ]
+
+
+def image_pull_statements() -> list[Statement]:
+    """Pulling a configured image from this account's ECR (the built-in images need none)."""
+    return [
+        # The image is a setting, so its repository is unknown here: repositories of this
+        # account and region.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
+                    awacs.ecr.GetDownloadUrlForLayer],
+            Resource=[policies.arn("ecr", "repository/*")],
+        ),
+        # GetAuthorizationToken has no resource-level permissions: AWS accepts only "*".
+        Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
+    ]
+
+
+# --- continuous training ----------------------------------------------------------------------
+
+def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
+                 pipeline_arn: Sub, input_prefix: Any, key: Ref) -> None:
+    # EventBridge writes to the queue as itself; the data key's policy lets events.amazonaws.com
+    # encrypt with the key (storage stage, RuleNotificationsByEventBridge).
+    dead_letters = b.add(sqs.Queue(
+        "TriggerDeadLetterQueue",
+        QueueName=b.physical_name(naming.SQS_QUEUE, "training-trigger-dead-letters"),
+        KmsMasterKeyId=key,
+        MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
+    ))
+    role = b.add(iam.Role(
+        "TriggerRole",
+        Description="EventBridge starts the training pipeline",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(
+            PolicyName="start-training-pipeline",
+            PolicyDocument=policies.document(Statement(
+                Effect=Allow,
+                Action=[awacs.sagemaker.StartPipelineExecution],
+                Resource=[pipeline_arn],
+            )),
+        )],
+    ))
+    rules = []
+    for trigger in triggers:
+        rule = trigger_rule(b, settings, trigger, input_prefix)
+        rule.Targets = [events.Target(
+            Id="TrainingPipeline",
+            Arn=pipeline_arn,
+            RoleArn=GetAtt(role, "Arn"),
+            RetryPolicy=events.RetryPolicy(
+                MaximumRetryAttempts=b.setting(settings, "trigger_retry_attempts"),
+                MaximumEventAgeInSeconds=b.setting(settings, "trigger_max_event_age_seconds"),
+            ),
+            DeadLetterConfig=events.DeadLetterConfig(Arn=GetAtt(dead_letters, "Arn")),
+        )]
+        rules.append(b.add(rule))
+    b.add(sqs.QueuePolicy(
+        "TriggerDeadLetterQueuePolicy",
+        Queues=[Ref(dead_letters)],
+        PolicyDocument=policies.document(Statement(
+            Sid="EventBridgeDeadLetters",
+            Effect=Allow,
+            Principal=Principal("Service", "events.amazonaws.com"),
+            Action=[awacs.sqs.SendMessage],
+            Resource=[GetAtt(dead_letters, "Arn")],
+            Condition=Condition(ArnEquals("aws:SourceArn",
+                                          [GetAtt(rule, "Arn") for rule in rules])),
+        )),
+    ))
+
+
+def trigger_rule(b: StageBuilder, settings: TrainingConfig, trigger: str,
+                 input_prefix: Any) -> events.Rule:
+    if trigger == "etl_success":
+        return events.Rule(
+            "EtlSucceededRule",
+            Description="Train when the ETL job has written new processed data",
+            State="ENABLED",
+            EventPattern={
+                "source": ["aws.glue"],
+                "detail-type": ["Glue Job State Change"],
+                "detail": {"jobName": [b.input(ETL_JOB_NAME)], "state": ["SUCCEEDED"]},
+            },
+        )
+    if trigger == "new_data":
+        return events.Rule(
+            "NewDataRule",
+            Description="Train when a complete batch of data lands under the input prefix",
+            State="ENABLED",
+            EventPattern={
+                "source": ["aws.s3"],
+                "detail-type": ["Object Created"],
+                "detail": {
+                    "bucket": {"name": [b.input(PROCESSED_BUCKET_NAME)]},
+                    "object": {"key": [new_data_key_filter(settings, input_prefix)]},
+                },
+            },
+        )
+    return events.Rule(
+        "ScheduleRule",
+        Description="Train on a schedule",
+        State="ENABLED",
+        ScheduleExpression=b.setting(settings, "schedule"),
+    )
+
+
+def new_data_key_filter(settings: TrainingConfig, input_prefix: Any) -> dict:
+    """Keys under the input prefix, ending in the marker when there is one (one run per batch
+    instead of one per file)."""
+    prefix = (f"${{{input_prefix.data['Ref']}}}" if isinstance(input_prefix, Ref)
+              else input_prefix)
+    if not settings.new_data_marker:
+        return {"prefix": Sub(prefix) if isinstance(input_prefix, Ref) else prefix}
+    # In a wildcard pattern `*` matches any run of characters; the prefix and marker patterns
+    # admit no `*` or `\` of their own.
+    pattern = f"{prefix}*{settings.new_data_marker}"
+    return {"wildcard": Sub(pattern) if isinstance(input_prefix, Ref) else pattern}
+

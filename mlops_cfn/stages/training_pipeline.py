@@ -1,0 +1,371 @@
+"""The SageMaker Pipelines definition of the training pipeline, built as data.
+
+`definition(config, refs)` returns the pipeline as a dict in SageMaker's pipeline definition
+format (Version 2020-12-01: Parameters, and Steps whose Arguments are the request bodies of
+CreateProcessingJob, CreateTrainingJob and CreateModelPackage, with `Get` / `Std:Join` /
+`Std:JsonGet` expressions for values known only while the pipeline runs). `sub_body(...)` turns
+it into the `Fn::Sub` text of the template's PipelineDefinitionBody.
+
+Steps
+- PrepareData (Processing, optional): prepare.py splits the input location into train,
+  validation and test CSV under the artifacts bucket.
+- TrainModel (Training): the image on the train and validation channels; model to the artifacts
+  bucket; volumes and output encrypted with the data key.
+- EvaluateModel (Processing): evaluate.py scores the model on the test rows and writes
+  evaluation.json, read back as the property file EvaluationReport.
+- CheckMetric (Condition): the configured metric against the MetricThreshold parameter;
+  passing registers the model (RegisterModel) into the model package group, failing ends the
+  execution as failed (MetricBelowThreshold), so a worse model never reaches the registry.
+
+Values CloudFormation fills in (bucket names, the role, the settings) are `Cfn` placeholders:
+`Cfn("s3://${ArtifactsBucketName}/")` stands for a JSON string, `Cfn("${X}", raw=True)` for raw
+JSON (a number, a list). Every other string is literal: a `${` in it is escaped for Fn::Sub.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.training import LOWER_IS_BETTER, TrainingConfig, metric_kind
+
+VERSION = "2020-12-01"
+
+PREPARE = "PrepareData"
+TRAIN = "TrainModel"
+EVALUATE = "EvaluateModel"
+CHECK = "CheckMetric"
+REGISTER = "RegisterModel"
+FAIL = "MetricBelowThreshold"
+
+EVALUATION_REPORT = "EvaluationReport"
+EVALUATION_OUTPUT = "evaluation"
+EVALUATION_FILE = "evaluation.json"
+
+# Pipeline parameters: what a person may change for one execution when starting it by hand.
+INPUT_DATA_URI = "InputDataUri"
+TRAINING_INSTANCE_TYPE = "TrainingInstanceType"
+TRAINING_INSTANCE_COUNT = "TrainingInstanceCount"
+PROCESSING_INSTANCE_TYPE = "ProcessingInstanceType"
+METRIC_THRESHOLD = "MetricThreshold"
+MODEL_APPROVAL_STATUS = "ModelApprovalStatus"
+
+PROCESSING_ROOT = "/opt/ml/processing"
+CODE_DIR = f"{PROCESSING_ROOT}/input/code"
+# The format every step after PrepareData reads: header-less CSV, label first.
+CONTENT_TYPE = "text/csv"
+
+
+@dataclass(frozen=True)
+class Cfn:
+    """A value CloudFormation substitutes: a `${...}` pattern of the definition's Fn::Sub."""
+
+    pattern: str
+    # False: the pattern is the text of a JSON string; True: it is raw JSON (number, list).
+    raw: bool = False
+
+
+@dataclass(frozen=True)
+class Refs:
+    """The definition's view of the stack: each a Cfn pattern."""
+
+    role_arn: Cfn
+    key_arn: Cfn
+    input_uri: Cfn           # s3://processed-bucket/prefix/ (ends in /)
+    artifacts_uri: Cfn       # s3://artifacts-bucket/prefix/ (ends in /)
+    model_package_group: Cfn
+    training_image: Cfn
+    processing_image: Cfn
+    security_group_id: Cfn
+    subnet_ids: Cfn          # raw: a JSON list of subnet ids
+    prepare_script_uri: Cfn | None
+    evaluate_script_uri: Cfn
+    training_instance_type: Cfn
+    training_instance_count: Cfn  # raw
+    training_volume_size: Cfn     # raw
+    training_max_runtime: Cfn     # raw
+    processing_instance_type: Cfn
+    processing_volume_size: Cfn   # raw
+    processing_max_runtime: Cfn   # raw
+    metric_threshold: Cfn         # raw
+    approval_status: Cfn
+
+
+# --- expressions -----------------------------------------------------------------------------
+
+def get(path: str) -> dict:
+    """A value known while the pipeline runs: `Parameters.X`, `Steps.Y.Z`, `Execution.X`."""
+    return {"Get": path}
+
+
+def parameter(name: str) -> dict:
+    return get(f"Parameters.{name}")
+
+
+def join(on: str, *values: Any) -> dict:
+    return {"Std:Join": {"On": on, "Values": list(values)}}
+
+
+def json_get(step: str, property_file: str, path: str) -> dict:
+    return {"Std:JsonGet": {"PropertyFile": get(f"Steps.{step}.PropertyFiles.{property_file}"),
+                            "Path": path}}
+
+
+def processing_output_uri(step: str, output: str) -> dict:
+    return get(f"Steps.{step}.ProcessingOutputConfig.Outputs['{output}'].S3Output.S3Uri")
+
+
+def execution_folder(refs: Refs, folder: str, *below: str) -> dict:
+    """s3://<artifacts>/<prefix><folder>/<execution id>[/below...]: one folder per run."""
+    root = Cfn(refs.artifacts_uri.pattern + folder)
+    return join("/", root, get("Execution.PipelineExecutionId"), *below)
+
+
+# --- the definition --------------------------------------------------------------------------
+
+def definition(config: TrainingConfig, refs: Refs, input_format: str = "parquet") -> dict:
+    """The pipeline; `input_format` is what the prepare step reads (TrainingConfig.input_format
+    resolves it against the etl stage)."""
+    steps = []
+    if config.prepare.enabled:
+        steps.append(prepare_step(config, refs, input_format))
+    steps += [training_step(config, refs), evaluation_step(config, refs),
+              condition_step(config, refs)]
+    return {
+        "Version": VERSION,
+        "Metadata": {},
+        "Parameters": parameters(refs),
+        "Steps": steps,
+    }
+
+
+def parameters(refs: Refs) -> list[dict]:
+    return [
+        {"Name": INPUT_DATA_URI, "Type": "String", "DefaultValue": refs.input_uri},
+        {"Name": TRAINING_INSTANCE_TYPE, "Type": "String",
+         "DefaultValue": refs.training_instance_type},
+        {"Name": TRAINING_INSTANCE_COUNT, "Type": "Integer",
+         "DefaultValue": refs.training_instance_count},
+        {"Name": PROCESSING_INSTANCE_TYPE, "Type": "String",
+         "DefaultValue": refs.processing_instance_type},
+        {"Name": METRIC_THRESHOLD, "Type": "Float", "DefaultValue": refs.metric_threshold},
+        {"Name": MODEL_APPROVAL_STATUS, "Type": "String", "DefaultValue": refs.approval_status},
+    ]
+
+
+def prepare_step(config: TrainingConfig, refs: Refs, input_format: str) -> dict:
+    prepare = config.prepare
+    arguments = ["--input-format", input_format,
+                 "--label-column", prepare.label_column,
+                 "--validation-fraction", repr(prepare.validation_fraction),
+                 "--test-fraction", repr(prepare.test_fraction)]
+    if prepare.feature_columns:
+        arguments += ["--feature-columns", ",".join(prepare.feature_columns)]
+    assert refs.prepare_script_uri is not None
+    return {
+        "Name": PREPARE,
+        "Type": "Processing",
+        "Arguments": processing_job(
+            config, refs, "prepare.py", arguments,
+            inputs=[processing_input("data", parameter(INPUT_DATA_URI),
+                                     f"{PROCESSING_ROOT}/input/data"),
+                    processing_input("code", refs.prepare_script_uri, CODE_DIR)],
+            outputs=[processing_output(split, execution_folder(refs, "data", split),
+                                       f"{PROCESSING_ROOT}/output/{split}")
+                     for split in ("train", "validation", "test")]),
+    }
+
+
+def training_step(config: TrainingConfig, refs: Refs) -> dict:
+    return {
+        "Name": TRAIN,
+        "Type": "Training",
+        "Arguments": {
+            "AlgorithmSpecification": {"TrainingImage": refs.training_image,
+                                       "TrainingInputMode": "File"},
+            "HyperParameters": dict(config.hyperparameters),
+            "InputDataConfig": [channel(name, data_location(config, refs, name))
+                                for name in ("train", "validation")],
+            "OutputDataConfig": {"S3OutputPath": Cfn(refs.artifacts_uri.pattern + "models"),
+                                 "KmsKeyId": refs.key_arn},
+            "ResourceConfig": {
+                "InstanceType": parameter(TRAINING_INSTANCE_TYPE),
+                "InstanceCount": parameter(TRAINING_INSTANCE_COUNT),
+                "VolumeSizeInGB": refs.training_volume_size,
+                "VolumeKmsKeyId": refs.key_arn,
+            },
+            "RoleArn": refs.role_arn,
+            "StoppingCondition": {"MaxRuntimeInSeconds": refs.training_max_runtime},
+            "VpcConfig": vpc_config(refs),
+            "EnableNetworkIsolation": config.network_isolation,
+            "EnableInterContainerTrafficEncryption": config.inter_container_encryption,
+            # Debugger's profiler would write outside the artifacts prefix; not needed here.
+            "ProfilerConfig": {"DisableProfiler": True},
+        },
+    }
+
+
+def evaluation_step(config: TrainingConfig, refs: Refs) -> dict:
+    model = get(f"Steps.{TRAIN}.ModelArtifacts.S3ModelArtifacts")
+    return {
+        "Name": EVALUATE,
+        "Type": "Processing",
+        "Arguments": processing_job(
+            config, refs, "evaluate.py", ["--kind", metric_kind(config.metric)],
+            inputs=[processing_input("model", model, f"{PROCESSING_ROOT}/input/model"),
+                    processing_input("test", data_location(config, refs, "test"),
+                                     f"{PROCESSING_ROOT}/input/test"),
+                    processing_input("code", refs.evaluate_script_uri, CODE_DIR)],
+            outputs=[processing_output(EVALUATION_OUTPUT, execution_folder(refs, "evaluation"),
+                                       f"{PROCESSING_ROOT}/evaluation")]),
+        "PropertyFiles": [{"PropertyFileName": EVALUATION_REPORT,
+                           "OutputName": EVALUATION_OUTPUT,
+                           "FilePath": EVALUATION_FILE}],
+    }
+
+
+def condition_step(config: TrainingConfig, refs: Refs) -> dict:
+    comparison = ("LessThanOrEqualTo" if config.metric in LOWER_IS_BETTER
+                  else "GreaterThanOrEqualTo")
+    return {
+        "Name": CHECK,
+        "Type": "Condition",
+        "Arguments": {
+            "Conditions": [{
+                "Type": comparison,
+                "LeftValue": json_get(EVALUATE, EVALUATION_REPORT, metric_path(config)),
+                "RightValue": parameter(METRIC_THRESHOLD),
+            }],
+            "IfSteps": [register_step(config, refs)],
+            "ElseSteps": [{
+                "Name": FAIL,
+                "Type": "Fail",
+                "Arguments": {"ErrorMessage": join(
+                    " ", f"{config.metric} missed the registration threshold",
+                    parameter(METRIC_THRESHOLD))},
+            }],
+        },
+    }
+
+
+def register_step(config: TrainingConfig, refs: Refs) -> dict:
+    return {
+        "Name": REGISTER,
+        "Type": "RegisterModel",
+        "Arguments": {
+            "ModelPackageGroupName": refs.model_package_group,
+            "ModelPackageDescription": join(
+                " ", "Trained by pipeline execution", get("Execution.PipelineExecutionArn")),
+            "ModelApprovalStatus": parameter(MODEL_APPROVAL_STATUS),
+            "InferenceSpecification": {
+                "Containers": [{
+                    "Image": refs.training_image,
+                    "ModelDataUrl": get(f"Steps.{TRAIN}.ModelArtifacts.S3ModelArtifacts"),
+                }],
+                "SupportedContentTypes": [CONTENT_TYPE],
+                "SupportedResponseMIMETypes": [CONTENT_TYPE],
+            },
+            "ModelMetrics": {"ModelQuality": {"Statistics": {
+                "ContentType": "application/json",
+                "S3Uri": join("/", processing_output_uri(EVALUATE, EVALUATION_OUTPUT),
+                              EVALUATION_FILE),
+            }}},
+        },
+    }
+
+
+def metric_path(config: TrainingConfig) -> str:
+    """Where evaluate.py puts the deciding metric in evaluation.json."""
+    return f"{metric_kind(config.metric)}_metrics.{config.metric}.value"
+
+
+# --- pieces ----------------------------------------------------------------------------------
+
+def data_location(config: TrainingConfig, refs: Refs, split: str) -> Any:
+    """Where a split's CSV is: PrepareData's output, or a folder under the input location."""
+    if config.prepare.enabled:
+        return processing_output_uri(PREPARE, split)
+    return join("", parameter(INPUT_DATA_URI), f"{split}/")
+
+
+def channel(name: str, uri: Any) -> dict:
+    return {
+        "ChannelName": name,
+        "ContentType": CONTENT_TYPE,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                        "S3DataDistributionType": "FullyReplicated"}},
+    }
+
+
+def processing_job(config: TrainingConfig, refs: Refs, script: str, arguments: list[str], *,
+                   inputs: list[dict], outputs: list[dict]) -> dict:
+    """CreateProcessingJob arguments running one of the shipped scripts."""
+    return {
+        "ProcessingResources": {"ClusterConfig": {
+            "InstanceType": parameter(PROCESSING_INSTANCE_TYPE),
+            # The shipped scripts run on one instance; more would only repeat the work.
+            "InstanceCount": 1,
+            "VolumeSizeInGB": refs.processing_volume_size,
+            "VolumeKmsKeyId": refs.key_arn,
+        }},
+        "AppSpecification": {
+            "ImageUri": refs.processing_image,
+            "ContainerEntrypoint": ["python3", f"{CODE_DIR}/{script}"],
+            "ContainerArguments": arguments,
+        },
+        "RoleArn": refs.role_arn,
+        "ProcessingInputs": inputs,
+        "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": refs.key_arn},
+        "StoppingCondition": {"MaxRuntimeInSeconds": refs.processing_max_runtime},
+        "NetworkConfig": {
+            "EnableInterContainerTrafficEncryption": config.inter_container_encryption,
+            "EnableNetworkIsolation": config.network_isolation,
+            "VpcConfig": vpc_config(refs),
+        },
+    }
+
+
+def processing_input(name: str, uri: Any, local_path: str) -> dict:
+    return {"InputName": name, "S3Input": {
+        "S3Uri": uri, "LocalPath": local_path, "S3DataType": "S3Prefix", "S3InputMode": "File",
+        "S3DataDistributionType": "FullyReplicated"}}
+
+
+def processing_output(name: str, uri: Any, local_path: str) -> dict:
+    return {"OutputName": name, "S3Output": {
+        "S3Uri": uri, "LocalPath": local_path, "S3UploadMode": "EndOfJob"}}
+
+
+def vpc_config(refs: Refs) -> dict:
+    return {"SecurityGroupIds": [refs.security_group_id], "Subnets": refs.subnet_ids}
+
+
+# --- rendering -------------------------------------------------------------------------------
+
+_MARK = "\x00cfn{}\x00"
+
+
+def sub_body(data: Any) -> str:
+    """The definition as the text of an Fn::Sub: JSON with each Cfn placeholder's pattern in
+    place, and every `${` of literal text escaped as `${!`."""
+    placeholders: list[Cfn] = []
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, Cfn):
+            placeholders.append(value)
+            return _MARK.format(len(placeholders) - 1)
+        if isinstance(value, dict):
+            return {walk(k): walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError(f"{value!r}: NUL is not allowed in a pipeline definition")
+            return value.replace("${", "${!")
+        return value
+
+    text = json.dumps(walk(data), indent=1)
+    for index, placeholder in enumerate(placeholders):
+        marker = json.dumps(_MARK.format(index))
+        text = text.replace(marker, placeholder.pattern if placeholder.raw
+                            else json.dumps(placeholder.pattern))
+    return text
