@@ -1,8 +1,76 @@
-"""serving stage (being written): SageMaker endpoint and batch transform, or a Fargate API."""
+"""serving stage: predictions from a SageMaker endpoint, a Fargate API, or both.
+
+Composed of parts, one module each (their docstrings list the resources):
+- serving_sagemaker (target `sagemaker` or `both`): Model, EndpointConfig<hash>, Endpoint with
+  blue/green deployments rolled back by EndpointErrorAlarm/EndpointLatencyAlarm, autoscaling on
+  invocations per instance; ModelRole, ModelSecurityGroup, EndpointLogGroup.
+- serving_batch (with `sagemaker.batch_transform.enabled`): BatchTransformStateMachine and its
+  schedule, running transform jobs over a prefix of the processed bucket.
+- serving_fargate (target `fargate` or `both`): ApiRepository, ApiCluster, ApiTaskDefinition,
+  ApiService behind an internal LoadBalancer, service autoscaling on CPU and request count.
+- serving_api (with `api_gateway.enabled`): an HTTP API through a VPC link to the load balancer,
+  or a REST API to the endpoint; IAM authorization, access logs, throttling.
+
+First deployment: nothing to serve exists yet. The model and endpoint (condition ModelSupplied)
+appear once ModelPackageArn (or ModelDataUrl with ModelImageUri) is set, the Fargate service
+(condition ImageSupplied) once ApiImageTag names an image pushed to ApiRepository; the rest is
+created at once. Names that monitoring needs (endpoint, ECS service) are fixed, so the outputs
+exist before the things they name.
+
+Inputs: DataKeyArn, VpcId, VpcCidrBlock, PrivateSubnetIds, ArtifactsBucketName/Arn;
+ProcessedBucketName/Arn (batch transform), AccessLogsBucketName (Fargate).
+Outputs: EndpointName, DataCaptureS3Uri, BatchTransformStateMachineArn (SageMaker);
+EcsClusterName, EcsServiceName, ApiLogGroupName, LoadBalancerDnsName, LoadBalancerFullName,
+TargetGroupFullName (Fargate); ApiUrl (always: API Gateway when enabled, else the load balancer,
+else SageMaker Runtime's invocation URL).
+"""
+
+from troposphere import Sub
 
 from ..config import PipelineConfig
+from ..outputs import API_URL
 from ..stage import Stage, StageBuilder
+from .serving_api import add_http_api, add_rest_api
+from .serving_batch import add_batch_transform
+from .serving_fargate import add_fargate
+from .serving_sagemaker import add_sagemaker, endpoint_name_pattern
 
 
 def build(config: PipelineConfig) -> Stage:
-    return StageBuilder("serving", config.project, "serving (being written)").finish()
+    serving = config.stages.serving
+    b = StageBuilder("serving", config.project, description(config))
+    endpoint = fargate = None
+    if serving.sagemaker_enabled:
+        endpoint = add_sagemaker(b, config)
+        if serving.sagemaker.batch_transform.enabled:
+            add_batch_transform(b, config, endpoint.model_name)
+    if serving.fargate_enabled:
+        fargate = add_fargate(b, config)
+
+    if serving.api_type == "http":
+        url = add_http_api(b, config, fargate)
+    elif serving.api_type == "rest":
+        url = add_rest_api(b, config, endpoint_name_pattern(b))
+    elif fargate is not None:
+        scheme = "https" if serving.https else "http"
+        url = Sub(f"{scheme}://${{{fargate.load_balancer.title}.DNSName}}")
+    else:
+        url = Sub("https://runtime.sagemaker.${AWS::Region}.${AWS::URLSuffix}/endpoints/"
+                  + endpoint_name_pattern(b) + "/invocations")
+    b.output(API_URL, url)
+    return b.finish()
+
+
+def description(config: PipelineConfig) -> str:
+    serving = config.stages.serving
+    parts = []
+    if serving.sagemaker_enabled:
+        parts.append("SageMaker endpoint with blue/green deployments and autoscaling")
+        if serving.sagemaker.batch_transform.enabled:
+            parts.append("batch transform")
+    if serving.fargate_enabled:
+        parts.append("Fargate model API behind an internal load balancer")
+    if serving.api_type:
+        parts.append(f"API Gateway ({serving.api_type.upper()} API)")
+    return ", ".join(parts)
+

@@ -1,0 +1,264 @@
+"""The serving stage's batch transform: predictions for a whole S3 prefix, with no code to write.
+
+Resources
+- BatchTransformStateMachine (Step Functions, standard): checks that a model is deployed, then
+  runs a SageMaker transform job over `s3://<processed>/<input_prefix>[<subPrefix>]` and waits
+  for it; results go to `s3://<processed>/<output_prefix><execution name>/`, encrypted with the
+  data key (the job's volume too). Start it on demand with input `{}` or
+  `{"subPrefix": "2024-06-01/"}`. Execution history is logged to BatchTransformLogGroup (KMS,
+  retention) and traced with X-Ray.
+- BatchTransformRole: the state machine's role: transform jobs of its own name prefix only.
+- BatchTransformSchedule (EventBridge Scheduler, input encrypted with the data key) with
+  BatchTransformScheduleRole: starts the state machine on BatchTransformSchedule while
+  BatchTransformScheduleState is ENABLED.
+
+Inputs: DataKeyArn, ProcessedBucketName.
+Outputs: BatchTransformStateMachineArn.
+
+The state machine's own data stays under Step Functions' AWS-owned key: a customer-managed key
+there needs a grant for CloudWatch Logs' delivery service in the data key's policy.
+"""
+
+from typing import Any
+
+import awacs.events
+import awacs.kms
+import awacs.logs
+import awacs.sagemaker
+import awacs.states
+import awacs.xray
+from awacs.aws import Allow, Bool, Condition, Statement, StringEquals
+from troposphere import GetAtt, Ref, Sub, iam, scheduler, stepfunctions
+
+from .. import policies
+from ..config import PipelineConfig
+from ..config.serving import BatchTransformConfig
+from ..outputs import BATCH_TRANSFORM_STATE_MACHINE_ARN, DATA_KEY_ARN, PROCESSED_BUCKET_NAME
+from ..stage import StageBuilder
+from .common import encrypted_log_group
+from .serving_common import SCHEDULE, TRANSFORM_JOB_PREFIX, name_pattern
+
+# Step Functions' rule that reports the end of SageMaker transform jobs to `.sync` tasks.
+SYNC_RULE = "StepFunctionsGetEventsForSageMakerTransformJobsRule"
+# A transform job that runs longer is stuck; the state machine gives up and says so.
+TRANSFORM_TIMEOUT_SECONDS = 24 * 3600
+SCHEDULE_RETRY_ATTEMPTS = 3
+
+
+def add_batch_transform(b: StageBuilder, config: PipelineConfig,
+                        model_name: Any) -> stepfunctions.StateMachine:
+    batch = config.stages.serving.sagemaker.batch_transform
+    key = b.input(DATA_KEY_ARN)
+    job_prefix = name_pattern(b, TRANSFORM_JOB_PREFIX, "bt")
+    log_group = encrypted_log_group(b, config, "BatchTransformLogGroup", "batch-transform")
+    role = b.add(iam.Role(
+        "BatchTransformRole",
+        Description="Step Functions: run the serving model's batch transform jobs",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "states.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(
+            PolicyName="batch-transform",
+            PolicyDocument=policies.document(state_machine_statements(job_prefix, key)),
+        )],
+    ))
+    machine = b.add(stepfunctions.StateMachine(
+        "BatchTransformStateMachine",
+        StateMachineType="STANDARD",
+        RoleArn=GetAtt(role, "Arn"),
+        Definition=definition(batch),
+        DefinitionSubstitutions={
+            # The whole ARN, not just its partition: a task's Resource must read as an ARN.
+            "TransformTask": Sub(
+                "arn:${AWS::Partition}:states:::sagemaker:createTransformJob.sync"),
+            "JobPrefix": Sub(job_prefix),
+            "ModelName": model_name,
+            "ProcessedBucket": b.input(PROCESSED_BUCKET_NAME),
+            "DataKeyArn": key,
+            "InstanceType": b.setting(batch, "instance_type"),
+            "InstanceCount": b.setting(batch, "instance_count"),
+        },
+        LoggingConfiguration=stepfunctions.LoggingConfiguration(
+            Level="ALL",
+            # Execution data holds S3 locations and job names only, but stays out of the logs
+            # anyway: the history in Step Functions has it for those allowed to read it.
+            IncludeExecutionData=False,
+            Destinations=[stepfunctions.LogDestination(
+                CloudWatchLogsLogGroup=stepfunctions.CloudWatchLogsLogGroup(
+                    LogGroupArn=GetAtt(log_group, "Arn")))],
+        ),
+        TracingConfiguration=stepfunctions.TracingConfiguration(Enabled=True),
+    ))
+    add_schedule(b, batch, machine, key)
+    b.output(BATCH_TRANSFORM_STATE_MACHINE_ARN, Ref(machine))
+    return machine
+
+
+def definition(batch: BatchTransformConfig) -> dict:
+    """The state machine in Amazon States Language, as data. `${...}` are
+    DefinitionSubstitutions, filled in by CloudFormation."""
+    return {
+        "Comment": "Batch transform with the served model over a prefix of the processed bucket",
+        "StartAt": "Defaults",
+        "States": {
+            "Defaults": {
+                "Type": "Pass",
+                "Result": {"subPrefix": ""},
+                "ResultPath": "$.defaults",
+                "Next": "Arguments",
+            },
+            "Arguments": {
+                "Type": "Pass",
+                "Parameters": {
+                    "modelName": "${ModelName}",
+                    "options.$": "States.JsonMerge($.defaults, $, false)",
+                },
+                "Next": "ModelDeployed",
+            },
+            "ModelDeployed": {
+                "Type": "Choice",
+                "Choices": [{"Variable": "$.modelName", "StringEquals": "",
+                             "Next": "NoModelYet"}],
+                "Default": "Transform",
+            },
+            "NoModelYet": {
+                "Type": "Fail",
+                "Error": "NoModelDeployed",
+                "Cause": "The serving stack has no model yet: set ModelPackageArn (or "
+                         "ModelDataUrl and ModelImageUri) and update the stack.",
+            },
+            "Transform": {
+                "Type": "Task",
+                "Resource": "${TransformTask}",
+                "TimeoutSeconds": TRANSFORM_TIMEOUT_SECONDS,
+                "Parameters": transform_job(batch),
+                "Retry": [{
+                    "ErrorEquals": ["SageMaker.AmazonSageMakerException"],
+                    "IntervalSeconds": 30,
+                    "MaxAttempts": 3,
+                    "BackoffRate": 2,
+                }],
+                "Catch": [{"ErrorEquals": ["States.ALL"], "Next": "TransformFailed"}],
+                "End": True,
+            },
+            "TransformFailed": {
+                "Type": "Fail",
+                "Error": "TransformFailed",
+                "Cause": "The transform job failed or timed out; its FailureReason and logs in "
+                         "/aws/sagemaker/TransformJobs say why.",
+            },
+        },
+    }
+
+
+def transform_job(batch: BatchTransformConfig) -> dict:
+    """CreateTransformJob's request. The instance count arrives as text and becomes a number
+    through States.StringToJson."""
+    return {
+        "TransformJobName.$": "States.Format('${JobPrefix}-{}', States.UUID())",
+        "ModelName.$": "$.modelName",
+        "BatchStrategy": "MultiRecord",
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri.$": ("States.Format('s3://${ProcessedBucket}/" + batch.input_prefix
+                            + "{}', $.options.subPrefix)"),
+            }},
+            "ContentType": batch.content_type,
+            "SplitType": batch.split_type,
+        },
+        "TransformOutput": {
+            "S3OutputPath.$": ("States.Format('s3://${ProcessedBucket}/" + batch.output_prefix
+                               + "{}/', $$.Execution.Name)"),
+            "KmsKeyId": "${DataKeyArn}",
+            "AssembleWith": "Line" if batch.split_type == "Line" else "None",
+        },
+        "TransformResources": {
+            "InstanceType": "${InstanceType}",
+            "InstanceCount.$": "States.StringToJson('${InstanceCount}')",
+            "VolumeKmsKeyId": "${DataKeyArn}",
+        },
+    }
+
+
+def state_machine_statements(job_prefix: str, key: Ref) -> list[Statement]:
+    jobs = policies.arn("sagemaker", f"transform-job/{job_prefix}-*")
+    return [
+        Statement(
+            Effect=Allow,
+            Action=[awacs.sagemaker.CreateTransformJob, awacs.sagemaker.DescribeTransformJob,
+                    awacs.sagemaker.StopTransformJob, awacs.sagemaker.ListTags],
+            Resource=[jobs],
+        ),
+        # `.sync` learns of the job's end through a rule Step Functions manages.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.events.PutTargets, awacs.events.PutRule, awacs.events.DescribeRule],
+            Resource=[policies.arn("events", f"rule/{SYNC_RULE}")],
+        ),
+        # SageMaker encrypts the job's volume with the data key through a grant it creates
+        # with the caller's permission.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.kms.CreateGrant, awacs.kms.DescribeKey],
+            Resource=[key],
+            Condition=Condition([
+                StringEquals("kms:ViaService", Sub("sagemaker.${AWS::Region}.amazonaws.com")),
+                Bool("kms:GrantIsForAWSResource", "true"),
+            ]),
+        ),
+        # Log delivery to CloudWatch Logs and X-Ray tracing: these actions have no
+        # resource-level permissions, AWS accepts nothing narrower than "*".
+        Statement(
+            Effect=Allow,
+            Action=[awacs.logs.CreateLogDelivery, awacs.logs.DeleteLogDelivery,
+                    awacs.logs.DescribeLogGroups, awacs.logs.DescribeResourcePolicies,
+                    awacs.logs.GetLogDelivery, awacs.logs.ListLogDeliveries,
+                    awacs.logs.PutResourcePolicy, awacs.logs.UpdateLogDelivery,
+                    awacs.xray.GetSamplingRules, awacs.xray.GetSamplingTargets,
+                    awacs.xray.PutTelemetryRecords, awacs.xray.PutTraceSegments],
+            Resource=["*"],
+        ),
+    ]
+
+
+def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
+                 machine: stepfunctions.StateMachine, key: Ref) -> scheduler.Schedule:
+    name = name_pattern(b, SCHEDULE, "batch-transform")
+    schedule_arn = policies.arn("scheduler", f"schedule/default/{name}")
+    role = b.add(iam.Role(
+        "BatchTransformScheduleRole",
+        Description="EventBridge Scheduler: start the batch transform state machine",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "scheduler.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(
+            PolicyName="start-batch-transform",
+            PolicyDocument=policies.document(
+                Statement(Effect=Allow, Action=[awacs.states.StartExecution],
+                          Resource=[Ref(machine)]),
+                # The schedule's input is encrypted with the data key; the scheduler decrypts
+                # it with this role, for this schedule only.
+                Statement(
+                    Effect=Allow,
+                    Action=[awacs.kms.Decrypt],
+                    Resource=[key],
+                    Condition=Condition(StringEquals(
+                        "kms:EncryptionContext:aws:scheduler:schedule-arn", schedule_arn)),
+                ),
+            ),
+        )],
+    ))
+    return b.add(scheduler.Schedule(
+        "BatchTransformSchedule",
+        Name=Sub(name),
+        Description="Starts the batch transform state machine",
+        ScheduleExpression=b.setting(batch, "schedule"),
+        State=b.setting(batch, "schedule_state"),
+        FlexibleTimeWindow=scheduler.FlexibleTimeWindow(Mode="OFF"),
+        KmsKeyArn=key,
+        Target=scheduler.Target(
+            Arn=Ref(machine),
+            RoleArn=GetAtt(role, "Arn"),
+            Input="{}",
+            RetryPolicy=scheduler.RetryPolicy(MaximumRetryAttempts=SCHEDULE_RETRY_ATTEMPTS),
+        ),
+    ))

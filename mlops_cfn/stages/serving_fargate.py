@@ -1,0 +1,483 @@
+"""The serving stage's Fargate part: a container API behind an internal load balancer.
+
+Resources
+- ApiRepository (ECR): scan on push, immutable tags, encrypted with the data key, a lifecycle
+  that drops untagged images after a week and keeps the newest ApiImagesKept; retained.
+- ApiCluster (ECS): Container Insights on.
+- ApiLogGroup: the containers' logs (KMS, retention).
+- ApiExecutionRole: what ECS does for a task: pull from ApiRepository, write ApiLogGroup, read
+  the configured secrets. ApiTaskRole: what the container may do: read the artifacts bucket.
+- LoadBalancer (internal, private subnets) with LoadBalancerSecurityGroup (from inside the VPC):
+  access logs to the access-logs bucket, invalid headers dropped, deletion protection as
+  LoadBalancerDeletionProtection. ApiTargetGroup (ip targets, health check path).
+  Listeners: with a certificate, HttpsListener (TLS 1.2+) and HttpListener redirecting to it;
+  without one, HttpListener forwarding (reachable inside the VPC only).
+- ApiTaskSecurityGroup: admits the load balancer only; HTTPS out to ECR, Logs, Secrets Manager
+  (VPC endpoints) and S3 (gateway endpoint).
+- Only once an image is named (condition ImageSupplied: ApiImageTag is set):
+  ApiTaskDefinition (read-only root filesystem with a writable /tmp volume, non-root user, no
+  Linux capabilities, logs to ApiLogGroup), ApiService (private subnets, no public address,
+  circuit breaker with rollback), ApiScalingTarget with ApiCpuScalingPolicy and
+  ApiRequestScalingPolicy.
+
+First deployment: the repository is new and empty, so no task can start. Push an image, set
+ApiImageTag to its tag, and update the stack; every later release is a new tag.
+
+Inputs: DataKeyArn, ArtifactsBucketArn, AccessLogsBucketName, VpcId, VpcCidrBlock,
+PrivateSubnetIds.
+Outputs: EcsClusterName, EcsServiceName (fixed, known before the service exists),
+ApiLogGroupName, LoadBalancerDnsName, LoadBalancerFullName, TargetGroupFullName.
+"""
+
+import json
+from dataclasses import dataclass
+
+import awacs.ecr
+import awacs.kms
+import awacs.logs
+import awacs.secretsmanager
+from awacs.aws import Allow, Statement, StringEquals
+from troposphere import (GetAtt, Ref, Sub, applicationautoscaling as scaling, ec2, ecr, ecs,
+                         elasticloadbalancingv2 as elb, iam)
+
+from .. import naming, policies
+from ..config import PipelineConfig
+from ..config.serving import FargateServingConfig
+from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BUCKET_ARN,
+                       DATA_KEY_ARN, ECS_CLUSTER_NAME, ECS_SERVICE_NAME, LOAD_BALANCER_DNS_NAME,
+                       LOAD_BALANCER_FULL_NAME, PRIVATE_SUBNET_IDS, TARGET_GROUP_FULL_NAME,
+                       VPC_CIDR, VPC_ID)
+from ..stage import StageBuilder
+from .common import encrypted_log_group
+from .serving_common import (ANYWHERE, HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
+                             SCALE_OUT_COOLDOWN_SECONDS, name_pattern, not_empty, unique)
+from .storage import LOAD_BALANCER_LOG_PREFIX
+
+CONTAINER = "model-api"
+# TLS 1.3 and 1.2 only, forward secrecy: AWS's recommended policy for new listeners.
+SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+# Untagged images come from failed or superseded pushes; a week is time enough to notice.
+UNTAGGED_IMAGE_DAYS = 7
+# A task being replaced gets this long to finish its requests.
+DEREGISTRATION_DELAY_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class FargateServing:
+    load_balancer: elb.LoadBalancer
+    # The listener that forwards to the API (HTTPS with a certificate, else HTTP) and its port.
+    listener: elb.Listener
+    port: int
+
+
+def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
+    settings = config.stages.serving.fargate
+    https = config.stages.serving.https
+    key = b.input(DATA_KEY_ARN)
+    b.template.add_condition(IMAGE_SUPPLIED, not_empty(b.setting(settings, "image_tag")))
+
+    repository = b.add(api_repository(b, settings, key))
+    cluster = b.add(ecs.Cluster(
+        "ApiCluster",
+        ClusterName=b.physical_name(naming.ECS, "model-api"),
+        ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
+    ))
+    log_group = encrypted_log_group(b, config, "ApiLogGroup", "model-api")
+
+    lb_group = b.add(load_balancer_security_group(b, https))
+    task_group = b.add(task_security_group(b))
+    b.add(ec2.SecurityGroupEgress(
+        "LoadBalancerToTasks",
+        GroupId=GetAtt(lb_group, "GroupId"),
+        Description="To the API tasks",
+        IpProtocol="tcp", FromPort=settings.container_port, ToPort=settings.container_port,
+        DestinationSecurityGroupId=GetAtt(task_group, "GroupId"),
+    ))
+    b.add(ec2.SecurityGroupIngress(
+        "TasksFromLoadBalancer",
+        GroupId=GetAtt(task_group, "GroupId"),
+        Description="From the load balancer",
+        IpProtocol="tcp", FromPort=settings.container_port, ToPort=settings.container_port,
+        SourceSecurityGroupId=GetAtt(lb_group, "GroupId"),
+    ))
+
+    load_balancer = b.add(load_balancer_resource(b, settings, lb_group))
+    target_group = b.add(target_group_resource(b, settings))
+    listeners = add_listeners(b, settings, https, load_balancer, target_group)
+
+    execution_role = b.add(execution_role_resource(settings, key, repository, log_group))
+    task_role = b.add(task_role_resource(b, key))
+    task_definition = b.add(task_definition_resource(
+        b, config, repository, log_group, execution_role, task_role))
+    service_name = name_pattern(b, naming.ECS, "model-api")
+    service = b.add(service_resource(b, settings, service_name, cluster, task_definition,
+                                     task_group, target_group, listeners))
+    add_service_scaling(b, settings, cluster, service_name, service, load_balancer, target_group)
+
+    b.output(ECS_CLUSTER_NAME, Ref(cluster))
+    b.output(ECS_SERVICE_NAME, Sub(service_name))
+    b.output(API_LOG_GROUP_NAME, Ref(log_group))
+    b.output(LOAD_BALANCER_DNS_NAME, GetAtt(load_balancer, "DNSName"))
+    b.output(LOAD_BALANCER_FULL_NAME, GetAtt(load_balancer, "LoadBalancerFullName"))
+    b.output(TARGET_GROUP_FULL_NAME, GetAtt(target_group, "TargetGroupFullName"))
+    return FargateServing(load_balancer, listeners[0], HTTPS if https else HTTP)
+
+
+# --- image repository ----------------------------------------------------------------------
+
+def lifecycle_policy(images_kept: Ref) -> Sub:
+    rules = {"rules": [
+        {
+            "rulePriority": 1,
+            "description": f"Untagged images go after {UNTAGGED_IMAGE_DAYS} days",
+            "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed",
+                          "countUnit": "days", "countNumber": UNTAGGED_IMAGE_DAYS},
+            "action": {"type": "expire"},
+        },
+        {
+            "rulePriority": 2,
+            "description": "Keep the newest images",
+            "selection": {"tagStatus": "any", "countType": "imageCountMoreThan",
+                          "countNumber": "__KEPT__"},
+            "action": {"type": "expire"},
+        },
+    ]}
+    text = json.dumps(rules, sort_keys=True)
+    # A number in the policy text, filled from the parameter.
+    return Sub(text.replace('"__KEPT__"', "${%s}" % images_kept.data["Ref"]))
+
+
+def api_repository(b: StageBuilder, settings: FargateServingConfig, key: Ref) -> ecr.Repository:
+    return ecr.Repository(
+        "ApiRepository",
+        RepositoryName=b.physical_name(naming.ECR_REPOSITORY, "model-api"),
+        ImageScanningConfiguration=ecr.ImageScanningConfiguration(ScanOnPush=True),
+        # A tag names one image for good: a deployment is repeatable and a rollback exact.
+        ImageTagMutability="IMMUTABLE",
+        EncryptionConfiguration=ecr.EncryptionConfiguration(EncryptionType="KMS", KmsKey=key),
+        LifecyclePolicy=ecr.LifecyclePolicy(
+            LifecyclePolicyText=lifecycle_policy(b.setting(settings, "images_kept"))),
+        # The images are releases: they outlive the stack like the data does.
+        DeletionPolicy="Retain",
+        UpdateReplacePolicy="Retain",
+    )
+
+
+# --- network -------------------------------------------------------------------------------
+
+def load_balancer_security_group(b: StageBuilder, https: bool) -> ec2.SecurityGroup:
+    vpc_cidr = b.input(VPC_CIDR)
+    ports = [HTTPS, HTTP] if https else [HTTP]
+    return ec2.SecurityGroup(
+        "LoadBalancerSecurityGroup",
+        GroupDescription="Model API load balancer: clients inside the VPC",
+        VpcId=b.input(VPC_ID),
+        # Clients are in the VPC (or API Gateway's VPC link, whose interfaces are too).
+        SecurityGroupIngress=[ec2.SecurityGroupRule(
+            Description=f"Port {port} from the VPC's range", IpProtocol="tcp", FromPort=port,
+            ToPort=port, CidrIp=vpc_cidr) for port in ports],
+        # Egress to the tasks is its own resource (LoadBalancerToTasks); this rule matches
+        # nothing, so the group allows nothing else (EC2 would otherwise allow all).
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="No other outbound traffic", IpProtocol="icmp", FromPort=252, ToPort=86,
+            CidrIp="255.255.255.255/32")],
+    )
+
+
+def task_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+    return ec2.SecurityGroup(
+        "ApiTaskSecurityGroup",
+        GroupDescription="Model API tasks: the load balancer in, HTTPS out",
+        VpcId=b.input(VPC_ID),
+        # ECR, Logs and Secrets Manager are interface endpoints in the VPC; image layers come
+        # from S3 through the gateway endpoint, whose addresses (the S3 prefix list) no stage
+        # output names. The private subnets route nowhere else (but to NAT when the network
+        # was built with an internet gateway).
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="HTTPS to VPC endpoints and S3", IpProtocol="tcp", FromPort=HTTPS,
+            ToPort=HTTPS, CidrIp=ANYWHERE)],
+    )
+
+
+# --- load balancer -------------------------------------------------------------------------
+
+def load_balancer_resource(b: StageBuilder, settings: FargateServingConfig,
+                           security_group: ec2.SecurityGroup) -> elb.LoadBalancer:
+    attributes = {
+        "access_logs.s3.enabled": "true",
+        "access_logs.s3.bucket": b.input(ACCESS_LOGS_BUCKET_NAME),
+        "access_logs.s3.prefix": LOAD_BALANCER_LOG_PREFIX,
+        # Headers that are not valid HTTP never reach the API (request smuggling).
+        "routing.http.drop_invalid_header_fields.enabled": "true",
+        "deletion_protection.enabled": b.setting(settings, "deletion_protection"),
+    }
+    return elb.LoadBalancer(
+        "LoadBalancer",
+        Type="application",
+        # Internal: no public address; public access, if any, is API Gateway's VPC link.
+        Scheme="internal",
+        Subnets=b.input(PRIVATE_SUBNET_IDS),
+        SecurityGroups=[GetAtt(security_group, "GroupId")],
+        LoadBalancerAttributes=[elb.LoadBalancerAttributes(Key=k, Value=v)
+                                for k, v in attributes.items()],
+    )
+
+
+def target_group_resource(b: StageBuilder, settings: FargateServingConfig) -> elb.TargetGroup:
+    return elb.TargetGroup(
+        "ApiTargetGroup",
+        TargetType="ip",
+        Protocol="HTTP",
+        Port=settings.container_port,
+        VpcId=b.input(VPC_ID),
+        HealthCheckEnabled=True,
+        HealthCheckProtocol="HTTP",
+        HealthCheckPath=settings.health_check_path,
+        Matcher=elb.Matcher(HttpCode="200"),
+        TargetGroupAttributes=[elb.TargetGroupAttribute(
+            Key="deregistration_delay.timeout_seconds",
+            Value=str(DEREGISTRATION_DELAY_SECONDS))],
+    )
+
+
+def add_listeners(b: StageBuilder, settings: FargateServingConfig, https: bool,
+                  load_balancer: elb.LoadBalancer,
+                  target_group: elb.TargetGroup) -> list[elb.Listener]:
+    """The forwarding listener first: HTTPS with a certificate (plain HTTP then only
+    redirects), else HTTP."""
+    forward = [elb.Action(Type="forward", TargetGroupArn=Ref(target_group))]
+    if not https:
+        return [b.add(elb.Listener(
+            "HttpListener",
+            LoadBalancerArn=Ref(load_balancer),
+            Port=HTTP,
+            Protocol="HTTP",
+            DefaultActions=forward,
+            Metadata={"checkov": {"skip": [
+                {"id": "CKV_AWS_2",
+                 "comment": "No certificate is configured (fargate.certificate_arn): the load "
+                            "balancer is internal, reachable only inside the VPC; set a "
+                            "certificate to serve HTTPS and redirect HTTP."},
+                {"id": "CKV_AWS_103",
+                 "comment": "Plain HTTP inside the VPC: there is no TLS to set a version for "
+                            "until a certificate is configured (fargate.certificate_arn)."},
+            ]}},
+        ))]
+    secure = b.add(elb.Listener(
+        "HttpsListener",
+        LoadBalancerArn=Ref(load_balancer),
+        Port=HTTPS,
+        Protocol="HTTPS",
+        SslPolicy=SSL_POLICY,
+        Certificates=[elb.Certificate(CertificateArn=b.setting(settings, "certificate_arn"))],
+        DefaultActions=forward,
+    ))
+    redirect = b.add(elb.Listener(
+        "HttpListener",
+        LoadBalancerArn=Ref(load_balancer),
+        Port=HTTP,
+        Protocol="HTTP",
+        DefaultActions=[elb.Action(
+            Type="redirect",
+            RedirectConfig=elb.RedirectConfig(Protocol="HTTPS", Port=str(HTTPS),
+                                              StatusCode="HTTP_301"))],
+    ))
+    return [secure, redirect]
+
+
+# --- task and service ----------------------------------------------------------------------
+
+def secret_arn(value: str):
+    """A secret given by ARN as is; by name, its ARN in this account and region without the
+    random suffix (Secrets Manager resolves such partial ARNs)."""
+    return value if value.startswith("arn:") else policies.arn("secretsmanager", f"secret:{value}")
+
+
+def secret_policy_arn(value: str):
+    """The IAM resource of a secret: a name matches the six-character suffix Secrets Manager
+    appends."""
+    return value if value.startswith("arn:") else policies.arn(
+        "secretsmanager", f"secret:{value}-??????")
+
+
+def execution_role_resource(settings: FargateServingConfig, key: Ref, repository: ecr.Repository,
+                            log_group) -> iam.Role:
+    statements = [
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
+                    awacs.ecr.GetDownloadUrlForLayer],
+            Resource=[GetAtt(repository, "Arn")],
+        ),
+        # ECR's registry token has no resource-level permission: "*" is the only resource.
+        Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
+            Resource=[policies.arn("logs", "log-group:${%s}:*" % log_group.title)],
+        ),
+    ]
+    if settings.secrets:
+        statements += [
+            Statement(
+                Effect=Allow,
+                Action=[awacs.secretsmanager.GetSecretValue],
+                Resource=[secret_policy_arn(v) for _, v in sorted(settings.secrets.items())],
+            ),
+            # Secrets encrypted with the data key; those under aws/secretsmanager need nothing.
+            policies.use_key(key, [awacs.kms.Decrypt], via_services=("secretsmanager",)),
+        ]
+    return iam.Role(
+        "ApiExecutionRole",
+        Description="ECS: start the model API tasks (image, logs, secrets)",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "ecs-tasks.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(PolicyName="start-tasks",
+                             PolicyDocument=policies.document(statements))],
+    )
+
+
+def task_role_resource(b: StageBuilder, key: Ref) -> iam.Role:
+    artifacts = b.input(ARTIFACTS_BUCKET_ARN)
+    return iam.Role(
+        "ApiTaskRole",
+        Description="Model API containers: read models from the artifacts bucket",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "ecs-tasks.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(
+            PolicyName="read-artifacts",
+            PolicyDocument=policies.document(
+                unique(policies.bucket_access(artifacts, read=True)),
+                policies.use_key(key, [awacs.kms.Decrypt], via_services=("s3",)),
+            ),
+        )],
+    )
+
+
+def task_definition_resource(b: StageBuilder, config: PipelineConfig, repository: ecr.Repository,
+                             log_group, execution_role: iam.Role,
+                             task_role: iam.Role) -> ecs.TaskDefinition:
+    settings = config.stages.serving.fargate
+    image_tag = b.setting(settings, "image_tag")
+    variables = {}
+    if settings.environment:
+        variables["Environment"] = [ecs.Environment(Name=k, Value=v)
+                                    for k, v in sorted(settings.environment.items())]
+    if settings.secrets:
+        variables["Secrets"] = [ecs.Secret(Name=k, ValueFrom=secret_arn(v))
+                                for k, v in sorted(settings.secrets.items())]
+    container = ecs.ContainerDefinition(
+        Name=CONTAINER,
+        Image=Sub("${%s.RepositoryUri}:${%s}" % (repository.title, image_tag.data["Ref"])),
+        Essential=True,
+        User=settings.user,
+        ReadonlyRootFilesystem=True,
+        # Nothing a model server needs; dropping all closes the usual container escapes.
+        LinuxParameters=ecs.LinuxParameters(
+            Capabilities=ecs.KernelCapabilities(Drop=["ALL"]), InitProcessEnabled=True),
+        # The one writable place: scratch space on the task's ephemeral storage.
+        MountPoints=[ecs.MountPoint(SourceVolume="tmp", ContainerPath="/tmp", ReadOnly=False)],
+        PortMappings=[ecs.PortMapping(ContainerPort=settings.container_port, Protocol="tcp")],
+        **variables,
+        LogConfiguration=ecs.LogConfiguration(
+            LogDriver="awslogs",
+            Options={"awslogs-group": Ref(log_group), "awslogs-region": Ref("AWS::Region"),
+                     "awslogs-stream-prefix": CONTAINER},
+        ),
+    )
+    return ecs.TaskDefinition(
+        "ApiTaskDefinition",
+        Condition=IMAGE_SUPPLIED,
+        Family=b.physical_name(naming.ECS, "model-api"),
+        RequiresCompatibilities=["FARGATE"],
+        NetworkMode="awsvpc",
+        Cpu=b.setting(settings, "cpu"),
+        Memory=b.setting(settings, "memory_mb"),
+        RuntimePlatform=ecs.RuntimePlatform(CpuArchitecture=settings.cpu_architecture,
+                                            OperatingSystemFamily="LINUX"),
+        ExecutionRoleArn=GetAtt(execution_role, "Arn"),
+        TaskRoleArn=GetAtt(task_role, "Arn"),
+        Volumes=[ecs.Volume(Name="tmp")],
+        ContainerDefinitions=[container],
+    )
+
+
+def service_resource(b: StageBuilder, settings: FargateServingConfig, name: str,
+                     cluster: ecs.Cluster, task_definition: ecs.TaskDefinition,
+                     security_group: ec2.SecurityGroup, target_group: elb.TargetGroup,
+                     listeners: list[elb.Listener]) -> ecs.Service:
+    # No DesiredCount: ECS starts one task, autoscaling sets the count from there, and a stack
+    # update never resets what autoscaling chose.
+    return ecs.Service(
+        "ApiService",
+        Condition=IMAGE_SUPPLIED,
+        # The target group must belong to a load balancer (through a listener) first.
+        DependsOn=[listener.title for listener in listeners],
+        ServiceName=Sub(name),
+        Cluster=Ref(cluster),
+        TaskDefinition=Ref(task_definition),
+        LaunchType="FARGATE",
+        PlatformVersion="LATEST",
+        NetworkConfiguration=ecs.NetworkConfiguration(
+            AwsvpcConfiguration=ecs.AwsvpcConfiguration(
+                AssignPublicIp="DISABLED",
+                Subnets=b.input(PRIVATE_SUBNET_IDS),
+                SecurityGroups=[GetAtt(security_group, "GroupId")])),
+        LoadBalancers=[ecs.LoadBalancer(ContainerName=CONTAINER,
+                                        ContainerPort=settings.container_port,
+                                        TargetGroupArn=Ref(target_group))],
+        HealthCheckGracePeriodSeconds=b.setting(settings, "health_check_grace_seconds"),
+        # A release whose tasks never get healthy is rolled back to the previous one.
+        DeploymentConfiguration=ecs.DeploymentConfiguration(
+            DeploymentCircuitBreaker=ecs.DeploymentCircuitBreaker(Enable=True, Rollback=True),
+            MinimumHealthyPercent=100,
+            MaximumPercent=200,
+        ),
+        EnableExecuteCommand=False,
+        EnableECSManagedTags=True,
+        PropagateTags="SERVICE",
+    )
+
+
+def add_service_scaling(b: StageBuilder, settings: FargateServingConfig, cluster: ecs.Cluster,
+                        service_name: str, service: ecs.Service, load_balancer: elb.LoadBalancer,
+                        target_group: elb.TargetGroup) -> None:
+    # No RoleARN: Application Auto Scaling uses its service-linked role for ECS.
+    target = b.add(scaling.ScalableTarget(
+        "ApiScalingTarget",
+        Condition=IMAGE_SUPPLIED,
+        DependsOn=[service.title],
+        ServiceNamespace="ecs",
+        ScalableDimension="ecs:service:DesiredCount",
+        ResourceId=Sub(f"service/${{{cluster.title}}}/{service_name}"),
+        MinCapacity=b.setting(settings, "min_tasks"),
+        MaxCapacity=b.setting(settings, "max_tasks"),
+    ))
+    b.add(target_tracking(
+        "ApiCpuScalingPolicy", "cpu", target, b.setting(settings, "cpu_target_percent"),
+        scaling.PredefinedMetricSpecification(
+            PredefinedMetricType="ECSServiceAverageCPUUtilization")))
+    b.add(target_tracking(
+        "ApiRequestScalingPolicy", "requests-per-target", target,
+        b.setting(settings, "requests_per_target"),
+        scaling.PredefinedMetricSpecification(
+            PredefinedMetricType="ALBRequestCountPerTarget",
+            ResourceLabel=Sub("${%s.LoadBalancerFullName}/${%s.TargetGroupFullName}"
+                              % (load_balancer.title, target_group.title)))))
+
+
+def target_tracking(title: str, name: str, target: scaling.ScalableTarget, value: Ref,
+                    metric: scaling.PredefinedMetricSpecification) -> scaling.ScalingPolicy:
+    return scaling.ScalingPolicy(
+        title,
+        Condition=IMAGE_SUPPLIED,
+        PolicyName=name,
+        PolicyType="TargetTrackingScaling",
+        ScalingTargetId=Ref(target),
+        TargetTrackingScalingPolicyConfiguration=scaling.TargetTrackingScalingPolicyConfiguration(
+            PredefinedMetricSpecification=metric,
+            TargetValue=value,
+            ScaleInCooldown=SCALE_IN_COOLDOWN_SECONDS,
+            ScaleOutCooldown=SCALE_OUT_COOLDOWN_SECONDS,
+        ),
+    )

@@ -1,0 +1,420 @@
+"""The serving stage's SageMaker part: a real-time endpoint that updates itself safely.
+
+Resources
+- ModelRole: the role SageMaker runs the model as (endpoint and batch transform): reads the
+  artifacts bucket, writes data captures and batch results, pulls images of this account, writes
+  its own log groups, manages its network interfaces in the private subnets.
+- ModelSecurityGroup: the model's network interfaces in the private subnets; HTTPS out only.
+- EndpointLogGroup: `/aws/sagemaker/Endpoints/<endpoint>`, made before SageMaker would make it
+  unencrypted, so the container logs are encrypted with the data key and expire.
+- Only once a model is supplied (condition ModelSupplied: ModelPackageArn, or ModelDataUrl with
+  ModelImageUri, is set):
+  - Model: the package version (or archive and image), network isolation, private subnets.
+  - EndpointConfig<hash>: one variant, volume encrypted with the data key, data capture into the
+    artifacts bucket. The hash of its structural properties is in the logical id, and so in the
+    name CloudFormation gives it: a structural change adds a new config beside the one in use.
+    No name of our own: every change to an endpoint config replaces it (a value-only change or
+    a new model too), and a fixed name would make that replacement fail.
+  - Endpoint: named, blue/green deployments (canary, linear or all at once) that roll back by
+    themselves when EndpointErrorAlarm or EndpointLatencyAlarm fires while a deployment bakes.
+  - EndpointErrorAlarm (5XX errors), EndpointLatencyAlarm (p99 model latency in ms).
+  - EndpointScalingTarget + EndpointScalingPolicy: target tracking on invocations per instance
+    between EndpointMinInstances and EndpointMaxInstances.
+
+Inputs: DataKeyArn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds; ProcessedBucketArn with
+batch transform.
+Outputs: EndpointName (its name is fixed, so it is known before a model exists), DataCaptureS3Uri
+(with data capture).
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import awacs.cloudwatch
+import awacs.ec2
+import awacs.ecr
+import awacs.kms
+import awacs.logs
+from awacs.aws import Allow, Condition, Statement, StringEquals, StringLike
+from troposphere import (GetAtt, If, Ref, Sub, applicationautoscaling as scaling, cloudwatch,
+                         ec2, iam, logs, sagemaker)
+
+from .. import naming, policies
+from ..config import PipelineConfig
+from ..config.serving import SageMakerServingConfig
+from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_CAPTURE_URI,
+                       DATA_KEY_ARN, ENDPOINT_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN,
+                       VPC_ID)
+from ..stage import StageBuilder
+from .serving_common import (ANYWHERE, HTTPS, MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
+                             SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, name_pattern,
+                             not_empty, unique)
+
+# Rollback alarms look at one-minute periods and fire after three in a row: one slow minute is
+# noise, three are a bad model.
+ALARM_PERIOD_SECONDS = 60
+ALARM_PERIODS = 3
+TRANSFORM_LOG_GROUP = "/aws/sagemaker/TransformJobs"
+TRAFFIC_TYPES = {"canary": "CANARY", "linear": "LINEAR", "all_at_once": "ALL_AT_ONCE"}
+
+
+@dataclass(frozen=True)
+class SageMakerServing:
+    endpoint_name: Sub
+    # The model's name where the model exists, "" before (for batch transform).
+    model_name: Any
+    role: iam.Role
+
+
+def endpoint_name_pattern(b: StageBuilder) -> str:
+    return name_pattern(b, naming.SAGEMAKER, "endpoint")
+
+
+def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
+    settings = config.stages.serving.sagemaker
+    key = b.input(DATA_KEY_ARN)
+    name = endpoint_name_pattern(b)
+    b.template.add_condition(MODEL_SUPPLIED, model_supplied(b, settings))
+
+    b.add(endpoint_log_group(b, config, name))
+    security_group = b.add(model_security_group(b))
+    role = b.add(model_role(b, config, name, security_group))
+    model = b.add(model_resource(b, settings, role, security_group))
+    endpoint_config = b.add(endpoint_config_resource(b, settings, model, key))
+    alarms = [b.add(error_alarm(b, settings, name)), b.add(latency_alarm(b, settings, name))]
+    endpoint = b.add(endpoint_resource(b, settings, name, endpoint_config, alarms))
+    scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
+    b.add(endpoint_scaling_policy(b, settings, scaling_target))
+
+    b.output(ENDPOINT_NAME, Sub(name))
+    if settings.data_capture.enabled:
+        b.output(DATA_CAPTURE_URI, capture_uri(b, settings))
+    return SageMakerServing(
+        endpoint_name=Sub(name),
+        model_name=If(MODEL_SUPPLIED, GetAtt(model, "ModelName"), ""),
+        role=role,
+    )
+
+
+def model_supplied(b: StageBuilder, settings: SageMakerServingConfig):
+    if settings.model_source == "model_package":
+        return not_empty(b.setting(settings, "model_package_arn"))
+    # The config refuses an archive without an image, so the archive alone decides.
+    return not_empty(b.setting(settings, "model_data_url"))
+
+
+# --- the model -----------------------------------------------------------------------------
+
+def model_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+    return ec2.SecurityGroup(
+        "ModelSecurityGroup",
+        GroupDescription="SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in",
+        VpcId=b.input(VPC_ID),
+        # S3 is reached through the gateway endpoint, whose addresses (the S3 prefix list) no
+        # stage output names; the private subnets route nowhere else but to VPC endpoints (and
+        # to NAT only when the network was built with an internet gateway).
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="HTTPS to S3 and VPC endpoints", IpProtocol="tcp", FromPort=HTTPS,
+            ToPort=HTTPS, CidrIp=ANYWHERE)],
+    )
+
+
+def model_resource(b: StageBuilder, settings: SageMakerServingConfig, role: iam.Role,
+                   security_group: ec2.SecurityGroup) -> sagemaker.Model:
+    if settings.model_source == "model_package":
+        container = sagemaker.ContainerDefinition(
+            ModelPackageName=b.setting(settings, "model_package_arn"))
+    else:
+        container = sagemaker.ContainerDefinition(
+            Image=b.setting(settings, "image_uri"),
+            ModelDataUrl=b.setting(settings, "model_data_url"))
+    metadata = {}
+    if not settings.network_isolation:
+        metadata = {"Metadata": {"checkov": {"skip": [{
+            "id": "CKV_AWS_370",
+            "comment": "sagemaker.network_isolation is off in this config: the model container "
+                       "calls services through the VPC endpoints of the private subnets."}]}}}
+    # No ModelName: a new package version replaces the model, which needs a fresh name.
+    return sagemaker.Model(
+        "Model",
+        Condition=MODEL_SUPPLIED,
+        ExecutionRoleArn=GetAtt(role, "Arn"),
+        PrimaryContainer=container,
+        EnableNetworkIsolation=settings.network_isolation,
+        VpcConfig=sagemaker.VpcConfig(
+            SecurityGroupIds=[GetAtt(security_group, "GroupId")],
+            Subnets=b.input(PRIVATE_SUBNET_IDS)),
+        **metadata,
+    )
+
+
+def endpoint_log_group(b: StageBuilder, config: PipelineConfig, name: str) -> logs.LogGroup:
+    # SageMaker writes container logs to this fixed name and makes the group (unencrypted,
+    # kept forever) if it is missing. Made here first, it is encrypted and expires.
+    return logs.LogGroup(
+        "EndpointLogGroup",
+        LogGroupName=Sub(f"/aws/sagemaker/Endpoints/{name}"),
+        KmsKeyId=b.input(DATA_KEY_ARN),
+        RetentionInDays=b.setting(config, "log_retention_days"),
+    )
+
+
+def model_role(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
+               security_group: ec2.SecurityGroup) -> iam.Role:
+    return iam.Role(
+        "ModelRole",
+        Description="SageMaker: run the served model (endpoint and batch transform)",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "sagemaker.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(
+            PolicyName="model",
+            PolicyDocument=policies.document(
+                model_role_statements(b, config, endpoint_name, security_group)),
+        )],
+    )
+
+
+def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
+                          security_group: ec2.SecurityGroup) -> list[Statement]:
+    settings = config.stages.serving.sagemaker
+    key = b.input(DATA_KEY_ARN)
+    artifacts = b.input(ARTIFACTS_BUCKET_ARN)
+    # Model archives: a package points wherever training wrote it in the artifacts bucket.
+    statements = policies.bucket_access(artifacts, read=True)
+    if settings.data_capture.enabled:
+        statements += policies.bucket_access(artifacts, settings.data_capture.prefix,
+                                             read=False, write=True)
+    batch = settings.batch_transform
+    if batch.enabled:
+        processed = b.input(PROCESSED_BUCKET_ARN)
+        statements += policies.bucket_access(processed, batch.input_prefix, read=True)
+        statements += policies.bucket_access(processed, batch.output_prefix, read=False,
+                                             write=True)
+    # Objects in the data buckets are encrypted with the data key (bucket key on); captures and
+    # batch results are written with it explicitly.
+    statements.append(policies.use_key(
+        key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey, awacs.kms.Encrypt],
+        via_services=("s3",)))
+    log_groups = [policies.arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint_name}:*")]
+    if batch.enabled:
+        log_groups.append(policies.arn("logs", f"log-group:{TRANSFORM_LOG_GROUP}:*"))
+    statements = unique(statements) + [
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
+                    awacs.ecr.GetDownloadUrlForLayer],
+            # Inference images of this account: the model package names its image, which the
+            # template cannot know.
+            Resource=[policies.arn("ecr", "repository/*")],
+        ),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
+                    awacs.logs.DescribeLogStreams, awacs.logs.PutLogEvents],
+            Resource=log_groups,
+        ),
+        # The endpoint's network interfaces in the private subnets, with its security group.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterface],
+            Resource=[policies.arn("ec2", "network-interface/*"),
+                      policies.arn("ec2", "subnet/*"),
+                      policies.arn("ec2", "security-group/${%s.GroupId}" % security_group.title)],
+        ),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterfacePermission, awacs.ec2.DeleteNetworkInterface,
+                    awacs.ec2.DeleteNetworkInterfacePermission],
+            Resource=[policies.arn("ec2", "network-interface/*")],
+        ),
+        # ECR's token, EC2's Describe calls and CloudWatch's PutMetricData have no resource-level
+        # permissions: AWS accepts nothing narrower than "*". Metrics are held to SageMaker's
+        # namespaces by the condition.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ecr.GetAuthorizationToken, awacs.ec2.DescribeDhcpOptions,
+                    awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeSecurityGroups,
+                    awacs.ec2.DescribeSubnets, awacs.ec2.DescribeVpcs],
+            Resource=["*"],
+        ),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.cloudwatch.PutMetricData],
+            Resource=["*"],
+            Condition=Condition(StringLike("cloudwatch:namespace", "/aws/sagemaker/*")),
+        ),
+    ]
+    return statements
+
+
+# --- endpoint config -----------------------------------------------------------------------
+
+def capture_uri(b: StageBuilder, settings: SageMakerServingConfig) -> Sub:
+    b.input(ARTIFACTS_BUCKET_NAME)
+    prefix = settings.data_capture.prefix.rstrip("/")
+    return Sub(f"s3://${{{ARTIFACTS_BUCKET_NAME.name}}}/{prefix}")
+
+
+def data_capture(b: StageBuilder, settings: SageMakerServingConfig, key: Ref) -> dict:
+    """EndpointConfig.DataCaptureConfig as plain data: troposphere 4.11.1's
+    sagemaker.DataCaptureConfig is the inference-experiment shape, without the capture options."""
+    capture = settings.data_capture
+    return {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": b.setting(capture, "sampling_percentage"),
+        "DestinationS3Uri": capture_uri(b, settings),
+        "KmsKeyId": key,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": list(capture.csv_content_types),
+            "JsonContentTypes": list(capture.json_content_types),
+        },
+    }
+
+
+def endpoint_config_resource(b: StageBuilder, settings: SageMakerServingConfig,
+                             model: sagemaker.Model, key: Ref) -> sagemaker.EndpointConfig:
+    props = {
+        "ProductionVariants": [sagemaker.ProductionVariant(
+            VariantName=VARIANT,
+            ModelName=GetAtt(model, "ModelName"),
+            InstanceType=b.setting(settings, "instance_type"),
+            InitialInstanceCount=b.setting(settings, "initial_instance_count"),
+            InitialVariantWeight=1.0,
+        )],
+        # Encrypts the ML storage volume of every instance.
+        "KmsKeyId": key,
+    }
+    if settings.data_capture.enabled:
+        props["DataCaptureConfig"] = data_capture(b, settings, key)
+    title = "EndpointConfig" + content_hash(props)
+    capture = props.pop("DataCaptureConfig", None)
+    resource = sagemaker.EndpointConfig(title, Condition=MODEL_SUPPLIED, **props)
+    if capture is not None:
+        resource.properties["DataCaptureConfig"] = capture
+    return resource
+
+
+# --- endpoint ------------------------------------------------------------------------------
+
+def endpoint_metric(name: str, metric: str) -> dict:
+    return {
+        "Namespace": "AWS/SageMaker",
+        "MetricName": metric,
+        "Dimensions": [cloudwatch.MetricDimension(Name="EndpointName", Value=Sub(name)),
+                       cloudwatch.MetricDimension(Name="VariantName", Value=VARIANT)],
+    }
+
+
+def error_alarm(b: StageBuilder, settings: SageMakerServingConfig,
+                name: str) -> cloudwatch.Alarm:
+    return cloudwatch.Alarm(
+        "EndpointErrorAlarm",
+        Condition=MODEL_SUPPLIED,
+        AlarmDescription="Model endpoint answers with 5XX errors; rolls back a deployment",
+        Statistic="Sum",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=ALARM_PERIODS,
+        DatapointsToAlarm=ALARM_PERIODS,
+        Threshold=b.setting(settings.deployment, "rollback_error_count"),
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="notBreaching",
+        **endpoint_metric(name, "Invocation5XXErrors"),
+    )
+
+
+def latency_alarm(b: StageBuilder, settings: SageMakerServingConfig,
+                  name: str) -> cloudwatch.Alarm:
+    # ModelLatency is in microseconds; the threshold is set in milliseconds.
+    return cloudwatch.Alarm(
+        "EndpointLatencyAlarm",
+        Condition=MODEL_SUPPLIED,
+        AlarmDescription="Model endpoint p99 latency too high; rolls back a deployment",
+        Metrics=[
+            cloudwatch.MetricDataQuery(
+                Id="latency",
+                MetricStat=cloudwatch.MetricStat(
+                    Metric=cloudwatch.Metric(**endpoint_metric(name, "ModelLatency")),
+                    Period=ALARM_PERIOD_SECONDS,
+                    Stat="p99"),
+                ReturnData=False),
+            cloudwatch.MetricDataQuery(
+                Id="latencyMs", Expression="latency / 1000",
+                Label="p99 model latency (ms)", ReturnData=True),
+        ],
+        EvaluationPeriods=ALARM_PERIODS,
+        DatapointsToAlarm=ALARM_PERIODS,
+        Threshold=b.setting(settings.deployment, "rollback_latency_ms"),
+        ComparisonOperator="GreaterThanThreshold",
+        TreatMissingData="notBreaching",
+    )
+
+
+def traffic_routing(b: StageBuilder,
+                    settings: SageMakerServingConfig) -> sagemaker.TrafficRoutingConfig:
+    deployment = settings.deployment
+    props: dict[str, Any] = {
+        "Type": TRAFFIC_TYPES[deployment.traffic_shifting],
+        "WaitIntervalInSeconds": b.setting(deployment, "wait_seconds"),
+    }
+    step = sagemaker.CapacitySize(Type="CAPACITY_PERCENT",
+                                  Value=b.setting(deployment, "step_percent"))
+    if deployment.traffic_shifting == "canary":
+        props["CanarySize"] = step
+    elif deployment.traffic_shifting == "linear":
+        props["LinearStepSize"] = step
+    return sagemaker.TrafficRoutingConfig(**props)
+
+
+def endpoint_resource(b: StageBuilder, settings: SageMakerServingConfig, name: str,
+                      endpoint_config: sagemaker.EndpointConfig,
+                      alarms: list[cloudwatch.Alarm]) -> sagemaker.Endpoint:
+    deployment = settings.deployment
+    return sagemaker.Endpoint(
+        "Endpoint",
+        Condition=MODEL_SUPPLIED,
+        EndpointName=Sub(name),
+        EndpointConfigName=GetAtt(endpoint_config, "EndpointConfigName"),
+        DeploymentConfig=sagemaker.DeploymentConfig(
+            BlueGreenUpdatePolicy=sagemaker.BlueGreenUpdatePolicy(
+                TrafficRoutingConfiguration=traffic_routing(b, settings),
+                TerminationWaitInSeconds=b.setting(deployment, "termination_wait_seconds"),
+                MaximumExecutionTimeoutInSeconds=b.setting(deployment, "timeout_seconds"),
+            ),
+            AutoRollbackConfiguration=sagemaker.AutoRollbackConfig(
+                Alarms=[sagemaker.Alarm(AlarmName=Ref(alarm)) for alarm in alarms]),
+        ),
+    )
+
+
+def endpoint_scaling_target(b: StageBuilder, settings: SageMakerServingConfig, name: str,
+                            endpoint: sagemaker.Endpoint) -> scaling.ScalableTarget:
+    # No RoleARN: Application Auto Scaling uses its service-linked role for SageMaker.
+    return scaling.ScalableTarget(
+        "EndpointScalingTarget",
+        Condition=MODEL_SUPPLIED,
+        DependsOn=[endpoint.title],
+        ServiceNamespace="sagemaker",
+        ScalableDimension="sagemaker:variant:DesiredInstanceCount",
+        ResourceId=Sub(f"endpoint/{name}/variant/{VARIANT}"),
+        MinCapacity=b.setting(settings, "min_instances"),
+        MaxCapacity=b.setting(settings, "max_instances"),
+    )
+
+
+def endpoint_scaling_policy(b: StageBuilder, settings: SageMakerServingConfig,
+                            target: scaling.ScalableTarget) -> scaling.ScalingPolicy:
+    return scaling.ScalingPolicy(
+        "EndpointScalingPolicy",
+        Condition=MODEL_SUPPLIED,
+        PolicyName="invocations-per-instance",
+        PolicyType="TargetTrackingScaling",
+        ScalingTargetId=Ref(target),
+        TargetTrackingScalingPolicyConfiguration=scaling.TargetTrackingScalingPolicyConfiguration(
+            PredefinedMetricSpecification=scaling.PredefinedMetricSpecification(
+                PredefinedMetricType="SageMakerVariantInvocationsPerInstance"),
+            TargetValue=b.setting(settings, "invocations_per_instance"),
+            ScaleInCooldown=SCALE_IN_COOLDOWN_SECONDS,
+            ScaleOutCooldown=SCALE_OUT_COOLDOWN_SECONDS,
+        ),
+    )

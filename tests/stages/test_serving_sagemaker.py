@@ -1,0 +1,377 @@
+"""The serving stage's SageMaker part: a private, encrypted, autoscaled endpoint whose config is
+content-addressed and whose deployments roll back by themselves; and batch transform without
+code, as a Step Functions state machine."""
+
+import pytest
+
+from mlops_cfn import naming
+from mlops_cfn.config import setting_values
+from mlops_cfn.stages.serving_common import TRANSFORM_JOB_PREFIX
+from tests.helpers import only_resource, resources_of_type
+from tests.stages.test_serving import (KEY, build, props, resource, serving_config, statements,
+                                       sub_text, template, with_action)
+
+ENDPOINT = "mlops-demo-${EnvironmentName}-endpoint"
+SAGEMAKER_ONLY = {"target": "sagemaker"}
+
+
+def sagemaker(changes: dict | None = None, env: str = "dev") -> dict:
+    return template({"target": "sagemaker", "sagemaker": changes or {}}, env)
+
+
+def endpoint_config(t: dict) -> tuple[str, dict]:
+    found = resources_of_type(t, "AWS::SageMaker::EndpointConfig")
+    assert len(found) == 1
+    return next(iter(found.items()))
+
+
+def endpoint_config_id(changes: dict | None = None, env: str = "dev") -> str:
+    return endpoint_config(sagemaker(changes, env))[0]
+
+
+# --- first deployment ----------------------------------------------------------------------
+
+def test_nothing_runs_until_a_model_package_is_named():
+    t = sagemaker()
+    assert t["Conditions"]["ModelSupplied"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ModelPackageArn"}, ""]}]}
+    for kind in ("AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig",
+                 "AWS::SageMaker::Endpoint", "AWS::CloudWatch::Alarm",
+                 "AWS::ApplicationAutoScaling::ScalableTarget",
+                 "AWS::ApplicationAutoScaling::ScalingPolicy"):
+        for logical_id, r in resources_of_type(t, kind).items():
+            assert r["Condition"] == "ModelSupplied", logical_id
+    # The parameter's default is empty: the first deploy creates the rest without a model.
+    assert t["Parameters"]["ModelPackageArn"]["AllowedPattern"].endswith(")?$")
+
+
+def test_the_model_serves_the_package_version_the_parameter_names():
+    container = props(sagemaker(), "Model")["PrimaryContainer"]
+    assert container == {"ModelPackageName": {"Ref": "ModelPackageArn"}}
+
+
+def test_a_model_archive_is_served_by_the_image_the_parameters_name():
+    t = sagemaker({"model_source": "model_data"})
+    assert props(t, "Model")["PrimaryContainer"] == {
+        "Image": {"Ref": "ModelImageUri"}, "ModelDataUrl": {"Ref": "ModelDataUrl"}}
+    assert t["Conditions"]["ModelSupplied"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ModelDataUrl"}, ""]}]}
+    assert "ModelPackageArn" not in t["Parameters"]
+
+
+# --- placement and encryption --------------------------------------------------------------
+
+def test_the_model_runs_isolated_in_the_private_subnets():
+    model = props(sagemaker(), "Model")
+    assert model["EnableNetworkIsolation"] is True
+    assert model["VpcConfig"] == {
+        "SecurityGroupIds": [{"Fn::GetAtt": ["ModelSecurityGroup", "GroupId"]}],
+        "Subnets": {"Ref": "PrivateSubnetIds"}}
+    assert "ModelName" not in model  # a new package version replaces the model: fresh name
+    group = props(sagemaker(), "ModelSecurityGroup")
+    assert "SecurityGroupIngress" not in group
+    assert [(r["FromPort"], r["ToPort"]) for r in group["SecurityGroupEgress"]] == [(443, 443)]
+
+
+def test_turning_isolation_off_says_so_to_checkov():
+    model = resource(sagemaker({"network_isolation": False}), "Model")
+    assert model["Properties"]["EnableNetworkIsolation"] is False
+    assert [s["id"] for s in model["Metadata"]["checkov"]["skip"]] == ["CKV_AWS_370"]
+
+
+def test_instance_volumes_and_captures_are_encrypted_with_the_data_key():
+    _, config = endpoint_config(sagemaker())
+    assert config["Properties"]["KmsKeyId"] == KEY
+    assert config["Properties"]["DataCaptureConfig"]["KmsKeyId"] == KEY
+
+
+def test_instance_type_and_count_are_parameters():
+    _, config = endpoint_config(sagemaker())
+    variant, = config["Properties"]["ProductionVariants"]
+    assert variant["InstanceType"] == {"Ref": "EndpointInstanceType"}
+    assert variant["InitialInstanceCount"] == {"Ref": "EndpointInitialInstanceCount"}
+    assert variant["VariantName"] == "AllTraffic"
+    assert variant["ModelName"] == {"Fn::GetAtt": ["Model", "ModelName"]}
+
+
+def test_container_logs_go_to_an_encrypted_group_made_before_sagemaker_makes_one():
+    group = props(sagemaker(), "EndpointLogGroup")
+    assert sub_text(group["LogGroupName"]) == f"/aws/sagemaker/Endpoints/{ENDPOINT}"
+    assert group["KmsKeyId"] == KEY
+
+
+# --- data capture --------------------------------------------------------------------------
+
+def test_data_capture_is_plain_data_of_the_endpoint_config_shape():
+    # troposphere 4.11.1's sagemaker.DataCaptureConfig lacks these keys: the template carries
+    # the shape CloudFormation's AWS::SageMaker::EndpointConfig documents.
+    _, config = endpoint_config(sagemaker({"data_capture": {
+        "prefix": "captures/", "csv_content_types": ["text/csv"],
+        "json_content_types": ["application/json", "application/jsonlines"]}}))
+    assert config["Properties"]["DataCaptureConfig"] == {
+        "EnableCapture": True,
+        "InitialSamplingPercentage": {"Ref": "DataCaptureSamplingPercentage"},
+        "DestinationS3Uri": {"Fn::Sub": "s3://${ArtifactsBucketName}/captures"},
+        "KmsKeyId": KEY,
+        "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        "CaptureContentTypeHeader": {
+            "CsvContentTypes": ["text/csv"],
+            "JsonContentTypes": ["application/json", "application/jsonlines"]},
+    }
+
+
+def test_the_capture_location_is_an_output_and_the_role_may_write_only_there():
+    t = sagemaker()
+    assert t["Outputs"]["DataCaptureS3Uri"]["Value"] == {
+        "Fn::Sub": "s3://${ArtifactsBucketName}/data-capture"}
+    writes = with_action(statements(resource(t, "ModelRole")), "s3:PutObject")
+    resources = [sub_text(r) for s in writes for r in s["Resource"]]
+    assert "${ArtifactsBucketArn}/data-capture/*" in resources
+    assert "${ArtifactsBucketArn}/*" not in resources
+
+
+def test_without_capture_the_config_has_none():
+    _, config = endpoint_config(sagemaker({"data_capture": {"enabled": False}}))
+    assert "DataCaptureConfig" not in config["Properties"]
+
+
+# --- the content-hashed endpoint config ----------------------------------------------------
+
+def test_the_endpoint_config_is_named_by_cloudformation_after_its_hashed_logical_id():
+    logical_id, config = endpoint_config(sagemaker())
+    assert logical_id.startswith("EndpointConfig") and len(logical_id) == len("EndpointConfig") + 8
+    # No name of our own: any change replaces an endpoint config, and a fixed name would make
+    # the replacement collide with the config in use.
+    assert "EndpointConfigName" not in config["Properties"]
+    assert props(sagemaker(), "Endpoint")["EndpointConfigName"] == {
+        "Fn::GetAtt": [logical_id, "EndpointConfigName"]}
+
+
+def test_the_hash_does_not_change_with_values():
+    dev = endpoint_config_id(env="dev")
+    prod = endpoint_config_id({"instance_type": "ml.c5.4xlarge", "initial_instance_count": 3,
+                               "max_instances": 8,
+                               "data_capture": {"sampling_percentage": 100},
+                               "model_package_arn": "arn:aws:sagemaker:eu-west-1:111122223333:"
+                                                    "model-package/group/3"}, env="prod")
+    assert dev == prod
+
+
+@pytest.mark.parametrize("change", [
+    {"data_capture": {"enabled": False}},
+    {"data_capture": {"json_content_types": ["application/jsonlines"]}},
+    {"data_capture": {"prefix": "captured/"}},
+])
+def test_the_hash_changes_with_the_structure(change):
+    assert endpoint_config_id(change) != endpoint_config_id()
+
+
+# --- blue/green deployments ----------------------------------------------------------------
+
+def test_deployments_shift_a_canary_then_the_rest_and_roll_back_on_the_alarms():
+    config = props(sagemaker(), "Endpoint")["DeploymentConfig"]
+    policy = config["BlueGreenUpdatePolicy"]
+    assert policy["TrafficRoutingConfiguration"] == {
+        "Type": "CANARY",
+        "CanarySize": {"Type": "CAPACITY_PERCENT", "Value": {"Ref": "EndpointTrafficStepPercent"}},
+        "WaitIntervalInSeconds": {"Ref": "EndpointTrafficWaitSeconds"},
+    }
+    assert policy["TerminationWaitInSeconds"] == {"Ref": "EndpointTerminationWaitSeconds"}
+    assert policy["MaximumExecutionTimeoutInSeconds"] == {
+        "Ref": "EndpointDeploymentTimeoutSeconds"}
+    assert config["AutoRollbackConfiguration"] == {"Alarms": [
+        {"AlarmName": {"Ref": "EndpointErrorAlarm"}},
+        {"AlarmName": {"Ref": "EndpointLatencyAlarm"}}]}
+
+
+def test_linear_shifting_uses_steps_and_all_at_once_neither():
+    linear = props(sagemaker({"deployment": {"traffic_shifting": "linear"}}), "Endpoint")
+    routing = linear["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "LINEAR" and "LinearStepSize" in routing
+    assert "CanarySize" not in routing
+    once = props(sagemaker({"deployment": {"traffic_shifting": "all_at_once"}}), "Endpoint")
+    routing = once["DeploymentConfig"]["BlueGreenUpdatePolicy"]["TrafficRoutingConfiguration"]
+    assert routing["Type"] == "ALL_AT_ONCE"
+    assert not {"CanarySize", "LinearStepSize"} & set(routing)
+
+
+def test_the_rollback_alarms_watch_this_endpoints_variant_with_thresholds_as_parameters():
+    t = sagemaker()
+    errors = props(t, "EndpointErrorAlarm")
+    assert errors["Namespace"] == "AWS/SageMaker"
+    assert errors["MetricName"] == "Invocation5XXErrors"
+    assert errors["Threshold"] == {"Ref": "EndpointRollbackErrorCount"}
+    dimensions = {d["Name"]: sub_text(d["Value"]) for d in errors["Dimensions"]}
+    assert dimensions == {"EndpointName": ENDPOINT, "VariantName": "AllTraffic"}
+    latency = props(t, "EndpointLatencyAlarm")
+    assert latency["Threshold"] == {"Ref": "EndpointRollbackLatencyMs"}
+    stat, expression = latency["Metrics"]
+    assert stat["MetricStat"]["Metric"]["MetricName"] == "ModelLatency"
+    assert stat["MetricStat"]["Stat"] == "p99"
+    # ModelLatency is in microseconds, the threshold in milliseconds.
+    assert expression["Expression"] == "latency / 1000" and expression["ReturnData"] is True
+
+
+# --- autoscaling ---------------------------------------------------------------------------
+
+def test_the_variant_scales_between_parameter_bounds_on_invocations_per_instance():
+    t = sagemaker()
+    target = resource(t, "EndpointScalingTarget")
+    assert target["DependsOn"] == ["Endpoint"]
+    assert target["Properties"]["MinCapacity"] == {"Ref": "EndpointMinInstances"}
+    assert target["Properties"]["MaxCapacity"] == {"Ref": "EndpointMaxInstances"}
+    assert sub_text(target["Properties"]["ResourceId"]) == f"endpoint/{ENDPOINT}/variant/AllTraffic"
+    assert target["Properties"]["ScalableDimension"] == "sagemaker:variant:DesiredInstanceCount"
+    tracking = props(t, "EndpointScalingPolicy")["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"] == {
+        "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"}
+    assert tracking["TargetValue"] == {"Ref": "EndpointInvocationsPerInstance"}
+    for bound in ("EndpointMinInstances", "EndpointMaxInstances"):
+        assert t["Parameters"][bound]["Type"] == "Number"
+
+
+# --- the model's role ----------------------------------------------------------------------
+
+def test_only_sagemaker_of_this_account_may_assume_the_model_role():
+    trust = props(sagemaker(), "ModelRole")["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [{
+        "Effect": "Allow", "Action": ["sts:AssumeRole"],
+        "Principal": {"Service": "sagemaker.amazonaws.com"},
+        "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
+
+
+def test_the_model_role_reaches_only_the_artifacts_and_its_batch_prefixes():
+    found = statements(resource(sagemaker(), "ModelRole"))
+    s3_resources = {sub_text(r) if not isinstance(r, dict) or "Fn::Sub" in r else r["Ref"]
+                    for s in found if any(a.startswith("s3:") for a in s["Action"])
+                    for r in s["Resource"]}
+    assert s3_resources == {
+        "ArtifactsBucketArn", "${ArtifactsBucketArn}/*", "${ArtifactsBucketArn}/data-capture/*",
+        "ProcessedBucketArn", "${ProcessedBucketArn}/batch-input/*",
+        "${ProcessedBucketArn}/batch-predictions/*"}
+    reads = with_action(found, "s3:GetObject")
+    assert [sub_text(r) for s in reads for r in s["Resource"]] == [
+        "${ArtifactsBucketArn}/*", "${ProcessedBucketArn}/batch-input/*"]
+
+
+def test_the_model_role_uses_the_key_only_through_s3():
+    key_use = [s for s in statements(resource(sagemaker(), "ModelRole"))
+               if any(a.startswith("kms:") for a in s["Action"])]
+    assert len(key_use) == 1
+    assert key_use[0]["Resource"] == [KEY]
+    assert key_use[0]["Condition"]["StringEquals"]["kms:ViaService"] == [
+        {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}]
+
+
+def test_the_model_role_writes_only_its_own_log_groups():
+    logs = with_action(statements(resource(sagemaker(), "ModelRole")), "logs:PutLogEvents")
+    assert [sub_text(r) for s in logs for r in s["Resource"]] == [
+        f"arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:log-group:"
+        f"/aws/sagemaker/Endpoints/{ENDPOINT}:*",
+        "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+        "/aws/sagemaker/TransformJobs:*"]
+
+
+def test_without_batch_transform_the_role_has_no_processed_bucket_access():
+    t = sagemaker({"batch_transform": {"enabled": False}})
+    assert "ProcessedBucketArn" not in str(statements(resource(t, "ModelRole")))
+    assert not resources_of_type(t, "AWS::StepFunctions::StateMachine")
+    assert not resources_of_type(t, "AWS::Scheduler::Schedule")
+
+
+# --- batch transform -----------------------------------------------------------------------
+
+def machine(t: dict) -> dict:
+    return only_resource(t, "AWS::StepFunctions::StateMachine")["Properties"]
+
+
+def test_the_state_machine_logs_to_an_encrypted_group_and_traces():
+    t = sagemaker()
+    props_ = machine(t)
+    assert props_["TracingConfiguration"] == {"Enabled": True}
+    logging = props_["LoggingConfiguration"]
+    assert logging["Level"] == "ALL" and logging["IncludeExecutionData"] is False
+    assert logging["Destinations"] == [{"CloudWatchLogsLogGroup": {
+        "LogGroupArn": {"Fn::GetAtt": ["BatchTransformLogGroup", "Arn"]}}}]
+    assert props(t, "BatchTransformLogGroup")["KmsKeyId"] == KEY
+
+
+def test_a_run_without_a_model_fails_with_a_reason_instead_of_calling_sagemaker():
+    props_ = machine(sagemaker())
+    states = props_["Definition"]["States"]
+    assert states["ModelDeployed"]["Choices"] == [
+        {"Variable": "$.modelName", "StringEquals": "", "Next": "NoModelYet"}]
+    assert "ModelPackageArn" in states["NoModelYet"]["Cause"]
+    assert props_["DefinitionSubstitutions"]["ModelName"] == {
+        "Fn::If": ["ModelSupplied", {"Fn::GetAtt": ["Model", "ModelName"]}, ""]}
+
+
+def test_the_transform_reads_the_input_prefix_and_writes_encrypted_results():
+    props_ = machine(sagemaker({"batch_transform": {
+        "input_prefix": "to-score/", "output_prefix": "scored/", "content_type": "text/csv"}}))
+    task = props_["Definition"]["States"]["Transform"]
+    assert task["Resource"] == "${TransformTask}"
+    assert props_["DefinitionSubstitutions"]["TransformTask"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:states:::sagemaker:createTransformJob.sync"}
+    job = task["Parameters"]
+    assert job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri.$"] == (
+        "States.Format('s3://${ProcessedBucket}/to-score/{}', $.options.subPrefix)")
+    assert job["TransformOutput"]["S3OutputPath.$"] == (
+        "States.Format('s3://${ProcessedBucket}/scored/{}/', $$.Execution.Name)")
+    assert job["TransformOutput"]["KmsKeyId"] == "${DataKeyArn}"
+    assert job["TransformResources"]["VolumeKmsKeyId"] == "${DataKeyArn}"
+    assert job["TransformResources"]["InstanceType"] == "${InstanceType}"
+    # The count arrives as text; CreateTransformJob needs a number.
+    assert job["TransformResources"]["InstanceCount.$"] == "States.StringToJson('${InstanceCount}')"
+    substitutions = props_["DefinitionSubstitutions"]
+    assert substitutions["ProcessedBucket"] == {"Ref": "ProcessedBucketName"}
+    assert substitutions["DataKeyArn"] == KEY
+    assert substitutions["InstanceType"] == {"Ref": "BatchTransformInstanceType"}
+    assert substitutions["InstanceCount"] == {"Ref": "BatchTransformInstanceCount"}
+
+
+def test_transform_jobs_carry_the_prefix_the_role_is_limited_to():
+    t = sagemaker()
+    props_ = machine(t)
+    prefix = sub_text(props_["DefinitionSubstitutions"]["JobPrefix"])
+    assert props_["Definition"]["States"]["Transform"]["Parameters"]["TransformJobName.$"] == (
+        "States.Format('${JobPrefix}-{}', States.UUID())")
+    # <prefix>-<36-character uuid> fits SageMaker's 63 characters for every environment name.
+    assert naming.max_length(prefix) + 1 + 36 <= 63
+    assert naming.max_length(prefix) <= TRANSFORM_JOB_PREFIX.max_length
+    jobs = with_action(statements(resource(t, "BatchTransformRole")),
+                       "sagemaker:CreateTransformJob")
+    assert [sub_text(r) for s in jobs for r in s["Resource"]] == [
+        "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:transform-job/"
+        f"{prefix}-*"]
+
+
+def test_the_state_machine_role_grants_the_key_only_to_sagemaker_for_resources():
+    grants = with_action(statements(resource(sagemaker(), "BatchTransformRole")),
+                         "kms:CreateGrant")
+    assert len(grants) == 1
+    assert grants[0]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+    assert grants[0]["Condition"]["StringEquals"] == {
+        "kms:ViaService": {"Fn::Sub": "sagemaker.${AWS::Region}.amazonaws.com"}}
+
+
+def test_the_schedule_is_off_by_default_and_both_its_time_and_state_are_parameters():
+    t = sagemaker()
+    schedule = props(t, "BatchTransformSchedule")
+    assert schedule["ScheduleExpression"] == {"Ref": "BatchTransformScheduleExpression"}
+    assert schedule["State"] == {"Ref": "BatchTransformScheduleState"}
+    assert schedule["KmsKeyArn"] == KEY
+    assert schedule["Target"]["Arn"] == {"Ref": "BatchTransformStateMachine"}
+    assert "BatchTransformScheduleState" in build(SAGEMAKER_ONLY).settings
+    assert setting_values(serving_config().config)["BatchTransformScheduleState"] == "DISABLED"
+
+
+def test_the_scheduler_may_only_start_this_state_machine():
+    found = statements(resource(sagemaker(), "BatchTransformScheduleRole"))
+    starts = with_action(found, "states:StartExecution")
+    assert starts == [{"Effect": "Allow", "Action": ["states:StartExecution"],
+                       "Resource": [{"Ref": "BatchTransformStateMachine"}]}]
+    decrypt, = with_action(found, "kms:Decrypt")
+    context = decrypt["Condition"]["StringEquals"]
+    assert sub_text(context["kms:EncryptionContext:aws:scheduler:schedule-arn"]).endswith(
+        ":schedule/default/mlops-demo-${EnvironmentName}-batch-transform")
