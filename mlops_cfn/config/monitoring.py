@@ -1,12 +1,286 @@
 """The `stages.monitoring` section: alarms, dashboard, Model Monitor and automatic retraining."""
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from .base import StageToggle
+from .base import Model, Setting, StageToggle
+
+# Empty (no subscription) or one address; a team list belongs in a mailing list, which keeps
+# the address a value (a parameter) instead of a number of subscriptions (the template).
+EMAIL_PATTERN = r"^$|^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# An S3 key prefix inside the artifacts bucket.
+PREFIX_PATTERN = r"^[a-z0-9][a-z0-9_\-/]{0,62}/$"
+# Model Monitor runs on these schedules only (one execution per hour at the most).
+MONITOR_SCHEDULES = {"hourly": "cron(0 * ? * * *)", "daily": "cron(0 0 ? * * *)"}
+# stages.serving.target values
+SAGEMAKER, FARGATE, BOTH = "sagemaker", "fargate", "both"
+
+
+def serves_with(config: Any, target: str) -> bool:
+    """Serving is on and uses `target` (`sagemaker` or `fargate`; target `both` uses both)."""
+    serving = config.stages.serving
+    return serving.enabled and getattr(serving, "target", SAGEMAKER) in (target, BOTH)
+
+
+class AlarmThresholds(Model):
+    """Where each alarm fires. An alarm exists only while the stage it watches is enabled."""
+
+    stream_iterator_age_ms: Annotated[
+        int,
+        Field(ge=1000, le=604_800_000,
+              description="Ingest stream: age of the oldest record not yet read, in ms."),
+        Setting("StreamIteratorAgeThresholdMs"),
+    ] = 60_000
+    stream_write_throttles: Annotated[
+        int,
+        Field(ge=0, description="Ingest stream: throttled writes in 5 minutes tolerated."),
+        Setting("StreamWriteThrottlesThreshold"),
+    ] = 0
+    delivery_freshness_seconds: Annotated[
+        int,
+        Field(ge=60, le=86_400,
+              description="Firehose: age of the oldest record not yet in S3, in seconds (keep "
+                          "it above the buffer interval)."),
+        Setting("DeliveryFreshnessThresholdSeconds"),
+    ] = 900
+    delivery_success_ratio: Annotated[
+        float,
+        Field(ge=0, le=1, description="Firehose: alarm when the share of successful S3 "
+                                      "deliveries falls below this."),
+        Setting("DeliverySuccessThresholdRatio"),
+    ] = 0.99
+    function_errors: Annotated[
+        int,
+        Field(ge=0, description="Lambda functions (consumer, retrain): errors in 5 minutes "
+                                "tolerated."),
+        Setting("FunctionErrorsThreshold"),
+    ] = 0
+    failure_queue_messages: Annotated[
+        int,
+        Field(ge=0, description="Consumer failure queue: messages waiting tolerated."),
+        Setting("FailureQueueMessagesThreshold"),
+    ] = 0
+    endpoint_model_latency_us: Annotated[
+        int,
+        Field(ge=1000, le=3_600_000_000,
+              description="SageMaker endpoint: average model latency, in microseconds (the "
+                          "unit SageMaker reports)."),
+        Setting("EndpointModelLatencyThresholdMicroseconds"),
+    ] = 500_000
+    endpoint_4xx_errors: Annotated[
+        int,
+        Field(ge=0,
+              description="SageMaker endpoint: 4XX invocation errors in 5 minutes tolerated."),
+        Setting("Endpoint4xxErrorsThreshold"),
+    ] = 50
+    endpoint_5xx_errors: Annotated[
+        int,
+        Field(ge=0,
+              description="SageMaker endpoint: 5XX invocation errors in 5 minutes tolerated."),
+        Setting("Endpoint5xxErrorsThreshold"),
+    ] = 0
+    service_cpu_percent: Annotated[
+        int,
+        Field(ge=1, le=100, description="Fargate API: average CPU use of the ECS service, in %."),
+        Setting("ServiceCpuThresholdPercent"),
+    ] = 80
+    service_memory_percent: Annotated[
+        int,
+        Field(ge=1, le=100,
+              description="Fargate API: average memory use of the ECS service, in %."),
+        Setting("ServiceMemoryThresholdPercent"),
+    ] = 80
+    target_5xx_errors: Annotated[
+        int,
+        Field(ge=0, description="Fargate API: 5XX responses of the containers in 5 minutes "
+                                "tolerated."),
+        Setting("Target5xxErrorsThreshold"),
+    ] = 0
+    load_balancer_5xx_errors: Annotated[
+        int,
+        Field(ge=0, description="Fargate API: 5XX responses of the load balancer itself in 5 "
+                                "minutes tolerated."),
+        Setting("LoadBalancer5xxErrorsThreshold"),
+    ] = 0
+    target_response_seconds: Annotated[
+        float,
+        Field(gt=0, le=600, description="Fargate API: average target response time, in seconds."),
+        Setting("TargetResponseTimeThresholdSeconds"),
+    ] = 1.0
+    violation_runs: Annotated[
+        int,
+        Field(ge=0, description="Model Monitor: runs that found violations in 5 minutes "
+                                "tolerated (0: any violation alarms and may start retraining)."),
+        Setting("MonitorViolationRunsThreshold"),
+    ] = 0
+    evaluation_periods: Annotated[
+        int,
+        Field(ge=1, le=288,
+              description="Alarms on levels (latency, age, utilisation): 5-minute periods "
+                          "looked at. Alarms on counts of failures look at the last period."),
+        Setting("AlarmEvaluationPeriods"),
+    ] = 3
+    datapoints_to_alarm: Annotated[
+        int,
+        Field(ge=1, le=288,
+              description="Alarms on levels: how many of those periods must breach."),
+        Setting("AlarmDatapointsToAlarm"),
+    ] = 2
+
+    @model_validator(mode="after")
+    def _datapoints_fit(self):
+        if self.datapoints_to_alarm > self.evaluation_periods:
+            raise ValueError(
+                f"datapoints_to_alarm ({self.datapoints_to_alarm}) exceeds evaluation_periods "
+                f"({self.evaluation_periods})")
+        return self
+
+
+class ModelMonitorConfig(Model):
+    """SageMaker Model Monitor over the endpoint's captured data (SageMaker serving only)."""
+
+    enabled: Annotated[
+        bool, Field(description="Check the captured requests against the baseline on a schedule."),
+    ] = True
+    baseline_prefix: Annotated[
+        str,
+        Field(pattern=PREFIX_PATTERN,
+              description="Prefix in the artifacts bucket holding the baseline's "
+                          "statistics.json and constraints.json (the training pipeline's "
+                          "baselining step writes them)."),
+    ] = "monitoring/baseline/"
+    reports_prefix: Annotated[
+        str,
+        Field(pattern=PREFIX_PATTERN,
+              description="Prefix in the artifacts bucket where monitoring reports go."),
+    ] = "monitoring/reports/"
+    schedule: Annotated[
+        Literal[tuple(MONITOR_SCHEDULES)],  # type: ignore[valid-type]
+        Field(description="How often the captured data is checked."),
+        Setting("ModelMonitorSchedule"),
+    ] = "hourly"
+    instance_type: Annotated[
+        str,
+        Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$", description="Instance of a monitoring run."),
+        Setting("ModelMonitorInstanceType"),
+    ] = "ml.m5.xlarge"
+    instance_count: Annotated[
+        int, Field(ge=1, le=100, description="Instances of a monitoring run."),
+        Setting("ModelMonitorInstanceCount"),
+    ] = 1
+    volume_size_gb: Annotated[
+        int, Field(ge=1, le=16384, description="Storage of each monitoring instance, in GB."),
+        Setting("ModelMonitorVolumeSizeGb"),
+    ] = 20
+    max_runtime_seconds: Annotated[
+        int,
+        Field(ge=60, le=3600,
+              description="Longest a monitoring run may take (an hourly schedule allows 3600 "
+                          "at the most)."),
+        Setting("ModelMonitorMaxRuntimeSeconds"),
+    ] = 3600
+    image_account: Annotated[
+        str | None,
+        Field(pattern=r"^[0-9]{12}$",
+              description="AWS account publishing the Model Monitor analyzer image in the "
+                          "region deployed to. Unset: looked up in a table of the regions "
+                          "SageMaker documents ('Docker registry paths'); set it for a region "
+                          "the table lacks."),
+        Setting("ModelMonitorImageAccount"),
+    ] = None
+
+    @field_validator("reports_prefix")
+    @classmethod
+    def _not_inside_the_baseline(cls, value, info):
+        baseline = info.data.get("baseline_prefix")
+        if baseline and (value.startswith(baseline) or baseline.startswith(value)):
+            raise ValueError("must not overlap baseline_prefix: a monitoring run must never "
+                             "be able to overwrite the baseline it is checked against")
+        return value
+
+
+class RetrainOnDriftConfig(Model):
+    """A Lambda that starts the training pipeline when drift or quality alarms fire."""
+
+    enabled: Annotated[
+        bool,
+        Field(description="Start the training pipeline on drift alarms (needs stages.training)."),
+    ] = True
+    cooldown_hours: Annotated[
+        int,
+        Field(ge=1, le=720,
+              description="After a pipeline run starts, further alarms start none for this "
+                          "long: one incident, one run."),
+        Setting("RetrainCooldownHours"),
+    ] = 24
+    memory_mb: Annotated[
+        int, Field(ge=128, le=10240, description="Lambda memory."), Setting("RetrainMemoryMiB")
+    ] = 256
+    timeout_seconds: Annotated[
+        int, Field(ge=5, le=900, description="Lambda timeout."), Setting("RetrainTimeoutSeconds")
+    ] = 60
 
 
 class MonitoringConfig(StageToggle):
-    # Off until the stage is written (being built in parallel).
-    enabled: Annotated[bool, Field(description="Render this stage.")] = False
+    alarm_email: Annotated[
+        str,
+        Field(pattern=EMAIL_PATTERN, max_length=254,
+              description="Address that receives every alarm (confirm the subscription from "
+                          "the first message); empty for none."),
+        Setting("AlarmEmail"),
+    ] = ""
+    thresholds: AlarmThresholds = AlarmThresholds()
+    model_monitor: ModelMonitorConfig = ModelMonitorConfig()
+    retrain: RetrainOnDriftConfig = RetrainOnDriftConfig()
+
+    def runs_model_monitor(self, config: Any) -> bool:
+        """Model Monitor needs the SageMaker endpoint and the requests it captures."""
+        capture = getattr(getattr(config.stages.serving, "sagemaker", None), "data_capture", None)
+        return (self.model_monitor.enabled and serves_with(config, SAGEMAKER)
+                and getattr(capture, "enabled", True))
+
+    def runs_retrain(self, config: Any) -> bool:
+        """Retraining needs a pipeline to start and a drift alarm to start it."""
+        return (self.retrain.enabled and config.stages.training.enabled
+                and self.runs_model_monitor(config))
+
+    def vpc_endpoints(self) -> tuple[str, ...]:
+        # The retrain Lambda calls the SageMaker API from the private subnets. Model Monitor
+        # runs there too and publishes its per-feature metrics to CloudWatch; it reaches S3
+        # through the gateway endpoint every created VPC has. Lambda and SageMaker deliver
+        # logs and decrypt environments outside the VPC, so no logs or kms endpoint. (This
+        # hook sees only this section: without SageMaker serving or training the endpoints
+        # are asked for, though nothing uses them; see _endpoints_in_use.)
+        needed = []
+        if self.model_monitor.enabled:
+            needed.append("monitoring")
+        if self.retrain.enabled:
+            needed.append("sagemaker.api")
+        return tuple(needed)
+
+    def _endpoints_in_use(self, config: Any) -> list[str]:
+        return ((["monitoring"] if self.runs_model_monitor(config) else [])
+                + (["sagemaker.api"] if self.runs_retrain(config) else []))
+
+    def problems_with(self, config: Any) -> list[str]:
+        problems = []
+        ingestion = config.stages.ingestion
+        freshness = self.thresholds.delivery_freshness_seconds
+        interval = ingestion.firehose.buffer_interval_seconds
+        if ingestion.enabled and freshness <= interval:
+            # Firehose holds records up to the buffer interval on purpose; the alarm would
+            # stay in ALARM at every quiet moment.
+            problems.append(
+                f"stages.monitoring.thresholds.delivery_freshness_seconds ({freshness}) must "
+                f"exceed stages.ingestion.firehose.buffer_interval_seconds ({interval})")
+        network = config.network
+        if network.mode == "create" and network.interface_endpoints is not None:
+            missing = [s for s in self._endpoints_in_use(config)
+                       if s not in network.interface_endpoints]
+            if missing:
+                problems.append(
+                    f"network.interface_endpoints: Model Monitor and the retrain Lambda in the "
+                    f"private subnets need {', '.join(missing)} (or leave interface_endpoints "
+                    f"unset to derive them)")
+        return problems

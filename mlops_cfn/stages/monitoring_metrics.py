@@ -1,0 +1,184 @@
+"""What the monitoring stage watches: the one list both the alarms and the dashboard come from.
+
+Each `Watch` is one CloudWatch metric of one stage. The stage draws a dashboard widget for every
+watch that applies to the config (`watches`), and creates an alarm for every watch with a
+threshold. So an alarm never exists without its graph, a graph never without the stage it shows,
+and adding a metric is one entry here.
+
+Dimension values come from the producing stage's outputs (`Wire`) or from a resource of the
+monitoring stack itself (`Local`, e.g. an EventBridge rule whose matches are counted).
+"""
+
+from dataclasses import dataclass
+
+from ..config import PipelineConfig
+from ..config.monitoring import FARGATE, SAGEMAKER, serves_with
+from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DELIVERY_STREAM_NAME,
+                       ECS_CLUSTER_NAME, ECS_SERVICE_NAME, ENDPOINT_NAME, LOAD_BALANCER_FULL_NAME,
+                       STREAM_NAME, TARGET_GROUP_FULL_NAME, Wire)
+
+
+# Logical ids of monitoring resources that watches refer to.
+ETL_FAILURE_RULE = "EtlFailureRule"
+MONITOR_VIOLATION_RULE = "MonitorViolationRule"
+MONITOR_FAILURE_RULE = "MonitorFailureRule"
+RETRAIN_FUNCTION = "RetrainFunction"
+
+PERIOD_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Local:
+    """A resource of the monitoring stack; its Ref is the dimension value."""
+
+    logical_id: str
+
+
+Source = Wire | Local
+
+
+@dataclass(frozen=True)
+class Watch:
+    key: str  # CamelCase; the alarm is `<key>Alarm`
+    stage: str  # the stage watched: the dashboard row
+    title: str
+    namespace: str
+    metric: str
+    statistic: str  # Average, Maximum, Minimum or Sum
+    dimensions: tuple[tuple[str, Source], ...]
+    # AlarmThresholds field the alarm compares with; None draws the metric without an alarm
+    # (an EventBridge rule already notifies for each match).
+    threshold: str | None = None
+    comparison: str = "GreaterThanThreshold"
+    # A level (latency, age, utilisation) alarms over the configured evaluation periods; a count
+    # of failures alarms on the last period alone, since any burst of errors matters.
+    level: bool = False
+    # Dimensions aggregated over with a Metrics Insights query, for values no stage offers
+    # (an endpoint's variant names).
+    across: tuple[str, ...] = ()
+    # Part of the composite "serving degraded" alarm, which notifies in its place.
+    serving: bool = False
+    # An alarm that starts the training pipeline (see data/retrain.py).
+    retrain: bool = False
+
+    @property
+    def alarm_id(self) -> str:
+        return f"{self.key}Alarm"
+
+    @property
+    def has_alarm(self) -> bool:
+        return self.threshold is not None
+
+
+def _events_matched(key: str, stage: str, title: str, rule: str, threshold: str | None = None,
+                    retrain: bool = False) -> Watch:
+    """Matches of one of this stack's EventBridge rules, as EventBridge counts them."""
+    return Watch(key, stage, title, "AWS/Events", "TriggeredRules", "Sum",
+                 (("RuleName", Local(rule)),), threshold, retrain=retrain)
+
+
+STREAM = (
+    Watch("StreamIteratorAge", "ingestion", "Ingest stream: age of the oldest unread record (ms)",
+          "AWS/Kinesis", "GetRecords.IteratorAgeMilliseconds", "Maximum",
+          (("StreamName", STREAM_NAME),), "stream_iterator_age_ms", level=True),
+    Watch("StreamWriteThrottles", "ingestion", "Ingest stream: throttled writes",
+          "AWS/Kinesis", "WriteProvisionedThroughputExceeded", "Sum",
+          (("StreamName", STREAM_NAME),), "stream_write_throttles"),
+    Watch("DeliveryFreshness", "ingestion", "Firehose: age of the oldest record not in S3 (s)",
+          "AWS/Firehose", "DeliveryToS3.DataFreshness", "Maximum",
+          (("DeliveryStreamName", DELIVERY_STREAM_NAME),), "delivery_freshness_seconds",
+          level=True),
+    Watch("DeliverySuccess", "ingestion", "Firehose: share of successful S3 deliveries",
+          "AWS/Firehose", "DeliveryToS3.Success", "Average",
+          (("DeliveryStreamName", DELIVERY_STREAM_NAME),), "delivery_success_ratio",
+          comparison="LessThanThreshold", level=True),
+)
+CONSUMER = (
+    Watch("ConsumerErrors", "ingestion", "Consumer Lambda: errors",
+          "AWS/Lambda", "Errors", "Sum",
+          (("FunctionName", CONSUMER_FUNCTION_NAME),), "function_errors"),
+    Watch("ConsumerFailures", "ingestion", "Consumer: batches given up on (failure queue)",
+          "AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum",
+          (("QueueName", CONSUMER_FAILURE_QUEUE_NAME),), "failure_queue_messages"),
+)
+ETL = (
+    _events_matched("EtlJobFailures", "etl", "ETL job runs failed or timed out",
+                    ETL_FAILURE_RULE),
+)
+_ENDPOINT = (("EndpointName", ENDPOINT_NAME),)
+ENDPOINT = (
+    Watch("EndpointModelLatency", "serving", "Endpoint: model latency (microseconds)",
+          "AWS/SageMaker", "ModelLatency", "Average", _ENDPOINT,
+          "endpoint_model_latency_us", level=True, across=("VariantName",), serving=True),
+    Watch("Endpoint4xxErrors", "serving", "Endpoint: 4XX invocation errors",
+          "AWS/SageMaker", "Invocation4XXErrors", "Sum", _ENDPOINT,
+          "endpoint_4xx_errors", across=("VariantName",)),
+    Watch("Endpoint5xxErrors", "serving", "Endpoint: 5XX invocation errors",
+          "AWS/SageMaker", "Invocation5XXErrors", "Sum", _ENDPOINT,
+          "endpoint_5xx_errors", across=("VariantName",), serving=True),
+)
+MODEL_MONITOR = (
+    _events_matched("MonitorViolations", "serving", "Model Monitor: runs that found violations",
+                    MONITOR_VIOLATION_RULE, "violation_runs", retrain=True),
+    _events_matched("MonitorFailures", "serving", "Model Monitor: runs that failed",
+                    MONITOR_FAILURE_RULE),
+)
+_SERVICE = (("ClusterName", ECS_CLUSTER_NAME), ("ServiceName", ECS_SERVICE_NAME))
+_TARGETS = (("LoadBalancer", LOAD_BALANCER_FULL_NAME), ("TargetGroup", TARGET_GROUP_FULL_NAME))
+API = (
+    Watch("ServiceCpu", "serving", "API service: CPU use (%)",
+          "AWS/ECS", "CPUUtilization", "Average", _SERVICE, "service_cpu_percent", level=True),
+    Watch("ServiceMemory", "serving", "API service: memory use (%)",
+          "AWS/ECS", "MemoryUtilization", "Average", _SERVICE, "service_memory_percent",
+          level=True),
+    Watch("Target5xxErrors", "serving", "API containers: 5XX responses",
+          "AWS/ApplicationELB", "HTTPCode_Target_5XX_Count", "Sum", _TARGETS,
+          "target_5xx_errors", serving=True),
+    Watch("LoadBalancer5xxErrors", "serving", "API load balancer: 5XX responses of its own",
+          "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", "Sum",
+          (("LoadBalancer", LOAD_BALANCER_FULL_NAME),), "load_balancer_5xx_errors", serving=True),
+    Watch("TargetResponseTime", "serving", "API containers: response time (s)",
+          "AWS/ApplicationELB", "TargetResponseTime", "Average", _TARGETS,
+          "target_response_seconds", level=True, serving=True),
+)
+RETRAIN = (
+    Watch("RetrainErrors", "monitoring", "Retrain Lambda: errors",
+          "AWS/Lambda", "Errors", "Sum",
+          (("FunctionName", Local(RETRAIN_FUNCTION)),), "function_errors"),
+)
+
+
+def model_monitor_enabled(config: PipelineConfig) -> bool:
+    return config.stages.monitoring.runs_model_monitor(config)
+
+
+def retrain_enabled(config: PipelineConfig) -> bool:
+    return config.stages.monitoring.runs_retrain(config)
+
+
+def _drift_watches(config: PipelineConfig) -> tuple[Watch, ...]:
+    return MODEL_MONITOR if model_monitor_enabled(config) else ()
+
+
+def watches(config: PipelineConfig) -> tuple[Watch, ...]:
+    """Every watch that applies to the config, in dashboard order."""
+    stages = config.stages
+    found: list[Watch] = []
+    if stages.ingestion.enabled:
+        found += STREAM
+        if stages.ingestion.consumer.enabled:
+            found += CONSUMER
+    if stages.etl.enabled:
+        found += ETL
+    if serves_with(config, SAGEMAKER):
+        found += ENDPOINT
+    if serves_with(config, FARGATE):
+        found += API
+    found += _drift_watches(config)
+    if retrain_enabled(config):
+        found += RETRAIN
+    return tuple(found)
+
+
+def alarmed(config: PipelineConfig) -> tuple[Watch, ...]:
+    return tuple(w for w in watches(config) if w.has_alarm)
