@@ -1,12 +1,181 @@
-"""The `stages.cicd` section: CodePipeline/CodeBuild for CI/CD/CT of this pipeline."""
+"""The `stages.cicd` section: the delivery pipeline that tests this pipeline and deploys it to
+every environment, and the continuous-training hook."""
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
-from .base import StageToggle
+from .base import Model, Setting, StageToggle
+
+# A CodeConnections (formerly CodeStar Connections) connection, in either ARN form.
+CONNECTION_ARN_PATTERN = (r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:"
+                          r"[0-9]{12}:connection/[0-9a-f-]{36}$")
+# <owner>/<name> as GitHub, GitLab and Bitbucket spell it (GitLab groups may nest).
+REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$"
+BRANCH_PATTERN = r"^[A-Za-z0-9._/-]{1,255}$"
+S3_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!_.*'()/-]{0,1023}$"
+# A path relative to the repository root: no leading slash, no shell metacharacters (the paths
+# are written into build commands); `..` is refused by `_inside_repository`.
+REPO_PATH_PATTERN = r"^[A-Za-z0-9_.@+=,-][A-Za-z0-9_.@+=,/-]{0,254}$"
+
+
+def _inside_repository(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError(f"{path!r} leaves the repository (`..`)")
+    return path
+
+
+RepoPath = Annotated[str, Field(pattern=REPO_PATH_PATTERN), AfterValidator(_inside_repository)]
+# Images CodeBuild offers (curated) or any image it can pull (ECR or a registry).
+BUILD_IMAGE_PATTERN = r"^[a-z0-9][a-z0-9._/:@-]{2,254}$"
+
+
+class SourceConfig(Model):
+    provider: Annotated[
+        Literal["s3", "connection"],
+        Field(description="Where the pipeline's source comes from: `connection`, a Git "
+                          "repository (GitHub, GitLab, Bitbucket) through an AWS "
+                          "CodeConnections connection; or `s3`, a zip of the repository "
+                          "uploaded to the source bucket this stage creates (the default, as "
+                          "a connection has to be created and authorized in the console "
+                          "first)."),
+    ] = "s3"
+    object_key: Annotated[
+        str,
+        Field(pattern=S3_KEY_PATTERN,
+              description="With provider `s3`: key of the source zip in the source bucket "
+                          "(output SourceBucketName), e.g. `git archive --format=zip HEAD`; "
+                          "each new version starts the pipeline."),
+    ] = "source/repository.zip"
+    connection_arn: Annotated[
+        str | None,
+        Field(pattern=CONNECTION_ARN_PATTERN,
+              description="With provider `connection`: ARN of an AVAILABLE CodeConnections "
+                          "connection (created and authorized in the console)."),
+        Setting("DeliverySourceConnectionArn"),
+    ] = None
+    repository: Annotated[
+        str | None,
+        Field(pattern=REPOSITORY_PATTERN,
+              description="With provider `connection`: the repository, `<owner>/<name>`."),
+    ] = None
+    branch: Annotated[
+        str,
+        Field(pattern=BRANCH_PATTERN,
+              description="With provider `connection`: the branch whose pushes start the "
+                          "pipeline."),
+    ] = "main"
+
+    @model_validator(mode="after")
+    def _provider_fits_fields(self):
+        if self.provider == "connection":
+            if self.connection_arn is None or self.repository is None:
+                raise ValueError("provider 'connection' needs connection_arn and repository")
+        elif self.connection_arn is not None or self.repository is not None:
+            raise ValueError("connection_arn and repository are only for provider 'connection'")
+        return self
+
+
+class BuildConfig(Model):
+    compute_type: Annotated[
+        Literal["BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE"],
+        Field(description="CodeBuild instance size of the build (the tests run in it)."),
+        Setting("DeliveryBuildComputeType"),
+    ] = "BUILD_GENERAL1_MEDIUM"
+    image: Annotated[
+        str,
+        Field(pattern=BUILD_IMAGE_PATTERN,
+              description="CodeBuild image of the build; it must offer python_version."),
+        Setting("DeliveryBuildImage"),
+    ] = "aws/codebuild/amazonlinux-x86_64-standard:5.0"
+    timeout_minutes: Annotated[
+        int,
+        Field(ge=5, le=480, description="Longest a build may run before CodeBuild stops it."),
+        Setting("DeliveryBuildTimeoutMinutes"),
+    ] = 60
+    python_version: Annotated[
+        Literal["3.11", "3.12"],
+        Field(description="Python runtime the build installs the repository with."),
+    ] = "3.11"
+    in_vpc: Annotated[
+        bool,
+        Field(description="Run the build in the private subnets. The build installs packages "
+                          "from PyPI, so it needs a route to the internet: with network mode "
+                          "`create` this requires network.internet_gateway (NAT). Off: "
+                          "CodeBuild's own network, which reaches the internet and AWS APIs."),
+    ] = False
+    config_file: Annotated[
+        RepoPath | None,
+        Field(description="Path of the pipeline file in the repository (the build passes it "
+                          "as --config); unset: the bundled default."),
+    ] = None
+    templates_dir: Annotated[
+        RepoPath,
+        Field(description="Where the repository keeps the rendered templates (one directory "
+                          "per environment, `mlops-cfn render --all-envs`)."),
+    ] = "templates"
+    install_commands: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r]+$")]],
+        Field(min_length=1, max_length=20,
+              description="Shell commands that install the repository, mlops-cfn and the "
+                          "test tools (checkov for `mlops-cfn validate`)."),
+    ] = [
+        'pip install --quiet --disable-pip-version-check -e ".[test]"',
+        'export MLOPS_CFN_CHECKOV="$(scripts/install-checkov | tail -n 1)"',
+    ]
+    test_commands: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r]+$")]],
+        Field(max_length=20,
+              description="Shell commands that run the tests after the templates are checked "
+                          "and validated; [] for none."),
+    ] = ["python -m pytest -q -n auto"]
+
+
+class RetrainConfig(Model):
+    enabled: Annotated[
+        bool,
+        Field(description="Continuous training: after the home environment is deployed, start "
+                          "its training pipeline when the training code changed since the last "
+                          "run the delivery pipeline started (needs the training stage)."),
+    ] = True
+    code_paths: Annotated[
+        list[RepoPath],
+        Field(min_length=1, max_length=20,
+              description="Files or directories, relative to the repository root, that hold "
+                          "the training code; their content hash decides whether to retrain."),
+    ] = ["mlops_cfn/data/training"]
 
 
 class CicdConfig(StageToggle):
-    # Off until the stage is written (being built in parallel).
-    enabled: Annotated[bool, Field(description="Render this stage.")] = False
+    enabled: Annotated[bool, Field(description="Render this stage.")] = True
+    home_environment: Annotated[
+        str | None,
+        Field(description="The environment whose stack holds the delivery pipeline; in every "
+                          "other environment this stage creates nothing. Unset: the first "
+                          "environment of `environments`."),
+    ] = None
+    source: SourceConfig = SourceConfig()
+    build: BuildConfig = BuildConfig()
+    retrain: RetrainConfig = RetrainConfig()
+
+    def vpc_endpoints(self) -> tuple[str, ...]:
+        if not self.build.in_vpc:
+            return ()
+        # CodeBuild writes the build's logs from inside the VPC; the retrain build calls
+        # SageMaker. S3 (artifacts, packages) goes through the gateway endpoint.
+        return ("logs", "sagemaker.api") if self.retrain.enabled else ("logs",)
+
+    def problems_with(self, config: Any) -> list[str]:
+        problems = []
+        environments = list(config.environments)
+        if self.home_environment is not None and self.home_environment not in environments:
+            problems.append(
+                f"stages.cicd.home_environment: {self.home_environment!r} is not one of the "
+                f"environments ({', '.join(environments)})")
+        if (self.build.in_vpc and config.network.mode == "create"
+                and not config.network.internet_gateway):
+            problems.append(
+                "stages.cicd.build.in_vpc: the build installs packages from the internet, which "
+                "the private subnets cannot reach: set network.internet_gateway to true, or "
+                "turn in_vpc off")
+        return problems

@@ -1,8 +1,759 @@
-"""cicd stage (being written): CodePipeline/CodeBuild for CI/CD/CT of this pipeline."""
+"""cicd stage: the delivery pipeline that tests this pipeline and deploys it to every environment,
+and the continuous-training hook.
 
+One pipeline per project, not per environment: it lives in the stack of the home environment
+(`stages.cicd.home_environment`, by default the first environment) and deploys every
+environment in the order of `environments`. Every environment's root still holds this stage,
+so that environments differing only in values keep byte-identical templates; outside the home
+environment the condition IsDeliveryHome is false and the stack holds only a placeholder.
+
+Pipeline (CodePipeline V2, RestartExecutionOnUpdate: it updates itself when it deploys its own
+stack, then runs again with its new definition)
+1. Source: an S3 object (`source.provider: s3`: SourceBucket, started by an EventBridge rule on
+   each new version) or a Git repository through a CodeConnections connection
+   (`source.provider: connection`: connection ARN as the DeliverySourceConnectionArn parameter,
+   repository and branch from the config).
+2. Build (BuildProject): installs the repository, runs `mlops-cfn render --check --all-envs`,
+   `mlops-cfn validate` and the tests, then `mlops-cfn package` per environment into the
+   artifact bucket; its output artifact holds <env>/packaged-root.yaml and <env>/parameters.json
+   (cicd_buildspec.py).
+3. Deploy-<env>, for every environment in order: CloudFormation CHANGE_SET_REPLACE on the root
+   stack `<project>-<env>` with TemplateConfiguration <env>/parameters.json, then
+   CHANGE_SET_EXECUTE; for an environment marked `protected`, a manual approval between the
+   two, so the approver reviews the very change set that will run.
+4. Retrain (continuous training, with the training stage and `retrain.enabled`), right after
+   the home environment is deployed: RetrainProject starts the home environment's SageMaker
+   pipeline when the content hash of `retrain.code_paths` differs from the one it last
+   started a run for. Why a step of this pipeline and not a second pipeline triggered on file
+   paths: training must run the code just deployed (a second pipeline would race this one and
+   train with the old pipeline definition); it works with either source (V2 file-path triggers
+   exist only for Git connections; an S3 zip has no history); and a hash over the code, unlike
+   "files changed in this push", still catches a change whose first run failed.
+
+Resources (all but Placeholder only in the home environment)
+- ArtifactBucket (+ policy): the pipeline's artifact store and the packages' bucket; SSE-KMS
+  with the data key, versioned, TLS only, public access blocked, access logs to the access-logs
+  bucket, retained.
+- SourceBucket (+ policy), SourceTriggerRule, SourceTriggerRole: with `source.provider: s3`.
+- BuildProject, BuildLogGroup, BuildRole; RetrainProject, RetrainLogGroup, RetrainRole (with
+  retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
+  privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.
+- PipelineRole: the artifact and source buckets, the two projects, change sets on the
+  `<project>-<env>` stacks, passing DeployRole to CloudFormation, the connection.
+- DeployRole + DeployPolicy1..n: the role CloudFormation deploys every environment with; what
+  permissions.py maps the resource types of the deployed stages to (stages/resource_types.py),
+  no `*` action; plus reading the packages.
+- DeliveryPipeline; Placeholder (AWS::CloudFormation::WaitConditionHandle: a stack needs a
+  resource, and outside the home environment it is the only one).
+
+Inputs: DataKeyArn, AccessLogsBucketName; with in_vpc VpcId, PrivateSubnetIds;
+with retraining TrainingPipelineName, TrainingPipelineArn.
+Outputs: DeliveryPipelineName (in every environment: the pipeline that deploys it), with the S3
+source DeliverySourceBucketName (where to upload the source zip).
+Settings: EnvironmentName, LogRetentionDays, DeliveryBuildComputeType, DeliveryBuildImage,
+DeliveryBuildTimeoutMinutes; with a connection DeliverySourceConnectionArn.
+
+Operating it
+- Bootstrap: deploy the home environment once by hand (`mlops-cfn deploy --env <home>
+  --stack-name <project>-<home>`); from then on the pipeline deploys every environment to the
+  stacks `<project>-<env>`, in this account and region.
+- Turning this stage off, or moving home_environment, deletes the pipeline and its deploy role:
+  do that with `mlops-cfn deploy`, not through the pipeline, which would delete the role it is
+  deploying with.
+- Every environment's templates and assets are packaged into the home environment's artifact
+  bucket, encrypted with the home data key. CloudFormation reads them with the deploy role,
+  which may use the project's keys; a role of another environment that reads an asset at run
+  time (a Glue script) also needs Decrypt on the home key, which the asset contract
+  (assets.py: s3:GetObject only) does not grant yet.
+- The deploy role can create IAM roles, so whoever can push to the source can change what it
+  deploys: protect the branch (or the source bucket), and mark production `protected`.
+
+Environments: `build(config, targets)` takes every environment's name, `protected` flag and
+enabled stages. Without `targets` they are derived from this environment's config
+(`targets_from`), which cannot see the base file's values: an environment that does not set
+`protected` itself counts as unprotected unless no environment sets it (then the shared value
+applies), and a stage counts as deployed if any environment may enable it.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import awacs.cloudformation
+import awacs.codebuild
+import awacs.codeconnections
+import awacs.codepipeline
+import awacs.codestar_connections
+import awacs.ec2
+import awacs.iam
+import awacs.logs
+import awacs.s3
+import awacs.sagemaker
+from awacs.aws import Allow, ArnLike, Condition, Statement, StringEquals
+from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
+                         events, iam, s3)
+
+from .. import naming, permissions, policies
 from ..config import PipelineConfig
+from ..config.cicd import CicdConfig
+from ..outputs import (ACCESS_LOGS_BUCKET_NAME, DATA_KEY_ARN, DELIVERY_PIPELINE_NAME,
+                       DELIVERY_SOURCE_BUCKET_NAME, PRIVATE_SUBNET_IDS, TRAINING_PIPELINE_ARN,
+                       TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
+from . import cicd_buildspec as spec
+from .common import encrypted_log_group
+from .resource_types import stage_resource_types
+from .storage import S3_ACCESS_LOG_PREFIX
+
+HOME = "IsDeliveryHome"
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+# Artifact names inside the pipeline.
+SOURCE_ARTIFACT = "Source"
+BUILD_ARTIFACT = "Delivery"
+BUILD_NAMESPACE = "Build"
+# Capabilities the root stack needs: it creates IAM roles (some stages may name them).
+CAPABILITIES = "CAPABILITY_IAM,CAPABILITY_NAMED_IAM,CAPABILITY_AUTO_EXPAND"
+INCOMPLETE_UPLOAD_DAYS = 7
+# Old artifact and source versions only serve re-running an old execution.
+NONCURRENT_VERSION_DAYS = 90
 
 
-def build(config: PipelineConfig) -> Stage:
-    return StageBuilder("cicd", config.project, "cicd (being written)").finish()
+@dataclass(frozen=True)
+class DeploymentTarget:
+    """One environment the pipeline deploys."""
+
+    environment: str
+    protected: bool
+    # The stages enabled there (network always), for the deploy role's permissions.
+    stages: frozenset[str]
+
+    @property
+    def stage_name(self) -> str:
+        return f"Deploy-{self.environment}"
+
+
+# --- environments ----------------------------------------------------------------------------
+
+def enabled_stages(config: PipelineConfig) -> frozenset[str]:
+    """The stages a config renders (the network stage always; others by their switch)."""
+    names = {"network"}
+    for name in type(config.stages).model_fields:
+        if getattr(config.stages, name).enabled:
+            names.add(name)
+    return frozenset(names)
+
+
+def targets_of(loaded: Any) -> tuple[DeploymentTarget, ...]:
+    """Every environment of a loaded file, exactly (config.LoadedConfig: its merged configs)."""
+    return tuple(DeploymentTarget(name, merged.protected, enabled_stages(merged))
+                 for name, merged in loaded.merged.items())
+
+
+def targets_from(config: PipelineConfig) -> tuple[DeploymentTarget, ...]:
+    """Every environment, as far as one environment's merged config tells (module docstring)."""
+    overrides = {name: (o or {}) for name, o in config.environments.items()}
+    anyone_sets_protected = any("protected" in o for o in overrides.values())
+    # With no override anywhere, this config's value is the file's shared value.
+    shared_protected = config.protected if not anyone_sets_protected else False
+    stages = set(enabled_stages(config))
+    for o in overrides.values():
+        sections = o.get("stages")
+        if isinstance(sections, dict):
+            # A switch overridden either way means the shared value may be "on" somewhere.
+            stages |= {name for name, section in sections.items()
+                       if isinstance(section, dict) and "enabled" in section}
+    return tuple(
+        DeploymentTarget(name, bool(o.get("protected", shared_protected)), frozenset(stages))
+        for name, o in overrides.items())
+
+
+def home_environment(config: PipelineConfig) -> str:
+    return config.stages.cicd.home_environment or next(iter(config.environments))
+
+
+def stack_name(project: str, environment: str) -> str:
+    """The root stack of one environment (as `mlops-cfn deploy --stack-name` should name it)."""
+    return f"{project}-{environment}"
+
+
+def change_set_name(project: str, environment: str) -> str:
+    return f"{stack_name(project, environment)}-delivery"
+
+
+def pipeline_name(project: str, home: str) -> str:
+    """The pipeline's name: a literal, the same in every environment's template."""
+    return naming.physical_name(naming.CODEPIPELINE, project, "delivery").replace(
+        naming.ENVIRONMENT, home)
+
+
+def retraining(config: PipelineConfig) -> bool:
+    return config.stages.cicd.retrain.enabled and config.stages.training.enabled
+
+
+# --- the stage -------------------------------------------------------------------------------
+
+def build(config: PipelineConfig,
+          targets: Sequence[DeploymentTarget] | None = None) -> Stage:
+    cicd = config.stages.cicd
+    targets = tuple(targets) if targets is not None else targets_from(config)
+    home = home_environment(config)
+    b = StageBuilder("cicd", config.project,
+                     "delivery pipeline (test, package, deploy to "
+                     + ", ".join(t.environment for t in targets) + ")")
+    b.template.add_condition(HOME, Equals(b.environment, home))
+    b.add(cloudformation.WaitConditionHandle("Placeholder"))
+    key = b.input(DATA_KEY_ARN)
+    access_logs = b.input(ACCESS_LOGS_BUCKET_NAME)
+    name = pipeline_name(config.project, home)
+
+    artifacts = _home(b.add(delivery_bucket(b, "ArtifactBucket", "delivery", key, access_logs,
+                                            eventbridge=False)))
+    _home(b.add(tls_only_policy(artifacts)))
+    source_bucket = connection = None
+    if cicd.source.provider == "connection":
+        connection = b.setting(cicd.source, "connection_arn")
+    else:
+        source_bucket = _home(b.add(delivery_bucket(b, "SourceBucket", "source", key,
+                                                    access_logs, eventbridge=True)))
+        _home(b.add(tls_only_policy(source_bucket)))
+
+    network = add_build_network(b) if cicd.build.in_vpc else None
+    build_project = add_build_project(b, config, targets, artifacts, key, network)
+    retrain_project = (add_retrain_project(b, config, artifacts, key, network)
+                       if retraining(config) else None)
+    deploy_role = add_deploy_role(b, config.project, targets, artifacts, key)
+    projects = [p for p in (build_project, retrain_project) if p is not None]
+    pipeline_role = b.add(add_pipeline_role(config, targets, artifacts, source_bucket,
+                                            connection, key, projects, deploy_role))
+    source = source_action(config, source_bucket, connection)
+    stages = pipeline_stages(config, targets, home, source, build_project, retrain_project,
+                             deploy_role)
+    pipeline = _home(b.add(codepipeline.Pipeline(
+        "DeliveryPipeline",
+        Name=name,
+        PipelineType="V2",
+        ExecutionMode="SUPERSEDED",
+        # It deploys its own stack: after updating itself, it starts over as the new version.
+        RestartExecutionOnUpdate=True,
+        RoleArn=GetAtt(pipeline_role, "Arn"),
+        ArtifactStore=codepipeline.ArtifactStore(
+            Type="S3", Location=Ref(artifacts),
+            EncryptionKey=codepipeline.EncryptionKey(Id=key, Type="KMS")),
+        Stages=stages,
+    )))
+    if source_bucket is not None:
+        add_source_trigger(b, cicd, source_bucket, pipeline)
+        b.output(DELIVERY_SOURCE_BUCKET_NAME, Sub(
+            naming.physical_name(naming.S3_BUCKET, config.project, "source").replace(
+                naming.ENVIRONMENT, home)))
+    b.output(DELIVERY_PIPELINE_NAME, name)
+    return b.finish()
+
+
+def _home(resource):
+    """Created only in the home environment."""
+    resource.Condition = HOME
+    return resource
+
+
+# --- buckets ---------------------------------------------------------------------------------
+
+def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Ref, access_logs: Ref,
+                    *, eventbridge: bool) -> s3.Bucket:
+    """A bucket of the pipeline, as secure as the data buckets: the sources and packages it
+    holds decide what runs in every environment."""
+    props: dict[str, Any] = {}
+    if eventbridge:
+        # The S3 source starts the pipeline through an EventBridge rule on new versions.
+        props["NotificationConfiguration"] = s3.NotificationConfiguration(
+            EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True))
+    return s3.Bucket(
+        title,
+        BucketName=b.physical_name(naming.S3_BUCKET, purpose),
+        BucketEncryption=s3.BucketEncryption(ServerSideEncryptionConfiguration=[
+            s3.ServerSideEncryptionRule(
+                ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
+                    SSEAlgorithm="aws:kms", KMSMasterKeyID=key),
+                BucketKeyEnabled=True,
+            )]),
+        # The S3 source action needs versions; artifacts keep them for re-runs and audits.
+        VersioningConfiguration=s3.VersioningConfiguration(Status="Enabled"),
+        PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(
+            BlockPublicAcls=True, BlockPublicPolicy=True, IgnorePublicAcls=True,
+            RestrictPublicBuckets=True),
+        OwnershipControls=s3.OwnershipControls(
+            Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]),
+        LoggingConfiguration=s3.LoggingConfiguration(
+            DestinationBucketName=access_logs,
+            LogFilePrefix=f"{S3_ACCESS_LOG_PREFIX}{purpose}/",
+            TargetObjectKeyFormat=s3.TargetObjectKeyFormat(
+                PartitionedPrefix=s3.PartitionedPrefix(PartitionDateSource="EventTime"))),
+        LifecycleConfiguration=s3.LifecycleConfiguration(Rules=[s3.LifecycleRule(
+            Id="expire-noncurrent-versions",
+            Status="Enabled",
+            NoncurrentVersionExpiration=s3.NoncurrentVersionExpiration(
+                NoncurrentDays=NONCURRENT_VERSION_DAYS),
+            ExpiredObjectDeleteMarker=True,
+            AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
+                DaysAfterInitiation=INCOMPLETE_UPLOAD_DAYS),
+        )]),
+        **props,
+        **RETAIN,
+    )
+
+
+def tls_only_policy(bucket: s3.Bucket) -> s3.BucketPolicy:
+    return s3.BucketPolicy(
+        f"{bucket.title}Policy",
+        Bucket=Ref(bucket),
+        PolicyDocument=policies.document(
+            policies.deny_insecure_transport(GetAtt(bucket, "Arn"))),
+    )
+
+
+# --- build -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildNetwork:
+    security_group: ec2.SecurityGroup
+    subnets: Ref
+    vpc: Ref
+
+
+def add_build_network(b: StageBuilder) -> BuildNetwork:
+    vpc = b.input(VPC_ID)
+    group = _home(b.add(ec2.SecurityGroup(
+        "BuildSecurityGroup",
+        GroupDescription="Delivery builds: HTTPS out (package index, AWS APIs)",
+        VpcId=vpc,
+        # The build downloads packages from the internet (through NAT) and calls AWS APIs;
+        # nothing connects to it.
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="HTTPS", IpProtocol="tcp", FromPort=443, ToPort=443,
+            CidrIp="0.0.0.0/0")],
+    )))
+    return BuildNetwork(group, b.input(PRIVATE_SUBNET_IDS), vpc)
+
+
+def add_build_project(b: StageBuilder, config: PipelineConfig,
+                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Ref,
+                      network: BuildNetwork | None) -> codebuild.Project:
+    cicd = config.stages.cicd
+    log_group = _home(encrypted_log_group(b, config, "BuildLogGroup", "delivery-build"))
+    role = _home(b.add(iam.Role(
+        "BuildRole",
+        Description="Delivery build: check, test and package the pipeline",
+        AssumeRolePolicyDocument=codebuild_trust(),
+        Policies=[iam.Policy(PolicyName="build", PolicyDocument=policies.document(
+            build_statements(artifacts, key, log_group, network)))],
+    )))
+    build_spec = spec.build_spec(
+        [t.environment for t in targets], cicd.build,
+        cicd.retrain.code_paths if retraining(config) else None)
+    return _home(b.add(codebuild.Project(
+        "BuildProject",
+        Description="Checks, tests and packages the pipeline for every environment",
+        ServiceRole=GetAtt(role, "Arn"),
+        Source=codebuild.Source(Type="CODEPIPELINE", BuildSpec=spec.as_text(build_spec)),
+        Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
+        Environment=build_environment(b, cicd, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts)}),
+        EncryptionKey=key,
+        TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
+        LogsConfig=project_logs(log_group),
+        **project_network(network),
+    )))
+
+
+def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
+                        key: Ref, network: BuildNetwork | None) -> codebuild.Project:
+    cicd = config.stages.cicd
+    log_group = _home(encrypted_log_group(b, config, "RetrainLogGroup", "delivery-retrain"))
+    training_pipeline = b.input(TRAINING_PIPELINE_NAME)
+    role = _home(b.add(iam.Role(
+        "RetrainRole",
+        Description="Continuous training: start the training pipeline when its code changed",
+        AssumeRolePolicyDocument=codebuild_trust(),
+        Policies=[iam.Policy(PolicyName="retrain", PolicyDocument=policies.document(
+            retrain_statements(artifacts, key, log_group, b.input(TRAINING_PIPELINE_ARN),
+                               network)))],
+    )))
+    return _home(b.add(codebuild.Project(
+        "RetrainProject",
+        Description="Starts the training pipeline when the training code changed",
+        ServiceRole=GetAtt(role, "Arn"),
+        Source=codebuild.Source(Type="CODEPIPELINE",
+                                BuildSpec=spec.as_text(spec.retrain_spec())),
+        Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
+        Environment=build_environment(b, cicd, {
+            spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
+            spec.TRAINING_PIPELINE_VARIABLE: training_pipeline,
+        }),
+        EncryptionKey=key,
+        TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
+        LogsConfig=project_logs(log_group),
+        **project_network(network),
+    )))
+
+
+def build_environment(b: StageBuilder, cicd: CicdConfig,
+                      variables: dict[str, Any]) -> codebuild.Environment:
+    return codebuild.Environment(
+        Type="LINUX_CONTAINER",
+        ComputeType=b.setting(cicd.build, "compute_type"),
+        Image=b.setting(cicd.build, "image"),
+        ImagePullCredentialsType="CODEBUILD",
+        # Nothing here builds container images: no Docker daemon, no root on the host.
+        PrivilegedMode=False,
+        EnvironmentVariables=[
+            codebuild.EnvironmentVariable(Name=name, Type="PLAINTEXT", Value=value)
+            for name, value in sorted(variables.items())],
+    )
+
+
+def project_logs(log_group) -> codebuild.LogsConfig:
+    return codebuild.LogsConfig(
+        CloudWatchLogs=codebuild.CloudWatchLogs(Status="ENABLED", GroupName=Ref(log_group)),
+        S3Logs=codebuild.S3Logs(Status="DISABLED"))
+
+
+def project_network(network: BuildNetwork | None) -> dict[str, Any]:
+    if network is None:
+        return {}
+    return {"VpcConfig": codebuild.VpcConfig(
+        VpcId=network.vpc, Subnets=network.subnets,
+        SecurityGroupIds=[GetAtt(network.security_group, "GroupId")])}
+
+
+def codebuild_trust():
+    # CodeBuild's confused-deputy guard: only for projects of this account.
+    return policies.trusted_by("codebuild.amazonaws.com",
+                               StringEquals("aws:SourceAccount", Ref("AWS::AccountId")))
+
+
+def build_statements(artifacts: s3.Bucket, key: Ref, log_group,
+                     network: BuildNetwork | None) -> list[Statement]:
+    bucket = GetAtt(artifacts, "Arn")
+    return [
+        # Input and output artifacts anywhere in the store (CodePipeline picks the keys);
+        # packages under delivery/ (the package command checks what is there first).
+        *policies.bucket_access(bucket, read=True, write=True),
+        Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion],
+                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        policies.use_key(key, via_services=["s3"]),
+        log_statement(log_group),
+        *vpc_statements(network),
+    ]
+
+
+def retrain_statements(artifacts: s3.Bucket, key: Ref, log_group, training_pipeline: Ref,
+                       network: BuildNetwork | None) -> list[Statement]:
+    bucket = GetAtt(artifacts, "Arn")
+    state = Sub("${%s.Arn}/%s" % (artifacts.title, spec.RETRAIN_STATE_KEY))
+    return [
+        # Its input artifact (CodeBuild actions take one) and the remembered hash.
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[state]),
+        Statement(Effect=Allow, Action=[awacs.s3.GetBucketLocation], Resource=[bucket]),
+        policies.use_key(key, via_services=["s3"]),
+        Statement(Effect=Allow, Action=[awacs.sagemaker.StartPipelineExecution],
+                  Resource=[training_pipeline]),
+        log_statement(log_group),
+        *vpc_statements(network),
+    ]
+
+
+def log_statement(log_group) -> Statement:
+    return Statement(
+        Effect=Allow,
+        Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
+        Resource=[policies.arn("logs", "log-group:${%s}:*" % log_group.title)],
+    )
+
+
+def vpc_statements(network: BuildNetwork | None) -> list[Statement]:
+    """What CodeBuild does with the project's role to run a build in the VPC."""
+    if network is None:
+        return []
+    interfaces = policies.arn("ec2", "network-interface/*")
+    return [
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterface],
+            Resource=[interfaces, policies.arn("ec2", "subnet/*"),
+                      policies.arn("ec2", "security-group/${%s.GroupId}"
+                                   % network.security_group.title)],
+        ),
+        Statement(Effect=Allow, Action=[awacs.ec2.DeleteNetworkInterface], Resource=[interfaces]),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.CreateNetworkInterfacePermission],
+            Resource=[interfaces],
+            Condition=Condition([
+                StringEquals("ec2:AuthorizedService", "codebuild.amazonaws.com"),
+                ArnLike("ec2:Subnet", policies.arn("ec2", "subnet/*")),
+            ]),
+        ),
+        # EC2's Describe actions have no resource-level permissions: "*" is the only resource.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.ec2.DescribeDhcpOptions, awacs.ec2.DescribeNetworkInterfaces,
+                    awacs.ec2.DescribeSubnets, awacs.ec2.DescribeSecurityGroups,
+                    awacs.ec2.DescribeVpcs],
+            Resource=["*"],
+        ),
+    ]
+
+
+# --- deploy ----------------------------------------------------------------------------------
+
+def deployed_resource_types(targets: Sequence[DeploymentTarget]) -> list[str]:
+    """Every resource type the pipeline's deployments may create, over all environments."""
+    names = set().union(*(t.stages for t in targets)) if targets else set()
+    return sorted(stage_resource_types(names))
+
+
+def add_deploy_role(b: StageBuilder, project: str, targets: Sequence[DeploymentTarget],
+                    artifacts: s3.Bucket, key: Ref) -> iam.Role:
+    """The role CloudFormation deploys every environment's stacks with.
+
+    It can create IAM roles with any policy, so it is as powerful as the templates on the
+    source branch: whoever can push there can change what it deploys (protect the branch; the
+    approval guards protected environments).
+    """
+    documents = permissions.policy_documents(
+        permissions.deployment_statements(deployed_resource_types(targets)))
+    managed = [_home(b.add(iam.ManagedPolicy(
+        f"DeployPolicy{index}",
+        Description=f"Delivery deployments: manage the pipeline's resources ({index}/"
+                    f"{len(documents)})",
+        PolicyDocument=document,
+    ))) for index, document in enumerate(documents, start=1)]
+    return _home(b.add(iam.Role(
+        "DeployRole",
+        Description="CloudFormation deploys the pipeline's environments with this role",
+        AssumeRolePolicyDocument=policies.trusted_by("cloudformation.amazonaws.com"),
+        ManagedPolicyArns=[Ref(policy) for policy in managed],
+        Policies=[iam.Policy(PolicyName="packages", PolicyDocument=policies.document(
+            package_read_statements(artifacts, key)))],
+    )))
+
+
+def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
+    """CloudFormation fetches nested templates, and Lambda its code, with the deploy role."""
+    return [
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                  Resource=[Sub("${%s.Arn}/%s*" % (artifacts.title, spec.PACKAGE_PREFIX))]),
+        policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
+    ]
+
+
+def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget],
+                      artifacts: s3.Bucket, source_bucket: s3.Bucket | None,
+                      connection: Ref | None, key: Ref, projects: Sequence[codebuild.Project],
+                      deploy_role: iam.Role) -> iam.Role:
+    stacks = [policies.arn("cloudformation",
+                           f"stack/{stack_name(config.project, t.environment)}/*")
+              for t in targets]
+    statements = [
+        *policies.bucket_access(GetAtt(artifacts, "Arn"), read=True, write=True),
+        Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion, awacs.s3.GetBucketVersioning],
+                  Resource=[GetAtt(artifacts, "Arn"), Sub("${%s.Arn}/*" % artifacts.title)]),
+        policies.use_key(key, via_services=["s3"]),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.codebuild.StartBuild, awacs.codebuild.BatchGetBuilds,
+                    awacs.codebuild.StopBuild],
+            Resource=[GetAtt(project, "Arn") for project in projects],
+        ),
+        # The change set actions, on the environments' root stacks and their own change sets.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.cloudformation.CreateChangeSet, awacs.cloudformation.DescribeChangeSet,
+                    awacs.cloudformation.ExecuteChangeSet, awacs.cloudformation.DeleteChangeSet],
+            Resource=stacks,
+            Condition=Condition(StringEquals("cloudformation:ChangeSetName", [
+                change_set_name(config.project, t.environment) for t in targets])),
+        ),
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks], Resource=stacks),
+        Statement(
+            Effect=Allow,
+            Action=[awacs.iam.PassRole],
+            Resource=[GetAtt(deploy_role, "Arn")],
+            Condition=Condition(StringEquals("iam:PassedToService",
+                                             "cloudformation.amazonaws.com")),
+        ),
+    ]
+    if source_bucket is not None:
+        statements += [
+            Statement(Effect=Allow,
+                      Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                      Resource=[Sub("${%s.Arn}/%s" % (source_bucket.title,
+                                                     config.stages.cicd.source.object_key))]),
+            Statement(Effect=Allow,
+                      Action=[awacs.s3.GetBucketVersioning, awacs.s3.GetBucketLocation],
+                      Resource=[GetAtt(source_bucket, "Arn")]),
+        ]
+    if connection is not None:
+        statements.append(Statement(
+            Effect=Allow,
+            # The connection's ARN is in either service's namespace, depending on its age.
+            Action=[awacs.codestar_connections.UseConnection,
+                    awacs.codeconnections.UseConnection],
+            Resource=[connection],
+        ))
+    return _home(iam.Role(
+        "PipelineRole",
+        Description="Delivery pipeline: source, build, change sets",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "codepipeline.amazonaws.com",
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(PolicyName="pipeline",
+                             PolicyDocument=policies.document(statements))],
+    ))
+
+
+# --- the pipeline's stages -------------------------------------------------------------------
+
+def pipeline_stages(config: PipelineConfig, targets: Sequence[DeploymentTarget], home: str,
+                    source: codepipeline.Actions, build_project: codebuild.Project,
+                    retrain_project: codebuild.Project | None,
+                    deploy_role: iam.Role) -> list[codepipeline.Stages]:
+    stages = [
+        codepipeline.Stages(Name="Source", Actions=[source]),
+        codepipeline.Stages(Name="Build", Actions=[codepipeline.Actions(
+            Name="CheckTestPackage",
+            ActionTypeId=_action_type("Build", "CodeBuild"),
+            Configuration={"ProjectName": Ref(build_project)},
+            InputArtifacts=[codepipeline.InputArtifacts(Name=SOURCE_ARTIFACT)],
+            OutputArtifacts=[codepipeline.OutputArtifacts(Name=BUILD_ARTIFACT)],
+            Namespace=BUILD_NAMESPACE,
+            RunOrder=1,
+        )]),
+    ]
+    for target in targets:
+        stages.append(codepipeline.Stages(
+            Name=target.stage_name,
+            Actions=deploy_actions(config.project, target, deploy_role)))
+        if target.environment == home and retrain_project is not None:
+            stages.append(codepipeline.Stages(Name="Retrain", Actions=[codepipeline.Actions(
+                Name="StartTrainingIfCodeChanged",
+                ActionTypeId=_action_type("Build", "CodeBuild"),
+                Configuration={
+                    "ProjectName": Ref(retrain_project),
+                    "EnvironmentVariables": json.dumps([{
+                        "name": spec.HASH_VARIABLE,
+                        "value": f"#{{{BUILD_NAMESPACE}.{spec.HASH_VARIABLE}}}",
+                        "type": "PLAINTEXT"}]),
+                },
+                InputArtifacts=[codepipeline.InputArtifacts(Name=BUILD_ARTIFACT)],
+                RunOrder=1,
+            )]))
+    return stages
+
+
+def source_action(config: PipelineConfig, source_bucket: s3.Bucket | None,
+                  connection: Ref | None) -> codepipeline.Actions:
+    source = config.stages.cicd.source
+    if source_bucket is not None:
+        type_id = _action_type("Source", "S3")
+        configuration = {
+            "S3Bucket": Ref(source_bucket),
+            "S3ObjectKey": source.object_key,
+            # Started by SourceTriggerRule on each new version, not by polling.
+            "PollForSourceChanges": "false",
+        }
+    else:
+        type_id = _action_type("Source", "CodeStarSourceConnection")
+        configuration = {
+            "ConnectionArn": connection,
+            "FullRepositoryId": source.repository,
+            "BranchName": source.branch,
+            "OutputArtifactFormat": "CODE_ZIP",
+            # Every push to the branch starts the pipeline.
+            "DetectChanges": "true",
+        }
+    return codepipeline.Actions(
+        Name="Source",
+        ActionTypeId=type_id,
+        Configuration=configuration,
+        OutputArtifacts=[codepipeline.OutputArtifacts(Name=SOURCE_ARTIFACT)],
+        RunOrder=1,
+    )
+
+
+def deploy_actions(project: str, target: DeploymentTarget,
+                   deploy_role: iam.Role) -> list[codepipeline.Actions]:
+    env = target.environment
+    stack = stack_name(project, env)
+    change_set = change_set_name(project, env)
+    create = codepipeline.Actions(
+        Name="CreateChangeSet",
+        ActionTypeId=_action_type("Deploy", "CloudFormation"),
+        Configuration={
+            "ActionMode": "CHANGE_SET_REPLACE",
+            "StackName": stack,
+            "ChangeSetName": change_set,
+            "TemplatePath": f"{BUILD_ARTIFACT}::{env}/{spec.PACKAGED_ROOT_FILE}",
+            "TemplateConfiguration": f"{BUILD_ARTIFACT}::{env}/{spec.PARAMETERS_FILE}",
+            "Capabilities": CAPABILITIES,
+            "RoleArn": GetAtt(deploy_role, "Arn"),
+        },
+        InputArtifacts=[codepipeline.InputArtifacts(Name=BUILD_ARTIFACT)],
+        RunOrder=1,
+    )
+    actions = [create]
+    if target.protected:
+        actions.append(codepipeline.Actions(
+            Name="Approve",
+            ActionTypeId=_action_type("Approval", "Manual"),
+            Configuration={"CustomData": (
+                f"{env} is protected: review change set {change_set} of stack {stack} "
+                "(CloudFormation console) before approving its execution.")},
+            RunOrder=2,
+        ))
+    actions.append(codepipeline.Actions(
+        Name="ExecuteChangeSet",
+        ActionTypeId=_action_type("Deploy", "CloudFormation"),
+        Configuration={
+            "ActionMode": "CHANGE_SET_EXECUTE",
+            "StackName": stack,
+            "ChangeSetName": change_set,
+        },
+        RunOrder=len(actions) + 1,
+    ))
+    return actions
+
+
+def _action_type(category: str, provider: str) -> codepipeline.ActionTypeId:
+    return codepipeline.ActionTypeId(Category=category, Owner="AWS", Provider=provider,
+                                     Version="1")
+
+
+# --- the S3 source trigger -------------------------------------------------------------------
+
+def add_source_trigger(b: StageBuilder, cicd: CicdConfig, source_bucket: s3.Bucket,
+                       pipeline: codepipeline.Pipeline) -> None:
+    pipeline_arn = policies.arn("codepipeline", "${%s}" % pipeline.title)
+    role = _home(b.add(iam.Role(
+        "SourceTriggerRole",
+        Description="EventBridge starts the delivery pipeline on a new source version",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(PolicyName="start-pipeline", PolicyDocument=policies.document(
+            Statement(Effect=Allow, Action=[awacs.codepipeline.StartPipelineExecution],
+                      Resource=[pipeline_arn])))],
+    )))
+    _home(b.add(events.Rule(
+        "SourceTriggerRule",
+        Description="A new version of the source zip starts the delivery pipeline",
+        EventPattern={
+            "source": ["aws.s3"],
+            "detail-type": ["Object Created"],
+            "detail": {"bucket": {"name": [Ref(source_bucket)]},
+                       "object": {"key": [cicd.source.object_key]}},
+        },
+        State="ENABLED",
+        Targets=[events.Target(Id="DeliveryPipeline", Arn=pipeline_arn,
+                               RoleArn=GetAtt(role, "Arn"))],
+    )))

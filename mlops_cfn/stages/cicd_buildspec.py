@@ -1,0 +1,121 @@
+"""The delivery pipeline's CodeBuild build specs, as data (dicts the tests read), and their text.
+
+The build (`build_spec`) checks the repository the way a reviewer would want it checked before
+anything is deployed, then packages what the deploy actions need:
+
+    install    the repository, mlops-cfn and the test tools (BuildConfig.install_commands)
+    pre_build  mlops-cfn render --check --all-envs   committed templates = what the code renders
+               mlops-cfn validate <templates>         cfn-lint, quotas, checkov on every environment
+               the tests                              (BuildConfig.test_commands)
+    build      mlops-cfn package, once per environment, into the artifact bucket under `delivery/`;
+               copies each environment's packaged root and parameters.json to <env>/ in the
+               build's output artifact, which the deploy actions read;
+               with retraining: the hash of the training code, exported as TRAINING_CODE_HASH.
+
+A failing command stops the build (CodeBuild skips the later phases), so nothing is packaged
+from a repository whose templates drifted or whose tests fail.
+
+The retrain build (`retrain_spec`) starts the training pipeline when TRAINING_CODE_HASH differs
+from the hash it last started a run for (kept in the artifact bucket): a content hash rather
+than "files changed in this push", so a change is retrained even when the run that brought it
+failed before this step, and reverting the training code retrains too.
+"""
+
+from typing import Any, Sequence
+
+import yaml
+
+from ..config.cicd import BuildConfig
+
+# What `mlops-cfn render` and `mlops-cfn package` write in an environment's directory (render.py;
+# not imported from there, which imports the composer and so this module; a test keeps them equal).
+PARAMETERS_FILE = "parameters.json"
+PACKAGED_ROOT_NAME = "packaged-root"
+
+BUILDSPEC_VERSION = 0.2
+# Key prefix of the packaged templates and assets in the artifact bucket (the deploy role may
+# read exactly this prefix).
+PACKAGE_PREFIX = "delivery/"
+# Directory of the build's output artifact: <env>/packaged-root.yaml, <env>/parameters.json.
+OUTPUT_DIR = "delivery"
+PACKAGED_ROOT_FILE = PACKAGED_ROOT_NAME + ".yaml"
+# Exported by the build, read by the retrain build through the pipeline's variables.
+HASH_VARIABLE = "TRAINING_CODE_HASH"
+# Where the retrain build remembers the training-code hash it last started a run for.
+RETRAIN_STATE_KEY = "retrain/last-training-code-hash"
+# Environment variables the CodeBuild projects set.
+ARTIFACT_BUCKET_VARIABLE = "ARTIFACT_BUCKET"
+TRAINING_PIPELINE_VARIABLE = "TRAINING_PIPELINE_NAME"
+
+
+def build_spec(environments: Sequence[str], build: BuildConfig,
+               training_code_paths: Sequence[str] | None = None) -> dict[str, Any]:
+    """The build's spec; `training_code_paths` adds the training-code hash (retraining on)."""
+    templates = build.templates_dir
+    config_option = f" --config {build.config_file}" if build.config_file else ""
+    checks = [
+        f"mlops-cfn render --check --all-envs --out {templates}{config_option}",
+        f"mlops-cfn validate {templates}",
+        *build.test_commands,
+    ]
+    package = []
+    for env in environments:
+        package += [
+            f'mlops-cfn package --bucket "${ARTIFACT_BUCKET_VARIABLE}" --prefix {PACKAGE_PREFIX} '
+            f"{templates}/{env}",
+            f"mkdir -p {OUTPUT_DIR}/{env}",
+            f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{PARAMETERS_FILE} "
+            f"{OUTPUT_DIR}/{env}/",
+        ]
+    env: dict[str, Any] = {"shell": "bash"}
+    if training_code_paths:
+        package.append(training_code_hash_command(training_code_paths))
+        env["exported-variables"] = [HASH_VARIABLE]
+    return {
+        "version": BUILDSPEC_VERSION,
+        "env": env,
+        "phases": {
+            "install": {
+                "runtime-versions": {"python": build.python_version},
+                "commands": list(build.install_commands),
+            },
+            "pre_build": {"commands": checks},
+            "build": {"commands": package},
+        },
+        "artifacts": {"base-directory": OUTPUT_DIR, "files": ["**/*"]},
+    }
+
+
+def training_code_hash_command(paths: Sequence[str]) -> str:
+    """Sets HASH_VARIABLE to a SHA-256 over the paths and contents of every file under
+    `paths`, in a fixed order (missing paths count as empty, so adding the code later changes
+    the hash)."""
+    quoted = " ".join(f"'{p}'" for p in paths)
+    return (f"export {HASH_VARIABLE}=\"$(find {quoted} -type f -print0 2>/dev/null "
+            "| LC_ALL=C sort -z | xargs -0 -r sha256sum | sha256sum | cut -c1-64)\"")
+
+
+def retrain_spec() -> dict[str, Any]:
+    state = f"s3://${ARTIFACT_BUCKET_VARIABLE}/{RETRAIN_STATE_KEY}"
+    start = ("aws sagemaker start-pipeline-execution"
+             f' --pipeline-name "${TRAINING_PIPELINE_VARIABLE}"'
+             f' --pipeline-execution-display-name "ci-${{{HASH_VARIABLE}:0:12}}"'
+             f' --pipeline-execution-description "Started by the delivery pipeline: training '
+             f'code ${HASH_VARIABLE}"')
+    remember = f'printf "%s" "${HASH_VARIABLE}" | aws s3 cp - "{state}"'
+    return {
+        "version": BUILDSPEC_VERSION,
+        "env": {"shell": "bash"},
+        "phases": {"build": {"commands": [
+            f'test -n "${HASH_VARIABLE}" || {{ echo "the build exported no {HASH_VARIABLE}"; '
+            "exit 1; }",
+            f'last="$(aws s3 cp "{state}" - 2>/dev/null || true)"',
+            f'if [ "$last" = "${HASH_VARIABLE}" ]; then echo "training code unchanged '
+            f'(${HASH_VARIABLE}): no retraining"; else {start} && {remember}; fi',
+        ]}},
+    }
+
+
+def as_text(spec: dict[str, Any]) -> str:
+    """The spec as CodeBuild reads it (YAML), the same text for the same spec."""
+    return yaml.safe_dump(spec, sort_keys=False, default_flow_style=False, width=1000)

@@ -1,0 +1,683 @@
+"""The cicd stage: one delivery pipeline that checks, tests and packages the repository, deploys
+every environment through change sets (approval before protected ones), retrains when the
+training code changes, with scoped roles and encryption throughout."""
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import cfnlint.api
+import pytest
+import yaml
+
+from mlops_cfn import config as config_module
+from mlops_cfn import outputs, permissions, pipeline, render
+from mlops_cfn.config.cicd import BuildConfig
+from mlops_cfn.errors import UserError
+from mlops_cfn.stages import cicd
+from mlops_cfn.stages import cicd_buildspec as spec
+from mlops_cfn.stages.cicd import DeploymentTarget
+from mlops_cfn.stages.resource_types import STAGE_RESOURCE_TYPES
+from mlops_cfn.config import load_data
+from tests.helpers import default_data, only_resource, resources_of_type, template_dict
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = {"Ref": "DataKeyArn"}
+CONNECTION = {
+    "provider": "connection",
+    "connection_arn": "arn:aws:codeconnections:us-east-1:123456789012:connection/"
+                      "12345678-1234-1234-1234-123456789012",
+    "repository": "example-org/mlops",
+    "branch": "release",
+}
+NO_TRAINING = {"stages": {"training": {"enabled": False}}}
+ALL_STAGES = frozenset(STAGE_RESOURCE_TYPES) - {"cicd"}
+
+
+def loaded(changes: dict | None = None, env: str = "dev"):
+    """The bundled default with the stage on and `changes` merged in; `environments` in
+    `changes` replaces the default's environments whole (their order and flags matter here)."""
+    data = default_data()
+    _merge(data, {"stages": {"cicd": {"enabled": True}}})
+    changes = dict(changes or {})
+    if "environments" in changes:
+        data["environments"] = changes.pop("environments")
+    _merge(data, changes)
+    return load_data(data, "pipeline.yaml", env)
+
+
+def _merge(target: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def build(changes: dict | None = None, env: str = "dev", targets=None):
+    return cicd.build(loaded(changes, env).config, targets)
+
+
+def template(changes: dict | None = None, **kwargs) -> dict:
+    return template_dict(build(changes, **kwargs))
+
+
+def cicd_changes(**section) -> dict:
+    return {"stages": {"cicd": section}}
+
+
+@pytest.fixture(scope="module")
+def default() -> dict:
+    return template()
+
+
+def pipeline_of(t: dict) -> dict:
+    return only_resource(t, "AWS::CodePipeline::Pipeline")["Properties"]
+
+
+def stage_names(t: dict) -> list[str]:
+    return [s["Name"] for s in pipeline_of(t)["Stages"]]
+
+
+def actions_of(t: dict, stage: str) -> list[dict]:
+    (found,) = [s for s in pipeline_of(t)["Stages"] if s["Name"] == stage]
+    return sorted(found["Actions"], key=lambda a: a["RunOrder"])
+
+
+def statements_of(t: dict, logical_id: str) -> list[dict]:
+    props = t["Resources"][logical_id]["Properties"]
+    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    if "PolicyDocument" in props:
+        documents.append(props["PolicyDocument"])
+    return [s for d in documents for s in d["Statement"]]
+
+
+def all_statements(t: dict) -> list[tuple[str, dict]]:
+    found = []
+    for logical_id, resource in t["Resources"].items():
+        if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::ManagedPolicy",
+                                "AWS::S3::BucketPolicy"):
+            found += [(logical_id, s) for s in statements_of(t, logical_id)]
+    return found
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def granted(statements: list[dict]) -> set[str]:
+    return {a for s in statements if s["Effect"] == "Allow" for a in as_list(s["Action"])}
+
+
+def build_spec_of(t: dict, project: str = "BuildProject") -> dict:
+    return yaml.safe_load(t["Resources"][project]["Properties"]["Source"]["BuildSpec"])
+
+
+def lint(t: dict) -> list:
+    text = json.dumps(t)
+    return cfnlint.api.lint(text, config=cfnlint.api.ManualArgs(regions=["us-east-1"]))
+
+
+# --- the pipeline's stages -------------------------------------------------------------------
+
+def test_stages_run_source_build_then_each_environment_in_config_order():
+    t = template({"environments": {"dev": {}, "test": {}, "prod": {"protected": True}},
+                  **NO_TRAINING})
+    assert stage_names(t) == ["Source", "Build", "Deploy-dev", "Deploy-test", "Deploy-prod"]
+
+
+def test_every_environment_is_deployed_by_change_set_replace_then_execute(default):
+    for env in ("dev", "prod"):
+        create, *_, execute = actions_of(default, f"Deploy-{env}")
+        stack = f"mlops-demo-{env}"
+        assert create["ActionTypeId"]["Provider"] == "CloudFormation"
+        assert create["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"
+        assert create["Configuration"]["StackName"] == stack
+        assert create["Configuration"]["TemplatePath"] == f"Delivery::{env}/packaged-root.yaml"
+        assert create["Configuration"]["TemplateConfiguration"] == (
+            f"Delivery::{env}/parameters.json")
+        assert create["Configuration"]["RoleArn"] == {"Fn::GetAtt": ["DeployRole", "Arn"]}
+        assert "CAPABILITY_IAM" in create["Configuration"]["Capabilities"]
+        assert execute["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE"
+        assert execute["Configuration"]["StackName"] == stack
+        assert execute["Configuration"]["ChangeSetName"] == create["Configuration"]["ChangeSetName"]
+        assert execute["RunOrder"] > create["RunOrder"]
+
+
+def test_manual_approval_sits_between_change_set_and_execution_of_protected_environments_only(
+        default):
+    assert [a["Name"] for a in actions_of(default, "Deploy-dev")] == [
+        "CreateChangeSet", "ExecuteChangeSet"]
+    create, approve, execute = actions_of(default, "Deploy-prod")
+    assert approve["ActionTypeId"] == {"Category": "Approval", "Owner": "AWS",
+                                       "Provider": "Manual", "Version": "1"}
+    assert create["RunOrder"] < approve["RunOrder"] < execute["RunOrder"]
+    assert "mlops-demo-prod-delivery" in approve["Configuration"]["CustomData"]
+
+
+def test_approvals_follow_the_protected_flag_of_each_environment():
+    t = template({"environments": {"dev": {"protected": True}, "qa": {}, "prod": {}},
+                  **NO_TRAINING})
+    approvals = {stage: [a["Name"] for a in actions_of(t, stage) if a["Name"] == "Approve"]
+                 for stage in ("Deploy-dev", "Deploy-qa", "Deploy-prod")}
+    assert approvals == {"Deploy-dev": ["Approve"], "Deploy-qa": [], "Deploy-prod": []}
+
+
+def test_explicit_targets_decide_environments_and_approvals():
+    targets = (DeploymentTarget("a", False, ALL_STAGES), DeploymentTarget("b", True, ALL_STAGES))
+    t = template(NO_TRAINING, targets=targets)
+    assert stage_names(t) == ["Source", "Build", "Deploy-a", "Deploy-b"]
+    assert [a["Name"] for a in actions_of(t, "Deploy-b")][1] == "Approve"
+
+
+def test_targets_read_from_one_environment_match_the_whole_file():
+    # The bundled default in both environments: the derivation agrees with the merged configs.
+    for env in ("dev", "prod"):
+        whole = loaded(env=env)
+        assert cicd.targets_from(whole.config) == cicd.targets_of(whole)
+
+
+def test_a_protected_flag_shared_by_every_environment_applies_to_all():
+    data = {"protected": True, "environments": {"dev": {}, "prod": {}}}
+    assert [t.protected for t in cicd.targets_from(loaded(data).config)] == [True, True]
+
+
+def test_build_consumes_the_source_and_publishes_variables():
+    (build_action,) = actions_of(template(), "Build")
+    assert build_action["ActionTypeId"]["Provider"] == "CodeBuild"
+    assert build_action["Configuration"]["ProjectName"] == {"Ref": "BuildProject"}
+    assert build_action["InputArtifacts"] == [{"Name": "Source"}]
+    assert build_action["OutputArtifacts"] == [{"Name": "Delivery"}]
+    assert build_action["Namespace"] == "Build"
+
+
+def test_pipeline_is_v2_and_restarts_after_updating_itself(default):
+    props = pipeline_of(default)
+    assert props["PipelineType"] == "V2"
+    assert props["RestartExecutionOnUpdate"] is True
+    assert props["Name"] == "mlops-demo-dev-delivery"
+
+
+# --- source ----------------------------------------------------------------------------------
+
+def test_s3_source_is_the_default_started_by_eventbridge_not_polling(default):
+    (source,) = actions_of(default, "Source")
+    assert source["ActionTypeId"]["Provider"] == "S3"
+    assert source["Configuration"] == {"S3Bucket": {"Ref": "SourceBucket"},
+                                       "S3ObjectKey": "source/repository.zip",
+                                       "PollForSourceChanges": "false"}
+    bucket = default["Resources"]["SourceBucket"]["Properties"]
+    assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"] == {
+        "EventBridgeEnabled": True}
+    rule = only_resource(default, "AWS::Events::Rule")["Properties"]
+    assert rule["EventPattern"]["detail"] == {"bucket": {"name": [{"Ref": "SourceBucket"}]},
+                                              "object": {"key": ["source/repository.zip"]}}
+    (target,) = rule["Targets"]
+    assert "codepipeline" in target["Arn"]["Fn::Sub"]
+    assert statements_of(default, "SourceTriggerRole")[0]["Action"] == [
+        "codepipeline:StartPipelineExecution"]
+
+
+def test_source_bucket_is_an_output_naming_the_home_environments_bucket(default):
+    value = default["Outputs"][outputs.DELIVERY_SOURCE_BUCKET_NAME.name]["Value"]
+    assert value == {"Fn::Sub": "mlops-demo-dev-source-${AWS::AccountId}-${AWS::Region}"}
+
+
+def test_connection_source_takes_repository_branch_and_the_arn_as_a_parameter():
+    t = template(cicd_changes(source=CONNECTION))
+    (source,) = actions_of(t, "Source")
+    assert source["ActionTypeId"]["Provider"] == "CodeStarSourceConnection"
+    assert source["Configuration"]["ConnectionArn"] == {"Ref": "DeliverySourceConnectionArn"}
+    assert source["Configuration"]["FullRepositoryId"] == "example-org/mlops"
+    assert source["Configuration"]["BranchName"] == "release"
+    assert "DeliverySourceConnectionArn" in t["Parameters"]
+    assert "arn:aws:codeconnections" not in json.dumps(t)
+    assert not resources_of_type(t, "AWS::Events::Rule")
+    assert "SourceBucket" not in t["Resources"]
+    use = [s for s in statements_of(t, "PipelineRole")
+           if "codeconnections:UseConnection" in as_list(s["Action"])]
+    assert use[0]["Resource"] == [{"Ref": "DeliverySourceConnectionArn"}]
+
+
+@pytest.mark.parametrize("source, message", [
+    ({"provider": "connection"}, "needs connection_arn and repository"),
+    ({"repository": "a/b"}, "only for provider 'connection'"),
+])
+def test_source_fields_must_fit_the_provider(source, message):
+    with pytest.raises(UserError, match=message):
+        loaded(cicd_changes(source=source))
+
+
+# --- one pipeline per project: the home environment --------------------------------------------
+
+def test_only_the_home_environment_creates_the_pipeline(default):
+    assert default["Conditions"]["IsDeliveryHome"] == {
+        "Fn::Equals": [{"Ref": "EnvironmentName"}, "dev"]}
+    for logical_id, resource in default["Resources"].items():
+        if logical_id == "Placeholder":
+            assert "Condition" not in resource
+        else:
+            assert resource.get("Condition") == "IsDeliveryHome", logical_id
+
+
+def test_home_environment_is_configurable_and_must_exist():
+    t = template(cicd_changes(home_environment="prod"))
+    assert t["Conditions"]["IsDeliveryHome"]["Fn::Equals"][1] == "prod"
+    assert pipeline_of(t)["Name"] == "mlops-demo-prod-delivery"
+    with pytest.raises(UserError, match="home_environment: 'qa' is not one of"):
+        loaded(cicd_changes(home_environment="qa"))
+
+
+def test_every_environment_renders_the_same_template_and_names_the_one_pipeline():
+    dev, prod = template(env="dev"), template(env="prod")
+    assert dev == prod
+    assert dev["Outputs"][outputs.DELIVERY_PIPELINE_NAME.name]["Value"] == "mlops-demo-dev-delivery"
+
+
+def test_the_composed_root_wires_the_stage_and_keeps_environments_identical():
+    dev = pipeline.build(loaded(env="dev"))
+    prod = pipeline.build(loaded(env="prod"))
+    assert "CicdStack" in dev.root.resources
+    assert render.render_files(dev) .keys() == render.render_files(prod).keys()
+    for name, content in render.render_files(dev).items():
+        if name != render.PARAMETERS_FILE:
+            assert content == render.render_files(prod)[name], name
+
+
+# --- build spec ------------------------------------------------------------------------------
+
+def test_build_checks_validates_and_tests_before_packaging_each_environment(default):
+    phases = build_spec_of(default)["phases"]
+    assert phases["pre_build"]["commands"] == [
+        "mlops-cfn render --check --all-envs --out templates",
+        "mlops-cfn validate templates",
+        "python -m pytest -q -n auto",
+    ]
+    commands = phases["build"]["commands"]
+    for env in ("dev", "prod"):
+        package = ('mlops-cfn package --bucket "$ARTIFACT_BUCKET" --prefix delivery/ '
+                   f"templates/{env}")
+        copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/parameters.json "
+                f"delivery/{env}/")
+        assert commands.index(package) < commands.index(copy)
+    assert build_spec_of(default)["artifacts"] == {"base-directory": "delivery",
+                                                   "files": ["**/*"]}
+
+
+def test_build_installs_the_repository_with_the_configured_python(default):
+    install = build_spec_of(default)["phases"]["install"]
+    assert install["runtime-versions"] == {"python": "3.11"}
+    assert install["commands"][0].startswith("pip install")
+    assert '-e ".[test]"' in install["commands"][0]
+
+
+def test_build_uses_the_configured_pipeline_file_and_templates_directory():
+    t = template(cicd_changes(build={"config_file": "deploy/pipeline.yaml",
+                                     "templates_dir": "cfn", "test_commands": []}))
+    pre_build = build_spec_of(t)["phases"]["pre_build"]["commands"]
+    assert pre_build == [
+        "mlops-cfn render --check --all-envs --out cfn --config deploy/pipeline.yaml",
+        "mlops-cfn validate cfn",
+    ]
+
+
+def test_repository_paths_stay_inside_the_repository():
+    with pytest.raises(UserError, match="leaves the repository"):
+        loaded(cicd_changes(build={"templates_dir": "../elsewhere"}))
+    with pytest.raises(UserError, match="templates_dir"):
+        loaded(cicd_changes(build={"templates_dir": "/etc"}))
+
+
+def test_build_spec_file_names_are_those_render_and_package_write():
+    assert spec.PARAMETERS_FILE == render.PARAMETERS_FILE
+    assert spec.PACKAGED_ROOT_NAME == render.PACKAGED_ROOT_NAME
+
+
+def test_build_exports_the_training_code_hash_only_with_retraining(default):
+    assert build_spec_of(default)["env"]["exported-variables"] == ["TRAINING_CODE_HASH"]
+    without = template(NO_TRAINING)
+    assert "exported-variables" not in build_spec_of(without)["env"]
+    assert "RetrainProject" not in without["Resources"]
+    assert "Retrain" not in stage_names(without)
+    off = template(cicd_changes(retrain={"enabled": False}))
+    assert "RetrainProject" not in off["Resources"]
+
+
+def run_hash(tmp_path: Path, paths: list[str]) -> str:
+    command = spec.training_code_hash_command(paths)
+    result = subprocess.run(["bash", "-c", f'{command} && printf %s "$TRAINING_CODE_HASH"'],
+                            cwd=tmp_path, capture_output=True, text=True, check=True)
+    return result.stdout
+
+
+def test_training_code_hash_follows_content_and_paths_not_time(tmp_path):
+    code = tmp_path / "training"
+    code.mkdir()
+    (code / "train.py").write_text("print('v1')\n")
+    first = run_hash(tmp_path, ["training"])
+    assert len(first) == 64
+    os.utime(code / "train.py", (0, 0))
+    assert run_hash(tmp_path, ["training"]) == first
+    (code / "train.py").write_text("print('v2')\n")
+    second = run_hash(tmp_path, ["training"])
+    assert second != first
+    (code / "train.py").write_text("print('v1')\n")
+    assert run_hash(tmp_path, ["training"]) == first  # a revert retrains again
+    (code / "train.py").rename(code / "fit.py")
+    assert run_hash(tmp_path, ["training"]) != first
+
+
+def test_training_code_hash_of_missing_paths_is_stable(tmp_path):
+    empty = hashlib.sha256(b"").hexdigest()
+    assert run_hash(tmp_path, ["absent"]) == empty
+
+
+def test_retraining_follows_the_home_deployment_and_gets_the_hash(default):
+    names = stage_names(default)
+    assert names.index("Retrain") == names.index("Deploy-dev") + 1
+    (action,) = actions_of(default, "Retrain")
+    assert action["Configuration"]["ProjectName"] == {"Ref": "RetrainProject"}
+    assert json.loads(action["Configuration"]["EnvironmentVariables"]) == [{
+        "name": "TRAINING_CODE_HASH", "value": "#{Build.TRAINING_CODE_HASH}",
+        "type": "PLAINTEXT"}]
+    variables = {v["Name"]: v["Value"] for v in default["Resources"]["RetrainProject"][
+        "Properties"]["Environment"]["EnvironmentVariables"]}
+    assert variables["TRAINING_PIPELINE_NAME"] == {"Ref": "TrainingPipelineName"}
+
+
+def test_retrain_spec_starts_training_only_for_a_new_hash_and_remembers_it():
+    commands = spec.retrain_spec()["phases"]["build"]["commands"]
+    decision = commands[-1]
+    assert decision.startswith('if [ "$last" = "$TRAINING_CODE_HASH" ]')
+    started = decision.split("else", 1)[1]
+    assert "aws sagemaker start-pipeline-execution" in started
+    assert started.index("start-pipeline-execution") < started.index(spec.RETRAIN_STATE_KEY)
+
+
+def test_retrain_spec_skips_an_unchanged_hash_when_run(tmp_path):
+    """The decision, run in bash with `aws` stubbed: unchanged hash, no start; new hash, start
+    and remember."""
+    calls = tmp_path / "calls"
+    state = tmp_path / "state"
+    stub = tmp_path / "bin" / "aws"
+    stub.parent.mkdir()
+    stub.write_text(f"""#!/usr/bin/env bash
+echo "$*" >> {calls}
+if [ "$1 $2" = "s3 cp" ] && [ "$4" = "-" ]; then cat {state} 2>/dev/null || exit 1; fi
+if [ "$1 $2" = "s3 cp" ] && [ "$3" = "-" ]; then cat > {state}; fi
+exit 0
+""")
+    stub.chmod(0o755)
+    script = "\n".join(spec.retrain_spec()["phases"]["build"]["commands"])
+    env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}",
+           "ARTIFACT_BUCKET": "b", "TRAINING_PIPELINE_NAME": "p", "TRAINING_CODE_HASH": "a" * 64}
+
+    def run():
+        subprocess.run(["bash", "-c", script], env=env, check=True, capture_output=True)
+        text = calls.read_text() if calls.exists() else ""
+        calls.unlink(missing_ok=True)
+        return text
+
+    assert "start-pipeline-execution" in run()
+    assert state.read_text() == "a" * 64
+    assert "start-pipeline-execution" not in run()
+    env["TRAINING_CODE_HASH"] = "b" * 64
+    assert "start-pipeline-execution --pipeline-name p" in run()
+
+
+def test_retrain_spec_refuses_to_run_without_a_hash():
+    script = "\n".join(spec.retrain_spec()["phases"]["build"]["commands"])
+    result = subprocess.run(["bash", "-c", script], env={"PATH": os.environ["PATH"]},
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+
+
+# --- encryption and logging ------------------------------------------------------------------
+
+@pytest.mark.parametrize("bucket", ["ArtifactBucket", "SourceBucket"])
+def test_buckets_are_encrypted_versioned_private_logged_tls_only_and_retained(default, bucket):
+    resource = default["Resources"][bucket]
+    props = resource["Properties"]
+    rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+    assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
+                                                     "KMSMasterKeyID": KEY}
+    assert rule["BucketKeyEnabled"] is True
+    assert props["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
+    assert props["LoggingConfiguration"]["DestinationBucketName"] == {
+        "Ref": "AccessLogsBucketName"}
+    assert props["LoggingConfiguration"]["LogFilePrefix"].startswith("s3-access/")
+    assert resource["DeletionPolicy"] == resource["UpdateReplacePolicy"] == "Retain"
+    (deny,) = [s for s in statements_of(default, f"{bucket}Policy") if s["Effect"] == "Deny"]
+    assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_artifact_store_is_encrypted_with_the_data_key(default):
+    store = pipeline_of(default)["ArtifactStore"]
+    assert store["EncryptionKey"] == {"Id": KEY, "Type": "KMS"}
+    assert store["Location"] == {"Ref": "ArtifactBucket"}
+
+
+@pytest.mark.parametrize("project, log_group", [("BuildProject", "BuildLogGroup"),
+                                                ("RetrainProject", "RetrainLogGroup")])
+def test_projects_are_encrypted_unprivileged_and_log_to_encrypted_groups(default, project,
+                                                                         log_group):
+    props = default["Resources"][project]["Properties"]
+    assert props["EncryptionKey"] == KEY
+    assert props["Environment"]["PrivilegedMode"] is False
+    assert props["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED",
+                                                     "GroupName": {"Ref": log_group}}
+    assert props["LogsConfig"]["S3Logs"] == {"Status": "DISABLED"}
+    group = default["Resources"][log_group]["Properties"]
+    assert group["KmsKeyId"] == KEY
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_build_sizes_are_settings_not_literals(default):
+    props = default["Resources"]["BuildProject"]["Properties"]
+    assert props["Environment"]["ComputeType"] == {"Ref": "DeliveryBuildComputeType"}
+    assert props["Environment"]["Image"] == {"Ref": "DeliveryBuildImage"}
+    assert props["TimeoutInMinutes"] == {"Ref": "DeliveryBuildTimeoutMinutes"}
+    resources = json.dumps(default["Resources"])
+    assert "BUILD_GENERAL1" not in resources and "amazonlinux" not in resources
+
+
+def test_build_runs_outside_the_vpc_by_default(default):
+    assert "VpcConfig" not in default["Resources"]["BuildProject"]["Properties"]
+    assert "VpcId" not in default["Parameters"]
+
+
+# --- in the VPC ------------------------------------------------------------------------------
+
+IN_VPC = {"network": {"internet_gateway": True}, **cicd_changes(build={"in_vpc": True})}
+
+
+def test_in_vpc_builds_run_in_the_private_subnets():
+    t = template(IN_VPC)
+    for project in ("BuildProject", "RetrainProject"):
+        vpc = t["Resources"][project]["Properties"]["VpcConfig"]
+        assert vpc["Subnets"] == {"Ref": "PrivateSubnetIds"}
+        assert vpc["VpcId"] == {"Ref": "VpcId"}
+        assert vpc["SecurityGroupIds"] == [{"Fn::GetAtt": ["BuildSecurityGroup", "GroupId"]}]
+    group = t["Resources"]["BuildSecurityGroup"]["Properties"]
+    assert "SecurityGroupIngress" not in group
+    assert [r["FromPort"] for r in group["SecurityGroupEgress"]] == [443]
+    permission = [s for s in statements_of(t, "BuildRole")
+                  if s["Action"] == ["ec2:CreateNetworkInterfacePermission"]]
+    assert permission[0]["Condition"]["StringEquals"] == {
+        "ec2:AuthorizedService": "codebuild.amazonaws.com"}
+
+
+def test_in_vpc_needs_a_way_to_the_internet_in_a_created_vpc():
+    with pytest.raises(UserError, match="stages.cicd.build.in_vpc"):
+        loaded(cicd_changes(build={"in_vpc": True}))
+
+
+def test_in_vpc_asks_the_network_for_the_endpoints_it_calls():
+    section = loaded(IN_VPC).config.stages.cicd
+    assert section.vpc_endpoints() == ("logs", "sagemaker.api")
+    assert loaded().config.stages.cicd.vpc_endpoints() == ()
+
+
+# --- IAM -------------------------------------------------------------------------------------
+
+VARIANTS = {
+    "default": {},
+    "connection": cicd_changes(source=CONNECTION),
+    "in-vpc": IN_VPC,
+    "no-training": NO_TRAINING,
+    "one-environment": {"environments": {"dev": {}}},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_no_allow_statement_grants_a_wildcard_action(variant):
+    for where, statement in all_statements(template(VARIANTS[variant])):
+        if statement["Effect"] != "Allow":
+            continue
+        for action in as_list(statement["Action"]):
+            assert action != "*" and not action.endswith(":*"), (where, action)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_star_resources_only_for_actions_aws_cannot_scope(variant):
+    for where, statement in all_statements(template(VARIANTS[variant])):
+        if statement["Effect"] == "Allow" and "*" in as_list(statement["Resource"]):
+            actions = set(as_list(statement["Action"]))
+            assert actions <= permissions.ACTIONS_WITHOUT_RESOURCE_SCOPE, where
+
+
+def test_services_assume_the_roles_only_for_this_account(default):
+    for role, service in [("PipelineRole", "codepipeline.amazonaws.com"),
+                          ("BuildRole", "codebuild.amazonaws.com"),
+                          ("SourceTriggerRole", "events.amazonaws.com")]:
+        (trust,) = default["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert trust["Principal"] == {"Service": service}
+        assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {
+            "Ref": "AWS::AccountId"}}}
+    (trust,) = default["Resources"]["DeployRole"]["Properties"]["AssumeRolePolicyDocument"][
+        "Statement"]
+    assert trust["Principal"] == {"Service": "cloudformation.amazonaws.com"}
+
+
+def test_pipeline_role_passes_only_the_deploy_role_and_only_to_cloudformation(default):
+    statements = statements_of(default, "PipelineRole")
+    (passing,) = [s for s in statements if "iam:PassRole" in as_list(s["Action"])]
+    assert passing["Resource"] == [{"Fn::GetAtt": ["DeployRole", "Arn"]}]
+    assert passing["Condition"] == {"StringEquals": {
+        "iam:PassedToService": "cloudformation.amazonaws.com"}}
+
+
+def test_pipeline_role_changes_only_the_environments_root_stacks(default):
+    (stacks,) = [s for s in statements_of(default, "PipelineRole")
+                 if "cloudformation:CreateChangeSet" in as_list(s["Action"])]
+    assert [r["Fn::Sub"] for r in stacks["Resource"]] == [
+        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+        f"stack/mlops-demo-{env}/*" for env in ("dev", "prod")]
+    assert stacks["Condition"] == {"StringEquals": {"cloudformation:ChangeSetName": [
+        "mlops-demo-dev-delivery", "mlops-demo-prod-delivery"]}}
+    stack_actions = {a for a in granted(statements_of(default, "PipelineRole"))
+                     if a.startswith("cloudformation:") and "Stack" in a}
+    assert stack_actions == {"cloudformation:DescribeStacks"}  # no direct create/update/delete
+
+
+def test_pipeline_role_starts_only_its_own_builds(default):
+    (builds,) = [s for s in statements_of(default, "PipelineRole")
+                 if "codebuild:StartBuild" in as_list(s["Action"])]
+    assert builds["Resource"] == [{"Fn::GetAtt": ["BuildProject", "Arn"]},
+                                  {"Fn::GetAtt": ["RetrainProject", "Arn"]}]
+
+
+def test_build_role_can_package_but_not_deploy(default):
+    actions = granted(statements_of(default, "BuildRole"))
+    assert {"s3:PutObject", "s3:GetObject", "logs:PutLogEvents"} <= actions
+    assert not {a for a in actions if a.split(":")[0] in ("cloudformation", "iam", "sagemaker")}
+
+
+def test_retrain_role_starts_only_the_training_pipeline(default):
+    statements = statements_of(default, "RetrainRole")
+    (start,) = [s for s in statements
+                if "sagemaker:StartPipelineExecution" in as_list(s["Action"])]
+    assert start["Resource"] == [{"Ref": "TrainingPipelineArn"}]
+    assert granted(statements) & {"s3:PutObject"}
+    (put,) = [s for s in statements if s["Action"] == ["s3:PutObject"]]
+    assert put["Resource"] == [{"Fn::Sub": f"${{ArtifactBucket.Arn}}/{spec.RETRAIN_STATE_KEY}"}]
+
+
+def test_deploy_role_holds_what_the_deployed_stages_need_and_reads_the_packages(default):
+    role = default["Resources"]["DeployRole"]["Properties"]
+    policies = [default["Resources"][r["Ref"]] for r in role["ManagedPolicyArns"]]
+    granted_actions = granted([s for p in policies for s in p["Properties"]["PolicyDocument"][
+        "Statement"]])
+    expected = {a for a in permissions.actions_for(cicd.deployed_resource_types(
+        cicd.targets_from(loaded().config)))}
+    assert granted_actions == expected
+    (read,) = [s for s in statements_of(default, "DeployRole")
+               if "s3:GetObject" in as_list(s["Action"])]
+    assert read["Resource"] == [{"Fn::Sub": "${ArtifactBucket.Arn}/delivery/*"}]
+
+
+def test_deploy_role_policies_each_fit_a_managed_policy(default):
+    for logical_id in resources_of_type(default, "AWS::IAM::ManagedPolicy"):
+        document = default["Resources"][logical_id]["Properties"]["PolicyDocument"]
+        assert len(json.dumps(document, separators=(",", ":"))) <= permissions.MANAGED_POLICY_LIMIT
+    assert len(default["Resources"]["DeployRole"]["Properties"]["ManagedPolicyArns"]) <= 10
+
+
+def test_deploy_role_covers_stages_enabled_in_any_environment():
+    data = {"stages": {"training": {"enabled": False}},
+            "environments": {"dev": {}, "prod": {"stages": {"training": {"enabled": True}}}}}
+    types = cicd.deployed_resource_types(cicd.targets_from(loaded(data).config))
+    assert "AWS::SageMaker::Pipeline" in types
+
+
+# --- every stage's types are declared ---------------------------------------------------------
+
+CONFIGS = [None, *sorted((REPO / "examples").glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: "default" if p is None else p.stem)
+def test_every_rendered_resource_type_is_declared_for_its_stage(path):
+    try:
+        first = config_module.load(path)
+    except UserError as error:  # another stage's work in progress; reported, not hidden
+        pytest.skip(f"config does not load: {error}")
+    for env in first.merged:
+        built = pipeline.build(first.for_environment(env))
+        for stage in built.stages:
+            types = {r["Type"] for r in stage.template.to_dict()["Resources"].values()}
+            missing = types - STAGE_RESOURCE_TYPES[stage.name]
+            assert not missing, (f"{stage.name} creates {sorted(missing)}: add them to "
+                                 "mlops_cfn/stages/resource_types.py")
+
+
+def test_every_declared_type_has_permissions():
+    for stage, types in STAGE_RESOURCE_TYPES.items():
+        permissions.actions_for(types)  # KeyError names a missing type
+
+
+# --- cross-stage contracts -------------------------------------------------------------------
+
+def test_access_logs_bucket_admits_the_delivery_buckets_logs():
+    from mlops_cfn.stages import storage
+
+    logs_policy = template_dict(storage.build(loaded().config))["Resources"][
+        "AccessLogsBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    (delivery,) = [s for s in logs_policy if s.get("Sid") == "S3ServerAccessLogDelivery"]
+    sources = json.dumps(delivery["Condition"])
+    assert "delivery" in sources or "-*" in sources
+
+
+# --- lint ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cfn_lint_finds_nothing(variant):
+    assert lint(template(VARIANTS[variant])) == []
+
+
+def test_build_config_defaults_describe_this_repository():
+    build = BuildConfig()
+    assert build.templates_dir == "templates"
+    assert build.config_file is None
