@@ -1,0 +1,156 @@
+"""`mlops-cfn deploy`: render, validate, package, preview the change set, guard data, execute."""
+
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from . import EXIT_FINDINGS, cli
+from .options import config_option, env_option
+from .package import aws_options, reports_failures
+
+
+def preview_options(function):
+    """What `deploy` and `diff` share: which stack, from which config, through which bucket."""
+    for option in reversed((
+        click.option("--stack-name", metavar="NAME",
+                     help="Root stack name (default: <project>-<env>)."),
+        config_option,
+        env_option,
+        click.option("--parameter", "-p", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override a root parameter's value (repeatable)."),
+        click.option("--bucket", metavar="NAME",
+                     help="S3 bucket to package into (default: mlops-cfn-<account>-<region>, "
+                          "which must exist)."),
+        click.option("--prefix", default="", metavar="PREFIX", help="Key prefix in the bucket."),
+        click.option("--no-validate", is_flag=True,
+                     help="Skip cfn-lint, quota checks and the security scan."),
+        click.option("--security/--no-security", default=None,
+                     help="Run the checkov security scan (default: when checkov is found)."),
+        aws_options,
+    )):
+        function = option(function)
+    return function
+
+
+def console():
+    from rich.console import Console
+
+    # Tables and event lines stay one per line when not on a terminal (CI logs, pipes).
+    return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
+
+
+def prepare_preview(out, *, stack_name, config_path, env, overrides, bucket, prefix,
+                    no_validate, security, profile, region, endpoint_url):
+    """Render, validate, package and create the change set; print its table. Returns
+    (cloudformation client, Preview). Exits 1 when validation finds problems."""
+    from .. import config, pipeline
+    from ..changeset import changes_table
+    from ..deploy import (Request, aws_errors, connect, default_bucket, parse_overrides,
+                          preview, stack_parameters)
+    from ..package import bucket_region, package
+    from ..render import render_files, write_tree
+
+    loaded = config.load(config_path, env)
+    built = pipeline.build(loaded)
+    values = stack_parameters(list(built.root.parameters), built.parameters,
+                              parse_overrides(overrides))
+    name = stack_name or f"{loaded.config.project}-{loaded.environment}"
+    with aws_errors():
+        aws = connect(profile, region, endpoint_url)
+        with tempfile.TemporaryDirectory(prefix="mlops-cfn-deploy-") as scratch:
+            tree = Path(scratch) / loaded.environment
+            write_tree(render_files(built), tree)
+            if not no_validate:
+                _validate(out, tree, security)
+            s3 = aws.client("s3")
+            bucket = bucket or default_bucket(aws)
+            if any(stage.assets for stage in built.stages) and \
+                    bucket_region(s3, bucket) != aws.region:
+                # Lambda reads its code only from a bucket in the function's own region.
+                raise click.UsageError(f"--bucket {bucket}: is in {bucket_region(s3, bucket)}, "
+                                       f"the stack deploys to {aws.region}; use a bucket there")
+            packaged = package(tree, bucket, prefix=prefix, s3=s3)
+        out.print(f"packaged into s3://{bucket}/{prefix}: {len(packaged.uploaded)} uploaded, "
+                  f"{len(packaged.skipped)} unchanged")
+        cfn = aws.client("cloudformation")
+        request = Request(stack_name=name, template_url=packaged.root_url, parameters=values,
+                          tags=built.tags, protected=built.protected,
+                          description=f"mlops-cfn: {loaded.config.project} "
+                                      f"{loaded.environment}")
+        result = preview(cfn, request)
+    kind = "new stack" if result.change_set_type == "CREATE" else "update"
+    if result.changes:
+        out.print(changes_table(result.changes, f"{name} ({kind}): "
+                                f"{len(result.changes)} changes"))
+    elif not result.empty:
+        # CloudFormation lists the nested stacks a parameter reaches; moto lists nothing.
+        out.print(f"{name} ({kind}): parameter values change; no resource changes listed")
+    return cfn, result
+
+
+def _validate(out, tree: Path, security):
+    from ..errors import UserError
+    from ..validate import find_checkov, validate
+
+    if security is None:
+        try:
+            find_checkov()
+            security = True
+        except UserError:
+            out.print("checkov not found: security scan skipped (--no-security silences this)")
+            security = False
+    report = validate([tree], security=security)
+    if not report.ok:
+        out.print(report.render(), markup=False)
+        out.print("validation failed: nothing deployed (fix the findings, or --no-validate)")
+        sys.exit(EXIT_FINDINGS)
+    out.print(report.summary(), markup=False)
+
+
+@cli.command()
+@preview_options
+@click.option("--allow-replacement", is_flag=True,
+              help="Execute even when a change replaces or removes a data store.")
+@click.option("--yes", "-y", is_flag=True, help="Execute without asking for confirmation.")
+@reports_failures
+def deploy(stack_name, config_path, env, overrides, bucket, prefix, no_validate, security,
+           profile, region, endpoint_url, allow_replacement, yes):
+    """Deploy the pipeline through a change set, following every nested stack's events."""
+    from rich.text import Text
+
+    from ..deploy import aws_errors, discard, execute, failure_message
+
+    out = console()
+    cfn, result = prepare_preview(
+        out, stack_name=stack_name, config_path=config_path, env=env, overrides=overrides,
+        bucket=bucket, prefix=prefix, no_validate=no_validate, security=security,
+        profile=profile, region=region, endpoint_url=endpoint_url)
+    name = result.request.stack_name
+    if result.empty:
+        out.print(f"no changes: {name} is up to date")
+        return
+    with aws_errors():
+        if result.refused and not allow_replacement:
+            discard(cfn, result)
+            out.print(f"[bold red]refused:[/] {len(result.refused)} change(s) would replace or "
+                      f"remove data (marked above); nothing deployed. Rerun with "
+                      f"--allow-replacement if that is intended.")
+            sys.exit(EXIT_FINDINGS)
+        if not yes and not click.confirm(f"Execute these changes on {name}?", default=False):
+            discard(cfn, result)
+            out.print("cancelled: nothing deployed")
+            sys.exit(EXIT_FINDINGS)
+        try:
+            outcome = execute(cfn, result, out)
+        except KeyboardInterrupt:
+            out.print(f"stopped following {name}; CloudFormation goes on deploying it (see its "
+                      f"events in the console, or `aws cloudformation describe-stack-events "
+                      f"--stack-name {name}`)")
+            raise
+    if not outcome.ok:
+        out.print(Text(failure_message(outcome), style="bold red"))
+        sys.exit(EXIT_FINDINGS)
+    protection = "; termination protection on" if result.request.protected else ""
+    out.print(f"[green]{name}: {outcome.status}[/]{protection}")

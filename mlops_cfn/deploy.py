@@ -1,0 +1,287 @@
+"""Deploy a packaged pipeline through a change set: preview, guard, execute, follow.
+
+`preview` creates a change set for the packaged root (CREATE for a new stack, UPDATE otherwise,
+nested change sets included) and reads every change of every nested stack (changeset.py).
+`discard` deletes it again (and the empty shell CloudFormation makes for a new stack), which is
+all `diff` does after printing. `execute` runs it, follows the events of every stack (events.py)
+and turns termination protection on for protected environments. The CLI decides between them:
+nothing is executed with a data-guard change unless the user allowed replacement, and nothing
+without confirmation unless told --yes.
+
+Credentials and region come from boto3's own chain; `connect` only adds --profile, --region and
+--endpoint-url (boto3 reads AWS_ENDPOINT_URL itself when no URL is given).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable, Iterator, Sequence
+
+from . import __version__
+from .assets import ASSETS_BUCKET
+from .changeset import Change, collect_changes, guarded, is_no_changes
+from .errors import UserError
+from .events import Outcome, existing_event_ids, watch
+
+CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
+# A stack in one of these cannot take a change set: it is busy, or a failed create that
+# CloudFormation will only delete.
+_FAILED_CREATE = {"ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_FAILED"}
+
+
+class DeployFailed(Exception):
+    """AWS refused or the deployment failed: exit status 1, one line per problem."""
+
+    def __init__(self, *problems: str):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(problems))
+
+
+# --- AWS connection --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Aws:
+    session: Any
+    endpoint_url: str | None = None
+
+    @property
+    def region(self) -> str:
+        return self.session.region_name
+
+    def client(self, service: str):
+        return self.session.client(service, endpoint_url=self.endpoint_url)
+
+
+def connect(profile: str | None = None, region: str | None = None,
+            endpoint_url: str | None = None, require_region: bool = True) -> Aws:
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        session = boto3.session.Session(profile_name=profile, region_name=region)
+    except ProfileNotFound as error:
+        raise UserError(f"--profile: {error}") from None
+    if require_region and not session.region_name:
+        raise UserError("no AWS region: pass --region, or set AWS_REGION (or a region in the "
+                        "profile)")
+    return Aws(session, endpoint_url)
+
+
+def default_bucket(aws: Aws) -> str:
+    """The bucket deploy packages into when none is named: one per account and region."""
+    account = call(aws.client("sts").get_caller_identity, "finding the account")["Account"]
+    return f"mlops-cfn-{account}-{aws.region}"
+
+
+def call(operation, doing: str, **kwargs: Any) -> Any:
+    """One AWS call whose failure says what was being done."""
+    with aws_errors(doing):
+        return operation(**kwargs)
+
+
+@contextlib.contextmanager
+def aws_errors(doing: str = "") -> Iterator[None]:
+    """botocore's exceptions as one readable line: missing credentials are the user's to fix
+    (UserError), anything AWS refuses is a failed deployment (DeployFailed)."""
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+    from botocore.parsers import ResponseParserError
+
+    context = f"{doing}: " if doing else ""
+    try:
+        yield
+    except NoCredentialsError:
+        raise UserError("no AWS credentials found: configure a profile (--profile), "
+                        "environment variables or an instance role") from None
+    except ClientError as error:
+        details = error.response.get("Error", {})
+        raise DeployFailed(f"{context}{details.get('Code', 'error')}: "
+                           f"{details.get('Message', error)}") from None
+    except BotoCoreError as error:
+        raise DeployFailed(f"{context}{error}") from None
+    except ResponseParserError as error:
+        # An endpoint that answers something other than AWS's protocol (a proxy's error page,
+        # a local emulator's internal error).
+        first_line = str(error).splitlines()[0]
+        raise DeployFailed(f"{context}unreadable answer from the endpoint: {first_line}") \
+            from None
+
+
+# --- the request -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Request:
+    stack_name: str
+    template_url: str
+    parameters: dict[str, str]
+    tags: dict[str, str]
+    protected: bool = False
+    description: str = ""
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
+    """`--parameter KEY=VALUE` options as a mapping (the last of a repeated key wins)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--parameter {pair!r}: expected KEY=VALUE")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def stack_parameters(root_parameters: Sequence[str], values: dict[str, str],
+                     overrides: dict[str, str]) -> dict[str, str]:
+    """Every value the stack gets: the environment's, then --parameter overrides.
+
+    Root parameters with neither keep their template default (AssetsBucket: the packaged bucket).
+    """
+    if ASSETS_BUCKET in overrides:
+        raise UserError(f"--parameter {ASSETS_BUCKET}: set by packaging; use --bucket instead")
+    unknown = sorted(set(overrides) - set(root_parameters))
+    if unknown:
+        known = ", ".join(sorted(p for p in root_parameters if p != ASSETS_BUCKET))
+        raise UserError(*(f"--parameter {name}: the root template has no such parameter "
+                          f"(it has: {known})" for name in unknown))
+    return {name: value for name, value in {**values, **overrides}.items()
+            if name in root_parameters}
+
+
+# --- preview ---------------------------------------------------------------------------------
+
+@dataclass
+class Preview:
+    request: Request
+    change_set_id: str
+    stack_id: str
+    change_set_type: str  # CREATE or UPDATE
+    changes: list[Change] = field(default_factory=list)
+    empty: bool = False
+
+    @property
+    def refused(self) -> list[Change]:
+        return guarded(self.changes)
+
+    def expected(self) -> dict[str, int]:
+        """Changes per stack label, for the progress bars (nested stacks count in their parent)."""
+        counts: dict[str, int] = {}
+        for change in self.changes:
+            counts[change.stack] = counts.get(change.stack, 0) + 1
+        return counts
+
+
+def stack_status(cfn, stack_name: str) -> str | None:
+    """The stack's status, or None when there is no such stack."""
+    from botocore.exceptions import ClientError
+
+    try:
+        stacks = cfn.describe_stacks(StackName=stack_name).get("Stacks", [])
+    except ClientError as error:
+        if "does not exist" in str(error):
+            return None
+        raise DeployFailed(f"reading stack {stack_name}: "
+                           f"{error.response.get('Error', {}).get('Message', error)}") from None
+    return stacks[0].get("StackStatus") if stacks else None
+
+
+def change_set_type(status: str | None, stack_name: str) -> str:
+    if status is None or status == "REVIEW_IN_PROGRESS":
+        return "CREATE"
+    if status in _FAILED_CREATE:
+        raise UserError(f"stack {stack_name} is {status} after a failed create, which "
+                        f"CloudFormation can only delete: delete it (aws cloudformation "
+                        f"delete-stack --stack-name {stack_name}) and deploy again")
+    if status.endswith("_IN_PROGRESS"):
+        raise UserError(f"stack {stack_name} is busy ({status}): wait for it to finish")
+    return "UPDATE"
+
+
+def change_set_name() -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"mlops-cfn-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def preview(cfn, request: Request) -> Preview:
+    """Create the change set, wait for it, and read every change it (and its children) holds."""
+    from botocore.exceptions import ClientError, WaiterError
+
+    kind = change_set_type(stack_status(cfn, request.stack_name), request.stack_name)
+    try:
+        created = cfn.create_change_set(
+            StackName=request.stack_name,
+            ChangeSetName=change_set_name(),
+            ChangeSetType=kind,
+            TemplateURL=request.template_url,
+            Parameters=[{"ParameterKey": k, "ParameterValue": v}
+                        for k, v in sorted(request.parameters.items())],
+            Capabilities=CAPABILITIES,
+            Tags=[{"Key": k, "Value": v} for k, v in sorted(request.tags.items())],
+            IncludeNestedStacks=True,
+            Description=request.description or f"mlops-cfn {__version__}",
+        )
+    except ClientError as error:
+        message = error.response.get("Error", {}).get("Message", str(error))
+        if is_no_changes(message):
+            return Preview(request, "", "", kind, empty=True)
+        raise DeployFailed(f"creating the change set for {request.stack_name}: {message}") \
+            from None
+    result = Preview(request, created["Id"], created["StackId"], kind)
+    try:
+        cfn.get_waiter("change_set_create_complete").wait(
+            ChangeSetName=result.change_set_id, WaiterConfig={"Delay": 5, "MaxAttempts": 360})
+    except WaiterError:
+        described = cfn.describe_change_set(ChangeSetName=result.change_set_id)
+        reason = described.get("StatusReason", "")
+        if is_no_changes(reason):
+            discard(cfn, result)
+            result.empty = True
+            return result
+        discard(cfn, result)
+        raise DeployFailed(f"change set for {request.stack_name} failed: "
+                           f"{reason or described.get('Status', 'unknown status')}") from None
+    result.changes = collect_changes(cfn, result.change_set_id, request.stack_name)
+    return result
+
+
+def discard(cfn, preview: Preview) -> None:
+    """Delete the change set; for a new stack also the empty shell it created."""
+    if not preview.change_set_id:
+        return
+    cfn.delete_change_set(ChangeSetName=preview.change_set_id)
+    if preview.change_set_type != "CREATE" or \
+            stack_status(cfn, preview.stack_id) != "REVIEW_IN_PROGRESS":
+        return
+    # The shell holds nothing; delete it unless someone else's change set waits on it.
+    others = [summary for page in cfn.get_paginator("list_change_sets").paginate(
+                  StackName=preview.stack_id)
+              for summary in page.get("Summaries", [])
+              if summary.get("StackId") == preview.stack_id]
+    if not others:
+        cfn.delete_stack(StackName=preview.stack_id)
+
+
+# --- execute ---------------------------------------------------------------------------------
+
+def execute(cfn, preview: Preview, console, interval: float = 5.0) -> Outcome:
+    """Run the change set and follow it to the end; protect the stack if the config says so."""
+    seen = existing_event_ids(cfn, preview.stack_id)
+    call(cfn.execute_change_set, f"executing the change set for {preview.request.stack_name}",
+         ChangeSetName=preview.change_set_id)
+    outcome = watch(cfn, preview.stack_id, preview.request.stack_name, seen=seen,
+                    console=console, expected=preview.expected(), interval=interval)
+    if outcome.ok and preview.request.protected:
+        call(cfn.update_termination_protection, "turning termination protection on",
+             StackName=preview.stack_id, EnableTerminationProtection=True)
+    return outcome
+
+
+def failure_message(outcome: Outcome) -> str:
+    failure = outcome.failure
+    if failure is None:
+        return f"deployment failed: the stack is {outcome.status}"
+    where = f"{failure.stack}/{failure.logical_id}" if failure.logical_id != failure.stack \
+        else failure.stack
+    return (f"deployment failed at {where} ({failure.resource_type}): "
+            f"{failure.reason or failure.status}; the stack is {outcome.status}")

@@ -1,0 +1,249 @@
+"""`package`: every nested template and asset in S3 under content-addressed keys, TemplateURLs
+rewritten to virtual-hosted URLs of the bucket's region, and the packaged root beside the tree."""
+
+import json
+from pathlib import Path
+
+import cfn_flip
+import pytest
+from troposphere import Output, Sub
+from troposphere.sqs import Queue
+
+from mlops_cfn import config, pipeline
+from mlops_cfn.assets import Asset
+from mlops_cfn.errors import UserError
+from mlops_cfn.package import find_root, load_template, normal_prefix, object_url, package
+from mlops_cfn.pipeline import REGISTRY, StageSpec
+from mlops_cfn.render import drift, render_files, write_tree
+from mlops_cfn.stage import StageBuilder
+from tests.helpers import config_with
+
+from .conftest import BUCKET, run
+
+pytestmark = pytest.mark.slow
+
+GLUE_SCRIPT = b"print('transform')\n"
+ASSET_KEY = Asset("job.py", GLUE_SCRIPT).key
+
+
+def asset_stage(loaded):
+    """A stage with one asset, standing in for the ETL stage's Glue script."""
+    b = StageBuilder("assetdemo", loaded.config.project, "asset demo")
+    script = b.asset("job.py", GLUE_SCRIPT)
+    queue = b.add(Queue("Queue"))
+    b.template.add_output(Output("ScriptLocation", Value=script.s3_uri))
+    b.template.add_output(Output("ScriptArn", Value=script.object_arn))
+    b.template.add_output(Output("QueueUrl", Value=Sub("${Queue}", Queue=queue.Ref())))
+    return b.finish()
+
+
+def rendered(tmp_path: Path, fmt: str = "yaml", with_asset: bool = True) -> Path:
+    registry = REGISTRY + ((StageSpec("assetdemo", asset_stage, lambda c: True, "test"),)
+                           if with_asset else ())
+    built = pipeline.build(config_with(), file_suffix=f".{fmt}", registry=registry)
+    tree = tmp_path / "dev"
+    write_tree(render_files(built, fmt), tree)
+    return tree
+
+
+def nested_urls(root: Path) -> dict[str, str]:
+    data, _ = load_template(root)
+    return {name: r["Properties"]["TemplateURL"] for name, r in data["Resources"].items()
+            if r["Type"] == "AWS::CloudFormation::Stack"}
+
+
+def test_uploads_every_template_and_asset_and_rewrites_the_urls(aws, tmp_path):
+    tree = rendered(tmp_path)
+    aws.bucket()
+    result = package(tree, BUCKET, s3=aws.s3)
+
+    assert result.root_path == tree / "packaged-root.yaml"
+    assert result.root_url.startswith(f"https://{BUCKET}.s3.us-east-1.amazonaws.com/templates/")
+    assert result.root_url.endswith("/root.yaml")
+    assert sorted(result.uploaded) == aws.keys() and not result.skipped
+    urls = nested_urls(result.root_path)
+    assert set(urls) == {stage.logical_id for stage in
+                         pipeline.build(config_with()).stages} | {"AssetdemoStack"}
+    for name, url in urls.items():
+        key = url.split(".amazonaws.com/", 1)[1]
+        assert key in aws.keys(), name
+        uploaded = aws.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        local = tree / key.rsplit("/", 1)[1]
+        assert uploaded == local.read_bytes(), f"{name}: nested templates go up byte for byte"
+    assert aws.s3.get_object(Bucket=BUCKET, Key=ASSET_KEY)["Body"].read() == GLUE_SCRIPT
+    rendered_assets = {p.relative_to(tree).as_posix() for p in (tree / "assets").rglob("*")
+                       if p.is_file()}
+    assert {k for k in aws.keys() if k.startswith("assets/")} == rendered_assets
+
+
+def test_the_packaged_root_defaults_assets_bucket_to_the_bucket(aws, tmp_path):
+    tree = rendered(tmp_path)
+    aws.bucket()
+    data, _ = load_template(package(tree, BUCKET, s3=aws.s3).root_path)
+    assert data["Parameters"]["AssetsBucket"]["Default"] == BUCKET
+    original, _ = load_template(tree / "root.yaml")
+    assert "Default" not in original["Parameters"]["AssetsBucket"], "root.yaml stays as rendered"
+
+
+def test_unchanged_content_is_not_uploaded_again(aws, tmp_path):
+    tree = rendered(tmp_path)
+    aws.bucket()
+    first = package(tree, BUCKET, s3=aws.s3)
+    second = package(tree, BUCKET, s3=aws.s3)
+    assert second.uploaded == [] and sorted(second.skipped) == sorted(first.uploaded)
+    assert second.root_url == first.root_url
+    assert len(aws.keys()) == len(first.uploaded), "same content, same key: assets in S3 once"
+
+
+def test_changed_content_gets_a_new_key_and_the_old_one_stays(aws, tmp_path):
+    aws.bucket()
+    first = package(rendered(tmp_path / "a"), BUCKET, s3=aws.s3)
+    changed = pipeline.build(config_with({"stages": {"ingestion": {"consumer": {
+        "enabled": False}}}}))
+    tree = tmp_path / "b" / "dev"
+    write_tree(render_files(changed), tree)
+    second = package(tree, BUCKET, s3=aws.s3)
+    ingestion = [k for k in second.uploaded if k.endswith("/ingestion.yaml")]
+    assert ingestion and ingestion[0] not in first.uploaded
+    assert [k for k in second.skipped if k.endswith("/storage.yaml")], "storage did not change"
+    assert set(first.uploaded) <= set(aws.keys()), "a running stack's templates stay readable"
+
+
+def test_an_object_under_the_key_with_other_content_is_replaced(aws, tmp_path):
+    tree = rendered(tmp_path)
+    aws.bucket()
+    first = package(tree, BUCKET, s3=aws.s3)
+    assert ASSET_KEY in first.uploaded
+    aws.s3.put_object(Bucket=BUCKET, Key=ASSET_KEY, Body=b"tampered")
+    second = package(tree, BUCKET, s3=aws.s3)
+    assert second.uploaded == [ASSET_KEY]
+    assert aws.s3.get_object(Bucket=BUCKET, Key=ASSET_KEY)["Body"].read() == GLUE_SCRIPT
+
+
+def test_a_prefix_applies_to_every_key_and_asset_references_follow(aws, tmp_path):
+    tree = rendered(tmp_path)
+    aws.bucket()
+    result = package(tree, BUCKET, prefix="/team/ml/", s3=aws.s3)
+    assert all(key.startswith("team/ml/") for key in aws.keys())
+    demo_url = nested_urls(result.root_path)["AssetdemoStack"]
+    demo = aws.s3.get_object(Bucket=BUCKET, Key=demo_url.split(".com/", 1)[1])["Body"].read()
+    outputs = cfn_flip.load_yaml(demo.decode())["Outputs"]
+    assert outputs["ScriptLocation"]["Value"]["Fn::Sub"].startswith(
+        "s3://${AssetsBucket}/team/ml/assets/")
+    assert "${AssetsBucket}/team/ml/assets/" in outputs["ScriptArn"]["Value"]["Fn::Sub"]
+
+
+def test_urls_name_the_region_of_the_bucket(aws, tmp_path):
+    tree = rendered(tmp_path, with_asset=False)
+    aws.bucket("mlops-cfn-frankfurt", region="eu-central-1")
+    result = package(tree, "mlops-cfn-frankfurt", s3=aws.s3)
+    assert result.root_url.startswith("https://mlops-cfn-frankfurt.s3.eu-central-1.amazonaws.com/")
+    assert all(url.startswith("https://mlops-cfn-frankfurt.s3.eu-central-1.amazonaws.com/")
+               for url in nested_urls(result.root_path).values())
+
+
+def test_object_urls():
+    assert object_url("b-1", "us-east-1", "templates/ab/root.yaml") == \
+        "https://b-1.s3.us-east-1.amazonaws.com/templates/ab/root.yaml"
+    assert object_url("b-1", "cn-north-1", "k") == "https://b-1.s3.cn-north-1.amazonaws.com.cn/k"
+    assert object_url("b-1", "eu-west-1", "a b/c+d") == \
+        "https://b-1.s3.eu-west-1.amazonaws.com/a%20b/c%2Bd"
+
+
+def test_prefixes_are_normalised():
+    assert normal_prefix("") == ""
+    assert normal_prefix("/a//b/") == "a/b/"
+    with pytest.raises(UserError, match="'..'"):
+        normal_prefix("a/../b")
+
+
+def test_json_trees_are_packaged_as_json(aws, tmp_path):
+    tree = rendered(tmp_path, fmt="json", with_asset=False)
+    aws.bucket()
+    result = package(tree, BUCKET, s3=aws.s3)
+    assert result.root_path.name == "packaged-root.json"
+    data = json.loads(result.root_path.read_text())
+    assert all(url.startswith("https://") for url in nested_urls(result.root_path).values())
+    assert data["Resources"]
+
+
+def test_a_missing_bucket_is_refused_clearly(aws, tmp_path):
+    tree = rendered(tmp_path, with_asset=False)
+    with pytest.raises(UserError, match="bucket 'no-such-bucket-here' does not exist"):
+        package(tree, "no-such-bucket-here", s3=aws.s3)
+    assert not (tree / "packaged-root.yaml").exists()
+
+
+def test_a_directory_without_a_root_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no root.yaml or root.json"):
+        find_root(tmp_path)
+    with pytest.raises(UserError, match="not a directory"):
+        find_root(tmp_path / "missing")
+
+
+def test_a_missing_nested_template_is_refused(aws, tmp_path):
+    tree = rendered(tmp_path, with_asset=False)
+    (tree / "storage.yaml").unlink()
+    aws.bucket()
+    with pytest.raises(UserError, match="StorageStack: TemplateURL storage.yaml names no file"):
+        package(tree, BUCKET, s3=aws.s3)
+
+
+def test_the_packaged_root_is_no_drift_and_the_next_render_removes_it(aws, tmp_path):
+    tree = rendered(tmp_path, with_asset=False)
+    aws.bucket()
+    package(tree, BUCKET, s3=aws.s3)
+    files = render_files(pipeline.build(config_with()))
+    assert drift(files, tree) == []
+    write_tree(files, tree)
+    assert not (tree / "packaged-root.yaml").exists()
+
+
+def test_the_packaged_root_lints_clean(aws, tmp_path):
+    from mlops_cfn.validate import validate
+
+    tree = rendered(tmp_path, with_asset=False)
+    aws.bucket()
+    result = package(tree, BUCKET, s3=aws.s3)
+    report = validate([result.root_path], security=False)
+    assert not report.findings, report.render()
+
+
+# --- through the CLI, the default pipeline ---------------------------------------------------
+
+def test_cli_packages_the_default_pipeline(aws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("render").exit_code == 0
+    aws.bucket()
+    result = run("package", "--bucket", BUCKET)
+    assert result.exit_code == 0, result.output
+    tree = tmp_path / "templates" / "dev"
+    assert "wrote templates/dev/packaged-root.yaml" in result.output
+    built = pipeline.build(config.load(None, "dev"))
+    stage_templates = {f"{stage.name}.yaml" for stage in built.stages}
+    uploaded = {key.rsplit("/", 1)[1] for key in aws.keys() if key.startswith("templates/")}
+    assert uploaded == stage_templates | {"root.yaml"}
+    assets = sorted(p.relative_to(tree).as_posix() for p in (tree / "assets").rglob("*")
+                    if p.is_file()) if (tree / "assets").is_dir() else []
+    assert [k for k in aws.keys() if k.startswith("assets/")] == assets
+    again = run("package", "--bucket", BUCKET, str(tree))
+    assert again.exit_code == 0
+    assert f"uploaded 0, unchanged {len(aws.keys())}" in again.output
+    assert run("render", "--check").exit_code == 0, "packaging leaves the tree in sync"
+
+
+def test_cli_refuses_a_missing_bucket_with_exit_2(aws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run("render")
+    result = run("package", "--bucket", "not-created-yet")
+    assert result.exit_code == 2
+    assert "error: bucket 'not-created-yet' does not exist" in result.output
+
+
+def test_cli_takes_the_endpoint_from_the_option(aws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run("render")
+    aws.bucket()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    result = run("package", "--bucket", BUCKET, "--endpoint-url", aws.url)
+    assert result.exit_code == 0, result.output
