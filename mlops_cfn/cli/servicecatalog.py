@@ -1,0 +1,85 @@
+"""`mlops-cfn servicecatalog`: package the pipeline, write the platform team's hand-off bundle."""
+
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+from . import cli
+from .options import config_option, env_option
+# The AWS options and failure reporting every verb that talks to AWS shares.
+from .package import aws_options, reports_failures
+
+DEFAULT_OUT = "servicecatalog"
+
+
+def _tag_option(ctx, param, values):
+    pairs = []
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise UserError(f"--tag-option {value}: expected KEY=VALUE")
+        pairs.append((key, text))
+    return tuple(pairs)
+
+
+@cli.command()
+@click.option("--bucket", required=True, metavar="NAME",
+              help="S3 bucket the templates and assets are uploaded to (it must exist).")
+@click.option("--prefix", default="", metavar="P", help="Key prefix in the bucket.")
+@click.option("--out", default=DEFAULT_OUT, show_default=True, metavar="DIR",
+              help="Directory of the hand-off bundle.")
+@config_option
+@env_option
+@click.option("--sagemaker-projects", is_flag=True,
+              help="Offer the product as a SageMaker Projects template (Studio-visible).")
+@click.option("--principal", "principals", multiple=True, metavar="ARN",
+              help="IAM role, group or user allowed to launch: an ARN or role/NAME, group/NAME, "
+                   "user/NAME (NAME may hold * or ?). Repeatable.")
+@click.option("--tag-option", "tag_options", multiple=True, metavar="KEY=VALUE",
+              callback=_tag_option,
+              help="Tag end users may put on the product; replaces the default set (the "
+                   "config's tags, project and environments). Repeatable.")
+@click.option("--portfolio-name", metavar="TEXT",
+              help="Portfolio display name (default: '<project> MLOps pipeline').")
+@click.option("--provider", metavar="TEXT", help="Portfolio provider (default: the project).")
+@click.option("--product-name", metavar="TEXT", help="Product name (default: the project).")
+@click.option("--owner", metavar="TEXT", help="Product owner (default: the project).")
+@click.option("--support-email", metavar="EMAIL", help="Support contact shown with the product.")
+@click.option("--support-url", metavar="URL", help="Support page shown with the product.")
+@click.option("--support-description", metavar="TEXT", help="How to get support.")
+@aws_options
+@reports_failures
+def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, principals,
+                   tag_options, portfolio_name, provider, product_name, owner, support_email,
+                   support_url, support_description, profile, region, endpoint_url):
+    """Package the pipeline and write a Service Catalog portfolio and hand-off bundle.
+
+    Every environment of the config becomes one product (they must render the same
+    templates; --env hands off one environment).
+    """
+    from .. import config
+    from ..deploy import aws_errors, connect
+    from ..servicecatalog import default_catalog, handoff, write_bundle
+
+    loaded = config.load(config_path, env)
+    environments = [loaded.environment] if env else list(loaded.merged)
+    catalog = default_catalog(
+        loaded, environments, sagemaker_projects=sagemaker_projects, principals=principals,
+        tag_options=tag_options, portfolio_name=portfolio_name, provider=provider,
+        product_name=product_name, owner=owner, support_email=support_email,
+        support_url=support_url, support_description=support_description)
+    with aws_errors():
+        aws = connect(profile, region, endpoint_url, require_region=False)
+        result = handoff(loaded, bucket, catalog, environments=environments, prefix=prefix,
+                         s3=aws.client("s3"))
+    target = Path(out)
+    write_bundle(result.files, target)
+    click.echo(f"product version {result.version}: {result.artifact_url} "
+               f"({len(result.uploaded)} uploaded, {len(result.skipped)} already in S3)")
+    click.echo(f"wrote {target}/ (portfolio.yaml, README.md, templates and parameters of "
+               f"{', '.join(environments)})")
+    if not catalog.principals:
+        click.echo("note: no --principal given: nobody can launch the product until the "
+                   "platform team associates principals with the portfolio", err=True)
+

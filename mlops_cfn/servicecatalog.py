@@ -1,0 +1,673 @@
+"""Service Catalog hand-off: the pipeline as one product of a portfolio the platform team deploys.
+
+`handoff(loaded, bucket, catalog)` renders the pipeline, packages it to S3 (package.py) and returns
+the files of a hand-off bundle; the CLI writes them with `write_bundle`. Everything else here is
+pure: the same config, bucket and packaged URL always give the same bytes.
+
+The bundle (`mlops-cfn servicecatalog --out DIR`):
+    portfolio.yaml        the template the platform team deploys in the catalog account:
+                            Portfolio, one CloudFormationProduct (the packaged root as its
+                            provisioning artifact, named by the content hash of the templates),
+                            PortfolioProductAssociation, LaunchRoleConstraint with its launch role
+                            (policy derived from the resource types the templates contain),
+                            PortfolioPrincipalAssociation per principal, TagOption + association
+                            per tag option
+    packaged-root.yaml    the packaged root the product's provisioning artifact points at
+    templates/            the rendered templates and assets (before packaging), for review
+    parameters/<env>.json every environment's parameter values (CodePipeline/Service Catalog form)
+    README.md             for the platform team: what to deploy, and every parameter of the product
+
+With `sagemaker_projects` the product is what SageMaker Projects offers in Studio: the root takes
+the two parameters SageMaker passes (SageMakerProjectName, SageMakerProjectId), the product is
+tagged `sagemaker:studio-visibility=true`, and the environments' values are written as
+`<env>-config.json` beside the templates, as SageMaker's own project templates ship them
+(`staging-config.json`, `prod-config.json`).
+
+One product serves every environment: environments that differ only in values render identical
+templates (see DESIGN.md), so their parameters files are the only difference. Environments whose
+templates differ cannot share a product; hand them off one at a time (`--env`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import awacs.cloudformation as cloudformation
+import awacs.s3 as s3
+from awacs.aws import Allow, Condition, Statement, StringEquals
+from troposphere import GetAtt, Output, Parameter, Ref, Sub, Tags, Template, iam
+from troposphere import servicecatalog as sc
+
+from . import __version__, pipeline, policies
+from .config import LoadedConfig
+from .errors import UserError
+from .render import PARAMETERS_FILE, render_files, template_text
+
+if TYPE_CHECKING:  # package.py is imported only when packaging runs
+    from .package import Packaged
+
+PORTFOLIO_FILE = "portfolio.yaml"
+PACKAGED_ROOT_FILE = "packaged-root.yaml"
+README_FILE = "README.md"
+TEMPLATES_DIR = "templates"
+PARAMETERS_DIR = "parameters"
+
+# SageMaker Projects lists a product in Studio only with this tag, and passes these two
+# parameters to every project template it provisions (the template must declare them).
+STUDIO_VISIBILITY_TAG = ("sagemaker:studio-visibility", "true")
+SAGEMAKER_PROJECT_NAME = "SageMakerProjectName"
+SAGEMAKER_PROJECT_ID = "SageMakerProjectId"
+
+# Service Catalog names the stack of a provisioned product `SC-<account>-pp-<id>`, and
+# CloudFormation names nested stacks after their parent, so this pattern covers the product's
+# root and every nested stack and no other stack of the account.
+PROVISIONED_STACKS = "stack/SC-${AWS::AccountId}-pp-*/*"
+
+NESTED_STACK = "AWS::CloudFormation::Stack"
+# Managed policies one role may have attached (IAM's default quota).
+MAX_MANAGED_POLICIES = 10
+
+_TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
+_IAM_NAME = r"[\w+=,.@/*?-]+"
+_PRINCIPAL_ARN = re.compile(rf"^arn:[a-z-]+:iam::(\d{{12}})?:(role|user|group)/({_IAM_NAME})$")
+_PRINCIPAL_SHORT = re.compile(rf"^(role|user|group)/({_IAM_NAME})$")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What the platform team sees of the product, and who may launch it."""
+
+    portfolio_name: str
+    provider: str
+    product_name: str
+    owner: str
+    description: str
+    support_email: str | None = None
+    support_url: str | None = None
+    support_description: str | None = None
+    # IAM principals allowed to launch: full ARNs or `role/Name`, `group/Name`, `user/Name`
+    # (in the account the portfolio is deployed to); `*` or `?` make a name pattern.
+    principals: tuple[str, ...] = ()
+    # Tags end users may (for a key with several values: must pick one to) put on the product.
+    tag_options: tuple[tuple[str, str], ...] = ()
+    sagemaker_projects: bool = False
+
+
+def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: Any) -> Catalog:
+    """The catalog from the config, with any `given` field (not None) taking precedence.
+
+    Tag options default to the tags `deploy` puts on every stack (the config's tags, the project,
+    and one `mlops-cfn:environment` value per environment), so a provisioned product carries the
+    same tags as a pipeline deployed with `mlops-cfn deploy`.
+    """
+    config = loaded.base
+    defaults: dict[str, Any] = {
+        "portfolio_name": f"{config.project} MLOps pipeline"[:100],
+        "provider": config.project,
+        "product_name": config.project,
+        "owner": config.project,
+        "description": config.description,
+        "tag_options": default_tag_options(loaded, environments),
+    }
+    values = {**defaults, **{k: v for k, v in given.items() if v not in (None, ())}}
+    values["principals"] = tuple(values.get("principals", ()))
+    values["tag_options"] = tuple(values["tag_options"])
+    catalog = Catalog(**values)
+    check_catalog(catalog)
+    return catalog
+
+
+def default_tag_options(loaded: LoadedConfig, environments: Sequence[str]) -> list[tuple[str, str]]:
+    options: set[tuple[str, str]] = set()
+    for name in environments:
+        built_tags = {"mlops-cfn:project": loaded.base.project, "mlops-cfn:environment": name,
+                      **loaded.merged[name].tags}
+        options.update(built_tags.items())
+    return sorted(options)
+
+
+def check_catalog(catalog: Catalog) -> None:
+    """Refuse values Service Catalog would reject, each with the option that set it."""
+    problems = []
+    for principal in catalog.principals:
+        try:
+            principal_arn(principal)
+        except UserError as error:
+            problems.extend(error.problems)
+    for key, value in catalog.tag_options:
+        if not _TAG_KEY.match(key) or key.lower().startswith("aws:"):
+            problems.append(f"--tag-option {key}={value}: the key must be 1-128 characters "
+                            f"(letters, digits, spaces and _.:/=+-@) and not start with aws:")
+        if not 1 <= len(value) <= 256:
+            problems.append(f"--tag-option {key}={value}: the value must be 1-256 characters")
+    if catalog.support_email is not None and not _EMAIL.match(catalog.support_email):
+        problems.append(f"--support-email {catalog.support_email}: not an email address")
+    if catalog.support_url is not None and not re.match(r"^https?://\S+$", catalog.support_url):
+        problems.append(f"--support-url {catalog.support_url}: must start with https:// or http://")
+    for option, value, limit in (("--portfolio-name", catalog.portfolio_name, 100),
+                                 ("--provider", catalog.provider, 50),
+                                 ("--owner", catalog.owner, 8191),
+                                 ("--product-name", catalog.product_name, 8191)):
+        if not 1 <= len(value) <= limit:
+            problems.append(f"{option} {value!r}: must be 1-{limit} characters")
+    if problems:
+        raise UserError(*problems)
+
+
+def principal_arn(text: str) -> tuple[str | Sub, str]:
+    """(PrincipalARN, PrincipalType) for one `--principal`.
+
+    A short form names a principal of the account the portfolio is deployed in. A name with `*`
+    or `?` is an IAM_PATTERN, which Service Catalog matches by name in every account the portfolio
+    is shared with, and which must therefore carry no account.
+    """
+    short = _PRINCIPAL_SHORT.match(text)
+    if short:
+        kind, name = short.groups()
+        if _is_pattern(name):
+            return Sub(f"arn:${{AWS::Partition}}:iam:::{kind}/{name}"), "IAM_PATTERN"
+        return policies.arn("iam", f"{kind}/{name}", regional=False), "IAM"
+    full = _PRINCIPAL_ARN.match(text)
+    if full:
+        account, _, name = full.groups()
+        if account is None:
+            return text, "IAM_PATTERN"
+        if _is_pattern(name):
+            raise UserError(f"--principal {text}: a name pattern (* or ?) must not name an "
+                            f"account: write arn:<partition>:iam:::{full.group(2)}/{name}")
+        return text, "IAM"
+    raise UserError(f"--principal {text}: expected an IAM role, user or group ARN, or "
+                    f"role/NAME, group/NAME, user/NAME")
+
+
+def _is_pattern(name: str) -> bool:
+    return "*" in name or "?" in name
+
+
+# --- the product: rendered templates shared by the environments --------------------------------
+
+@dataclass(frozen=True)
+class Product:
+    """The templates one product version consists of, and each environment's values."""
+
+    # Relative path -> content: the root, the stage templates, the assets (no parameters file).
+    files: dict[str, str | bytes]
+    # Environment -> its parameters.json text.
+    parameters: dict[str, str]
+    # The root template as data (parameters for the README).
+    root: dict
+    resource_types: tuple[str, ...]
+    sagemaker_projects: bool = False
+
+    @property
+    def version(self) -> str:
+        return content_version(self.files)
+
+
+def build_product(loaded: LoadedConfig, environments: Sequence[str],
+                  sagemaker_projects: bool = False) -> Product:
+    """Render `environments`; they must share their templates to be one product."""
+    rendered = {}
+    root: dict = {}
+    for name in environments:
+        built = pipeline.build(loaded.for_environment(name))
+        if sagemaker_projects:
+            built = _with_root(built, sagemaker_root(built.root))
+        rendered[name] = render_files(built)
+        root = root or built.root.to_dict()
+    first, *others = environments
+    shared = {k: v for k, v in rendered[first].items() if k != PARAMETERS_FILE}
+    problems = []
+    for name in others:
+        theirs = {k: v for k, v in rendered[name].items() if k != PARAMETERS_FILE}
+        differing = sorted(k for k in shared.keys() | theirs.keys()
+                           if shared.get(k) != theirs.get(k))
+        if differing:
+            problems.append(
+                f"{loaded.source}: environments {first} and {name} render different templates "
+                f"({', '.join(differing[:5])}): one product needs one set of templates; hand "
+                f"off one environment at a time with --env")
+    if problems:
+        raise UserError(*problems)
+    parameters = {name: files[PARAMETERS_FILE] for name, files in rendered.items()}
+    # What the templates going to S3 create, read from their text.
+    types = resource_types(_template_data(text) for name, text in shared.items()
+                           if name.endswith(".yaml") and "/" not in name)
+    return Product(shared, parameters, root, tuple(sorted(types)), sagemaker_projects)
+
+
+def _with_root(built: pipeline.Pipeline, root: Template) -> pipeline.Pipeline:
+    return pipeline.Pipeline(built.environment, built.protected, root, built.stages,
+                             built.parameters, built.tags)
+
+
+def sagemaker_root(root: Template) -> Template:
+    """The root as a SageMaker project template: it declares the two parameters SageMaker
+    passes when a Studio user creates a project (provisioning fails on an undeclared one).
+
+    Constraints as in SageMaker's own project templates. The pipeline names its resources after
+    the config's project and environment, so the values only show in the outputs.
+    """
+    project = copy.deepcopy(root)
+    project.add_parameter(Parameter(
+        SAGEMAKER_PROJECT_NAME, Type="String", MinLength=1, MaxLength=32,
+        AllowedPattern=r"^[a-zA-Z](-*[a-zA-Z0-9])*",
+        Description="Name of the SageMaker project (set by SageMaker)"))
+    project.add_parameter(Parameter(
+        SAGEMAKER_PROJECT_ID, Type="String",
+        Description="Service generated id of the SageMaker project (set by SageMaker)"))
+    project.add_output(Output(
+        "SageMakerProject", Description="The SageMaker project this pipeline belongs to",
+        Value=Sub(f"${{{SAGEMAKER_PROJECT_NAME}}} (${{{SAGEMAKER_PROJECT_ID}}})")))
+    return project
+
+
+def resource_types(templates: Iterable[dict]) -> set[str]:
+    """Every resource type the templates create."""
+    return {resource["Type"] for template in templates
+            for resource in (template.get("Resources") or {}).values()}
+
+
+def content_version(files: dict[str, str | bytes]) -> str:
+    """A short hash of the templates and assets: the same content, the same version name."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        content = files[name]
+        data = content.encode("utf-8") if isinstance(content, str) else content
+        digest.update(name.encode("utf-8") + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()[:16]
+
+
+# --- the launch role ------------------------------------------------------------------------------
+
+def provisioning_statements(bucket: str, prefix: str = "") -> list[Statement]:
+    """What Service Catalog does with the launch role besides creating the resources: run the
+    product's CloudFormation stacks, read the product's template from the bucket Service Catalog
+    keeps it in, and read the packaged templates and assets (CloudFormation fetches nested
+    templates, and Lambda its code, with the caller's credentials)."""
+    stacks = policies.arn("cloudformation", PROVISIONED_STACKS)
+    return [
+        Statement(
+            Sid="ProvisionedStacks",
+            Effect=Allow,
+            Action=[cloudformation.CreateStack, cloudformation.UpdateStack,
+                    cloudformation.DeleteStack, cloudformation.DescribeStacks,
+                    cloudformation.DescribeStackEvents, cloudformation.DescribeStackResource,
+                    cloudformation.DescribeStackResources, cloudformation.GetTemplate,
+                    cloudformation.SetStackPolicy, cloudformation.CreateChangeSet,
+                    cloudformation.DescribeChangeSet, cloudformation.ExecuteChangeSet,
+                    cloudformation.DeleteChangeSet, cloudformation.TagResource,
+                    cloudformation.UntagResource],
+            Resource=[stacks],
+        ),
+        Statement(
+            Sid="ReadTemplates",
+            Effect=Allow,
+            # Neither action supports resource-level permissions: `*` is the only resource
+            # AWS accepts (both only read a template the caller passes).
+            Action=[cloudformation.ValidateTemplate, cloudformation.GetTemplateSummary],
+            Resource=["*"],
+        ),
+        Statement(
+            Sid="ReadProvisioningArtifact",
+            Effect=Allow,
+            # Service Catalog copies the product's template into a bucket it owns, whose name is
+            # not known in advance; AWS documents this object-tag condition as the scope.
+            Action=[s3.GetObject],
+            Resource=["*"],
+            Condition=Condition(StringEquals(
+                "s3:ExistingObjectTag/servicecatalog:provisioning", "true")),
+        ),
+        Statement(
+            Sid="ReadPackagedTemplatesAndAssets",
+            Effect=Allow,
+            Action=[s3.GetObject],
+            Resource=[policies.arn("s3", f"{bucket}/{prefix}*", regional=False,
+                                   in_account=False)],
+        ),
+    ]
+
+
+def launch_role_statements(types: Iterable[str], bucket: str, prefix: str = "",
+                           deployment_statements: Callable[[Sequence[str]], list[Statement]]
+                           | None = None) -> list[Statement]:
+    """Provisioning plus what managing each resource type takes (permissions.py).
+
+    Nested stacks are left out of the types: permissions.py would grant them on every stack of
+    the account, where `provisioning_statements` limits them to the product's own.
+    """
+    if deployment_statements is None:
+        from .permissions import deployment_statements
+    managed = sorted(set(types) - {NESTED_STACK})
+    return [*provisioning_statements(bucket, prefix), *deployment_statements(managed)]
+
+
+def policy_chunks(statements: Sequence[Statement]) -> list[list[Statement]]:
+    """The statements packed into as few managed policies as hold them (permissions.py)."""
+    from .permissions import policy_documents
+
+    chunks = [list(document.Statement) for document in policy_documents(statements)]
+    if len(chunks) > MAX_MANAGED_POLICIES:
+        raise UserError(f"the launch role needs {len(chunks)} managed policies, more than IAM "
+                        f"attaches to one role by default ({MAX_MANAGED_POLICIES})")
+    return chunks
+
+
+# --- the portfolio template -----------------------------------------------------------------------
+
+def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
+                       statements: Sequence[Statement], project: str) -> Template:
+    """Portfolio, product, launch constraint, principals and tag options for one product version.
+
+    `statements` are the launch role's (see `launch_role_statements`).
+    """
+    version = product.version
+    t = Template(Description=f"{project}: Service Catalog portfolio offering the pipeline as a "
+                             f"product (version {version}, mlops-cfn {__version__})")
+    tags = [("mlops-cfn:project", project)]
+    product_tags = tags + ([STUDIO_VISIBILITY_TAG] if catalog.sagemaker_projects else [])
+    portfolio = t.add_resource(sc.Portfolio(
+        "Portfolio",
+        DisplayName=catalog.portfolio_name,
+        ProviderName=catalog.provider,
+        Description=catalog.description,
+        Tags=Tags(**dict(tags)),
+    ))
+    support = {key: value for key, value in (("SupportEmail", catalog.support_email),
+                                             ("SupportUrl", catalog.support_url),
+                                             ("SupportDescription", catalog.support_description))
+               if value is not None}
+    product_resource = t.add_resource(sc.CloudFormationProduct(
+        "Product",
+        Name=catalog.product_name,
+        Owner=catalog.owner,
+        Description=catalog.description,
+        Distributor="mlops-cfn",
+        ProvisioningArtifactParameters=[sc.ProvisioningArtifactProperties(
+            Name=version,
+            Description=f"Templates with content hash {version}, rendered by mlops-cfn "
+                        f"{__version__}",
+            Type="CLOUD_FORMATION_TEMPLATE",
+            Info=sc.Info(LoadTemplateFromURL=artifact_url),
+        )],
+        Tags=Tags(**dict(product_tags)),
+        **support,
+    ))
+    association = t.add_resource(sc.PortfolioProductAssociation(
+        "PortfolioProduct", PortfolioId=Ref(portfolio), ProductId=Ref(product_resource)))
+
+    role = t.add_resource(iam.Role(
+        "LaunchRole",
+        Description=f"Service Catalog launch role of the {project} pipeline product",
+        # Service Catalog assumes the role for the end user; the launch constraint is what binds
+        # it to this product.
+        AssumeRolePolicyDocument=policies.trusted_by("servicecatalog.amazonaws.com"),
+    ))
+    for index, chunk in enumerate(policy_chunks(statements), start=1):
+        t.add_resource(iam.ManagedPolicy(
+            f"LaunchPolicy{index}",
+            Description=f"What the {project} pipeline creates, part {index}",
+            PolicyDocument=policies.document(chunk),
+            Roles=[Ref(role)],
+        ))
+    t.add_resource(sc.LaunchRoleConstraint(
+        "LaunchConstraint",
+        # The product must be in the portfolio before a constraint can name the pair.
+        DependsOn=[association.title],
+        Description=f"Launch {catalog.product_name} as its own role, not the end user's",
+        PortfolioId=Ref(portfolio),
+        ProductId=Ref(product_resource),
+        RoleArn=GetAtt(role, "Arn"),
+    ))
+
+    for principal in sorted(set(catalog.principals)):
+        arn, kind = principal_arn(principal)
+        t.add_resource(sc.PortfolioPrincipalAssociation(
+            f"Principal{_short_hash(principal)}",
+            PortfolioId=Ref(portfolio), PrincipalARN=arn, PrincipalType=kind))
+    for key, value in sorted(set(catalog.tag_options)):
+        suffix = _short_hash(f"{key}={value}")
+        option = t.add_resource(sc.TagOption(f"TagOption{suffix}", Key=key, Value=value,
+                                             Active=True))
+        t.add_resource(sc.TagOptionAssociation(
+            f"TagOptionAssociation{suffix}", ResourceId=Ref(portfolio),
+            TagOptionId=Ref(option)))
+
+    t.add_output(Output("PortfolioId", Value=Ref(portfolio),
+                        Description="Share this portfolio or add principals to it"))
+    t.add_output(Output("ProductId", Value=Ref(product_resource),
+                        Description="The pipeline product"))
+    t.add_output(Output("ProvisioningArtifactIds",
+                        Value=GetAtt(product_resource, "ProvisioningArtifactIds"),
+                        Description=f"Provisioning artifact of version {version}"))
+    t.add_output(Output("LaunchRoleArn", Value=GetAtt(role, "Arn"),
+                        Description="Role Service Catalog provisions the pipeline with"))
+    return t
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8].upper()
+
+
+# --- the README for the platform team -------------------------------------------------------------
+
+def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
+           packaged_root: dict | None = None) -> str:
+    """Markdown for the platform team: what the bundle holds, how to deploy it, every parameter.
+
+    `packaged_root` (the root as packaging left it) supplies defaults packaging set, such as the
+    assets bucket.
+    """
+    version = product.version
+    environments = list(product.parameters)
+    values = {env: json.loads(text).get("Parameters", {})
+              for env, text in product.parameters.items()}
+    parameters = dict(product.root.get("Parameters", {}))
+    for name, spec in ((packaged_root or {}).get("Parameters") or {}).items():
+        parameters[name] = {**parameters.get(name, {}), **spec}
+    values_file = ("`<env>-config.json`" if product.sagemaker_projects
+                   else f"`{PARAMETERS_DIR}/<env>.json`")
+    lines = [
+        f"# {catalog.product_name}: Service Catalog hand-off",
+        "",
+        f"The {project} MLOps pipeline as one Service Catalog product, version `{version}` "
+        f"(a hash of the templates; rendered by mlops-cfn {__version__}).",
+        "",
+        "## What is here",
+        "",
+        f"- `{PORTFOLIO_FILE}`: the portfolio, the product (its provisioning artifact is "
+        f"{artifact_url}), a launch constraint with its launch role, principal associations "
+        f"and tag options.",
+        f"- `{PACKAGED_ROOT_FILE}`: the packaged root template that URL serves.",
+        f"- `{TEMPLATES_DIR}/`: the rendered templates and assets, for review.",
+        f"- {values_file}: each environment's parameter values "
+        f"({', '.join(environments)}), in the form CodePipeline's CloudFormation action "
+        f"accepts as TemplateConfiguration.",
+        "",
+        "## Deploy the portfolio",
+        "",
+        "```",
+        f"aws cloudformation deploy --template-file {PORTFOLIO_FILE} "
+        f"--stack-name {project}-catalog --capabilities CAPABILITY_IAM",
+        "```",
+        "",
+        "The launch role may create only the resource types the templates contain, and runs only "
+        "the stacks Service Catalog provisions (`SC-<account>-pp-*`). End users need Service "
+        "Catalog end-user access (e.g. AWSServiceCatalogEndUserFullAccess), not the "
+        "permissions of the resources.",
+        "",
+    ]
+    if catalog.principals:
+        lines += ["Principals who may launch the product:", ""]
+        lines += [f"- `{p}`" for p in sorted(set(catalog.principals))]
+    else:
+        lines += ["No principal is associated yet: add users, groups or roles to the portfolio "
+                  "(`mlops-cfn servicecatalog --principal role/NAME`, or in the console)."]
+    lines += [""]
+    if catalog.tag_options:
+        lines += ["Tag options (a key with several values asks the user to choose one). Tag "
+                  "options are unique in an account: if one of these already exists, "
+                  "CloudFormation refuses to create it; choose the set with `--tag-option`.", ""]
+        lines += [f"- `{k}` = `{v}`" for k, v in sorted(set(catalog.tag_options))]
+        lines += [""]
+    if product.sagemaker_projects:
+        lines += [
+            "## SageMaker Projects",
+            "",
+            f"The product is tagged `{STUDIO_VISIBILITY_TAG[0]}={STUDIO_VISIBILITY_TAG[1]}`, so "
+            f"Studio lists it under organization templates for the principals of the portfolio "
+            f"(associate the Studio users' execution role). SageMaker fills "
+            f"`{SAGEMAKER_PROJECT_NAME}` and `{SAGEMAKER_PROJECT_ID}`; the user fills the rest.",
+            "",
+        ]
+    lines += [
+        "## Parameters of the product",
+        "",
+        "| Parameter | Description | Type | Default | Allowed values | "
+        + " | ".join(environments) + " |",
+        "|" + "---|" * (5 + len(environments)),
+    ]
+    for name, spec in parameters.items():
+        cells = [f"`{name}`", spec.get("Description", ""), spec.get("Type", ""),
+                 _code(spec.get("Default")), _allowed(spec)]
+        cells += [_code(values[env].get(name)) for env in environments]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _allowed(spec: dict) -> str:
+    parts = []
+    if "AllowedValues" in spec:
+        parts.append(", ".join(f"`{v}`" for v in spec["AllowedValues"]))
+    if "AllowedPattern" in spec:
+        parts.append(f"pattern `{spec['AllowedPattern']}`")
+    if "MinValue" in spec or "MaxValue" in spec:
+        parts.append(f"{spec.get('MinValue', '')} to {spec.get('MaxValue', '')}")
+    if "MinLength" in spec and "MaxLength" in spec:
+        parts.append(f"{spec['MinLength']}-{spec['MaxLength']} characters")
+    elif "MaxLength" in spec:
+        parts.append(f"at most {spec['MaxLength']} characters")
+    elif "MinLength" in spec:
+        parts.append(f"at least {spec['MinLength']} characters")
+    return "; ".join(parts)
+
+
+def _code(value: Any) -> str:
+    return "" if value is None else f"`{value}`"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+# --- putting it together --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Handoff:
+    files: dict[str, str | bytes]
+    version: str
+    artifact_url: str
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
+            environments: Sequence[str] | None = None, prefix: str = "", s3=None,
+            package: Callable[..., Packaged] | None = None,
+            deployment_statements: Callable[[Sequence[str]], list[Statement]] | None = None
+            ) -> Handoff:
+    """Render, package (upload to `bucket`) and return the hand-off bundle's files."""
+    from .package import normal_prefix
+
+    if package is None:
+        from .package import package
+    prefix = normal_prefix(prefix)
+    environments = list(environments or loaded.merged)
+    product = build_product(loaded, environments, catalog.sagemaker_projects)
+    with tempfile.TemporaryDirectory(prefix="mlops-cfn-servicecatalog-") as tmp:
+        tree = Path(tmp) / "product"
+        # The tree as `render` writes it, so packaging sees what it always sees.
+        _write_files(tree, {**product.files, PARAMETERS_FILE: product.parameters[environments[0]]})
+        packaged = package(tree, bucket, prefix=prefix, s3=s3)
+        packaged_text = Path(packaged.root_path).read_text()
+    statements = launch_role_statements(product.resource_types, bucket, prefix,
+                                        deployment_statements)
+    project = loaded.base.project
+    portfolio = portfolio_template(catalog, product, packaged.root_url, statements, project)
+    files: dict[str, str | bytes] = {
+        PORTFOLIO_FILE: template_text(portfolio, "yaml"),
+        PACKAGED_ROOT_FILE: packaged_text,
+        README_FILE: readme(catalog, product, packaged.root_url, project,
+                            _template_data(packaged_text)),
+    }
+    files.update({f"{TEMPLATES_DIR}/{name}": content for name, content in product.files.items()})
+    for env, text in product.parameters.items():
+        name = (f"{env}-config.json" if catalog.sagemaker_projects
+                else f"{PARAMETERS_DIR}/{env}.json")
+        files[name] = text
+    return Handoff(files, product.version, packaged.root_url, list(packaged.uploaded),
+                   list(packaged.skipped))
+
+
+def _template_data(text: str) -> dict:
+    import cfn_flip
+
+    data = cfn_flip.load_yaml(text)
+    return data if isinstance(data, dict) else {}
+
+
+# --- writing the bundle ---------------------------------------------------------------------------
+
+def write_bundle(files: dict[str, str | bytes], out: Path) -> None:
+    """Replace `out` with exactly `files`, or leave it untouched on failure.
+
+    Only an empty directory or an earlier bundle (it holds portfolio.yaml) is replaced.
+    """
+    if out.exists():
+        if not out.is_dir():
+            raise UserError(f"{out}: exists and is not a directory; choose another --out")
+        if any(out.iterdir()) and not (out / PORTFOLIO_FILE).is_file():
+            raise UserError(f"{out}: holds files that are not a Service Catalog bundle; choose "
+                            f"an empty or new directory for --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+        try:
+            _write_files(staging, files)
+            os.chmod(staging, 0o755)
+            if out.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, retired / out.name)
+                os.replace(staging, out)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    except OSError as error:
+        raise UserError(f"{error.filename or out}: cannot write ({error.strerror})") from None
+
+
+def _write_files(directory: Path, files: dict[str, str | bytes]) -> None:
+    for name, content in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+
+
+__all__ = [
+    "Catalog", "Handoff", "Product", "build_product", "content_version", "default_catalog",
+    "handoff", "launch_role_statements", "portfolio_template", "principal_arn", "readme",
+    "resource_types", "sagemaker_root", "write_bundle",
+]
