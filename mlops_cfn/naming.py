@@ -41,9 +41,12 @@ class NameRule:
     allowed: str = "a-z0-9-"
     # Appended tokens that make a name unique beyond one account and region.
     unique_suffix: tuple[str, ...] = ()
+    # Room kept for the purpose whatever its length, so every name of a project shares one
+    # prefix (`bucket_prefix`) that a policy can match.
+    purpose_length: int | None = None
 
 
-S3_BUCKET = NameRule("S3 bucket", 63, unique_suffix=(ACCOUNT, REGION))
+S3_BUCKET = NameRule("S3 bucket", 63, unique_suffix=(ACCOUNT, REGION), purpose_length=9)
 KINESIS_STREAM = NameRule("Kinesis stream", 128)
 FIREHOSE_STREAM = NameRule("Firehose delivery stream", 64)
 GLUE = NameRule("Glue database/table", 255, separator="_", allowed="a-z0-9_")
@@ -66,9 +69,21 @@ def physical_name(rule: NameRule, project: str, *purpose: str) -> str:
     parts = [_clean(p, rule) for p in purpose]
     tokens = [ENVIRONMENT, *parts, *rule.unique_suffix]
     fixed = sum(_TOKEN_LENGTHS.get(t, len(t)) for t in tokens) + len(rule.separator) * len(tokens)
+    if rule.purpose_length is not None:
+        purpose_text = rule.separator.join(parts)
+        if len(purpose_text) > rule.purpose_length:
+            raise ValueError(f"{rule.service} purpose {purpose_text!r} is longer than "
+                             f"{rule.purpose_length} characters")
+        fixed += rule.purpose_length - len(purpose_text)
     budget = rule.max_length - fixed
     project_part = _fit(_clean(project, rule), budget, rule.separator)
     return rule.separator.join([project_part, *tokens])
+
+
+def bucket_prefix(project: str) -> str:
+    """The start every S3 bucket name of `project` shares in one environment (a Sub pattern)."""
+    return physical_name(S3_BUCKET, project, "x").removesuffix(
+        f"x-{ACCOUNT}-{REGION}")
 
 
 def log_group_name(project: str, *purpose: str) -> str:

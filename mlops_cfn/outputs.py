@@ -103,3 +103,6 @@ RETRAIN_FUNCTION_NAME = Wire("RetrainFunctionName", "Lambda that starts retraini
 # cicd
 DELIVERY_PIPELINE_NAME = Wire(
     "DeliveryPipelineName", "CodePipeline that tests and deploys this pipeline")
+DELIVERY_SOURCE_BUCKET_NAME = Wire(
+    "DeliverySourceBucketName",
+    "Bucket the delivery pipeline's source zip is uploaded to (S3 source)")

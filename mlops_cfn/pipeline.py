@@ -11,7 +11,7 @@ import graphlib
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
-from troposphere import GetAtt, Output, Ref, Template
+from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
 from .config import LoadedConfig, PipelineConfig, setting_values
@@ -24,21 +24,23 @@ from .stages import analytics, cicd, etl, ingestion, monitoring, network, servin
 @dataclass(frozen=True)
 class StageSpec:
     name: str
-    build: Callable[[PipelineConfig], Stage]
+    # From the loaded file: stages build from its environment's config, but a stage that acts
+    # on every environment (cicd deploys each) may read them all.
+    build: Callable[[LoadedConfig], Stage]
     enabled: Callable[[PipelineConfig], bool]
     # Where the user switches the stage, for error messages.
     toggle: str
 
 
-def _stage(name: str, module) -> StageSpec:
-    """A stage switched by `stages.<name>.enabled`."""
-    return StageSpec(name, module.build, lambda c: getattr(c.stages, name).enabled,
-                     f"stages.{name}.enabled")
+def _stage(name: str, module, build: Callable[[LoadedConfig], Stage] | None = None) -> StageSpec:
+    """A stage switched by `stages.<name>.enabled`, built from its environment's config."""
+    return StageSpec(name, build or (lambda loaded: module.build(loaded.config)),
+                     lambda c: getattr(c.stages, name).enabled, f"stages.{name}.enabled")
 
 
 # Order here is only the tie-break for stages no wire orders.
 REGISTRY: tuple[StageSpec, ...] = (
-    StageSpec("network", network.build, lambda c: True, "network"),
+    StageSpec("network", lambda loaded: network.build(loaded.config), lambda c: True, "network"),
     _stage("storage", storage),
     _stage("ingestion", ingestion),
     _stage("etl", etl),
@@ -46,7 +48,8 @@ REGISTRY: tuple[StageSpec, ...] = (
     _stage("training", training),
     _stage("serving", serving),
     _stage("monitoring", monitoring),
-    _stage("cicd", cicd),
+    _stage("cicd", cicd,
+           lambda loaded: cicd.build(loaded.config, targets=cicd.targets_of(loaded))),
 )
 
 
@@ -65,14 +68,14 @@ def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
           registry: Sequence[StageSpec] = REGISTRY) -> Pipeline:
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
-    enabled = [spec.build(config) for spec in registry if spec.enabled(config)]
+    enabled = [spec.build(loaded) for spec in registry if spec.enabled(config)]
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
         try:
             ordered = order_stages(enabled)
         except UserError:
             # Built only now, to name the switch that would provide what is missing.
-            disabled = [spec.build(config) for spec in registry if not spec.enabled(config)]
+            disabled = [spec.build(loaded) for spec in registry if not spec.enabled(config)]
             ordered = order_stages(enabled, disabled, toggles)
     except UserError as error:
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
@@ -150,7 +153,7 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
                 if name in defaults:
                     props["Default"] = defaults[name]
                 root.add_parameter(type(parameter)(name, **props))
-        stack_parameters = {name: Ref(name) for name in stage.settings}
+        stack_parameters = {name: _passed_down(root.parameters[name]) for name in stage.settings}
         for wire in stage.inputs:
             producer = providers[wire.name]
             stack_parameters[wire.name] = GetAtt(producer.logical_id, f"Outputs.{wire.name}")
@@ -170,6 +173,18 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
         "cfn-lint": {"config": {"ignore_checks": ["W3002"]}},
     })
     return root
+
+
+def _passed_down(parameter) -> Ref | Join:
+    """A root parameter as a nested stack's parameter value.
+
+    A nested stack's Parameters take strings only: a list parameter travels comma-joined, which
+    the child's List<...> parameter reads back as a list.
+    """
+    kind = parameter.properties["Type"]
+    if kind.startswith("List<") or kind == "CommaDelimitedList":
+        return Join(",", Ref(parameter.title))
+    return Ref(parameter.title)
 
 
 def _parameter_groups(stages: Sequence[Stage]) -> list[dict]:

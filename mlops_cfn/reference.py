@@ -16,7 +16,7 @@ import annotated_types
 import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
+from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from .config import PipelineConfig, Setting
 from .config.base import unwrap_annotation
@@ -81,8 +81,7 @@ def _type_text(annotation: Any, metadata: list) -> str:
 def default_of(field: FieldInfo) -> Any:
     if field.default is PydanticUndefined and field.default_factory is None:
         return PydanticUndefined
-    value = field.get_default(call_default_factory=True)
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+    return to_jsonable_python(field.get_default(call_default_factory=True))
 
 
 def setting_of(field: FieldInfo) -> str:

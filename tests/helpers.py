@@ -13,11 +13,24 @@ def default_data() -> dict:
     return copy.deepcopy(read_yaml(DEFAULT_CONFIG))
 
 
+# The stages beyond network, storage and ingestion: off, for tests of the foundation whose
+# subject (a 2-zone VPC, an explicit endpoint list) those stages' own rules would refuse.
+LATER_STAGES = ("etl", "analytics", "training", "serving", "monitoring", "cicd")
+FOUNDATION_ONLY = {"stages": {name: {"enabled": False} for name in LATER_STAGES}}
+
+
 def config_with(changes: dict | None = None, env: str = "dev") -> LoadedConfig:
     """The bundled default with `changes` merged in (mappings merge, other values replace)."""
     data = default_data()
     _merge(data, changes or {})
     return load_data(data, "pipeline.yaml", env)
+
+
+def foundation_config_with(changes: dict | None = None, env: str = "dev") -> LoadedConfig:
+    """`config_with`, with only the network, storage and ingestion stages on."""
+    data = copy.deepcopy(FOUNDATION_ONLY)
+    _merge(data, changes or {})
+    return config_with(data, env)
 
 
 def _merge(target: dict, changes: dict) -> None:

@@ -26,8 +26,11 @@ def test_render_with_no_arguments_writes_the_default_dev_pipeline(in_tmp):
     result = run("render")
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (in_tmp / "templates" / "dev").iterdir())
-    assert written == ["ingestion.yaml", "network.yaml", "parameters.json", "root.yaml",
-                       "storage.yaml"]
+    assert written == ["analytics.yaml", "assets", "cicd.yaml", "etl.yaml", "ingestion.yaml",
+                       "monitoring.yaml", "network.yaml", "parameters.json", "root.yaml",
+                       "serving.yaml", "storage.yaml", "training.yaml"]
+    assets = sorted(p.name for p in (in_tmp / "templates/dev/assets").rglob("*") if p.is_file())
+    assert assets == ["etl_job.py", "evaluate.py", "prepare.py"]
     parameters = json.loads((in_tmp / "templates/dev/parameters.json").read_text())
     assert parameters["Parameters"]["EnvironmentName"] == "dev"
     assert parameters["Tags"]["mlops-cfn:environment"] == "dev"
@@ -68,10 +71,10 @@ def test_check_passes_when_in_sync_and_exits_1_on_drift(in_tmp):
 
 def test_check_reports_stale_files_the_config_no_longer_renders(in_tmp):
     run("render")
-    (in_tmp / "templates/dev/analytics.yaml").write_text("Resources: {}\n")
+    (in_tmp / "templates/dev/retired.yaml").write_text("Resources: {}\n")
     result = run("render", "--check")
     assert result.exit_code == 1
-    assert "analytics.yaml: not rendered by the current config (stale)" in result.output
+    assert "retired.yaml: not rendered by the current config (stale)" in result.output
 
 
 def test_rerender_replaces_the_directory_whole(in_tmp):
@@ -123,10 +126,10 @@ def test_bad_input_exits_2_with_one_clear_line_and_writes_nothing(in_tmp, case):
 
 def test_a_failed_render_leaves_the_previous_output_untouched(in_tmp):
     run("render")
-    before = {p.name: p.read_text() for p in (in_tmp / "templates/dev").iterdir()}
+    before = {p: p.read_bytes() for p in (in_tmp / "templates/dev").rglob("*") if p.is_file()}
     (in_tmp / "pipeline.yaml").write_text("project: ok\nstages: {ingestion: {shards: 0}}\n")
     assert run("render", "--config", "pipeline.yaml").exit_code == 2
-    after = {p.name: p.read_text() for p in (in_tmp / "templates/dev").iterdir()}
+    after = {p: p.read_bytes() for p in (in_tmp / "templates/dev").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == ["dev"]
 

@@ -6,7 +6,7 @@ from mlops_cfn.config import DEFAULT_CONFIG, PipelineConfig, load, load_data, se
 from mlops_cfn.config.yaml_source import parse_yaml
 from mlops_cfn.errors import UserError
 
-from .helpers import default_data
+from .helpers import FOUNDATION_ONLY, default_data
 
 
 def problems_of(data, env=None) -> list[str]:
@@ -38,9 +38,14 @@ def test_environment_overrides_merge_over_the_base_key_by_key():
 
 
 def test_lists_in_overrides_replace_rather_than_extend():
-    data = {"project": "pp", "network": {"interface_endpoints": ["kms", "logs"]},
-            "environments": {"dev": {"network": {"interface_endpoints": ["sts"]}}}}
-    assert load_data(data, "p.yaml").config.network.interface_endpoints == ["sts"]
+    data = {"project": "pp", "tags": {"a": "1"},
+            "network": {"interface_endpoints": ["kms", "logs"]},
+            "environments": {"dev": {"network": {"interface_endpoints": ["sts"]},
+                                     "tags": {"b": "2"}}}}
+    data = {**data, **FOUNDATION_ONLY}
+    config = load_data(data, "p.yaml").config
+    assert config.network.interface_endpoints == ["sts"]
+    assert config.tags == {"a": "1", "b": "2"}  # while mappings merge
 
 
 @pytest.mark.parametrize("data, expected", [
@@ -160,7 +165,8 @@ def test_an_environment_switching_to_an_existing_vpc_must_give_its_range():
     data = {"project": "ok", "network": {"cidr": "10.40.0.0/16"},
             "environments": {"dev": {}, "prod": {"network": {
         "mode": "existing", "vpc_id": "vpc-0123456789abcdef0",
-        "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"]}}}}
+        "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1",
+                       "subnet-0123456789abcdef2"]}}}}
     assert problems_of(data) == [
         "pipeline.yaml: environments.prod.network.cidr: is required when the environment "
         "switches to mode 'existing' (the existing VPC's IPv4 range)"]

@@ -9,7 +9,7 @@ from mlops_cfn.outputs import Wire
 from mlops_cfn.pipeline import StageSpec, compose, order_stages
 from mlops_cfn.stage import StageBuilder
 
-from .helpers import config_with
+from .helpers import config_with, foundation_config_with
 
 A_OUT = Wire("AOut", "offered by a")
 B_OUT = Wire("BOut", "offered by b")
@@ -88,11 +88,13 @@ def test_the_default_pipeline_has_one_nested_stack_per_enabled_stage():
     built = pipeline.build(config_with())
     stacks = {k for k, r in built.root.to_dict()["Resources"].items()
               if r["Type"] == "AWS::CloudFormation::Stack"}
-    assert stacks == {"NetworkStack", "StorageStack", "IngestionStack"}
+    assert stacks == {"NetworkStack", "StorageStack", "IngestionStack", "EtlStack",
+                      "AnalyticsStack", "TrainingStack", "ServingStack", "MonitoringStack",
+                      "CicdStack"}
 
 
 def test_disabling_ingestion_removes_its_stack_and_wires():
-    built = pipeline.build(config_with({"stages": {"ingestion": {"enabled": False}}}))
+    built = pipeline.build(foundation_config_with({"stages": {"ingestion": {"enabled": False}}}))
     assert {s.name for s in built.stages} == {"network", "storage"}
     assert "IngestStreamName" not in built.root.to_dict().get("Outputs", {})
 
@@ -109,7 +111,9 @@ def test_parameters_file_holds_the_environments_values_and_the_root_defaults_the
     root = built.root.to_dict()
     assert root["Parameters"]["StreamRetentionHours"]["Default"] == "24"
     assert "Default" not in root["Parameters"]["EnvironmentName"]
-    assert set(built.parameters) == set(root["Parameters"])
+    # Every root parameter has this environment's value, except the bucket packaging fills in.
+    assert set(built.parameters) == set(root["Parameters"]) - {"AssetsBucket"}
+    assert "Default" not in root["Parameters"]["AssetsBucket"]
 
 
 def test_environments_differing_only_in_values_render_identical_templates():
@@ -158,3 +162,25 @@ def test_rendered_yaml_is_exactly_troposphere_to_yaml():
     built = pipeline.build(config_with())
     for template in [built.root, *(s.template for s in built.stages)]:
         assert template_text(template, "yaml") == template.to_yaml()
+
+
+def test_list_parameters_travel_to_nested_stacks_comma_joined():
+    # CloudFormation refuses a list as a nested stack parameter value.
+    built = pipeline.build(config_with({"network": {
+        "mode": "existing", "vpc_id": "vpc-0123456789abcdef0", "cidr": "10.9.0.0/16",
+        "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1",
+                       "subnet-0123456789abcdef2"]}}))
+    root = built.root.to_dict()
+    passed = root["Resources"]["NetworkStack"]["Properties"]["Parameters"]
+    assert passed["ExistingSubnetIds"] == {"Fn::Join": [",", {"Ref": "ExistingSubnetIds"}]}
+    assert passed["ExistingVpcId"] == {"Ref": "ExistingVpcId"}
+
+
+@pytest.mark.parametrize("stage", ["ingestion", "etl", "analytics", "training", "serving",
+                                   "monitoring", "cicd"])
+def test_any_one_stage_can_be_switched_off_and_the_rest_still_wire(stage):
+    built = pipeline.build(config_with({"stages": {stage: {"enabled": False}}}))
+    names = {s.name for s in built.stages}
+    assert stage not in names and {"network", "storage"} <= names
+    offered = {w.name for s in built.stages for w in s.outputs}
+    assert all(w.name in offered for s in built.stages for w in s.inputs)

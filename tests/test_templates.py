@@ -61,7 +61,9 @@ def rendered_trees(tmp_path_factory) -> dict[str, list[Path]]:
 def test_every_template_passes_cfn_lint_and_quota_checks(rendered_trees, config_path):
     report = validate(rendered_trees[config_id(config_path)], security=False)
     assert report.ok, report.render()
-    assert not report.findings, report.render()
+    # Informational only: a body over 51,200 bytes, which matters for a template passed in the
+    # request itself; packaging uploads every template to S3.
+    assert {f.rule for f in report.findings} <= {"body-size-request"}, report.render()
 
 
 @pytest.mark.slow

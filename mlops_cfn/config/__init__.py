@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ..errors import UserError
 from .base import LogRetentionDays, Model, Setting, StageToggle
@@ -88,18 +88,6 @@ class PipelineConfig(Model):
               description="One entry per deployment target, each holding overrides of the "
                           "settings above (any key but project and environments)."),
     ] = {"dev": {}}
-
-    @model_validator(mode="after")
-    def _stages_agree_with_the_rest(self):
-        problems = [
-            problem
-            for name in type(self.stages).model_fields
-            if (section := getattr(self.stages, name)).enabled
-            for problem in section.problems_with(self)
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     @field_validator("tags")
     @classmethod
@@ -182,9 +170,23 @@ def _inherited_vpc_range(source: str, name: str, base: PipelineConfig, merged: P
 
 def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None = None):
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as error:
         raise UserError(*format_validation_error(error, source, PipelineConfig, in_environment))
+    where = f" (in environment {in_environment[0]!r})" if in_environment else ""
+    problems = [f"{source}: {problem}{where}" for problem in _stage_rules(config)]
+    if problems:
+        raise UserError(*problems)
+    return config
+
+
+def _stage_rules(config: PipelineConfig) -> list[str]:
+    """What the enabled stages require of the rest of the file (StageToggle.problems_with),
+    one problem a line."""
+    return [problem
+            for name in type(config.stages).model_fields
+            if (section := getattr(config.stages, name)).enabled
+            for problem in section.problems_with(config)]
 
 
 def _deep_merge(base: dict, overrides: dict) -> dict:

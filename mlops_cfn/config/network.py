@@ -41,8 +41,9 @@ class NetworkConfig(Model):
     ] = "10.40.0.0/16"
     availability_zones: Annotated[
         Literal[2, 3],
-        Field(description="How many availability zones the created VPC spans."),
-    ] = 2
+        Field(description="How many availability zones the created VPC spans (Redshift "
+                          "Serverless needs 3)."),
+    ] = 3
     subnet_prefix_length: Annotated[
         int,
         Field(ge=16, le=28, description="Size of each subnet, as a prefix length (20 = 4,096 addresses)."),

@@ -42,6 +42,8 @@ INCOMPLETE_UPLOAD_DAYS = 7
 
 # Where S3 server access logs land in the access-logs bucket: one folder per source bucket.
 S3_ACCESS_LOG_PREFIX = "s3-access/"
+# Where load balancer access logs land (ELB appends AWSLogs/<account>/elasticloadbalancing/...).
+LOAD_BALANCER_LOG_PREFIX = "alb"
 
 
 @dataclass(frozen=True)
@@ -79,13 +81,16 @@ def build(config: PipelineConfig) -> Stage:
 
     names = {spec: b.physical_name(naming.S3_BUCKET, spec.purpose) for spec in DATA_BUCKETS}
     logs_bucket = b.add(_access_logs_bucket(b, storage))
-    source_arns = [policies.bucket_arn(name) for name in names.values()]
+    # Every bucket of this pipeline and environment may log here (the cicd stage's too): their
+    # names share one prefix.
+    source_arns = [Sub(f"arn:${{AWS::Partition}}:s3:::{naming.bucket_prefix(config.project)}*")]
     logs_policy = b.add(s3.BucketPolicy(
         "AccessLogsBucketPolicy",
         Bucket=Ref(logs_bucket),
         PolicyDocument=policies.document(
             policies.deny_insecure_transport(GetAtt(logs_bucket, "Arn")),
             _s3_log_delivery(logs_bucket, source_arns),
+            _load_balancer_log_delivery(logs_bucket),
         ),
     ))
     b.output(ACCESS_LOGS_BUCKET_NAME, Ref(logs_bucket))
@@ -120,8 +125,38 @@ def _service_key_statements() -> tuple[Statement, ...]:
     """Key policy grants for AWS services that call KMS as themselves (beyond CloudWatch Logs,
     which policies.data_key_policy always includes). A stage that needs one adds it here,
     scoped by a condition, when that stage is enabled; services acting through an IAM role
-    need nothing here (policies.use_key)."""
-    return ()
+    need nothing here (policies.use_key).
+
+    CloudWatch alarms and EventBridge rules publish to the monitoring stage's alarm topic,
+    which is encrypted with this key; SNS then asks KMS for a data key in the publisher's
+    name. Both are granted unconditionally (this function sees no config): with monitoring
+    off no topic admits them, so the grants are inert.
+    """
+    return (
+        Statement(
+            Sid="AlarmNotificationsByCloudWatch",
+            Effect=Allow,
+            Principal=Principal("Service", "cloudwatch.amazonaws.com"),
+            Action=list(policies.KEY_READ_WRITE),
+            Resource=[policies.THIS_KEY],
+            # Only alarms of this account and region (the confused-deputy guard).
+            Condition=Condition([
+                StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
+                ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*")),
+            ]),
+        ),
+        # No aws:SourceAccount/aws:SourceArn here: SNS does not pass them to KMS for
+        # EventBridge deliveries, so such a condition would silently drop every event (SNS
+        # developer guide, "compatibility with AWS services"). The topic's own policy admits
+        # only this account's rules, which is what limits the use of this grant.
+        Statement(
+            Sid="RuleNotificationsByEventBridge",
+            Effect=Allow,
+            Principal=Principal("Service", "events.amazonaws.com"),
+            Action=list(policies.KEY_READ_WRITE),
+            Resource=[policies.THIS_KEY],
+        ),
+    )
 
 
 def _alias_name(b: StageBuilder) -> Sub:
@@ -217,7 +252,7 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
 def _s3_log_delivery(logs_bucket: s3.Bucket, source_arns: list[Sub]) -> Statement:
     """S3 server access logging writes as the logging service. With ACLs disabled
     (BucketOwnerEnforced) only a bucket policy can let it in; the conditions keep it to this
-    account's data buckets, and the resource to their log prefix."""
+    account's buckets of this pipeline and environment, and the resource to their log prefix."""
     return Statement(
         Sid="S3ServerAccessLogDelivery",
         Effect=Allow,
@@ -228,6 +263,27 @@ def _s3_log_delivery(logs_bucket: s3.Bucket, source_arns: list[Sub]) -> Statemen
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", source_arns),
         ]),
+    )
+
+
+def _load_balancer_log_delivery(logs_bucket: s3.Bucket) -> Statement:
+    """Elastic Load Balancing writes access logs as its log delivery service, under
+    `<prefix>/AWSLogs/<account>/`; the resource and the condition keep it to this account's load
+    balancers. (The serving stage's load balancer logs here; without one, nothing is written.)
+
+    AWS documents this principal for regions opened since August 2022; for older regions its
+    guide has long named a regional ELB account instead. Should a load balancer there refuse
+    the bucket (it test-writes when access logging is switched on, so the deployment fails
+    loudly rather than losing logs), that region's ELB account must be added as a principal:
+    a table of them would hard-code region names into the template."""
+    return Statement(
+        Sid="LoadBalancerAccessLogDelivery",
+        Effect=Allow,
+        Principal=Principal("Service", "logdelivery.elasticloadbalancing.amazonaws.com"),
+        Action=[awacs.s3.PutObject],
+        Resource=[Sub(f"${{{logs_bucket.title}.Arn}}/{LOAD_BALANCER_LOG_PREFIX}/AWSLogs/"
+                      "${AWS::AccountId}/*")],
+        Condition=Condition(StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
     )
 
 

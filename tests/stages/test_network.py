@@ -11,7 +11,8 @@ from mlops_cfn.outputs import (DATA_KEY_ARN, ENDPOINT_SECURITY_GROUP_ID, PRIVATE
                                PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
 from mlops_cfn.config.ingestion import IngestionConfig
 from mlops_cfn.stages import network
-from tests.helpers import config_with, default_data, only_resource, resources_of_type, template_dict
+from tests.helpers import (default_data, foundation_config_with, only_resource,
+                           resources_of_type, template_dict)
 
 EXISTING = {
     "mode": "existing",
@@ -22,7 +23,9 @@ EXISTING = {
 
 
 def build(**network_changes):
-    return network.build(config_with({"network": network_changes}).config)
+    # Only the foundation: later stages' own rules (three zones for Redshift Serverless, the
+    # endpoints their compute needs) are theirs to test.
+    return network.build(foundation_config_with({"network": network_changes}).config)
 
 
 def template(**network_changes) -> dict:
@@ -169,10 +172,10 @@ def test_unset_list_is_derived_from_the_enabled_stages(monkeypatch):
     assert interface_endpoints(template()) == {}
     monkeypatch.setattr(IngestionConfig, "vpc_endpoints", lambda self: ("sts", "logs"))
     assert sorted(interface_endpoints(template())) == ["LogsEndpoint", "StsEndpoint"]
-    without_consumer = config_with(
+    without_consumer = foundation_config_with(
         {"stages": {"ingestion": {"consumer": {"enabled": False}}}}).config
     assert network.needed_interface_endpoints(without_consumer) == ["logs", "sts"]
-    without_ingestion = config_with({"stages": {"ingestion": {"enabled": False}}}).config
+    without_ingestion = foundation_config_with({"stages": {"ingestion": {"enabled": False}}}).config
     assert network.needed_interface_endpoints(without_ingestion) == []
 
 

@@ -80,6 +80,28 @@ def test_key_policy_lets_cloudwatch_logs_encrypt_only_this_accounts_log_groups(t
         "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"}
 
 
+def service_statement(template: dict, service: str) -> dict:
+    [found] = [s for s in key_policy(template) if s["Principal"] == {"Service": service}]
+    return found
+
+
+def test_key_policy_lets_cloudwatch_alarms_of_this_account_publish_to_encrypted_topics(template):
+    alarms = service_statement(template, "cloudwatch.amazonaws.com")
+    assert sorted(alarms["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert alarms["Condition"]["ArnLike"] == {"aws:SourceArn": {
+        "Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"}}
+
+
+def test_key_policy_lets_eventbridge_publish_to_encrypted_topics_without_source_conditions(
+        template):
+    # SNS passes no aws:SourceAccount/aws:SourceArn to KMS for EventBridge deliveries: such a
+    # condition would drop every event. The alarm topic's policy carries the limit instead.
+    rules = service_statement(template, "events.amazonaws.com")
+    assert sorted(rules["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert "Condition" not in rules
+
+
 def test_key_has_an_alias_named_for_project_and_environment(template):
     alias = only_resource(template, "AWS::KMS::Alias")["Properties"]
     assert alias["AliasName"] == {"Fn::Sub": "alias/mlops-demo-${EnvironmentName}-data"}
@@ -149,16 +171,18 @@ def test_data_buckets_log_access_to_the_log_bucket_under_their_own_prefix(templa
     assert "AccessLogsBucketPolicy" in template["Resources"][bucket]["DependsOn"]
 
 
-def test_log_bucket_lets_only_this_accounts_data_buckets_deliver_logs(template):
+def test_log_bucket_lets_only_this_pipelines_buckets_deliver_logs(template):
+    # (The load balancer log delivery beside it is specified in test_serving_fargate.py.)
     [delivery] = [s for s in policy_statements_of(template, "AccessLogsBucket")
-                  if s["Effect"] == "Allow"]
+                  if s["Effect"] == "Allow" and s.get("Sid") == "S3ServerAccessLogDelivery"]
     assert delivery["Principal"] == {"Service": "logging.s3.amazonaws.com"}
     assert delivery["Action"] == ["s3:PutObject"]
     assert delivery["Resource"] == [{"Fn::Sub": "${AccessLogsBucket.Arn}/s3-access/*"}]
     assert delivery["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    sources = delivery["Condition"]["ArnLike"]["aws:SourceArn"]
+    [source] = delivery["Condition"]["ArnLike"]["aws:SourceArn"]
+    assert source == {"Fn::Sub": "arn:${AWS::Partition}:s3:::mlops-demo-${EnvironmentName}-*"}
     names = [bucket_props(template, b)["BucketName"]["Fn::Sub"] for b in DATA_BUCKETS]
-    assert sources == [{"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{name}"} for name in names]
+    assert all(name.startswith("mlops-demo-${EnvironmentName}-") for name in names)
 
 
 def test_log_bucket_does_not_log_to_itself_and_says_why(template):
