@@ -50,3 +50,10 @@ def test_the_graph_command_prints_the_default_pipeline():
     assert result.output.startswith("flowchart LR")
     result = CliRunner().invoke(cli, ["graph", "--format", "dot"])
     assert result.output.startswith("digraph pipeline {")
+
+
+def test_the_readme_embeds_the_default_pipelines_current_diagram():
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"```mermaid\n{mermaid(pipeline.build(config_with()))}```" in readme, \
+        "refresh the README's diagram with the output of `mlops-cfn graph`"

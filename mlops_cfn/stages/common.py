@@ -1,10 +1,13 @@
 """Resources every stage builds the same way."""
 
-from troposphere import logs
+from troposphere import ec2, logs
 
 from ..config import PipelineConfig
-from ..outputs import DATA_KEY_ARN
+from ..outputs import DATA_KEY_ARN, VPC_CIDR, VPC_ID
 from ..stage import StageBuilder
+
+HTTPS = 443
+ANYWHERE = "0.0.0.0/0"
 
 
 def encrypted_log_group(b: StageBuilder, config: PipelineConfig, title: str, purpose: str,
@@ -26,3 +29,25 @@ def encrypted_log_group(b: StageBuilder, config: PipelineConfig, title: str, pur
 
 
 
+
+
+def https_out_security_group(b: StageBuilder, title: str, description: str, *,
+                             reaches_s3: bool = False) -> ec2.SecurityGroup:
+    """A security group for compute in the private subnets: nothing in, HTTPS out.
+
+    Out goes to the VPC's range, where the interface endpoints answer; with `reaches_s3`, to any
+    address, because S3's gateway endpoint is reached at S3's public addresses, which no stage
+    output names (an S3 prefix list needs a lookup CloudFormation cannot do). The private
+    subnets route nowhere else but to NAT, and only when the network was built with an
+    internet gateway.
+    """
+    destination = ANYWHERE if reaches_s3 else b.input(VPC_CIDR)
+    return b.add(ec2.SecurityGroup(
+        title,
+        GroupDescription=description,
+        VpcId=b.input(VPC_ID),
+        SecurityGroupEgress=[ec2.SecurityGroupRule(
+            Description="HTTPS to S3 and VPC endpoints" if reaches_s3 else
+            "HTTPS to VPC endpoints",
+            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=destination)],
+    ))

@@ -38,9 +38,9 @@ from ..config.ingestion import FIREHOSE_ERROR_ROOT, IngestionConfig
 from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA_KEY_ARN,
                        DELIVERY_STREAM_ARN, DELIVERY_STREAM_NAME, PRIVATE_SUBNET_IDS,
                        PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
-                       STREAM_NAME, VPC_CIDR, VPC_ID)
+                       STREAM_NAME)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_log_group
+from .common import encrypted_log_group, https_out_security_group
 
 CONSUMER_SOURCE = Path(__file__).resolve().parent.parent / "data" / "consumer.py"
 # CloudFormation's limit for inline Lambda code (Code.ZipFile).
@@ -216,15 +216,8 @@ def add_consumer(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
     log_group = encrypted_log_group(b, config, "ConsumerLogGroup", "consumer")
     dead_letters = b.add(queue(b, "ConsumerDeadLetterQueue", "consumer-dead-letters", key))
     failures = b.add(queue(b, "ConsumerFailureQueue", "consumer-failures", key))
-    security_group = b.add(ec2.SecurityGroup(
-        "ConsumerSecurityGroup",
-        GroupDescription="Ingest stream consumer: HTTPS to VPC endpoints only",
-        VpcId=b.input(VPC_ID),
-        # AWS services are reached through interface endpoints inside the VPC.
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to VPC endpoints", IpProtocol="tcp", FromPort=443, ToPort=443,
-            CidrIp=b.input(VPC_CIDR))],
-    ))
+    security_group = https_out_security_group(
+        b, "ConsumerSecurityGroup", "Ingest stream consumer: HTTPS to VPC endpoints only")
     role = b.add(iam.Role(
         "ConsumerRole",
         Description="Ingest stream consumer Lambda",

@@ -54,12 +54,12 @@ from troposphere import (Equals, FindInMap, GetAtt, Not, Ref, Select, Split, Sub
 from .. import assets, naming, policies
 from ..config import PipelineConfig
 from ..config.monitoring import MONITOR_SCHEDULES, MonitoringConfig
-from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME,
-                       DASHBOARD_NAME, DATA_CAPTURE_URI, DATA_KEY_ARN, ENDPOINT_NAME, ETL_JOB_NAME,
+from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DASHBOARD_NAME,
+                       DATA_CAPTURE_URI, DATA_KEY_ARN, ENDPOINT_NAME, ETL_JOB_NAME,
                        PRIVATE_SUBNET_IDS, RETRAIN_FUNCTION_NAME, TRAINING_PIPELINE_ARN,
-                       TRAINING_PIPELINE_NAME, VPC_CIDR, VPC_ID)
+                       TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_log_group
+from .common import encrypted_log_group, https_out_security_group
 from .ingestion import INLINE_CODE_LIMIT, key_use_in_context, queue
 from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
                                  PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Source, Watch, alarmed,
@@ -550,15 +550,9 @@ def add_retrain(b: StageBuilder, config: PipelineConfig, key: Ref,
     triggers = [w for w in alarmed(config) if w.retrain]
     log_group = encrypted_log_group(b, config, "RetrainLogGroup", "retrain")
     dead_letters = b.add(queue(b, "RetrainDeadLetterQueue", "retrain-dead-letters", key))
-    security_group = b.add(ec2.SecurityGroup(
-        "RetrainSecurityGroup",
-        GroupDescription="Retrain Lambda: HTTPS to VPC endpoints only",
-        VpcId=b.input(VPC_ID),
-        # The SageMaker API is reached through its interface endpoint inside the VPC.
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to VPC endpoints", IpProtocol="tcp", FromPort=443, ToPort=443,
-            CidrIp=b.input(VPC_CIDR))],
-    ))
+    # The SageMaker API is reached through its interface endpoint inside the VPC.
+    security_group = https_out_security_group(
+        b, "RetrainSecurityGroup", "Retrain Lambda: HTTPS to VPC endpoints only")
     role = b.add(iam.Role(
         "RetrainRole",
         Description="Retrain Lambda: start the training pipeline",

@@ -48,8 +48,8 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BU
                        LOAD_BALANCER_FULL_NAME, PRIVATE_SUBNET_IDS, TARGET_GROUP_FULL_NAME,
                        VPC_CIDR, VPC_ID)
 from ..stage import StageBuilder
-from .common import encrypted_log_group
-from .serving_common import (ANYWHERE, HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
+from .common import encrypted_log_group, https_out_security_group
+from .serving_common import (HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
                              SCALE_OUT_COOLDOWN_SECONDS, name_pattern, not_empty, unique)
 from .storage import LOAD_BALANCER_LOG_PREFIX
 
@@ -85,7 +85,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     log_group = encrypted_log_group(b, config, "ApiLogGroup", "model-api")
 
     lb_group = b.add(load_balancer_security_group(b, https))
-    task_group = b.add(task_security_group(b))
+    task_group = task_security_group(b)
     b.add(ec2.SecurityGroupEgress(
         "LoadBalancerToTasks",
         GroupId=GetAtt(lb_group, "GroupId"),
@@ -185,18 +185,11 @@ def load_balancer_security_group(b: StageBuilder, https: bool) -> ec2.SecurityGr
 
 
 def task_security_group(b: StageBuilder) -> ec2.SecurityGroup:
-    return ec2.SecurityGroup(
-        "ApiTaskSecurityGroup",
-        GroupDescription="Model API tasks: the load balancer in, HTTPS out",
-        VpcId=b.input(VPC_ID),
-        # ECR, Logs and Secrets Manager are interface endpoints in the VPC; image layers come
-        # from S3 through the gateway endpoint, whose addresses (the S3 prefix list) no stage
-        # output names. The private subnets route nowhere else (but to NAT when the network
-        # was built with an internet gateway).
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to VPC endpoints and S3", IpProtocol="tcp", FromPort=HTTPS,
-            ToPort=HTTPS, CidrIp=ANYWHERE)],
-    )
+    # ECR, Logs and Secrets Manager are interface endpoints in the VPC; image layers come from
+    # S3 through the gateway endpoint. The load balancer's way in is a rule of its own.
+    return https_out_security_group(
+        b, "ApiTaskSecurityGroup", "Model API tasks: the load balancer in, HTTPS out",
+        reaches_s3=True)
 
 
 # --- load balancer -------------------------------------------------------------------------

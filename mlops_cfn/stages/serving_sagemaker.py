@@ -43,10 +43,10 @@ from .. import naming, policies
 from ..config import PipelineConfig
 from ..config.serving import SageMakerServingConfig
 from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_CAPTURE_URI,
-                       DATA_KEY_ARN, ENDPOINT_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN,
-                       VPC_ID)
+                       DATA_KEY_ARN, ENDPOINT_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN)
 from ..stage import StageBuilder
-from .serving_common import (ANYWHERE, HTTPS, MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
+from .common import https_out_security_group
+from .serving_common import (MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
                              SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, name_pattern,
                              not_empty, unique)
 
@@ -77,7 +77,7 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
     b.template.add_condition(MODEL_SUPPLIED, model_supplied(b, settings))
 
     b.add(endpoint_log_group(b, config, name))
-    security_group = b.add(model_security_group(b))
+    security_group = model_security_group(b)
     role = b.add(model_role(b, config, name, security_group))
     model = b.add(model_resource(b, settings, role, security_group))
     endpoint_config = b.add(endpoint_config_resource(b, settings, model, key))
@@ -106,17 +106,9 @@ def model_supplied(b: StageBuilder, settings: SageMakerServingConfig):
 # --- the model -----------------------------------------------------------------------------
 
 def model_security_group(b: StageBuilder) -> ec2.SecurityGroup:
-    return ec2.SecurityGroup(
-        "ModelSecurityGroup",
-        GroupDescription="SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in",
-        VpcId=b.input(VPC_ID),
-        # S3 is reached through the gateway endpoint, whose addresses (the S3 prefix list) no
-        # stage output names; the private subnets route nowhere else but to VPC endpoints (and
-        # to NAT only when the network was built with an internet gateway).
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to S3 and VPC endpoints", IpProtocol="tcp", FromPort=HTTPS,
-            ToPort=HTTPS, CidrIp=ANYWHERE)],
-    )
+    return https_out_security_group(
+        b, "ModelSecurityGroup", "SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in",
+        reaches_s3=True)
 
 
 def model_resource(b: StageBuilder, settings: SageMakerServingConfig, role: iam.Role,
