@@ -188,3 +188,30 @@ def test_no_hard_coded_partition_account_or_region(name):
     text = str({k: v for k, v in TEMPLATES[name].items() if k != "Mappings"})
     assert "arn:aws:" not in text
     assert "us-east-1" not in text
+
+
+def _parameter_used(template: dict, name: str) -> bool:
+    import json
+    body = json.dumps({k: v for k, v in template.items() if k not in ("Parameters", "Metadata")})
+    return f'{{"Ref": "{name}"}}' in body or f"${{{name}}}" in body or f"${{{name}." in body
+
+
+VARIANT_CHANGES = [
+    {"stages": {"serving": {"sagemaker": {"deployment": {"traffic_shifting": shifting}}}}}
+    for shifting in ("canary", "linear", "all_at_once")
+] + [
+    {"stages": {"ingestion": {"stream_mode": "provisioned", "consumer": {"enabled": False}}}},
+    {"stages": {"analytics": {"deployment": "provisioned"}, "etl": {"output_format": "csv"}}},
+    {"stages": {"serving": {"target": "fargate", "api_gateway": {"enabled": True}}}},
+]
+
+
+@pytest.mark.parametrize("changes", VARIANT_CHANGES, ids=lambda c: str(c)[:60])
+def test_every_parameter_a_stage_declares_is_used(changes):
+    # A declared, unused parameter is a cfn-lint warning (W2001) in the rendered template.
+    from .helpers import config_with
+    built = pipeline.build(config_with(changes))
+    for stage in built.stages:
+        template = stage.template.to_dict()
+        unused = [p for p in template.get("Parameters", {}) if not _parameter_used(template, p)]
+        assert not unused, (stage.name, unused)

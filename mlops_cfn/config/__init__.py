@@ -13,7 +13,7 @@ from typing import Annotated, Any, Iterator
 from pydantic import Field, ValidationError, field_validator
 
 from ..errors import UserError
-from .base import LogRetentionDays, Model, Setting, StageToggle
+from .base import LogRetentionDays, Model, Setting, StageToggle, described_pattern
 from .errors import format_validation_error
 from .analytics import AnalyticsConfig
 from .cicd import CicdConfig
@@ -37,8 +37,14 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "data" / "pipeline.yam
 # Environment names become part of physical names (S3 buckets, Glue databases with `_`,
 # SageMaker's 63 characters), so they are short, lowercase and without separators.
 ENVIRONMENT_MAX_LENGTH = 10
-ENVIRONMENT_PATTERN = rf"^[a-z][a-z0-9]{{0,{ENVIRONMENT_MAX_LENGTH - 1}}}$"
-PROJECT_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+ENVIRONMENT_PATTERN = described_pattern(
+    rf"^[a-z][a-z0-9]{{0,{ENVIRONMENT_MAX_LENGTH - 1}}}$",
+    f"1-{ENVIRONMENT_MAX_LENGTH} characters: a lowercase letter, then lowercase letters or "
+    "digits (no hyphens: environment names go into every physical name)")
+PROJECT_PATTERN = described_pattern(
+    r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$",
+    "2-32 characters: a lowercase letter, then lowercase letters, digits or hyphens, not "
+    "ending in a hyphen")
 TAG_KEY_PATTERN = r"^[\w.:/=+\-@ ]{1,128}$"
 
 # Keys an environment may not override: they name the whole file, not one deployment of it.

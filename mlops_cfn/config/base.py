@@ -8,10 +8,20 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+# What a pattern allows, in words, for error messages (`must be <hint>` reads better than the
+# regular expression). Modules defining a pattern register its wording here.
+PATTERN_HINTS: dict[str, str] = {}
+
+
+def described_pattern(pattern: str, hint: str) -> str:
+    PATTERN_HINTS[pattern] = hint
+    return pattern
+
+
 class Model(BaseModel):
     """Strict and immutable: an unknown key is an error, so a typo never passes silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .base import unwrap_annotation
+from .base import PATTERN_HINTS, unwrap_annotation
 
 _MESSAGES = {
     "missing": "is required",
@@ -72,12 +72,17 @@ def _message(item: dict, root: type[BaseModel], loc: tuple) -> str:
         text = str(ctx.get("error", item["msg"]))
         # A rule across several fields is about the mapping, which "got" would only repeat.
         return text if isinstance(item.get("input"), (dict, list)) else text + _got(item)
+    text = _kind_text(kind, ctx, item["msg"])
     if loc and loc[-1] == "[key]":
-        kind_text = _MESSAGES.get(kind, item["msg"]).format(**ctx)
-        return f"key {kind_text}{_got(item)}"
-    template = _MESSAGES.get(kind)
-    text = template.format(**ctx) if template else item["msg"][0].lower() + item["msg"][1:]
+        return f"key {text}{_got(item)}"
     return text if kind == "missing" else text + _got(item)
+
+
+def _kind_text(kind: str, ctx: dict, fallback: str) -> str:
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") in PATTERN_HINTS:
+        return f"must be {PATTERN_HINTS[ctx['pattern']]}"
+    template = _MESSAGES.get(kind)
+    return template.format(**ctx) if template else fallback[0].lower() + fallback[1:]
 
 
 def _got(item: dict) -> str:

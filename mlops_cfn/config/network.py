@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Model, Setting
+from .base import Model, Setting, described_pattern
 
 # Interface endpoint service names (the part after com.amazonaws.<region>.) we know how to
 # create; the list is closed so a typo fails at load instead of at deploy.
@@ -16,13 +16,15 @@ INTERFACE_ENDPOINT_SERVICES = (
 )
 EndpointService = Literal[INTERFACE_ENDPOINT_SERVICES]  # type: ignore[valid-type]
 
-VPC_ID_PATTERN = r"^vpc-[0-9a-f]{8,17}$"
-SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
+VPC_ID_PATTERN = described_pattern(r"^vpc-[0-9a-f]{8,17}$",
+                                   "a VPC id (vpc- and 8 or 17 hex digits)")
+SUBNET_ID_PATTERN = described_pattern(r"^subnet-[0-9a-f]{8,17}$",
+                                      "a subnet id (subnet- and 8 or 17 hex digits)")
 # A /16 to /24 IPv4 block: what a VPC accepts.
-CIDR_PATTERN = (
+CIDR_PATTERN = described_pattern(
     r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
-    r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(1[6-9]|2[0-4])$"
-)
+    r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(1[6-9]|2[0-4])$",
+    "an IPv4 range from /16 to /24, such as 10.40.0.0/16")
 
 
 class NetworkConfig(Model):
@@ -46,7 +48,8 @@ class NetworkConfig(Model):
     ] = 3
     subnet_prefix_length: Annotated[
         int,
-        Field(ge=16, le=28, description="Size of each subnet, as a prefix length (20 = 4,096 addresses)."),
+        Field(ge=16, le=28,
+              description="Size of each subnet, as a prefix length (20 = 4,096 addresses)."),
     ] = 20
     internet_gateway: Annotated[
         bool,

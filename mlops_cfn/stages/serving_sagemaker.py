@@ -349,12 +349,11 @@ def traffic_routing(b: StageBuilder,
         "Type": TRAFFIC_TYPES[deployment.traffic_shifting],
         "WaitIntervalInSeconds": b.setting(deployment, "wait_seconds"),
     }
-    step = sagemaker.CapacitySize(Type="CAPACITY_PERCENT",
-                                  Value=b.setting(deployment, "step_percent"))
-    if deployment.traffic_shifting == "canary":
-        props["CanarySize"] = step
-    elif deployment.traffic_shifting == "linear":
-        props["LinearStepSize"] = step
+    if deployment.traffic_shifting in ("canary", "linear"):
+        # All-at-once has no step: its parameter would be declared and never used.
+        step = sagemaker.CapacitySize(Type="CAPACITY_PERCENT",
+                                      Value=b.setting(deployment, "step_percent"))
+        props["CanarySize" if deployment.traffic_shifting == "canary" else "LinearStepSize"] = step
     return sagemaker.TrafficRoutingConfig(**props)
 
 
