@@ -68,7 +68,7 @@ def write_tree(files: dict[str, str | bytes], out_dir: Path) -> None:
     try:
         _swap_in(files, out_dir)
     except OSError as error:
-        raise UserError(f"{error.filename or out_dir}: cannot write ({error.strerror})") from None
+        raise UserError(f"{out_dir}: cannot write ({error.strerror})") from None
 
 
 def _swap_in(files: dict[str, str | bytes], out_dir: Path) -> None:

@@ -162,3 +162,32 @@ def test_the_installed_command_prints_no_traceback_for_a_user_mistake(in_tmp):
     assert done.returncode == 2
     assert done.stderr.startswith("error: p.yaml:2:1: YAML syntax error")
     assert "Traceback" not in done.stderr
+
+
+def test_a_pipeline_yaml_in_the_current_directory_is_used_without_config(in_tmp):
+    (in_tmp / "pipeline.yaml").write_text("project: churn\n")
+    result = CliRunner().invoke(cli, ["render"])
+    assert result.exit_code == 0
+    assert "using ./pipeline.yaml" in result.stderr
+    parameters = json.loads((in_tmp / "templates/dev/parameters.json").read_text())
+    assert parameters["Tags"]["mlops-cfn:project"] == "churn"
+
+
+def test_the_drift_hint_repeats_the_options_that_were_checked(in_tmp):
+    (in_tmp / "mine.yaml").write_text("project: churn\n")
+    run("render", "--config", "mine.yaml", "--all-envs", "--out", "built")
+    (in_tmp / "built/dev/root.yaml").write_text("edited\n")
+    result = run("render", "--config", "mine.yaml", "--all-envs", "--out", "built", "--check")
+    assert result.exit_code == 1
+    assert ("run `mlops-cfn render --config mine.yaml --all-envs --out built`"
+            in result.output)
+
+
+def test_a_usage_mistake_through_the_console_script_is_one_line(in_tmp):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-m", "mlops_cfn", "render", "--format", "xml"],
+                          capture_output=True, text=True, env=env, cwd=in_tmp)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "error: Invalid value for '--format': 'xml' is not one of 'yaml', 'json'. "
+        "(see `mlops-cfn render --help`)"]

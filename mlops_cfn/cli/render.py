@@ -1,5 +1,6 @@
 """`mlops-cfn render`: the pipeline's templates and parameters file, or a drift check."""
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -42,10 +43,27 @@ def render(config_path, env, all_envs, out, fmt, check):
         for problem in problems:
             click.echo(problem, err=True)
         if problems:
-            click.echo("templates are out of date: run `mlops-cfn render`", err=True)
+            refresh = _refresh_command(config_path, env, all_envs, out, fmt)
+            click.echo(f"templates are out of date: run `{refresh}`", err=True)
             sys.exit(EXIT_FINDINGS)
         click.echo(f"in sync: {', '.join(str(t) for t in outputs)}")
         return
     for target, files in outputs.items():
         write_tree(files, target)
         click.echo(f"wrote {target}/ ({', '.join(files)})")
+
+
+def _refresh_command(config_path, env, all_envs, out, fmt) -> str:
+    """The render command that brings the checked files up to date: the same options."""
+    words = ["mlops-cfn", "render"]
+    if config_path:
+        words += ["--config", shlex.quote(config_path)]
+    if env:
+        words += ["--env", env]
+    if all_envs:
+        words.append("--all-envs")
+    if out:
+        words += ["--out", shlex.quote(out)]
+    if fmt != "yaml":
+        words += ["--format", fmt]
+    return " ".join(words)
