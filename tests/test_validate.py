@@ -530,3 +530,9 @@ def test_checkov_results_are_cached_per_content(monkeypatch, tmp_path):
     [run] = calls_of(fake)
     scanned = run[run.index("--file") + 1:]
     assert sorted(Path(f).name for f in scanned) == ["root.yaml", "storage.yaml"]
+
+
+def test_the_install_script_pins_the_checkov_release_the_package_names():
+    from mlops_cfn import CHECKOV_VERSION
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "install-checkov").read_text()
+    assert f'CHECKOV_VERSION="{CHECKOV_VERSION}"' in script

@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from .. import CHECKOV_VERSION, __version__
 from .base import Model, Setting, StageToggle
 
 # A CodeConnections (formerly CodeStar Connections) connection, in either ARN form.
@@ -107,7 +108,8 @@ class BuildConfig(Model):
     config_file: Annotated[
         RepoPath | None,
         Field(description="Path of the pipeline file in the repository (the build passes it "
-                          "as --config); unset: the bundled default."),
+                          "as --config); unset: ./pipeline.yaml when the repository has one, "
+                          "else the bundled example."),
     ] = None
     templates_dir: Annotated[
         RepoPath,
@@ -120,15 +122,19 @@ class BuildConfig(Model):
               description="Shell commands that install the repository, mlops-cfn and the "
                           "test tools (checkov for `mlops-cfn validate`)."),
     ] = [
-        'pip install --quiet --disable-pip-version-check -e ".[test]"',
-        'export MLOPS_CFN_CHECKOV="$(scripts/install-checkov | tail -n 1)"',
+        # A repository of your own: mlops-cfn from the package index, checkov in a virtual
+        # environment of its own (it pins an old boto3). This repository overrides both.
+        f"pip install --quiet --disable-pip-version-check mlops-cfn=={__version__}",
+        f"python -m venv /tmp/checkov && /tmp/checkov/bin/pip install --quiet "
+        f"checkov=={CHECKOV_VERSION}",
+        "export MLOPS_CFN_CHECKOV=/tmp/checkov/bin/checkov",
     ]
     test_commands: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r]+$")]],
         Field(max_length=20,
-              description="Shell commands that run the tests after the templates are checked "
-                          "and validated; [] for none."),
-    ] = ["python -m pytest -q -n auto"]
+              description="Shell commands that run your repository's tests after the "
+                          "templates are checked and validated; [] for none."),
+    ] = []
 
 
 class RetrainConfig(Model):
@@ -143,7 +149,7 @@ class RetrainConfig(Model):
         Field(min_length=1, max_length=20,
               description="Files or directories, relative to the repository root, that hold "
                           "the training code; their content hash decides whether to retrain."),
-    ] = ["mlops_cfn/data/training"]
+    ] = ["training"]
 
 
 class CicdConfig(StageToggle):
