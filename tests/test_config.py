@@ -172,3 +172,12 @@ def test_an_environment_switching_to_an_existing_vpc_must_give_its_range():
         "switches to mode 'existing' (the existing VPC's IPv4 range)"]
     data["environments"]["prod"]["network"]["cidr"] = "10.9.0.0/16"
     assert load_data(data, "pipeline.yaml", "prod").config.network.cidr == "10.9.0.0/16"
+
+
+def test_an_environment_named_prod_is_protected_unless_the_file_says_otherwise():
+    loaded = load_data({"project": "ok", "environments": {"dev": {}, "prod": {}}}, "p.yaml")
+    assert loaded.for_environment("prod").config.protected is True
+    assert loaded.for_environment("dev").config.protected is False
+    explicit = load_data({"project": "ok", "environments": {"prod": {"protected": False}}},
+                         "p.yaml")
+    assert explicit.config.protected is False

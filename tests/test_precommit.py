@@ -24,6 +24,9 @@ PRE_COMMIT = [sys.executable, "-m", "pre_commit"]
 GIT_IDENTITY = ["-c", "user.name=mlops-cfn tests", "-c", "user.email=tests@example.com",
                 "-c", "commit.gpgsign=false"]
 
+# One worker runs this module, so the hook environment is installed once.
+pytestmark = pytest.mark.xdist_group("pre-commit")
+
 
 def hook(hook_id: str, hooks=None) -> dict:
     (found,) = [h for h in (hooks or HOOKS) if h["id"] == hook_id]

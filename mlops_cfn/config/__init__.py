@@ -47,6 +47,9 @@ PROJECT_PATTERN = described_pattern(
     "ending in a hyphen")
 TAG_KEY_PATTERN = r"^[\w.:/=+\-@ ]{1,128}$"
 
+# Environments guarded unless the file says otherwise.
+PROTECTED_BY_NAME = ("prod", "production")
+
 # Keys an environment may not override: they name the whole file, not one deployment of it.
 _BASE_ONLY = ("project", "environments")
 
@@ -75,7 +78,8 @@ class PipelineConfig(Model):
     protected: Annotated[
         bool,
         Field(description="Guard this environment: termination protection, manual approval "
-                          "before CI/CD deploys it. Usually set under environments.prod."),
+                          "before CI/CD deploys it. Unset: true for an environment named prod "
+                          "or production, false for the others."),
     ] = False
     tags: Annotated[
         dict[Annotated[str, Field(pattern=TAG_KEY_PATTERN)], Annotated[str, Field(max_length=256)]],
@@ -146,14 +150,17 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
         if overrides and key in overrides
     ]
     for name, overrides in base.environments.items():
+        overrides = overrides or {}
+        merged_data = _deep_merge(data, overrides)
+        if name in PROTECTED_BY_NAME and "protected" not in merged_data:
+            merged_data["protected"] = True
         try:
-            merged_by_env[name] = _validate(
-                _deep_merge(data, overrides or {}), source, in_environment=(name, overrides or {}))
+            merged_by_env[name] = _validate(merged_data, source, in_environment=(name, overrides))
         except UserError as error:
             problems.extend(error.problems)
             continue
         problems.extend(_inherited_vpc_range(source, name, base, merged_by_env[name],
-                                             overrides or {}))
+                                             overrides))
     if problems:
         raise UserError(*problems)
     return LoadedConfig(source, environment, base, merged_by_env).for_environment(environment)

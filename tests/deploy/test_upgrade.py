@@ -23,20 +23,6 @@ from .test_deploy import known_stages, outputs, parameters
 pytestmark = pytest.mark.slow
 
 
-def lists_passed_bare() -> bool:
-    """Whether the root hands a list parameter (ExistingSubnetIds) to a nested stack as a bare
-    Ref. CloudFormation refuses that ("You can't pass values of type CommaDelimitedList to a
-    nested stack": join it with Fn::Join in the parent), and moto fails on it too."""
-    from troposphere import Ref
-
-    from mlops_cfn import config, pipeline
-
-    existing = {"mode": "existing", "vpc_id": "vpc-0a1b2c3d4e5f60718", "cidr": "10.10.0.0/16",
-                "subnet_ids": ["subnet-0a1b2c3d4e5f60719", "subnet-0a1b2c3d4e5f6071a"]}
-    built = pipeline.build(config.load_data(known_stages(network=existing), "pipeline.yaml"))
-    network = built.root.resources["NetworkStack"].properties["Parameters"]
-    return isinstance(network.get("ExistingSubnetIds"), Ref)
-
 STACK = "upgraded"
 CHANGE_SET = "mlops-cfn-upgrade"
 
@@ -122,10 +108,6 @@ def group_of(aws, logical_id: str, stack: dict) -> dict:
     return aws.client("ec2").describe_security_groups(GroupIds=[group_id])["SecurityGroups"][0]
 
 
-@pytest.mark.xfail(lists_passed_bare(), strict=True,
-                   reason="pipeline.compose passes the List parameter ExistingSubnetIds to the "
-                          "network stack as a bare Ref, which CloudFormation refuses; it must "
-                          "be !Join [',', !Ref ExistingSubnetIds]")
 def test_updates_and_stateless_replacements_go_through_data_store_replacements_do_not(
         aws, tmp_path, change_sets):
     aws.bucket()
