@@ -124,3 +124,41 @@ def test_the_defaults_render(tmp_path):
     result, out = run_render(tmp_path, yaml.safe_dump(copy.deepcopy(default_data())))
     assert result.exit_code == 0, result.output
     assert (out / "root.yaml").exists()
+
+
+def leaf_paths(model=PipelineConfig, prefix=()):
+    """Every field of the model that is not itself a section (environments aside)."""
+    for name, field in model.model_fields.items():
+        if not prefix and name == "environments":
+            continue
+        nested = unwrap_annotation(field.annotation)
+        if isinstance(nested, type) and hasattr(nested, "model_fields"):
+            yield from leaf_paths(nested, (*prefix, name))
+        else:
+            yield (*prefix, name)
+
+
+LEAVES = sorted(leaf_paths())
+# A value no field of the model accepts: a list of lists of mappings.
+UNACCEPTABLE = [[{"x": 1}]]
+
+
+def test_every_section_has_leaves_to_fuzz():
+    sections = {path[1] for path in LEAVES if path[0] == "stages"}
+    assert sections == {"storage", "ingestion", "etl", "analytics", "training", "serving",
+                        "monitoring", "cicd"}
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(LEAVES), in_env=st.booleans())
+def test_an_unacceptable_value_at_any_key_is_refused_by_name(tmp_path, path, in_env):
+    data = default_data()
+    names = ".".join(path)
+    if in_env and path[0] != "project":
+        put(data["environments"].setdefault("prod", {}), path, UNACCEPTABLE)
+        names = f"environments.prod.{names}"
+    else:
+        put(data, path, UNACCEPTABLE)
+    result, out = run_render(tmp_path, yaml.safe_dump(data))
+    assert_refused(result, out, names)
