@@ -285,3 +285,27 @@ def failure_message(outcome: Outcome) -> str:
         else failure.stack
     return (f"deployment failed at {where} ({failure.resource_type}): "
             f"{failure.reason or failure.status}; the stack is {outcome.status}")
+
+
+MODEL_PACKAGE_PARAMETER = "ModelPackageArn"
+
+
+def model_package_group(project: str, environment: str) -> str:
+    """The registry group the training stage creates for this project and environment."""
+    from . import naming
+
+    pattern = naming.physical_name(naming.SAGEMAKER, project, "models")
+    return pattern.replace(naming.ENVIRONMENT, environment)
+
+
+def latest_approved(aws: "Aws", group: str) -> str:
+    """The newest model package of `group` whose approval status is Approved: what serving
+    should run once a person (or the training pipeline's threshold) approved it."""
+    found = aws.client("sagemaker").list_model_packages(
+        ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime",
+        SortOrder="Descending", MaxResults=1)["ModelPackageSummaryList"]
+    if not found:
+        raise UserError(f"--latest-approved-model: no approved model package in {group} yet; "
+                        f"approve one in the model registry, or pass "
+                        f"--parameter {MODEL_PACKAGE_PARAMETER}=<arn>")
+    return found[0]["ModelPackageArn"]

@@ -20,6 +20,9 @@ def preview_options(function):
         env_option,
         click.option("--parameter", "-p", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override a root parameter's value (repeatable)."),
+        click.option("--latest-approved-model", is_flag=True,
+                     help="Serve the newest Approved package of the environment's model "
+                          "registry group (sets ModelPackageArn)."),
         click.option("--bucket", metavar="NAME",
                      help="S3 bucket to package into (default: mlops-cfn-<account>-<region>, "
                           "which must exist)."),
@@ -41,24 +44,30 @@ def console():
     return Console(width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
-def prepare_preview(out, *, stack_name, config_path, env, overrides, bucket, prefix,
-                    no_validate, security, profile, region, endpoint_url):
+def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_approved_model,
+                    bucket, prefix, no_validate, security, profile, region, endpoint_url):
     """Render, validate, package and create the change set; print its table. Returns
     (cloudformation client, Preview). Exits 1 when validation finds problems."""
     from .. import config, pipeline
     from ..changeset import changes_table
-    from ..deploy import (Request, aws_errors, connect, default_bucket, parse_overrides,
-                          preview, stack_parameters)
+    from ..deploy import (MODEL_PACKAGE_PARAMETER, Request, aws_errors, connect,
+                          default_bucket, latest_approved, model_package_group,
+                          parse_overrides, preview, stack_parameters)
     from ..package import bucket_region, package
     from ..render import render_files, write_tree
 
     loaded = config.load(config_path, env)
     built = pipeline.build(loaded)
-    values = stack_parameters(list(built.root.parameters), built.parameters,
-                              parse_overrides(overrides))
+    overrides = parse_overrides(overrides)
     name = stack_name or f"{loaded.config.project}-{loaded.environment}"
     with aws_errors():
         aws = connect(profile, region, endpoint_url)
+        if latest_approved_model:
+            group = model_package_group(loaded.config.project, loaded.environment)
+            overrides[MODEL_PACKAGE_PARAMETER] = latest_approved(aws, group)
+            out.print(f"serving {overrides[MODEL_PACKAGE_PARAMETER]} (newest approved in "
+                      f"{group})")
+        values = stack_parameters(list(built.root.parameters), built.parameters, overrides)
         with tempfile.TemporaryDirectory(prefix="mlops-cfn-deploy-") as scratch:
             tree = Path(scratch) / loaded.environment
             write_tree(render_files(built), tree)
@@ -115,8 +124,8 @@ def _validate(out, tree: Path, security):
               help="Execute even when a change replaces or removes a data store.")
 @click.option("--yes", "-y", is_flag=True, help="Execute without asking for confirmation.")
 @reports_failures
-def deploy(stack_name, config_path, env, overrides, bucket, prefix, no_validate, security,
-           profile, region, endpoint_url, allow_replacement, yes):
+def deploy(stack_name, config_path, env, overrides, latest_approved_model, bucket, prefix,
+           no_validate, security, profile, region, endpoint_url, allow_replacement, yes):
     """Deploy the pipeline through a change set, following every nested stack's events."""
     from rich.text import Text
 
@@ -125,6 +134,7 @@ def deploy(stack_name, config_path, env, overrides, bucket, prefix, no_validate,
     out = console()
     cfn, result = prepare_preview(
         out, stack_name=stack_name, config_path=config_path, env=env, overrides=overrides,
+        latest_approved_model=latest_approved_model,
         bucket=bucket, prefix=prefix, no_validate=no_validate, security=security,
         profile=profile, region=region, endpoint_url=endpoint_url)
     name = result.request.stack_name

@@ -8,14 +8,15 @@ from .package import reports_failures
 @cli.command()
 @preview_options
 @reports_failures
-def diff(stack_name, config_path, env, overrides, bucket, prefix, no_validate, security,
-         profile, region, endpoint_url):
+def diff(stack_name, config_path, env, overrides, latest_approved_model, bucket, prefix,
+         no_validate, security, profile, region, endpoint_url):
     """Show what deploying would change (every nested stack), without executing anything."""
     from ..deploy import aws_errors, discard
 
     out = console()
     cfn, result = prepare_preview(
         out, stack_name=stack_name, config_path=config_path, env=env, overrides=overrides,
+        latest_approved_model=latest_approved_model,
         bucket=bucket, prefix=prefix, no_validate=no_validate, security=security,
         profile=profile, region=region, endpoint_url=endpoint_url)
     if result.empty:

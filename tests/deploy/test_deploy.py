@@ -367,3 +367,31 @@ def test_the_default_pipeline_deploys_whatever_it_enables(aws, tmp_path):
     assert parameters(ingestion)["StreamRetentionHours"] == "48"
     aws.cfn.delete_stack(StackName=STACK)
     assert not [name for name in aws.stacks() if name.startswith(STACK)]
+
+
+def test_latest_approved_model_serves_the_newest_approved_package(aws, tmp_path):
+    data = known_stages(stages={"serving": {"enabled": True, "target": "sagemaker"},
+                                "training": {"enabled": False}})
+    config_file = write_config(tmp_path / "serving.yaml", data)
+    aws.bucket()
+    group = "mlops-demo-dev-models"
+    sagemaker = aws.client("sagemaker")
+
+    refused = run("diff", "--config", config_file, "--stack-name", STACK, "--bucket", BUCKET,
+                  "--no-validate", "--latest-approved-model")
+    assert refused.exit_code == 2
+    assert f"no approved model package in {group} yet" in refused.output
+
+    sagemaker.create_model_package_group(ModelPackageGroupName=group)
+    spec = {"Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}],
+            "SupportedContentTypes": ["text/csv"], "SupportedResponseMIMETypes": ["text/csv"]}
+    for status in ("Approved", "Approved", "PendingManualApproval"):
+        newest = sagemaker.create_model_package(
+            ModelPackageGroupName=group, ModelApprovalStatus=status,
+            InferenceSpecification=spec)["ModelPackageArn"]
+        if status == "Approved":
+            approved = newest
+    result = run("diff", "--config", config_file, "--stack-name", STACK, "--bucket", BUCKET,
+                 "--no-validate", "--latest-approved-model")
+    assert result.exit_code == 0, result.output
+    assert f"serving {approved} (newest approved in {group})" in result.output
