@@ -168,7 +168,7 @@ def test_try_repo_check_fails_when_a_template_drifted(committed_copy, pre_commit
         storage.write_text(original)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "templates/prod/storage.yaml: differs from what the code renders" in done.stdout
-    assert "run `mlops-cfn render`" in done.stdout
+    assert "run `mlops-cfn render --all-envs`" in done.stdout
 
 
 @pytest.mark.slow
