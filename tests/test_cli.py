@@ -191,3 +191,23 @@ def test_a_usage_mistake_through_the_console_script_is_one_line(in_tmp):
     assert done.stderr.splitlines() == [
         "error: Invalid value for '--format': 'xml' is not one of 'yaml', 'json'. "
         "(see `mlops-cfn render --help`)"]
+
+
+def test_help_and_render_import_neither_cfn_lint_nor_boto3(in_tmp):
+    probe = ("import sys; from click.testing import CliRunner; from mlops_cfn.cli import cli; "
+             "r = CliRunner().invoke(cli, sys.argv[1:]); assert r.exit_code == 0, r.output; "
+             "print(sorted(m for m in ('cfnlint', 'boto3', 'moto') if m in sys.modules))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    for args in (["--help"], ["render", "--out", "out"]):
+        done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
+                              text=True, env=env, cwd=in_tmp, check=True)
+        assert done.stdout.split("\n")[-2] == "[]", (args, done.stdout)
+
+
+def test_validate_no_cache_keeps_no_results(in_tmp):
+    run("render")
+    result = run("validate", "templates/dev/network.yaml", "--no-security", "--no-cache")
+    assert result.exit_code == 0, result.output
+    assert not (in_tmp / ".mlops-cfn-cache").exists()
+    assert run("validate", "templates/dev/network.yaml", "--no-security").exit_code == 0
+    assert any((in_tmp / ".mlops-cfn-cache").glob("*.json"))
