@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from . import EXIT_FINDINGS, cli
-from .options import config_option, env_option
-from .package import aws_options, reports_failures
+from .options import aws_options, config_option, env_option, reports_failures
 
 
 def preview_options(function):

@@ -2,7 +2,7 @@
 
 from . import cli
 from .deploy import console, prepare_preview, preview_options
-from .package import reports_failures
+from .options import reports_failures
 
 
 @cli.command()

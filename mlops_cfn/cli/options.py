@@ -1,8 +1,11 @@
-"""Options several verbs share."""
+"""Options and error handling several verbs share."""
 
+import sys
 from pathlib import Path
 
 import click
+
+from . import EXIT_FINDINGS
 
 LOCAL_CONFIG = "pipeline.yaml"
 
@@ -22,3 +25,34 @@ config_option = click.option(
 env_option = click.option(
     "--env", metavar="NAME",
     help="Environment from the file's `environments` (default: the first).")
+
+
+def reports_failures(function):
+    """A failed AWS operation (DeployFailed) becomes its message and exit status 1."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        from ..deploy import DeployFailed
+
+        try:
+            return function(*args, **kwargs)
+        except DeployFailed as failure:
+            for problem in failure.problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(EXIT_FINDINGS)
+
+    return wrapper
+
+
+def aws_options(function):
+    """--profile, --region and --endpoint-url, shared by the verbs that talk to AWS."""
+    for option in reversed((
+        click.option("--profile", metavar="NAME", help="AWS profile (default: boto3's chain)."),
+        click.option("--region", metavar="NAME", help="AWS region (default: boto3's chain)."),
+        click.option("--endpoint-url", metavar="URL",
+                     help="Send AWS calls to this endpoint, e.g. a local moto server "
+                          "(default: AWS_ENDPOINT_URL, else AWS)."),
+    )):
+        function = option(function)
+    return function

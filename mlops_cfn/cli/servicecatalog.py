@@ -6,9 +6,8 @@ import click
 
 from ..errors import UserError
 from . import cli
-from .options import config_option, env_option
+from .options import aws_options, config_option, env_option, reports_failures
 # The AWS options and failure reporting every verb that talks to AWS shares.
-from .package import aws_options, reports_failures
 
 DEFAULT_OUT = "servicecatalog"
 
