@@ -22,6 +22,9 @@ VPC_ID = Wire("VpcId", "VPC the pipeline's compute runs in", "AWS::EC2::VPC::Id"
 VPC_CIDR = Wire("VpcCidrBlock", "IPv4 range of that VPC, for security group rules")
 PRIVATE_SUBNET_IDS = Wire(
     "PrivateSubnetIds", "Private subnets, one per availability zone", "List<AWS::EC2::Subnet::Id>")
+PRIVATE_SUBNET_ZONES = Wire(
+    "PrivateSubnetZones", "Availability zone of each private subnet, in the same order",
+    "List<AWS::EC2::AvailabilityZone::Name>")
 ENDPOINT_SECURITY_GROUP_ID = Wire(
     "EndpointSecurityGroupId", "Security group of the interface VPC endpoints",
     "AWS::EC2::SecurityGroup::Id")

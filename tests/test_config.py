@@ -166,7 +166,8 @@ def test_an_environment_switching_to_an_existing_vpc_must_give_its_range():
             "environments": {"dev": {}, "prod": {"network": {
         "mode": "existing", "vpc_id": "vpc-0123456789abcdef0",
         "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1",
-                       "subnet-0123456789abcdef2"]}}}}
+                       "subnet-0123456789abcdef2"],
+        "subnet_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"]}}}}
     assert problems_of(data) == [
         "pipeline.yaml: environments.prod.network.cidr: is required when the environment "
         "switches to mode 'existing' (the existing VPC's IPv4 range)"]

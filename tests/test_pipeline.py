@@ -169,7 +169,8 @@ def test_list_parameters_travel_to_nested_stacks_comma_joined():
     built = pipeline.build(config_with({"network": {
         "mode": "existing", "vpc_id": "vpc-0123456789abcdef0", "cidr": "10.9.0.0/16",
         "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1",
-                       "subnet-0123456789abcdef2"]}}))
+                       "subnet-0123456789abcdef2"],
+        "subnet_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"]}}))
     root = built.root.to_dict()
     passed = root["Resources"]["NetworkStack"]["Properties"]["Parameters"]
     assert passed["ExistingSubnetIds"] == {"Fn::Join": [",", {"Ref": "ExistingSubnetIds"}]}

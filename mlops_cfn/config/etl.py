@@ -14,7 +14,6 @@ RAW_TABLE_PREFIX = "raw_"
 IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,126}$"
 # EventBridge-style Glue schedule: `cron(...)` in UTC.
 SCHEDULE_PATTERN = r"^cron\([^()]{9,200}\)$"
-AVAILABILITY_ZONE_PATTERN = r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$"
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 
@@ -104,17 +103,6 @@ class EtlConfig(StageToggle):
                           "to the directory mlops-cfn runs in (not to this file). It is shipped "
                           "as an asset and gets the same job arguments as the bundled script."),
     ] = None
-    subnet_zones: Annotated[
-        list[Annotated[str, Field(pattern=AVAILABILITY_ZONE_PATTERN)]] | None,
-        Field(min_length=2,
-              description="With network mode `existing` only: the availability zones of the "
-                          "first two network.subnet_ids, in that order. Glue must be told the "
-                          "zone of a connection's subnet and cannot look it up; a created VPC's "
-                          "zones are known. Without it the EtlSubnetZones parameter has no "
-                          "value and must be given at deployment."),
-        Setting("EtlSubnetZones", type="List<AWS::EC2::AvailabilityZone::Name>"),
-    ] = None
-
     @field_validator("partition_keys", "timestamp_columns")
     @classmethod
     def _no_repeats(cls, value):
@@ -142,7 +130,8 @@ class EtlConfig(StageToggle):
         return ("glue", "kms", "logs", "monitoring", "sts")
 
     def problems_with(self, config: Any) -> list[str]:
-        if self.subnet_zones is not None and config.network.mode != "existing":
-            return ["stages.etl.subnet_zones: is only for network mode 'existing' (the zones of "
-                    "a created VPC's subnets are known)"]
+        network = config.network
+        if network.mode == "existing" and network.subnet_zones is None:
+            return ["stages.etl: needs network.subnet_zones with network mode 'existing' (the "
+                    "Glue job's network connections must name their subnets' zones)"]
         return []

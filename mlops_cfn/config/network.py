@@ -18,6 +18,8 @@ EndpointService = Literal[INTERFACE_ENDPOINT_SERVICES]  # type: ignore[valid-typ
 
 VPC_ID_PATTERN = described_pattern(r"^vpc-[0-9a-f]{8,17}$",
                                    "a VPC id (vpc- and 8 or 17 hex digits)")
+AVAILABILITY_ZONE_PATTERN = described_pattern(
+    r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$", "an availability zone name, such as eu-west-1a")
 SUBNET_ID_PATTERN = described_pattern(r"^subnet-[0-9a-f]{8,17}$",
                                       "a subnet id (subnet- and 8 or 17 hex digits)")
 # A /16 to /24 IPv4 block: what a VPC accepts.
@@ -79,6 +81,14 @@ class NetworkConfig(Model):
         Setting("ExistingSubnetIds", type="List<AWS::EC2::Subnet::Id>"),
     ] = None
 
+    subnet_zones: Annotated[
+        list[Annotated[str, Field(pattern=AVAILABILITY_ZONE_PATTERN)]] | None,
+        Field(description="With mode `existing`: the availability zone of each of subnet_ids, "
+                          "in the same order (Glue connections must name their subnet's zone "
+                          "and cannot look it up; a created VPC's zones are known)."),
+        Setting("ExistingSubnetZones", type="List<AWS::EC2::AvailabilityZone::Name>"),
+    ] = None
+
     @field_validator("interface_endpoints")
     @classmethod
     def _no_repeats(cls, value):
@@ -88,6 +98,13 @@ class NetworkConfig(Model):
 
     @model_validator(mode="after")
     def _mode_fits_fields(self):
+        if self.subnet_zones is not None:
+            if self.mode != "existing":
+                raise ValueError("subnet_zones is only for mode 'existing' (a created VPC's "
+                                 "zones are known)")
+            if len(self.subnet_zones) != len(self.subnet_ids or []):
+                raise ValueError(f"subnet_zones names {len(self.subnet_zones)} zones for "
+                                 f"{len(self.subnet_ids or [])} subnet_ids; give one per subnet")
         if self.mode == "existing":
             if "cidr" not in self.model_fields_set:
                 raise ValueError(

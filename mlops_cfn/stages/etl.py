@@ -31,11 +31,11 @@ partitions appear once the processed crawler finishes ("Glue Crawler State Chang
 <project>-<env>-processed-crawler, state Succeeded), for consumers that query the catalog.
 
 Inputs: DataKeyArn, RawBucketName, RawBucketArn, ProcessedBucketName, ProcessedBucketArn, VpcId,
-PrivateSubnetIds; RawDataPrefix while the ingestion stage is enabled (otherwise `raw_prefix`).
+PrivateSubnetIds, PrivateSubnetZones; RawDataPrefix while the ingestion stage is enabled
+(otherwise `raw_prefix`).
 Outputs: GlueDatabaseName, EtlJobName, ProcessedDataPrefix, ProcessedTableName.
 Settings: EnvironmentName, AssetsBucket, LogRetentionDays, EtlWorkerType, EtlWorkerCount,
-EtlTimeoutMinutes, EtlMaxRetries; EtlSchedule (when scheduled); EtlSubnetZones (network mode
-`existing`).
+EtlTimeoutMinutes, EtlMaxRetries; EtlSchedule (when scheduled).
 """
 
 import json
@@ -50,7 +50,7 @@ import awacs.kms
 import awacs.logs
 import awacs.s3
 from awacs.aws import Allow, Condition, ForAllValuesStringEquals, Statement, StringEquals, StringLike
-from troposphere import GetAtt, GetAZs, Ref, Select, Sub, ec2, glue, iam, logs
+from troposphere import GetAtt, Ref, Select, Sub, ec2, glue, iam, logs
 
 from .. import naming, policies
 from ..assets import Asset
@@ -58,7 +58,7 @@ from ..config import PipelineConfig
 from ..config.etl import RAW_TABLE_PREFIX, EtlConfig
 from ..errors import UserError
 from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_SUBNET_IDS,
-                       PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX,
+                       PRIVATE_SUBNET_ZONES, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX,
                        PROCESSED_TABLE_NAME, RAW_BUCKET_ARN, RAW_BUCKET_NAME, RAW_DATA_PREFIX,
                        VPC_ID)
 from ..stage import Stage, StageBuilder
@@ -267,12 +267,9 @@ def add_security_group(b: StageBuilder) -> ec2.SecurityGroup:
 def subnet_zone(b: StageBuilder, config: PipelineConfig, index: int) -> Any:
     """The availability zone of private subnet `index`, which a Glue connection must state.
 
-    A created VPC puts its private subnet N in zone N of Fn::GetAZs (network stage); for an
-    existing VPC the zones come from `stages.etl.subnet_zones`.
+    The network stage offers the zones of its private subnets, in their order.
     """
-    if config.network.mode == "create":
-        return Select(index, GetAZs(""))
-    return Select(index, b.setting(config.stages.etl, "subnet_zones"))
+    return Select(index, b.input(PRIVATE_SUBNET_ZONES))
 
 
 def network_connection(b: StageBuilder, config: PipelineConfig, index: int,

@@ -30,7 +30,7 @@ from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Sub
 from .. import naming, policies
 from ..config import PipelineConfig
 from ..config.network import INTERFACE_ENDPOINT_SERVICES, NetworkConfig
-from ..outputs import (ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS,
+from ..outputs import (ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS, PRIVATE_SUBNET_ZONES,
                        PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import encrypted_log_group
@@ -98,6 +98,12 @@ def build(config: PipelineConfig) -> Stage:
     b.output(VPC_ID, placement.vpc_id)
     b.output(VPC_CIDR, vpc_cidr)
     b.output(PRIVATE_SUBNET_IDS, placement.private_subnet_ids)
+    if network.mode == "create":
+        # The same zones the private subnets are placed in (private subnet N, zone N).
+        b.output(PRIVATE_SUBNET_ZONES, Join(",", [Select(zone, GetAZs(""))
+                                                  for zone in range(network.availability_zones)]))
+    elif network.subnet_zones is not None:
+        b.output(PRIVATE_SUBNET_ZONES, Join(",", b.setting(network, "subnet_zones")))
     b.output(ENDPOINT_SECURITY_GROUP_ID, GetAtt(security_group, "GroupId"))
     return b.finish()
 

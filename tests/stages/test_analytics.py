@@ -159,6 +159,7 @@ def test_serverless_refuses_an_existing_vpc_with_two_subnets():
         config_with({"network": network, "stages": {"analytics": {"enabled": True}}})
     assert "network.subnet_ids in 3 availability zones (got 2)" in str(caught.value)
     network["subnet_ids"].append("subnet-89abcdef")
+    network["subnet_zones"] = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]  # for the etl stage
     assert config_with({"network": network, "stages": {"analytics": {"enabled": True}}})
 
 

@@ -22,7 +22,8 @@ SECURITY = {"Ref": "SecurityConfiguration"}
 CONNECTIONS = [{"Ref": "NetworkConnection1"}, {"Ref": "NetworkConnection2"}]
 EXISTING_NETWORK = {"mode": "existing", "vpc_id": "vpc-0123abcd", "cidr": "10.9.0.0/16",
                     "subnet_ids": ["subnet-0123abcd", "subnet-4567ef01", "subnet-89ab2345"]}
-ZONES = ["eu-west-1b", "eu-west-1c"]
+ZONES = ["eu-west-1b", "eu-west-1c", "eu-west-1a"]
+EXISTING_NETWORK_WITH_ZONES = {**EXISTING_NETWORK, "subnet_zones": ZONES}
 # What AWS lets nothing narrower than "*" stand for (see tests/test_security.py).
 UNSCOPABLE = {"ec2:DescribeNetworkInterfaces", "ec2:DescribeRouteTables",
               "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcEndpoints",
@@ -181,23 +182,27 @@ def test_connections_sit_in_the_first_two_private_subnets_and_their_zones():
     for index in (0, 1):
         requirements = connection(t, index + 1)
         assert requirements["SubnetId"] == {"Fn::Select": [index, {"Ref": "PrivateSubnetIds"}]}
-        # The network stage puts a created VPC's private subnet N in zone N of Fn::GetAZs.
-        assert requirements["AvailabilityZone"] == {"Fn::Select": [index, {"Fn::GetAZs": ""}]}
+        # The network stage offers each private subnet's zone, in the subnets' order.
+        assert requirements["AvailabilityZone"] == {
+            "Fn::Select": [index, {"Ref": "PrivateSubnetZones"}]}
         assert requirements["SecurityGroupIdList"] == [{"Fn::GetAtt": ["GlueSecurityGroup",
                                                                        "GroupId"]}]
 
 
-def test_in_an_existing_vpc_the_connection_zones_are_a_setting():
-    stage = build(network=EXISTING_NETWORK, subnet_zones=ZONES)
+def test_the_connection_zones_come_from_the_network_stage():
+    stage = build(network=EXISTING_NETWORK_WITH_ZONES)
     t = template_dict(stage)
-    assert connection(t, 2)["AvailabilityZone"] == {"Fn::Select": [1, {"Ref": "EtlSubnetZones"}]}
-    assert t["Parameters"]["EtlSubnetZones"]["Type"] == "List<AWS::EC2::AvailabilityZone::Name>"
-    assert "EtlSubnetZones" in stage.settings
+    assert connection(t, 2)["AvailabilityZone"] == {
+        "Fn::Select": [1, {"Ref": "PrivateSubnetZones"}]}
+    assert t["Parameters"]["PrivateSubnetZones"]["Type"] == \
+        "List<AWS::EC2::AvailabilityZone::Name>"
+    assert "PrivateSubnetZones" in {wire.name for wire in stage.inputs}
 
 
-def test_subnet_zones_are_refused_for_a_created_vpc():
-    with pytest.raises(UserError, match="stages.etl.subnet_zones: is only for network mode"):
-        config(subnet_zones=ZONES)
+def test_an_existing_vpc_must_name_its_subnets_zones_for_glue():
+    with pytest.raises(UserError, match="stages.etl: needs network.subnet_zones with network "
+                                        "mode 'existing'"):
+        config(network=EXISTING_NETWORK)
 
 
 def test_job_and_crawlers_run_through_the_network_connections():
@@ -533,7 +538,7 @@ def test_without_a_schedule_the_workflow_runs_on_demand():
     {},
     {"ingestion": False},
     {"glue_version": "5.0", "output_format": "csv", "schedule": None, "recrawl": "everything"},
-    {"network": EXISTING_NETWORK, "subnet_zones": ZONES},
+    {"network": EXISTING_NETWORK_WITH_ZONES},
 ], ids=["default", "without-ingestion", "glue5-csv-on-demand", "existing-vpc"])
 def test_template_has_no_cfn_lint_findings(changes):
     assert lint(build(**changes)) == []

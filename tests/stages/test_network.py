@@ -288,3 +288,32 @@ def test_cfn_lint_finds_nothing(changes):
     text = build(**changes).template.to_yaml()
     matches = cfnlint.api.lint(text, config=cfnlint.api.ManualArgs(regions=["us-east-1"]))
     assert [str(m) for m in matches] == []
+
+
+def test_a_created_vpc_offers_the_zone_of_each_private_subnet_in_order():
+    t = template(availability_zones=3)
+    zones = t["Outputs"]["PrivateSubnetZones"]["Value"]["Fn::Join"][1]
+    assert zones == [{"Fn::Select": [i, {"Fn::GetAZs": ""}]} for i in range(3)]
+    for i in range(3):
+        subnet = t["Resources"][f"PrivateSubnet{i + 1}"]["Properties"]
+        assert subnet["AvailabilityZone"] == zones[i]
+
+
+def test_an_existing_vpc_offers_the_zones_the_config_names():
+    t = template(**EXISTING, subnet_zones=["eu-west-1a", "eu-west-1b"])
+    assert t["Outputs"]["PrivateSubnetZones"]["Value"] == {
+        "Fn::Join": [",", {"Ref": "ExistingSubnetZones"}]}
+    assert "PrivateSubnetZones" not in template(**EXISTING)["Outputs"]
+
+
+@pytest.mark.parametrize("network, message", [
+    ({**EXISTING, "subnet_zones": ["eu-west-1a"]},
+     "subnet_zones names 1 zones for 2 subnet_ids; give one per subnet"),
+    ({"subnet_zones": ["eu-west-1a", "eu-west-1b", "eu-west-1c"]},
+     "subnet_zones is only for mode 'existing'"),
+])
+def test_subnet_zones_must_match_the_existing_subnets(network, message):
+    data = default_data()
+    data["network"] = network
+    with pytest.raises(UserError, match=message):
+        load_data(data, "pipeline.yaml")
