@@ -8,6 +8,7 @@ CloudFormation functions (`Ref`, `GetAtt`, `Sub`).
 No statement here allows `*` or `<service>:*`. Where a resource must be `*` the function says why.
 """
 
+import json
 from typing import Any, Iterable, Sequence
 
 import awacs.kms as kms
@@ -15,7 +16,7 @@ import awacs.s3 as s3
 import awacs.sts as sts
 from awacs.aws import (Action, Allow, ArnLike, Bool, Condition, Deny, PolicyDocument, Principal,
                        Statement, StringEquals, StringLike)
-from troposphere import GetAtt, Ref, Sub
+from troposphere import GetAtt, Ref, Sub, encode_to_dict
 
 POLICY_VERSION = "2012-10-17"
 
@@ -212,6 +213,36 @@ def bucket_access(bucket_arn: Any, prefix: Any = "", *, read: bool = True, write
         listing,
         Statement(Effect=Allow, Action=object_actions, Resource=[objects]),
     ]
+
+
+def key_use_in_context(key: Ref, actions: Sequence[Any], service: str, context_key: str,
+                       arns: Sequence[Any], *, wildcards: bool = False) -> Statement:
+    """Use of the key only in `service`'s requests for the given resources (policies.use_key
+    with an encryption-context condition added).
+
+    `context_key` names the encryption context the service sends KMS, which holds the ARN of the
+    resource it works on; `wildcards` lets `arns` hold `*` patterns (S3 object keys).
+    """
+    via = Sub(f"{service}.${{AWS::Region}}.amazonaws.com")
+    context = f"kms:EncryptionContext:{context_key}"
+    if wildcards:
+        condition = Condition([StringEquals("kms:ViaService", via),
+                               StringLike(context, list(arns))])
+    else:
+        condition = Condition(StringEquals({"kms:ViaService": via, context: list(arns)}))
+    return Statement(Effect=Allow, Action=list(actions), Resource=[key], Condition=condition)
+
+
+def unique_statements(statements: Iterable[Statement]) -> list[Statement]:
+    """Statements without repeats (two prefixes of one bucket share the bucket-level ones)."""
+    seen: set[str] = set()
+    kept = []
+    for statement in statements:
+        text = json.dumps(encode_to_dict(statement), sort_keys=True)
+        if text not in seen:
+            seen.add(text)
+            kept.append(statement)
+    return kept
 
 
 # --- bucket policies --------------------------------------------------------------------------

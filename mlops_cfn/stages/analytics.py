@@ -61,6 +61,7 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        REDSHIFT_ENDPOINT_ADDRESS, REDSHIFT_ENDPOINT_PORT, REDSHIFT_ROLE_ARN,
                        REDSHIFT_SECRET_ARN, REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
+from .common import encrypted_queue
 from . import analytics_sql
 
 # Redshift's default port, set explicitly so the security groups and outputs can name it.
@@ -78,8 +79,6 @@ CLUSTER_LOG_ROOT = "/aws/redshift/cluster/"
 PARAMETER_GROUP_FAMILY = "redshift-1.0"
 # Both require TLS from clients and log every query (the user activity log needs this switch).
 WAREHOUSE_PARAMETERS = (("require_ssl", "true"), ("enable_user_activity_logging", "true"))
-# SQS's longest retention: failed load events wait as long as possible for someone to look.
-QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
 MULTI_NODE = "MultiNodeWarehouse"
 
 EVENT_RULE = naming.NameRule("EventBridge rule", 64)
@@ -413,12 +412,7 @@ def add_load_rule(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse,
     # in the processed bucket and the next ETL run loads it again). EventBridge encrypts what
     # it sends with the data key as itself: the storage stage's key policy lets it
     # (RuleNotificationsByEventBridge).
-    dead_letters = b.add(sqs.Queue(
-        "LoadDeadLetterQueue",
-        QueueName=b.physical_name(naming.SQS_QUEUE, "warehouse-load-dead-letters"),
-        KmsMasterKeyId=key,
-        MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
-    ))
+    dead_letters = encrypted_queue(b, "LoadDeadLetterQueue", "warehouse-load-dead-letters")
     events_role = b.add(iam.Role(
         "LoadRole",
         Description="EventBridge: run the warehouse load through the Redshift Data API",

@@ -1,13 +1,18 @@
 """Resources every stage builds the same way."""
 
-from troposphere import ec2, logs
+from troposphere import ec2, logs, sqs
 
 from ..config import PipelineConfig
 from ..outputs import DATA_KEY_ARN, VPC_CIDR, VPC_ID
+from .. import naming
 from ..stage import StageBuilder
 
 HTTPS = 443
 ANYWHERE = "0.0.0.0/0"
+# CloudFormation's limit for inline Lambda code (Code.ZipFile).
+INLINE_CODE_LIMIT = 4096
+# SQS's longest retention: failed work waits as long as possible for someone to look.
+QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
 
 
 def encrypted_log_group(b: StageBuilder, config: PipelineConfig, title: str, purpose: str,
@@ -50,4 +55,20 @@ def https_out_security_group(b: StageBuilder, title: str, description: str, *,
             Description="HTTPS to S3 and VPC endpoints" if reaches_s3 else
             "HTTPS to VPC endpoints",
             IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=destination)],
+    ))
+
+
+def encrypted_queue(b: StageBuilder, title: str, purpose: str) -> sqs.Queue:
+    """A queue for failures (dead letters, failed batches), encrypted with the data key.
+
+    No Retain: it holds notices of work to look into within SQS's 14 days, never data of
+    record, and a retained queue keeps its name taken. EventBridge and Lambda write to such
+    queues as themselves; the storage stage's key policy lets EventBridge use the key
+    (RuleNotificationsByEventBridge).
+    """
+    return b.add(sqs.Queue(
+        title,
+        QueueName=b.physical_name(naming.SQS_QUEUE, purpose),
+        KmsMasterKeyId=b.input(DATA_KEY_ARN),
+        MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
     ))

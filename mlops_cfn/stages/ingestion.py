@@ -18,7 +18,6 @@ Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamAr
 ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName.
 """
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,9 +27,9 @@ import awacs.kms
 import awacs.logs
 import awacs.sqs
 import awacs.xray
-from awacs.aws import Allow, Condition, Statement, StringEquals, StringLike
-from troposphere import (GetAtt, Ref, Sub, awslambda, ec2, encode_to_dict, firehose, iam, kinesis,
-                         logs, sqs)
+from awacs.aws import Allow, Statement, StringEquals
+from troposphere import (GetAtt, Ref, Sub, awslambda, ec2, firehose, iam, kinesis, logs,
+                         sqs)
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -40,13 +39,10 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA
                        PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
                        STREAM_NAME)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_log_group, https_out_security_group
+from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
+                     https_out_security_group)
 
 CONSUMER_SOURCE = Path(__file__).resolve().parent.parent / "data" / "consumer.py"
-# CloudFormation's limit for inline Lambda code (Code.ZipFile).
-INLINE_CODE_LIMIT = 4096
-# SQS's longest retention: failed batches wait as long as possible for someone to look.
-QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
 
 PARTITION = ("year=!{timestamp:yyyy}/month=!{timestamp:MM}/day=!{timestamp:dd}/"
              "hour=!{timestamp:HH}/")
@@ -106,7 +102,7 @@ def producer_statements(stream: kinesis.Stream, key: Ref) -> list[Statement]:
                     awacs.kinesis.DescribeStreamSummary, awacs.kinesis.ListShards],
             Resource=[GetAtt(stream, "Arn")],
         ),
-        key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis", "aws:kinesis:arn",
+        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis", "aws:kinesis:arn",
                            [GetAtt(stream, "Arn")]),
     ]
 
@@ -181,11 +177,11 @@ def delivery_statements(settings: IngestionConfig, stream: kinesis.Stream, bucke
                     awacs.kinesis.GetRecords, awacs.kinesis.ListShards],
             Resource=[stream_arn],
         ),
-        key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
-        *unique(policies.bucket_access(bucket, data_root, read=False, write=True)
+        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
+        *policies.unique_statements(policies.bucket_access(bucket, data_root, read=False, write=True)
                 + policies.bucket_access(bucket, error_root, read=False, write=True)),
         # With S3 Bucket Keys the encryption context is the bucket's ARN; without, the object's.
-        key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "s3",
+        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "s3",
                            "aws:s3:arn", [
                                bucket,
                                Sub(f"${{{RAW_BUCKET_ARN.name}}}/{data_root}*"),
@@ -214,8 +210,8 @@ def add_consumer(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
                  key: Ref) -> None:
     consumer = config.stages.ingestion.consumer
     log_group = encrypted_log_group(b, config, "ConsumerLogGroup", "consumer")
-    dead_letters = b.add(queue(b, "ConsumerDeadLetterQueue", "consumer-dead-letters", key))
-    failures = b.add(queue(b, "ConsumerFailureQueue", "consumer-failures", key))
+    dead_letters = encrypted_queue(b, "ConsumerDeadLetterQueue", "consumer-dead-letters")
+    failures = encrypted_queue(b, "ConsumerFailureQueue", "consumer-failures")
     security_group = https_out_security_group(
         b, "ConsumerSecurityGroup", "Ingest stream consumer: HTTPS to VPC endpoints only")
     role = b.add(iam.Role(
@@ -290,9 +286,9 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
                     awacs.kinesis.ListShards],
             Resource=[stream_arn],
         ),
-        key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
+        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
         Statement(Effect=Allow, Action=[awacs.sqs.SendMessage], Resource=queue_arns),
-        key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
+        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
                            "aws:sqs:arn", queue_arns),
         Statement(
             Effect=Allow,
@@ -326,42 +322,3 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
 
 # --- shared pieces -------------------------------------------------------------------------
 
-def queue(b: StageBuilder, title: str, purpose: str, key: Ref) -> sqs.Queue:
-    # No Retain: the queues hold failure notices to look into within SQS's 14 days, not data of
-    # record (every record is in the raw bucket), and a retained queue keeps its name taken.
-    return sqs.Queue(
-        title,
-        QueueName=b.physical_name(naming.SQS_QUEUE, purpose),
-        KmsMasterKeyId=key,
-        MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
-    )
-
-
-def key_use_in_context(key: Ref, actions: Sequence[Any], service: str, context_key: str,
-                       arns: Sequence[Any], *, wildcards: bool = False) -> Statement:
-    """Use of the key only in `service`'s requests for the given resources (policies.use_key
-    with an encryption-context condition added).
-
-    `context_key` names the encryption context the service sends KMS, which holds the ARN of the
-    resource it works on; `wildcards` lets `arns` hold `*` patterns (S3 object keys).
-    """
-    via = Sub(f"{service}.${{AWS::Region}}.amazonaws.com")
-    context = f"kms:EncryptionContext:{context_key}"
-    if wildcards:
-        condition = Condition([StringEquals("kms:ViaService", via),
-                               StringLike(context, list(arns))])
-    else:
-        condition = Condition(StringEquals({"kms:ViaService": via, context: list(arns)}))
-    return Statement(Effect=Allow, Action=list(actions), Resource=[key], Condition=condition)
-
-
-def unique(statements: list[Statement]) -> list[Statement]:
-    """Statements without repeats (two prefixes of one bucket share the bucket-level ones)."""
-    seen: set[str] = set()
-    kept = []
-    for statement in statements:
-        text = json.dumps(encode_to_dict(statement), sort_keys=True)
-        if text not in seen:
-            seen.add(text)
-            kept.append(statement)
-    return kept

@@ -59,8 +59,8 @@ from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_N
                        PRIVATE_SUBNET_IDS, RETRAIN_FUNCTION_NAME, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_log_group, https_out_security_group
-from .ingestion import INLINE_CODE_LIMIT, key_use_in_context, queue
+from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
+                     https_out_security_group)
 from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
                                  PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Source, Watch, alarmed,
                                  model_monitor_enabled, retrain_enabled, watches)
@@ -549,7 +549,7 @@ def add_retrain(b: StageBuilder, config: PipelineConfig, key: Ref,
     retrain = config.stages.monitoring.retrain
     triggers = [w for w in alarmed(config) if w.retrain]
     log_group = encrypted_log_group(b, config, "RetrainLogGroup", "retrain")
-    dead_letters = b.add(queue(b, "RetrainDeadLetterQueue", "retrain-dead-letters", key))
+    dead_letters = encrypted_queue(b, "RetrainDeadLetterQueue", "retrain-dead-letters")
     # The SageMaker API is reached through its interface endpoint inside the VPC.
     security_group = https_out_security_group(
         b, "RetrainSecurityGroup", "Retrain Lambda: HTTPS to VPC endpoints only")
@@ -620,7 +620,7 @@ def retrain_statements(b: StageBuilder, key: Ref, dead_letters: Any, log_group: 
         ),
         Statement(Effect=Allow, Action=[awacs.sqs.SendMessage],
                   Resource=[GetAtt(dead_letters, "Arn")]),
-        key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
+        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
                            "aws:sqs:arn", [GetAtt(dead_letters, "Arn")]),
         Statement(
             Effect=Allow,

@@ -52,16 +52,3 @@ def name_pattern(b: StageBuilder, rule: naming.NameRule, *purpose: str) -> str:
 
 def not_empty(parameter: Ref) -> Not:
     return Not(Equals(parameter, ""))
-
-
-def unique(statements: list) -> list:
-    """Policy statements without repeats (two prefixes of one bucket share the bucket-level
-    ones)."""
-    seen: set[str] = set()
-    kept = []
-    for statement in statements:
-        text = json.dumps(encode_to_dict(statement), sort_keys=True)
-        if text not in seen:
-            seen.add(text)
-            kept.append(statement)
-    return kept

@@ -50,7 +50,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BU
 from ..stage import StageBuilder
 from .common import encrypted_log_group, https_out_security_group
 from .serving_common import (HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
-                             SCALE_OUT_COOLDOWN_SECONDS, name_pattern, not_empty, unique)
+                             SCALE_OUT_COOLDOWN_SECONDS, name_pattern, not_empty)
 from .storage import LOAD_BALANCER_LOG_PREFIX
 
 CONTAINER = "model-api"
@@ -340,7 +340,7 @@ def task_role_resource(b: StageBuilder, key: Ref) -> iam.Role:
         Policies=[iam.Policy(
             PolicyName="read-artifacts",
             PolicyDocument=policies.document(
-                unique(policies.bucket_access(artifacts, read=True)),
+                policies.unique_statements(policies.bucket_access(artifacts, read=True)),
                 policies.use_key(key, [awacs.kms.Decrypt], via_services=("s3",)),
             ),
         )],

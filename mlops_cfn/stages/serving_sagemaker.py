@@ -48,7 +48,7 @@ from ..stage import StageBuilder
 from .common import https_out_security_group
 from .serving_common import (MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
                              SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, name_pattern,
-                             not_empty, unique)
+                             not_empty)
 
 # Rollback alarms look at one-minute periods and fire after three in a row: one slow minute is
 # noise, three are a bad model.
@@ -190,7 +190,7 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
     log_groups = [policies.arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint_name}:*")]
     if batch.enabled:
         log_groups.append(policies.arn("logs", f"log-group:{TRANSFORM_LOG_GROUP}:*"))
-    statements = unique(statements) + [
+    statements = policies.unique_statements(statements) + [
         Statement(
             Effect=Allow,
             Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,

@@ -50,14 +50,13 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
+from .common import encrypted_queue
 from . import training_pipeline
 from .training_pipeline import Cfn, Refs
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
 RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 HTTPS = 443
-# SQS's longest retention: undelivered trigger events wait as long as possible for a person.
-QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
 
 # Account of the built-in XGBoost image (repository sagemaker-xgboost) in each region, as the
 # SageMaker Python SDK lists it (image_uri_config/xgboost.json); one account per region for
@@ -417,12 +416,7 @@ def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
                  pipeline_arn: Sub, input_prefix: Any, key: Ref) -> None:
     # EventBridge writes to the queue as itself; the data key's policy lets events.amazonaws.com
     # encrypt with the key (storage stage, RuleNotificationsByEventBridge).
-    dead_letters = b.add(sqs.Queue(
-        "TriggerDeadLetterQueue",
-        QueueName=b.physical_name(naming.SQS_QUEUE, "training-trigger-dead-letters"),
-        KmsMasterKeyId=key,
-        MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
-    ))
+    dead_letters = encrypted_queue(b, "TriggerDeadLetterQueue", "training-trigger-dead-letters")
     role = b.add(iam.Role(
         "TriggerRole",
         Description="EventBridge starts the training pipeline",
