@@ -65,6 +65,12 @@ def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | by
 def write_tree(files: dict[str, str | bytes], out_dir: Path) -> None:
     """Replace `out_dir` with exactly `files`, or leave it untouched on failure."""
     _refuse_foreign_directory(out_dir)
+    replace_directory(files, out_dir)
+
+
+def replace_directory(files: dict[str, str | bytes], out_dir: Path) -> None:
+    """Build `files` beside `out_dir` and swap them in: the old content stays until the new is
+    complete. The caller decides whether `out_dir` may be replaced at all."""
     try:
         _swap_in(files, out_dir)
     except OSError as error:

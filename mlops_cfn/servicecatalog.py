@@ -33,9 +33,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -588,6 +586,7 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
             ) -> Handoff:
     """Render, package (upload to `bucket`) and return the hand-off bundle's files."""
     from .package import normal_prefix
+    from .render import replace_directory
 
     if package is None:
         from .package import package
@@ -597,7 +596,8 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
     with tempfile.TemporaryDirectory(prefix="mlops-cfn-servicecatalog-") as tmp:
         tree = Path(tmp) / "product"
         # The tree as `render` writes it, so packaging sees what it always sees.
-        _write_files(tree, {**product.files, PARAMETERS_FILE: product.parameters[environments[0]]})
+        replace_directory({**product.files, PARAMETERS_FILE: product.parameters[environments[0]]},
+                          tree)
         packaged = package(tree, bucket, prefix=prefix, s3=s3)
         packaged_text = Path(packaged.root_path).read_text()
     statements = launch_role_statements(product.resource_types, bucket, prefix,
@@ -639,31 +639,9 @@ def write_bundle(files: dict[str, str | bytes], out: Path) -> None:
         if any(out.iterdir()) and not (out / PORTFOLIO_FILE).is_file():
             raise UserError(f"{out}: holds files that are not a Service Catalog bundle; choose "
                             f"an empty or new directory for --out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-        try:
-            _write_files(staging, files)
-            os.chmod(staging, 0o755)
-            if out.exists():
-                retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-                os.replace(out, retired / out.name)
-                os.replace(staging, out)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.replace(staging, out)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    except OSError as error:
-        raise UserError(f"{error.filename or out}: cannot write ({error.strerror})") from None
+    from .render import replace_directory
 
-
-def _write_files(directory: Path, files: dict[str, str | bytes]) -> None:
-    for name, content in files.items():
-        path = directory / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    replace_directory(files, out)
 
 
 __all__ = [

@@ -139,7 +139,9 @@ def test_buckets_use_the_customer_managed_key_and_block_public_access():
             assert default["SSEAlgorithm"] == "AES256", where
         else:
             assert default["SSEAlgorithm"] == "aws:kms", where
-            assert default["KMSMasterKeyID"] == {"Ref": "DataKey"} or "KMSMasterKeyID" in default
+            # the key itself in the storage stage, the DataKeyArn wire everywhere else
+            assert default["KMSMasterKeyID"] in ({"Ref": "DataKey"}, {"Ref": "DataKeyArn"},
+                                                 {"Fn::GetAtt": ["DataKey", "Arn"]}), where
             assert rule["BucketKeyEnabled"] is True, where
         assert set(props["PublicAccessBlockConfiguration"].values()) == {True}, where
         assert props["VersioningConfiguration"]["Status"] == "Enabled", where
