@@ -38,9 +38,11 @@ def template_text(template: Template, fmt: Format) -> str:
         return template.to_json(indent=2) + "\n"
     # Exactly Template.to_yaml(), memoized on the JSON text: environments that differ only in
     # values share every template, and cfn-flip's pure-Python dumper is most of a render's time.
+    # The key is compact JSON, which the C encoder writes (an indented dump is pure Python);
+    # cfn-flip reads keys in order, so the YAML is the same as from to_yaml's indented JSON.
     # (libyaml's emitter would be faster but cannot indent sequences as cfn-flip does, so its
     # output would not be byte-identical.)
-    return _yaml_from_json(template.to_json())
+    return _yaml_from_json(json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":")))
 
 
 @functools.lru_cache(maxsize=256)

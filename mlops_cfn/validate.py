@@ -15,6 +15,7 @@ costs nothing at CLI start-up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Sequence
+from typing import Any, Callable, Iterable, Literal, Sequence
 
 from mlops_cfn.errors import UserError
 
@@ -141,22 +142,33 @@ def validate(paths: Sequence[Path], security: bool = True,
     Raises UserError for a path that does not exist, a named file that is not a template, no
     templates at all, and (with `security`) a checkov that cannot be found or does not run.
     """
-    candidates = [(path, named, path.read_bytes()) for path, named in _candidate_files(paths)]
+    files = _Files(_candidate_files(paths))
     # Look for checkov before spending time on cfn-lint: a missing tool is reported at once.
     checkov = find_checkov() if security else None
-    keys = _ResultKeys(regions, checkov)
+    keys = _ResultKeys(regions, checkov, files)
     cache = _Cache(cache_dir)
 
-    lint_keys = {path: keys.lint(path, content) for path, _, content in candidates}
+    lint_keys = {path: keys.lint(path) for path in files.paths}
     lint_results = {key: cache.get(key) for key in set(lint_keys.values())}
-    missing = {key: path for path, _, _ in candidates
+    missing = {key: path for path in files.paths
                if lint_results[key := lint_keys[path]] is None}
-    for key, result in zip(missing, _check_files(list(missing.values()), regions, jobs)):
+    # A root whose children changed only inside (not their parameters or outputs) lints as before.
+    by_interface = {key: keys.lint_by_interface(path) for key, path in missing.items()
+                    if files.children(path)}
+    for key, interface_key in by_interface.items():
+        if (result := cache.get(interface_key)) is not None:
+            lint_results[key] = cache.put(key, result)
+            del missing[key]
+    for key, result in zip(missing, _check_files(list(missing.values()), regions, jobs,
+                                                 files.size)):
         lint_results[key] = cache.put(key, result)
+        if key in by_interface:
+            cache.put(by_interface[key], result)
 
     templates: list[Path] = []
     findings: list[Finding] = []
-    for path, named, _ in candidates:
+    for path in files.paths:
+        named = files.named(path)
         result = lint_results[lint_keys[path]]
         if not result["template"] and not result["findings"]:
             if named:
@@ -171,8 +183,7 @@ def validate(paths: Sequence[Path], security: bool = True,
 
     skips: list[Skip] = []
     if checkov:
-        content_of = {path: content for path, _, content in candidates}
-        checkov_keys = {path: keys.checkov(content_of[path]) for path in templates}
+        checkov_keys = {path: keys.checkov(path) for path in templates}
         checkov_results = {key: cache.get(key) for key in set(checkov_keys.values())}
         unscanned = {key: path for path in templates
                      if checkov_results[key := checkov_keys[path]] is None}
@@ -188,11 +199,13 @@ def validate(paths: Sequence[Path], security: bool = True,
                   security=security)
 
 
-def _check_files(paths: list[Path], regions: Sequence[str], jobs: int) -> list[dict]:
-    """cfn-lint, quotas and local references for each file, as cacheable results.
+def _check_files(paths: list[Path], regions: Sequence[str], jobs: int,
+                 size: Callable[[Path], int] = lambda path: 0) -> list[dict]:
+    """cfn-lint, quotas and local references for each file, as cacheable results, in order.
 
     The linter (its rules take a second to load) is built once, before forking, so every worker
-    shares it.
+    shares it. Workers take one file at a time, largest first: lint time grows with size, and
+    a large template left for last would keep one worker busy while the others idle.
     """
     if not paths:
         return []
@@ -202,8 +215,11 @@ def _check_files(paths: list[Path], regions: Sequence[str], jobs: int) -> list[d
         if jobs > 1 and len(paths) > 1:
             import multiprocessing
 
+            largest_first = sorted(range(len(paths)), key=lambda i: -size(paths[i]))
             with multiprocessing.get_context("fork").Pool(min(jobs, len(paths))) as pool:
-                return pool.map(_check_file, paths)
+                done = pool.imap(_check_file, [paths[i] for i in largest_first], chunksize=1)
+                results = dict(zip(largest_first, done))
+            return [results[i] for i in range(len(paths))]
         return [_check_file(path) for path in paths]
     finally:
         _FORK_LINTER = None
@@ -244,16 +260,109 @@ def _finding_from(item: dict, path: Path) -> Finding:
     return Finding(file=path, **item)
 
 
+class _Files:
+    """The candidate files of a run, each read once: a digest, its size and the local nested
+    templates it names. Contents are not kept (500 templates would be tens of megabytes)."""
+
+    def __init__(self, candidates: Iterable[tuple[Path, bool]]):
+        self._named: dict[Path, bool] = {}
+        self._digest: dict[Path, bytes] = {}
+        self._size: dict[Path, int] = {}
+        self._children: dict[Path, tuple[Path, ...]] = {}
+        self._interface: dict[Path, str] = {}
+        for path, named in candidates:
+            content = path.read_bytes()
+            self._named[path] = named
+            self._digest[_same_file(path)] = hashlib.sha256(content).digest()
+            self._size[path] = len(content)
+            self._children[path] = tuple(_local_children(path, content))
+
+    @property
+    def paths(self) -> list[Path]:
+        return list(self._named)
+
+    def named(self, path: Path) -> bool:
+        return self._named[path]
+
+    def size(self, path: Path) -> int:
+        return self._size[path]
+
+    def children(self, path: Path) -> tuple[Path, ...]:
+        return self._children[path]
+
+    def digest(self, path: Path) -> bytes:
+        """The file's hash; a child outside the run is read here, a missing one hashes as such."""
+        key = _same_file(path)
+        if key not in self._digest:
+            self._digest[key] = (hashlib.sha256(path.read_bytes()).digest() if path.is_file()
+                                 else b"missing")
+        return self._digest[key]
+
+    def interface(self, path: Path) -> str:
+        """What a parent template's lint result can depend on in a child it names (see
+        `_ResultKeys.lint_by_interface`)."""
+        key = _same_file(path)
+        if key not in self._interface:
+            self._interface[key] = _template_interface(path)
+        return self._interface[key]
+
+
+def _same_file(path: Path) -> Path:
+    return Path(os.path.abspath(path))
+
+
+def _template_interface(path: Path) -> str:
+    """A child template's parameters (and whether each has a default) and output names.
+
+    Parsed with libyaml where available, tags ignored: only names are read, and the full parse
+    of every child would cost more than linting the parent saves.
+    """
+    import yaml
+
+    try:
+        data = yaml.load(path.read_bytes(), Loader=_names_loader())  # noqa: S506 - a safe loader
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, yaml.YAMLError, ValueError):
+        return "unreadable"
+    if not isinstance(data, dict):
+        return "not a template"
+    parameters, outputs = data.get("Parameters"), data.get("Outputs")
+    return json.dumps({
+        "parameters": {str(name): isinstance(value, dict) and value.get("Default") is not None
+                       for name, value in parameters.items()}
+        if isinstance(parameters, dict) else repr(type(parameters)),
+        "outputs": sorted(map(str, outputs)) if isinstance(outputs, dict) else None,
+    }, sort_keys=True)
+
+
+@functools.cache
+def _names_loader() -> type:
+    import yaml
+
+    class TagsIgnored(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+        pass
+
+    TagsIgnored.add_multi_constructor("!", lambda loader, suffix, node: None)
+    return TagsIgnored
+
+
 class _ResultKeys:
     """Cache keys: a hash of everything a result depends on.
 
-    cfn-lint's result depends on the template's bytes, the bytes of the local child templates it
-    names (rule E3043 reads them), the cfn-lint version, the regions, and this module's code
-    (the quota table, how matches become findings). checkov's depends on the bytes and the
-    checkov installation. Versions are read from package metadata, never by importing.
+    cfn-lint's result depends on the template's bytes, the local child templates it names, the
+    cfn-lint version, the regions, and this module's code (the quota table, how matches become
+    findings). checkov's depends on the bytes and the checkov installation. Versions are read
+    from package metadata, never by importing.
+
+    Of a child, cfn-lint reads only its parameters (rule E3043: names, and which have a
+    default) and its output names (the attributes `!GetAtt Stack.Outputs.X` may name), and the
+    latter only for a child under the working directory. So a parent has two keys: one with its
+    children's bytes, which a warm run checks without parsing anything, and one with only those
+    parts of them, which lets a parent whose child was edited inside keep its result.
     """
 
-    def __init__(self, regions: Sequence[str], checkov: str | None):
+    def __init__(self, regions: Sequence[str], checkov: str | None, files: _Files):
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -263,18 +372,31 @@ class _ResultKeys:
         own_code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
         self._lint_base = f"lint|{lint_version}|{','.join(regions)}|{own_code}"
         self._checkov_base = f"checkov|{_checkov_identity(checkov)}|{own_code}" if checkov else ""
+        self._files = files
 
-    def lint(self, path: Path, content: bytes) -> str:
+    def lint(self, path: Path) -> str:
+        return self._lint_key(path, lambda child: self._files.digest(child))
+
+    def lint_by_interface(self, path: Path) -> str:
+        return self._lint_key(path, lambda child: b"interface|"
+                              + self._files.interface(child).encode())
+
+    def _lint_key(self, path: Path, child_part: Callable[[Path], bytes]) -> str:
         digest = hashlib.sha256(self._lint_base.encode())
-        digest.update(content)
-        for child in _local_children(path, content):
-            digest.update(str(child.name).encode())
-            digest.update(hashlib.sha256(child.read_bytes()).digest() if child.is_file()
-                          else b"missing")
+        digest.update(self._files.digest(path))
+        for child in self._files.children(path):
+            digest.update(f"|{child.name}|{_under_working_directory(child)}|".encode())
+            digest.update(child_part(child))
         return digest.hexdigest()
 
-    def checkov(self, content: bytes) -> str:
-        return hashlib.sha256(self._checkov_base.encode() + content).hexdigest()
+    def checkov(self, path: Path) -> str:
+        return hashlib.sha256(self._checkov_base.encode() + self._files.digest(path)).hexdigest()
+
+
+def _under_working_directory(path: Path) -> bool:
+    """Whether cfn-lint reads this child's outputs: it refuses paths outside the working
+    directory (its guard against path traversal), and then checks no `Outputs.X` name."""
+    return os.path.normpath(os.path.abspath(path)).startswith(os.getcwd() + os.sep)
 
 
 def _checkov_identity(executable: str) -> str:
@@ -289,7 +411,8 @@ def _checkov_identity(executable: str) -> str:
 
 
 # A nested stack's TemplateURL that names a local file (not s3:// or https://, not an intrinsic).
-_TEMPLATE_URL = re.compile(rb"""["']?TemplateURL["']?\s*:\s*["']?([^\s"',{}\[\]!]+)""")
+# It starts with the literal name, so the search skips ahead instead of trying every byte.
+_TEMPLATE_URL = re.compile(rb"""TemplateURL["']?\s*:\s*["']?([^\s"',{}\[\]!]+)""")
 
 
 def _local_children(path: Path, content: bytes) -> list[Path]:

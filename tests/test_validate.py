@@ -476,15 +476,59 @@ def test_unchanged_templates_come_from_the_cache(tmp_path, monkeypatch):
     assert (cache / ".gitignore").read_text().endswith("*\n")
 
 
-def test_editing_a_child_invalidates_its_root_too(tmp_path, monkeypatch):
+def test_editing_a_child_inside_relints_the_child_alone(tmp_path, monkeypatch):
     [tree] = copy_fixture_tree(tmp_path, copies=1)
     cache = tmp_path / "cache"
     validate([tree], security=False, cache_dir=cache)
     child = tree / "storage.yaml"
-    child.write_text(child.read_text() + "\n# edited\n")
+    child.write_text(child.read_text().replace("-events", "-alerts") + "\n# edited\n")
     checked = count_checks(monkeypatch)
+    report = validate([tree], security=False, cache_dir=cache)
+    assert [p.name for p in checked] == ["storage.yaml"]
+    assert report.ok
+
+
+def test_a_child_that_gains_a_required_parameter_relints_its_root(tmp_path, monkeypatch):
+    [tree] = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
     validate([tree], security=False, cache_dir=cache)
+    child = tree / "storage.yaml"
+    child.write_text(child.read_text().replace(
+        "Parameters:\n", "Parameters:\n  Retention:\n    Type: String\n", 1))
+    checked = count_checks(monkeypatch)
+    report = validate([tree], security=False, cache_dir=cache)
     assert sorted(p.name for p in checked) == ["root.yaml", "storage.yaml"]
+    assert [f.rule for f in report.findings if f.file.name == "root.yaml"] == ["E3043"]
+
+
+def test_a_child_that_drops_an_output_its_root_reads_relints_the_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # cfn-lint reads a child's outputs only under the working dir
+    [tree] = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
+    validate([tree], security=False, cache_dir=cache)
+    child = tree / "storage.yaml"
+    child.write_text(child.read_text().replace("  TopicArn:", "  TopicName:"))
+    checked = count_checks(monkeypatch)
+    report = validate([tree], security=False, cache_dir=cache)
+    assert sorted(p.name for p in checked) == ["root.yaml", "storage.yaml"]
+    [finding] = [f for f in report.findings if f.file.name == "root.yaml"]
+    assert finding.fails and "TopicArn" in finding.message
+
+
+def test_a_root_result_is_not_reused_across_working_directories_that_change_it(tmp_path,
+                                                                               monkeypatch):
+    [tree] = copy_fixture_tree(tmp_path, copies=1)
+    child = tree / "storage.yaml"
+    child.write_text(child.read_text().replace("  TopicArn:", "  TopicName:"))
+    cache = tmp_path / "cache"
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    # Recent cfn-lint reads a child's outputs only under the working directory.
+    for working_directory in (elsewhere, tmp_path):
+        monkeypatch.chdir(working_directory)
+        fresh = validate([tree], security=False)
+        assert validate([tree], security=False, cache_dir=cache) == fresh
+    assert not fresh.ok
 
 
 def test_findings_are_cached_too(tmp_path):
