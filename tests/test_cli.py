@@ -77,6 +77,18 @@ def test_check_reports_stale_files_the_config_no_longer_renders(in_tmp):
     assert "retired.yaml: not rendered by the current config (stale)" in result.output
 
 
+def test_check_compares_in_the_format_already_on_disk(in_tmp):
+    run("render", "--format", "json")
+    assert run("render", "--check").exit_code == 0
+    storage = in_tmp / "templates/dev/storage.json"
+    storage.write_text(storage.read_text() + "\n")
+    result = run("render", "--check")
+    assert result.exit_code == 1
+    assert "storage.json: differs" in result.output
+    assert "run `mlops-cfn render --format json`" in result.output
+    assert run("render", "--check", "--format", "yaml").exit_code == 1  # asked for, compared
+
+
 def test_rerender_replaces_the_directory_whole(in_tmp):
     run("render")
     (in_tmp / "templates/dev/old-stage.yaml").write_text("Resources: {}\n")

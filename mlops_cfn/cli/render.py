@@ -16,8 +16,8 @@ from .options import config_option, env_option
 @click.option("--all-envs", is_flag=True, help="Every environment, each into <out>/<env>.")
 @click.option("--out", metavar="DIR",
               help="Output directory (default: templates/<env>; with --all-envs the parent).")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default="yaml",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default=None,
+              help="Template format (default: yaml; with --check, the format already on disk).")
 @click.option("--check", is_flag=True,
               help="Write nothing; exit 1 when the files on disk differ from a fresh render.")
 def render(config_path, env, all_envs, out, fmt, check):
@@ -29,13 +29,13 @@ def render(config_path, env, all_envs, out, fmt, check):
         raise click.UsageError("--env and --all-envs exclude each other")
     first = config.load(config_path, env)
     environments = list(first.base.environments) if all_envs else [first.environment]
+    targets = {name: (Path(out or "templates") / name if all_envs
+                      else Path(out) if out else Path("templates") / name)
+               for name in environments}
+    fmt = fmt or (_format_on_disk(targets.values()) if check else None) or "yaml"
     outputs = {}
-    for name in environments:
+    for name, target in targets.items():
         built = pipeline.build(first.for_environment(name), file_suffix=suffix(fmt))
-        if all_envs:
-            target = Path(out or "templates") / name
-        else:
-            target = Path(out) if out else Path("templates") / name
         outputs[target] = render_files(built, fmt)
 
     if check:
@@ -51,6 +51,17 @@ def render(config_path, env, all_envs, out, fmt, check):
     for target, files in outputs.items():
         write_tree(files, target)
         click.echo(f"wrote {target}/ ({', '.join(files)})")
+
+
+def _format_on_disk(targets) -> str | None:
+    """The format of the root template already in the first target that has one."""
+    from ..render import ROOT_NAME
+
+    for target in targets:
+        for fmt in ("yaml", "json"):
+            if (target / f"{ROOT_NAME}.{fmt}").is_file():
+                return fmt
+    return None
 
 
 def _refresh_command(config_path, env, all_envs, out, fmt) -> str:
