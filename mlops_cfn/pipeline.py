@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
-from .config import LoadedConfig, PipelineConfig, setting_values
+from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
 from .stage import Stage
@@ -66,9 +66,38 @@ class Pipeline:
 
 def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
           registry: Sequence[StageSpec] = REGISTRY) -> Pipeline:
+    return _build(loaded, file_suffix, registry, memo=None)
+
+
+def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: str = ".yaml",
+              registry: Sequence[StageSpec] = REGISTRY) -> list[Pipeline]:
+    """`build` for several environments of one loaded file, each stage built once per distinct
+    structure (config.structure_of): environments that differ only in values share the very
+    same Stage objects, so fifty environments cost little more than one to build and render.
+
+    The sharing is limited to one file's environments because a stage may read all of them
+    (cicd deploys each).
+    """
+    memo: dict[tuple[str, str], Stage] = {}
+    return [_build(loaded.for_environment(name), file_suffix, registry, memo)
+            for name in environments]
+
+
+def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec],
+           memo: dict[tuple[str, str], Stage] | None) -> Pipeline:
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
-    enabled = [spec.build(loaded) for spec in registry if spec.enabled(config)]
+    if memo is None:
+        enabled = [spec.build(loaded) for spec in registry if spec.enabled(config)]
+    else:
+        structure = structure_of(config)
+        enabled = []
+        for spec in registry:
+            if spec.enabled(config):
+                key = (spec.name, structure)
+                if key not in memo:
+                    memo[key] = spec.build(loaded)
+                enabled.append(memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
         try:

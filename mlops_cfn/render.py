@@ -12,7 +12,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import cfn_flip
 from troposphere import Template
@@ -52,16 +52,33 @@ def _yaml_from_json(json_text: str) -> str:
 
 def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | bytes]:
     """Relative path -> content for one environment's output directory."""
-    files: dict[str, str | bytes] = {ROOT_NAME + suffix(fmt): template_text(pipeline.root, fmt)}
-    for stage in pipeline.stages:
-        files[stage.name + suffix(fmt)] = template_text(stage.template, fmt)
-        for asset in stage.assets:
-            files[asset.key] = asset.content
-    # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration.
-    files[PARAMETERS_FILE] = json.dumps(
-        {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True
-    ) + "\n"
-    return files
+    return render_environments([pipeline], fmt)[0]
+
+
+def render_environments(pipelines: Sequence[Pipeline],
+                        fmt: Format = "yaml") -> list[dict[str, str | bytes]]:
+    """`render_files` for each pipeline; a template shared by several (pipeline.build_all) is
+    serialised once."""
+    texts: dict[int, str] = {}  # by id: the pipelines keep every template alive meanwhile
+
+    def text(template: Template) -> str:
+        if id(template) not in texts:
+            texts[id(template)] = template_text(template, fmt)
+        return texts[id(template)]
+
+    rendered = []
+    for pipeline in pipelines:
+        files: dict[str, str | bytes] = {ROOT_NAME + suffix(fmt): text(pipeline.root)}
+        for stage in pipeline.stages:
+            files[stage.name + suffix(fmt)] = text(stage.template)
+            for asset in stage.assets:
+                files[asset.key] = asset.content
+        # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration.
+        files[PARAMETERS_FILE] = json.dumps(
+            {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True
+        ) + "\n"
+        rendered.append(files)
+    return rendered
 
 
 def write_tree(files: dict[str, str | bytes], out_dir: Path) -> None:

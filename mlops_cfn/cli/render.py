@@ -23,7 +23,7 @@ from .options import config_option, env_option
 def render(config_path, env, all_envs, out, fmt, check):
     """Render the pipeline's templates and parameters file."""
     from .. import config, pipeline
-    from ..render import drift, render_files, suffix, write_tree
+    from ..render import drift, render_environments, suffix, write_tree
 
     if all_envs and env:
         raise click.UsageError("--env and --all-envs exclude each other")
@@ -33,10 +33,8 @@ def render(config_path, env, all_envs, out, fmt, check):
                       else Path(out) if out else Path("templates") / name)
                for name in environments}
     fmt = fmt or (_format_on_disk(targets.values()) if check else None) or "yaml"
-    outputs = {}
-    for name, target in targets.items():
-        built = pipeline.build(first.for_environment(name), file_suffix=suffix(fmt))
-        outputs[target] = render_files(built, fmt)
+    built = pipeline.build_all(first, targets, file_suffix=suffix(fmt))
+    outputs = dict(zip(targets.values(), render_environments(built, fmt)))
 
     if check:
         problems = [p for target, files in outputs.items() for p in drift(files, target)]

@@ -6,6 +6,7 @@ selected environment's merged config: the base gives the root template's paramet
 merged config the structure and the values written to parameters.json.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Iterator
@@ -29,7 +30,7 @@ from .yaml_source import read_yaml
 __all__ = [
     "DEFAULT_CONFIG", "ENVIRONMENT_PATTERN", "ENVIRONMENT_MAX_LENGTH", "LoadedConfig",
     "PipelineConfig", "Setting", "StageToggle", "StagesConfig", "load", "load_data",
-    "setting_values",
+    "setting_values", "structure_of",
 ]
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "data" / "pipeline.yaml"
@@ -226,3 +227,36 @@ def _walk_settings(model: Model) -> Iterator[tuple[str, Any]]:
                 yield marker.parameter, value
         if isinstance(value, Model):
             yield from _walk_settings(value)
+
+
+def structure_of(config: Model) -> str:
+    """The config as far as a stage's template may depend on it, as canonical JSON.
+
+    Every value is there except each `Setting`, which is reduced to its shape: unset or set,
+    empty or not, how many items, true or false. A setting reaches a template only as a
+    parameter, so what a stage may decide from its value is no more than that shape (a resource
+    that exists only when the setting is given, one ingress rule per listed range). Two
+    environments with the same structure therefore render the same templates, which lets one
+    render build a stage once for all of them (pipeline.build_all).
+    """
+    return json.dumps(_shaped(config, config.model_dump(mode="json")), sort_keys=True)
+
+
+def _shaped(model: Model, dumped: dict) -> dict:
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if any(isinstance(marker, Setting) for marker in field.metadata):
+            dumped[name] = _shape(dumped[name])
+        elif isinstance(value, Model):
+            _shaped(value, dumped[name])
+    return dumped
+
+
+def _shape(value: Any) -> Any:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, (list, tuple, dict)):
+        return {"items": len(value)}
+    if isinstance(value, str):
+        return "set" if value else ""
+    return "value"
