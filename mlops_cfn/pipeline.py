@@ -66,7 +66,7 @@ class Pipeline:
 
 def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
           registry: Sequence[StageSpec] = REGISTRY) -> Pipeline:
-    return _build(loaded, file_suffix, registry, memo=None)
+    return _build(loaded, file_suffix, registry, memo={})
 
 
 def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: str = ".yaml",
@@ -84,20 +84,17 @@ def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: st
 
 
 def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec],
-           memo: dict[tuple[str, str], Stage] | None) -> Pipeline:
+           memo: dict[tuple[str, str], Stage]) -> Pipeline:
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
-    if memo is None:
-        enabled = [spec.build(loaded) for spec in registry if spec.enabled(config)]
-    else:
-        structure = structure_of(config)
-        enabled = []
-        for spec in registry:
-            if spec.enabled(config):
-                key = (spec.name, structure)
-                if key not in memo:
-                    memo[key] = spec.build(loaded)
-                enabled.append(memo[key])
+    structure = structure_of(config)
+    enabled = []
+    for spec in registry:
+        if spec.enabled(config):
+            key = (spec.name, structure)
+            if key not in memo:
+                memo[key] = spec.build(loaded)
+            enabled.append(memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
         try:
