@@ -40,8 +40,8 @@ def template_text(template: Template, fmt: Format) -> str:
     # values share every template, and cfn-flip's pure-Python dumper is most of a render's time.
     # The key is compact JSON, which the C encoder writes (an indented dump is pure Python);
     # cfn-flip reads keys in order, so the YAML is the same as from to_yaml's indented JSON.
-    # (libyaml's emitter would be faster but cannot indent sequences as cfn-flip does, so its
-    # output would not be byte-identical.)
+    # (libyaml's emitter is faster but neither quotes tagged values nor indents sequences as
+    # cfn-flip does, so its output would not be byte-identical: scripts/bench.py measures both.)
     return _yaml_from_json(json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":")))
 
 
