@@ -78,6 +78,7 @@ _TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
 _IAM_NAME = r"[\w+=,.@/*?-]+"
 _PRINCIPAL_ARN = re.compile(rf"^arn:[a-z-]+:iam::(\d{{12}})?:(role|user|group)/({_IAM_NAME})$")
 _PRINCIPAL_SHORT = re.compile(rf"^(role|user|group)/({_IAM_NAME})$")
+_TAG_OPTION_ID = re.compile(r"^tag-[A-Za-z0-9]{1,96}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -98,6 +99,9 @@ class Catalog:
     principals: tuple[str, ...] = ()
     # Tags end users may (for a key with several values: must pick one to) put on the product.
     tag_options: tuple[tuple[str, str], ...] = ()
+    # TagOptions already in the account (IDs, tag-...), associated instead of created: a
+    # TagOption is unique per account and region, so a second portfolio re-uses the first's.
+    existing_tag_options: tuple[str, ...] = ()
     sagemaker_projects: bool = False
 
 
@@ -106,7 +110,8 @@ def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: 
 
     Tag options default to the tags `deploy` puts on every stack (the config's tags, the project,
     and one `mlops-cfn:environment` value per environment), so a provisioned product carries the
-    same tags as a pipeline deployed with `mlops-cfn deploy`.
+    same tags as a pipeline deployed with `mlops-cfn deploy`. With existing tag options given,
+    none are created unless named: the defaults are the ones most likely to exist already.
     """
     config = loaded.base
     defaults: dict[str, Any] = {
@@ -115,11 +120,13 @@ def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: 
         "product_name": config.project,
         "owner": config.project,
         "description": config.description,
-        "tag_options": default_tag_options(loaded, environments),
+        "tag_options": () if given.get("existing_tag_options")
+        else default_tag_options(loaded, environments),
     }
     values = {**defaults, **{k: v for k, v in given.items() if v not in (None, ())}}
     values["principals"] = tuple(values.get("principals", ()))
     values["tag_options"] = tuple(values["tag_options"])
+    values["existing_tag_options"] = tuple(values.get("existing_tag_options", ()))
     catalog = Catalog(**values)
     check_catalog(catalog)
     return catalog
@@ -148,6 +155,11 @@ def check_catalog(catalog: Catalog) -> None:
                             f"(letters, digits, spaces and _.:/=+-@) and not start with aws:")
         if not 1 <= len(value) <= 256:
             problems.append(f"--tag-option {key}={value}: the value must be 1-256 characters")
+    for option_id in catalog.existing_tag_options:
+        if not _TAG_OPTION_ID.match(option_id):
+            problems.append(f"--existing-tag-option {option_id}: not a TagOption ID (tag- "
+                            f"followed by letters and digits, as `aws servicecatalog "
+                            f"list-tag-options` shows)")
     if catalog.support_email is not None and not _EMAIL.match(catalog.support_email):
         problems.append(f"--support-email {catalog.support_email}: not an email address")
     if catalog.support_url is not None and not re.match(r"^https?://\S+$", catalog.support_url):
@@ -440,6 +452,10 @@ def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
         t.add_resource(sc.TagOptionAssociation(
             f"TagOptionAssociation{suffix}", ResourceId=Ref(portfolio),
             TagOptionId=Ref(option)))
+    for option_id in sorted(set(catalog.existing_tag_options)):
+        t.add_resource(sc.TagOptionAssociation(
+            f"ExistingTagOptionAssociation{_short_hash(option_id)}", ResourceId=Ref(portfolio),
+            TagOptionId=option_id))
 
     t.add_output(Output("PortfolioId", Value=Ref(portfolio),
                         Description="Share this portfolio or add principals to it"))
@@ -515,8 +531,13 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
     if catalog.tag_options:
         lines += ["Tag options (a key with several values asks the user to choose one). Tag "
                   "options are unique in an account: if one of these already exists, "
-                  "CloudFormation refuses to create it; choose the set with `--tag-option`.", ""]
+                  "CloudFormation refuses to create it; choose the set with `--tag-option`, "
+                  "and re-use existing ones with `--existing-tag-option ID`.", ""]
         lines += [f"- `{k}` = `{v}`" for k, v in sorted(set(catalog.tag_options))]
+        lines += [""]
+    if catalog.existing_tag_options:
+        lines += ["Tag options already in the account, associated with the portfolio:", ""]
+        lines += [f"- `{i}`" for i in sorted(set(catalog.existing_tag_options))]
         lines += [""]
     if product.sagemaker_projects:
         lines += [

@@ -324,8 +324,31 @@ def test_tag_options_given_replace_the_defaults(s3):
     assert options == [{"Active": True, "Key": "cost-center", "Value": "ml-0002"}]
 
 
+def test_existing_tag_options_are_associated_and_the_defaults_not_created(s3):
+    # TagOptions are unique per account: a second portfolio must re-use the first one's.
+    result = make_handoff(s3, existing_tag_options=("tag-abc123def456g", "tag-0000000000001"))
+    template = portfolio_of(result)
+    assert resources_of_type(template, "AWS::ServiceCatalog::TagOption") == {}
+    associations = resources_of_type(template, "AWS::ServiceCatalog::TagOptionAssociation")
+    assert sorted(a["Properties"]["TagOptionId"] for a in associations.values()) == [
+        "tag-0000000000001", "tag-abc123def456g"]
+    assert all(a["Properties"]["ResourceId"] == {"Ref": "Portfolio"}
+               for a in associations.values())
+    assert "- `tag-abc123def456g`" in result.files["README.md"]
+
+
+def test_existing_tag_options_and_new_ones_named_together(s3):
+    template = portfolio_of(make_handoff(s3, tag_options=(("team", "fraud"),),
+                                         existing_tag_options=("tag-abc123def456g",)))
+    created = [o["Properties"]["Value"] for o in
+               resources_of_type(template, "AWS::ServiceCatalog::TagOption").values()]
+    assert created == ["fraud"]
+    assert len(resources_of_type(template, "AWS::ServiceCatalog::TagOptionAssociation")) == 2
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("tag_options", (("aws:owner", "x"),), "not start with aws:"),
+    ("existing_tag_options", ("team=ml",), "--existing-tag-option team=ml: not a TagOption ID"),
     ("support_email", "not-an-address", "not an email address"),
     ("support_url", "wiki.example.com", "must start with https://"),
     ("portfolio_name", "x" * 101, "must be 1-100 characters"),
@@ -544,6 +567,8 @@ def test_the_command_hands_off_one_environment_with_env(s3, in_tmp, monkeypatch)
     (["--bucket", "no-such-bucket"], "bucket 'no-such-bucket' does not exist"),
     (["--bucket", BUCKET, "--principal", "DataScientist"], "--principal DataScientist"),
     (["--bucket", BUCKET, "--tag-option", "team"], "--tag-option team: expected KEY=VALUE"),
+    (["--bucket", BUCKET, "--existing-tag-option", "team"],
+     "--existing-tag-option team: not a TagOption ID"),
     (["--bucket", BUCKET, "--env", "qa"], "no environment 'qa'"),
 ])
 def test_bad_input_exits_2_with_the_reason_and_uploads_nothing(s3, in_tmp, args, message):

@@ -39,6 +39,12 @@ def _tag_option(ctx, param, values):
               callback=_tag_option,
               help="Tag end users may put on the product; replaces the default set (the "
                    "config's tags, project and environments). Repeatable.")
+@click.option("--existing-tag-option", "existing_tag_options", multiple=True, metavar="ID",
+              help="A TagOption already in the account (tag-..., from `aws servicecatalog "
+                   "list-tag-options`) to associate instead of creating one; TagOptions are "
+                   "unique per account, so a second portfolio re-uses the first's. Given, the "
+                   "default set is not created (name the ones to create with --tag-option). "
+                   "Repeatable.")
 @click.option("--portfolio-name", metavar="TEXT",
               help="Portfolio display name (default: '<project> MLOps pipeline').")
 @click.option("--provider", metavar="TEXT", help="Portfolio provider (default: the project).")
@@ -50,7 +56,8 @@ def _tag_option(ctx, param, values):
 @aws_options
 @reports_failures
 def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, principals,
-                   tag_options, portfolio_name, provider, product_name, owner, support_email,
+                   tag_options, existing_tag_options, portfolio_name, provider, product_name,
+                   owner, support_email,
                    support_url, support_description, profile, region, endpoint_url):
     """Package the pipeline and write a Service Catalog portfolio and hand-off bundle.
 
@@ -65,7 +72,8 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
     environments = [loaded.environment] if env else list(loaded.merged)
     catalog = default_catalog(
         loaded, environments, sagemaker_projects=sagemaker_projects, principals=principals,
-        tag_options=tag_options, portfolio_name=portfolio_name, provider=provider,
+        tag_options=tag_options, existing_tag_options=existing_tag_options,
+        portfolio_name=portfolio_name, provider=provider,
         product_name=product_name, owner=owner, support_email=support_email,
         support_url=support_url, support_description=support_description)
     with aws_errors():
