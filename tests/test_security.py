@@ -217,3 +217,40 @@ def test_every_parameter_a_stage_declares_is_used(changes):
         template = stage.template.to_dict()
         unused = [p for p in template.get("Parameters", {}) if not _parameter_used(template, p)]
         assert not unused, (stage.name, unused)
+
+
+# The one group that must reach the internet: delivery builds download packages through NAT.
+INTERNET_EGRESS_GROUPS = {"BuildSecurityGroup"}
+
+
+def test_with_the_s3_prefix_list_compute_sends_https_to_the_vpc_and_s3_only():
+    from .helpers import config_with
+    built = pipeline.build(config_with({"network": {"s3_prefix_list_id": "pl-63a5400a"}}))
+    narrowed = 0
+    for stage in built.stages:
+        template = stage.template.to_dict()
+        for name, resource in template["Resources"].items():
+            if resource["Type"] != "AWS::EC2::SecurityGroup" or name in INTERNET_EGRESS_GROUPS:
+                continue
+            egress = resource["Properties"].get("SecurityGroupEgress", [])
+            assert all(rule.get("CidrIp") != "0.0.0.0/0" for rule in egress), (stage.name, name)
+            if any("DestinationPrefixListId" in rule for rule in egress):
+                narrowed += 1
+                assert {"Ref": "S3PrefixListId"} in [r.get("DestinationPrefixListId")
+                                                     for r in egress]
+                assert {"Ref": "VpcCidrBlock"} in [r.get("CidrIp") for r in egress]
+    # Glue, Redshift, training jobs, Model Monitor, the SageMaker model, the API tasks.
+    assert narrowed == 6
+    assert built.parameters["S3PrefixListId"] == "pl-63a5400a"
+
+
+def test_without_the_s3_prefix_list_compute_reaching_s3_may_send_https_anywhere():
+    anywhere = {"CidrIp": "0.0.0.0/0", "FromPort": 443, "ToPort": 443, "IpProtocol": "tcp"}
+    groups = [name for stage in pipeline.build(config.load(None)).stages
+              for name, resource in stage.template.to_dict()["Resources"].items()
+              if resource["Type"] == "AWS::EC2::SecurityGroup"
+              for rule in resource["Properties"].get("SecurityGroupEgress", [])
+              if anywhere.items() <= rule.items()]
+    assert sorted(groups) == ["ApiTaskSecurityGroup", "GlueSecurityGroup", "JobSecurityGroup",
+                              "ModelSecurityGroup", "MonitorSecurityGroup",
+                              "WarehouseSecurityGroup"]

@@ -38,7 +38,7 @@ def setting_fields(model: Model, path: tuple[str, ...] = ()):
 
 # Settings the bundled config leaves unset, set: a stage may decide on whether they are set,
 # and must then use their values only through parameters.
-FILLED = {"stages": {
+FILLED = {"network": {"s3_prefix_list_id": "pl-63a5400a"}, "stages": {
     "analytics": {"allowed_cidrs": ["10.40.0.0/16", "10.60.0.0/16"],
                   "quicksight": {"enabled": True, "owner_arn":
                                  "arn:aws:quicksight:us-east-1:123456789012:user/default/admin"}},

@@ -22,6 +22,8 @@ AVAILABILITY_ZONE_PATTERN = described_pattern(
     r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$", "an availability zone name, such as eu-west-1a")
 SUBNET_ID_PATTERN = described_pattern(r"^subnet-[0-9a-f]{8,17}$",
                                       "a subnet id (subnet- and 8 or 17 hex digits)")
+PREFIX_LIST_ID_PATTERN = described_pattern(
+    r"^pl-[0-9a-f]{8,17}$", "a prefix list id (pl- and 8 or 17 hex digits)")
 # A /16 to /24 IPv4 block: what a VPC accepts.
 CIDR_PATTERN = described_pattern(
     r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
@@ -87,6 +89,20 @@ class NetworkConfig(Model):
                           "in the same order (Glue connections must name their subnet's zone "
                           "and cannot look it up; a created VPC's zones are known)."),
         Setting("ExistingSubnetZones", type="List<AWS::EC2::AvailabilityZone::Name>"),
+    ] = None
+
+    s3_prefix_list_id: Annotated[
+        str | None,
+        Field(pattern=PREFIX_LIST_ID_PATTERN,
+              description="The region's AWS-managed prefix list of S3 (`aws ec2 "
+                          "describe-managed-prefix-lists --filters Name=prefix-list-name,"
+                          "Values=com.amazonaws.<region>.s3`). Given, compute security groups "
+                          "send HTTPS only to the VPC's range (interface endpoints) and to S3's "
+                          "addresses; unset, to any address on port 443, because the S3 "
+                          "gateway endpoint is reached at S3's public addresses and "
+                          "CloudFormation cannot look the list up. Matters most with "
+                          "`internet_gateway`, where the rest of port 443 leads to the internet."),
+        Setting("S3PrefixListId"),
     ] = None
 
     @field_validator("interface_endpoints")

@@ -55,19 +55,17 @@ from troposphere import (AccountId, Equals, GetAtt, If, Not, NoValue, Ref, Selec
 
 from .. import naming, policies
 from ..config import PipelineConfig
-from ..config.analytics import AnalyticsConfig
 from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_SUBNET_IDS,
                        PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX,
                        REDSHIFT_ENDPOINT_ADDRESS, REDSHIFT_ENDPOINT_PORT, REDSHIFT_ROLE_ARN,
                        REDSHIFT_SECRET_ARN, REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_queue
+from .common import encrypted_queue, https_to_endpoints_and_s3
 from . import analytics_sql
 
 # Redshift's default port, set explicitly so the security groups and outputs can name it.
 PORT = 5439
 HTTPS = 443
-ANYWHERE = "0.0.0.0/0"
 RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 SNAPSHOT = {"DeletionPolicy": "Snapshot", "UpdateReplacePolicy": "Snapshot"}
 # The audit logs Redshift exports to CloudWatch Logs, as it names them.
@@ -114,7 +112,7 @@ def build(config: PipelineConfig) -> Stage:
     b = StageBuilder("analytics", config.project,
                      f"Redshift {settings.deployment} warehouse over the processed data")
     role = b.add(redshift_role(b, config))
-    security_group = b.add(warehouse_security_group(b, settings))
+    security_group = b.add(warehouse_security_group(b, config))
     if settings.deployment == "serverless":
         warehouse = add_serverless(b, config, role, security_group)
     else:
@@ -202,7 +200,8 @@ def glue_catalog_read(database_parameter: str) -> Statement:
 
 # --- network -------------------------------------------------------------------------------
 
-def warehouse_security_group(b: StageBuilder, settings: AnalyticsConfig) -> ec2.SecurityGroup:
+def warehouse_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
+    settings = config.stages.analytics
     if settings.allowed_cidrs is None:
         sources = [(b.input(VPC_CIDR), "Redshift from the VPC's range")]
     else:
@@ -219,11 +218,8 @@ def warehouse_security_group(b: StageBuilder, settings: AnalyticsConfig) -> ec2.
                                   Description=text)
             for cidr, text in sources],
         # Enhanced VPC routing sends COPY and Spectrum traffic through the VPC: to S3 over the
-        # gateway endpoint (S3's public addresses, hence no narrower range) and to Glue's
-        # interface endpoint. Where it can go is up to the private route tables.
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=ANYWHERE,
-            Description="HTTPS to S3 and VPC endpoints")],
+        # gateway endpoint and to Glue's interface endpoint.
+        SecurityGroupEgress=https_to_endpoints_and_s3(b, config),
     )
 
 

@@ -36,26 +36,44 @@ def encrypted_log_group(b: StageBuilder, config: PipelineConfig, title: str, pur
 
 
 
-def https_out_security_group(b: StageBuilder, title: str, description: str, *,
-                             reaches_s3: bool = False) -> ec2.SecurityGroup:
-    """A security group for compute in the private subnets: nothing in, HTTPS out.
-
-    Out goes to the VPC's range, where the interface endpoints answer; with `reaches_s3`, to any
-    address, because S3's gateway endpoint is reached at S3's public addresses, which no stage
-    output names (an S3 prefix list needs a lookup CloudFormation cannot do). The private
-    subnets route nowhere else but to NAT, and only when the network was built with an
-    internet gateway.
-    """
-    destination = ANYWHERE if reaches_s3 else b.input(VPC_CIDR)
+def https_out_security_group(b: StageBuilder, config: PipelineConfig, title: str,
+                             description: str, *, reaches_s3: bool = False) -> ec2.SecurityGroup:
+    """A security group for compute in the private subnets: nothing in, HTTPS out to the VPC's
+    range (where the interface endpoints answer) and, with `reaches_s3`, to S3 (see
+    `https_to_endpoints_and_s3`)."""
+    egress = (https_to_endpoints_and_s3(b, config) if reaches_s3 else
+              [ec2.SecurityGroupRule(Description="HTTPS to VPC endpoints", IpProtocol="tcp",
+                                     FromPort=HTTPS, ToPort=HTTPS, CidrIp=b.input(VPC_CIDR))])
     return b.add(ec2.SecurityGroup(
         title,
         GroupDescription=description,
         VpcId=b.input(VPC_ID),
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to S3 and VPC endpoints" if reaches_s3 else
-            "HTTPS to VPC endpoints",
-            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=destination)],
+        SecurityGroupEgress=egress,
     ))
+
+
+def https_to_endpoints_and_s3(b: StageBuilder,
+                              config: PipelineConfig) -> list[ec2.SecurityGroupRule]:
+    """Egress for compute that reads S3 and calls AWS services from the private subnets.
+
+    The interface endpoints answer inside the VPC's range. S3's gateway endpoint is reached at
+    S3's public addresses: with `network.s3_prefix_list_id`, exactly those; without it (a
+    managed prefix list's id differs per region and CloudFormation cannot look it up), any
+    address on port 443. The private subnets route nowhere else unless the network was built
+    with an internet gateway, which is when giving the prefix list matters.
+    """
+    if config.network.s3_prefix_list_id is None:
+        return [ec2.SecurityGroupRule(
+            Description="HTTPS to S3 (gateway endpoint) and the interface endpoints",
+            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=ANYWHERE)]
+    return [
+        ec2.SecurityGroupRule(Description="HTTPS to the interface endpoints", IpProtocol="tcp",
+                              FromPort=HTTPS, ToPort=HTTPS, CidrIp=b.input(VPC_CIDR)),
+        ec2.SecurityGroupRule(Description="HTTPS to S3 through the gateway endpoint",
+                              IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS,
+                              DestinationPrefixListId=b.setting(config.network,
+                                                                "s3_prefix_list_id")),
+    ]
 
 
 def encrypted_queue(b: StageBuilder, title: str, purpose: str) -> sqs.Queue:

@@ -62,11 +62,10 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        PROCESSED_TABLE_NAME, RAW_BUCKET_ARN, RAW_BUCKET_NAME, RAW_DATA_PREFIX,
                        VPC_ID)
 from ..stage import Stage, StageBuilder
+from .common import https_to_endpoints_and_s3
 
 JOB_SCRIPT = Path(__file__).resolve().parent.parent / "data" / "glue" / "etl_job.py"
 
-HTTPS = 443
-ANYWHERE = "0.0.0.0/0"
 # The job runs in the first subnet, or in the second when the first zone cannot serve it.
 CONNECTIONS = 2
 # Glue tags the network interfaces it creates for a connection with this key.
@@ -92,7 +91,7 @@ def build(config: PipelineConfig) -> Stage:
             Description=f"{config.project}: raw and processed tables of the data lake"),
     ))
     security = b.add(security_configuration(b, key))
-    group = add_security_group(b)
+    group = add_security_group(b, config)
     network = Network(group, tuple(b.add(network_connection(b, config, index, group))
                                    for index in range(CONNECTIONS)))
 
@@ -232,17 +231,12 @@ def key_use_through_s3(key: Ref, actions: Sequence[Any], arns: Sequence[Any]) ->
 
 # --- network --------------------------------------------------------------------------------
 
-def add_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+def add_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
     group = b.add(ec2.SecurityGroup(
         "GlueSecurityGroup",
         GroupDescription="Glue job and crawlers: each other, and HTTPS to AWS services",
         VpcId=b.input(VPC_ID),
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            # S3 is reached through the VPC's gateway endpoint at S3's public addresses, whose
-            # prefix list CloudFormation cannot look up; the other services through the
-            # interface endpoints inside the VPC. Port 443 only.
-            Description="HTTPS to S3 (gateway endpoint) and the interface endpoints",
-            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp=ANYWHERE)],
+        SecurityGroupEgress=https_to_endpoints_and_s3(b, config),
     ))
     # Glue requires its workers' group to admit itself on every TCP port (Spark's driver and
     # executors talk on ports chosen at run time). Separate resources: a group's inline rules

@@ -213,7 +213,7 @@ def add_consumer(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
     dead_letters = encrypted_queue(b, "ConsumerDeadLetterQueue", "consumer-dead-letters")
     failures = encrypted_queue(b, "ConsumerFailureQueue", "consumer-failures")
     security_group = https_out_security_group(
-        b, "ConsumerSecurityGroup", "Ingest stream consumer: HTTPS to VPC endpoints only")
+        b, config, "ConsumerSecurityGroup", "Ingest stream consumer: HTTPS to VPC endpoints only")
     role = b.add(iam.Role(
         "ConsumerRole",
         Description="Ingest stream consumer Lambda",

@@ -60,7 +60,7 @@ from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_N
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
-                     https_out_security_group)
+                     https_out_security_group, https_to_endpoints_and_s3)
 from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
                                  PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Source, Watch, alarmed,
                                  model_monitor_enabled, retrain_enabled, watches)
@@ -376,13 +376,7 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig,
         "MonitorSecurityGroup",
         GroupDescription="Model Monitor runs: HTTPS out only",
         VpcId=b.input(VPC_ID),
-        # S3 is reached through the gateway endpoint, at S3's public addresses (a managed
-        # prefix list whose id differs per region and which no stage offers), so the rule
-        # cannot be narrowed to the VPC's range. Private subnets without NAT route nowhere
-        # else; with internet_gateway the runs could reach the internet on 443.
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to S3 (gateway endpoint) and the interface endpoints",
-            IpProtocol="tcp", FromPort=443, ToPort=443, CidrIp="0.0.0.0/0")],
+        SecurityGroupEgress=https_to_endpoints_and_s3(b, config),
     ))
     role = b.add(iam.Role(
         "MonitorRole",
@@ -552,7 +546,7 @@ def add_retrain(b: StageBuilder, config: PipelineConfig, key: Ref,
     dead_letters = encrypted_queue(b, "RetrainDeadLetterQueue", "retrain-dead-letters")
     # The SageMaker API is reached through its interface endpoint inside the VPC.
     security_group = https_out_security_group(
-        b, "RetrainSecurityGroup", "Retrain Lambda: HTTPS to VPC endpoints only")
+        b, config, "RetrainSecurityGroup", "Retrain Lambda: HTTPS to VPC endpoints only")
     role = b.add(iam.Role(
         "RetrainRole",
         Description="Retrain Lambda: start the training pipeline",

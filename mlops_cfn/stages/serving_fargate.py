@@ -85,7 +85,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     log_group = encrypted_log_group(b, config, "ApiLogGroup", "model-api")
 
     lb_group = b.add(load_balancer_security_group(b, https))
-    task_group = task_security_group(b)
+    task_group = task_security_group(b, config)
     b.add(ec2.SecurityGroupEgress(
         "LoadBalancerToTasks",
         GroupId=GetAtt(lb_group, "GroupId"),
@@ -184,11 +184,11 @@ def load_balancer_security_group(b: StageBuilder, https: bool) -> ec2.SecurityGr
     )
 
 
-def task_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+def task_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
     # ECR, Logs and Secrets Manager are interface endpoints in the VPC; image layers come from
     # S3 through the gateway endpoint. The load balancer's way in is a rule of its own.
     return https_out_security_group(
-        b, "ApiTaskSecurityGroup", "Model API tasks: the load balancer in, HTTPS out",
+        b, config, "ApiTaskSecurityGroup", "Model API tasks: the load balancer in, HTTPS out",
         reaches_s3=True)
 
 

@@ -77,7 +77,7 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
     b.template.add_condition(MODEL_SUPPLIED, model_supplied(b, settings))
 
     b.add(endpoint_log_group(b, config, name))
-    security_group = model_security_group(b)
+    security_group = model_security_group(b, config)
     role = b.add(model_role(b, config, name, security_group))
     model = b.add(model_resource(b, settings, role, security_group))
     endpoint_config = b.add(endpoint_config_resource(b, settings, model, key))
@@ -105,9 +105,9 @@ def model_supplied(b: StageBuilder, settings: SageMakerServingConfig):
 
 # --- the model -----------------------------------------------------------------------------
 
-def model_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+def model_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
     return https_out_security_group(
-        b, "ModelSecurityGroup", "SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in",
+        b, config, "ModelSecurityGroup", "SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in",
         reaches_s3=True)
 
 

@@ -50,7 +50,7 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_queue
+from .common import encrypted_queue, https_to_endpoints_and_s3
 from . import training_pipeline
 from .training_pipeline import Cfn, Refs
 
@@ -128,7 +128,7 @@ def build(config: PipelineConfig) -> Stage:
                          else settings.input_prefix)
     scripts = {name: b.asset(name, (SCRIPTS / name).read_bytes())
                for name in script_names(settings)}
-    security_group = add_job_security_group(b)
+    security_group = add_job_security_group(b, config)
     role = b.add(iam.Role(
         "PipelineRole",
         Description="SageMaker training pipeline and its processing and training jobs",
@@ -244,18 +244,13 @@ def definition_body(b: StageBuilder, settings: TrainingConfig, refs: Refs,
 
 # --- network ----------------------------------------------------------------------------------
 
-def add_job_security_group(b: StageBuilder) -> ec2.SecurityGroup:
+def add_job_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
     group = b.add(ec2.SecurityGroup(
         "JobSecurityGroup",
         GroupDescription="SageMaker training and processing jobs: HTTPS out, and traffic "
                          "between the instances of one job",
         VpcId=b.input(VPC_ID),
-        # S3 is reached through the gateway endpoint at S3's public addresses (the route table
-        # sends them to the endpoint), which no CIDR of the VPC covers; the private subnets
-        # have no other way out unless the network stage adds NAT.
-        SecurityGroupEgress=[ec2.SecurityGroupRule(
-            Description="HTTPS to S3 (gateway endpoint) and the interface endpoints",
-            IpProtocol="tcp", FromPort=HTTPS, ToPort=HTTPS, CidrIp="0.0.0.0/0")],
+        SecurityGroupEgress=https_to_endpoints_and_s3(b, config),
     ))
     # Distributed training talks between the job's instances (and, with inter-container
     # encryption, over IPsec: UDP 500 and ESP), so members of the group reach each other.
