@@ -131,13 +131,15 @@ def _skip_line(s: Skip) -> str:
 
 def validate(paths: Sequence[Path], security: bool = True,
              regions: Sequence[str] = DEFAULT_REGIONS, *, jobs: int = 1,
-             cache_dir: Path | None = None) -> Report:
+             cache_dir: Path | None = None,
+             progress: Callable[[str], None] = lambda step: None) -> Report:
     """Check every CloudFormation template in `paths` (files, or directories searched recursively).
 
     Byte-identical templates (with identical local children) are checked once. With `cache_dir`,
     each result is kept under a key of everything it depends on (see `_ResultKeys`), so a run
     over unchanged templates reads files and hashes them, and imports neither cfn-lint nor runs
-    checkov. `jobs` > 1 spreads the cfn-lint work over forked workers.
+    checkov. `jobs` > 1 spreads the cfn-lint work over forked workers. `progress` hears of each
+    slow step before it starts (cfn-lint, checkov), for a display; a warm run has none.
 
     Raises UserError for a path that does not exist, a named file that is not a template, no
     templates at all, and (with `security`) a checkov that cannot be found or does not run.
@@ -159,6 +161,10 @@ def validate(paths: Sequence[Path], security: bool = True,
         if (result := cache.get(interface_key)) is not None:
             lint_results[key] = cache.put(key, result)
             del missing[key]
+    if missing:
+        progress(f"cfn-lint: {_counted(len(missing), 'template')}"
+                 + (f", {min(jobs, len(missing))} workers" if jobs > 1 and len(missing) > 1
+                    else ""))
     for key, result in zip(missing, _check_files(list(missing.values()), regions, jobs,
                                                  files.size)):
         lint_results[key] = cache.put(key, result)
@@ -188,6 +194,7 @@ def validate(paths: Sequence[Path], security: bool = True,
         unscanned = {key: path for path in templates
                      if checkov_results[key := checkov_keys[path]] is None}
         if unscanned:
+            progress(f"checkov: {_counted(len(unscanned), 'template')}")
             scanned = run_checkov(checkov, list(unscanned.values()))
             for key, path in unscanned.items():
                 checkov_results[key] = cache.put(key, _checkov_result_for(path, *scanned))

@@ -554,6 +554,19 @@ def test_a_warm_run_imports_neither_cfn_lint_nor_checkov(tmp_path):
     assert done.stdout.split() == ["True", "False"]
 
 
+def test_progress_hears_of_the_slow_steps_and_a_warm_run_has_none(tmp_path, monkeypatch):
+    fake = fake_checkov(tmp_path / "bin" / "checkov", EMPTY_CHECKOV_REPORT, 0)
+    monkeypatch.setenv("MLOPS_CFN_CHECKOV", str(fake))
+    trees = copy_fixture_tree(tmp_path, copies=2)
+    cache = tmp_path / "cache"
+    steps: list[str] = []
+    validate(trees, cache_dir=cache, jobs=2, progress=steps.append)
+    assert steps == ["cfn-lint: 2 templates, 2 workers", "checkov: 2 templates"]
+    steps.clear()
+    validate(trees, cache_dir=cache, jobs=2, progress=steps.append)
+    assert steps == []
+
+
 def test_parallel_workers_find_what_one_worker_finds(tmp_path):
     for name in ("invalid_property.yaml", "wrong_type.yaml"):
         (tmp_path / name).write_text((FIXTURES / "bad" / name).read_text())

@@ -30,7 +30,15 @@ def validate(paths, no_security, jobs, cache_dir, no_cache):
 
     import os
 
-    report = run_validation(paths, security=not no_security, jobs=jobs or os.cpu_count() or 1,
-                            cache_dir=None if no_cache else cache_dir)
+    options = dict(security=not no_security, jobs=jobs or os.cpu_count() or 1,
+                   cache_dir=None if no_cache else cache_dir)
+    if sys.stderr.isatty():  # a spinner while cfn-lint and checkov work; rich only then
+        from rich.console import Console
+
+        with Console(stderr=True).status("validating") as status:
+            report = run_validation(paths, **options,
+                                    progress=lambda step: status.update(step))
+    else:
+        report = run_validation(paths, **options)
     click.echo(report.render())
     sys.exit(0 if report.ok else EXIT_FINDINGS)
