@@ -33,7 +33,7 @@ def render(config_path, env, all_envs, out, fmt, check):
                       else Path(out) if out else Path("templates") / name)
                for name in environments}
     fmt = fmt or (_format_on_disk(targets.values()) if check else None) or "yaml"
-    built = pipeline.build_all(first, targets, file_suffix=suffix(fmt))
+    built = pipeline.build_all(first, list(targets), file_suffix=suffix(fmt))
     outputs = dict(zip(targets.values(), render_environments(built, fmt)))
 
     if check:
