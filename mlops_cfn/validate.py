@@ -162,7 +162,7 @@ def validate(paths: Sequence[Path], security: bool = True,
             lint_results[key] = cache.put(key, result)
             del missing[key]
     if missing:
-        progress(f"cfn-lint: {_counted(len(missing), 'template')}"
+        progress(f"cfn-lint: {_counted(len(missing), 'file')}"
                  + (f", {min(jobs, len(missing))} workers" if jobs > 1 and len(missing) > 1
                     else ""))
     for key, result in zip(missing, _check_files(list(missing.values()), regions, jobs,

@@ -561,7 +561,7 @@ def test_progress_hears_of_the_slow_steps_and_a_warm_run_has_none(tmp_path, monk
     cache = tmp_path / "cache"
     steps: list[str] = []
     validate(trees, cache_dir=cache, jobs=2, progress=steps.append)
-    assert steps == ["cfn-lint: 2 templates, 2 workers", "checkov: 2 templates"]
+    assert steps == ["cfn-lint: 2 files, 2 workers", "checkov: 2 templates"]
     steps.clear()
     validate(trees, cache_dir=cache, jobs=2, progress=steps.append)
     assert steps == []
