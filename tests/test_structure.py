@@ -4,7 +4,8 @@
 (`config.structure_of`: the config with each setting reduced to set or unset, empty or not,
 how many items, true or false). That is safe exactly when no stage reads more of a setting than
 its shape; these tests hold every stage to it, for every setting the bundled config gives a
-value, with values drawn from the setting's own constraints.
+value and every one a config with the optional settings given has, with values drawn from the
+setting's own constraints.
 """
 
 import copy
