@@ -515,6 +515,21 @@ def test_a_child_that_drops_an_output_its_root_reads_relints_the_root(tmp_path, 
     assert finding.fails and "TopicArn" in finding.message
 
 
+def test_cfn_lint_reads_nested_templates_only_where_the_interface_key_assumes():
+    """The interface key assumes cfn-lint reads a child's parameters (E3043) and output names
+    (the GetAtt context) and nothing else; a release that reads nested templates anywhere new
+    fails here, so the assumption is looked at again before it can give a stale result."""
+    import cfnlint
+    package = Path(cfnlint.__file__).parent
+    readers = {str(path.relative_to(package)) for path in package.rglob("*.py")
+               if "TemplateURL" in path.read_text(encoding="utf-8", errors="replace")}
+    assert readers <= {
+        "helpers.py",  # only the list of package-only properties (W3002)
+        "rules/resources/cloudformation/NestedStackParameters.py",  # E3043: parameters
+        "context/context.py",  # GetAtt Outputs.X: output names
+    }, readers
+
+
 def test_a_root_result_is_not_reused_across_working_directories_that_change_it(tmp_path,
                                                                                monkeypatch):
     [tree] = copy_fixture_tree(tmp_path, copies=1)
