@@ -32,13 +32,10 @@ def validate(paths, no_security, jobs, cache_dir, no_cache):
 
     options = dict(security=not no_security, jobs=jobs or os.cpu_count() or 1,
                    cache_dir=None if no_cache else cache_dir)
-    if sys.stderr.isatty():  # a spinner while cfn-lint and checkov work; rich only then
-        from rich.console import Console
-
-        with Console(stderr=True).status("validating") as status:
-            report = run_validation(paths, **options,
-                                    progress=lambda step: status.update(step))
-    else:
-        report = run_validation(paths, **options)
+    # On a terminal, a line for each slow step. Not a spinner: its thread would be running when
+    # the cfn-lint workers are forked, and a lock it held then would stay held in them.
+    report = run_validation(paths, **options, progress=(
+        (lambda step: click.echo(click.style(f"{step} ...", dim=True), err=True))
+        if sys.stderr.isatty() else (lambda step: None)))
     click.echo(report.render())
     sys.exit(0 if report.ok else EXIT_FINDINGS)
