@@ -11,7 +11,9 @@ by wall clock, with that process's peak resident memory (its forked workers incl
   cfn-lint CLI    the plain `cfn-lint` command over the same files, for comparison
   checkov         (with --security) mlops-cfn validate with checkov, empty cache
 
-and, once, the YAML writers for the default templates: cfn-flip (what render uses, exactly
+and, once, cfn-lint's own floor for one environment (importing it and loading its rules, then the
+CPU time of linting each distinct template in one process), and the YAML writers for the
+default templates: cfn-flip (what render uses, exactly
 Template.to_yaml) against libyaml's C emitter with the same representers, and how many
 templates the latter would change.
 
@@ -99,10 +101,41 @@ def bench(count: int, work: Path, security: bool, jobs: int) -> dict:
     figures["one stage edit"] = run_cli(*validate, "--no-security", cwd=work)
     cfn_lint = shutil.which("cfn-lint") or str(Path(sys.executable).parent / "cfn-lint")
     figures["cfn-lint CLI"] = time_command([cfn_lint, *files], cwd=work)
+    if count == 1:
+        ready, lint = cfn_lint_floor(files, work)
+        figures["floor"] = {"import and rules": ready, "lint cpu": lint}
     if security:
         shutil.rmtree(cache)
         figures["checkov cold"] = run_cli(*validate, cwd=work)
     return figures
+
+
+# Times cfn-lint alone over the templates named: what no caching or scheduling of ours can remove
+# from a cold run.
+FLOOR_PROBE = """
+import sys, time
+start = time.perf_counter()
+from mlops_cfn.validate import CfnLint, TemplateFile
+from cfnlint.decode import decode
+linter = CfnLint()
+ready = time.perf_counter()
+lint = 0.0
+for name in sys.argv[1:]:
+    data, _ = decode(name)
+    began = time.process_time()
+    linter.lint(TemplateFile(__import__("pathlib").Path(name), data))
+    lint += time.process_time() - began
+print(f"FLOOR {ready - start:.4f} {lint:.4f}")
+"""
+
+
+def cfn_lint_floor(files: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds to import cfn-lint and load its rules, CPU seconds to lint `files`)."""
+    done = subprocess.run([sys.executable, "-c", FLOOR_PROBE, *files], cwd=cwd,
+                          capture_output=True, text=True, check=True)
+    line = next(l for l in done.stdout.splitlines() if l.startswith("FLOOR "))
+    _, ready, lint = line.split()
+    return float(ready), float(lint)
 
 
 def yaml_writers() -> tuple[float, float, int, int]:
@@ -158,6 +191,11 @@ def main() -> None:
                 print(f"  {name:<15} {inner:7.3f} s  ({process:6.3f} s)  {peak:6.1f} MiB")
         cold = row["render"][0] + row["validate cold"][0]
         print(f"  {'cfn-lint CLI':<15} {row['cfn-lint CLI']:7.3f} s  (whole command)")
+        if "floor" in row:
+            ready, lint = row["floor"]["import and rules"], row["floor"]["lint cpu"]
+            cores = os.cpu_count() or 1
+            print(f"  cfn-lint floor  {ready:.3f} s import and rules + {lint:.3f} s CPU linting "
+                  f"= at least {ready + lint / cores:.3f} s cold on {cores} cores")
         print(f"  render + validate cold {cold:.3f} s; validate cold / cfn-lint CLI = "
               f"{row['validate cold'][1] / row['cfn-lint CLI']:.2f}x; warm / cold = "
               f"{row['validate warm'][0] / row['validate cold'][0]:.3f}x")

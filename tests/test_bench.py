@@ -20,4 +20,6 @@ def test_the_benchmark_prints_every_figure_for_one_environment():
                          re.MULTILINE), figure
     assert re.search(r"^  cfn-lint CLI +[0-9.]+ s", done.stdout, re.MULTILINE)
     assert "render + validate cold" in done.stdout
+    assert re.search(r"^  cfn-lint floor +[0-9.]+ s import and rules \+ [0-9.]+ s CPU linting",
+                     done.stdout, re.MULTILINE)
     assert re.search(r"YAML for the default templates: cfn-flip [0-9.]+ s", done.stdout)
