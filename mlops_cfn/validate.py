@@ -310,7 +310,8 @@ class _Files:
         `_ResultKeys.lint_by_interface`)."""
         key = _same_file(path)
         if key not in self._interface:
-            self._interface[key] = _template_interface(path)
+            # A child this cannot read is taken whole: any change to it then counts.
+            self._interface[key] = _template_interface(path) or f"bytes {self.digest(path).hex()}"
         return self._interface[key]
 
 
@@ -318,22 +319,27 @@ def _same_file(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _template_interface(path: Path) -> str:
-    """A child template's parameters (and whether each has a default) and output names.
+def _template_interface(path: Path) -> str | None:
+    """A child template's parameters (and whether each has a default) and output names; None
+    when the file cannot be read as a template.
 
-    Parsed with libyaml where available and tags ignored, since only names are read: a few
-    milliseconds a child, and no cfn-lint import (its decoder is pure Python in older releases).
+    JSON is read as JSON (YAML parsers differ on its corners: tab indentation, long keys),
+    anything else with libyaml where available and tags ignored, since only names are read: a
+    few milliseconds a child, and no cfn-lint import (its decoder is pure Python in older
+    releases).
     """
     import yaml
 
     try:
-        data = yaml.load(path.read_bytes(), Loader=_names_loader())  # noqa: S506 - a safe loader
-    except FileNotFoundError:
-        return "missing"
+        content = path.read_bytes()
+        if content.lstrip().startswith(b"{"):
+            data = json.loads(content)
+        else:
+            data = yaml.load(content, Loader=_names_loader())  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError, ValueError):
-        return "unreadable"
+        return None
     if not isinstance(data, dict):
-        return "not a template"
+        return None
     parameters, outputs = data.get("Parameters"), data.get("Outputs")
     return json.dumps({
         "parameters": {str(name): isinstance(value, dict) and value.get("Default") is not None

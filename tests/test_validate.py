@@ -530,6 +530,37 @@ def test_cfn_lint_reads_nested_templates_only_where_the_interface_key_assumes():
     }, readers
 
 
+def test_a_tab_indented_json_child_that_gains_a_parameter_relints_its_root(tmp_path):
+    import json
+
+    from cfnlint.decode import decode
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for name in ("root", "storage"):
+        data, _ = decode(str(FIXTURES / "nested" / f"{name}.yaml"))
+        text = json.dumps(json.loads(json.dumps(data)), indent="\t")
+        (tree / f"{name}.json").write_text(text.replace('"storage.yaml"', '"storage.json"'))
+    cache = tmp_path / "cache"
+    assert validate([tree], security=False, cache_dir=cache).ok
+    child = json.loads((tree / "storage.json").read_text())
+    child["Parameters"]["Retention"] = {"Type": "String"}
+    (tree / "storage.json").write_text(json.dumps(child, indent="\t"))
+    report = validate([tree], security=False, cache_dir=cache)
+    assert [f.rule for f in report.findings if f.file.name == "root.json"] == ["E3043"]
+
+
+def test_a_child_whose_interface_cannot_be_read_counts_whole(tmp_path, monkeypatch):
+    [tree] = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
+    child = tree / "storage.yaml"
+    child.write_text("Parameters: [not closed\n")
+    validate([tree], security=False, cache_dir=cache)
+    child.write_text("Parameters: {not: closed\n")
+    checked = count_checks(monkeypatch)
+    validate([tree], security=False, cache_dir=cache)
+    assert sorted(p.name for p in checked) == ["root.yaml", "storage.yaml"]
+
+
 def test_a_root_result_is_not_reused_across_working_directories_that_change_it(tmp_path,
                                                                                monkeypatch):
     [tree] = copy_fixture_tree(tmp_path, copies=1)
