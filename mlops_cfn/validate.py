@@ -326,14 +326,15 @@ def _template_interface(path: Path) -> str | None:
     JSON is read as JSON (YAML parsers differ on its corners: tab indentation, long keys),
     anything else with libyaml where available and tags ignored, since only names are read: a
     few milliseconds a child, and no cfn-lint import (its decoder is pure Python in older
-    releases).
+    releases). A key given twice makes the file unreadable here as it does for cfn-lint, which
+    then reads nothing of the child.
     """
     import yaml
 
     try:
         content = path.read_bytes()
         if content.lstrip().startswith(b"{"):
-            data = json.loads(content)
+            data = json.loads(content, object_pairs_hook=_unique_keys)
         else:
             data = yaml.load(content, Loader=_names_loader())  # noqa: S506 - a safe loader
     except (OSError, yaml.YAMLError, ValueError):
@@ -349,6 +350,13 @@ def _template_interface(path: Path) -> str | None:
     }, sort_keys=True)
 
 
+def _unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("a key given twice")
+    return dict(pairs)
+
+
 @functools.cache
 def _names_loader() -> type:
     import yaml
@@ -356,7 +364,13 @@ def _names_loader() -> type:
     class TagsIgnored(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
         pass
 
+    def mapping(loader, node, deep=False):
+        pairs = [(loader.construct_object(k, deep=deep), v) for k, v in node.value]
+        _unique_keys([(key if isinstance(key, str) else repr(key), v) for key, v in pairs])
+        return loader.construct_mapping(node, deep=deep)
+
     TagsIgnored.add_multi_constructor("!", lambda loader, suffix, node: None)
+    TagsIgnored.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
     return TagsIgnored
 
 

@@ -561,6 +561,19 @@ def test_a_child_whose_interface_cannot_be_read_counts_whole(tmp_path, monkeypat
     assert sorted(p.name for p in checked) == ["root.yaml", "storage.yaml"]
 
 
+def test_a_child_given_a_key_twice_relints_its_root_as_cfn_lint_reads_it_no_more(tmp_path,
+                                                                                 monkeypatch):
+    [tree] = copy_fixture_tree(tmp_path, copies=1)
+    cache = tmp_path / "cache"
+    validate([tree], security=False, cache_dir=cache)
+    child = tree / "storage.yaml"
+    child.write_text(child.read_text().replace(
+        "Description: Environment name.", "Description: Environment name.\n    Type: String"))
+    checked = count_checks(monkeypatch)
+    validate([tree], security=False, cache_dir=cache)
+    assert sorted(p.name for p in checked) == ["root.yaml", "storage.yaml"]
+
+
 def test_a_root_result_is_not_reused_across_working_directories_that_change_it(tmp_path,
                                                                                monkeypatch):
     [tree] = copy_fixture_tree(tmp_path, copies=1)
