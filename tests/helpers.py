@@ -55,3 +55,16 @@ def only_resource(template: dict, resource_type: str) -> dict:
     found = resources_of_type(template, resource_type)
     assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
     return next(iter(found.values()))
+
+
+def statements(resource: dict) -> list[dict]:
+    """Every statement of a role's inline policies, or of a managed or inline policy resource."""
+    props = resource["Properties"]
+    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    if "PolicyDocument" in props:
+        documents.append(props["PolicyDocument"])
+    return [s for d in documents for s in d["Statement"]]
+
+
+def with_action(found: list[dict], action: str) -> list[dict]:
+    return [s for s in found if action in s["Action"]]

@@ -14,7 +14,7 @@ from mlops_cfn.outputs import (ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_SUBNET_
                                REDSHIFT_ENDPOINT_PORT, REDSHIFT_ROLE_ARN, REDSHIFT_SECRET_ARN,
                                REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from mlops_cfn.stages import analytics, analytics_sql
-from tests.helpers import config_with, only_resource, resources_of_type, template_dict
+from tests.helpers import config_with, only_resource, resources_of_type, template_dict, statements
 
 KEY = {"Ref": "DataKeyArn"}
 ROLE_ARN = {"Fn::GetAtt": ["RedshiftRole", "Arn"]}
@@ -41,13 +41,6 @@ def template(**changes) -> dict:
 def provisioned(**changes) -> dict:
     return template(deployment="provisioned", **changes)
 
-
-def statements(resource: dict) -> list[dict]:
-    props = resource["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
-    if "PolicyDocument" in props:
-        documents.append(props["PolicyDocument"])
-    return [s for d in documents for s in d["Statement"]]
 
 
 def actions(found: list[dict]) -> set[str]:

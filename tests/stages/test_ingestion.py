@@ -13,7 +13,8 @@ from mlops_cfn.outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NA
                                PRODUCER_POLICY_ARN, RAW_DATA_PREFIX, STREAM_ARN, STREAM_NAME,
                                VPC_CIDR, VPC_ID)
 from mlops_cfn.stages import ingestion
-from tests.helpers import config_with, only_resource, resources_of_type, template_dict
+from tests.helpers import (config_with, only_resource, resources_of_type, template_dict,
+                           statements, with_action)
 
 KEY = {"Ref": "DataKeyArn"}
 STREAM_ARN_VALUE = {"Fn::GetAtt": ["IngestStream", "Arn"]}
@@ -33,17 +34,6 @@ def without_consumer(**changes) -> dict:
     return template(consumer={"enabled": False}, **changes)
 
 
-def statements(resource: dict) -> list[dict]:
-    """Every statement of a role's inline policies or of a managed policy."""
-    props = resource["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
-    if "PolicyDocument" in props:
-        documents.append(props["PolicyDocument"])
-    return [s for d in documents for s in d["Statement"]]
-
-
-def with_action(found: list[dict], action: str) -> list[dict]:
-    return [s for s in found if action in s["Action"]]
 
 
 def names_in(value) -> set[str]:

@@ -14,7 +14,8 @@ from mlops_cfn.outputs import (ALARM_TOPIC_ARN, CONSUMER_FUNCTION_NAME, DASHBOAR
                                PRIVATE_SUBNET_IDS, RETRAIN_FUNCTION_NAME, STREAM_NAME,
                                TRAINING_PIPELINE_ARN, TRAINING_PIPELINE_NAME)
 from mlops_cfn.stages import monitoring
-from tests.helpers import config_with, only_resource, resources_of_type, template_dict
+from tests.helpers import (config_with, only_resource, resources_of_type, template_dict,
+                           statements, with_action)
 
 KEY = {"Ref": "DataKeyArn"}
 TOPIC = {"Ref": "AlarmTopic"}
@@ -85,16 +86,6 @@ def graphs(t: dict) -> list[dict]:
     return [w for w in dashboard(t)["widgets"] if w["type"] == "metric"]
 
 
-def statements(resource: dict) -> list[dict]:
-    props = resource["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
-    if "PolicyDocument" in props:
-        documents.append(props["PolicyDocument"])
-    return [s for d in documents for s in d["Statement"]]
-
-
-def with_action(found: list[dict], action: str) -> list[dict]:
-    return [s for s in found if action in s["Action"]]
 
 
 def lint(stage) -> list:

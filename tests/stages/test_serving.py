@@ -53,13 +53,6 @@ def types_in(t: dict) -> set[str]:
     return {r["Type"] for r in t["Resources"].values()}
 
 
-def statements(role: dict) -> list[dict]:
-    return [s for p in role["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
-
-
-def with_action(found: list[dict], action: str) -> list[dict]:
-    return [s for s in found if action in s["Action"]]
-
 
 def sub_text(value) -> str:
     """The pattern of a Fn::Sub (with or without variables), or the text itself."""

@@ -4,9 +4,10 @@ internal load balancer in the private subnets, public only through an IAM-author
 import json
 
 from mlops_cfn.stages import serving, storage
-from tests.helpers import config_with, only_resource, resources_of_type, template_dict
-from tests.stages.test_serving import (CERTIFICATE, KEY, props, resource, statements, sub_text,
-                                       template, types_in, with_action)
+from tests.helpers import (config_with, only_resource, resources_of_type, statements,
+                           template_dict, with_action)
+from tests.stages.test_serving import (CERTIFICATE, KEY, props, resource, sub_text, template,
+                                       types_in)
 
 FARGATE = {"target": "fargate"}
 HTTPS = {"target": "fargate", "fargate": {"certificate_arn": CERTIFICATE}}

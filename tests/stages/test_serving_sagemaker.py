@@ -7,9 +7,9 @@ import pytest
 from mlops_cfn import naming
 from mlops_cfn.config import setting_values
 from mlops_cfn.stages.serving_common import TRANSFORM_JOB_PREFIX
-from tests.helpers import only_resource, resources_of_type
-from tests.stages.test_serving import (KEY, build, props, resource, serving_config, statements,
-                                       sub_text, template, with_action)
+from tests.helpers import only_resource, resources_of_type, statements, with_action
+from tests.stages.test_serving import (KEY, build, props, resource, serving_config, sub_text,
+                                       template)
 
 ENDPOINT = "mlops-demo-${EnvironmentName}-endpoint"
 SAGEMAKER_ONLY = {"target": "sagemaker"}

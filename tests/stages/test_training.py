@@ -22,7 +22,8 @@ from mlops_cfn.outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA
                                PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
                                TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from mlops_cfn.stages import network, training
-from tests.helpers import config_with, only_resource, resources_of_type, template_dict
+from tests.helpers import (config_with, only_resource, resources_of_type, template_dict,
+                           statements, with_action)
 
 KEY = {"Ref": "DataKeyArn"}
 PIPELINE_ARN = {"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:"
@@ -52,20 +53,10 @@ def template(etl: bool = False, **changes) -> dict:
     return template_dict(build(etl=etl, **changes))
 
 
-def statements(resource: dict) -> list[dict]:
-    props = resource["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
-    if "PolicyDocument" in props:
-        documents.append(props["PolicyDocument"])
-    return [s for d in documents for s in d["Statement"]]
-
 
 def role_statements(t: dict) -> list[dict]:
     return statements(t["Resources"]["PipelineRolePolicy"])
 
-
-def with_action(found: list[dict], action: str) -> list[dict]:
-    return [s for s in found if action in s["Action"]]
 
 
 def texts(value) -> str:
