@@ -18,6 +18,8 @@ from . import policies
 
 ASSETS_BUCKET = "AssetsBucket"
 ASSETS_DIR = "assets"
+# S3's rule for the names of new buckets (no dots next to each other is left to S3 to say).
+BUCKET_NAME = r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
 # A fixed timestamp for zip entries: the same files always zip to the same bytes.
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
@@ -49,7 +51,7 @@ def assets_bucket_parameter() -> Parameter:
         ASSETS_BUCKET,
         Type="String",
         Description="Bucket holding the pipeline's packaged assets (set by mlops-cfn package)",
-        AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        AllowedPattern=f"^{BUCKET_NAME}$",
         ConstraintDescription="an S3 bucket name",
     )
 

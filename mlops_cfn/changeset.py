@@ -8,7 +8,7 @@ unless told `--allow-replacement`. `changes_table` is the rich table both `deplo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable
 
 # Resource types whose replacement or removal loses data, or breaks the clients of a live name.
@@ -40,6 +40,9 @@ class Change:
     resource_type: str
     replacement: str = ""  # True, False, Conditional; "" when not reported (Add, Remove)
     physical_id: str = ""
+    # A nested stack modified without a change set of its own: what changes inside is unknown.
+    # CloudFormation makes one for every nested stack a change reaches; an emulator may not.
+    unreported: bool = False
 
     @property
     def danger(self) -> str | None:
@@ -76,10 +79,13 @@ def collect_changes(cfn, change_set_id: str, stack: str) -> list[Change]:
             replacement=resource.get("Replacement", "") or "",
             physical_id=resource.get("PhysicalResourceId", "") or "",
         )
-        changes.append(change)
         if change.resource_type != NESTED_STACK:
+            changes.append(change)
             continue
         nested = resource.get("ChangeSetId")
+        if change.action == "Modify" and not nested:
+            change = replace(change, unreported=True)
+        changes.append(change)
         if nested:
             changes += collect_changes(cfn, nested, change.logical_id)
         elif change.action == "Remove" and change.physical_id:

@@ -15,6 +15,7 @@ Credentials and region come from boto3's own chain; `connect` only adds --profil
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -58,7 +59,9 @@ class Aws:
 def connect(profile: str | None = None, region: str | None = None,
             endpoint_url: str | None = None, require_region: bool = True) -> Aws:
     import boto3
-    from botocore.exceptions import ProfileNotFound
+    from botocore.exceptions import InvalidRegionError, ProfileNotFound
+    from botocore.utils import (is_valid_endpoint_url, is_valid_ipv6_endpoint_url,
+                                validate_region_name)
 
     try:
         session = boto3.session.Session(profile_name=profile, region_name=region)
@@ -67,6 +70,20 @@ def connect(profile: str | None = None, region: str | None = None,
     if require_region and not session.region_name:
         raise UserError("no AWS region: pass --region, or set AWS_REGION (or a region in the "
                         "profile)")
+    # botocore would only refuse these at the first call, as a traceback or a failed deployment;
+    # they are the user's to fix, so say so first, with botocore's own rules.
+    source = "--region" if region else "the region from boto3's chain"
+    try:
+        if session.region_name:
+            validate_region_name(session.region_name)
+    except InvalidRegionError:
+        raise UserError(f"{source}: {session.region_name!r} is not a region name "
+                        "(letters, digits and hyphens, e.g. us-east-1)") from None
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint and not (is_valid_endpoint_url(endpoint) or is_valid_ipv6_endpoint_url(endpoint)):
+        source = "--endpoint-url" if endpoint_url else "AWS_ENDPOINT_URL"
+        raise UserError(f"{source}: {endpoint!r} is not a URL; give the scheme and host, e.g. "
+                        "http://127.0.0.1:5000")
     return Aws(session, endpoint_url)
 
 

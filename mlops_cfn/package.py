@@ -22,12 +22,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .assets import ASSETS_BUCKET, ASSETS_DIR
+from .assets import ASSETS_BUCKET, ASSETS_DIR, BUCKET_NAME
 from .errors import UserError
 from .render import PACKAGED_ROOT_NAME, ROOT_NAME
 
@@ -114,6 +115,10 @@ def bucket_region(s3, bucket: str) -> str:
     """The bucket's region; a UserError when the bucket does not exist or cannot be read."""
     from botocore.exceptions import ClientError, ParamValidationError
 
+    if not re.fullmatch(BUCKET_NAME, bucket):
+        raise UserError(f"bucket {bucket!r}: not a valid bucket name (3 to 63 lowercase "
+                        "letters, digits, dots and hyphens, starting and ending with a letter "
+                        "or digit)")
     try:
         location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
     except ParamValidationError as error:
@@ -130,6 +135,15 @@ def bucket_region(s3, bucket: str) -> str:
                         f"{error.response.get('Error', {}).get('Message', error)}") from None
     # GetBucketLocation answers None for us-east-1 and "EU" for the oldest eu-west-1 buckets.
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
+def require_bucket_in(s3, bucket: str, region: str, what: str = "the stack deploys to") -> None:
+    """Refuse a bucket outside `region`: Lambda reads its code only from a bucket in the
+    function's own region."""
+    where = bucket_region(s3, bucket)
+    if where != region:
+        raise UserError(f"--bucket {bucket}: is in {where}, {what} {region}; use a bucket "
+                        "there")
 
 
 # --- templates -------------------------------------------------------------------------------

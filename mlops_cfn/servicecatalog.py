@@ -570,8 +570,12 @@ def _allowed(spec: dict) -> str:
         parts.append(", ".join(f"`{v}`" for v in spec["AllowedValues"]))
     if "AllowedPattern" in spec:
         parts.append(f"pattern `{spec['AllowedPattern']}`")
-    if "MinValue" in spec or "MaxValue" in spec:
-        parts.append(f"{spec.get('MinValue', '')} to {spec.get('MaxValue', '')}")
+    if "MinValue" in spec and "MaxValue" in spec:
+        parts.append(f"{spec['MinValue']} to {spec['MaxValue']}")
+    elif "MinValue" in spec:
+        parts.append(f"≥ {spec['MinValue']}")
+    elif "MaxValue" in spec:
+        parts.append(f"≤ {spec['MaxValue']}")
     if "MinLength" in spec and "MaxLength" in spec:
         parts.append(f"{spec['MinLength']}-{spec['MaxLength']} characters")
     elif "MaxLength" in spec:

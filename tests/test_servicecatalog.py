@@ -416,6 +416,14 @@ def test_the_readme_lists_every_parameter_of_the_product_with_its_values(s3):
         assert spec["Description"].replace("|", "\\|") in row
         if "Default" in spec:
             assert f"`{spec['Default']}`" in row
+        # A range bounded on one side reads as such, not as "0 to ".
+        low, high = spec.get("MinValue"), spec.get("MaxValue")
+        if low is not None and high is not None:
+            assert f"{low} to {high}" in row, name
+        elif low is not None:
+            assert f"≥ {low}" in row and " to " not in row.split("|")[5], name
+        elif high is not None:
+            assert f"≤ {high}" in row, name
         for value in spec.get("AllowedValues", []):
             assert f"`{value}`" in row
         if name in dev:
@@ -570,6 +578,10 @@ def test_the_command_hands_off_one_environment_with_env(s3, in_tmp, monkeypatch)
     (["--bucket", BUCKET, "--existing-tag-option", "team"],
      "--existing-tag-option team: not a TagOption ID"),
     (["--bucket", BUCKET, "--env", "qa"], "no environment 'qa'"),
+    # Lambda reads code only from its own region, so the product's stacks need a bucket there.
+    (["--bucket", BUCKET, "--region", "eu-west-1"],
+     f"--bucket {BUCKET}: is in {REGION}, the product launches its stacks in eu-west-1"),
+    (["--bucket", "Handoff_Bucket"], "bucket 'Handoff_Bucket': not a valid bucket name"),
 ])
 def test_bad_input_exits_2_with_the_reason_and_uploads_nothing(s3, in_tmp, args, message):
     result = CliRunner().invoke(cli, ["servicecatalog", *args])

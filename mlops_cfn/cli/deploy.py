@@ -52,7 +52,7 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
     from ..deploy import (MODEL_PACKAGE_PARAMETER, Request, aws_errors, connect,
                           default_bucket, latest_approved, model_package_group,
                           parse_overrides, preview, stack_parameters)
-    from ..package import bucket_region, package
+    from ..package import normal_prefix, package, require_bucket_in
     from ..render import render_files, write_tree
 
     loaded = config.load(config_path, env)
@@ -74,13 +74,10 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
                 _validate(out, tree, security)
             s3 = aws.client("s3")
             bucket = bucket or default_bucket(aws)
-            if any(stage.assets for stage in built.stages) and \
-                    bucket_region(s3, bucket) != aws.region:
-                # Lambda reads its code only from a bucket in the function's own region.
-                raise click.UsageError(f"--bucket {bucket}: is in {bucket_region(s3, bucket)}, "
-                                       f"the stack deploys to {aws.region}; use a bucket there")
+            if any(stage.assets for stage in built.stages):
+                require_bucket_in(s3, bucket, aws.region)
             packaged = package(tree, bucket, prefix=prefix, s3=s3)
-        out.print(f"packaged into s3://{bucket}/{prefix}: {len(packaged.uploaded)} uploaded, "
+        out.print(f"packaged into s3://{bucket}/{normal_prefix(prefix)}: {len(packaged.uploaded)} uploaded, "
                   f"{len(packaged.skipped)} unchanged")
         cfn = aws.client("cloudformation")
         request = Request(stack_name=name, template_url=packaged.root_url, parameters=values,
@@ -95,6 +92,10 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
     elif not result.empty:
         # CloudFormation lists the nested stacks a parameter reaches; moto lists nothing.
         out.print(f"{name} ({kind}): parameter values change; no resource changes listed")
+    unreported = [change.logical_id for change in result.changes if change.unreported]
+    if unreported:
+        out.print(f"[yellow]warning:[/] no change set was reported for {', '.join(unreported)}: "
+                  "what changes inside is not shown, and the data guard cannot check it")
     return cfn, result
 
 
@@ -147,7 +148,7 @@ def deploy(stack_name, config_path, env, overrides, latest_approved_model, bucke
                       f"remove data (marked above); nothing deployed. Rerun with "
                       f"--allow-replacement if that is intended.")
             sys.exit(EXIT_FINDINGS)
-        if not yes and not click.confirm(f"Execute these changes on {name}?", default=False):
+        if not yes and not _confirmed(f"Execute these changes on {name}?"):
             discard(cfn, result)
             out.print("cancelled: nothing deployed")
             sys.exit(EXIT_FINDINGS)
@@ -163,3 +164,13 @@ def deploy(stack_name, config_path, env, overrides, latest_approved_model, bucke
         sys.exit(EXIT_FINDINGS)
     protection = "; termination protection on" if result.request.protected else ""
     out.print(f"[green]{name}: {outcome.status}[/]{protection}")
+
+
+def _confirmed(question: str) -> bool:
+    """The user's yes; no answer at all (input closed, Ctrl-C at the prompt) is a no, so the
+    change set and a new stack's empty shell are cleaned up as for one."""
+    try:
+        return click.confirm(question, default=False)
+    except click.Abort:
+        click.echo("", err=True)
+        return False

@@ -22,13 +22,13 @@ def package(path, bucket, prefix, profile, region, endpoint_url):
     (nested TemplateURLs pointing at S3, AssetsBucket defaulting to the bucket) beside the root.
     """
     from ..deploy import aws_errors, connect
-    from ..package import find_root, package as upload
+    from ..package import find_root, normal_prefix, package as upload
 
     find_root(path)  # a wrong PATH fails before any AWS call
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=False)
         packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"))
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
-               f"(s3://{bucket}/{prefix})")
+               f"(s3://{bucket}/{normal_prefix(prefix)})")
     click.echo(f"wrote {packaged.root_path}")
     click.echo(packaged.root_url)

@@ -66,6 +66,7 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
     """
     from .. import config
     from ..deploy import aws_errors, connect
+    from ..package import require_bucket_in
     from ..servicecatalog import default_catalog, handoff, write_bundle
 
     loaded = config.load(config_path, env)
@@ -78,6 +79,9 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
         support_url=support_url, support_description=support_description)
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=False)
+        if aws.region:
+            require_bucket_in(aws.client("s3"), bucket, aws.region,
+                              "the product launches its stacks in")
         result = handoff(loaded, bucket, catalog, environments=environments, prefix=prefix,
                          s3=aws.client("s3"))
     target = Path(out)

@@ -56,6 +56,21 @@ def test_nested_change_sets_are_read_into_one_list_parents_first(cfn):
     assert guarded(changes) == []
 
 
+def test_a_modified_nested_stack_without_its_own_change_set_is_marked_unreported(cfn):
+    # CloudFormation makes a change set for every nested stack a change reaches; when none is
+    # named (an emulator), what changes inside cannot be shown or guarded, and deploy says so.
+    root = change_set_arn(CHANGE_SET)
+    row = nested_stack_change("AnalyticsStack", STACK, "unused")
+    del row["ResourceChange"]["ChangeSetId"]
+    expect(cfn, describe_response(STACK, CHANGE_SET, [
+        row, resource_change("Add", "TrainingStack", "AWS::CloudFormation::Stack")]), root)
+
+    changes = collect_changes(cfn, root, STACK)
+
+    assert [(c.logical_id, c.unreported) for c in changes] == [
+        ("AnalyticsStack", True), ("TrainingStack", False)]
+
+
 def test_every_page_of_a_change_set_is_read(cfn):
     root = change_set_arn(CHANGE_SET)
     expect(cfn, describe_response(STACK, CHANGE_SET, [

@@ -11,6 +11,7 @@ assertions below look at resources moto really creates (buckets, stream, functio
 
 import copy
 import re
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,8 @@ from mlops_cfn.render import render_files
 
 from . import moto_support
 from .conftest import BUCKET, run, write_config
+
+RENDERED = Path(__file__).resolve().parents[2] / "templates" / "dev"
 
 pytestmark = pytest.mark.slow
 
@@ -202,6 +205,39 @@ def test_declining_the_confirmation_deploys_nothing(aws, pipeline_file):
     assert f"Execute these changes on {STACK}?" in result.output
     assert "cancelled: nothing deployed" in result.output
     assert aws.stacks() == {}, "the new stack's empty shell is deleted with its change set"
+
+
+def test_no_answer_at_the_prompt_deploys_nothing_and_leaves_nothing(aws, pipeline_file):
+    # Input closed (a pipe, CI without --yes) or Ctrl-C at the prompt: a no, cleaned up as one.
+    aws.bucket()
+    result = deploy(pipeline_file, input="")
+    assert result.exit_code == 1
+    assert "cancelled: nothing deployed" in result.output
+    assert aws.stacks() == {}, "no change set or empty stack left behind"
+
+
+def test_an_endpoint_or_region_that_is_not_one_is_refused_before_any_call(aws, pipeline_file,
+                                                                           monkeypatch):
+    no_scheme = deploy(pipeline_file, "--yes", "--endpoint-url", "127.0.0.1:5000")
+    assert no_scheme.exit_code == 2
+    assert "error: --endpoint-url: '127.0.0.1:5000' is not a URL" in no_scheme.output
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "localhost:5000")
+    from_environment = run("package", RENDERED, "--bucket", BUCKET)
+    assert from_environment.exit_code == 2
+    assert "error: AWS_ENDPOINT_URL: 'localhost:5000' is not a URL" in from_environment.output
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    region = deploy(pipeline_file, "--yes", "--region", "bad region!")
+    assert region.exit_code == 2
+    assert "error: --region: 'bad region!' is not a region name" in region.output
+    for result in (no_scheme, from_environment, region):
+        assert "Traceback" not in result.output
+    assert aws.stacks() == {}
+
+
+def test_a_bucket_name_s3_would_refuse_is_said_to_be_one(aws, tmp_path):
+    result = run("package", RENDERED, "--bucket", "BAD_Bucket")
+    assert result.exit_code == 2
+    assert "bucket 'BAD_Bucket': not a valid bucket name" in result.output
 
 
 def test_accepting_the_confirmation_deploys(aws, pipeline_file):
