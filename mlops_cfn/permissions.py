@@ -356,7 +356,7 @@ RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
         *_of("ecs", "CreateCluster DeleteCluster DescribeClusters UpdateCluster "
                     "UpdateClusterSettings PutClusterCapacityProviders TagResource "
                     "UntagResource ListTagsForResource"),
-        *_SERVICE_LINKED_ROLE),
+        *_SERVICE_LINKED_ROLE, *_KEY_USE),
     "AWS::ECS::ClusterCapacityProviderAssociations": _of(
         "ecs", "PutClusterCapacityProviders DescribeClusters"),
     "AWS::ECS::TaskDefinition": _of(

@@ -44,7 +44,8 @@ ACTIONS_WITHOUT_RESOURCE_SCOPE = {
 # Holding data: must survive stack deletion and replacement.
 DATA_STORES = {"AWS::S3::Bucket", "AWS::KMS::Key", "AWS::RedshiftServerless::Namespace",
                "AWS::Redshift::Cluster", "AWS::ECR::Repository",
-               "AWS::SageMaker::ModelPackageGroup", "AWS::SecretsManager::Secret"}
+               "AWS::SageMaker::ModelPackageGroup", "AWS::SecretsManager::Secret",
+               "AWS::Glue::Database"}
 # The one bucket on SSE-S3: ALB access logs and Redshift audit logs cannot go to SSE-KMS.
 SSE_S3_BUCKETS = {"AccessLogsBucket"}
 

@@ -60,13 +60,12 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        REDSHIFT_ENDPOINT_ADDRESS, REDSHIFT_ENDPOINT_PORT, REDSHIFT_ROLE_ARN,
                        REDSHIFT_SECRET_ARN, REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_queue, https_to_endpoints_and_s3
+from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
 from . import analytics_sql
 
 # Redshift's default port, set explicitly so the security groups and outputs can name it.
 PORT = 5439
 HTTPS = 443
-RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 SNAPSHOT = {"DeletionPolicy": "Snapshot", "UpdateReplacePolicy": "Snapshot"}
 # The audit logs Redshift exports to CloudWatch Logs, as it names them.
 AUDIT_LOG_TYPES = ("connectionlog", "userlog", "useractivitylog")

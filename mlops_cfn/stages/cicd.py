@@ -101,12 +101,11 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, DATA_KEY_ARN, DELIVERY_PIPELINE_
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
 from . import cicd_buildspec as spec
-from .common import encrypted_log_group
+from .common import RETAIN, encrypted_log_group
 from .resource_types import stage_resource_types
 from .storage import S3_ACCESS_LOG_PREFIX
 
 HOME = "IsDeliveryHome"
-RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 # Artifact names inside the pipeline.
 SOURCE_ARTIFACT = "Source"
 BUILD_ARTIFACT = "Delivery"

@@ -11,6 +11,8 @@ HTTPS = 443
 ANYWHERE = "0.0.0.0/0"
 # CloudFormation's limit for inline Lambda code (Code.ZipFile).
 INLINE_CODE_LIMIT = 4096
+# What holds data of record outlives its stack, and a replacement keeps the old copy.
+RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 # SQS's longest retention: failed work waits as long as possible for someone to look.
 QUEUE_RETENTION_SECONDS = 14 * 24 * 3600
 

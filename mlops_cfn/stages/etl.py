@@ -62,7 +62,7 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        PROCESSED_TABLE_NAME, RAW_BUCKET_ARN, RAW_BUCKET_NAME, RAW_DATA_PREFIX,
                        VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import https_to_endpoints_and_s3
+from .common import RETAIN, https_to_endpoints_and_s3
 
 JOB_SCRIPT = Path(__file__).resolve().parent.parent / "data" / "glue" / "etl_job.py"
 
@@ -89,6 +89,8 @@ def build(config: PipelineConfig) -> Stage:
         DatabaseInput=glue.DatabaseInput(
             Name=b.physical_name(naming.GLUE, "data"),
             Description=f"{config.project}: raw and processed tables of the data lake"),
+        # The catalog's tables and partitions outlive the stack with the data they describe.
+        **RETAIN,
     ))
     security = b.add(security_configuration(b, key))
     group = add_security_group(b, config)

@@ -27,7 +27,7 @@ from .. import policies
 from ..config import PipelineConfig
 from ..outputs import PRIVATE_SUBNET_IDS, VPC_CIDR, VPC_ID
 from ..stage import StageBuilder
-from .common import encrypted_log_group
+from .common import RETAIN, encrypted_log_group
 from .serving_common import API_NAME, content_hash
 from .serving_fargate import FargateServing
 
@@ -241,5 +241,8 @@ def account_logging(b: StageBuilder) -> apigateway.Account:
                 Resource=[policies.arn("logs", "log-group:*")],
             )),
         )],
+        # The setting outlives this stack, so the role does too: deleting one environment
+        # must not leave the account's REST APIs logging through a role that is gone.
+        **RETAIN,
     ))
     return apigateway.Account("ApiGatewayAccount", CloudWatchRoleArn=GetAtt(role, "Arn"))

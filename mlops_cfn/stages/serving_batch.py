@@ -30,7 +30,7 @@ import awacs.xray
 from awacs.aws import Allow, Bool, Condition, Statement, StringEquals
 from troposphere import GetAtt, Ref, Sub, iam, scheduler, stepfunctions
 
-from .. import policies
+from .. import naming, policies
 from ..config import PipelineConfig
 from ..config.serving import BatchTransformConfig
 from ..outputs import BATCH_TRANSFORM_STATE_MACHINE_ARN, DATA_KEY_ARN, PROCESSED_BUCKET_NAME
@@ -43,6 +43,8 @@ SYNC_RULE = "StepFunctionsGetEventsForSageMakerTransformJobsRule"
 # A transform job that runs longer is stuck; the state machine gives up and says so.
 TRANSFORM_TIMEOUT_SECONDS = 24 * 3600
 SCHEDULE_RETRY_ATTEMPTS = 3
+# How long Step Functions reuses a data key before asking KMS for another (its default).
+DATA_KEY_REUSE_SECONDS = 300
 
 
 def add_batch_transform(b: StageBuilder, config: PipelineConfig,
@@ -50,6 +52,10 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
     batch = config.stages.serving.sagemaker.batch_transform
     key = b.input(DATA_KEY_ARN)
     job_prefix = name_pattern(b, TRANSFORM_JOB_PREFIX, "bt")
+    # Named, so that the role and the schedule can name the machine's ARN in the encryption
+    # context their key use is limited to (a Ref would make a cycle with the role).
+    machine_name = name_pattern(b, naming.STATE_MACHINE, "batch-transform")
+    machine_arn = policies.arn("states", f"stateMachine:{machine_name}")
     log_group = encrypted_log_group(b, config, "BatchTransformLogGroup", "batch-transform")
     role = b.add(iam.Role(
         "BatchTransformRole",
@@ -58,11 +64,13 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
             "states.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="batch-transform",
-            PolicyDocument=policies.document(state_machine_statements(job_prefix, key)),
+            PolicyDocument=policies.document(
+                state_machine_statements(job_prefix, key, machine_arn)),
         )],
     ))
     machine = b.add(stepfunctions.StateMachine(
         "BatchTransformStateMachine",
+        StateMachineName=Sub(machine_name),
         StateMachineType="STANDARD",
         RoleArn=GetAtt(role, "Arn"),
         Definition=definition(batch),
@@ -87,8 +95,13 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
                     LogGroupArn=GetAtt(log_group, "Arn")))],
         ),
         TracingConfiguration=stepfunctions.TracingConfiguration(Enabled=True),
+        # The definition and the execution history (S3 locations, job names) under the data
+        # key as well as AWS's own.
+        EncryptionConfiguration=stepfunctions.EncryptionConfiguration(
+            Type="CUSTOMER_MANAGED_KMS_KEY", KmsKeyId=key,
+            KmsDataKeyReusePeriodSeconds=DATA_KEY_REUSE_SECONDS),
     ))
-    add_schedule(b, batch, machine, key)
+    add_schedule(b, batch, machine, key, machine_arn)
     b.output(BATCH_TRANSFORM_STATE_MACHINE_ARN, Ref(machine))
     return machine
 
@@ -180,9 +193,11 @@ def transform_job(batch: BatchTransformConfig) -> dict:
     }
 
 
-def state_machine_statements(job_prefix: str, key: Ref) -> list[Statement]:
+def state_machine_statements(job_prefix: str, key: Ref, machine_arn: Sub) -> list[Statement]:
     jobs = policies.arn("sagemaker", f"transform-job/{job_prefix}-*")
     return [
+        # Step Functions reads and writes the machine's encrypted state with this role.
+        key_use_by_machine(key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey], machine_arn),
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateTransformJob, awacs.sagemaker.DescribeTransformJob,
@@ -221,8 +236,19 @@ def state_machine_statements(job_prefix: str, key: Ref) -> list[Statement]:
     ]
 
 
+def key_use_by_machine(key: Ref, actions: list, machine_arn: Sub) -> Statement:
+    """Use of the data key for this state machine's data only (Step Functions' encryption
+    context is the machine's ARN)."""
+    return Statement(
+        Effect=Allow, Action=actions, Resource=[key],
+        Condition=Condition(StringEquals("kms:EncryptionContext:aws:states:stateMachineArn",
+                                         machine_arn)),
+    )
+
+
 def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
-                 machine: stepfunctions.StateMachine, key: Ref) -> scheduler.Schedule:
+                 machine: stepfunctions.StateMachine, key: Ref,
+                 machine_arn: Sub) -> scheduler.Schedule:
     name = name_pattern(b, SCHEDULE, "batch-transform")
     schedule_arn = policies.arn("scheduler", f"schedule/default/{name}")
     role = b.add(iam.Role(
@@ -235,6 +261,8 @@ def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
             PolicyDocument=policies.document(
                 Statement(Effect=Allow, Action=[awacs.states.StartExecution],
                           Resource=[Ref(machine)]),
+                # StartExecution encrypts the execution's input with the machine's key.
+                key_use_by_machine(key, [awacs.kms.GenerateDataKey], machine_arn),
                 # The schedule's input is encrypted with the data key; the scheduler decrypts
                 # it with this role, for this schedule only.
                 Statement(

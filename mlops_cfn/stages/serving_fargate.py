@@ -81,6 +81,12 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
         "ApiCluster",
         ClusterName=b.physical_name(naming.ECS, "model-api"),
         ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
+        # The tasks' ephemeral storage under the data key rather than an AWS-owned one
+        # (the storage stage's key policy lets Fargate use the key for this account's
+        # clusters).
+        Configuration=ecs.ClusterConfiguration(
+            ManagedStorageConfiguration=ecs.ManagedStorageConfiguration(
+                FargateEphemeralStorageKmsKeyId=key)),
     ))
     log_group = encrypted_log_group(b, config, "ApiLogGroup", "model-api")
 

@@ -23,8 +23,10 @@ AccessLogExpirationDays.
 
 from dataclasses import dataclass
 
+import awacs.kms
 import awacs.s3
-from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
+from awacs.aws import (Allow, ArnLike, Condition, ForAllValuesStringEquals, Principal,
+                       Statement, StringEquals)
 from troposphere import GetAtt, Ref, Sub, kms, s3
 
 from .. import naming, policies
@@ -34,8 +36,8 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, ARTIFACTS_
                        DATA_KEY_ALIAS, DATA_KEY_ARN, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
                        RAW_BUCKET_ARN, RAW_BUCKET_NAME, Wire)
 from ..stage import Stage, StageBuilder
+from .common import RETAIN
 
-RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 
 # Multipart uploads nobody completes are billed but invisible; a week covers any real upload.
 INCOMPLETE_UPLOAD_DAYS = 7
@@ -156,7 +158,31 @@ def _service_key_statements() -> tuple[Statement, ...]:
             Action=list(policies.KEY_READ_WRITE),
             Resource=[policies.THIS_KEY],
         ),
+        # Fargate encrypts the ephemeral storage of the serving API's tasks with this key (the
+        # cluster's ManagedStorageConfiguration) as itself: a data key, and a grant to decrypt
+        # it, for clusters of this account only.
+        Statement(
+            Sid="TaskStorageByFargate",
+            Effect=Allow,
+            Principal=Principal("Service", "fargate.amazonaws.com"),
+            Action=[awacs.kms.GenerateDataKeyWithoutPlaintext],
+            Resource=[policies.THIS_KEY],
+            Condition=Condition(_FARGATE_CLUSTERS_OF_ACCOUNT),
+        ),
+        Statement(
+            Sid="TaskStorageGrantsByFargate",
+            Effect=Allow,
+            Principal=Principal("Service", "fargate.amazonaws.com"),
+            Action=[awacs.kms.CreateGrant],
+            Resource=[policies.THIS_KEY],
+            Condition=Condition([_FARGATE_CLUSTERS_OF_ACCOUNT,
+                                 ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])]),
+        ),
     )
+
+
+_FARGATE_CLUSTERS_OF_ACCOUNT = StringEquals("kms:EncryptionContext:aws:ecs:clusterAccount",
+                                            Ref("AWS::AccountId"))
 
 
 def _alias_name(b: StageBuilder) -> Sub:

@@ -50,12 +50,11 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import encrypted_queue, https_to_endpoints_and_s3
+from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
 from . import training_pipeline
 from .training_pipeline import Cfn, Refs
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
-RETAIN = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
 HTTPS = 443
 
 # Account of the built-in XGBoost image (repository sagemaker-xgboost) in each region, as the

@@ -72,6 +72,11 @@ def test_the_cluster_has_container_insights():
         {"Name": "containerInsights", "Value": "enabled"}]
 
 
+def test_the_tasks_ephemeral_storage_is_encrypted_with_the_data_key():
+    assert props(fargate(), "ApiCluster")["Configuration"] == {
+        "ManagedStorageConfiguration": {"FargateEphemeralStorageKmsKeyId": KEY}}
+
+
 # --- the task ------------------------------------------------------------------------------
 
 def test_the_container_is_read_only_non_root_and_without_capabilities():
@@ -347,6 +352,10 @@ def test_the_rest_api_sets_the_accounts_logging_role_unless_told_not_to():
     assert account["Properties"]["CloudWatchRoleArn"] == {
         "Fn::GetAtt": ["ApiGatewayLoggingRole", "Arn"]}
     assert resource(t, "RestApiStage")["DependsOn"] == ["ApiGatewayAccount"]
+    # The account setting outlives the stack; so must the role it names, or deleting one
+    # environment would break REST API logging for the rest of the account.
+    role = resource(t, "ApiGatewayLoggingRole")
+    assert role["DeletionPolicy"] == role["UpdateReplacePolicy"] == "Retain"
     without = template({**REST, "api_gateway": {"enabled": True,
                                                 "set_account_logging_role": False}})
     assert "AWS::ApiGateway::Account" not in types_in(without)

@@ -346,6 +346,27 @@ def test_transform_jobs_carry_the_prefix_the_role_is_limited_to():
         f"{prefix}-*"]
 
 
+def test_the_state_machine_keeps_its_definition_and_history_under_the_data_key():
+    t = sagemaker()
+    props_ = machine(t)
+    assert props_["EncryptionConfiguration"] == {
+        "Type": "CUSTOMER_MANAGED_KMS_KEY", "KmsKeyId": KEY, "KmsDataKeyReusePeriodSeconds": 300}
+    name = sub_text(props_["StateMachineName"])
+    assert name == "mlops-demo-${EnvironmentName}-batch-transform"
+    context = {"kms:EncryptionContext:aws:states:stateMachineArn": {"Fn::Sub": (
+        f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{name}")}}
+    # The machine's role reads and writes that state; the scheduler encrypts the input of the
+    # executions it starts. Both only in this machine's encryption context.
+    role_use, = [s for s in statements(resource(t, "BatchTransformRole"))
+                 if "kms:GenerateDataKey" in s["Action"]]
+    assert sorted(role_use["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert role_use["Resource"] == [KEY] and role_use["Condition"]["StringEquals"] == context
+    start_use, = with_action(statements(resource(t, "BatchTransformScheduleRole")),
+                             "kms:GenerateDataKey")
+    assert start_use["Action"] == ["kms:GenerateDataKey"]
+    assert start_use["Condition"]["StringEquals"] == context
+
+
 def test_the_state_machine_role_grants_the_key_only_to_sagemaker_for_resources():
     grants = with_action(statements(resource(sagemaker(), "BatchTransformRole")),
                          "kms:CreateGrant")

@@ -102,6 +102,19 @@ def test_key_policy_lets_eventbridge_publish_to_encrypted_topics_without_source_
     assert "Condition" not in rules
 
 
+def test_key_policy_lets_fargate_encrypt_task_storage_only_for_this_accounts_clusters(template):
+    fargate = [s for s in key_policy(template)
+               if s.get("Principal") == {"Service": "fargate.amazonaws.com"}]
+    assert {a for s in fargate for a in s["Action"]} == {
+        "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"}
+    for statement in fargate:
+        assert statement["Condition"]["StringEquals"] == {
+            "kms:EncryptionContext:aws:ecs:clusterAccount": {"Ref": "AWS::AccountId"}}
+    grants, = [s for s in fargate if s["Action"] == ["kms:CreateGrant"]]
+    # The grant Fargate makes for the task may only decrypt.
+    assert grants["Condition"]["ForAllValues:StringEquals"] == {"kms:GrantOperations": ["Decrypt"]}
+
+
 def test_key_has_an_alias_named_for_project_and_environment(template):
     alias = only_resource(template, "AWS::KMS::Alias")["Properties"]
     assert alias["AliasName"] == {"Fn::Sub": "alias/mlops-demo-${EnvironmentName}-data"}
