@@ -126,6 +126,8 @@ def order_stages(enabled: Sequence[Stage], disabled: Iterable[Stage] = (),
     would_provide = {w.name: s.name for s in disabled for w in s.outputs}
     toggles = toggles or {}
     problems = []
+    # disabled stage -> the enabled stages that need its outputs -> which outputs
+    needed_from_disabled: dict[str, dict[str, list[str]]] = {}
     graph: dict[str, set[str]] = {}
     for stage in enabled:
         graph[stage.name] = set()
@@ -134,13 +136,12 @@ def order_stages(enabled: Sequence[Stage], disabled: Iterable[Stage] = (),
             if provider is not None:
                 graph[stage.name].add(provider.name)
             elif wire.name in would_provide:
-                owner = would_provide[wire.name]
-                problems.append(
-                    f"stage {stage.name!r} needs {wire.name!r} from stage {owner!r}, which is "
-                    f"disabled: enable it ({toggles.get(owner, owner)}) or disable "
-                    f"{stage.name!r}")
+                needed_from_disabled.setdefault(would_provide[wire.name], {}).setdefault(
+                    stage.name, []).append(wire.name)
             else:
                 problems.append(f"stage {stage.name!r} needs {wire.name!r}, which no stage offers")
+    problems += [_needed_from_disabled(owner, needing, toggles)
+                 for owner, needing in needed_from_disabled.items()]
     if problems:
         raise UserError(*problems)
     try:
@@ -150,6 +151,20 @@ def order_stages(enabled: Sequence[Stage], disabled: Iterable[Stage] = (),
         raise UserError(f"stages feed each other in a cycle: {cycle}") from None
     by_name = {stage.name: stage for stage in enabled}
     return [by_name[name] for name in names]
+
+
+def _needed_from_disabled(owner: str, needing: dict[str, list[str]],
+                          toggles: dict[str, str]) -> str:
+    """One line for a disabled stage others need: who takes which of its outputs, and the
+    switches that fix it (the network stage has none: it is there whenever others are)."""
+    wires = sorted({wire for names in needing.values() for wire in names})
+    takers = ", ".join(repr(name) for name in needing)
+    fixes = [f"enable it ({toggles.get(owner, owner)})"]
+    switchable = [name for name in needing if toggles.get(name, "").endswith(".enabled")]
+    if switchable:
+        fixes.append(f"disable {', '.join(repr(name) for name in switchable)}")
+    return (f"stage {owner!r} is disabled, but {takers} {'takes' if len(needing) == 1 else 'take'} "
+            f"its outputs ({', '.join(wires)}): {' or '.join(fixes)}")
 
 
 def _providers(stages: Iterable[Stage]) -> dict[str, Stage]:

@@ -128,6 +128,11 @@ def config_reference() -> str:
     return "\n".join(lines) + "\n"
 
 
+# Keys whose absence means something their default does not: `protected` unset is true for an
+# environment named prod or production. The starter shows them commented out.
+DERIVED_WHEN_UNSET = {"protected"}
+
+
 def starter_config(project: str) -> str:
     """A commented pipeline.yaml with every key at its default."""
     out = [
@@ -154,8 +159,8 @@ def _section_lines(model: type[BaseModel], path: str, depth: int,
         value = values.get(name, default_of(field))
         for text in comment:
             lines.append(f"{indent}# {text}")
-        if value is None:
-            lines.append(f"{indent}# {name}:")
+        if value is None or (model is PipelineConfig and name in DERIVED_WHEN_UNSET):
+            lines.append(f"{indent}# {name}:{'' if value is None else ' ' + _flow(value)}")
         elif name == "environments" and model is PipelineConfig:
             lines += [f"{indent}{name}:", f"{indent}  dev: {{}}",
                       f"{indent}  # prod:", f"{indent}  #   protected: true",

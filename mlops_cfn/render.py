@@ -75,28 +75,52 @@ def render_environments(pipelines: Sequence[Pipeline],
                 files[asset.key] = asset.content
         # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration.
         files[PARAMETERS_FILE] = json.dumps(
-            {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True
-        ) + "\n"
+            {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True,
+            ensure_ascii=False) + "\n"
         rendered.append(files)
     return rendered
 
 
 def write_tree(files: dict[str, str | bytes], out_dir: Path) -> None:
     """Replace `out_dir` with exactly `files`, or leave it untouched on failure."""
-    _refuse_foreign_directory(out_dir)
-    replace_directory(files, out_dir)
+    write_trees({out_dir: files})
+
+
+def write_trees(trees: dict[Path, dict[str, str | bytes]]) -> None:
+    """`write_tree` for several directories (render --all-envs): every directory is checked and
+    every new tree built before the first is swapped in, so a refusal or a failed write leaves
+    all of them as they were."""
+    for out_dir in trees:
+        _refuse_foreign_directory(out_dir)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for out_dir, files in trees.items():
+            staged.append((_staged(files, out_dir), out_dir))
+        for staging, out_dir in staged:
+            _swap_in(staging, out_dir)
+    except OSError as error:
+        failed = out_dir if error.filename is None else Path(error.filename)
+        raise UserError(f"{failed}: cannot write ({error.strerror})") from None
+    finally:
+        for staging, _ in staged:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def replace_directory(files: dict[str, str | bytes], out_dir: Path) -> None:
     """Build `files` beside `out_dir` and swap them in: the old content stays until the new is
     complete. The caller decides whether `out_dir` may be replaced at all."""
     try:
-        _swap_in(files, out_dir)
+        staging = _staged(files, out_dir)
+        try:
+            _swap_in(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     except OSError as error:
         raise UserError(f"{out_dir}: cannot write ({error.strerror})") from None
 
 
-def _swap_in(files: dict[str, str | bytes], out_dir: Path) -> None:
+def _staged(files: dict[str, str | bytes], out_dir: Path) -> Path:
+    """`files` written into a new directory beside `out_dir`."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
     try:
@@ -105,16 +129,21 @@ def _swap_in(files: dict[str, str | bytes], out_dir: Path) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(_as_bytes(content))
         os.chmod(staging, 0o755)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, retired / out_dir.name)
-            os.replace(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return staging
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """`staging` becomes `out_dir`; the old `out_dir`, if any, is removed after the swap."""
+    if out_dir.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, retired / out_dir.name)
+        os.replace(staging, out_dir)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out_dir)
 
 
 def _as_bytes(content: str | bytes) -> bytes:
@@ -143,6 +172,11 @@ def _refuse_foreign_directory(out_dir: Path) -> None:
 
     `render --out .` must not delete a repository.
     """
+    blocking = next((parent for parent in out_dir.parents
+                     if parent.exists() and not parent.is_dir()), None)
+    if blocking is not None:
+        raise UserError(f"{out_dir}: {blocking} is a file, not a directory; choose another "
+                        "--out")
     if not out_dir.exists():
         return
     if not out_dir.is_dir():

@@ -119,6 +119,23 @@ BAD_CONFIGS = {
     "bad environment override": (
         "project: ok\nenvironments:\n  dev: {}\n  prod:\n    log_retention_days: 2\n",
         "error: pipeline.yaml: environments.prod.log_retention_days: must be one of 1, 3"),
+    "vpc range with host bits": (
+        "project: ok\nnetwork: {cidr: 10.0.0.5/16}\n",
+        "error: pipeline.yaml: network.cidr: 10.0.0.5/16 has host bits set; the range is "
+        "10.0.0.0/16"),
+    "description over CloudFormation's bytes": (
+        "project: ok\ndescription: " + "é" * 600 + "\n",
+        "error: pipeline.yaml: description: is 1200 bytes in UTF-8; CloudFormation takes at "
+        "most 1024"),
+    "tag value AWS refuses": (
+        "project: ok\ntags: {team: 'a|b'}\n",
+        "error: pipeline.yaml: tags.team: must be letters, digits, spaces and _.:/=+-@"),
+    "yaml merge key": (
+        "project: ok\nbase: &b {x: 1}\nstages:\n  <<: *b\n",
+        "error: pipeline.yaml:4:3: YAML syntax error: merge keys (<<) are not supported"),
+    "storage off while others need it": (
+        "project: ok\nstages: {storage: {enabled: false}}\n",
+        "error: pipeline.yaml: stage 'storage' is disabled, but 'network', 'ingestion'"),
 }
 
 
@@ -144,6 +161,64 @@ def test_a_failed_render_leaves_the_previous_output_untouched(in_tmp):
     after = {p: p.read_bytes() for p in (in_tmp / "templates/dev").rglob("*") if p.is_file()}
     assert after == before
     assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == ["dev"]
+
+
+def test_all_envs_writes_no_environment_when_one_cannot_be_written(in_tmp):
+    (in_tmp / "p.yaml").write_text("project: ok\nenvironments:\n  dev: {}\n  prod: {}\n")
+    (in_tmp / "out/prod").mkdir(parents=True)
+    (in_tmp / "out/prod/notes.txt").write_text("precious")
+    result = run("render", "--config", "p.yaml", "--all-envs", "--out", "out")
+    assert result.exit_code == 2
+    assert "out/prod: holds files mlops-cfn did not render" in result.output
+    assert sorted(p.name for p in (in_tmp / "out").iterdir()) == ["prod"], "no out/dev"
+    assert (in_tmp / "out/prod/notes.txt").read_text() == "precious"
+
+
+def test_an_out_directory_under_a_file_names_the_file(in_tmp):
+    (in_tmp / "f").write_text("x")
+    result = run("render", "--out", "f/sub")
+    assert result.exit_code == 2
+    assert result.output.strip() == \
+        "error: f/sub: f is a file, not a directory; choose another --out"
+
+
+def test_unicode_tags_render_a_parameters_file_cfn_lint_reads(in_tmp):
+    (in_tmp / "p.yaml").write_text("project: ok\ntags: {équipe: Zoë}\n", encoding="utf-8")
+    assert run("render", "--config", "p.yaml", "--out", "out").exit_code == 0
+    text = (in_tmp / "out/parameters.json").read_text(encoding="utf-8")
+    assert '"équipe": "Zoë"' in text
+    from cfnlint.decode import decode
+
+    _, matches = decode(str(in_tmp / "out/parameters.json"))
+    assert matches == []
+
+
+@pytest.mark.parametrize("kind", ["directory", "broken link", "fifo"])
+def test_a_pipeline_yaml_that_is_no_file_is_an_error_not_the_bundled_example(in_tmp, kind):
+    local = in_tmp / "pipeline.yaml"
+    {"directory": local.mkdir, "broken link": lambda: local.symlink_to("nowhere"),
+     "fifo": lambda: os.mkfifo(local)}[kind]()
+    result = run("render")
+    assert result.exit_code == 2
+    assert "error: pipeline.yaml: " in result.output
+    assert not (in_tmp / "templates").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["render", "--env", ""], "no environment ''"),
+    (["render", "--config", ""], "Invalid value for '--config': an empty file name"),
+])
+def test_empty_names_are_refused(in_tmp, args, message):
+    result = run(*args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (in_tmp / "templates").exists()
+
+
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(in_tmp):
+    result = CliRunner().invoke(cli, ["--debug", "render", "--config", "nope.yaml"])
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and "error: nope.yaml: no such file" in result.stderr
 
 
 def test_unknown_environment_is_a_usage_error(in_tmp):

@@ -58,9 +58,20 @@ def test_an_input_nobody_offers_is_an_error():
 def test_an_input_offered_only_by_a_disabled_stage_says_which_switch_to_flip():
     with pytest.raises(UserError) as raised:
         order_stages([fake_stage("b", needs=[A_OUT])], disabled=[fake_stage("a", offers=[A_OUT])],
-                      toggles={"a": "stages.a.enabled"})
+                      toggles={"a": "stages.a.enabled", "b": "stages.b.enabled"})
     assert raised.value.problems == (
-        "stage 'b' needs 'AOut' from stage 'a', which is disabled: enable it "
+        "stage 'a' is disabled, but 'b' takes its outputs (AOut): enable it (stages.a.enabled) "
+        "or disable 'b'",)
+
+
+def test_every_stage_needing_a_disabled_one_is_named_on_one_line():
+    with pytest.raises(UserError) as raised:
+        order_stages([fake_stage("b", needs=[A_OUT, B_OUT]), fake_stage("c", needs=[A_OUT])],
+                     disabled=[fake_stage("a", offers=[A_OUT, B_OUT])],
+                     toggles={"a": "stages.a.enabled", "b": "stages.b.enabled"})
+    # c has no switch of its own (as the network stage), so it is not offered as a fix.
+    assert raised.value.problems == (
+        "stage 'a' is disabled, but 'b', 'c' take its outputs (AOut, BOut): enable it "
         "(stages.a.enabled) or disable 'b'",)
 
 
@@ -80,7 +91,7 @@ def test_build_prefixes_wiring_errors_with_the_config_file():
         StageSpec("a", lambda c: fake_stage("a", offers=[A_OUT]), lambda c: False, "stages.a.enabled"),
         StageSpec("b", lambda c: fake_stage("b", needs=[A_OUT]), lambda c: True, "stages.b.enabled"),
     )
-    with pytest.raises(UserError, match=r"^pipeline.yaml: stage 'b' needs 'AOut' from stage 'a'"):
+    with pytest.raises(UserError, match=r"^pipeline.yaml: stage 'a' is disabled, but 'b' takes"):
         pipeline.build(config_with(), registry=registry)
 
 
@@ -100,7 +111,8 @@ def test_disabling_ingestion_removes_its_stack_and_wires():
 
 
 def test_disabling_storage_is_refused_while_ingestion_needs_it():
-    with pytest.raises(UserError, match="needs 'DataKeyArn' from stage 'storage', which is disabled"):
+    with pytest.raises(UserError, match="stage 'storage' is disabled, but 'network', "
+                                        "'ingestion', .* take its outputs"):
         pipeline.build(config_with({"stages": {"storage": {"enabled": False}}}))
 
 

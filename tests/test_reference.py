@@ -36,6 +36,17 @@ def test_the_starter_file_loads_to_the_defaults():
         {"project": "churn"}, "pipeline.yaml").config
 
 
+def test_the_starter_file_behaves_as_no_file_for_a_prod_environment_added_to_it():
+    # Keys whose absence is meaningful stay commented out: an uncommented `protected: false`
+    # would leave a prod environment added later unguarded.
+    data = yaml.safe_load(starter_config("churn"))
+    data["environments"]["prod"] = {}
+    bare = {"project": "churn", "environments": {"dev": {}, "prod": {}}}
+    from_starter = load_data(data, "pipeline.yaml", "prod")
+    assert from_starter.config == load_data(bare, "pipeline.yaml", "prod").config
+    assert from_starter.config.protected is True
+
+
 def test_the_starter_file_links_every_section_to_the_reference():
     text = starter_config("churn")
     assert text.startswith("# yaml-language-server: $schema=pipeline.schema.json\n")

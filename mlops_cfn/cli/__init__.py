@@ -21,7 +21,9 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except UserError as error:
             if ctx.obj and ctx.obj.get("debug"):
-                raise
+                import traceback
+
+                traceback.print_exc()
             for problem in error.problems:
                 click.echo(f"error: {problem}", err=True)
             ctx.exit(EXIT_USAGE)

@@ -1,7 +1,7 @@
 """Options and error handling several verbs share."""
 
+import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -13,7 +13,11 @@ LOCAL_CONFIG = "pipeline.yaml"
 def _local_config_first(ctx: click.Context, param: click.Parameter, value: str | None):
     """No --config: ./pipeline.yaml when there is one (what `mlops-cfn init` writes), else the
     bundled example. Saying which keeps a user from rendering the example by surprise."""
-    if value is None and Path(LOCAL_CONFIG).is_file():
+    if value == "":
+        raise click.BadParameter("an empty file name")
+    # Anything by that name, even a directory or a broken link: its error then names it,
+    # rather than the bundled example being rendered in its place.
+    if value is None and os.path.lexists(LOCAL_CONFIG):
         click.echo(f"using ./{LOCAL_CONFIG} (--config names another file)", err=True)
         return LOCAL_CONFIG
     return value

@@ -23,7 +23,7 @@ from .options import config_option, env_option
 def render(config_path, env, all_envs, out, fmt, check):
     """Render the pipeline's templates and parameters file."""
     from .. import config, pipeline
-    from ..render import drift, render_environments, suffix, write_tree
+    from ..render import drift, render_environments, suffix, write_trees
 
     if all_envs and env:
         raise click.UsageError("--env and --all-envs exclude each other")
@@ -46,8 +46,8 @@ def render(config_path, env, all_envs, out, fmt, check):
             sys.exit(EXIT_FINDINGS)
         click.echo(f"in sync: {', '.join(str(t) for t in outputs)}")
         return
+    write_trees(outputs)
     for target, files in outputs.items():
-        write_tree(files, target)
         click.echo(f"wrote {target}/ ({', '.join(files)})")
 
 

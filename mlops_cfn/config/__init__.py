@@ -33,6 +33,8 @@ __all__ = [
     "setting_values", "structure_of",
 ]
 
+# A template Description's limit (CloudFormation quotas).
+DESCRIPTION_MAX_BYTES = 1024
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "data" / "pipeline.yaml"
 
 # Environment names become part of physical names (S3 buckets, Glue databases with `_`,
@@ -47,6 +49,9 @@ PROJECT_PATTERN = described_pattern(
     "2-32 characters: a lowercase letter, then lowercase letters, digits or hyphens, not "
     "ending in a hyphen")
 TAG_KEY_PATTERN = r"^[\w.:/=+\-@ ]{1,128}$"
+# AWS's tag value rule (up to 256 characters, the field's max_length).
+TAG_VALUE_PATTERN = described_pattern(
+    r"^[\w.:/=+\-@ ]*$", "letters, digits, spaces and _.:/=+-@")
 
 # Environments guarded unless the file says otherwise.
 PROTECTED_BY_NAME = ("prod", "production")
@@ -83,7 +88,8 @@ class PipelineConfig(Model):
                           "or production, false for the others."),
     ] = False
     tags: Annotated[
-        dict[Annotated[str, Field(pattern=TAG_KEY_PATTERN)], Annotated[str, Field(max_length=256)]],
+        dict[Annotated[str, Field(pattern=TAG_KEY_PATTERN)],
+             Annotated[str, Field(pattern=TAG_VALUE_PATTERN, max_length=256)]],
         Field(max_length=40, description="Tags on every stack (and so every resource)."),
     ] = {}
     log_retention_days: Annotated[
@@ -99,6 +105,15 @@ class PipelineConfig(Model):
               description="One entry per deployment target, each holding overrides of the "
                           "settings above (any key but project and environments)."),
     ] = {"dev": {}}
+
+    @field_validator("description")
+    @classmethod
+    def _fits_a_template_description(cls, value):
+        # CloudFormation counts a template's Description in bytes, not characters.
+        if len(value.encode("utf-8")) > DESCRIPTION_MAX_BYTES:
+            raise ValueError(f"is {len(value.encode('utf-8'))} bytes in UTF-8; CloudFormation "
+                             f"takes at most {DESCRIPTION_MAX_BYTES}")
+        return value
 
     @field_validator("tags")
     @classmethod
@@ -142,7 +157,7 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
     if not isinstance(data, dict):
         raise UserError(f"{source}: must be a mapping of settings (got {type(data).__name__})")
     base = _validate(data, source)
-    environment = env or next(iter(base.environments))
+    environment = env if env is not None else next(iter(base.environments))
     merged_by_env = {}
     problems = [
         f"{source}: environments.{name}.{key}: is set once for the whole file, not per environment"

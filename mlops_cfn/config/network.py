@@ -105,6 +105,15 @@ class NetworkConfig(Model):
         Setting("S3PrefixListId"),
     ] = None
 
+    @field_validator("cidr")
+    @classmethod
+    def _a_network_address(cls, value):
+        network = ipaddress.ip_network(value, strict=False)
+        if str(network) != value:
+            # EC2 refuses a range with host bits set; say which one was meant.
+            raise ValueError(f"{value} has host bits set; the range is {network}")
+        return value
+
     @field_validator("interface_endpoints")
     @classmethod
     def _no_repeats(cls, value):

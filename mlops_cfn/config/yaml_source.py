@@ -33,6 +33,9 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _c
 
 def read_yaml(path: Path) -> Any:
     try:
+        if path.exists() and not (path.is_file() or path.is_dir()):
+            # A FIFO or a device would block or never end.
+            raise UserError(f"{path}: not a regular file, expected a pipeline YAML file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
@@ -52,6 +55,8 @@ def parse_yaml(text: str, source: str) -> Any:
         mark = error.problem_mark or error.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = error.problem or error.context or "invalid YAML"
+        if "tag:yaml.org,2002:merge" in problem:
+            problem = "merge keys (<<) are not supported; write the keys out"
         raise UserError(f"{source}{where}: YAML syntax error: {problem}") from None
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0]
