@@ -8,6 +8,7 @@ property files that exist.
 """
 
 import ast
+import dataclasses
 import importlib.util
 import json
 import math
@@ -57,7 +58,14 @@ SUBSTITUTES = {
     "TrainingMaxRuntimeSeconds": "3600", "TrainingProcessingInstanceType": "ml.m5.large",
     "TrainingProcessingVolumeSizeGiB": "20", "TrainingProcessingMaxRuntimeSeconds": "600",
     "TrainingMetricThreshold": "0.8", "ModelApprovalStatus": "PendingManualApproval",
+    "AnalyzerAccount": "468650794304", "AWS::Region": "eu-west-1",
+    "AWS::URLSuffix": "amazonaws.com",
 }
+# The stack's view when the monitoring stage runs Model Monitor: a baseline to write.
+REFS_WITH_BASELINE = dataclasses.replace(
+    REFS, baseline_uri=Cfn("s3://${ArtifactsBucketName}/monitoring/baseline/"),
+    analyzer_image=Cfn("${AnalyzerAccount}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}"
+                       "/sagemaker-model-monitor-analyzer"))
 STEP_TYPES = {"Processing", "Training", "Condition", "RegisterModel", "Fail"}
 NAME = re.compile(r"^[A-Za-z0-9\-_]{1,64}$")
 
@@ -66,8 +74,8 @@ def config(**changes) -> TrainingConfig:
     return TrainingConfig.model_validate(changes)
 
 
-def definition(**changes) -> dict:
-    return tp.definition(config(**changes), REFS)
+def definition(with_baseline: bool = False, **changes) -> dict:
+    return tp.definition(config(**changes), REFS_WITH_BASELINE if with_baseline else REFS)
 
 
 def rendered(**changes) -> dict:
@@ -123,6 +131,8 @@ VARIANTS = [
     {"prepare": {"enabled": False}},
     {"metric": "rmse", "hyperparameters": {"objective": "reg:squarederror"}},
     {"network_isolation": False, "inter_container_encryption": False},
+    {"with_baseline": True},
+    {"with_baseline": True, "prepare": {"enabled": False}},
 ]
 
 
@@ -313,7 +323,7 @@ def test_every_job_encrypts_its_volumes_and_outputs_with_the_data_key(changes):
 @pytest.mark.parametrize("changes", VARIANTS)
 def test_every_job_runs_in_the_private_subnets_with_the_job_security_group(changes):
     d = rendered(**changes)
-    c = config(**changes)
+    c = config(**{k: v for k, v in changes.items() if k != "with_baseline"})
     vpc = {"SecurityGroupIds": ["sg-0123"], "Subnets": ["subnet-a", "subnet-b"]}
     for s in steps_by_name(d).values():
         if s["Type"] == "Training":
@@ -387,6 +397,45 @@ def test_a_passing_model_is_registered_into_the_group_and_a_failing_one_fails_th
                     ".S3Output.S3Uri"},
             "evaluation.json"]}}}
     assert fail["Type"] == "Fail" and "ErrorMessage" in fail["Arguments"]
+
+
+def test_without_model_monitor_there_is_no_baseline_step_or_output():
+    assert tp.BASELINE not in steps_by_name(definition())
+    outputs = args(rendered(), tp.PREPARE)["ProcessingOutputConfig"]["Outputs"]
+    assert "baseline" not in {o["OutputName"] for o in outputs}
+
+
+def test_a_registered_model_gets_a_model_monitor_baseline_of_its_training_features():
+    d = rendered(with_baseline=True)
+    register, baseline = args(d, tp.CHECK)["IfSteps"]
+    assert register["Name"] == tp.REGISTER and baseline["Name"] == tp.BASELINE
+    assert baseline["Type"] == "Processing"
+    a = baseline["Arguments"]
+    # What the SageMaker SDK's suggest_baseline asks of the analyzer image.
+    assert a["AppSpecification"] == {"ImageUri": "468650794304.dkr.ecr.eu-west-1.amazonaws.com"
+                                                 "/sagemaker-model-monitor-analyzer"}
+    assert a["Environment"] == {
+        "dataset_format": '{"csv": {"header": false}}',
+        "dataset_source": "/opt/ml/processing/input/baseline_dataset_input",
+        "output_path": "/opt/ml/processing/output",
+        "publish_cloudwatch_metrics": "Disabled"}
+    [dataset] = a["ProcessingInputs"]
+    assert dataset["S3Input"]["S3Uri"] == {
+        "Get": "Steps.PrepareData.ProcessingOutputConfig.Outputs['baseline'].S3Output.S3Uri"}
+    assert dataset["S3Input"]["LocalPath"] == "/opt/ml/processing/input/baseline_dataset_input"
+    [report] = a["ProcessingOutputConfig"]["Outputs"]
+    # Where the monitoring schedule reads statistics.json and constraints.json.
+    assert report["S3Output"] == {"S3Uri": "s3://artifacts/monitoring/baseline/",
+                                  "LocalPath": "/opt/ml/processing/output",
+                                  "S3UploadMode": "EndOfJob"}
+    prepared = args(d, tp.PREPARE)["ProcessingOutputConfig"]["Outputs"]
+    assert {o["OutputName"] for o in prepared} == {"train", "validation", "test", "baseline"}
+
+
+def test_without_prepare_the_baseline_reads_baseline_under_the_input_location():
+    a = args(rendered(with_baseline=True, prepare={"enabled": False}), tp.BASELINE)
+    assert a["ProcessingInputs"][0]["S3Input"]["S3Uri"] == {"Std:Join": {"On": "", "Values": [
+        {"Get": "Parameters.InputDataUri"}, "baseline/"]}}
 
 
 def test_the_evaluation_report_path_is_where_the_script_writes_the_metric():
@@ -559,6 +608,9 @@ def test_prepare_writes_label_first_headerless_splits_of_the_numeric_columns(pre
     first = train[0].split(",")
     assert len(first) == 3 and first[0] in ("0", "1")
     assert any(line.endswith(",") for line in train)
+    # The training rows once more without the label: what the endpoint will be sent.
+    baseline = (tmp_path / "out" / "baseline" / "data.csv").read_text().splitlines()
+    assert baseline == [line.split(",", 1)[1] for line in train]
 
 
 def test_prepare_takes_configured_features_in_their_order(prepare, tmp_path):

@@ -147,8 +147,10 @@ class ModelMonitorConfig(Model):
         str,
         Field(pattern=PREFIX_PATTERN,
               description="Prefix in the artifacts bucket holding the baseline's "
-                          "statistics.json and constraints.json (the training pipeline's "
-                          "baselining step writes them)."),
+                          "statistics.json and constraints.json. The training pipeline's "
+                          "BaselineData step writes them from the training rows' features "
+                          "whenever it registers a model; until a model is registered, the "
+                          "scheduled runs fail for want of a baseline."),
     ] = "monitoring/baseline/"
     reports_prefix: Annotated[
         str,

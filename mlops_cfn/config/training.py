@@ -48,9 +48,10 @@ class PrepareConfig(Model):
         Field(description="Run the prepare step (mlops_cfn/data/training/prepare.py): read the "
                           "input location, keep the label and feature columns, split the rows "
                           "into train, validation and test, write each as header-less CSV with "
-                          "the label first (what the built-in XGBoost reads). Off: the input "
-                          "location must already hold train/, validation/ and test/ in that "
-                          "form."),
+                          "the label first (what the built-in XGBoost reads), and the training "
+                          "rows without the label as baseline/ (Model Monitor's baseline). Off: "
+                          "the input location must already hold train/, validation/ and test/ "
+                          "in that form, and baseline/ when Model Monitor runs."),
     ] = True
     input_format: Annotated[
         Literal["parquet", "csv", "csv_headerless"] | None,

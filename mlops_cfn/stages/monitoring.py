@@ -61,6 +61,7 @@ from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_N
 from ..stage import Stage, StageBuilder
 from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
                      https_out_security_group, https_to_endpoints_and_s3)
+from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
                                  PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Source, Watch, alarmed,
                                  model_monitor_enabled, retrain_enabled, watches)
@@ -72,21 +73,6 @@ DASHBOARD = naming.NameRule("CloudWatch dashboard", 255)
 
 HAS_ALARM_EMAIL = "HasAlarmEmail"
 SCHEDULES_MAPPING = "ModelMonitorSchedules"
-MONITOR_IMAGE = "sagemaker-model-monitor-analyzer"
-MONITOR_IMAGE_MAPPING = "ModelMonitorImageAccounts"
-# The account publishing the analyzer image, per region (SageMaker Python SDK,
-# image_uri_config/model-monitor.json, version 1).
-MONITOR_IMAGE_REGISTRIES = {
-    "ap-east-1": "001633400207", "ap-northeast-1": "574779866223",
-    "ap-northeast-2": "709848358524", "ap-south-1": "126357580389",
-    "ap-southeast-1": "245545462676", "ap-southeast-2": "563025443158",
-    "ca-central-1": "536280801234", "cn-north-1": "453000072557",
-    "cn-northwest-1": "453252182341", "eu-central-1": "048819808253",
-    "eu-north-1": "895015795356", "eu-west-1": "468650794304", "eu-west-2": "749857270468",
-    "eu-west-3": "680080141114", "me-south-1": "607024016150", "sa-east-1": "539772159869",
-    "us-east-1": "156813124566", "us-east-2": "777275614652", "us-west-1": "890145073186",
-    "us-west-2": "159807026194",
-}
 # Model Monitor's own namespace for the per-feature metrics it publishes.
 MONITOR_METRICS_NAMESPACE = "aws/sagemaker/Endpoints/data-metrics"
 MONITOR_INPUT_PATH = "/opt/ml/processing/input/endpoint"
@@ -391,9 +377,7 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig,
         "DataQualityJobDefinition",
         DataQualityAppSpecification=sagemaker.DataQualityAppSpecification(
             # AWS publishes the image from one account per region.
-            ImageUri=Sub(
-                f"${{Account}}.dkr.ecr.${{AWS::Region}}.${{AWS::URLSuffix}}/{MONITOR_IMAGE}",
-                Account=monitor_image_account(b, monitor)),
+            ImageUri=Sub(ANALYZER_IMAGE, Account=analyzer_account(b, monitor)),
             Environment={"publish_cloudwatch_metrics": "Enabled"},
         ),
         DataQualityBaselineConfig=sagemaker.DataQualityBaselineConfig(
@@ -654,12 +638,3 @@ def network_interface_statements(security_group: ec2.SecurityGroup,
         # EC2 Describe actions have no resource-level permissions.
         Statement(Effect=Allow, Action=describe, Resource=["*"]),
     ]
-
-
-def monitor_image_account(b: StageBuilder, monitor) -> Any:
-    """The configured account, or the region's from the table."""
-    if monitor.image_account is not None:
-        return b.setting(monitor, "image_account")
-    b.template.add_mapping(MONITOR_IMAGE_MAPPING, {
-        region: {"Account": account} for region, account in MONITOR_IMAGE_REGISTRIES.items()})
-    return FindInMap(MONITOR_IMAGE_MAPPING, Ref("AWS::Region"), "Account")

@@ -52,6 +52,7 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
 from . import training_pipeline
+from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .training_pipeline import Cfn, Refs
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
@@ -144,10 +145,10 @@ def build(config: PipelineConfig) -> Stage:
         Roles=[Ref(role)],
         PolicyDocument=policies.document(pipeline_role_statements(
             b, settings, role, key, input_prefix, group_name, list(scripts.values()),
-            security_group)),
+            security_group, baseline_prefix(config))),
     ))
     refs = pipeline_refs(b, settings, role, key, input_prefix, group_name, scripts,
-                         security_group)
+                         security_group, baseline_prefix(config))
     pipeline = b.add(sagemaker.Pipeline(
         "TrainingPipeline",
         PipelineName=pipeline_name,
@@ -155,8 +156,7 @@ def build(config: PipelineConfig) -> Stage:
         PipelineDescription=f"{config.project}: prepare, train, evaluate and register a model",
         RoleArn=GetAtt(role, "Arn"),
         PipelineDefinition=sagemaker.PipelineDefinition(
-            PipelineDefinitionBody=definition_body(b, settings, refs,
-                                                   settings.input_format(config))),
+            PipelineDefinitionBody=definition_body(b, config, refs)),
         # The role must hold its permissions before the first execution; the registry must
         # exist before a model is registered into it.
         DependsOn=[role_policy.title, group.title],
@@ -174,6 +174,15 @@ def build(config: PipelineConfig) -> Stage:
     return b.finish()
 
 
+def baseline_prefix(config: PipelineConfig) -> str | None:
+    """Where the pipeline writes Model Monitor's baseline, when the monitoring stage runs Model
+    Monitor (the prefix its schedule reads); else None, and no baselining step."""
+    monitoring = config.stages.monitoring
+    if not (monitoring.enabled and monitoring.runs_model_monitor(config)):
+        return None
+    return monitoring.model_monitor.baseline_prefix
+
+
 def script_names(settings: TrainingConfig) -> list[str]:
     return (["prepare.py"] if settings.prepare.enabled else []) + ["evaluate.py"]
 
@@ -182,7 +191,7 @@ def script_names(settings: TrainingConfig) -> list[str]:
 
 def pipeline_refs(b: StageBuilder, settings: TrainingConfig, role: iam.Role, key: Ref,
                   input_prefix: Any, group_name: Sub, scripts: dict[str, Asset],
-                  security_group: ec2.SecurityGroup) -> Refs:
+                  security_group: ec2.SecurityGroup, baseline: str | None) -> Refs:
     """How the definition names the stack's resources and settings (Fn::Sub patterns)."""
     b.input(PROCESSED_BUCKET_NAME)
     b.input(ARTIFACTS_BUCKET_NAME)
@@ -217,6 +226,10 @@ def pipeline_refs(b: StageBuilder, settings: TrainingConfig, role: iam.Role, key
         processing_max_runtime=setting("processing_max_runtime_seconds", raw=True),
         metric_threshold=setting("metric_threshold", raw=True),
         approval_status=setting("approval_status"),
+        baseline_uri=(Cfn(f"s3://${{{ARTIFACTS_BUCKET_NAME.name}}}/{baseline}")
+                      if baseline else None),
+        analyzer_image=Cfn(ANALYZER_IMAGE.replace("${Account}", "${AnalyzerAccount}"))
+        if baseline else None,
     )
 
 
@@ -228,16 +241,18 @@ def image(b: StageBuilder, settings: TrainingConfig) -> Cfn:
                f"/sagemaker-xgboost:{settings.xgboost_version}")
 
 
-def definition_body(b: StageBuilder, settings: TrainingConfig, refs: Refs,
-                    input_format: str) -> Sub:
+def definition_body(b: StageBuilder, config: PipelineConfig, refs: Refs) -> Sub:
+    settings = config.stages.training
     variables: dict[str, Any] = {
         # A list parameter cannot appear in Sub text; as `a","b` it fills the ["${Subnets}"].
         "Subnets": Join('","', b.input(PRIVATE_SUBNET_IDS)),
     }
     if settings.image_uri is None:
         variables["XgboostAccount"] = FindInMap(XGBOOST_MAPPING, Ref("AWS::Region"), "Account")
+    if refs.analyzer_image is not None:
+        variables["AnalyzerAccount"] = analyzer_account(b, config.stages.monitoring.model_monitor)
     text = training_pipeline.sub_body(
-        training_pipeline.definition(settings, refs, input_format))
+        training_pipeline.definition(settings, refs, settings.input_format(config)))
     return Sub(text, **variables)
 
 
@@ -274,7 +289,8 @@ def add_job_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.Secur
 
 def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: iam.Role,
                              key: Ref, input_prefix: Any, group_name: Sub, scripts: list[Asset],
-                             security_group: ec2.SecurityGroup) -> list[Statement]:
+                             security_group: ec2.SecurityGroup,
+                             baseline: str | None = None) -> list[Statement]:
     processed = b.input(PROCESSED_BUCKET_ARN)
     artifacts = b.input(ARTIFACTS_BUCKET_ARN)
     in_vpc = Condition(ArnEquals("ec2:Vpc", policies.arn(
@@ -310,6 +326,9 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
         ),
         *policies.bucket_access(processed, input_prefix),
         *policies.bucket_access(artifacts, settings.artifacts_prefix, write=True),
+        # The baselining step writes Model Monitor's baseline where its schedule reads it.
+        *(policies.bucket_access(artifacts, baseline, read=False, write=True)
+          if baseline else []),
         *script_statements(scripts),
         # S3 encrypts and decrypts objects with the data key for the role's requests;
         # SageMaker encrypts the job volumes and the model it uploads.

@@ -16,6 +16,10 @@ Steps
 - CheckMetric (Condition): the configured metric against the MetricThreshold parameter;
   passing registers the model (RegisterModel) into the model package group, failing ends the
   execution as failed (MetricBelowThreshold), so a worse model never reaches the registry.
+- BaselineData (Processing, with Model Monitor): beside RegisterModel, the Model Monitor
+  analyzer computes statistics.json and constraints.json of the training rows' features (what
+  the endpoint receives: PrepareData's `baseline` output, or `baseline/` under the input
+  location) into the baseline prefix the monitoring schedule compares captured requests with.
 
 Values CloudFormation fills in (bucket names, the role, the settings) are `Cfn` placeholders:
 `Cfn("s3://${ArtifactsBucketName}/")` stands for a JSON string, `Cfn("${X}", raw=True)` for raw
@@ -36,6 +40,9 @@ EVALUATE = "EvaluateModel"
 CHECK = "CheckMetric"
 REGISTER = "RegisterModel"
 FAIL = "MetricBelowThreshold"
+BASELINE = "BaselineData"
+# PrepareData's output of the training rows without their label: the endpoint's input.
+BASELINE_DATA = "baseline"
 
 EVALUATION_REPORT = "EvaluationReport"
 EVALUATION_OUTPUT = "evaluation"
@@ -88,6 +95,9 @@ class Refs:
     processing_max_runtime: Cfn   # raw
     metric_threshold: Cfn         # raw
     approval_status: Cfn
+    # With Model Monitor: where its baseline goes (s3://.../, ends in /), and the analyzer.
+    baseline_uri: Cfn | None = None
+    analyzer_image: Cfn | None = None
 
 
 # --- expressions -----------------------------------------------------------------------------
@@ -171,7 +181,8 @@ def prepare_step(config: TrainingConfig, refs: Refs, input_format: str) -> dict:
                     processing_input("code", refs.prepare_script_uri, CODE_DIR)],
             outputs=[processing_output(split, execution_folder(refs, "data", split),
                                        f"{PROCESSING_ROOT}/output/{split}")
-                     for split in ("train", "validation", "test")]),
+                     for split in ("train", "validation", "test")
+                     + ((BASELINE_DATA,) if refs.baseline_uri else ())]),
     }
 
 
@@ -235,7 +246,8 @@ def condition_step(config: TrainingConfig, refs: Refs) -> dict:
                 "LeftValue": json_get(EVALUATE, EVALUATION_REPORT, metric_path(config)),
                 "RightValue": parameter(METRIC_THRESHOLD),
             }],
-            "IfSteps": [register_step(config, refs)],
+            "IfSteps": [register_step(config, refs)]
+                       + ([baseline_step(config, refs)] if refs.baseline_uri else []),
             "ElseSteps": [{
                 "Name": FAIL,
                 "Type": "Fail",
@@ -273,6 +285,30 @@ def register_step(config: TrainingConfig, refs: Refs) -> dict:
     }
 
 
+def baseline_step(config: TrainingConfig, refs: Refs) -> dict:
+    """Model Monitor's baselining job (what the SageMaker SDK's suggest_baseline starts): the
+    analyzer image, told by its environment what to read and where to write."""
+    assert refs.baseline_uri is not None and refs.analyzer_image is not None
+    dataset = f"{PROCESSING_ROOT}/input/baseline_dataset_input"
+    output = f"{PROCESSING_ROOT}/output"
+    return {
+        "Name": BASELINE,
+        "Type": "Processing",
+        "Arguments": processing_arguments(
+            config, refs,
+            {"ImageUri": refs.analyzer_image},
+            environment={
+                "dataset_format": json.dumps({"csv": {"header": False}}),
+                "dataset_source": dataset,
+                "output_path": output,
+                "publish_cloudwatch_metrics": "Disabled",
+            },
+            inputs=[processing_input("baseline_dataset_input",
+                                     data_location(config, refs, BASELINE_DATA), dataset)],
+            outputs=[processing_output("monitoring_output", refs.baseline_uri, output)]),
+    }
+
+
 def metric_path(config: TrainingConfig) -> str:
     """Where evaluate.py puts the deciding metric in evaluation.json."""
     return f"{metric_kind(config.metric)}_metrics.{config.metric}.value"
@@ -299,19 +335,28 @@ def channel(name: str, uri: Any) -> dict:
 def processing_job(config: TrainingConfig, refs: Refs, script: str, arguments: list[str], *,
                    inputs: list[dict], outputs: list[dict]) -> dict:
     """CreateProcessingJob arguments running one of the shipped scripts."""
+    return processing_arguments(config, refs, {
+        "ImageUri": refs.processing_image,
+        "ContainerEntrypoint": ["python3", f"{CODE_DIR}/{script}"],
+        "ContainerArguments": arguments,
+    }, inputs=inputs, outputs=outputs)
+
+
+def processing_arguments(config: TrainingConfig, refs: Refs, app: dict, *, inputs: list[dict],
+                         outputs: list[dict], environment: dict | None = None) -> dict:
+    """CreateProcessingJob arguments: `app` on one instance of the pipeline's size, as the
+    pipeline's role, encrypted with the data key, in the pipeline's network."""
     return {
         "ProcessingResources": {"ClusterConfig": {
             "InstanceType": parameter(PROCESSING_INSTANCE_TYPE),
-            # The shipped scripts run on one instance; more would only repeat the work.
+            # The shipped scripts and the analyzer run on one instance; more would only
+            # repeat the work.
             "InstanceCount": 1,
             "VolumeSizeInGB": refs.processing_volume_size,
             "VolumeKmsKeyId": refs.key_arn,
         }},
-        "AppSpecification": {
-            "ImageUri": refs.processing_image,
-            "ContainerEntrypoint": ["python3", f"{CODE_DIR}/{script}"],
-            "ContainerArguments": arguments,
-        },
+        "AppSpecification": app,
+        **({"Environment": environment} if environment else {}),
         "RoleArn": refs.role_arn,
         "ProcessingInputs": inputs,
         "ProcessingOutputConfig": {"Outputs": outputs, "KmsKeyId": refs.key_arn},

@@ -81,7 +81,7 @@ def definition(t: dict, numbers: str = "1") -> dict:
         if name in numeric:
             return numbers
         return f"<{name}>"
-    assert set(variables) <= {"Subnets", "XgboostAccount"}
+    assert set(variables) <= {"Subnets", "XgboostAccount", "AnalyzerAccount"}
     return json.loads(re.sub(r"\$\{([^}]*)\}", value, text))
 
 
@@ -217,7 +217,7 @@ CUSTOM = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/model:1.0"
 
 def test_a_configured_image_is_a_setting_and_may_be_pulled_from_this_accounts_ecr():
     t = template(image_uri=CUSTOM, hyperparameters={"epochs": "3"})
-    assert "Mappings" not in t
+    assert "XgboostRegistry" not in t.get("Mappings", {})
     assert t["Parameters"]["TrainingImageUri"]["Type"] == "String"
     d = definition(t)
     assert steps(d)["TrainModel"]["Arguments"]["AlgorithmSpecification"]["TrainingImage"] == (
@@ -329,10 +329,36 @@ def test_the_role_reads_the_input_prefix_and_writes_only_the_artifacts_prefix():
     reads = object_resources(found, "s3:GetObject")
     assert "${ProcessedBucketArn}/features/*" in reads
     assert "${ArtifactsBucketArn}/ml/*" in reads
-    assert object_resources(found, "s3:PutObject") == ["${ArtifactsBucketArn}/ml/*"]
+    # And, for the baselining step, the prefix the Model Monitor schedule reads.
+    assert object_resources(found, "s3:PutObject") == [
+        "${ArtifactsBucketArn}/ml/*", "${ArtifactsBucketArn}/monitoring/baseline/*"]
     assert not with_action(found, "s3:DeleteObject")
     for listing in with_action(found, "s3:ListBucket"):
         assert listing.get("Condition"), listing
+
+
+def test_the_baseline_goes_where_the_monitoring_schedule_reads_it_only_with_model_monitor():
+    stage = training.build(config_with({"stages": {
+        "etl": {"enabled": False},
+        "monitoring": {"model_monitor": {"baseline_prefix": "drift/base/"}}}}).config)
+    t = template_dict(stage)
+    baseline = steps(definition(t))["BaselineData"]["Arguments"]
+    [output] = baseline["ProcessingOutputConfig"]["Outputs"]
+    assert output["S3Output"]["S3Uri"] == "s3://<ArtifactsBucketName>/drift/base/"
+    assert baseline["AppSpecification"]["ImageUri"] == (
+        "<AnalyzerAccount>.dkr.ecr.<AWS::Region>.<AWS::URLSuffix>/sagemaker-model-monitor-analyzer")
+    variables = t["Resources"]["TrainingPipeline"]["Properties"]["PipelineDefinition"][
+        "PipelineDefinitionBody"]["Fn::Sub"][1]
+    assert variables["AnalyzerAccount"] == {
+        "Fn::FindInMap": ["ModelMonitorImageAccounts", {"Ref": "AWS::Region"}, "Account"]}
+    assert "${ArtifactsBucketArn}/drift/base/*" in object_resources(role_statements(t),
+                                                                    "s3:PutObject")
+    for off in ({"monitoring": {"model_monitor": {"enabled": False}}},
+                {"serving": {"target": "fargate"}}):
+        without = template_dict(training.build(config_with({"stages": {
+            "etl": {"enabled": False}, **off}}).config))
+        assert "BaselineData" not in steps(definition(without)), off
+        assert "ModelMonitorImageAccounts" not in without.get("Mappings", {})
 
 
 def test_with_etl_the_role_reads_under_the_etl_prefix():
@@ -398,7 +424,7 @@ def test_jobs_run_in_the_private_subnets_with_their_own_security_group():
     d = definition(t)
     vpc = {"SecurityGroupIds": ["<JobSecurityGroup.GroupId>"], "Subnets": ["subnet-a", "subnet-b"]}
     jobs = [s for s in steps(d).values() if s["Type"] in ("Training", "Processing")]
-    assert len(jobs) == 3
+    assert len(jobs) == 4  # prepare, train, evaluate, baseline
     for job in jobs:
         found = job["Arguments"].get("VpcConfig") or job["Arguments"]["NetworkConfig"]["VpcConfig"]
         assert found == vpc, job["Name"]

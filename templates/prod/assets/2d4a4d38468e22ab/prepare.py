@@ -3,7 +3,8 @@
 Run by a SageMaker processing job with the input location under /opt/ml/processing/input/data
 and three outputs, /opt/ml/processing/output/{train,validation,test}/. Every row becomes one
 header-less CSV line with the label first and the feature columns after it, in one fixed order:
-what the built-in XGBoost algorithm reads.
+what the built-in XGBoost algorithm reads. A fourth output, baseline/, holds the training rows
+without their label: what the endpoint receives, and what Model Monitor's baseline describes.
 
 A row's split follows from a hash of its content, not from chance or position: the same row
 lands in the same split on every run, so a model is never tested on rows an earlier model was
@@ -25,6 +26,7 @@ from typing import Iterator, Sequence
 
 FORMATS = ("parquet", "csv", "csv_headerless")
 SPLITS = ("train", "validation", "test")
+BASELINE = "baseline"
 # Part of every row's hash: change it to draw a different (still repeatable) split.
 SPLIT_SEED = "mlops-cfn"
 # Rows read to tell numeric columns from text ones when no feature columns are configured.
@@ -140,7 +142,8 @@ def rows(files: Sequence[pathlib.Path], input_format: str, label: str,
 def prepare(input_dir: pathlib.Path, output_dir: pathlib.Path, input_format: str, label: str,
             features: Sequence[str] | None, validation_fraction: float,
             test_fraction: float) -> dict[str, int]:
-    """Write the three splits under `output_dir`; returns the row count of each."""
+    """Write the three splits (and the training features as `baseline`) under `output_dir`;
+    returns the row count of each split."""
     if input_format not in FORMATS:
         raise PrepareError(f"unknown input format {input_format!r}")
     files = data_files(input_dir)
@@ -150,7 +153,7 @@ def prepare(input_dir: pathlib.Path, output_dir: pathlib.Path, input_format: str
     handles = {}
     try:
         writers = {}
-        for split in SPLITS:
+        for split in (*SPLITS, BASELINE):
             (output_dir / split).mkdir(parents=True, exist_ok=True)
             handles[split] = (output_dir / split / "data.csv").open("w", newline="",
                                                                    encoding="utf-8")
@@ -159,6 +162,8 @@ def prepare(input_dir: pathlib.Path, output_dir: pathlib.Path, input_format: str
             split = assign_split(row, validation_fraction, test_fraction)
             writers[split].writerow(row)
             counts[split] += 1
+            if split == "train":
+                writers[BASELINE].writerow(row[1:])
     finally:
         for handle in handles.values():
             handle.close()
