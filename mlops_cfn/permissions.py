@@ -541,14 +541,20 @@ ACTIONS_WITHOUT_RESOURCE_SCOPE = frozenset({
 
 # --- resource scope per service --------------------------------------------------------------
 
-def service_resources(service: str) -> list[Sub]:
-    """ARN patterns covering `service`'s resources in this account (and region)."""
+def service_resources(service: str, iam_names: str = "") -> list[Sub]:
+    """ARN patterns covering `service`'s resources in this account (and region); for IAM,
+    roles and policies whose names start with `iam_names`, and service-linked roles."""
     partition = "arn:${AWS::Partition}"
     if service == "iam":
         # IAM refuses a bare `:*` path ("IAM resource path must either be "*" or start with
-        # user/, role/, ..."): the stacks create roles (service-linked ones too) and policies.
-        return [Sub(f"{partition}:iam::${{AWS::AccountId}}:role/*"),
-                Sub(f"{partition}:iam::${{AWS::AccountId}}:policy/*")]
+        # user/, role/, ..."): the stacks create roles and policies (CloudFormation names them
+        # after the stack, so they start with its name) and service-linked roles.
+        if not iam_names:
+            return [Sub(f"{partition}:iam::${{AWS::AccountId}}:role/*"),
+                    Sub(f"{partition}:iam::${{AWS::AccountId}}:policy/*")]
+        return [Sub(f"{partition}:iam::${{AWS::AccountId}}:role/{iam_names}*"),
+                Sub(f"{partition}:iam::${{AWS::AccountId}}:role/aws-service-role/*"),
+                Sub(f"{partition}:iam::${{AWS::AccountId}}:policy/{iam_names}*")]
     if service == "s3":
         # Bucket ARNs name no account; the statement adds an aws:ResourceAccount condition.
         return [Sub(f"{partition}:s3:::*")]
@@ -598,8 +604,14 @@ def passed_to_services(resource_types: Iterable[str]) -> list[str]:
                    for service in PASSES_ROLE_TO.get(_known(t), ())})
 
 
-def deployment_statements(resource_types: Iterable[str]) -> list[Statement]:
-    """Statements allowing `actions_for(resource_types)`, scoped as the module docstring says."""
+def deployment_statements(resource_types: Iterable[str], iam_names: str = "") -> list[Statement]:
+    """Statements allowing `actions_for(resource_types)`, scoped as the module docstring says.
+
+    `iam_names`: the prefix of every role and policy the stacks create (the root stack's
+    name, which CloudFormation's generated names start with), so that the deploying role can
+    neither change nor pass any other role of the account. Empty when stack names are not
+    known beforehand (Service Catalog names its stacks itself).
+    """
     resource_types = list(resource_types)
     actions = [a for a in actions_for(resource_types) if a != PASS_ROLE]
     by_service: dict[str, list[str]] = {}
@@ -615,7 +627,7 @@ def deployment_statements(resource_types: Iterable[str]) -> list[Statement]:
             Sid="Manage" + "".join(part.capitalize() for part in service.split("-")),
             Effect=Allow,
             Action=[Action(*a.split(":")) for a in by_service[service]],
-            Resource=service_resources(service),
+            Resource=service_resources(service, iam_names),
         )
         if service == "s3":
             statement.Condition = Condition(
@@ -637,7 +649,7 @@ def deployment_statements(resource_types: Iterable[str]) -> list[Statement]:
             Sid="PassRolesToServices",
             Effect=Allow,
             Action=[Action("iam", "PassRole")],
-            Resource=[Sub("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/*")],
+            Resource=[Sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{iam_names}*")],
             Condition=Condition(StringEquals("iam:PassedToService", services)),
         ))
     return statements

@@ -67,7 +67,7 @@ class RecordingStatements:
     def __init__(self):
         self.asked: list[list[str]] = []
 
-    def __call__(self, types):
+    def __call__(self, types, iam_names=""):
         self.asked.append(list(types))
         return [Statement(Sid=re.sub(r"\W", "", t), Effect=Allow,
                           Action=[Action("cloudformation", "DescribeStacks")],

@@ -518,10 +518,12 @@ def add_deploy_role(b: StageBuilder, project: str, targets: Sequence[DeploymentT
 
     It can create IAM roles with any policy, so it is as powerful as the templates on the
     source branch: whoever can push there can change what it deploys (protect the branch; the
-    approval guards protected environments).
+    approval guards protected environments). It can create, change and pass only roles and
+    policies named like the project's stacks (`<project>-<environment>-...`), never another
+    role of the account.
     """
-    documents = permissions.policy_documents(
-        permissions.deployment_statements(deployed_resource_types(targets)))
+    documents = permissions.policy_documents(permissions.deployment_statements(
+        deployed_resource_types(targets), iam_names=iam_name_prefix(project)))
     managed = [_home(b.add(iam.ManagedPolicy(
         f"DeployPolicy{index}",
         Description=f"Delivery deployments: manage the pipeline's resources ({index}/"
@@ -536,6 +538,18 @@ def add_deploy_role(b: StageBuilder, project: str, targets: Sequence[DeploymentT
         Policies=[iam.Policy(PolicyName="packages", PolicyDocument=policies.document(
             package_read_statements(artifacts, key)))],
     )))
+
+
+# A generated IAM role name that would pass 64 characters keeps at most this many characters of
+# its stack's name (CloudFormation keeps 13 for a random tail and its hyphen and splits the
+# rest, less one hyphen, between stack name and logical id).
+GENERATED_ROLE_NAME_STACK_PART = 25
+
+
+def iam_name_prefix(project: str) -> str:
+    """What every role and policy CloudFormation names in the project's stacks starts with:
+    the stacks are `<project>-<environment>...`, cut as CloudFormation cuts a long name."""
+    return f"{project}-"[:GENERATED_ROLE_NAME_STACK_PART]
 
 
 def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:

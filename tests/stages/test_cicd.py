@@ -619,6 +619,36 @@ def test_deploy_role_holds_what_the_deployed_stages_need_and_reads_the_packages(
     assert read["Resource"] == [{"Fn::Sub": "${ArtifactBucket.Arn}/delivery/*"}]
 
 
+def deploy_statements(t: dict) -> list[dict]:
+    role = t["Resources"]["DeployRole"]["Properties"]
+    return [s for r in role["ManagedPolicyArns"]
+            for s in t["Resources"][r["Ref"]]["Properties"]["PolicyDocument"]["Statement"]]
+
+
+@pytest.mark.parametrize("project, prefix", [
+    ("mlops-demo", "mlops-demo-"),
+    # CloudFormation keeps 25 characters of a stack's name in a generated role name that
+    # would be too long; the prefix is what survives that cut.
+    ("customer-churn-predictions", "customer-churn-prediction"),
+])
+def test_the_deploy_role_manages_and_passes_only_the_projects_roles_and_policies(project,
+                                                                                 prefix):
+    t = template({"project": project})
+    iam = [s for s in deploy_statements(t) if s.get("Sid") == "ManageIam"]
+    assert len(iam) == 1
+    assert iam[0]["Resource"] == [
+        {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{prefix}*"},
+        {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/aws-service-role/*"},
+        {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:policy/{prefix}*"}]
+    (passing,) = [s for s in deploy_statements(t) if s.get("Sid") == "PassRolesToServices"]
+    assert passing["Resource"] == [
+        {"Fn::Sub": f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{prefix}*"}]
+    # CloudFormation's name for a role of a nested stack of this project starts so.
+    nested_stack = f"{project}-prod-TrainingStack-1A2B3C4D5E6F"
+    generated = f"{nested_stack[:25]}-PipelineRole-ABCDEFGHIJKL"
+    assert generated.startswith(prefix)
+
+
 def test_deploy_role_policies_each_fit_a_managed_policy(default):
     for logical_id in resources_of_type(default, "AWS::IAM::ManagedPolicy"):
         document = default["Resources"][logical_id]["Properties"]["PolicyDocument"]
