@@ -203,6 +203,7 @@ def validate(paths: Sequence[Path], security: bool = True,
             result = checkov_results[checkov_keys[path]]
             findings += [_finding_from(item, path) for item in result["findings"]]
             skips += [Skip(path, **item) for item in result["skips"]]
+    cache.save()
     return Report(files=tuple(templates), findings=tuple(findings), skips=tuple(skips),
                   security=security)
 
@@ -478,14 +479,21 @@ def check_local_references(template: TemplateFile) -> list[Finding]:
 
 
 class _Cache:
-    """Results as small JSON files named by their key; a no-op without a directory."""
+    """Results as small JSON files named by their key; a no-op without a directory.
+
+    New results are kept in memory until `save`, which a run calls once it has a report: a run
+    refused as bad input writes nothing.
+    """
 
     def __init__(self, directory: Path | None):
         self.directory = directory
+        self.pending: dict[str, dict] = {}
 
     def get(self, key: str) -> dict | None:
         if self.directory is None:
             return None
+        if key in self.pending:
+            return self.pending[key]
         try:
             return json.loads((self.directory / f"{key}.json").read_text())
         except (OSError, ValueError):
@@ -493,17 +501,24 @@ class _Cache:
 
     def put(self, key: str, result: dict) -> dict:
         if self.directory is not None:
-            try:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                ignore = self.directory / ".gitignore"
-                if not ignore.exists():
-                    ignore.write_text("# written by mlops-cfn validate\n*\n")
+            self.pending[key] = result
+        return result
+
+    def save(self) -> None:
+        if self.directory is None or not self.pending:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            ignore = self.directory / ".gitignore"
+            if not ignore.exists():
+                ignore.write_text("# written by mlops-cfn validate\n*\n")
+            for key, result in self.pending.items():
                 staging = self.directory / f".{key}.{os.getpid()}.tmp"
                 staging.write_text(json.dumps(result))
                 os.replace(staging, self.directory / f"{key}.json")
-            except OSError:
-                pass  # a cache that cannot be written only costs time
-        return result
+        except OSError:
+            pass  # a cache that cannot be written only costs time
+        self.pending.clear()
 
 
 # --- finding the templates -------------------------------------------------------------------

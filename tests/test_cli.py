@@ -221,6 +221,22 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_status(in_tmp):
     assert "Traceback" in result.stderr and "error: nope.yaml: no such file" in result.stderr
 
 
+def test_validate_refusing_its_input_leaves_no_cache_behind(in_tmp):
+    (in_tmp / "p.yaml").write_text("project: ok\n")
+    result = run("validate", "--no-security", "p.yaml")
+    assert result.exit_code == 2
+    assert "p.yaml: not a CloudFormation template" in result.output
+    assert not (in_tmp / ".mlops-cfn-cache").exists()
+
+
+def test_validate_refuses_a_cache_dir_that_is_a_file(in_tmp):
+    run("render")
+    (in_tmp / "f").write_text("x")
+    result = run("validate", "--no-security", "--cache-dir", "f")
+    assert result.exit_code == 2
+    assert result.output.strip() == "error: --cache-dir f: not a directory"
+
+
 def test_unknown_environment_is_a_usage_error(in_tmp):
     result = run("render", "--env", "qa")
     assert result.exit_code == 2

@@ -26,6 +26,8 @@ def validate(paths, no_security, jobs, cache_dir, no_cache):
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UserError(*(f"{p}: no such file or directory" for p in missing))
+    if not no_cache and cache_dir.exists() and not cache_dir.is_dir():
+        raise UserError(f"--cache-dir {cache_dir}: not a directory")
     from ..validate import validate as run_validation
 
     import os

@@ -86,9 +86,11 @@ import awacs.codepipeline
 import awacs.codestar_connections
 import awacs.ec2
 import awacs.iam
+import awacs.kms
 import awacs.logs
 import awacs.s3
 import awacs.sagemaker
+import awacs.sns
 from awacs.aws import Allow, ArnLike, Condition, Statement, StringEquals
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, s3)
@@ -96,7 +98,8 @@ from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, co
 from .. import naming, permissions, policies
 from ..config import PipelineConfig
 from ..config.cicd import CicdConfig
-from ..outputs import (ACCESS_LOGS_BUCKET_NAME, DATA_KEY_ARN, DELIVERY_PIPELINE_NAME,
+from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
+                       DELIVERY_PIPELINE_NAME,
                        DELIVERY_SOURCE_BUCKET_NAME, PRIVATE_SUBNET_IDS, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
@@ -221,12 +224,16 @@ def build(config: PipelineConfig,
     retrain_project = (add_retrain_project(b, config, artifacts, key, network)
                        if retraining(config) else None)
     deploy_role = add_deploy_role(b, config.project, targets, artifacts, key)
-    projects = [p for p in (build_project, retrain_project) if p is not None]
+    protected = [t for t in targets if t.protected]
+    protect_project = (add_protect_project(b, config, protected, artifacts, key, network)
+                       if protected else None)
+    projects = [p for p in (build_project, retrain_project, protect_project) if p is not None]
+    approvals = approval_topic(b, config, targets)
     pipeline_role = b.add(add_pipeline_role(config, targets, artifacts, source_bucket,
-                                            connection, key, projects, deploy_role))
+                                            connection, key, projects, deploy_role, approvals))
     source = source_action(config, source_bucket, connection)
     stages = pipeline_stages(config, targets, home, source, build_project, retrain_project,
-                             deploy_role)
+                             deploy_role, approvals, protect_project)
     pipeline = _home(b.add(codepipeline.Pipeline(
         "DeliveryPipeline",
         Name=name,
@@ -247,6 +254,16 @@ def build(config: PipelineConfig,
                 naming.ENVIRONMENT, home)))
     b.output(DELIVERY_PIPELINE_NAME, name)
     return b.finish()
+
+
+def approval_topic(b: StageBuilder, config: PipelineConfig,
+                   targets: Sequence[DeploymentTarget]) -> Ref | None:
+    """Where a pending approval is announced: the monitoring stage's alarm topic (its email
+    subscription reaches whoever watches the pipeline), when there is one and something to
+    approve."""
+    if not (config.stages.monitoring.enabled and any(t.protected for t in targets)):
+        return None
+    return b.input(ALARM_TOPIC_ARN)
 
 
 def _home(resource):
@@ -387,6 +404,45 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
             spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
             spec.TRAINING_PIPELINE_VARIABLE: training_pipeline,
         }),
+        EncryptionKey=key,
+        TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
+        LogsConfig=project_logs(log_group),
+        **project_network(network),
+    )))
+
+
+def add_protect_project(b: StageBuilder, config: PipelineConfig,
+                        protected: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Ref,
+                        network: BuildNetwork | None) -> codebuild.Project:
+    cicd = config.stages.cicd
+    log_group = _home(encrypted_log_group(b, config, "ProtectLogGroup", "delivery-protect"))
+    stacks = [policies.arn("cloudformation",
+                           f"stack/{stack_name(config.project, t.environment)}/*")
+              for t in protected]
+    role = _home(b.add(iam.Role(
+        "ProtectRole",
+        Description="Delivery: termination protection for the protected environments' stacks",
+        AssumeRolePolicyDocument=codebuild_trust(),
+        Policies=[iam.Policy(PolicyName="protect", PolicyDocument=policies.document(
+            # Its input artifact: CodeBuild actions take one.
+            Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                      Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+            policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
+            Statement(Effect=Allow,
+                      Action=[awacs.cloudformation.UpdateTerminationProtection],
+                      Resource=stacks),
+            log_statement(log_group),
+            *vpc_statements(network),
+        ))],
+    )))
+    return _home(b.add(codebuild.Project(
+        "ProtectProject",
+        Description="Turns termination protection on for a protected environment's stack",
+        ServiceRole=GetAtt(role, "Arn"),
+        Source=codebuild.Source(Type="CODEPIPELINE",
+                                BuildSpec=spec.as_text(spec.protect_spec())),
+        Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
+        Environment=build_environment(b, cicd, {}),
         EncryptionKey=key,
         TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
         LogsConfig=project_logs(log_group),
@@ -564,7 +620,7 @@ def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
 def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget],
                       artifacts: s3.Bucket, source_bucket: s3.Bucket | None,
                       connection: Ref | None, key: Ref, projects: Sequence[codebuild.Project],
-                      deploy_role: iam.Role) -> iam.Role:
+                      deploy_role: iam.Role, approvals: Ref | None = None) -> iam.Role:
     stacks = [policies.arn("cloudformation",
                            f"stack/{stack_name(config.project, t.environment)}/*")
               for t in targets]
@@ -607,6 +663,13 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
                       Action=[awacs.s3.GetBucketVersioning, awacs.s3.GetBucketLocation],
                       Resource=[GetAtt(source_bucket, "Arn")]),
         ]
+    if approvals is not None:
+        statements += [
+            Statement(Effect=Allow, Action=[awacs.sns.Publish], Resource=[approvals]),
+            # The topic is encrypted with the data key; SNS uses it in the publisher's name.
+            policies.use_key(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
+                             via_services=("sns",)),
+        ]
     if connection is not None:
         statements.append(Statement(
             Effect=Allow,
@@ -630,8 +693,10 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
 
 def pipeline_stages(config: PipelineConfig, targets: Sequence[DeploymentTarget], home: str,
                     source: codepipeline.Actions, build_project: codebuild.Project,
-                    retrain_project: codebuild.Project | None,
-                    deploy_role: iam.Role) -> list[codepipeline.Stages]:
+                    retrain_project: codebuild.Project | None, deploy_role: iam.Role,
+                    approvals: Ref | None = None,
+                    protect_project: codebuild.Project | None = None
+                    ) -> list[codepipeline.Stages]:
     stages = [
         codepipeline.Stages(Name="Source", Actions=[source]),
         codepipeline.Stages(Name="Build", Actions=[codepipeline.Actions(
@@ -647,7 +712,8 @@ def pipeline_stages(config: PipelineConfig, targets: Sequence[DeploymentTarget],
     for target in targets:
         stages.append(codepipeline.Stages(
             Name=target.stage_name,
-            Actions=deploy_actions(config.project, target, deploy_role)))
+            Actions=deploy_actions(config.project, target, deploy_role, approvals,
+                                   protect_project)))
         if target.environment == home and retrain_project is not None:
             stages.append(codepipeline.Stages(Name="Retrain", Actions=[codepipeline.Actions(
                 Name="StartTrainingIfCodeChanged",
@@ -695,8 +761,10 @@ def source_action(config: PipelineConfig, source_bucket: s3.Bucket | None,
     )
 
 
-def deploy_actions(project: str, target: DeploymentTarget,
-                   deploy_role: iam.Role) -> list[codepipeline.Actions]:
+def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role,
+                   approvals: Ref | None = None,
+                   protect_project: codebuild.Project | None = None
+                   ) -> list[codepipeline.Actions]:
     env = target.environment
     stack = stack_name(project, env)
     change_set = change_set_name(project, env)
@@ -720,9 +788,12 @@ def deploy_actions(project: str, target: DeploymentTarget,
         actions.append(codepipeline.Actions(
             Name="Approve",
             ActionTypeId=_action_type("Approval", "Manual"),
-            Configuration={"CustomData": (
-                f"{env} is protected: review change set {change_set} of stack {stack} "
-                "(CloudFormation console) before approving its execution.")},
+            Configuration={
+                "CustomData": (
+                    f"{env} is protected: review change set {change_set} of stack {stack} "
+                    "(CloudFormation console) before approving its execution."),
+                **({"NotificationArn": approvals} if approvals is not None else {}),
+            },
             RunOrder=2,
         ))
     actions.append(codepipeline.Actions(
@@ -735,6 +806,18 @@ def deploy_actions(project: str, target: DeploymentTarget,
         },
         RunOrder=len(actions) + 1,
     ))
+    if target.protected and protect_project is not None:
+        actions.append(codepipeline.Actions(
+            Name="ProtectStack",
+            ActionTypeId=_action_type("Build", "CodeBuild"),
+            Configuration={
+                "ProjectName": Ref(protect_project),
+                "EnvironmentVariables": json.dumps([{
+                    "name": spec.STACK_VARIABLE, "value": stack, "type": "PLAINTEXT"}]),
+            },
+            InputArtifacts=[codepipeline.InputArtifacts(Name=BUILD_ARTIFACT)],
+            RunOrder=len(actions) + 1,
+        ))
     return actions
 
 

@@ -45,6 +45,7 @@ HASH_VARIABLE = "TRAINING_CODE_HASH"
 RETRAIN_STATE_KEY = "retrain/last-training-code-hash"
 # Environment variables the CodeBuild projects set.
 ARTIFACT_BUCKET_VARIABLE = "ARTIFACT_BUCKET"
+STACK_VARIABLE = "STACK_NAME"
 TRAINING_PIPELINE_VARIABLE = "TRAINING_PIPELINE_NAME"
 
 
@@ -112,6 +113,21 @@ def retrain_spec() -> dict[str, Any]:
             f'last="$(aws s3 cp "{state}" - 2>/dev/null || true)"',
             f'if [ "$last" = "${HASH_VARIABLE}" ]; then echo "training code unchanged '
             f'(${HASH_VARIABLE}): no retraining"; else {start} && {remember}; fi',
+        ]}},
+    }
+
+
+def protect_spec() -> dict[str, Any]:
+    """Termination protection for the stack the action names (what `mlops-cfn deploy` turns on
+    for a protected environment; CloudFormation's pipeline actions cannot)."""
+    return {
+        "version": BUILDSPEC_VERSION,
+        "env": {"shell": "bash"},
+        "phases": {"build": {"commands": [
+            f'test -n "${STACK_VARIABLE}" || {{ echo "the action named no {STACK_VARIABLE}"; '
+            "exit 1; }",
+            "aws cloudformation update-termination-protection --enable-termination-protection"
+            f' --stack-name "${STACK_VARIABLE}"',
         ]}},
     }
 

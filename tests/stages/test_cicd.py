@@ -130,7 +130,8 @@ def test_stages_run_source_build_then_each_environment_in_config_order():
 
 def test_every_environment_is_deployed_by_change_set_replace_then_execute(default):
     for env in ("dev", "prod"):
-        create, *_, execute = actions_of(default, f"Deploy-{env}")
+        create, *_, execute = [a for a in actions_of(default, f"Deploy-{env}")
+                               if a["Name"] != "ProtectStack"]
         stack = f"mlops-demo-{env}"
         assert create["ActionTypeId"]["Provider"] == "CloudFormation"
         assert create["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"
@@ -150,11 +151,50 @@ def test_manual_approval_sits_between_change_set_and_execution_of_protected_envi
         default):
     assert [a["Name"] for a in actions_of(default, "Deploy-dev")] == [
         "CreateChangeSet", "ExecuteChangeSet"]
-    create, approve, execute = actions_of(default, "Deploy-prod")
+    create, approve, execute, protect = actions_of(default, "Deploy-prod")
     assert approve["ActionTypeId"] == {"Category": "Approval", "Owner": "AWS",
                                        "Provider": "Manual", "Version": "1"}
-    assert create["RunOrder"] < approve["RunOrder"] < execute["RunOrder"]
+    assert create["RunOrder"] < approve["RunOrder"] < execute["RunOrder"] < protect["RunOrder"]
     assert "mlops-demo-prod-delivery" in approve["Configuration"]["CustomData"]
+    # The request reaches people through the monitoring stage's alarm topic.
+    assert approve["Configuration"]["NotificationArn"] == {"Ref": "AlarmTopicArn"}
+
+
+def test_the_pipeline_may_announce_approvals_on_the_encrypted_alarm_topic(default):
+    statements = statements_of(default, "PipelineRole")
+    (publish,) = [s for s in statements if s["Action"] == ["sns:Publish"]]
+    assert publish["Resource"] == [{"Ref": "AlarmTopicArn"}]
+    via_sns = [s for s in statements if "kms:GenerateDataKey" in as_list(s["Action"])
+               and s["Condition"]["StringEquals"]["kms:ViaService"] == [
+                   {"Fn::Sub": "sns.${AWS::Region}.amazonaws.com"}]]
+    assert len(via_sns) == 1
+
+
+def test_without_monitoring_approvals_are_not_announced():
+    t = template({"stages": {"monitoring": {"enabled": False}}})
+    (approve,) = [a for a in actions_of(t, "Deploy-prod") if a["Name"] == "Approve"]
+    assert "NotificationArn" not in approve["Configuration"]
+    assert "AlarmTopicArn" not in t["Parameters"]
+
+
+def test_a_protected_environment_gets_termination_protection_after_each_execution(default):
+    *_, protect = actions_of(default, "Deploy-prod")
+    assert protect["Name"] == "ProtectStack"
+    assert protect["Configuration"]["ProjectName"] == {"Ref": "ProtectProject"}
+    assert json.loads(protect["Configuration"]["EnvironmentVariables"]) == [
+        {"name": "STACK_NAME", "value": "mlops-demo-prod", "type": "PLAINTEXT"}]
+    spec_text = default["Resources"]["ProtectProject"]["Properties"]["Source"]["BuildSpec"]
+    assert ('aws cloudformation update-termination-protection --enable-termination-protection '
+            '--stack-name "$STACK_NAME"') in spec_text
+    statements = statements_of(default, "ProtectRole")
+    (update,) = [s for s in statements
+                 if s["Action"] == ["cloudformation:UpdateTerminationProtection"]]
+    # Only the protected environments' stacks.
+    assert update["Resource"] == [{"Fn::Sub": (
+        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+        "stack/mlops-demo-prod/*")}]
+    unprotected = template({"environments": {"dev": {}, "qa": {}}, **NO_TRAINING})
+    assert "ProtectProject" not in unprotected["Resources"]
 
 
 def test_approvals_follow_the_protected_flag_of_each_environment():
@@ -587,7 +627,8 @@ def test_pipeline_role_starts_only_its_own_builds(default):
     (builds,) = [s for s in statements_of(default, "PipelineRole")
                  if "codebuild:StartBuild" in as_list(s["Action"])]
     assert builds["Resource"] == [{"Fn::GetAtt": ["BuildProject", "Arn"]},
-                                  {"Fn::GetAtt": ["RetrainProject", "Arn"]}]
+                                  {"Fn::GetAtt": ["RetrainProject", "Arn"]},
+                                  {"Fn::GetAtt": ["ProtectProject", "Arn"]}]
 
 
 def test_build_role_can_package_but_not_deploy(default):
