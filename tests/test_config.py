@@ -69,6 +69,12 @@ def test_lists_in_overrides_replace_rather_than_extend():
      "pipeline.yaml: environments: must have at least 1 items"),
     ({"project": "ok", "stages": {"storage": "yes"}},
      "pipeline.yaml: stages.storage: must be a mapping (got 'yes')"),
+    ({"project": "ok", "stages": {"etl": {"schedule": "cron(garbage)"}}},
+     "pipeline.yaml: stages.etl.schedule: must be cron(minutes hours day-of-month month "
+     "day-of-week year) in UTC"),
+    # AWS refuses a cron giving both day-of-month and day-of-week.
+    ({"project": "ok", "stages": {"training": {"schedule": "cron(0 12 * * MON-FRI *)"}}},
+     "pipeline.yaml: stages.training.schedule: must be rate(N minutes|hours|days) or cron("),
 ])
 def test_each_mistake_is_one_line_naming_file_field_and_what_is_allowed(data, expected):
     problems = problems_of(data)
@@ -182,3 +188,17 @@ def test_an_environment_named_prod_is_protected_unless_the_file_says_otherwise()
     explicit = load_data({"project": "ok", "environments": {"prod": {"protected": False}}},
                          "p.yaml")
     assert explicit.config.protected is False
+
+
+@pytest.mark.parametrize("schedule", ["rate(7 days)", "rate(1 hour)", "cron(15 * * * ? *)",
+                                      "cron(0/5 8-17 ? * MON-FRI *)", "cron(0 10 ? * 6L 2027)"])
+def test_schedules_aws_accepts_are_accepted(schedule):
+    load_data({"project": "ok", "stages": {"training": {"schedule": schedule}}}, "p.yaml")
+
+
+def test_hyperparameters_written_as_numbers_or_booleans_become_the_text_sagemaker_takes():
+    config = load_data({"project": "ok", "stages": {"training": {"hyperparameters": {
+        "objective": "binary:logistic", "num_round": 200, "eta": 0.2, "verbose": True}}}},
+        "p.yaml").config
+    assert config.stages.training.hyperparameters == {
+        "objective": "binary:logistic", "num_round": "200", "eta": "0.2", "verbose": "true"}

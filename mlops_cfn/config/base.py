@@ -18,6 +18,22 @@ def described_pattern(pattern: str, hint: str) -> str:
     return pattern
 
 
+# A cron expression as EventBridge, EventBridge Scheduler and Glue read it: six fields (minutes
+# hours day-of-month month day-of-week year) in UTC, of which exactly one of day-of-month and
+# day-of-week is `?`.
+_CRON_FIELD = r"[0-9A-Za-z*,/#-]+"
+_CRON = (rf"cron\({_CRON_FIELD} {_CRON_FIELD} "
+         rf"(?:\? {_CRON_FIELD} {_CRON_FIELD}|{_CRON_FIELD} {_CRON_FIELD} \?) {_CRON_FIELD}\)")
+_RATE = r"rate\([1-9][0-9]{0,4} (?:minute|minutes|hour|hours|day|days)\)"
+CRON_PATTERN = described_pattern(
+    rf"^{_CRON}$", "cron(minutes hours day-of-month month day-of-week year) in UTC, with `?` "
+                   "for exactly one of day-of-month and day-of-week, e.g. cron(15 * * * ? *)")
+SCHEDULE_PATTERN = described_pattern(
+    rf"^(?:{_RATE}|{_CRON})$",
+    "rate(N minutes|hours|days) or cron(minutes hours day-of-month month day-of-week year) "
+    "with `?` for exactly one of day-of-month and day-of-week, e.g. rate(7 days)")
+
+
 class Model(BaseModel):
     """Strict and immutable: an unknown key is an error, so a typo never passes silently."""
 

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from .base import Setting, StageToggle
+from .base import CRON_PATTERN, Setting, StageToggle
 
 # Table names the crawlers give: the raw crawler prefixes its tables with this, so a raw table
 # never takes the name of the processed one (which is the processed prefix without the slash).
@@ -12,8 +12,6 @@ RAW_TABLE_PREFIX = "raw_"
 
 # A column or partition name the job writes: what Athena, Redshift Spectrum and Hive accept.
 IDENTIFIER_PATTERN = r"^[a-z_][a-z0-9_]{0,126}$"
-# EventBridge-style Glue schedule: `cron(...)` in UTC.
-SCHEDULE_PATTERN = r"^cron\([^()]{9,200}\)$"
 
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 
@@ -55,7 +53,7 @@ class EtlConfig(StageToggle):
     ] = []
     schedule: Annotated[
         str | None,
-        Field(pattern=SCHEDULE_PATTERN,
+        Field(pattern=CRON_PATTERN,
               description="When the workflow runs (raw crawler, then the job, then the processed "
                           "crawler), as a Glue cron expression in UTC, e.g. `cron(15 * * * ? *)` "
                           "for a quarter past every hour. null: on demand only "

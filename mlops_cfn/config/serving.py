@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Model, Setting, StageToggle
+from .base import SCHEDULE_PATTERN, Model, Setting, StageToggle
 
 # A versioned package of a SageMaker model registry group, or nothing yet (the first deploy).
 MODEL_PACKAGE_ARN_PATTERN = (
@@ -29,7 +29,6 @@ IMAGE_URI_PATTERN = (r"^([a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 KEY_PREFIX_PATTERN = r"^[a-z0-9][a-z0-9_\-/]{0,62}/$"
 CONTENT_TYPE_PATTERN = r"^[a-z]+/[a-z0-9.+-]+$"
-SCHEDULE_PATTERN = r"^(rate\([1-9][0-9]* (minute|minutes|hour|hours|day|days)\)|cron\([^)]+\))$"
 CERTIFICATE_ARN_PATTERN = r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[0-9a-f-]{36}$"
 SERVER_NAME_PATTERN = r"^([a-z0-9*]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
 ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"

@@ -4,7 +4,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import Model, Setting, StageToggle
+from .base import SCHEDULE_PATTERN, Model, Setting, StageToggle
 
 # What the evaluation step computes, by the kind of model, and which way is better. The report
 # follows SageMaker's model quality format (`<kind>_metrics.<metric>.value`).
@@ -23,9 +23,6 @@ ECR_IMAGE_PATTERN = (r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
                      r"[a-z0-9][a-z0-9._/-]{0,254}(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\- ]{0,127}$"
-# EventBridge's schedule expressions.
-SCHEDULE_PATTERN = (r"^(rate\([1-9][0-9]{0,4} (minute|minutes|hour|hours|day|days)\)"
-                    r"|cron\([^()]{9,200}\))$")
 
 Trigger = Literal["etl_success", "new_data", "schedule"]
 
@@ -133,8 +130,9 @@ class TrainingConfig(StageToggle):
         dict[Annotated[str, Field(min_length=1, max_length=MAX_HYPERPARAMETER_KEY)],
              Annotated[str, Field(max_length=MAX_HYPERPARAMETER_VALUE)]],
         Field(max_length=MAX_HYPERPARAMETERS,
-              description="Hyperparameters of the training job (text values, as SageMaker "
-                          "takes them)."),
+              description="Hyperparameters of the training job. SageMaker takes text; "
+                          "numbers and booleans are written as text (200 as \"200\", true as "
+                          "\"true\")."),
     ] = {
         "objective": "binary:logistic",
         "eval_metric": "auc",
@@ -248,6 +246,17 @@ class TrainingConfig(StageToggle):
               description="Longest EventBridge keeps retrying one event."),
         Setting("TrainingTriggerMaxEventAgeSeconds"),
     ] = 3600
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value):
+        # SageMaker takes every value as text; `num_round: 200` means "200". YAML's true and
+        # false are written as the lowercase words the algorithms read.
+        if not isinstance(value, dict):
+            return value
+        return {key: (str(item).lower() if isinstance(item, bool)
+                      else str(item) if isinstance(item, (int, float)) else item)
+                for key, item in value.items()}
 
     @field_validator("triggers")
     @classmethod
