@@ -176,6 +176,8 @@ class Preview:
     change_set_type: str  # CREATE or UPDATE
     changes: list[Change] = field(default_factory=list)
     empty: bool = False
+    # Root parameters the update gives new values: name -> (current, new).
+    parameter_changes: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @property
     def refused(self) -> list[Change]:
@@ -191,6 +193,12 @@ class Preview:
 
 def stack_status(cfn, stack_name: str) -> str | None:
     """The stack's status, or None when there is no such stack."""
+    stack = describe_stack(cfn, stack_name)
+    return stack.get("StackStatus") if stack else None
+
+
+def describe_stack(cfn, stack_name: str) -> dict | None:
+    """The stack as DescribeStacks gives it, or None when there is no such stack."""
     from botocore.exceptions import ClientError
 
     try:
@@ -200,7 +208,22 @@ def stack_status(cfn, stack_name: str) -> str | None:
             return None
         raise DeployFailed(f"reading stack {stack_name}: "
                            f"{error.response.get('Error', {}).get('Message', error)}") from None
-    return stacks[0].get("StackStatus") if stacks else None
+    return stacks[0] if stacks else None
+
+
+# DescribeStacks shows a NoEcho parameter's value as this.
+_HIDDEN_VALUE = "****"
+
+
+def parameter_changes(stack: dict | None, values: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Root parameters whose value the update changes: name -> (current, new). A NoEcho
+    parameter's current value cannot be read, so it is left out."""
+    if not stack:
+        return {}
+    current = {p["ParameterKey"]: p.get("ParameterValue", "")
+               for p in stack.get("Parameters") or []}
+    return {name: (current.get(name, ""), value) for name, value in sorted(values.items())
+            if current.get(name) != value and current.get(name) != _HIDDEN_VALUE}
 
 
 def change_set_type(status: str | None, stack_name: str) -> str:
@@ -224,7 +247,9 @@ def preview(cfn, request: Request) -> Preview:
     """Create the change set, wait for it, and read every change it (and its children) holds."""
     from botocore.exceptions import ClientError, WaiterError
 
-    kind = change_set_type(stack_status(cfn, request.stack_name), request.stack_name)
+    stack = describe_stack(cfn, request.stack_name)
+    kind = change_set_type(stack.get("StackStatus") if stack else None, request.stack_name)
+    changed = parameter_changes(stack, request.parameters) if kind == "UPDATE" else {}
     try:
         created = cfn.create_change_set(
             StackName=request.stack_name,
@@ -244,7 +269,8 @@ def preview(cfn, request: Request) -> Preview:
             return Preview(request, "", "", kind, empty=True)
         raise DeployFailed(f"creating the change set for {request.stack_name}: {message}") \
             from None
-    result = Preview(request, created["Id"], created["StackId"], kind)
+    result = Preview(request, created["Id"], created["StackId"], kind,
+                     parameter_changes=changed)
     try:
         cfn.get_waiter("change_set_create_complete").wait(
             ChangeSetName=result.change_set_id, WaiterConfig={"Delay": 5, "MaxAttempts": 360})

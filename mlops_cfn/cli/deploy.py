@@ -86,6 +86,9 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
                                       f"{loaded.environment}")
         result = preview(cfn, request)
     kind = "new stack" if result.change_set_type == "CREATE" else "update"
+    for parameter, (current, new) in result.parameter_changes.items():
+        out.print(f"parameter {parameter}: {current or '(unset)'} -> {new or '(empty)'}",
+                  markup=False)
     if result.changes:
         out.print(changes_table(result.changes, f"{name} ({kind}): "
                                 f"{len(result.changes)} changes"))

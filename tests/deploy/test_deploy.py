@@ -183,6 +183,18 @@ def test_parameter_overrides_reach_the_stack(aws, pipeline_file):
     assert parameters(ingestion)["ConsumerMemoryMiB"] == "512"
 
 
+def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pipeline_file):
+    aws.bucket()
+    assert deploy(pipeline_file, "--yes").exit_code == 0
+    preview = run("diff", "--config", pipeline_file, "--env", "dev", "--stack-name", STACK,
+                  "--bucket", BUCKET, "--no-validate", "-p", "StreamRetentionHours=72")
+    assert preview.exit_code == 0, preview.output
+    assert "parameter StreamRetentionHours: 24 -> 72" in preview.output
+    assert [line for line in preview.output.splitlines() if line.startswith("parameter ")] == [
+        "parameter StreamRetentionHours: 24 -> 72"], "only what changes"
+    assert f"{STACK} (update)" in preview.output
+
+
 @pytest.mark.parametrize("override, message", [
     ("NoSuchParameter=1", "--parameter NoSuchParameter: the root template has no such "
                           "parameter (it has: "),
