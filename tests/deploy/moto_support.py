@@ -32,6 +32,10 @@ in test_moto_support.py that fails without it:
   changed, until none does, as CloudFormation does.
 - `termination_protection`: UpdateTerminationProtection is not implemented and DeleteStack
   ignores the flag. The patch implements the call and refuses to delete a protected stack.
+- `unmodelled_updates`: a modified resource whose type moto can create but not update (a log
+  group given a new retention) is dropped from the stack: Refs to it resolve to nothing, an
+  Output naming it disappears, and the parent's GetAtt of that output answers 500 from then on.
+  The patch keeps the resource as it was, which is all moto can model of the update.
 
 Also: a failed create can leave moto answering 500 until `POST /moto-api/reset`; the server
 fixture (conftest.py) resets before every test.
@@ -403,6 +407,27 @@ def termination_protection() -> Iterator[None]:
         yield
 
 
+# --- updates moto does not model --------------------------------------------------------------
+
+_parse_and_update_resource = cfn_parsing.parse_and_update_resource
+
+
+def _update_or_keep(logical_id: str, resource_json: dict, resources_map: Any,
+                    account_id: str, region_name: str) -> Any:
+    resource_class = cfn_parsing.resource_class_from_type(resource_json.get("Type", ""))
+    updater = getattr(resource_class, "update_from_cloudformation_json", None)
+    if resource_class is not None and hasattr(updater, "__isabstractmethod__"):
+        return resources_map[logical_id]
+    return _parse_and_update_resource(logical_id, resource_json, resources_map, account_id,
+                                      region_name)
+
+
+@contextlib.contextmanager
+def unmodelled_updates() -> Iterator[None]:
+    with mock.patch.object(cfn_parsing, "parse_and_update_resource", _update_or_keep):
+        yield
+
+
 # --- all of them -----------------------------------------------------------------------------
 
 PATCHES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
@@ -414,6 +439,7 @@ PATCHES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "nested_stack_update": nested_stack_update,
     "output_propagation": output_propagation,
     "termination_protection": termination_protection,
+    "unmodelled_updates": unmodelled_updates,
 }
 
 

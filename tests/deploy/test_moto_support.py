@@ -323,6 +323,47 @@ def test_termination_protection_is_kept_and_enforced(bare_aws):
     assert with_patch is True
 
 
+# --- updates moto does not model --------------------------------------------------------------
+
+LOGGED = """\
+    Parameters:
+      Days: {Type: Number}
+    Resources:
+      Logs:
+        Type: AWS::Logs::LogGroup
+        Properties: {LogGroupName: kept-log-group, RetentionInDays: !Ref Days}
+    Outputs:
+      LogGroupName: {Value: !Ref Logs}
+    """
+
+
+def log_group_update(sandbox):
+    url = upload(sandbox, "logged.yaml", LOGGED)
+
+    def root(days):
+        return textwrap.dedent(f"""\
+            Resources:
+              Child:
+                Type: AWS::CloudFormation::Stack
+                Properties:
+                  TemplateURL: {url}
+                  Parameters: {{Days: '{days}'}}
+            Outputs:
+              LogGroupName: {{Value: !GetAtt Child.Outputs.LogGroupName}}
+            """)
+
+    sandbox.cfn.create_stack(StackName="logged", TemplateBody=root(30))
+    sandbox.cfn.update_stack(StackName="logged", TemplateBody=root(90))
+    return outputs(sandbox, "logged")
+
+
+def test_a_resource_moto_cannot_update_is_kept_not_dropped(bare_aws):
+    without, with_patch = both_ways(bare_aws, "unmodelled_updates", log_group_update)
+    assert isinstance(without, Exception) or without == {}, \
+        "the log group is dropped, and the output naming it with it"
+    assert with_patch == {"LogGroupName": "kept-log-group"}
+
+
 def test_patches_are_named_and_undone():
     with pytest.raises(ValueError, match="no such patch"):
         with moto_support.patched(without=["typo"]):
