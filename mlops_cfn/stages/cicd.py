@@ -366,18 +366,10 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
     build_spec = spec.build_spec(
         [t.environment for t in targets], cicd.build,
         cicd.retrain.code_paths if retraining(config) else None)
-    return _home(b.add(codebuild.Project(
-        "BuildProject",
-        Description="Checks, tests and packages the pipeline for every environment",
-        ServiceRole=GetAtt(role, "Arn"),
-        Source=codebuild.Source(Type="CODEPIPELINE", BuildSpec=spec.as_text(build_spec)),
-        Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
-        Environment=build_environment(b, cicd, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts)}),
-        EncryptionKey=key,
-        TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
-        LogsConfig=project_logs(log_group),
-        **project_network(network),
-    )))
+    return action_project(
+        b, cicd, "BuildProject", "Checks, tests and packages the pipeline for every environment",
+        role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts)}, key, log_group,
+        network)
 
 
 def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
@@ -393,22 +385,11 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
             retrain_statements(artifacts, key, log_group, b.input(TRAINING_PIPELINE_ARN),
                                network)))],
     )))
-    return _home(b.add(codebuild.Project(
-        "RetrainProject",
-        Description="Starts the training pipeline when the training code changed",
-        ServiceRole=GetAtt(role, "Arn"),
-        Source=codebuild.Source(Type="CODEPIPELINE",
-                                BuildSpec=spec.as_text(spec.retrain_spec())),
-        Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
-        Environment=build_environment(b, cicd, {
-            spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
-            spec.TRAINING_PIPELINE_VARIABLE: training_pipeline,
-        }),
-        EncryptionKey=key,
-        TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
-        LogsConfig=project_logs(log_group),
-        **project_network(network),
-    )))
+    return action_project(
+        b, cicd, "RetrainProject", "Starts the training pipeline when the training code changed",
+        role, spec.retrain_spec(), {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
+                                    spec.TRAINING_PIPELINE_VARIABLE: training_pipeline},
+        key, log_group, network)
 
 
 def add_protect_project(b: StageBuilder, config: PipelineConfig,
@@ -435,14 +416,24 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
             *vpc_statements(network),
         ))],
     )))
+    return action_project(
+        b, cicd, "ProtectProject",
+        "Turns termination protection on for a protected environment's stack",
+        role, spec.protect_spec(), {}, key, log_group, network)
+
+
+def action_project(b: StageBuilder, cicd: CicdConfig, title: str, description: str,
+                   role: iam.Role, build_spec: dict, variables: dict[str, Any], key: Ref,
+                   log_group, network: BuildNetwork | None) -> codebuild.Project:
+    """A CodeBuild project one of the pipeline's actions runs: the build image and size of
+    `stages.cicd.build`, encrypted with the data key, logging to its own group."""
     return _home(b.add(codebuild.Project(
-        "ProtectProject",
-        Description="Turns termination protection on for a protected environment's stack",
+        title,
+        Description=description,
         ServiceRole=GetAtt(role, "Arn"),
-        Source=codebuild.Source(Type="CODEPIPELINE",
-                                BuildSpec=spec.as_text(spec.protect_spec())),
+        Source=codebuild.Source(Type="CODEPIPELINE", BuildSpec=spec.as_text(build_spec)),
         Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
-        Environment=build_environment(b, cicd, {}),
+        Environment=build_environment(b, cicd, variables),
         EncryptionKey=key,
         TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
         LogsConfig=project_logs(log_group),
