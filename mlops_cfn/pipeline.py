@@ -93,7 +93,12 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
         if spec.enabled(config):
             key = (spec.name, structure)
             if key not in memo:
-                memo[key] = spec.build(loaded)
+                try:
+                    memo[key] = spec.build(loaded)
+                except UserError as error:
+                    # A setting only building can judge (a script file that cannot be read).
+                    raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) \
+                        from None
             enabled.append(memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:

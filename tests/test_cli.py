@@ -133,6 +133,9 @@ BAD_CONFIGS = {
     "yaml merge key": (
         "project: ok\nbase: &b {x: 1}\nstages:\n  <<: *b\n",
         "error: pipeline.yaml:4:3: YAML syntax error: merge keys (<<) are not supported"),
+    "etl script that cannot be read": (
+        "project: ok\nstages: {etl: {script: /nonexistent/job.py}}\n",
+        "error: pipeline.yaml: stages.etl.script: cannot read '/nonexistent/job.py'"),
     "storage off while others need it": (
         "project: ok\nstages: {storage: {enabled: false}}\n",
         "error: pipeline.yaml: stage 'storage' is disabled, but 'network', 'ingestion'"),

@@ -81,3 +81,12 @@ def test_init_refuses_a_bad_project_name(tmp_path):
 def test_the_schema_describes_the_model():
     schema = PipelineConfig.model_json_schema()
     assert schema["properties"]["stages"]["$ref"].endswith("StagesConfig")
+
+
+def test_init_into_a_directory_writes_that_directorys_pipeline_yaml(tmp_path):
+    project = tmp_path / "churn"
+    project.mkdir()
+    result = CliRunner().invoke(cli, ["init", str(project)])
+    assert result.exit_code == 0, result.output
+    assert load(project / "pipeline.yaml").config.project == "churn"
+    assert (project / "pipeline.schema.json").is_file()

@@ -16,9 +16,13 @@ from . import cli
               help="Project name (default: from the directory name).")
 @click.option("--force", is_flag=True, help="Overwrite existing files.")
 def init(path, project, force):
-    """Write a starter PATH (default pipeline.yaml) with every setting at its default."""
+    """Write a starter PATH (default pipeline.yaml; a directory gets its own pipeline.yaml)
+    with every setting at its default."""
     from ..config import PROJECT_PATTERN, PipelineConfig
     from ..reference import SCHEMA_FILE, starter_config
+
+    if path.is_dir():
+        path = path / "pipeline.yaml"
 
     schema_path = path.parent / SCHEMA_FILE
     if not force:
