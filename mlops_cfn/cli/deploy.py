@@ -58,7 +58,18 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
     loaded = config.load(config_path, env)
     built = pipeline.build(loaded)
     overrides = parse_overrides(overrides)
-    name = stack_name or f"{loaded.config.project}-{loaded.environment}"
+    from ..errors import UserError
+    from ..stages.cicd import stack_name as delivered_stack_name
+
+    name = stack_name or delivered_stack_name(loaded.config.project, loaded.environment)
+    if loaded.config.stages.cicd.enabled and name != delivered_stack_name(
+            loaded.config.project, loaded.environment):
+        # The pipeline deploys every environment under that name and may manage only roles
+        # named after it: another name would give the environment a second, competing stack.
+        raise UserError(f"--stack-name {name}: with stages.cicd enabled the pipeline deploys "
+                        f"this environment as stack "
+                        f"{delivered_stack_name(loaded.config.project, loaded.environment)}; "
+                        "leave --stack-name out")
     with aws_errors():
         aws = connect(profile, region, endpoint_url)
         if latest_approved_model:

@@ -15,8 +15,10 @@ Resources
 Inputs: DataKeyArn, ProcessedBucketName.
 Outputs: BatchTransformStateMachineArn.
 
-The state machine's own data stays under Step Functions' AWS-owned key: a customer-managed key
-there needs a grant for CloudWatch Logs' delivery service in the data key's policy.
+The state machine's definition and execution history are encrypted with the data key as well
+as Step Functions' own. Its role uses the key for the machine's encryption context only, and
+for the vended log delivery to BatchTransformLogGroup; the storage stage's key policy lets
+CloudWatch Logs' delivery service decrypt what it delivers (AWS's documented pair of grants).
 """
 
 from typing import Any
@@ -27,7 +29,7 @@ import awacs.logs
 import awacs.sagemaker
 import awacs.states
 import awacs.xray
-from awacs.aws import Allow, Bool, Condition, Statement, StringEquals
+from awacs.aws import Allow, Bool, Condition, Statement, StringEquals, StringLike
 from troposphere import GetAtt, Ref, Sub, iam, scheduler, stepfunctions
 
 from .. import naming, policies
@@ -101,7 +103,7 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
             Type="CUSTOMER_MANAGED_KMS_KEY", KmsKeyId=key,
             KmsDataKeyReusePeriodSeconds=DATA_KEY_REUSE_SECONDS),
     ))
-    add_schedule(b, batch, machine, key, machine_arn)
+    add_schedule(b, batch, machine, key)
     b.output(BATCH_TRANSFORM_STATE_MACHINE_ARN, Ref(machine))
     return machine
 
@@ -198,6 +200,12 @@ def state_machine_statements(job_prefix: str, key: Ref, machine_arn: Sub) -> lis
     return [
         # Step Functions reads and writes the machine's encrypted state with this role.
         key_use_by_machine(key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey], machine_arn),
+        # And encrypts what it hands to CloudWatch Logs' vended delivery for the execution log.
+        Statement(
+            Effect=Allow, Action=[awacs.kms.GenerateDataKey], Resource=[key],
+            Condition=Condition(StringLike("kms:EncryptionContext:SourceArn",
+                                           policies.arn("logs", "*"))),
+        ),
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateTransformJob, awacs.sagemaker.DescribeTransformJob,
@@ -247,8 +255,7 @@ def key_use_by_machine(key: Ref, actions: list, machine_arn: Sub) -> Statement:
 
 
 def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
-                 machine: stepfunctions.StateMachine, key: Ref,
-                 machine_arn: Sub) -> scheduler.Schedule:
+                 machine: stepfunctions.StateMachine, key: Ref) -> scheduler.Schedule:
     name = name_pattern(b, SCHEDULE, "batch-transform")
     schedule_arn = policies.arn("scheduler", f"schedule/default/{name}")
     role = b.add(iam.Role(
@@ -261,8 +268,6 @@ def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
             PolicyDocument=policies.document(
                 Statement(Effect=Allow, Action=[awacs.states.StartExecution],
                           Resource=[Ref(machine)]),
-                # StartExecution encrypts the execution's input with the machine's key.
-                key_use_by_machine(key, [awacs.kms.GenerateDataKey], machine_arn),
                 # The schedule's input is encrypted with the data key; the scheduler decrypts
                 # it with this role, for this schedule only.
                 Statement(

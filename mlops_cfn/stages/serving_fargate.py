@@ -79,7 +79,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     repository = b.add(api_repository(b, settings, key))
     cluster = b.add(ecs.Cluster(
         "ApiCluster",
-        ClusterName=b.physical_name(naming.ECS, "model-api"),
+        ClusterName=b.physical_name(naming.ECS, naming.API_CLUSTER_PURPOSE),
         ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
         # The tasks' ephemeral storage under the data key rather than an AWS-owned one
         # (the storage stage's key policy lets Fargate use the key for this account's

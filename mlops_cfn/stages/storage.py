@@ -72,7 +72,7 @@ def build(config: PipelineConfig) -> Stage:
     storage = config.stages.storage
     b = StageBuilder("storage", config.project, "data lake buckets and the data key")
 
-    key = b.add(_data_key(config.project, storage))
+    key = b.add(_data_key(b, config.project, storage))
     alias = b.add(kms.Alias(
         "DataKeyAlias",
         AliasName=_alias_name(b),
@@ -112,18 +112,19 @@ def build(config: PipelineConfig) -> Stage:
     return b.finish()
 
 
-def _data_key(project: str, storage: StorageConfig) -> kms.Key:
+def _data_key(b: StageBuilder, project: str, storage: StorageConfig) -> kms.Key:
     return kms.Key(
         "DataKey",
         Description=f"{project}: encrypts the pipeline's data, logs and artifacts",
         EnableKeyRotation=True,
         PendingWindowInDays=storage.key_deletion_window_days,
-        KeyPolicy=policies.data_key_policy(*_service_key_statements()),
+        KeyPolicy=policies.data_key_policy(*_service_key_statements(
+            b.physical_name(naming.ECS, naming.API_CLUSTER_PURPOSE))),
         **RETAIN,
     )
 
 
-def _service_key_statements() -> tuple[Statement, ...]:
+def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
     """Key policy grants for AWS services that call KMS as themselves (beyond CloudWatch Logs,
     which policies.data_key_policy always includes). A stage that needs one adds it here,
     scoped by a condition, when that stage is enabled; services acting through an IAM role
@@ -158,16 +159,26 @@ def _service_key_statements() -> tuple[Statement, ...]:
             Action=list(policies.KEY_READ_WRITE),
             Resource=[policies.THIS_KEY],
         ),
+        # A state machine encrypted with this key (the serving stage's batch transform) logs
+        # through CloudWatch Logs' vended delivery, which decrypts what it delivers as itself.
+        Statement(
+            Sid="LogDeliveryByCloudWatchLogs",
+            Effect=Allow,
+            Principal=Principal("Service", "delivery.logs.amazonaws.com"),
+            Action=[awacs.kms.Decrypt],
+            Resource=[policies.THIS_KEY],
+            Condition=Condition(StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        ),
         # Fargate encrypts the ephemeral storage of the serving API's tasks with this key (the
         # cluster's ManagedStorageConfiguration) as itself: a data key, and a grant to decrypt
-        # it, for clusters of this account only.
+        # it, for that cluster only.
         Statement(
             Sid="TaskStorageByFargate",
             Effect=Allow,
             Principal=Principal("Service", "fargate.amazonaws.com"),
             Action=[awacs.kms.GenerateDataKeyWithoutPlaintext],
             Resource=[policies.THIS_KEY],
-            Condition=Condition(_FARGATE_CLUSTERS_OF_ACCOUNT),
+            Condition=Condition(_the_api_cluster(api_cluster)),
         ),
         Statement(
             Sid="TaskStorageGrantsByFargate",
@@ -175,14 +186,19 @@ def _service_key_statements() -> tuple[Statement, ...]:
             Principal=Principal("Service", "fargate.amazonaws.com"),
             Action=[awacs.kms.CreateGrant],
             Resource=[policies.THIS_KEY],
-            Condition=Condition([_FARGATE_CLUSTERS_OF_ACCOUNT,
+            Condition=Condition([_the_api_cluster(api_cluster),
                                  ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])]),
         ),
     )
 
 
-_FARGATE_CLUSTERS_OF_ACCOUNT = StringEquals("kms:EncryptionContext:aws:ecs:clusterAccount",
-                                            Ref("AWS::AccountId"))
+def _the_api_cluster(api_cluster: Sub) -> StringEquals:
+    """Fargate's encryption context: the serving API's cluster of this account, by name (AWS's
+    example key policy: the name, not the ARN)."""
+    return StringEquals({
+        "kms:EncryptionContext:aws:ecs:clusterAccount": Ref("AWS::AccountId"),
+        "kms:EncryptionContext:aws:ecs:clusterName": api_cluster,
+    })
 
 
 def _alias_name(b: StageBuilder) -> Sub:

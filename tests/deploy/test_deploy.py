@@ -183,6 +183,17 @@ def test_parameter_overrides_reach_the_stack(aws, pipeline_file):
     assert parameters(ingestion)["ConsumerMemoryMiB"] == "512"
 
 
+def test_with_cicd_the_stack_must_have_the_name_the_pipeline_deploys(aws, tmp_path):
+    aws.bucket()
+    data = known_stages(stages={"cicd": {"enabled": True}})
+    result = run("deploy", "--config", write_config(tmp_path / "p.yaml", data), "--env", "dev",
+                 "--stack-name", "my-own-name", "--bucket", BUCKET, "--no-validate", "--yes")
+    assert result.exit_code == 2
+    assert ("--stack-name my-own-name: with stages.cicd enabled the pipeline deploys this "
+            "environment as stack mlops-demo-dev") in result.output
+    assert aws.stacks() == {}
+
+
 def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pipeline_file):
     aws.bucket()
     assert deploy(pipeline_file, "--yes").exit_code == 0
@@ -370,10 +381,12 @@ def test_the_default_pipeline_deploys_whatever_it_enables(aws, tmp_path):
     _merge(data, {"stages": {name: {"enabled": False} for name in LEFT_OUT_ON_MOTO}})
     aws.bucket()
     result = run("deploy", "--config", write_config(tmp_path / "default.yaml", data),
-                 "--stack-name", STACK, "--bucket", BUCKET, "--no-validate", "--yes")
+                 "--bucket", BUCKET, "--no-validate", "--yes")
     assert result.exit_code == 0, result.output
     built = pipeline.build(config.load_data(data, "default.yaml"))
-    nested = aws.nested(STACK)
+    # With the cicd stage on, the stack has the name its pipeline deploys.
+    stack = "mlops-demo-dev"
+    nested = aws.nested(stack)
     assert set(nested) == {stage.logical_id for stage in built.stages}
     assert {s["StackStatus"] for s in nested.values()} == {"CREATE_COMPLETE"}
     assets = sorted(name for name in render_files(built) if name.startswith("assets/"))
@@ -404,17 +417,17 @@ def test_the_default_pipeline_deploys_whatever_it_enables(aws, tmp_path):
 
     # nothing to change right after the deploy
     assert run("diff", "--config", write_config(tmp_path / "default.yaml", data),
-               "--stack-name", STACK, "--bucket", BUCKET, "--no-validate").exit_code == 0
+               "--stack-name", stack, "--bucket", BUCKET, "--no-validate").exit_code == 0
 
     # a value-only change updates the stacks in place through a change set
     _merge(data, {"environments": {"dev": {"stages": {"ingestion": {"retention_hours": 48}}}}})
     updated = run("deploy", "--config", write_config(tmp_path / "default.yaml", data),
-                  "--stack-name", STACK, "--bucket", BUCKET, "--no-validate", "--yes")
+                  "--bucket", BUCKET, "--no-validate", "--yes")
     assert updated.exit_code == 0, updated.output
-    ingestion = aws.nested(STACK)["IngestionStack"]
+    ingestion = aws.nested(stack)["IngestionStack"]
     assert parameters(ingestion)["StreamRetentionHours"] == "48"
-    aws.cfn.delete_stack(StackName=STACK)
-    assert not [name for name in aws.stacks() if name.startswith(STACK)]
+    aws.cfn.delete_stack(StackName=stack)
+    assert not [name for name in aws.stacks() if name.startswith(stack)]
 
 
 def test_latest_approved_model_serves_the_newest_approved_package(aws, tmp_path):

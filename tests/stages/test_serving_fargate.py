@@ -73,8 +73,16 @@ def test_the_cluster_has_container_insights():
 
 
 def test_the_tasks_ephemeral_storage_is_encrypted_with_the_data_key():
-    assert props(fargate(), "ApiCluster")["Configuration"] == {
+    cluster = props(fargate(), "ApiCluster")
+    assert cluster["Configuration"] == {
         "ManagedStorageConfiguration": {"FargateEphemeralStorageKmsKeyId": KEY}}
+    # The name the storage stage's key policy admits Fargate for.
+    storage_key = only_resource(template_dict(storage.build(config_with().config)),
+                                "AWS::KMS::Key")
+    names = [s["Condition"]["StringEquals"]["kms:EncryptionContext:aws:ecs:clusterName"]
+             for s in storage_key["Properties"]["KeyPolicy"]["Statement"]
+             if s.get("Principal") == {"Service": "fargate.amazonaws.com"}]
+    assert names and all(name == cluster["ClusterName"] for name in names)
 
 
 # --- the task ------------------------------------------------------------------------------

@@ -355,16 +355,20 @@ def test_the_state_machine_keeps_its_definition_and_history_under_the_data_key()
     assert name == "mlops-demo-${EnvironmentName}-batch-transform"
     context = {"kms:EncryptionContext:aws:states:stateMachineArn": {"Fn::Sub": (
         f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{name}")}}
-    # The machine's role reads and writes that state; the scheduler encrypts the input of the
-    # executions it starts. Both only in this machine's encryption context.
-    role_use, = [s for s in statements(resource(t, "BatchTransformRole"))
-                 if "kms:GenerateDataKey" in s["Action"]]
-    assert sorted(role_use["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert role_use["Resource"] == [KEY] and role_use["Condition"]["StringEquals"] == context
-    start_use, = with_action(statements(resource(t, "BatchTransformScheduleRole")),
-                             "kms:GenerateDataKey")
-    assert start_use["Action"] == ["kms:GenerateDataKey"]
-    assert start_use["Condition"]["StringEquals"] == context
+    # The machine's role reads and writes that state, in this machine's encryption context
+    # only, and encrypts what the vended log delivery takes (AWS's documented pair with the
+    # key policy's grant to delivery.logs, see the storage stage).
+    role_use = with_action(statements(resource(t, "BatchTransformRole")), "kms:GenerateDataKey")
+    state, = [s for s in role_use if "StringEquals" in s.get("Condition", {})]
+    assert sorted(state["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert state["Resource"] == [KEY] and state["Condition"]["StringEquals"] == context
+    logs, = [s for s in role_use if "StringLike" in s.get("Condition", {})]
+    assert logs["Action"] == ["kms:GenerateDataKey"]
+    assert logs["Condition"]["StringLike"] == {"kms:EncryptionContext:SourceArn": {
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*"}}
+    # Starting an execution needs no key use (Step Functions encrypts with the machine's role).
+    assert not with_action(statements(resource(t, "BatchTransformScheduleRole")),
+                           "kms:GenerateDataKey")
 
 
 def test_the_state_machine_role_grants_the_key_only_to_sagemaker_for_resources():

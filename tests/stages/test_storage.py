@@ -108,11 +108,20 @@ def test_key_policy_lets_fargate_encrypt_task_storage_only_for_this_accounts_clu
     assert {a for s in fargate for a in s["Action"]} == {
         "kms:GenerateDataKeyWithoutPlaintext", "kms:CreateGrant"}
     for statement in fargate:
+        # The serving API's cluster of this account, by name, as AWS's example key policy has it.
         assert statement["Condition"]["StringEquals"] == {
-            "kms:EncryptionContext:aws:ecs:clusterAccount": {"Ref": "AWS::AccountId"}}
+            "kms:EncryptionContext:aws:ecs:clusterAccount": {"Ref": "AWS::AccountId"},
+            "kms:EncryptionContext:aws:ecs:clusterName": {
+                "Fn::Sub": "mlops-demo-${EnvironmentName}-model-api"}}
     grants, = [s for s in fargate if s["Action"] == ["kms:CreateGrant"]]
     # The grant Fargate makes for the task may only decrypt.
     assert grants["Condition"]["ForAllValues:StringEquals"] == {"kms:GrantOperations": ["Decrypt"]}
+
+
+def test_key_policy_lets_log_delivery_decrypt_what_an_encrypted_state_machine_logs(template):
+    delivery = service_statement(template, "delivery.logs.amazonaws.com")
+    assert delivery["Action"] == ["kms:Decrypt"]
+    assert delivery["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
 
 
 def test_key_has_an_alias_named_for_project_and_environment(template):
