@@ -40,8 +40,8 @@ class Change:
     resource_type: str
     replacement: str = ""  # True, False, Conditional; "" when not reported (Add, Remove)
     physical_id: str = ""
-    # A nested stack modified without a change set of its own: what changes inside is unknown.
-    # CloudFormation makes one for every nested stack a change reaches; an emulator may not.
+    # A nested stack modified without a change set of its own, or removed without naming the
+    # stack: what changes inside is unknown. CloudFormation reports both; an emulator may not.
     unreported: bool = False
 
     @property
@@ -83,7 +83,8 @@ def collect_changes(cfn, change_set_id: str, stack: str) -> list[Change]:
             changes.append(change)
             continue
         nested = resource.get("ChangeSetId")
-        if change.action == "Modify" and not nested:
+        if (change.action == "Modify" and not nested) or \
+                (change.action == "Remove" and not change.physical_id):
             change = replace(change, unreported=True)
         changes.append(change)
         if nested:

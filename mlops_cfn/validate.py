@@ -108,7 +108,7 @@ class Report:
             security = (f"checkov {self.count('checkov', 'error')} failed "
                         f"({len(self.skips)} skipped with reasons)")
         else:
-            security = "checkov not run (--no-security)"
+            security = "checkov not run"
         return f"{_counted(len(self.files), 'file')}: {lint}, {limits}, {security}"
 
 

@@ -1,5 +1,6 @@
 """The config reference and the starter file come from the model and stay true to it."""
 
+import json
 from pathlib import Path
 
 import yaml
@@ -90,3 +91,13 @@ def test_init_into_a_directory_writes_that_directorys_pipeline_yaml(tmp_path):
     assert result.exit_code == 0, result.output
     assert load(project / "pipeline.yaml").config.project == "churn"
     assert (project / "pipeline.schema.json").is_file()
+
+
+def test_init_beside_an_existing_schema_refreshes_it_and_keeps_other_files(tmp_path):
+    # `mlops-cfn schema > pipeline.schema.json`, as the README shows, then a second config.
+    (tmp_path / "pipeline.schema.json").write_text("{}")
+    (tmp_path / "pipeline.yaml").write_text("project: kept\n")
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "other.yaml")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "pipeline.schema.json").read_text())["title"] == "PipelineConfig"
+    assert (tmp_path / "pipeline.yaml").read_text() == "project: kept\n"

@@ -258,7 +258,7 @@ def test_without_security_the_summary_says_checkov_did_not_run():
     report = validate([FIXTURES / "good"], security=False)
 
     assert report.render() == ("1 file: cfn-lint 0 errors 0 warnings, limits 0, "
-                               "checkov not run (--no-security)")
+                               "checkov not run")
 
 
 # --- checkov: finding it and running it -----------------------------------------------------

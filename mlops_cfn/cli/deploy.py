@@ -108,8 +108,8 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
         out.print(f"{name} ({kind}): parameter values change; no resource changes listed")
     unreported = [change.logical_id for change in result.changes if change.unreported]
     if unreported:
-        out.print(f"[yellow]warning:[/] no change set was reported for {', '.join(unreported)}: "
-                  "what changes inside is not shown, and the data guard cannot check it")
+        out.print(f"[yellow]warning:[/] what changes inside {', '.join(unreported)} was not "
+                  "reported: it is not shown, and the data guard cannot check it")
     return cfn, result
 
 

@@ -24,11 +24,11 @@ def init(path, project, force):
     if path.is_dir():
         path = path / "pipeline.yaml"
 
+    # The schema is derived from the model, so it is refreshed without asking; the pipeline
+    # file is someone's work.
     schema_path = path.parent / SCHEMA_FILE
-    if not force:
-        existing = [str(p) for p in (path, schema_path) if p.exists()]
-        if existing:
-            raise UserError(f"{existing[0]}: exists; pass --force to overwrite")
+    if not force and path.exists():
+        raise UserError(f"{path}: exists; pass --force to overwrite")
     name = project or _project_from(path.resolve().parent.name)
     if not re.match(PROJECT_PATTERN, name):
         raise UserError(f"--project: must match {PROJECT_PATTERN} (got {name!r})")

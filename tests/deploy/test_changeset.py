@@ -71,6 +71,17 @@ def test_a_modified_nested_stack_without_its_own_change_set_is_marked_unreported
         ("AnalyticsStack", True), ("TrainingStack", False)]
 
 
+def test_a_removed_nested_stack_that_names_no_stack_is_marked_unreported(cfn):
+    # Its data stores cannot be listed, so the guard cannot say what would go.
+    root = change_set_arn(CHANGE_SET)
+    expect(cfn, describe_response(STACK, CHANGE_SET, [
+        resource_change("Remove", "IngestionStack", "AWS::CloudFormation::Stack")]), root)
+
+    [change] = collect_changes(cfn, root, STACK)
+
+    assert (change.action, change.unreported) == ("Remove", True)
+
+
 def test_every_page_of_a_change_set_is_read(cfn):
     root = change_set_arn(CHANGE_SET)
     expect(cfn, describe_response(STACK, CHANGE_SET, [
