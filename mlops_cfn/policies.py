@@ -140,21 +140,24 @@ def key_use_by_account() -> Statement:
     )
 
 
-def key_use_by_cloudwatch_logs() -> Statement:
-    """Lets CloudWatch Logs of this region encrypt this account's log groups with the key.
+def key_use_by_service(sid: str, service: Any, actions: Sequence[Action],
+                       *conditions: Any) -> Statement:
+    """A key-policy grant to an AWS service that calls KMS as itself (no IAM policy can grant
+    that), limited by `conditions` where the service passes something to limit by."""
+    statement = Statement(Sid=sid, Effect=Allow, Principal=Principal("Service", service),
+                          Action=list(actions), Resource=[THIS_KEY])
+    if conditions:
+        statement.Condition = Condition(list(conditions) if len(conditions) > 1
+                                        else conditions[0])
+    return statement
 
-    Logs calls KMS as its own service principal, so no IAM policy can grant this; the encryption
-    context condition keeps it to log groups of this account and region.
-    """
-    return Statement(
-        Sid="KeyUseByCloudWatchLogs",
-        Effect=Allow,
-        Principal=Principal("Service", Sub("logs.${AWS::Region}.amazonaws.com")),
-        Action=list(LOGS_KEY_ACTIONS),
-        Resource=[THIS_KEY],
-        Condition=Condition(ArnLike("kms:EncryptionContext:aws:logs:arn",
-                                    arn("logs", "log-group:*"))),
-    )
+
+def key_use_by_cloudwatch_logs() -> Statement:
+    """Lets CloudWatch Logs of this region encrypt this account's log groups with the key; the
+    encryption context condition keeps it to log groups of this account and region."""
+    return key_use_by_service(
+        "KeyUseByCloudWatchLogs", Sub("logs.${AWS::Region}.amazonaws.com"), LOGS_KEY_ACTIONS,
+        ArnLike("kms:EncryptionContext:aws:logs:arn", arn("logs", "log-group:*")))
 
 
 def data_key_policy(*service_statements: Statement) -> PolicyDocument:

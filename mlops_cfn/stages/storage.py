@@ -136,59 +136,32 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
     off no topic admits them, so the grants are inert.
     """
     return (
-        Statement(
-            Sid="AlarmNotificationsByCloudWatch",
-            Effect=Allow,
-            Principal=Principal("Service", "cloudwatch.amazonaws.com"),
-            Action=list(policies.KEY_READ_WRITE),
-            Resource=[policies.THIS_KEY],
-            # Only alarms of this account and region (the confused-deputy guard).
-            Condition=Condition([
-                StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
-                ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*")),
-            ]),
-        ),
+        # Only alarms of this account and region (the confused-deputy guard).
+        policies.key_use_by_service(
+            "AlarmNotificationsByCloudWatch", "cloudwatch.amazonaws.com", policies.KEY_READ_WRITE,
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
+            ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))),
         # No aws:SourceAccount/aws:SourceArn here: SNS does not pass them to KMS for
         # EventBridge deliveries, so such a condition would silently drop every event (SNS
         # developer guide, "compatibility with AWS services"). The topic's own policy admits
         # only this account's rules, which is what limits the use of this grant.
-        Statement(
-            Sid="RuleNotificationsByEventBridge",
-            Effect=Allow,
-            Principal=Principal("Service", "events.amazonaws.com"),
-            Action=list(policies.KEY_READ_WRITE),
-            Resource=[policies.THIS_KEY],
-        ),
+        policies.key_use_by_service(
+            "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE),
         # A state machine encrypted with this key (the serving stage's batch transform) logs
         # through CloudWatch Logs' vended delivery, which decrypts what it delivers as itself.
-        Statement(
-            Sid="LogDeliveryByCloudWatchLogs",
-            Effect=Allow,
-            Principal=Principal("Service", "delivery.logs.amazonaws.com"),
-            Action=[awacs.kms.Decrypt],
-            Resource=[policies.THIS_KEY],
-            Condition=Condition(StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
-        ),
+        policies.key_use_by_service(
+            "LogDeliveryByCloudWatchLogs", "delivery.logs.amazonaws.com", [awacs.kms.Decrypt],
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         # Fargate encrypts the ephemeral storage of the serving API's tasks with this key (the
         # cluster's ManagedStorageConfiguration) as itself: a data key, and a grant to decrypt
         # it, for that cluster only.
-        Statement(
-            Sid="TaskStorageByFargate",
-            Effect=Allow,
-            Principal=Principal("Service", "fargate.amazonaws.com"),
-            Action=[awacs.kms.GenerateDataKeyWithoutPlaintext],
-            Resource=[policies.THIS_KEY],
-            Condition=Condition(_the_api_cluster(api_cluster)),
-        ),
-        Statement(
-            Sid="TaskStorageGrantsByFargate",
-            Effect=Allow,
-            Principal=Principal("Service", "fargate.amazonaws.com"),
-            Action=[awacs.kms.CreateGrant],
-            Resource=[policies.THIS_KEY],
-            Condition=Condition([_the_api_cluster(api_cluster),
-                                 ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])]),
-        ),
+        policies.key_use_by_service(
+            "TaskStorageByFargate", "fargate.amazonaws.com",
+            [awacs.kms.GenerateDataKeyWithoutPlaintext], _the_api_cluster(api_cluster)),
+        policies.key_use_by_service(
+            "TaskStorageGrantsByFargate", "fargate.amazonaws.com", [awacs.kms.CreateGrant],
+            _the_api_cluster(api_cluster),
+            ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])),
     )
 
 
