@@ -166,6 +166,39 @@ def stack_parameters(root_parameters: Sequence[str], values: dict[str, str],
             if name in root_parameters}
 
 
+def override_problems(parameters: dict[str, Any], overrides: dict[str, str]) -> list[str]:
+    """What CloudFormation would refuse in --parameter values, by the root template's own
+    constraints (`parameters`: name -> troposphere Parameter), said before anything is uploaded."""
+    import re
+
+    problems = []
+    for name, value in overrides.items():
+        spec = parameters[name].properties if name in parameters else {}
+        where = f"--parameter {name}={value}"
+        if spec.get("Type") == "Number":
+            try:
+                number = float(value)
+            except ValueError:
+                problems.append(f"{where}: must be a number")
+                continue
+            if "MinValue" in spec and number < float(spec["MinValue"]):
+                problems.append(f"{where}: must be >= {spec['MinValue']}")
+            if "MaxValue" in spec and number > float(spec["MaxValue"]):
+                problems.append(f"{where}: must be <= {spec['MaxValue']}")
+        if "AllowedValues" in spec and value not in [str(v) for v in spec["AllowedValues"]]:
+            problems.append(f"{where}: must be one of "
+                            f"{', '.join(str(v) for v in spec['AllowedValues'])}")
+        if "AllowedPattern" in spec and not re.fullmatch(spec["AllowedPattern"], value):
+            problems.append(f"{where}: must match {spec['AllowedPattern']}"
+                            + (f" ({spec['ConstraintDescription']})"
+                               if "ConstraintDescription" in spec else ""))
+        if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+            problems.append(f"{where}: must be at least {spec['MinLength']} characters")
+        if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+            problems.append(f"{where}: must be at most {spec['MaxLength']} characters")
+    return problems
+
+
 # --- preview ---------------------------------------------------------------------------------
 
 @dataclass

@@ -51,7 +51,7 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
     from ..changeset import changes_table
     from ..deploy import (MODEL_PACKAGE_PARAMETER, Request, aws_errors, connect,
                           default_bucket, latest_approved, model_package_group,
-                          parse_overrides, preview, stack_parameters)
+                          override_problems, parse_overrides, preview, stack_parameters)
     from ..package import normal_prefix, package, require_bucket_in
     from ..render import render_files, write_tree
 
@@ -78,6 +78,8 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
             out.print(f"serving {overrides[MODEL_PACKAGE_PARAMETER]} (newest approved in "
                       f"{group})")
         values = stack_parameters(list(built.root.parameters), built.parameters, overrides)
+        if problems := override_problems(built.root.parameters, overrides):
+            raise UserError(*problems)
         with tempfile.TemporaryDirectory(prefix="mlops-cfn-deploy-") as scratch:
             tree = Path(scratch) / loaded.environment
             write_tree(render_files(built), tree)

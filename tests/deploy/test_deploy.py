@@ -211,6 +211,11 @@ def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pi
                           "parameter (it has: "),
     ("StreamRetentionHours", "--parameter 'StreamRetentionHours': expected KEY=VALUE"),
     ("AssetsBucket=x", "--parameter AssetsBucket: set by packaging; use --bucket instead"),
+    # Values the root template's own constraints refuse, said before anything is uploaded.
+    ("LogRetentionDays=2", "--parameter LogRetentionDays=2: must be one of 1, 3, 5"),
+    ("StreamRetentionHours=many", "--parameter StreamRetentionHours=many: must be a number"),
+    ("StreamRetentionHours=10", "--parameter StreamRetentionHours=10: must be >= 24"),
+    ("EnvironmentName=BAD_ENV", "--parameter EnvironmentName=BAD_ENV: must match "),
 ])
 def test_bad_parameter_overrides_are_refused_before_anything_happens(aws, pipeline_file,
                                                                      override, message):
