@@ -109,7 +109,9 @@ class Report:
                         f"({len(self.skips)} skipped with reasons)")
         else:
             security = "checkov not run"
-        return f"{_counted(len(self.files), 'file')}: {lint}, {limits}, {security}"
+        # Files that could not be read as templates count too: their findings are reported.
+        files = set(self.files) | {finding.file for finding in self.findings}
+        return f"{_counted(len(files), 'file')}: {lint}, {limits}, {security}"
 
 
 def _counted(number: int, noun: str) -> str:

@@ -101,6 +101,13 @@ def test_an_environment_may_not_rename_the_project():
         "not per environment"]
 
 
+def test_a_project_set_per_environment_is_one_problem_even_when_also_invalid():
+    data = {"project": "ok", "environments": {"dev": {"project": "x"}}}
+    assert problems_of(data) == [
+        "pipeline.yaml: environments.dev.project: is set once for the whole file, "
+        "not per environment"]
+
+
 def test_an_unknown_environment_lists_the_defined_ones():
     assert problems_of({"project": "ok", "environments": {"dev": {}, "prod": {}}}, "qa") == [
         "pipeline.yaml: environments: no environment 'qa' (defined: dev, prod)"]

@@ -75,6 +75,8 @@ def test_a_file_that_does_not_parse_is_reported_not_passed_over(tmp_path):
     [finding] = report.findings
     assert (finding.tool, finding.rule, finding.file) == ("cfn-lint", "E0000",
                                                           tmp_path / "broken.yaml")
+    # It counts among the files checked, as its finding does.
+    assert report.summary().startswith("1 file: cfn-lint 1 error")
 
 
 # --- cfn-lint --------------------------------------------------------------------------------

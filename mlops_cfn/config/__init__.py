@@ -167,6 +167,8 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
     ]
     for name, overrides in base.environments.items():
         overrides = overrides or {}
+        if any(key in overrides for key in _BASE_ONLY):
+            continue  # said above; validating the merge would only say it again, worse
         merged_data = _deep_merge(data, overrides)
         if name in PROTECTED_BY_NAME and "protected" not in merged_data:
             merged_data["protected"] = True
