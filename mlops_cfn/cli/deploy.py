@@ -52,15 +52,14 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
     from ..deploy import (MODEL_PACKAGE_PARAMETER, Request, aws_errors, connect,
                           default_bucket, latest_approved, model_package_group,
                           override_problems, parse_overrides, preview, stack_parameters)
+    from ..errors import UserError
     from ..package import normal_prefix, package, require_bucket_in
     from ..render import render_files, write_tree
+    from ..stages.cicd import stack_name as delivered_stack_name
 
     loaded = config.load(config_path, env)
     built = pipeline.build(loaded)
     overrides = parse_overrides(overrides)
-    from ..errors import UserError
-    from ..stages.cicd import stack_name as delivered_stack_name
-
     name = stack_name or delivered_stack_name(loaded.config.project, loaded.environment)
     if loaded.config.stages.cicd.enabled and name != delivered_stack_name(
             loaded.config.project, loaded.environment):
@@ -90,8 +89,8 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
             if any(stage.assets for stage in built.stages):
                 require_bucket_in(s3, bucket, aws.region)
             packaged = package(tree, bucket, prefix=prefix, s3=s3)
-        out.print(f"packaged into s3://{bucket}/{normal_prefix(prefix)}: {len(packaged.uploaded)} uploaded, "
-                  f"{len(packaged.skipped)} unchanged")
+        out.print(f"packaged into s3://{bucket}/{normal_prefix(prefix)}: "
+                  f"{len(packaged.uploaded)} uploaded, {len(packaged.skipped)} unchanged")
         cfn = aws.client("cloudformation")
         request = Request(stack_name=name, template_url=packaged.root_url, parameters=values,
                           tags=built.tags, protected=built.protected,

@@ -354,7 +354,8 @@ def test_the_state_machine_keeps_its_definition_and_history_under_the_data_key()
     name = sub_text(props_["StateMachineName"])
     assert name == "mlops-demo-${EnvironmentName}-batch-transform"
     context = {"kms:EncryptionContext:aws:states:stateMachineArn": {"Fn::Sub": (
-        f"arn:${{AWS::Partition}}:states:${{AWS::Region}}:${{AWS::AccountId}}:stateMachine:{name}")}}
+        "arn:${AWS::Partition}:states:${AWS::Region}:${AWS::AccountId}:"
+        f"stateMachine:{name}")}}
     # The machine's role reads and writes that state, in this machine's encryption context
     # only, and encrypts what the vended log delivery takes (AWS's documented pair with the
     # key policy's grant to delivery.logs, see the storage stage).
