@@ -104,32 +104,33 @@ def retrain_spec() -> dict[str, Any]:
              f' --pipeline-execution-description "Started by the delivery pipeline: training '
              f'code ${HASH_VARIABLE}"')
     remember = f'printf "%s" "${HASH_VARIABLE}" | aws s3 cp - "{state}"'
-    return {
-        "version": BUILDSPEC_VERSION,
-        "env": {"shell": "bash"},
-        "phases": {"build": {"commands": [
-            f'test -n "${HASH_VARIABLE}" || {{ echo "the build exported no {HASH_VARIABLE}"; '
-            "exit 1; }",
-            f'last="$(aws s3 cp "{state}" - 2>/dev/null || true)"',
-            f'if [ "$last" = "${HASH_VARIABLE}" ]; then echo "training code unchanged '
-            f'(${HASH_VARIABLE}): no retraining"; else {start} && {remember}; fi',
-        ]}},
-    }
+    return _action_spec(
+        _required(HASH_VARIABLE, "the build exported"),
+        f'last="$(aws s3 cp "{state}" - 2>/dev/null || true)"',
+        f'if [ "$last" = "${HASH_VARIABLE}" ]; then echo "training code unchanged '
+        f'(${HASH_VARIABLE}): no retraining"; else {start} && {remember}; fi',
+    )
 
 
 def protect_spec() -> dict[str, Any]:
     """Termination protection for the stack the action names (what `mlops-cfn deploy` turns on
     for a protected environment; CloudFormation's pipeline actions cannot)."""
-    return {
-        "version": BUILDSPEC_VERSION,
-        "env": {"shell": "bash"},
-        "phases": {"build": {"commands": [
-            f'test -n "${STACK_VARIABLE}" || {{ echo "the action named no {STACK_VARIABLE}"; '
-            "exit 1; }",
-            "aws cloudformation update-termination-protection --enable-termination-protection"
-            f' --stack-name "${STACK_VARIABLE}"',
-        ]}},
-    }
+    return _action_spec(
+        _required(STACK_VARIABLE, "the action named"),
+        "aws cloudformation update-termination-protection --enable-termination-protection"
+        f' --stack-name "${STACK_VARIABLE}"',
+    )
+
+
+def _action_spec(*commands: str) -> dict[str, Any]:
+    """A one-phase bash build spec: what the pipeline's small actions run."""
+    return {"version": BUILDSPEC_VERSION, "env": {"shell": "bash"},
+            "phases": {"build": {"commands": list(commands)}}}
+
+
+def _required(variable: str, who: str) -> str:
+    """A command failing the build, with a reason, when `variable` is empty."""
+    return f'test -n "${variable}" || {{ echo "{who} no {variable}"; exit 1; }}'
 
 
 def as_text(spec: dict[str, Any]) -> str:
