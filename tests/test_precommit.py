@@ -204,6 +204,9 @@ def test_the_repositorys_local_check_hook_runs_from_the_checkout(committed_copy,
     config.write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": local_hooks()}]}))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PRE_COMMIT", "GIT_"))}
     env["PRE_COMMIT_HOME"] = str(tmp_path / "home")
+    # The hook's `python3` is the development environment's (.pre-commit-config.yaml says it
+    # needs one), as when that environment is activated; not whatever python3 PATH finds first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     done = subprocess.run([*PRE_COMMIT, "run", "--config", str(config), "mlops-cfn-check",
                            "--all-files"], cwd=copy, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
