@@ -34,6 +34,7 @@ INSTALL_HINT = "run scripts/install-cfn-guard, or set MLOPS_CFN_GUARD_HOME to it
 _ALL_PASSED, _SOME_FAILED = 0, 19
 
 Status = Literal["pass", "fail", "skip"]
+_RANK = {"skip": 0, "pass": 1, "fail": 2}
 
 
 @dataclass(frozen=True)
@@ -79,10 +80,14 @@ class Engine:
             for index, resource in enumerate(resources):
                 document = {resource.type: {"resourceProperties": resource.properties}}
                 (Path(folder) / f"{index:05d}.json").write_text(json.dumps(document))
-            if not resources:
-                return []
+            types = {r.type for r in resources}
+            # Only the rule files that report on a type present: the others would skip.
+            files = [f for c in self.controls if c.resource_types & types
+                     for f in ("--rules", str(self.rules / c.file))]
+            if not files:
+                return [{} for _ in resources]
             run = subprocess.run(
-                [str(self.executable), "validate", "--rules", str(self.rules), "--data", folder,
+                [str(self.executable), "validate", *files, "--data", folder,
                  "--output-format", "json", "--show-summary", "none", "--structured"],
                 capture_output=True, text=True, check=False)
         if run.returncode not in (_ALL_PASSED, _SOME_FAILED):
@@ -97,7 +102,10 @@ class Engine:
                 for entry in report.get(key, []):
                     name = entry if isinstance(entry, str) else entry["Rule"]["name"]
                     control = by_rule.get(name)
-                    if control and resources[index].type in control.resource_types:
+                    # A rule file holds the rule twice, for templates and for hook documents:
+                    # the branch that applied decides (a failure over a pass over a skip).
+                    if (control and resources[index].type in control.resource_types
+                            and _RANK[status] > _RANK.get(statuses.get(control.id), -1)):
                         statuses[control.id] = status
         return results
 
