@@ -263,7 +263,7 @@ def test_resources_whose_condition_is_false_are_not_deployed():
     assert "DeliveryPipeline" in rendered and "DeliveryPipeline" not in prod
 
 
-def test_an_unknown_parameter_override_is_refused(tmp_path):
+def test_a_folder_without_parameters_json_is_refused(tmp_path):
     with pytest.raises(UserError, match="parameters.json"):
         deployed_resources(tmp_path)
 
