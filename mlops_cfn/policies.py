@@ -14,8 +14,8 @@ from typing import Any, Iterable, Sequence
 import awacs.kms as kms
 import awacs.s3 as s3
 import awacs.sts as sts
-from awacs.aws import (Action, Allow, ArnLike, Bool, Condition, Deny, PolicyDocument, Principal,
-                       Statement, StringEquals, StringLike)
+from awacs.aws import (Action, Allow, ArnLike, Bool, BoolIfExists, Condition, Deny,
+                       PolicyDocument, Principal, Statement, StringEquals, StringLike)
 from troposphere import GetAtt, Ref, Sub, encode_to_dict
 
 POLICY_VERSION = "2012-10-17"
@@ -152,22 +152,52 @@ def key_use_by_service(sid: str, service: Any, actions: Sequence[Action],
     return statement
 
 
-def key_use_by_cloudwatch_logs() -> Statement:
-    """Lets CloudWatch Logs of this region encrypt this account's log groups with the key; the
-    encryption context condition keeps it to log groups of this account and region."""
+def key_use_by_cloudwatch_logs(log_groups: Sequence[Any]) -> Statement:
+    """Lets CloudWatch Logs of this region encrypt the named log groups of this account with the
+    key: `log_groups` are log group names or `*` patterns (a `Sub` each). CloudWatch Logs passes
+    the log group's ARN as encryption context, so the condition names exactly which groups may
+    use the key ("Encrypt log data in CloudWatch Logs using AWS KMS", step 2, CloudWatch Logs
+    User Guide)."""
     return key_use_by_service(
         "KeyUseByCloudWatchLogs", Sub("logs.${AWS::Region}.amazonaws.com"), LOGS_KEY_ACTIONS,
-        ArnLike("kms:EncryptionContext:aws:logs:arn", arn("logs", "log-group:*")))
+        ArnLike("kms:EncryptionContext:aws:logs:arn",
+                [_sub("arn:${{AWS::Partition}}:logs:${{AWS::Region}}:${{AWS::AccountId}}:"
+                      "log-group:{name}", name=name) for name in log_groups]))
 
 
-def data_key_policy(*service_statements: Statement) -> PolicyDocument:
-    """The data key's policy: the account administers and uses it through IAM, plus grants to
-    AWS service principals that call KMS on their own behalf (always CloudWatch Logs; pass
-    further statements for services a stage adds, each scoped by a condition)."""
+def grants_only_for_aws_resources() -> Statement:
+    """Denies creating grants on the key unless an AWS service makes the grant for a resource it
+    integrates (kms:GrantIsForAWSResource: S3, Redshift, SageMaker, ECR on a caller's behalf) or
+    is itself the caller (aws:PrincipalIsAWSService: Fargate's task-storage grant). A grant
+    outlives the IAM policy that allowed it, so no principal may hand out lasting use of the
+    key by itself. AWS Control Tower's CT.KMS.PR.3 requires exactly this statement ("Require an
+    AWS KMS key policy to have a statement that limits creation of AWS KMS grants to AWS
+    services", controlreference/kms-rules.html); "kms:GrantIsForAWSResource" in the AWS KMS
+    Developer Guide's condition keys page explains both keys."""
+    return Statement(
+        Sid="GrantsOnlyForAwsResources",
+        Effect=Deny,
+        Principal=Principal("AWS", "*"),
+        Action=[kms.CreateGrant],
+        Resource=[THIS_KEY],
+        # BoolIfExists: a request without the key (a caller that is no AWS service) counts
+        # as false, so the deny applies to it.
+        Condition=Condition(BoolIfExists({"kms:GrantIsForAWSResource": "false",
+                                          "aws:PrincipalIsAWSService": "false"})),
+    )
+
+
+def data_key_policy(log_groups: Sequence[Any], *service_statements: Statement) -> PolicyDocument:
+    """The data key's policy: the account administers and uses it through IAM, grants on it are
+    only for AWS resources, CloudWatch Logs may encrypt `log_groups` (see
+    `key_use_by_cloudwatch_logs`), plus grants to AWS service principals that call KMS on their
+    own behalf (pass further statements for services a stage adds, each scoped by a
+    condition)."""
     return document(
         key_administration_by_account(),
         key_use_by_account(),
-        key_use_by_cloudwatch_logs(),
+        grants_only_for_aws_resources(),
+        key_use_by_cloudwatch_logs(log_groups),
         *service_statements,
     )
 

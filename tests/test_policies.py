@@ -24,9 +24,11 @@ ROOT = {"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}}
 
 
 class TestDataKeyPolicy:
+    LOG_GROUPS = [Sub("/mlops/example/${EnvironmentName}/*"), "/aws/example/fixed"]
+
     @pytest.fixture
     def policy(self) -> dict:
-        return as_data(policies.data_key_policy())
+        return as_data(policies.data_key_policy(self.LOG_GROUPS))
 
     def test_no_statement_allows_every_action(self, policy):
         for statement in policy["Statement"]:
@@ -54,15 +56,24 @@ class TestDataKeyPolicy:
             "kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
             "kms:DescribeKey"])
 
-    def test_cloudwatch_logs_of_this_region_may_encrypt_this_accounts_log_groups(self, policy):
+    def test_cloudwatch_logs_of_this_region_may_encrypt_only_the_named_log_groups(self, policy):
         logs = statements_by_sid(policy)["KeyUseByCloudWatchLogs"]
         assert logs["Principal"] == {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}
         assert sorted(logs["Action"]) == sorted([
             "kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*",
             "kms:Describe*"])
-        assert logs["Condition"] == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": {
-            "Fn::Sub":
-                "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"}}}
+        arn = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+        assert logs["Condition"] == {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": [
+            {"Fn::Sub": arn + "/mlops/example/${EnvironmentName}/*"},
+            {"Fn::Sub": arn + "/aws/example/fixed"}]}}
+
+    def test_grants_are_denied_unless_an_aws_service_makes_them_for_its_resources(self, policy):
+        deny = statements_by_sid(policy)["GrantsOnlyForAwsResources"]
+        assert deny["Effect"] == "Deny"
+        assert deny["Principal"] == {"AWS": "*"}
+        assert deny["Action"] == ["kms:CreateGrant"]
+        assert deny["Condition"] == {"BoolIfExists": {"kms:GrantIsForAWSResource": "false",
+                                                      "aws:PrincipalIsAWSService": "false"}}
 
     def test_resources_are_this_key(self, policy):
         for statement in policy["Statement"]:
@@ -70,16 +81,17 @@ class TestDataKeyPolicy:
 
     def test_only_the_account_and_cloudwatch_logs_are_principals(self, policy):
         assert [s["Sid"] for s in policy["Statement"]] == [
-            "KeyAdministrationThroughIam", "KeyUseThroughIam", "KeyUseByCloudWatchLogs"]
+            "KeyAdministrationThroughIam", "KeyUseThroughIam", "GrantsOnlyForAwsResources",
+            "KeyUseByCloudWatchLogs"]
 
     def test_later_stages_add_service_statements(self):
         extra = Statement(
             Sid="KeyUseByExample", Effect=Allow,
             Principal=Principal("Service", "example.amazonaws.com"),
             Action=list(policies.KEY_READ), Resource=[policies.THIS_KEY])
-        policy = as_data(policies.data_key_policy(extra))
+        policy = as_data(policies.data_key_policy(self.LOG_GROUPS, extra))
         assert policy["Statement"][-1]["Sid"] == "KeyUseByExample"
-        assert len(policy["Statement"]) == 4
+        assert len(policy["Statement"]) == 5
 
 
 class TestUseKey:

@@ -60,7 +60,8 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        REDSHIFT_ENDPOINT_ADDRESS, REDSHIFT_ENDPOINT_PORT, REDSHIFT_ROLE_ARN,
                        REDSHIFT_SECRET_ARN, REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
+from .common import (RETAIN, control_tower_exceptions, encrypted_queue,
+                     https_to_endpoints_and_s3)
 from . import analytics_sql
 
 # Redshift's default port, set explicitly so the security groups and outputs can name it.
@@ -354,12 +355,19 @@ def add_provisioned(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         LoggingProperties=redshift.LoggingProperties(
             LogDestinationType="cloudwatch", LogExports=list(AUDIT_LOG_TYPES)),
         DependsOn=[g.title for g in log_groups],
-        Metadata={"checkov": {"skip": [{
-            "id": "CKV_AWS_71",
-            "comment": "Audit logging is on, to CloudWatch Logs (LoggingProperties "
-                       "LogDestinationType cloudwatch, into encrypted log groups); the check "
-                       "only recognises logging to an S3 bucket (BucketName).",
-        }]}},
+        Metadata={
+            "checkov": {"skip": [{
+                "id": "CKV_AWS_71",
+                "comment": "Audit logging is on, to CloudWatch Logs (LoggingProperties "
+                           "LogDestinationType cloudwatch, into encrypted log groups); the "
+                           "check only recognises logging to an S3 bucket (BucketName).",
+            }]},
+            **control_tower_exceptions((
+                "CT.REDSHIFT.PR.3",
+                "Audit logging is on, to CloudWatch Logs (LogDestinationType cloudwatch, into "
+                "log groups encrypted with the data key); the control recognises only delivery "
+                "to an S3 bucket (BucketName), which would need an SSE-S3 bucket.")),
+        },
         **SNAPSHOT,
     ))
     return Warehouse(

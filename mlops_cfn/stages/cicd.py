@@ -104,7 +104,8 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
 from . import cicd_buildspec as spec
-from .common import RETAIN, encrypted_log_group
+from .common import (OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions,
+                     encrypted_log_group)
 from .resource_types import stage_resource_types
 from .storage import S3_ACCESS_LOG_PREFIX
 
@@ -208,15 +209,14 @@ def build(config: PipelineConfig,
     access_logs = b.input(ACCESS_LOGS_BUCKET_NAME)
     name = pipeline_name(config.project, home)
 
-    artifacts = _home(b.add(delivery_bucket(b, "ArtifactBucket", "delivery", key, access_logs,
-                                            eventbridge=False)))
+    artifacts = _home(b.add(delivery_bucket(b, "ArtifactBucket", "delivery", key, access_logs)))
     _home(b.add(tls_only_policy(artifacts)))
     source_bucket = connection = None
     if cicd.source.provider == "connection":
         connection = b.setting(cicd.source, "connection_arn")
     else:
         source_bucket = _home(b.add(delivery_bucket(b, "SourceBucket", "source", key,
-                                                    access_logs, eventbridge=True)))
+                                                    access_logs)))
         _home(b.add(tls_only_policy(source_bucket)))
 
     network = add_build_network(b) if cicd.build.in_vpc else None
@@ -274,15 +274,10 @@ def _home(resource):
 
 # --- buckets ---------------------------------------------------------------------------------
 
-def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Ref, access_logs: Ref,
-                    *, eventbridge: bool) -> s3.Bucket:
+def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Ref,
+                    access_logs: Ref) -> s3.Bucket:
     """A bucket of the pipeline, as secure as the data buckets: the sources and packages it
     holds decide what runs in every environment."""
-    props: dict[str, Any] = {}
-    if eventbridge:
-        # The S3 source starts the pipeline through an EventBridge rule on new versions.
-        props["NotificationConfiguration"] = s3.NotificationConfiguration(
-            EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True))
     return s3.Bucket(
         title,
         BucketName=b.physical_name(naming.S3_BUCKET, purpose),
@@ -313,7 +308,12 @@ def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Ref, access_
             AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
                 DaysAfterInitiation=INCOMPLETE_UPLOAD_DAYS),
         )]),
-        **props,
+        # The S3 source starts the pipeline through an EventBridge rule on new versions; the
+        # artifact bucket's events are there for audits (AWS Control Tower CT.S3.PR.4 asks
+        # every bucket for event notifications).
+        NotificationConfiguration=s3.NotificationConfiguration(
+            EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True)),
+        Metadata=control_tower_exceptions(OBJECT_LOCK_EXCEPTION),
         **RETAIN,
     )
 

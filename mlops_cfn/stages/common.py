@@ -85,10 +85,37 @@ def encrypted_queue(b: StageBuilder, title: str, purpose: str) -> sqs.Queue:
     record, and a retained queue keeps its name taken. EventBridge and Lambda write to such
     queues as themselves; the storage stage's key policy lets EventBridge use the key
     (RuleNotificationsByEventBridge).
+
+    Every such queue is a dead-letter queue, and says so with a redrive allow policy: AWS
+    Control Tower's CT.SQS.PR.1 ("Require any Amazon SQS queue to have a dead-letter queue
+    configured", controlreference/sqs-rules.html) asks a queue for a dead-letter queue of its
+    own unless it is marked as one, which is how its remediation says to treat dead-letter
+    queues. `allowAll` is SQS's default written out ("Configuring a dead-letter queue redrive
+    allow policy", Amazon SQS Developer Guide): it changes nothing about who may send here.
     """
     return b.add(sqs.Queue(
         title,
         QueueName=b.physical_name(naming.SQS_QUEUE, purpose),
         KmsMasterKeyId=b.input(DATA_KEY_ARN),
         MessageRetentionPeriod=QUEUE_RETENTION_SECONDS,
+        RedriveAllowPolicy={"redrivePermission": "allowAll"},
     ))
+
+
+# AWS Control Tower's CT.S3.PR.9 asks every bucket for S3 Object Lock. Locking makes objects
+# undeletable for a retention period, and turning it on for a bucket cannot be undone: a
+# decision for whoever owns the data and its retention rules, not a default of this tool.
+OBJECT_LOCK_EXCEPTION = (
+    "CT.S3.PR.9",
+    "Object Lock (write-once retention that cannot be turned off again) is a retention "
+    "decision for the data owner; versioning, the Retain deletion policy and lifecycle rules "
+    "keep data from being lost meanwhile.")
+
+
+def control_tower_exceptions(*exceptions: tuple[str, str]) -> dict:
+    """Resource Metadata recording the AWS Control Tower proactive controls (`CT.*.PR.*`) this
+    resource does not meet on purpose, each as `(control id, reason)`. mlops_cfn.controltower
+    honours an exception only with its reason; the README's "AWS Control Tower" section lists
+    them all."""
+    return {"controltower": {"exceptions": [{"id": control, "reason": reason}
+                                            for control, reason in exceptions]}}

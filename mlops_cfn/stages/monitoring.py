@@ -59,8 +59,8 @@ from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_N
                        PRIVATE_SUBNET_IDS, RETRAIN_FUNCTION_NAME, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
-                     https_out_security_group, https_to_endpoints_and_s3)
+from .common import (INLINE_CODE_LIMIT, control_tower_exceptions, encrypted_log_group,
+                     encrypted_queue, https_out_security_group, https_to_endpoints_and_s3)
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
                                  PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Source, Watch, alarmed,
@@ -232,6 +232,14 @@ def insights_query(b: StageBuilder, watch: Watch) -> Sub:
     return Sub(f"SELECT {function}({watch.metric}) FROM SCHEMA({schema}) WHERE {where}")
 
 
+# AWS Control Tower's CT.CLOUDWATCH.PR.1 asks every alarm for an action in the ALARM state.
+COMPOSITE_MEMBER_EXCEPTION = (
+    "CT.CLOUDWATCH.PR.1",
+    "A member of the ServingDegradedAlarm composite alarm, which notifies the alarm topic once "
+    "per incident; actions here too would notify once per member (\"Combining alarms\", "
+    "CloudWatch User Guide: composite alarms reduce alarm noise).")
+
+
 def alarm(b: StageBuilder, settings: MonitoringConfig, watch: Watch,
           topic: sns.Topic) -> cloudwatch.Alarm:
     thresholds = settings.thresholds
@@ -257,6 +265,8 @@ def alarm(b: StageBuilder, settings: MonitoringConfig, watch: Watch,
     if not watch.serving:
         # Serving-health alarms notify through the composite alarm, once per incident.
         props.update(AlarmActions=[Ref(topic)], OKActions=[Ref(topic)])
+    else:
+        props["Metadata"] = control_tower_exceptions(COMPOSITE_MEMBER_EXCEPTION)
     return cloudwatch.Alarm(
         watch.alarm_id,
         AlarmName=b.physical_name(ALARM, kebab(watch.key)),

@@ -27,7 +27,7 @@ from .. import policies
 from ..config import PipelineConfig
 from ..outputs import PRIVATE_SUBNET_IDS, VPC_CIDR, VPC_ID
 from ..stage import StageBuilder
-from .common import RETAIN, encrypted_log_group
+from .common import RETAIN, control_tower_exceptions, encrypted_log_group
 from .serving_common import API_NAME, content_hash
 from .serving_fargate import FargateServing
 
@@ -178,11 +178,19 @@ def add_rest_api(b: StageBuilder, config: PipelineConfig, endpoint_name: str) ->
             ThrottlingRateLimit=b.setting(settings, "throttling_rate_limit"),
             ThrottlingBurstLimit=b.setting(settings, "throttling_burst_limit"),
         )],
-        Metadata={"checkov": {"skip": [{
-            "id": "CKV_AWS_120",
-            "comment": "Predictions are computed per request body (POST); a response cache "
-                       "keyed on the path would answer one caller's request with another's "
-                       "prediction."}]}},
+        Metadata={
+            "checkov": {"skip": [{
+                "id": "CKV_AWS_120",
+                "comment": "Predictions are computed per request body (POST); a response cache "
+                           "keyed on the path would answer one caller's request with another's "
+                           "prediction."}]},
+            **control_tower_exceptions((
+                "CT.APIGATEWAY.PR.1",
+                "Every request is recorded by the access log (AccessLogSetting, into a log "
+                "group encrypted with the data key and kept LogRetentionDays). Execution logs "
+                "would go to a log group API Gateway creates itself "
+                "(API-Gateway-Execution-Logs_<api id>/<stage>), unencrypted and never expiring.")),
+        },
     ))
     return Sub("https://${%s}.execute-api.${AWS::Region}.${AWS::URLSuffix}/%s/invocations"
                % (api.title, REST_STAGE))

@@ -48,7 +48,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BU
                        LOAD_BALANCER_FULL_NAME, PRIVATE_SUBNET_IDS, TARGET_GROUP_FULL_NAME,
                        VPC_CIDR, VPC_ID)
 from ..stage import StageBuilder
-from .common import encrypted_log_group, https_out_security_group
+from .common import control_tower_exceptions, encrypted_log_group, https_out_security_group
 from .serving_common import (HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
                              SCALE_OUT_COOLDOWN_SECONDS, name_pattern, not_empty)
 from .storage import LOAD_BALANCER_LOG_PREFIX
@@ -219,6 +219,12 @@ def load_balancer_resource(b: StageBuilder, settings: FargateServingConfig,
         SecurityGroups=[GetAtt(security_group, "GroupId")],
         LoadBalancerAttributes=[elb.LoadBalancerAttributes(Key=k, Value=v)
                                 for k, v in attributes.items()],
+        Metadata=control_tower_exceptions((
+            "CT.ELASTICLOADBALANCING.PR.5",
+            "Deletion protection follows stages.serving.fargate.deletion_protection (the "
+            "LoadBalancerDeletionProtection parameter), the owner's choice per environment: on "
+            "where the environment is protected, off where stacks are deleted and made again. "
+            "The internal load balancer holds no data.")),
     )
 
 
@@ -252,15 +258,24 @@ def add_listeners(b: StageBuilder, settings: FargateServingConfig, https: bool,
             Port=HTTP,
             Protocol="HTTP",
             DefaultActions=forward,
-            Metadata={"checkov": {"skip": [
-                {"id": "CKV_AWS_2",
-                 "comment": "No certificate is configured (fargate.certificate_arn): the load "
-                            "balancer is internal, reachable only inside the VPC; set a "
-                            "certificate to serve HTTPS and redirect HTTP."},
-                {"id": "CKV_AWS_103",
-                 "comment": "Plain HTTP inside the VPC: there is no TLS to set a version for "
-                            "until a certificate is configured (fargate.certificate_arn)."},
-            ]}},
+            Metadata={
+                "checkov": {"skip": [
+                    {"id": "CKV_AWS_2",
+                     "comment": "No certificate is configured (fargate.certificate_arn): the "
+                                "load balancer is internal, reachable only inside the VPC; set "
+                                "a certificate to serve HTTPS and redirect HTTP."},
+                    {"id": "CKV_AWS_103",
+                     "comment": "Plain HTTP inside the VPC: there is no TLS to set a version "
+                                "for until a certificate is configured "
+                                "(fargate.certificate_arn)."},
+                ]},
+                **control_tower_exceptions((
+                    "CT.ELASTICLOADBALANCING.PR.1",
+                    "No certificate is configured (stages.serving.fargate.certificate_arn), so "
+                    "there is no HTTPS listener to redirect to: the internal load balancer "
+                    "serves HTTP inside the VPC only. With a certificate this listener "
+                    "redirects to HTTPS.")),
+            },
         ))]
     secure = b.add(elb.Listener(
         "HttpsListener",
@@ -369,6 +384,9 @@ def task_definition_resource(b: StageBuilder, config: PipelineConfig, repository
         Name=CONTAINER,
         Image=Sub("${%s.RepositoryUri}:${%s}" % (repository.title, image_tag.data["Ref"])),
         Essential=True,
+        # A hard limit, the task's whole memory: the one container may use all of it and no
+        # more (AWS Control Tower CT.ECS.PR.7, controlreference/ecs-rules.html).
+        Memory=b.setting(settings, "memory_mb"),
         User=settings.user,
         ReadonlyRootFilesystem=True,
         # Nothing a model server needs; dropping all closes the usual container escapes.

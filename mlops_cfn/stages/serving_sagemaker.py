@@ -45,7 +45,7 @@ from ..config.serving import SageMakerServingConfig
 from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_CAPTURE_URI,
                        DATA_KEY_ARN, ENDPOINT_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN)
 from ..stage import StageBuilder
-from .common import https_out_security_group
+from .common import control_tower_exceptions, https_out_security_group
 from .serving_common import (MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
                              SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, name_pattern,
                              not_empty)
@@ -298,11 +298,21 @@ def endpoint_metric(name: str, metric: str) -> dict:
     }
 
 
+# AWS Control Tower's CT.CLOUDWATCH.PR.1 asks every alarm for an action in the ALARM state.
+ROLLBACK_ALARM_EXCEPTION = (
+    "CT.CLOUDWATCH.PR.1",
+    "A deployment guardrail: SageMaker watches it during a blue/green update and rolls back "
+    "(the endpoint's AutoRollbackConfiguration), which is its action. People hear of endpoint "
+    "errors and latency through the monitoring stage's alarms and its topic, which the serving "
+    "stack cannot name (monitoring reads serving's outputs).")
+
+
 def error_alarm(b: StageBuilder, settings: SageMakerServingConfig,
                 name: str) -> cloudwatch.Alarm:
     return cloudwatch.Alarm(
         "EndpointErrorAlarm",
         Condition=MODEL_SUPPLIED,
+        Metadata=control_tower_exceptions(ROLLBACK_ALARM_EXCEPTION),
         AlarmDescription="Model endpoint answers with 5XX errors; rolls back a deployment",
         Statistic="Sum",
         Period=ALARM_PERIOD_SECONDS,
@@ -321,6 +331,7 @@ def latency_alarm(b: StageBuilder, settings: SageMakerServingConfig,
     return cloudwatch.Alarm(
         "EndpointLatencyAlarm",
         Condition=MODEL_SUPPLIED,
+        Metadata=control_tower_exceptions(ROLLBACK_ALARM_EXCEPTION),
         AlarmDescription="Model endpoint p99 latency too high; rolls back a deployment",
         Metrics=[
             cloudwatch.MetricDataQuery(

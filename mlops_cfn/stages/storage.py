@@ -2,8 +2,10 @@
 
 Resources
 - DataKey (AWS::KMS::Key): customer-managed, yearly rotation, kept on stack deletion. Its policy
-  (policies.data_key_policy) lets this account's IAM policies administer and use it, and CloudWatch
-  Logs encrypt this account's log groups; no `kms:*` anywhere.
+  (policies.data_key_policy) lets this account's IAM policies administer and use it, denies
+  grants that are not for AWS resources, lets CloudWatch Logs encrypt this project's log groups
+  (`_encrypted_log_groups`) and AWS services publishing to encrypted topics and queues use it
+  for sources of this account and region only; no `kms:*` anywhere.
 - DataKeyAlias (AWS::KMS::Alias): `alias/<project>-<env>-data`.
 - RawBucket, ProcessedBucket, ArtifactsBucket (AWS::S3::Bucket) with a BucketPolicy each:
   SSE-KMS with the data key and a bucket key, versioning, all public access blocked, ACLs off,
@@ -13,6 +15,8 @@ Resources
 - AccessLogsBucket (AWS::S3::Bucket) + AccessLogsBucketPolicy: the one bucket encrypted with
   SSE-S3 instead of the data key (see `_access_logs_bucket`); receives the S3 server access logs
   of the buckets above, and later stages' load balancer and Redshift audit logs.
+- Every bucket records its AWS Control Tower exceptions in Metadata (Object Lock is the data
+  owner's decision; the access-logs bucket's SSE-S3 and its not logging itself).
 
 Inputs: none.
 Outputs: DataKeyArn, DataKeyAlias, RawBucketName/Arn, ProcessedBucketName/Arn,
@@ -36,7 +40,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, ARTIFACTS_
                        DATA_KEY_ALIAS, DATA_KEY_ARN, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
                        RAW_BUCKET_ARN, RAW_BUCKET_NAME, Wire)
 from ..stage import Stage, StageBuilder
-from .common import RETAIN
+from .common import OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions
 
 
 # Multipart uploads nobody completes are billed but invisible; a week covers any real upload.
@@ -118,10 +122,36 @@ def _data_key(b: StageBuilder, project: str, storage: StorageConfig) -> kms.Key:
         Description=f"{project}: encrypts the pipeline's data, logs and artifacts",
         EnableKeyRotation=True,
         PendingWindowInDays=storage.key_deletion_window_days,
-        KeyPolicy=policies.data_key_policy(*_service_key_statements(
-            b.physical_name(naming.ECS, naming.API_CLUSTER_PURPOSE))),
+        KeyPolicy=policies.data_key_policy(
+            _encrypted_log_groups(b, project),
+            *_service_key_statements(b.physical_name(naming.ECS, naming.API_CLUSTER_PURPOSE))),
         **RETAIN,
     )
+
+
+def _encrypted_log_groups(b: StageBuilder, project: str) -> list[Sub]:
+    """The names (patterns) of the log groups this project and environment encrypts with the
+    key, the only ones CloudWatch Logs may use it for. Most live under the project's own prefix
+    (naming.log_group_name); services that fix their log groups' names put a resource name of
+    this project in them, built with the same naming rule as the resource: Redshift's audit
+    logs (/aws/redshift/[cluster/]<warehouse>/...), a SageMaker endpoint's
+    (/aws/sagemaker/Endpoints/<endpoint>) and Glue's under a security configuration
+    (/aws-glue/jobs/<configuration>-role/..., /aws-glue/crawlers-role/<role>-<configuration>).
+    A test resolves every log group of every example against these patterns."""
+    b.environment  # declares the EnvironmentName parameter the patterns refer to
+
+    def name(rule: naming.NameRule, purpose: str) -> str:
+        return naming.physical_name(rule, project, purpose)
+
+    glue_configuration = name(naming.GLUE_JOB, "etl")
+    own_prefix = naming.log_group_name(project, "x").removesuffix("x")
+    return [Sub(pattern) for pattern in (
+        f"{own_prefix}*",
+        f"/aws/redshift/*{name(naming.REDSHIFT, 'warehouse')}/*",
+        f"/aws/sagemaker/Endpoints/{name(naming.SAGEMAKER, 'endpoint')}",
+        f"/aws-glue/jobs/{glue_configuration}-role/*",
+        f"/aws-glue/crawlers-role/*-{glue_configuration}",
+    )]
 
 
 def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
@@ -132,8 +162,9 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
 
     CloudWatch alarms and EventBridge rules publish to the monitoring stage's alarm topic,
     which is encrypted with this key; SNS then asks KMS for a data key in the publisher's
-    name. Both are granted unconditionally (this function sees no config): with monitoring
-    off no topic admits them, so the grants are inert.
+    name. Both are granted whatever the config (this function sees none), each only to
+    sources of this account and region: with monitoring off no topic admits them, so the
+    grants are inert.
     """
     return (
         # Only alarms of this account and region (the confused-deputy guard).
@@ -141,12 +172,16 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
             "AlarmNotificationsByCloudWatch", "cloudwatch.amazonaws.com", policies.KEY_READ_WRITE,
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))),
-        # No aws:SourceAccount/aws:SourceArn here: SNS does not pass them to KMS for
-        # EventBridge deliveries, so such a condition would silently drop every event (SNS
-        # developer guide, "compatibility with AWS services"). The topic's own policy admits
-        # only this account's rules, which is what limits the use of this grant.
+        # EventBridge rules deliver to the alarm topic and to the dead-letter queues encrypted
+        # with this key, and SNS and SQS then ask KMS in EventBridge's name. Only rules of this
+        # account and region may: the source conditions that "Managing Amazon SNS encryption
+        # keys" (SNS Developer Guide, compatibility with AWS services) puts on a service's key
+        # grant, with the rule ARNs that "Using resource-based policies for Amazon
+        # EventBridge" (EventBridge User Guide, SNS and SQS permissions) uses as aws:SourceArn.
         policies.key_use_by_service(
-            "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE),
+            "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
+            ArnLike("aws:SourceArn", policies.arn("events", "rule/*"))),
         # A state machine encrypted with this key (the serving stage's batch transform) logs
         # through CloudWatch Logs' vended delivery, which decrypts what it delivers as itself.
         policies.key_use_by_service(
@@ -206,6 +241,7 @@ def _data_bucket(b: StageBuilder, spec: DataBucket, name: Sub, storage: StorageC
         # Later stages (ETL, training) react to new objects through EventBridge rules.
         NotificationConfiguration=s3.NotificationConfiguration(
             EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True)),
+        Metadata=control_tower_exceptions(OBJECT_LOCK_EXCEPTION),
         **RETAIN,
     )
 
@@ -255,11 +291,26 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
                 NoncurrentDays=b.setting(storage, "noncurrent_version_expiration_days")),
             AbortIncompleteMultipartUpload=_abort_incomplete_uploads(),
         )]),
-        Metadata={"checkov": {"skip": [
-            {"id": "CKV_AWS_18",
-             "comment": "This is the access-log bucket itself; logging its own access would "
-                        "write a log object for every log object, without end."},
-        ]}},
+        # Object-created events for whoever audits the logs (AWS Control Tower CT.S3.PR.4
+        # asks every bucket for event notifications); EventBridge takes AWS service events
+        # without a charge.
+        NotificationConfiguration=s3.NotificationConfiguration(
+            EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True)),
+        Metadata={
+            "checkov": {"skip": [
+                {"id": "CKV_AWS_18",
+                 "comment": "This is the access-log bucket itself; logging its own access would "
+                            "write a log object for every log object, without end."},
+            ]},
+            **control_tower_exceptions(
+                ("CT.S3.PR.2", "This is the access-log bucket itself: logging its own access "
+                               "would write a log object for every log object, without end."),
+                ("CT.S3.PR.10", "Elastic Load Balancing access logs and Redshift audit logs are "
+                                "delivered only to buckets encrypted with SSE-S3 (AES256), not "
+                                "SSE-KMS; this bucket holds access logs, never pipeline data."),
+                OBJECT_LOCK_EXCEPTION,
+            ),
+        },
         **RETAIN,
     )
 

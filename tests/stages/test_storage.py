@@ -57,10 +57,22 @@ def test_key_rotates_and_waits_the_configured_window_before_deletion():
 
 
 def test_key_policy_never_allows_every_action(template):
-    for statement in key_policy(template):
-        assert statement["Effect"] == "Allow"
+    allowed = [s for s in key_policy(template) if s["Effect"] == "Allow"]
+    assert allowed
+    for statement in allowed:
         for action in statement["Action"]:
             assert action not in ("*", "kms:*")
+
+
+def test_key_policy_denies_grants_that_are_not_for_aws_resources(template):
+    # AWS Control Tower CT.KMS.PR.3: grants outlive the IAM policy that allowed them, so only
+    # an AWS service, for a resource it integrates, may create one.
+    [deny] = [s for s in key_policy(template) if s["Effect"] == "Deny"]
+    assert deny["Principal"] == {"AWS": "*"}
+    assert deny["Action"] == ["kms:CreateGrant"]
+    assert deny["Resource"] == ["*"]
+    assert deny["Condition"] == {"BoolIfExists": {"kms:GrantIsForAWSResource": "false",
+                                                  "aws:PrincipalIsAWSService": "false"}}
 
 
 def test_key_policy_lets_the_account_administer_the_key_without_lockout(template):
@@ -71,13 +83,19 @@ def test_key_policy_lets_the_account_administer_the_key_without_lockout(template
     assert {"kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey*", "kms:DescribeKey"} <= actions
 
 
-def test_key_policy_lets_cloudwatch_logs_encrypt_only_this_accounts_log_groups(template):
+def test_key_policy_lets_cloudwatch_logs_encrypt_only_this_projects_log_groups(template):
     logs = [s for s in key_policy(template)
             if s["Principal"] == {"Service": {"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}}]
     assert len(logs) == 1
     assert "kms:GenerateDataKey*" in logs[0]["Action"]
-    assert logs[0]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == {
-        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:*"}
+    arn = "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+    assert logs[0]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == [
+        {"Fn::Sub": arn + name} for name in (
+            "/mlops/mlops-demo/${EnvironmentName}/*",
+            "/aws/redshift/*mlops-demo-${EnvironmentName}-warehouse/*",
+            "/aws/sagemaker/Endpoints/mlops-demo-${EnvironmentName}-endpoint",
+            "/aws-glue/jobs/mlops-demo-${EnvironmentName}-etl-role/*",
+            "/aws-glue/crawlers-role/*-mlops-demo-${EnvironmentName}-etl")]
 
 
 def service_statement(template: dict, service: str) -> dict:
@@ -93,13 +111,19 @@ def test_key_policy_lets_cloudwatch_alarms_of_this_account_publish_to_encrypted_
         "Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"}}
 
 
-def test_key_policy_lets_eventbridge_publish_to_encrypted_topics_without_source_conditions(
+def test_key_policy_lets_only_eventbridge_rules_of_this_account_and_region_use_the_key(
         template):
-    # SNS passes no aws:SourceAccount/aws:SourceArn to KMS for EventBridge deliveries: such a
-    # condition would drop every event. The alarm topic's policy carries the limit instead.
     rules = service_statement(template, "events.amazonaws.com")
     assert sorted(rules["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert "Condition" not in rules
+    assert rules["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+    assert rules["Condition"]["ArnLike"] == {"aws:SourceArn": {
+        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/*"}}
+
+
+def test_every_allow_to_an_aws_service_is_scoped_by_a_condition(template):
+    for statement in key_policy(template):
+        if statement["Effect"] == "Allow" and "Service" in statement["Principal"]:
+            assert statement.get("Condition"), statement["Sid"]
 
 
 def test_key_policy_lets_fargate_encrypt_task_storage_only_for_this_accounts_clusters(template):
