@@ -25,8 +25,9 @@ ApiImageTag to its tag, and update the stack; every later release is a new tag.
 
 Inputs: DataKeyArn, ArtifactsBucketArn, AccessLogsBucketName, VpcId, VpcCidrBlock,
 PrivateSubnetIds.
-Outputs: EcsClusterName, EcsServiceName (fixed, known before the service exists),
-ApiLogGroupName, LoadBalancerDnsName, LoadBalancerFullName, TargetGroupFullName.
+Outputs: EcsClusterName, EcsServiceName (fixed, known before the service exists) with
+ApiServiceExists ("true" under ImageSupplied), ApiLogGroupName, LoadBalancerDnsName,
+LoadBalancerFullName, TargetGroupFullName.
 """
 
 import json
@@ -121,7 +122,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     add_service_scaling(b, settings, cluster, service_name, service, load_balancer, target_group)
 
     b.output(ECS_CLUSTER_NAME, Ref(cluster))
-    b.output(ECS_SERVICE_NAME, Sub(service_name))
+    b.output(ECS_SERVICE_NAME, Sub(service_name), condition=IMAGE_SUPPLIED)
     b.output(API_LOG_GROUP_NAME, Ref(log_group))
     b.output(LOAD_BALANCER_DNS_NAME, GetAtt(load_balancer, "DNSName"))
     b.output(LOAD_BALANCER_FULL_NAME, GetAtt(load_balancer, "LoadBalancerFullName"))

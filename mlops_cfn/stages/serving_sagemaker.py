@@ -23,8 +23,8 @@ Resources
 
 Inputs: DataKeyArn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds; ProcessedBucketArn with
 batch transform.
-Outputs: EndpointName (its name is fixed, so it is known before a model exists), DataCaptureS3Uri
-(with data capture).
+Outputs: EndpointName (its name is fixed, so it is known before a model exists) with
+EndpointExists ("true" under ModelSupplied), DataCaptureS3Uri (with data capture).
 """
 
 from dataclasses import dataclass
@@ -86,7 +86,8 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
     scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
     b.add(endpoint_scaling_policy(b, settings, scaling_target))
 
-    b.output(ENDPOINT_NAME, Sub(name))
+    # The name is fixed, so it is known before the endpoint exists; EndpointExists says when.
+    b.output(ENDPOINT_NAME, Sub(name), condition=MODEL_SUPPLIED)
     if settings.data_capture.enabled:
         b.output(DATA_CAPTURE_URI, capture_uri(b, settings))
     return SageMakerServing(
