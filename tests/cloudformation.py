@@ -40,8 +40,18 @@ class CreatedStack:
 
 
 def create(pipeline: Pipeline, parameters: dict[str, str] | None = None,
-           taint: dict[str, str] | None = None) -> dict[str, CreatedStack]:
-    """Every stack of the pipeline as created, by stage name (and "root")."""
+           taint: dict[str, str] | None = None,
+           pseudo: dict[str, str] | None = None) -> dict[str, CreatedStack]:
+    """Every stack of the pipeline as created, by stage name; `pseudo` overrides pseudo
+    parameters (another partition or region)."""
+    if pseudo:
+        saved = dict(PSEUDO)
+        PSEUDO.update(pseudo)
+        try:
+            return create(pipeline, parameters, taint)
+        finally:
+            PSEUDO.clear()
+            PSEUDO.update(saved)
     root = pipeline.root.to_dict()
     values = {name: str(spec["Default"]) for name, spec in root.get("Parameters", {}).items()
               if "Default" in spec}

@@ -500,26 +500,52 @@ def test_monitor_role_reads_baseline_and_capture_and_writes_only_reports():
     reads = [r for s in with_action(found, "s3:GetObject") for r in s["Resource"]]
     subs = [r["Fn::Sub"] if isinstance(r["Fn::Sub"], str) else r["Fn::Sub"][0] for r in reads]
     assert sorted(subs) == ["${ArtifactsBucketArn}/monitoring/baseline/*",
-                            "${ArtifactsBucketArn}/monitoring/reports/*",
                             "arn:${AWS::Partition}:s3:::${Path}*"]
-    assert not with_action(found, "s3:DeleteObject")
+    # What CreateProcessingJob's execution role page lists for data, nothing more.
+    assert {a for s in found for a in s["Action"] if a.startswith("s3:")} == {
+        "s3:ListBucket", "s3:GetObject", "s3:PutObject"}
 
 
 def test_monitor_role_uses_star_only_where_aws_allows_nothing_narrower():
     stars = [s for s in monitor_statements() if "*" in s["Resource"]]
     actions = sorted(a for s in stars for a in s["Action"])
-    assert actions == ["cloudwatch:PutMetricData", "ec2:DescribeDhcpOptions",
-                       "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups",
-                       "ec2:DescribeSubnets", "ec2:DescribeVpcs"]
+    # A processing job in a VPC checks these unscoped ("Don't scope in the policy with any
+    # conditions or resource filters", CreateProcessingJob API: Execution Role Permissions).
+    assert actions == sorted([
+        "cloudwatch:PutMetricData", "ec2:CreateNetworkInterface",
+        "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+        "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeDhcpOptions",
+        "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets",
+        "ec2:DescribeVpcs"])
+    network = [s for s in stars if any(a.startswith("ec2:") for a in s["Action"])]
+    assert all("Condition" not in s for s in network)
     [metrics] = with_action(stars, "cloudwatch:PutMetricData")
     assert metrics["Condition"] == {"StringEquals": {
         "cloudwatch:namespace": "aws/sagemaker/Endpoints/data-metrics"}}
 
 
-def test_monitor_role_is_trusted_by_sagemaker_only():
+def test_monitor_role_describes_the_key_in_a_statement_a_describe_request_can_match():
+    # kms:GrantIsForAWSResource is present on grant requests only (AWS KMS, Controlling
+    # access to grants): kms:DescribeKey under it could never be allowed.
+    found = monitor_statements()
+    [grant] = with_action(found, "kms:CreateGrant")
+    assert grant["Action"] == ["kms:CreateGrant"]
+    assert grant["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+    [describe] = with_action(found, "kms:DescribeKey")
+    assert describe["Action"] == ["kms:DescribeKey"] and describe["Resource"] == [KEY]
+    assert describe["Condition"] == {"StringEquals": {
+        "kms:ViaService": {"Fn::Sub": "sagemaker.${AWS::Region}.amazonaws.com"}}}
+
+
+def test_monitor_role_is_trusted_by_sagemaker_of_this_account_only():
     [trust] = monitored()["Resources"]["MonitorRole"]["Properties"][
         "AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    # The confused-deputy guard (SageMaker: Cross-service confused deputy prevention).
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": {"Fn::Sub": (
+            "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:*")}}}
 
 
 # --- retraining ---------------------------------------------------------------------------------
