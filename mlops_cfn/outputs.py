@@ -3,9 +3,28 @@
 A producing stage publishes a `Wire` as an Output, a consuming stage declares the same `Wire` as a
 Parameter, and the composer connects the two by name. Using these constants on both sides turns
 a typo into a NameError at import instead of a broken stack at deploy.
+
+Conditional wires. Some wires name a resource that its producer creates only under a condition
+(the endpoint exists once a model is supplied), though the name itself is known before. Such a
+wire carries a `Presence`: a companion wire ("true" or "false") and the name of the condition
+every consumer gets from it.
+- The producer outputs the wire with its local condition:
+  `b.output(ENDPOINT_NAME, value, condition=MODEL_SUPPLIED)`, which also outputs the companion
+  (`EndpointExists`: "true" while MODEL_SUPPLIED holds; `condition=True` where it always does).
+  A conditional wire without a condition, or a condition on a plain wire, is refused. The value
+  is output unconditionally (a fixed name, known before the resource exists).
+- A consumer that declares the wire (`b.input(ENDPOINT_NAME)`) gets the companion parameter and
+  the condition `HasEndpoint` (= the companion is "true") in its template; `b.presence(wire)`
+  declares both and returns the condition's name.
+- The composer (pipeline.py) refuses a consumer whose resource or output uses the wire outside
+  that condition: the resource must carry it (or an Fn::And holding it), or the use must sit in
+  the true branch of an Fn::If on it.
 """
 
 from dataclasses import dataclass
+
+# The companion wire's two values.
+PRESENT, ABSENT = "true", "false"
 
 
 @dataclass(frozen=True)
@@ -15,6 +34,24 @@ class Wire:
     # The consumer's parameter type. Lists travel between stacks as comma-joined strings, which
     # a List<...> parameter accepts as is.
     type: str = "String"
+    # The consumer's parameter's AllowedValues, when the value is one of a few.
+    allowed_values: tuple[str, ...] = ()
+    # Set when the value names a resource its producer creates only under a condition.
+    presence: "Presence | None" = None
+
+
+@dataclass(frozen=True)
+class Presence:
+    """Whether what a conditional wire names exists: the companion wire the producer outputs
+    ("true"/"false") and the condition a consumer's template gets from it."""
+
+    wire: Wire
+    condition: str
+
+
+def presence(name: str, what: str, condition: str) -> Presence:
+    return Presence(Wire(name, f"{PRESENT} once {what} exists, {ABSENT} before",
+                         allowed_values=(PRESENT, ABSENT)), condition)
 
 
 # network
@@ -81,7 +118,9 @@ MODEL_PACKAGE_GROUP_NAME = Wire(
 TRAINING_ROLE_ARN = Wire("TrainingRoleArn", "Role the training pipeline and its jobs run as")
 
 # serving (SageMaker)
-ENDPOINT_NAME = Wire("EndpointName", "SageMaker real-time endpoint")
+ENDPOINT_NAME = Wire(
+    "EndpointName", "SageMaker real-time endpoint (named before it exists)",
+    presence=presence("EndpointExists", "the SageMaker endpoint", "HasEndpoint"))
 DATA_CAPTURE_URI = Wire(
     "DataCaptureS3Uri", "S3 URI where the endpoint captures requests and responses")
 BATCH_TRANSFORM_STATE_MACHINE_ARN = Wire(
@@ -93,15 +132,22 @@ LOAD_BALANCER_FULL_NAME = Wire(
 TARGET_GROUP_FULL_NAME = Wire(
     "TargetGroupFullName", "targetgroup/<name>/<id>, the CloudWatch dimension")
 ECS_CLUSTER_NAME = Wire("EcsClusterName", "ECS cluster of the model API")
-ECS_SERVICE_NAME = Wire("EcsServiceName", "ECS service of the model API")
+ECS_SERVICE_NAME = Wire(
+    "EcsServiceName", "ECS service of the model API (named before it exists)",
+    presence=presence("ApiServiceExists", "the model API's ECS service", "HasApiService"))
 API_LOG_GROUP_NAME = Wire("ApiLogGroupName", "Log group of the model API containers")
 # serving (either)
-API_URL = Wire("ApiUrl", "URL of the prediction API (API Gateway when enabled)")
+API_URL = Wire(
+    "ApiUrl", "URL of the prediction API (API Gateway when enabled)",
+    presence=presence("ApiBackendExists", "what ApiUrl sends requests to",
+                      "HasApiBackend"))
 
 # monitoring
 ALARM_TOPIC_ARN = Wire("AlarmTopicArn", "SNS topic every alarm notifies")
 DASHBOARD_NAME = Wire("DashboardName", "CloudWatch dashboard of the pipeline")
-RETRAIN_FUNCTION_NAME = Wire("RetrainFunctionName", "Lambda that starts retraining on alarms")
+RETRAIN_FUNCTION_NAME = Wire(
+    "RetrainFunctionName", "Lambda that starts retraining on alarms (named before it exists)",
+    presence=presence("RetrainFunctionExists", "the retrain Lambda", "HasRetrainFunction"))
 
 # cicd
 DELIVERY_PIPELINE_NAME = Wire(

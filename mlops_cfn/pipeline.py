@@ -5,11 +5,17 @@ AWS::CloudFormation::Stack per enabled stage, whose parameters are fed either by
 output (`!GetAtt StorageStack.Outputs.RawBucketName`) or by a root parameter (settings and the
 environment name). Order follows from the wires, so a stage list never has to be kept sorted by
 hand, and a wire nobody provides, an output two stages provide, or a cycle is a build-time error.
+
+So is a consumer that uses a conditional wire (outputs.py) where what it names may not exist:
+every resource or output of the consumer that mentions the wire's parameter (Ref, `${Name}` in a
+Sub, inside any other function) must carry the wire's condition, or a condition that is an
+Fn::And holding it, or the mention must sit in the true branch of an Fn::If on such a condition.
 """
 
 import graphlib
+import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
@@ -189,6 +195,9 @@ def _providers(stages: Iterable[Stage]) -> dict[str, Stage]:
 def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
             file_suffix: str = ".yaml") -> Template:
     """The root template over stages already in wiring order."""
+    problems = [problem for stage in stages for problem in ungated_uses(stage)]
+    if problems:
+        raise UserError(*problems)
     root = Template(Description=description)
     providers = _providers(stages)
     for stage in stages:
@@ -219,6 +228,80 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
         "cfn-lint": {"config": {"ignore_checks": ["W3002"]}},
     })
     return root
+
+
+# --- conditional wires -----------------------------------------------------------------------
+
+def ungated_uses(stage: Stage) -> list[str]:
+    """One line per resource or output of `stage` that uses a conditional wire outside its
+    condition (see the module docstring)."""
+    template = stage.template.to_dict()
+    conditions = template.get("Conditions", {})
+    problems = []
+    for wire in stage.inputs:
+        if wire.presence is None:
+            continue
+        wanted = wire.presence.condition
+        for section in ("Resources", "Outputs"):
+            for logical_id, body in template.get(section, {}).items():
+                if _implies(body.get("Condition"), wanted, conditions):
+                    continue
+                uses = {k: v for k, v in body.items() if k != "Condition"}
+                if any(_ungated_mentions(uses, wire.name, wanted, conditions)):
+                    kind = "output" if section == "Outputs" else "resource"
+                    problems.append(
+                        f"stage {stage.name!r}: {kind} {logical_id} uses wire {wire.name!r} "
+                        f"outside condition {wanted!r} (what {wire.name} names may not exist: "
+                        f"give {logical_id} Condition {wanted}, or use the wire only inside "
+                        f"Fn::If [{wanted}, ...])")
+    return problems
+
+
+def _implies(condition: str | None, wanted: str, conditions: dict) -> bool:
+    """`condition` holds only when `wanted` does: it is `wanted`, or an Fn::And with it."""
+    if condition is None:
+        return False
+    if condition == wanted:
+        return True
+    parts = conditions.get(condition, {}).get("Fn::And", [])
+    return any(isinstance(part, dict) and _implies(part.get("Condition"), wanted, conditions)
+               for part in parts)
+
+
+def _ungated_mentions(node: Any, name: str, wanted: str, conditions: dict,
+                      gated: bool = False) -> Iterator[bool]:
+    """Yields True for each mention of parameter `name` in `node` outside `wanted`."""
+    if isinstance(node, list):
+        for item in node:
+            yield from _ungated_mentions(item, name, wanted, conditions, gated)
+        return
+    if not isinstance(node, dict):
+        return
+    if len(node) == 1:
+        (function, argument), = node.items()
+        if function == "Fn::If" and isinstance(argument, list) and len(argument) == 3:
+            when, then, otherwise = argument
+            yield from _ungated_mentions(
+                then, name, wanted, conditions, gated or _implies(when, wanted, conditions))
+            yield from _ungated_mentions(otherwise, name, wanted, conditions, gated)
+            return
+        if (function == "Ref" and argument == name) or (
+                function == "Fn::GetAtt" and isinstance(argument, list) and argument[:1] == [name]):
+            yield not gated
+            return
+        if function == "Fn::Sub":
+            text, variables = (argument, {}) if isinstance(argument, str) else argument
+            if name not in variables and _sub_reference(name).search(text):
+                yield not gated
+            yield from _ungated_mentions(variables, name, wanted, conditions, gated)
+            return
+    for value in node.values():
+        yield from _ungated_mentions(value, name, wanted, conditions, gated)
+
+
+def _sub_reference(name: str) -> re.Pattern:
+    """`${Name}` or `${Name.Attribute}` in Fn::Sub text (`${!Name}` is literal text)."""
+    return re.compile(r"\$\{" + re.escape(name) + r"[.}]")
 
 
 def _passed_down(parameter) -> Ref | Join:

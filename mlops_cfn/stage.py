@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from troposphere import AWSObject, Output, Parameter, Ref, Sub, Template
+from troposphere import AWSObject, Equals, If, Output, Parameter, Ref, Sub, Template
 
 from . import naming
 from .assets import Asset, assets_bucket_parameter
-from .outputs import Wire
+from .outputs import ABSENT, PRESENT, Presence, Wire
 from .settings import ENVIRONMENT_NAME, environment_parameter, setting_parameter
 
 R = TypeVar("R", bound=AWSObject)
@@ -51,16 +51,53 @@ class StageBuilder:
         return self.template.add_resource(resource)
 
     def input(self, wire: Wire) -> Ref:
-        """A value another stage offers; the composer feeds it from that stage's output."""
+        """A value another stage offers; the composer feeds it from that stage's output.
+
+        A conditional wire (outputs.py) brings its companion parameter and condition along: every
+        use of the value must be gated on `presence(wire)`, which the composer checks.
+        """
         if wire.name not in self._inputs:
             self._inputs[wire.name] = wire
+            props = {"AllowedValues": list(wire.allowed_values)} if wire.allowed_values else {}
             self.template.add_parameter(
-                Parameter(wire.name, Type=wire.type, Description=wire.description))
+                Parameter(wire.name, Type=wire.type, Description=wire.description, **props))
+            if wire.presence is not None:
+                self._declare_presence(wire.presence)
         return Ref(wire.name)
 
-    def output(self, wire: Wire, value: Any) -> None:
+    def presence(self, wire: Wire) -> str:
+        """The condition under which what the conditional `wire` names exists (declaring the
+        wire as an input)."""
+        if wire.presence is None:
+            raise ValueError(f"wire {wire.name} names nothing conditional")
+        self.input(wire)
+        return wire.presence.condition
+
+    def output(self, wire: Wire, value: Any, condition: str | bool | None = None) -> None:
+        """Offer `value` as `wire`.
+
+        A conditional wire needs `condition`: the name of this template's condition under which
+        what the wire names exists (or True where it always does in this configuration); its
+        companion wire is output from it. The value itself is output unconditionally (the
+        composer's GetAtt of a missing output would fail), so it must be known before what it
+        names exists: a fixed name, not a Ref.
+        """
+        if wire.presence is not None and condition in (None, False):
+            raise ValueError(f"wire {wire.name} names a resource created under a condition: "
+                             f"output it with the condition it exists under")
+        if wire.presence is None and condition is not None:
+            raise ValueError(f"wire {wire.name} is not conditional: output it without a "
+                             f"condition, or give the wire a presence (outputs.py)")
+        if isinstance(condition, str) and condition not in self.template.conditions:
+            raise ValueError(f"wire {wire.name}: no condition {condition!r} in this template")
         self._outputs[wire.name] = wire
         self.template.add_output(Output(wire.name, Description=wire.description, Value=value))
+        if wire.presence is not None:
+            companion = wire.presence.wire
+            exists = PRESENT if condition is True else If(condition, PRESENT, ABSENT)
+            self._outputs[companion.name] = companion
+            self.template.add_output(Output(companion.name, Description=companion.description,
+                                            Value=exists))
 
     def setting(self, section: BaseModel | type[BaseModel], field_name: str) -> Ref:
         """A value that may differ between environments: a parameter fed by the root.
@@ -101,6 +138,12 @@ class StageBuilder:
             settings=tuple(self._settings),
             assets=tuple(self._assets.values()),
         )
+
+    def _declare_presence(self, presence: Presence) -> None:
+        self.input(presence.wire)
+        if presence.condition not in self.template.conditions:
+            self.template.add_condition(presence.condition,
+                                        Equals(Ref(presence.wire.name), PRESENT))
 
     def _declare(self, parameter: Parameter) -> Ref:
         if parameter.title not in self.template.parameters:

@@ -57,13 +57,25 @@ def only_resource(template: dict, resource_type: str) -> dict:
     return next(iter(found.values()))
 
 
-def statements(resource: dict) -> list[dict]:
-    """Every statement of a role's inline policies, or of a managed or inline policy resource."""
+def statements(resource: dict, absent: tuple[str, ...] = ()) -> list[dict]:
+    """Every statement of a role's inline policies, or of a managed or inline policy resource.
+
+    A statement under Fn::If is there when its condition holds: every condition does except
+    those in `absent` (by default, once the model and the image are supplied).
+    """
     props = resource["Properties"]
     documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
     if "PolicyDocument" in props:
         documents.append(props["PolicyDocument"])
-    return [s for d in documents for s in d["Statement"]]
+    found = []
+    for document in documents:
+        for statement in document["Statement"]:
+            while "Fn::If" in statement:
+                condition, when_true, when_false = statement["Fn::If"]
+                statement = when_false if condition in absent else when_true
+            if statement != {"Ref": "AWS::NoValue"}:
+                found.append(statement)
+    return found
 
 
 def with_action(found: list[dict], action: str) -> list[dict]:

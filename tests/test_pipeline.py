@@ -1,16 +1,21 @@
 """The composer: stages wired by output name under one root template."""
 
+from pathlib import Path
+
 import pytest
-from troposphere import Ref, sqs
+from troposphere import (And, Condition, Equals, If, Join, Output, Ref, Select, Split, Sub, Tags,
+                         sqs)
 
 from mlops_cfn import pipeline
+from mlops_cfn.config import load
 from mlops_cfn.errors import UserError
-from mlops_cfn.outputs import Wire
+from mlops_cfn.outputs import Wire, presence
 from mlops_cfn.pipeline import StageSpec, compose, order_stages
 from mlops_cfn.stage import StageBuilder
 
 from .helpers import config_with, foundation_config_with
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 A_OUT = Wire("AOut", "offered by a")
 B_OUT = Wire("BOut", "offered by b")
 
@@ -197,3 +202,126 @@ def test_any_one_stage_can_be_switched_off_and_the_rest_still_wire(stage):
     assert stage not in names and {"network", "storage"} <= names
     offered = {w.name for s in built.stages for w in s.outputs}
     assert all(w.name in offered for s in built.stages for w in s.inputs)
+
+
+# --- conditional wires ---------------------------------------------------------------------------
+# A wire naming something its producer creates only under a condition carries that condition
+# (outputs.py); the composer refuses a consumer that uses it ungated.
+
+THING = Wire("ThingName", "named before it exists",
+             presence=presence("ThingExists", "the thing", "HasThing"))
+
+
+def thing_producer():
+    builder = StageBuilder("producer", "demo", "makes a thing once asked")
+    builder.template.add_condition("Asked", Equals(builder.environment, "prod"))
+    builder.add(sqs.Queue("Thing", Condition="Asked", QueueName="thing"))
+    builder.output(THING, "thing", condition="Asked")
+    return builder.finish()
+
+
+def thing_consumer(*uses):
+    """A consumer whose queue policy (or output) uses THING as `uses` says."""
+    builder = StageBuilder("consumer", "demo", "watches the thing")
+    name = builder.input(THING)
+    queue = builder.add(sqs.Queue("Watcher"))
+    for use in uses:
+        use(builder, name, queue)
+    return builder.finish()
+
+
+def tagged(condition=None, value=lambda name: name):
+    def use(builder, name, queue):
+        extra = {"Condition": condition} if condition else {}
+        builder.add(sqs.Queue(f"Tagged{len(builder.template.resources)}", **extra,
+                              Tags=Tags(watches=value(name))))
+    return use
+
+
+def registry_of(consumer):
+    return (StageSpec("producer", lambda c: thing_producer(), lambda c: True, "producer"),
+            StageSpec("consumer", lambda c: consumer, lambda c: True, "consumer"))
+
+
+def test_a_consumer_using_a_conditional_wire_ungated_is_refused_in_one_line():
+    with pytest.raises(UserError) as raised:
+        pipeline.build(config_with(), registry=registry_of(thing_consumer(tagged())))
+    assert raised.value.problems == (
+        "stage 'consumer': resource Tagged1 uses wire 'ThingName' outside condition 'HasThing' "
+        "(what ThingName names may not exist: give Tagged1 Condition HasThing, or use the wire "
+        "only inside Fn::If [HasThing, ...])",)
+
+
+@pytest.mark.parametrize("use", [
+    tagged(value=lambda name: Sub("watching ${ThingName}")),
+    tagged(value=lambda name: Join("-", [Select(0, Split(",", name)), "x"])),
+    tagged(value=lambda name: If("HasThing", "nothing", name)),  # the false branch
+    tagged("Other", lambda name: name),  # a condition that does not imply HasThing
+], ids=["sub", "inside-join-select", "false-branch", "unrelated-condition"])
+def test_every_kind_of_ungated_mention_is_found(use):
+    def other_condition(builder, name, queue):
+        builder.template.add_condition("Other", Equals(builder.environment, "dev"))
+    consumer = thing_consumer(other_condition, use)
+    with pytest.raises(UserError, match=r"resource Tagged\d+ uses wire 'ThingName'"):
+        pipeline.build(config_with(), registry=registry_of(consumer))
+
+
+def test_an_ungated_output_is_refused_too():
+    def output(builder, name, queue):
+        builder.template.add_output(Output("Echo", Value=name))
+    with pytest.raises(UserError, match="stage 'consumer': output Echo uses wire 'ThingName'"):
+        pipeline.build(config_with(), registry=registry_of(thing_consumer(output)))
+
+
+def test_gated_uses_pass_and_the_presence_is_wired_from_the_producer():
+    def both(builder, name, queue):
+        builder.template.add_condition("Other", Equals(builder.environment, "dev"))
+        builder.template.add_condition("HasThingAndOther", And(Condition("HasThing"),
+                                                                Condition("Other")))
+    consumer = thing_consumer(
+        both,
+        tagged("HasThing"),
+        tagged("HasThingAndOther"),
+        tagged(value=lambda name: If("HasThing", Sub("watching ${ThingName}"), "nothing")),
+        tagged(value=lambda name: Sub("${!ThingName} is literal text")),
+    )
+    built = pipeline.build(config_with(), registry=registry_of(consumer))
+    passed = built.root.to_dict()["Resources"]["ConsumerStack"]["Properties"]["Parameters"]
+    assert {k: v for k, v in passed.items() if k.startswith("Thing")} == {
+        "ThingName": {"Fn::GetAtt": ["ProducerStack", "Outputs.ThingName"]},
+        "ThingExists": {"Fn::GetAtt": ["ProducerStack", "Outputs.ThingExists"]}}
+    producer, consumer_stage = (s.template.to_dict() for s in built.stages)
+    assert producer["Outputs"]["ThingExists"]["Value"] == {"Fn::If": ["Asked", "true", "false"]}
+    assert producer["Outputs"]["ThingName"]["Value"] == "thing"
+    assert consumer_stage["Parameters"]["ThingExists"]["AllowedValues"] == ["true", "false"]
+    assert consumer_stage["Conditions"]["HasThing"] == {
+        "Fn::Equals": [{"Ref": "ThingExists"}, "true"]}
+
+
+def test_a_conditional_wire_is_offered_only_with_its_condition_and_a_plain_one_without():
+    builder = StageBuilder("producer", "demo", "makes a thing")
+    builder.template.add_condition("Asked", Equals(builder.environment, "prod"))
+    with pytest.raises(ValueError, match="ThingName names a resource created under a condition"):
+        builder.output(THING, "thing")
+    with pytest.raises(ValueError, match="AOut is not conditional"):
+        builder.output(A_OUT, "a", condition="Asked")
+    with pytest.raises(ValueError, match="no condition 'Missing'"):
+        builder.output(THING, "thing", condition="Missing")
+    builder.output(THING, "thing", condition=True)
+    assert builder.finish().template.to_dict()["Outputs"]["ThingExists"]["Value"] == "true"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
+def test_every_stage_of_every_example_gates_the_conditional_wires_it_uses(example):
+    loaded = load(EXAMPLES / example)
+    for built in pipeline.build_all(loaded, loaded.merged):
+        for stage in built.stages:
+            assert pipeline.ungated_uses(stage) == [], stage.name
+
+
+def test_the_bundled_default_gates_the_endpoint_and_the_api_service():
+    built = pipeline.build(config_with())
+    monitoring = next(s for s in built.stages if s.name == "monitoring")
+    assert {w.name for w in monitoring.inputs if w.presence} == {"EndpointName",
+                                                                  "EcsServiceName"}
+    assert pipeline.ungated_uses(monitoring) == []

@@ -24,8 +24,12 @@ MODEL_PACKAGE_ARN_PATTERN = (
     r"^(arn:aws[a-z-]*:sagemaker:[a-z0-9-]+:[0-9]{12}:model-package/"
     r"[a-zA-Z0-9][a-zA-Z0-9-]{0,62}/[0-9]+)?$")
 S3_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/[^\s]*)?$"
-IMAGE_URI_PATTERN = (r"^([a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+"
-                     r"(:[A-Za-z0-9_.-]{1,128}|@sha256:[0-9a-f]{64}))?$")
+# An inference image in Amazon ECR (SageMaker pulls from ECR unless told of a private registry):
+# <account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@digest]. The serving stage
+# derives the repository's ARN from it for the model role.
+IMAGE_URI_PATTERN = (r"^([0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+                     r"[a-z0-9][a-z0-9._/-]{0,254}"
+                     r"(:[A-Za-z0-9_.-]{1,128}|@sha256:[a-f0-9]{64}))?$")
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 KEY_PREFIX_PATTERN = r"^[a-z0-9][a-z0-9_\-/]{0,62}/$"
 CONTENT_TYPE_PATTERN = r"^[a-z]+/[a-z0-9.+-]+$"
@@ -205,20 +209,30 @@ class SageMakerServingConfig(Model):
         str,
         Field(pattern=MODEL_PACKAGE_ARN_PATTERN,
               description="With model_source `model_package`: the package version to serve. "
-                          "Empty (the first deploy): no model, endpoint or endpoint scaling yet."),
+                          "Empty (the first deploy): no model, endpoint or endpoint scaling yet. "
+                          "The model role reads archives where the training pipeline writes "
+                          "them (<training.artifacts_prefix>models/ in the artifacts bucket) and "
+                          "pulls the training image (training.image_uri, or SageMaker's own); a "
+                          "package registered elsewhere needs those granted."),
         Setting("ModelPackageArn"),
     ] = ""
     model_data_url: Annotated[
         str,
         Field(pattern=S3_URI_PATTERN,
               description="With model_source `model_data`: the model archive (s3://.../model."
-                          "tar.gz) in the artifacts bucket. Empty: no model or endpoint yet."),
+                          "tar.gz). The model role may read exactly this object, in any bucket "
+                          "of the account (another account's bucket must allow it too; an "
+                          "object under a key other than the data key needs that key granted). "
+                          "Empty: no model or endpoint yet."),
         Setting("ModelDataUrl"),
     ] = ""
     image_uri: Annotated[
         str,
         Field(pattern=IMAGE_URI_PATTERN,
-              description="With model_source `model_data`: the inference container image."),
+              description="With model_source `model_data`: the inference container image in "
+                          "Amazon ECR (<account>.dkr.ecr.<region>.amazonaws.com/<repository>"
+                          ":<tag> or @sha256:<digest>); the model role may pull from that "
+                          "repository only."),
         Setting("ModelImageUri"),
     ] = ""
     network_isolation: Annotated[

@@ -15,14 +15,17 @@ First deployment: nothing to serve exists yet. The model and endpoint (condition
 appear once ModelPackageArn (or ModelDataUrl with ModelImageUri) is set, the Fargate service
 (condition ImageSupplied) once ApiImageTag names an image pushed to ApiRepository; the rest is
 created at once. Names that monitoring needs (endpoint, ECS service) are fixed, so the outputs
-exist before the things they name.
+exist before the things they name; each comes with its presence (EndpointExists,
+ApiServiceExists: "true" once it exists), and the composer makes every consumer gate its uses
+on it (outputs.py, conditional wires).
 
 Inputs: DataKeyArn, VpcId, VpcCidrBlock, PrivateSubnetIds, ArtifactsBucketName/Arn;
 ProcessedBucketName/Arn (batch transform), AccessLogsBucketName (Fargate).
-Outputs: EndpointName, DataCaptureS3Uri, BatchTransformStateMachineArn (SageMaker);
-EcsClusterName, EcsServiceName, ApiLogGroupName, LoadBalancerDnsName, LoadBalancerFullName,
-TargetGroupFullName (Fargate); ApiUrl (always: API Gateway when enabled, else the load balancer,
-else SageMaker Runtime's invocation URL).
+Outputs: EndpointName + EndpointExists, DataCaptureS3Uri, BatchTransformStateMachineArn
+(SageMaker); EcsClusterName, EcsServiceName + ApiServiceExists, ApiLogGroupName,
+LoadBalancerDnsName, LoadBalancerFullName, TargetGroupFullName (Fargate); ApiUrl +
+ApiBackendExists (always: API Gateway when enabled, else the load balancer, else SageMaker
+Runtime's invocation URL; the presence is that of the endpoint or service behind it).
 """
 
 from troposphere import Sub
@@ -32,6 +35,7 @@ from ..outputs import API_URL
 from ..stage import Stage, StageBuilder
 from .serving_api import add_http_api, add_rest_api
 from .serving_batch import add_batch_transform
+from .serving_common import IMAGE_SUPPLIED, MODEL_SUPPLIED
 from .serving_fargate import add_fargate
 from .serving_sagemaker import add_sagemaker, endpoint_name_pattern
 
@@ -47,17 +51,20 @@ def build(config: PipelineConfig) -> Stage:
     if serving.fargate_enabled:
         fargate = add_fargate(b, config)
 
+    # The URL exists at once; what answers behind it only under its part's condition.
     if serving.api_type == "http":
-        url = add_http_api(b, config, fargate)
+        url, backend = add_http_api(b, config, fargate), IMAGE_SUPPLIED
     elif serving.api_type == "rest":
-        url = add_rest_api(b, config, endpoint_name_pattern(b))
+        url, backend = add_rest_api(b, config, endpoint_name_pattern(b)), MODEL_SUPPLIED
     elif fargate is not None:
         scheme = "https" if serving.https else "http"
         url = Sub(f"{scheme}://${{{fargate.load_balancer.title}.DNSName}}")
+        backend = IMAGE_SUPPLIED
     else:
         url = Sub("https://runtime.sagemaker.${AWS::Region}.${AWS::URLSuffix}/endpoints/"
                   + endpoint_name_pattern(b) + "/invocations")
-    b.output(API_URL, url)
+        backend = MODEL_SUPPLIED
+    b.output(API_URL, url, condition=backend)
     return b.finish()
 
 

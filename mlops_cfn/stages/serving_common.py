@@ -4,7 +4,9 @@ import hashlib
 import json
 from typing import Any
 
-from troposphere import Equals, Not, Ref, encode_to_dict
+import awacs.s3
+from awacs.aws import Allow, Condition, Statement, StringLike
+from troposphere import Equals, If, Not, Ref, Select, Split, Sub, encode_to_dict
 
 from .. import naming
 from ..stage import StageBuilder
@@ -16,6 +18,11 @@ VARIANT = "AllTraffic"
 # CloudFormation conditions: the parts that exist only once there is something to run.
 MODEL_SUPPLIED = "ModelSupplied"
 IMAGE_SUPPLIED = "ImageSupplied"
+# The folder under stages.training.artifacts_prefix where the training step writes model
+# archives (training_pipeline.definition, S3OutputPath; a test keeps the two in step).
+MODELS_FOLDER = "models"
+# Image URIs of the China partition end in amazonaws.com.cn.
+IN_CHINA = "InChinaPartition"
 
 HTTPS = 443
 HTTP = 80
@@ -52,3 +59,37 @@ def name_pattern(b: StageBuilder, rule: naming.NameRule, *purpose: str) -> str:
 
 def not_empty(parameter: Ref) -> Not:
     return Not(Equals(parameter, ""))
+
+
+def models_prefix(config: Any) -> str:
+    """Where the training pipeline writes model archives in the artifacts bucket."""
+    return f"{config.stages.training.artifacts_prefix}{MODELS_FOLDER}/"
+
+
+def objects_under(bucket_arn: Ref, prefix: str) -> Sub:
+    """The objects under `prefix` of the bucket whose ARN parameter is `bucket_arn`."""
+    return Sub("${%s}/%s*" % (bucket_arn.data["Ref"], prefix))
+
+
+def list_under(bucket_arn: Ref, prefix: str) -> Statement:
+    """s3:ListBucket of the bucket, for keys under `prefix` only."""
+    return Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[bucket_arn],
+                     Condition=Condition(StringLike("s3:prefix", f"{prefix}*")))
+
+
+def ecr_repository_arn(b: StageBuilder, image: Ref) -> If:
+    """The ECR repository ARN of an image URI parameter,
+    `<account>.dkr.ecr.<region>.amazonaws.com[.cn]/<repository>[:tag|@digest]` (the config
+    accepts nothing else), cut apart in the template since the URI is a per-environment value.
+    Fn::Split takes a literal delimiter only, hence one variant per domain."""
+    if IN_CHINA not in b.template.conditions:
+        b.template.add_condition(IN_CHINA, Equals(Ref("AWS::Partition"), "aws-cn"))
+    host = Split(".", Select(0, Split("/", image)))
+
+    def arn(domain: str) -> Sub:
+        path = Select(1, Split(f".{domain}/", image))
+        return Sub("arn:${AWS::Partition}:ecr:${Region}:${Account}:repository/${Repository}",
+                   Region=Select(3, host), Account=Select(0, host),
+                   Repository=Select(0, Split(":", Select(0, Split("@", path)))))
+
+    return If(IN_CHINA, arn("amazonaws.com.cn"), arn("amazonaws.com"))

@@ -6,7 +6,8 @@ Resources
 - ApiCluster (ECS): Container Insights on.
 - ApiLogGroup: the containers' logs (KMS, retention).
 - ApiExecutionRole: what ECS does for a task: pull from ApiRepository, write ApiLogGroup, read
-  the configured secrets. ApiTaskRole: what the container may do: read the artifacts bucket.
+  the configured secrets. ApiTaskRole: what the container may do: read the model archives
+  the training pipeline writes (<training.artifacts_prefix>models/ of the artifacts bucket).
 - LoadBalancer (internal, private subnets) with LoadBalancerSecurityGroup (from inside the VPC):
   access logs to the access-logs bucket, invalid headers dropped, deletion protection as
   LoadBalancerDeletionProtection. ApiTargetGroup (ip targets, health check path).
@@ -25,8 +26,9 @@ ApiImageTag to its tag, and update the stack; every later release is a new tag.
 
 Inputs: DataKeyArn, ArtifactsBucketArn, AccessLogsBucketName, VpcId, VpcCidrBlock,
 PrivateSubnetIds.
-Outputs: EcsClusterName, EcsServiceName (fixed, known before the service exists),
-ApiLogGroupName, LoadBalancerDnsName, LoadBalancerFullName, TargetGroupFullName.
+Outputs: EcsClusterName, EcsServiceName (fixed, known before the service exists) with
+ApiServiceExists ("true" under ImageSupplied), ApiLogGroupName, LoadBalancerDnsName,
+LoadBalancerFullName, TargetGroupFullName.
 """
 
 import json
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 import awacs.ecr
 import awacs.kms
 import awacs.logs
+import awacs.s3
 import awacs.secretsmanager
 from awacs.aws import Allow, Statement, StringEquals
 from troposphere import (GetAtt, Ref, Sub, applicationautoscaling as scaling, ec2, ecr, ecs,
@@ -50,7 +53,8 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BU
 from ..stage import StageBuilder
 from .common import control_tower_exceptions, encrypted_log_group, https_out_security_group
 from .serving_common import (HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
-                             SCALE_OUT_COOLDOWN_SECONDS, name_pattern, not_empty)
+                             SCALE_OUT_COOLDOWN_SECONDS, list_under, models_prefix, name_pattern,
+                             not_empty, objects_under)
 from .storage import LOAD_BALANCER_LOG_PREFIX
 
 CONTAINER = "model-api"
@@ -112,7 +116,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     listeners = add_listeners(b, settings, https, load_balancer, target_group)
 
     execution_role = b.add(execution_role_resource(settings, key, repository, log_group))
-    task_role = b.add(task_role_resource(b, key))
+    task_role = b.add(task_role_resource(b, config, key))
     task_definition = b.add(task_definition_resource(
         b, config, repository, log_group, execution_role, task_role))
     service_name = name_pattern(b, naming.ECS, "model-api")
@@ -121,7 +125,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     add_service_scaling(b, settings, cluster, service_name, service, load_balancer, target_group)
 
     b.output(ECS_CLUSTER_NAME, Ref(cluster))
-    b.output(ECS_SERVICE_NAME, Sub(service_name))
+    b.output(ECS_SERVICE_NAME, Sub(service_name), condition=IMAGE_SUPPLIED)
     b.output(API_LOG_GROUP_NAME, Ref(log_group))
     b.output(LOAD_BALANCER_DNS_NAME, GetAtt(load_balancer, "DNSName"))
     b.output(LOAD_BALANCER_FULL_NAME, GetAtt(load_balancer, "LoadBalancerFullName"))
@@ -317,14 +321,17 @@ def secret_policy_arn(value: str):
 def execution_role_resource(settings: FargateServingConfig, key: Ref, repository: ecr.Repository,
                             log_group) -> iam.Role:
     statements = [
+        # Amazon ECS Developer Guide, Amazon ECS task execution IAM role: pulling the image from
+        # a private ECR repository (this stage's only) ...
         Statement(
             Effect=Allow,
             Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
                     awacs.ecr.GetDownloadUrlForLayer],
             Resource=[GetAtt(repository, "Arn")],
         ),
-        # ECR's registry token has no resource-level permission: "*" is the only resource.
+        # ... with a registry token, which has no resource-level permission: "*" only ...
         Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
+        # ... and sending the container logs with the awslogs driver (its group only).
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
@@ -333,12 +340,15 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
     ]
     if settings.secrets:
         statements += [
+            # Amazon ECS Developer Guide, Pass Secrets Manager secrets through Amazon ECS
+            # environment variables: secretsmanager:GetSecretValue on those secrets ...
             Statement(
                 Effect=Allow,
                 Action=[awacs.secretsmanager.GetSecretValue],
                 Resource=[secret_policy_arn(v) for _, v in sorted(settings.secrets.items())],
             ),
-            # Secrets encrypted with the data key; those under aws/secretsmanager need nothing.
+            # ... and kms:Decrypt when a secret is under a customer managed key (the data key;
+            # those under aws/secretsmanager need nothing).
             policies.use_key(key, [awacs.kms.Decrypt], via_services=("secretsmanager",)),
         ]
     return iam.Role(
@@ -351,17 +361,26 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
     )
 
 
-def task_role_resource(b: StageBuilder, key: Ref) -> iam.Role:
+def task_role_resource(b: StageBuilder, config: PipelineConfig, key: Ref) -> iam.Role:
+    """What the container itself may do (Amazon ECS Developer Guide, Amazon ECS task IAM role:
+    the permissions the application needs): read model archives where the training pipeline
+    writes them, nothing else of the artifacts bucket (not training splits, not captures)."""
     artifacts = b.input(ARTIFACTS_BUCKET_ARN)
+    prefix = models_prefix(config)
     return iam.Role(
         "ApiTaskRole",
-        Description="Model API containers: read models from the artifacts bucket",
+        Description="Model API containers: read model archives from the artifacts bucket",
         AssumeRolePolicyDocument=policies.trusted_by(
             "ecs-tasks.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
-            PolicyName="read-artifacts",
+            PolicyName="read-models",
             PolicyDocument=policies.document(
-                policies.unique_statements(policies.bucket_access(artifacts, read=True)),
+                # Listing and reading the models folder only.
+                list_under(artifacts, prefix),
+                Statement(Effect=Allow, Action=[awacs.s3.GetObject],
+                          Resource=[objects_under(artifacts, prefix)]),
+                # The objects are under the data key: reading needs kms:Decrypt (Amazon S3,
+                # Using server-side encryption with AWS KMS keys), through S3 only.
                 policies.use_key(key, [awacs.kms.Decrypt], via_services=("s3",)),
             ),
         )],

@@ -23,8 +23,8 @@ Resources
 
 Inputs: DataKeyArn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds; ProcessedBucketArn with
 batch transform.
-Outputs: EndpointName (its name is fixed, so it is known before a model exists), DataCaptureS3Uri
-(with data capture).
+Outputs: EndpointName (its name is fixed, so it is known before a model exists) with
+EndpointExists ("true" under ModelSupplied), DataCaptureS3Uri (with data capture).
 """
 
 from dataclasses import dataclass
@@ -35,9 +35,10 @@ import awacs.ec2
 import awacs.ecr
 import awacs.kms
 import awacs.logs
+import awacs.s3
 from awacs.aws import Allow, Condition, Statement, StringEquals, StringLike
-from troposphere import (GetAtt, If, Ref, Sub, applicationautoscaling as scaling, cloudwatch,
-                         ec2, iam, logs, sagemaker)
+from troposphere import (GetAtt, If, NoValue, Ref, Select, Split, Sub,
+                         applicationautoscaling as scaling, cloudwatch, ec2, iam, logs, sagemaker)
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -47,8 +48,9 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_CAPTURE
 from ..stage import StageBuilder
 from .common import control_tower_exceptions, https_out_security_group
 from .serving_common import (MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
-                             SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, name_pattern,
-                             not_empty)
+                             SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, ecr_repository_arn,
+                             list_under, models_prefix, name_pattern, not_empty,
+                             objects_under)
 
 # Rollback alarms look at one-minute periods and fire after three in a row: one slow minute is
 # noise, three are a bad model.
@@ -78,15 +80,16 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
 
     b.add(endpoint_log_group(b, config, name))
     security_group = model_security_group(b, config)
-    role = b.add(model_role(b, config, name, security_group))
+    alarms = [b.add(error_alarm(b, settings, name)), b.add(latency_alarm(b, settings, name))]
+    role = b.add(model_role(b, config, name, security_group, alarms))
     model = b.add(model_resource(b, settings, role, security_group))
     endpoint_config = b.add(endpoint_config_resource(b, settings, model, key))
-    alarms = [b.add(error_alarm(b, settings, name)), b.add(latency_alarm(b, settings, name))]
     endpoint = b.add(endpoint_resource(b, settings, name, endpoint_config, alarms))
     scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
     b.add(endpoint_scaling_policy(b, settings, scaling_target))
 
-    b.output(ENDPOINT_NAME, Sub(name))
+    # The name is fixed, so it is known before the endpoint exists; EndpointExists says when.
+    b.output(ENDPOINT_NAME, Sub(name), condition=MODEL_SUPPLIED)
     if settings.data_capture.enabled:
         b.output(DATA_CAPTURE_URI, capture_uri(b, settings))
     return SageMakerServing(
@@ -107,8 +110,8 @@ def model_supplied(b: StageBuilder, settings: SageMakerServingConfig):
 
 def model_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
     return https_out_security_group(
-        b, config, "ModelSecurityGroup", "SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in",
-        reaches_s3=True)
+        b, config, "ModelSecurityGroup",
+        "SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in", reaches_s3=True)
 
 
 def model_resource(b: StageBuilder, settings: SageMakerServingConfig, role: iam.Role,
@@ -152,7 +155,7 @@ def endpoint_log_group(b: StageBuilder, config: PipelineConfig, name: str) -> lo
 
 
 def model_role(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
-               security_group: ec2.SecurityGroup) -> iam.Role:
+               security_group: ec2.SecurityGroup, alarms: list[cloudwatch.Alarm]) -> iam.Role:
     return iam.Role(
         "ModelRole",
         Description="SageMaker: run the served model (endpoint and batch transform)",
@@ -160,52 +163,70 @@ def model_role(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
             "sagemaker.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="model",
-            PolicyDocument=policies.document(
-                model_role_statements(b, config, endpoint_name, security_group)),
+            # A plain document: awacs admits no Fn::If among statements.
+            PolicyDocument={"Version": policies.POLICY_VERSION, "Statement": model_role_statements(
+                b, config, endpoint_name, security_group, alarms)},
         )],
     )
 
 
 def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
-                          security_group: ec2.SecurityGroup) -> list[Statement]:
+                          security_group: ec2.SecurityGroup,
+                          alarms: list[cloudwatch.Alarm]) -> list[Any]:
+    """What the model's execution role needs, each statement with the AWS page asking for it.
+
+    Most come from "CreateModel API: Execution Role Permissions" (SageMaker Developer Guide, How
+    to use SageMaker AI execution roles): the model archive, the image, logs, metrics, and with
+    a VPC the network interfaces. SageMaker runs batch transform jobs and writes data captures
+    with the same role.
+    """
     settings = config.stages.serving.sagemaker
     key = b.input(DATA_KEY_ARN)
-    artifacts = b.input(ARTIFACTS_BUCKET_ARN)
-    # Model archives: a package points wherever training wrote it in the artifacts bucket.
-    statements = policies.bucket_access(artifacts, read=True)
-    if settings.data_capture.enabled:
-        statements += policies.bucket_access(artifacts, settings.data_capture.prefix,
-                                             read=False, write=True)
     batch = settings.batch_transform
+    statements: list[Any] = [
+        # "Scope S3 permissions to objects that you specify in the PrimaryContainer.ModelDataUrl"
+        # (CreateModel API: Execution Role Permissions).
+        model_archive_read(b, config),
+    ]
+    if settings.data_capture.enabled:
+        # Captured requests and responses are written with the endpoint's execution role
+        # (Data capture, SageMaker Developer Guide; DataCaptureConfig.DestinationS3Uri).
+        statements.append(Statement(
+            Effect=Allow, Action=[awacs.s3.PutObject],
+            Resource=[objects_under(b.input(ARTIFACTS_BUCKET_ARN), settings.data_capture.prefix)]))
     if batch.enabled:
+        # A transform job reads TransformInput and writes TransformOutput with the model's role
+        # (CreateModel API: "access model artifacts and docker image ... or for batch transform
+        # jobs"): listing the input prefix (S3Prefix data), its objects, and the output prefix.
         processed = b.input(PROCESSED_BUCKET_ARN)
-        statements += policies.bucket_access(processed, batch.input_prefix, read=True)
-        statements += policies.bucket_access(processed, batch.output_prefix, read=False,
-                                             write=True)
-    # Objects in the data buckets are encrypted with the data key (bucket key on); captures and
-    # batch results are written with it explicitly.
+        statements += [
+            list_under(processed, batch.input_prefix),
+            Statement(Effect=Allow, Action=[awacs.s3.GetObject],
+                      Resource=[objects_under(processed, batch.input_prefix)]),
+            Statement(Effect=Allow, Action=[awacs.s3.PutObject],
+                      Resource=[objects_under(processed, batch.output_prefix)]),
+        ]
+    # Objects under the data key: reading needs kms:Decrypt, writing kms:GenerateDataKey
+    # (Amazon S3: Using server-side encryption with AWS KMS keys); with a KmsKeyId for captures
+    # or transform output "the SageMaker execution role must include permissions to call
+    # kms:Encrypt" (DataCaptureConfig and TransformOutput, SageMaker API Reference).
     statements.append(policies.use_key(
         key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey, awacs.kms.Encrypt],
         via_services=("s3",)))
+    statements += image_pull(b, config)
     log_groups = [policies.arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint_name}:*")]
     if batch.enabled:
         log_groups.append(policies.arn("logs", f"log-group:{TRANSFORM_LOG_GROUP}:*"))
-    statements = policies.unique_statements(statements) + [
-        Statement(
-            Effect=Allow,
-            Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
-                    awacs.ecr.GetDownloadUrlForLayer],
-            # Inference images of this account: the model package names its image, which the
-            # template cannot know.
-            Resource=[policies.arn("ecr", "repository/*")],
-        ),
+    statements += [
+        # Container logs (CreateModel API: Execution Role Permissions), this model's groups only.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
                     awacs.logs.DescribeLogStreams, awacs.logs.PutLogEvents],
             Resource=log_groups,
         ),
-        # The endpoint's network interfaces in the private subnets, with its security group.
+        # "If you specify a private VPC for your model" (CreateModel API: Execution Role
+        # Permissions): the network interfaces in the private subnets, with its security group.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
@@ -219,24 +240,86 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
                     awacs.ec2.DeleteNetworkInterfacePermission],
             Resource=[policies.arn("ec2", "network-interface/*")],
         ),
-        # ECR's token, EC2's Describe calls and CloudWatch's PutMetricData have no resource-level
-        # permissions: AWS accepts nothing narrower than "*". Metrics are held to SageMaker's
-        # namespaces by the condition.
+        # The same page's Describe calls, which have no resource-level permissions: AWS
+        # accepts nothing narrower than "*".
         Statement(
             Effect=Allow,
-            Action=[awacs.ecr.GetAuthorizationToken, awacs.ec2.DescribeDhcpOptions,
-                    awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeSecurityGroups,
-                    awacs.ec2.DescribeSubnets, awacs.ec2.DescribeVpcs],
+            Action=[awacs.ec2.DescribeDhcpOptions, awacs.ec2.DescribeNetworkInterfaces,
+                    awacs.ec2.DescribeSecurityGroups, awacs.ec2.DescribeSubnets,
+                    awacs.ec2.DescribeVpcs],
             Resource=["*"],
         ),
+        # cloudwatch:PutMetricData (CreateModel API: Execution Role Permissions) has no
+        # resource-level permission; the condition holds it to SageMaker's namespaces.
         Statement(
             Effect=Allow,
             Action=[awacs.cloudwatch.PutMetricData],
             Resource=["*"],
             Condition=Condition(StringLike("cloudwatch:namespace", "/aws/sagemaker/*")),
         ),
+        # "Ensure that your IAM execution role has permission to perform the
+        # cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify"
+        # (Auto-Rollback Configuration and Monitoring, SageMaker deployment guardrails). The
+        # alarms exist with the endpoint.
+        If(MODEL_SUPPLIED, Statement(
+            Effect=Allow,
+            Action=[awacs.cloudwatch.DescribeAlarms],
+            Resource=[GetAtt(alarm, "Arn") for alarm in alarms],
+        ), NoValue),
     ]
     return statements
+
+
+def model_archive_read(b: StageBuilder, config: PipelineConfig) -> Any:
+    """s3:GetObject on the model archive: exactly ModelDataUrl's object (a setting, so its ARN
+    is derived in the template, wherever it lives), or with model packages the folder the
+    training pipeline writes models to (training_pipeline.definition: the training step's
+    S3OutputPath `<artifacts>/<training.artifacts_prefix>models`)."""
+    settings = config.stages.serving.sagemaker
+    if settings.model_source == "model_package":
+        return Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[objects_under(
+            b.input(ARTIFACTS_BUCKET_ARN), models_prefix(config))])
+    url = b.setting(settings, "model_data_url")
+    # s3://bucket/key -> arn:...:s3:::bucket/key; only once a URL is set.
+    return If(MODEL_SUPPLIED, Statement(
+        Effect=Allow, Action=[awacs.s3.GetObject],
+        Resource=[Sub("arn:${AWS::Partition}:s3:::${Object}",
+                      Object=Select(1, Split("s3://", url)))],
+    ), NoValue)
+
+
+def image_pull(b: StageBuilder, config: PipelineConfig) -> list[Any]:
+    """Pulling the inference image, where it is one of the customer's ECR images.
+
+    SageMaker's own images (the built-in XGBoost the training pipeline registers by default)
+    are pulled with service-owned credentials, so no customer policy is involved (Docker
+    Registry Paths and Example Code, SageMaker Developer Guide). A customer image needs the
+    ECR actions, scoped to "a specific registry path that you specify as the
+    PrimaryContainer.Image" (CreateModel API: Execution Role Permissions): with model_data,
+    ModelImageUri; with model packages, the training image the pipeline registers
+    (stages.training.image_uri). The URI is a setting, so the repository's ARN is derived in
+    the template.
+    """
+    settings = config.stages.serving.sagemaker
+    if settings.model_source == "model_data":
+        repository, exists = ecr_repository_arn(b, b.setting(settings, "image_uri")), True
+    elif config.stages.training.image_uri is not None:
+        repository = ecr_repository_arn(b, b.setting(config.stages.training, "image_uri"))
+        exists = False
+    else:
+        return []
+    pull = Statement(
+        Effect=Allow,
+        Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
+                awacs.ecr.GetDownloadUrlForLayer],
+        Resource=[repository],
+    )
+    # The same page's ecr:GetAuthorizationToken has no resource-level permission: "*".
+    token = Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"])
+    if exists:
+        # ModelImageUri is empty before the first model: its ARN exists with the model.
+        return [If(MODEL_SUPPLIED, pull, NoValue), If(MODEL_SUPPLIED, token, NoValue)]
+    return [pull, token]
 
 
 # --- endpoint config -----------------------------------------------------------------------

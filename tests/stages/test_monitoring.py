@@ -72,13 +72,18 @@ def alarms(t: dict) -> dict[str, dict]:
     return resources_of_type(t, "AWS::CloudWatch::Alarm")
 
 
-def dashboard(t: dict) -> dict:
+def dashboard(t: dict, absent: tuple[str, ...] = ()) -> dict:
     """The dashboard body as data: `${Name}` numbers become 0, other references stay text."""
-    return json.loads(re.sub(r":\$\{[A-Za-z0-9]+\}", ":0", dashboard_text(t)))
+    return json.loads(re.sub(r":\$\{[A-Za-z0-9]+\}", ":0", dashboard_text(t, absent)))
 
 
-def dashboard_text(t: dict) -> str:
+def dashboard_text(t: dict, absent: tuple[str, ...] = ()) -> str:
+    """The body CloudWatch gets when the conditions in `absent` are false and all others true
+    (by default: once the endpoint and the API service exist)."""
     body = only_resource(t, "AWS::CloudWatch::Dashboard")["Properties"]["DashboardBody"]
+    while isinstance(body, dict) and "Fn::If" in body:
+        condition, when_true, when_false = body["Fn::If"]
+        body = when_false if condition in absent else when_true
     return body["Fn::Sub"] if isinstance(body, dict) else body
 
 
@@ -210,12 +215,21 @@ def test_alarms_notify_the_topic_on_alarm_and_recovery():
         assert "${EnvironmentName}" in props["AlarmName"]["Fn::Sub"]
 
 
+def composite_parts(rule: dict) -> set[str]:
+    return set(re.findall(r'ALARM\("\$\{(\w+)\}"\)', rule["Fn::Sub"]))
+
+
 def test_serving_degraded_composite_notifies_in_place_of_its_parts():
     t = template(ingestion=False, serving="both")
     composite = only_resource(t, "AWS::CloudWatch::CompositeAlarm")["Properties"]
-    parts = set(re.findall(r'ALARM\("\$\{(\w+)\}"\)', composite["AlarmRule"]["Fn::Sub"]))
+    # The endpoint's alarms take part once the endpoint exists; the load balancer's always.
+    condition, with_endpoint, without = composite["AlarmRule"]["Fn::If"]
+    assert condition == "HasEndpoint"
+    parts = composite_parts(with_endpoint)
     assert parts == {"EndpointModelLatencyAlarm", "Endpoint5xxErrorsAlarm", "Target5xxErrorsAlarm",
                      "LoadBalancer5xxErrorsAlarm", "TargetResponseTimeAlarm"}
+    assert composite_parts(without) == parts - {"EndpointModelLatencyAlarm",
+                                                "Endpoint5xxErrorsAlarm"}
     assert composite["AlarmActions"] == [TOPIC]
     found = alarms(t)
     for part in parts:
@@ -225,6 +239,68 @@ def test_serving_degraded_composite_notifies_in_place_of_its_parts():
 
 def test_no_composite_without_serving():
     assert not resources_of_type(template(), "AWS::CloudWatch::CompositeAlarm")
+
+
+# --- what watches the endpoint or the API service exists only with them --------------------------
+# Serving names both before they exist (a first deployment has no model and no image); the
+# wires carry their presence (outputs.py) and monitoring gates on it.
+
+def test_serving_presence_arrives_as_parameters_and_conditions():
+    t = template(ingestion=False, serving="both")
+    for wire, condition in (("EndpointExists", "HasEndpoint"),
+                            ("ApiServiceExists", "HasApiService")):
+        assert t["Parameters"][wire]["AllowedValues"] == ["true", "false"]
+        assert t["Conditions"][condition] == {"Fn::Equals": [{"Ref": wire}, "true"]}
+
+
+def test_alarms_on_the_endpoint_or_the_api_service_exist_only_with_them():
+    t = template(ingestion=False, serving="both", training=True)
+    conditions = {name: alarm.get("Condition") for name, alarm in alarms(t).items()}
+    assert conditions == {
+        **{name: "HasEndpoint" for name in ENDPOINT_ALARMS | MONITOR_ALARMS | RETRAIN_ALARMS},
+        "ServiceCpuAlarm": "HasApiService", "ServiceMemoryAlarm": "HasApiService",
+        # The load balancer and its target group exist from the first deployment on.
+        "Target5xxErrorsAlarm": None, "LoadBalancer5xxErrorsAlarm": None,
+        "TargetResponseTimeAlarm": None}
+
+
+def test_the_composite_over_endpoint_alarms_only_exists_with_the_endpoint():
+    t = template(ingestion=False, serving="sagemaker")
+    composite = t["Resources"]["ServingDegradedAlarm"]
+    assert composite["Condition"] == "HasEndpoint"
+    assert composite_parts(composite["Properties"]["AlarmRule"]) == {
+        "EndpointModelLatencyAlarm", "Endpoint5xxErrorsAlarm"}
+
+
+def test_model_monitor_and_its_rules_exist_only_with_the_endpoint():
+    t = monitored()
+    for name in ("DataQualityJobDefinition", "DataQualitySchedule", "MonitorViolationRule",
+                 "MonitorFailureRule"):
+        assert t["Resources"][name]["Condition"] == "HasEndpoint", name
+
+
+def test_the_retrain_lambda_exists_once_its_drift_alarm_does():
+    t = monitored()
+    for name in ("RetrainFunction", "RetrainTopicPermission", "RetrainSubscription"):
+        assert t["Resources"][name]["Condition"] == "HasEndpoint", name
+
+
+def test_the_dashboard_shows_what_exists_and_nothing_else():
+    t = template(ingestion=False, serving="both")
+    first = dashboard_text(t, absent=("HasEndpoint", "HasApiService"))
+    assert "EndpointName" not in first and "EcsServiceName" not in first
+    assert "${Target5xxErrorsAlarm.Arn}" in first
+    assert "${EndpointModelLatencyAlarm.Arn}" not in first
+    endpoint_only = dashboard_text(t, absent=("HasApiService",))
+    assert "${EndpointName}" in endpoint_only and "EcsServiceName" not in endpoint_only
+    assert "${ServiceCpuAlarm.Arn}" not in endpoint_only
+    both = dashboard_text(t)
+    assert "${EndpointName}" in both and "${EcsServiceName}" in both
+    # Everything: endpoint 3, API 5, Model Monitor 2. Before either exists: the 3 graphs of the
+    # load balancer and its targets.
+    assert len(graphs(t)) == 3 + 5 + 1 + MONITOR_GRAPHS
+    assert len([w for w in dashboard(t, absent=("HasEndpoint", "HasApiService"))["widgets"]
+                if w["type"] == "metric"]) == 3
 
 
 # --- topic --------------------------------------------------------------------------------------
@@ -264,12 +340,41 @@ def test_only_this_stacks_alarms_and_rules_publish_and_only_over_tls():
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     alarms_publish = by_sid["AlarmsPublish"]
     assert alarms_publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
-    sources = alarms_publish["Condition"]["StringEquals"]["aws:SourceArn"]
-    assert {s["Fn::GetAtt"][0] for s in sources} == set(alarms(t)) | {"ServingDegradedAlarm"}
+    sources = publishers(alarms_publish)
+    assert set(sources) == set(alarms(t)) | {"ServingDegradedAlarm"}
+    # A publisher that exists only with the endpoint is listed only with it.
+    for name, condition in sources.items():
+        assert condition == t["Resources"][name].get("Condition"), name
+    assert sources["EndpointModelLatencyAlarm"] == "HasEndpoint"
+    assert sources["StreamIteratorAgeAlarm"] is None
     rules_publish = by_sid["RulesPublish"]["Condition"]["StringEquals"]
     assert rules_publish["aws:SourceAccount"] == {"Ref": "AWS::AccountId"}
-    assert {s["Fn::GetAtt"][0] for s in rules_publish["aws:SourceArn"]} == {
-        "EtlFailureRule", "MonitorViolationRule", "MonitorFailureRule"}
+    assert publishers(by_sid["RulesPublish"]) == {
+        "EtlFailureRule": None, "MonitorViolationRule": "HasEndpoint",
+        "MonitorFailureRule": "HasEndpoint"}
+
+
+def publishers(statement: dict) -> dict[str, str | None]:
+    """Publisher logical id -> the condition it is listed under (None: always)."""
+    found = {}
+    for source in statement["Condition"]["StringEquals"]["aws:SourceArn"]:
+        if "Fn::If" in source:
+            condition, listed, otherwise = source["Fn::If"]
+            assert otherwise == {"Ref": "AWS::NoValue"}
+            found[listed["Fn::GetAtt"][0]] = condition
+        else:
+            found[source["Fn::GetAtt"][0]] = None
+    return found
+
+
+def test_a_statement_whose_every_publisher_needs_the_endpoint_exists_only_with_it():
+    t = template(ingestion=False, serving="sagemaker")
+    policy = only_resource(t, "AWS::SNS::TopicPolicy")["Properties"]["PolicyDocument"]
+    deny, *gated = policy["Statement"]
+    assert deny["Sid"] == "DenyInsecureTransport"
+    assert {s["Fn::If"][0] for s in gated} == {"HasEndpoint"}
+    assert {s["Fn::If"][1]["Sid"] for s in gated} == {"AlarmsPublish", "RulesPublish"}
+    assert all(s["Fn::If"][2] == {"Ref": "AWS::NoValue"} for s in gated)
 
 
 # --- ETL failures -------------------------------------------------------------------------------
@@ -395,26 +500,52 @@ def test_monitor_role_reads_baseline_and_capture_and_writes_only_reports():
     reads = [r for s in with_action(found, "s3:GetObject") for r in s["Resource"]]
     subs = [r["Fn::Sub"] if isinstance(r["Fn::Sub"], str) else r["Fn::Sub"][0] for r in reads]
     assert sorted(subs) == ["${ArtifactsBucketArn}/monitoring/baseline/*",
-                            "${ArtifactsBucketArn}/monitoring/reports/*",
                             "arn:${AWS::Partition}:s3:::${Path}*"]
-    assert not with_action(found, "s3:DeleteObject")
+    # What CreateProcessingJob's execution role page lists for data, nothing more.
+    assert {a for s in found for a in s["Action"] if a.startswith("s3:")} == {
+        "s3:ListBucket", "s3:GetObject", "s3:PutObject"}
 
 
 def test_monitor_role_uses_star_only_where_aws_allows_nothing_narrower():
     stars = [s for s in monitor_statements() if "*" in s["Resource"]]
     actions = sorted(a for s in stars for a in s["Action"])
-    assert actions == ["cloudwatch:PutMetricData", "ec2:DescribeDhcpOptions",
-                       "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups",
-                       "ec2:DescribeSubnets", "ec2:DescribeVpcs"]
+    # A processing job in a VPC checks these unscoped ("Don't scope in the policy with any
+    # conditions or resource filters", CreateProcessingJob API: Execution Role Permissions).
+    assert actions == sorted([
+        "cloudwatch:PutMetricData", "ec2:CreateNetworkInterface",
+        "ec2:CreateNetworkInterfacePermission", "ec2:DeleteNetworkInterface",
+        "ec2:DeleteNetworkInterfacePermission", "ec2:DescribeDhcpOptions",
+        "ec2:DescribeNetworkInterfaces", "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets",
+        "ec2:DescribeVpcs"])
+    network = [s for s in stars if any(a.startswith("ec2:") for a in s["Action"])]
+    assert all("Condition" not in s for s in network)
     [metrics] = with_action(stars, "cloudwatch:PutMetricData")
     assert metrics["Condition"] == {"StringEquals": {
         "cloudwatch:namespace": "aws/sagemaker/Endpoints/data-metrics"}}
 
 
-def test_monitor_role_is_trusted_by_sagemaker_only():
+def test_monitor_role_describes_the_key_in_a_statement_a_describe_request_can_match():
+    # kms:GrantIsForAWSResource is present on grant requests only (AWS KMS, Controlling
+    # access to grants): kms:DescribeKey under it could never be allowed.
+    found = monitor_statements()
+    [grant] = with_action(found, "kms:CreateGrant")
+    assert grant["Action"] == ["kms:CreateGrant"]
+    assert grant["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
+    [describe] = with_action(found, "kms:DescribeKey")
+    assert describe["Action"] == ["kms:DescribeKey"] and describe["Resource"] == [KEY]
+    assert describe["Condition"] == {"StringEquals": {
+        "kms:ViaService": {"Fn::Sub": "sagemaker.${AWS::Region}.amazonaws.com"}}}
+
+
+def test_monitor_role_is_trusted_by_sagemaker_of_this_account_only():
     [trust] = monitored()["Resources"]["MonitorRole"]["Properties"][
         "AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+    # The confused-deputy guard (SageMaker: Cross-service confused deputy prevention).
+    assert trust["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}},
+        "ArnLike": {"aws:SourceArn": {"Fn::Sub": (
+            "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:*")}}}
 
 
 # --- retraining ---------------------------------------------------------------------------------
@@ -430,7 +561,11 @@ def test_retraining_needs_training_and_a_drift_alarm():
         assert "RetrainFunction" not in t["Resources"]
         assert RETRAIN_FUNCTION_NAME.name not in t["Outputs"]
     t = monitored()
-    assert t["Outputs"][RETRAIN_FUNCTION_NAME.name]["Value"] == {"Ref": "RetrainFunction"}
+    # Named before it exists (it exists once the drift alarm's endpoint does).
+    assert t["Outputs"][RETRAIN_FUNCTION_NAME.name]["Value"] == t["Resources"][
+        "RetrainFunction"]["Properties"]["FunctionName"]
+    assert t["Outputs"]["RetrainFunctionExists"]["Value"] == {
+        "Fn::If": ["HasEndpoint", "true", "false"]}
 
 
 def test_retrain_function_runs_the_bundled_code_inline():
@@ -471,7 +606,7 @@ def test_retrain_function_knows_its_pipeline_triggers_and_cooldown():
     variables = retrain_function(monitored())["Environment"]["Variables"]
     assert variables == {
         "PIPELINE_NAME": {"Ref": TRAINING_PIPELINE_NAME.name},
-        "TRIGGER_ALARMS": {"Fn::Sub": "${MonitorViolationsAlarm}"},
+        "TRIGGER_ALARMS": {"Fn::Join": [",", [{"Ref": "MonitorViolationsAlarm"}]]},
         "COOLDOWN_HOURS": {"Ref": "RetrainCooldownHours"},
     }
 

@@ -185,6 +185,10 @@ def test_a_rest_api_can_front_the_endpoint_when_both_are_served():
      "'canary' shifts a part of the capacity at a time and needs min_instances >= 2"),
     ({"sagemaker": {"model_source": "model_data", "model_data_url": "s3://bucket/m.tar.gz"}},
      "needs both model_data_url and image_uri"),
+    # SageMaker pulls the image from ECR (and the model role may pull that repository only).
+    ({"sagemaker": {"model_source": "model_data", "model_data_url": "s3://bucket/m.tar.gz",
+                    "image_uri": "registry.example.com/team/model:1"}},
+     "stages.serving.sagemaker.image_uri"),
     ({"sagemaker": {"deployment": {"wait_seconds": 3600, "timeout_seconds": 3600}}},
      "timeout_seconds (3600) must exceed the baking waits"),
     ({"fargate": {"cpu": 256, "memory_mb": 4096}}, "memory_mb 4096 does not fit cpu 256"),

@@ -149,13 +149,19 @@ def test_the_execution_role_pulls_only_from_its_repository():
         "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${ApiLogGroup}:*"]
 
 
-def test_the_task_role_is_another_role_and_only_reads_artifacts():
+def test_the_task_role_is_another_role_and_only_reads_the_model_archives():
     t = fargate()
     p = props(t, "ApiTaskDefinition")
     assert p["TaskRoleArn"] != p["ExecutionRoleArn"]
     found = statements(resource(t, "ApiTaskRole"))
     actions = {a for s in found for a in s["Action"]}
-    assert actions == {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    assert actions == {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    # Where the training pipeline writes models, not the training splits or the captures.
+    [read] = with_action(found, "s3:GetObject")
+    assert read["Resource"] == [{"Fn::Sub": "${ArtifactsBucketArn}/training/models/*"}]
+    [listing] = with_action(found, "s3:ListBucket")
+    assert listing["Resource"] == [{"Ref": "ArtifactsBucketArn"}]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "training/models/*"}}
 
 
 # --- the service ---------------------------------------------------------------------------

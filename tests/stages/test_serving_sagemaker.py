@@ -2,12 +2,16 @@
 content-addressed and whose deployments roll back by themselves; and batch transform without
 code, as a Step Functions state machine."""
 
+import re
+
 import pytest
 
 from mlops_cfn import naming
 from mlops_cfn.config import setting_values
 from mlops_cfn.stages.serving_common import TRANSFORM_JOB_PREFIX
-from tests.helpers import only_resource, resources_of_type, statements, with_action
+from mlops_cfn.stages import serving
+from tests.helpers import (config_with, only_resource, resources_of_type, statements,
+                           template_dict, with_action)
 from tests.stages.test_serving import (KEY, build, props, resource, serving_config, sub_text,
                                        template)
 
@@ -240,18 +244,117 @@ def test_only_sagemaker_of_this_account_may_assume_the_model_role():
         "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
 
 
-def test_the_model_role_reaches_only_the_artifacts_and_its_batch_prefixes():
+def test_the_model_role_reaches_only_the_models_its_captures_and_its_batch_prefixes():
     found = statements(resource(sagemaker(), "ModelRole"))
     s3_resources = {sub_text(r) if not isinstance(r, dict) or "Fn::Sub" in r else r["Ref"]
                     for s in found if any(a.startswith("s3:") for a in s["Action"])
                     for r in s["Resource"]}
+    # Not the whole artifacts bucket: no training splits, no reports, no baseline.
     assert s3_resources == {
-        "ArtifactsBucketArn", "${ArtifactsBucketArn}/*", "${ArtifactsBucketArn}/data-capture/*",
+        "${ArtifactsBucketArn}/training/models/*", "${ArtifactsBucketArn}/data-capture/*",
         "ProcessedBucketArn", "${ProcessedBucketArn}/batch-input/*",
         "${ProcessedBucketArn}/batch-predictions/*"}
     reads = with_action(found, "s3:GetObject")
     assert [sub_text(r) for s in reads for r in s["Resource"]] == [
-        "${ArtifactsBucketArn}/*", "${ProcessedBucketArn}/batch-input/*"]
+        "${ArtifactsBucketArn}/training/models/*", "${ProcessedBucketArn}/batch-input/*"]
+    writes = with_action(found, "s3:PutObject")
+    assert [sub_text(r) for s in writes for r in s["Resource"]] == [
+        "${ArtifactsBucketArn}/data-capture/*", "${ProcessedBucketArn}/batch-predictions/*"]
+    [listing] = with_action(found, "s3:ListBucket")
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": "batch-input/*"}}
+    # What the CreateModel and transform pages list for data, nothing more.
+    assert {a for s in found for a in s["Action"] if a.startswith("s3:")} == {
+        "s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+
+
+def test_the_models_folder_is_where_the_training_pipeline_writes_model_archives():
+    from mlops_cfn import pipeline
+    for prefix in ("training/", "ml/churn/"):
+        built = pipeline.build(config_with(
+            {"stages": {"training": {"artifacts_prefix": prefix}}}))
+        stages = {stage.name: stage.template.to_json() for stage in built.stages}
+        # The training step's S3OutputPath, inside the pipeline definition's JSON text.
+        assert re.search(r'S3OutputPath\\": \\"s3://\$\{ArtifactsBucketName\}/'
+                         + re.escape(prefix) + r'models\\"', stages["training"])
+        assert f"${{ArtifactsBucketArn}}/{prefix}models/*" in stages["serving"]
+
+
+def test_a_model_archive_anywhere_is_readable_as_exactly_that_object():
+    t = sagemaker({"model_source": "model_data"})
+    found = statements(resource(t, "ModelRole"))
+    [read] = [s for s in with_action(found, "s3:GetObject") if "ModelDataUrl" in str(s)]
+    assert read["Resource"] == [{"Fn::Sub": ["arn:${AWS::Partition}:s3:::${Object}", {
+        "Object": {"Fn::Select": [1, {"Fn::Split": ["s3://", {"Ref": "ModelDataUrl"}]}]}}]}]
+    # Before the first model the URL is empty and the statement is not there at all.
+    before = statements(resource(t, "ModelRole"), absent=("ModelSupplied",))
+    assert "ModelDataUrl" not in str(before)
+    assert "${ArtifactsBucketArn}/training/models/*" not in str(found)
+
+
+def test_the_model_role_pulls_only_the_models_own_image():
+    # A customer image: its repository only, derived from the URI in the template.
+    t = sagemaker({"model_source": "model_data"})
+    found = statements(resource(t, "ModelRole"))
+    [pull] = with_action(found, "ecr:BatchGetImage")
+    [repository] = pull["Resource"]
+    condition, china, elsewhere = repository["Fn::If"]
+    assert condition == "InChinaPartition"
+    assert t["Conditions"]["InChinaPartition"] == {
+        "Fn::Equals": [{"Ref": "AWS::Partition"}, "aws-cn"]}
+    assert "repository/${Repository}" in elsewhere["Fn::Sub"][0]
+    assert with_action(found, "ecr:GetAuthorizationToken")[0]["Resource"] == ["*"]
+    # The built-in XGBoost image the training pipeline registers is SageMaker's own, pulled
+    # with service credentials (SageMaker: Docker Registry Paths): nothing to grant.
+    default = statements(resource(sagemaker(), "ModelRole"))
+    assert not [s for s in default if any(a.startswith("ecr:") for a in s["Action"])]
+    # A training image of the customer's is what the packages name.
+    custom = config_with({"stages": {
+        "serving": {"target": "sagemaker"},
+        "training": {"image_uri": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/xgb:1"}}})
+    t = template_dict(serving.build(custom.config))
+    [pull] = with_action(statements(resource(t, "ModelRole")), "ecr:BatchGetImage")
+    assert "TrainingImageUri" in str(pull["Resource"])
+
+
+@pytest.mark.parametrize("partition, image, repository", [
+    ("aws", "111122223333.dkr.ecr.eu-west-1.amazonaws.com/churn:7",
+     "arn:aws:ecr:eu-west-1:111122223333:repository/churn"),
+    ("aws", "444455556666.dkr.ecr.us-east-2.amazonaws.com/team/churn@sha256:" + "a" * 64,
+     "arn:aws:ecr:us-east-2:444455556666:repository/team/churn"),
+    ("aws-cn", "111122223333.dkr.ecr.cn-north-1.amazonaws.com.cn/ml/churn:2024.06",
+     "arn:aws-cn:ecr:cn-north-1:111122223333:repository/ml/churn"),
+])
+def test_read_as_cloudformation_does_the_role_names_that_archive_and_that_repository(
+        partition, image, repository):
+    from mlops_cfn import pipeline
+    from tests.cloudformation import create
+    built = pipeline.build(config_with({"stages": {"serving": {
+        "target": "sagemaker", "sagemaker": {"model_source": "model_data"}}}}))
+    url = "s3://models-elsewhere/churn/7/model.tar.gz"
+    role = create(built, {"ModelDataUrl": url, "ModelImageUri": image},
+                  pseudo={"AWS::Partition": partition})["serving"].resources["ModelRole"]
+    found = statements(role)
+    assert f"arn:{partition}:s3:::models-elsewhere/churn/7/model.tar.gz" in [
+        r for s in with_action(found, "s3:GetObject") for r in s["Resource"]]
+    [pull] = with_action(found, "ecr:BatchGetImage")
+    assert pull["Resource"] == [repository]
+    # Before a model: no archive, no image, nothing to read or pull.
+    first = create(built, {"ModelDataUrl": "", "ModelImageUri": ""})["serving"]
+    found = statements(first.resources["ModelRole"])
+    assert not with_action(found, "ecr:BatchGetImage")
+    assert "models-elsewhere" not in str(found)
+
+
+def test_the_model_role_may_describe_the_rollback_alarms_once_they_exist():
+    t = sagemaker()
+    [describe] = with_action(statements(resource(t, "ModelRole")), "cloudwatch:DescribeAlarms")
+    assert describe["Resource"] == [{"Fn::GetAtt": ["EndpointErrorAlarm", "Arn"]},
+                                    {"Fn::GetAtt": ["EndpointLatencyAlarm", "Arn"]}]
+    assert not with_action(statements(resource(t, "ModelRole"), absent=("ModelSupplied",)),
+                           "cloudwatch:DescribeAlarms")
+    rollback = props(t, "Endpoint")["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"]
+    assert {a["AlarmName"]["Ref"] for a in rollback} == {"EndpointErrorAlarm",
+                                                          "EndpointLatencyAlarm"}
 
 
 def test_the_model_role_uses_the_key_only_through_s3():
@@ -373,12 +476,25 @@ def test_the_state_machine_keeps_its_definition_and_history_under_the_data_key()
 
 
 def test_the_state_machine_role_grants_the_key_only_to_sagemaker_for_resources():
-    grants = with_action(statements(resource(sagemaker(), "BatchTransformRole")),
-                         "kms:CreateGrant")
-    assert len(grants) == 1
+    found = statements(resource(sagemaker(), "BatchTransformRole"))
+    grants = with_action(found, "kms:CreateGrant")
+    assert len(grants) == 1 and grants[0]["Action"] == ["kms:CreateGrant"]
     assert grants[0]["Condition"]["Bool"] == {"kms:GrantIsForAWSResource": "true"}
     assert grants[0]["Condition"]["StringEquals"] == {
         "kms:ViaService": {"Fn::Sub": "sagemaker.${AWS::Region}.amazonaws.com"}}
+    # kms:GrantIsForAWSResource is on grant requests only: DescribeKey has its own statement.
+    [describe] = with_action(found, "kms:DescribeKey")
+    assert describe["Action"] == ["kms:DescribeKey"]
+    assert describe["Condition"] == {"StringEquals": {
+        "kms:ViaService": {"Fn::Sub": "sagemaker.${AWS::Region}.amazonaws.com"}}}
+
+
+def test_the_state_machine_may_tag_the_jobs_it_starts():
+    # A .sync task tags its job MANAGED_BY_AWS; without sagemaker:AddTags SageMaker refuses.
+    found = statements(resource(sagemaker(), "BatchTransformRole"))
+    [tags] = with_action(found, "sagemaker:AddTags")
+    [create] = with_action(found, "sagemaker:CreateTransformJob")
+    assert tags["Resource"] == create["Resource"]
 
 
 def test_the_schedule_is_off_by_default_and_both_its_time_and_state_are_parameters():
