@@ -73,6 +73,10 @@ GLUE_RESOURCE_TAG = "aws-glue-service-resource"
 # Namespace of the job metrics Glue publishes with the job role (--enable-metrics).
 GLUE_METRICS_NAMESPACE = "Glue"
 
+# What a role passed to a crawler or job under the security configuration does with the key
+# to encrypt its logs (see crawler_statements).
+LOG_ENCRYPTION_KEY_ACTIONS = (awacs.kms.Decrypt, awacs.kms.Encrypt, awacs.kms.GenerateDataKey)
+
 RECRAWL_BEHAVIOR = {"new_folders_only": "CRAWL_NEW_FOLDERS_ONLY", "everything": "CRAWL_EVERYTHING"}
 
 
@@ -562,6 +566,12 @@ def crawler_statements(lake: DataLake, key: Ref, database: glue.Database,
             lake.raw_bucket, Sub(f"${{{RAW_BUCKET_ARN.name}}}/*"),
             lake.processed_bucket, Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/*"),
         ]),
+        # AWS: "Encrypting data written by AWS Glue", section "Setting Up AWS Glue to use
+        # security configurations": the roles passed to crawlers (as to jobs) use the key to
+        # encrypt their CloudWatch Logs under the configuration's SSE-KMS log encryption.
+        # Glue asks KMS as the role, not through a service that a kms:ViaService condition
+        # could name.
+        policies.use_key(key, LOG_ENCRYPTION_KEY_ACTIONS),
         Statement(
             Effect=Allow,
             Action=[awacs.glue.GetDatabase, awacs.glue.GetTable, awacs.glue.GetTables,

@@ -25,6 +25,7 @@ import awacs.ec2
 import awacs.kinesis
 import awacs.kms
 import awacs.logs
+import awacs.s3
 import awacs.sqs
 import awacs.xray
 from awacs.aws import Allow, Statement, StringEquals
@@ -167,26 +168,47 @@ def add_delivery(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
 def delivery_statements(settings: IngestionConfig, stream: kinesis.Stream, bucket: Ref,
                         key: Ref, log_group: logs.LogGroup,
                         log_stream: logs.LogStream) -> list[Statement]:
+    """AWS's documented policy for a Firehose stream reading a Kinesis data stream and delivering
+    to S3 with SSE-KMS and error logging ("Controlling access with Amazon Data Firehose"),
+    narrowed to this stream, bucket, key and log stream."""
     stream_arn = GetAtt(stream, "Arn")
     data_root = settings.firehose.prefix
     error_root = FIREHOSE_ERROR_ROOT + settings.firehose.prefix
+    objects = [Sub(f"${{{RAW_BUCKET_ARN.name}}}/{data_root}*"),
+               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{error_root}*")]
+    # Every statement: AWS, "Controlling access with Amazon Data Firehose", section "Grant
+    # Firehose access to an Amazon S3 destination" (its example policy, which covers a Kinesis
+    # data stream source, SSE-KMS and error logging).
     return [
+        # AWS: that section: the bucket actions, ListBucket without a condition.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.s3.GetBucketLocation, awacs.s3.ListBucket,
+                    awacs.s3.ListBucketMultipartUploads],
+            Resource=[bucket],
+        ),
+        # AWS: that section: the object actions, GetObject included, on the objects under the
+        # data and error prefixes Firehose writes.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.s3.AbortMultipartUpload, awacs.s3.GetObject, awacs.s3.PutObject],
+            Resource=objects,
+        ),
+        # AWS: that section: the key through S3 for the bucket's objects. With S3 Bucket Keys
+        # the encryption context is the bucket's ARN, without them the object's.
+        policies.key_use_in_context(key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey], "s3",
+                                    "aws:s3:arn", [bucket, *objects], wildcards=True),
+        # AWS: that section: reading the Kinesis data stream source.
         Statement(
             Effect=Allow,
             Action=[awacs.kinesis.DescribeStream, awacs.kinesis.GetShardIterator,
                     awacs.kinesis.GetRecords, awacs.kinesis.ListShards],
             Resource=[stream_arn],
         ),
-        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
-        *policies.unique_statements(policies.bucket_access(bucket, data_root, read=False, write=True)
-                + policies.bucket_access(bucket, error_root, read=False, write=True)),
-        # With S3 Bucket Keys the encryption context is the bucket's ARN; without, the object's.
-        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "s3",
-                           "aws:s3:arn", [
-                               bucket,
-                               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{data_root}*"),
-                               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{error_root}*"),
-                           ], wildcards=True),
+        # AWS: that section: decrypting the source stream through Kinesis.
+        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn",
+                                    [stream_arn]),
+        # AWS: that section: error logging to the delivery's log stream.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.PutLogEvents],

@@ -318,17 +318,31 @@ def test_connections_are_read_by_name():
         "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:connection/${NetworkConnection2}"]
 
 
-def test_key_use_is_the_data_key_only_and_the_crawlers_decrypt_through_s3():
+def test_key_use_is_the_data_key_only_and_the_crawlers_decrypt_their_data_through_s3():
     t = template()
     job_key = [s for s in statements(t, "JobRole") if s["Resource"] == [KEY]]
     assert [sorted(s["Action"]) for s in job_key] == [["kms:Decrypt", "kms:Encrypt",
                                                        "kms:GenerateDataKey"]]
-    [crawler_key] = [s for s in statements(t, "CrawlerRole") if s["Resource"] == [KEY]]
-    assert crawler_key["Action"] == ["kms:Decrypt"]
-    assert crawler_key["Condition"]["StringEquals"] == {
+    [through_s3] = [s for s in statements(t, "CrawlerRole")
+                    if s["Resource"] == [KEY] and "Condition" in s]
+    assert through_s3["Action"] == ["kms:Decrypt"]
+    assert through_s3["Condition"]["StringEquals"] == {
         "kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}
     assert all(not a.startswith("kms:") for role in ROLES for s in statements(t, role)
                if s["Resource"] != [KEY] for a in s["Action"])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_crawler_and_job_roles_may_encrypt_their_logs_under_the_security_configuration(role):
+    """AWS, "Encrypting data written by AWS Glue" (setting up security configurations): the
+    roles passed to crawlers and jobs use the key to encrypt CloudWatch Logs. Glue calls KMS as
+    the role, so the grant cannot be limited to requests made through S3."""
+    t = template()
+    assert t["Resources"]["SecurityConfiguration"]["Properties"]["EncryptionConfiguration"][
+        "CloudWatchEncryption"] == {"CloudWatchEncryptionMode": "SSE-KMS", "KmsKeyArn": KEY}
+    direct = [s for s in statements(t, role) if s["Resource"] == [KEY] and "Condition" not in s]
+    assert [sorted(s["Action"]) for s in direct] == [["kms:Decrypt", "kms:Encrypt",
+                                                      "kms:GenerateDataKey"]]
 
 
 def test_network_interfaces_only_in_the_stage_subnets_and_security_group():
