@@ -180,7 +180,11 @@ class AnalyticsConfig(StageToggle):
     admin_username: Annotated[
         str,
         Field(pattern=r"^[a-z][a-z0-9_]{0,62}$",
-              description="Admin user; its password lives in Secrets Manager only."),
+              description="Admin user. Redshift generates its password, keeps it in Secrets "
+                          "Manager (encrypted with the data key) and rotates it. With "
+                          "deployment `serverless` not 6 characters long: the managed "
+                          "secret's name ends in it, and Secrets Manager would read those 6 "
+                          "characters as the random suffix of the secret's ARN."),
     ] = "mlops_admin"
     allowed_cidrs: Annotated[
         list[Annotated[str, Field(pattern=CIDR)]] | None,
@@ -203,6 +207,20 @@ class AnalyticsConfig(StageToggle):
         if value in RESERVED_USER_NAMES:
             raise ValueError(f"{value!r} is reserved by Redshift")
         return value
+
+    @model_validator(mode="after")
+    def _managed_secret_name_resolvable(self):
+        # The Data API and QuickSight name a namespace's managed admin secret by its ARN without
+        # the random suffix (stages/analytics.py, managed_serverless_secret); Secrets Manager
+        # mistakes a name ending in a hyphen and 6 characters for a complete ARN (AWS: "Finding
+        # a secret from a partial ARN"), and the secret's name ends in -<admin user>.
+        if self.deployment == "serverless" and len(self.admin_username) == 6:
+            raise ValueError(
+                f"admin_username {self.admin_username!r}: 6 characters would end the name of "
+                "the admin secret Redshift Serverless manages like the random suffix of a "
+                "secret's ARN, which Secrets Manager then cannot find from its name; choose a "
+                "name of another length")
+        return self
 
     @field_validator("allowed_cidrs")
     @classmethod

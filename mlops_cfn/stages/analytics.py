@@ -9,10 +9,10 @@ Resources
   endpoint: enhanced VPC routing sends COPY and Spectrum traffic through the VPC).
 - <Log type>LogGroup for the connection, user and user-activity audit logs: created under the
   names Redshift exports to, so they are encrypted with the data key, expire, and are retained.
-- `deployment: serverless` (default): AdminSecret (generated password, encrypted with the data
-  key), Namespace (data key, audit log exports, RedshiftRole as default role; retained) and
-  Workgroup (base RPUs from a setting, private subnets, not public, enhanced VPC routing, SSL
-  required).
+- `deployment: serverless` (default): Namespace (data key; admin password managed by Redshift
+  in Secrets Manager, encrypted with the data key and rotated; audit log exports, RedshiftRole
+  as default role; retained) and Workgroup (base RPUs from a setting, private subnets, not
+  public, enhanced VPC routing, SSL required).
 - `deployment: provisioned`: Warehouse (AWS::Redshift::Cluster: node type and count from
   settings, encrypted with the data key, admin password managed by Redshift in Secrets Manager
   and encrypted with the data key, private subnets, not public, enhanced VPC routing, logging to
@@ -31,13 +31,14 @@ Inputs: DataKeyArn, ProcessedBucketName, ProcessedBucketArn, VpcId, PrivateSubne
 VpcCidrBlock (unless `allowed_cidrs`); with the etl stage also EtlJobName, ProcessedDataPrefix,
 GlueDatabaseName.
 Outputs: RedshiftEndpointAddress, RedshiftEndpointPort, RedshiftWorkgroupName (the cluster id
-when provisioned), RedshiftRoleArn, RedshiftAdminSecretArn.
+when provisioned), RedshiftRoleArn, RedshiftAdminSecretArn (the secret Redshift manages: its ARN
+for a cluster; for a namespace, whose ARN CloudFormation does not return, the ARN without the
+random suffix, which Secrets Manager resolves; see managed_serverless_secret).
 Settings: EnvironmentName, LogRetentionDays, RedshiftBaseCapacity or RedshiftNodeType,
 RedshiftNodeCount, RedshiftSnapshotRetentionDays; RedshiftLoadRetryAttempts,
 RedshiftLoadMaxEventAgeSeconds (load rule); RedshiftAllowedCidrs; QuickSightOwnerArn.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +51,7 @@ import awacs.sqs
 import awacs.sts
 from awacs.aws import Allow, ArnEquals, Condition, Principal, Statement, StringEquals, StringLike
 from troposphere import (AccountId, Equals, GetAtt, If, Not, NoValue, Ref, Select, Sub, ec2,
-                         events, iam, logs, quicksight, redshift, redshiftserverless,
-                         secretsmanager, sqs)
+                         events, iam, logs, quicksight, redshift, redshiftserverless, sqs)
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -79,7 +79,10 @@ WAREHOUSE_PARAMETERS = (("require_ssl", "true"), ("enable_user_activity_logging"
 MULTI_NODE = "MultiNodeWarehouse"
 
 EVENT_RULE = naming.NameRule("EventBridge rule", 64)
-SECRET = naming.NameRule("Secrets Manager secret", 512)
+# Redshift names the admin secret it manages `redshift!<namespace or cluster>-<admin user>`;
+# Secrets Manager adds a hyphen and 6 random characters to a secret's name in its ARN.
+MANAGED_SECRET_PREFIX = "redshift!"
+SECRET_ARN_SUFFIX = "-??????"
 QUICKSIGHT_ID = naming.NameRule("QuickSight id", 128)
 # Created by QuickSight when an administrator grants it Secrets Manager access (account
 # prerequisite); QuickSight reads data source secrets as this role.
@@ -102,7 +105,10 @@ class Warehouse:
     arn: Any  # the Data API target and the IAM resource
     name: Any  # workgroup name or cluster id
     address: Any
+    # The admin secret Redshift manages: the ARN the Data API and QuickSight are given, and
+    # the ARN (or ARN pattern) a policy grants.
     secret_arn: Any
+    secret_arn_pattern: Any
     cluster_id: Any = None  # provisioned only: QuickSight names the cluster
 
 
@@ -245,25 +251,6 @@ def add_serverless(b: StageBuilder, config: PipelineConfig, role: iam.Role,
                    security_group: ec2.SecurityGroup) -> Warehouse:
     settings = config.stages.analytics
     key = b.input(DATA_KEY_ARN)
-    # A secret of our own rather than ManageAdminPassword: CloudFormation does not return the
-    # ARN of the secret a namespace manages, and the load rule and QuickSight must name it.
-    secret = b.add(secretsmanager.Secret(
-        "AdminSecret",
-        Name=b.physical_name(SECRET, "redshift-admin"),
-        Description="Admin user of the Redshift Serverless namespace",
-        KmsKeyId=key,
-        GenerateSecretString=secretsmanager.GenerateSecretString(
-            SecretStringTemplate=json.dumps({"username": settings.admin_username}),
-            GenerateStringKey="password",
-            PasswordLength=32,
-            # Letters and digits of each kind: Redshift refuses quotes, slashes, @ and spaces
-            # and asks for an upper-case letter, a lower-case letter and a digit.
-            ExcludePunctuation=True,
-            RequireEachIncludedType=True,
-        ),
-        # Kept with the namespace it opens.
-        **RETAIN,
-    ))
     name_pattern = naming.physical_name(naming.REDSHIFT, config.project, "warehouse")
     log_groups = audit_log_groups(b, config, SERVERLESS_LOG_ROOT + name_pattern)
     role_arn = GetAtt(role, "Arn")
@@ -272,8 +259,12 @@ def add_serverless(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         NamespaceName=b.physical_name(naming.REDSHIFT, "warehouse"),
         DbName=settings.database,
         AdminUsername=settings.admin_username,
-        AdminUserPassword=Sub("{{resolve:secretsmanager:${%s}:SecretString:password}}"
-                              % secret.title),
+        # Redshift generates the admin password, keeps it in Secrets Manager encrypted with the
+        # data key and rotates it (AWS: "Managing Amazon Redshift admin passwords using AWS
+        # Secrets Manager"). No dynamic reference for CloudFormation to resolve: whoever
+        # deploys (the delivery pipeline, a Service Catalog launch role) never reads it.
+        ManageAdminPassword=True,
+        AdminPasswordSecretKmsKeyId=key,
         KmsKeyId=key,
         DefaultIamRoleArn=role_arn,
         IamRoles=[role_arn],
@@ -296,12 +287,29 @@ def add_serverless(b: StageBuilder, config: PipelineConfig, role: iam.Role,
             redshiftserverless.ConfigParameter(ParameterKey=k, ParameterValue=v)
             for k, v in WAREHOUSE_PARAMETERS],
     ))
+    secret = managed_serverless_secret(name_pattern, settings.admin_username)
     return Warehouse(
         arn=GetAtt(workgroup, "Workgroup.WorkgroupArn"),
         name=Ref(workgroup),
         address=GetAtt(workgroup, "Workgroup.Endpoint.Address"),
-        secret_arn=Ref(secret),
+        secret_arn=Sub(secret),
+        secret_arn_pattern=Sub(secret + SECRET_ARN_SUFFIX),
     )
+
+
+def managed_serverless_secret(namespace_name: str, admin_username: str) -> str:
+    """The ARN, without its random suffix, of the admin secret Redshift manages for a namespace
+    (a Sub pattern).
+
+    CloudFormation does not return that ARN: AWS::RedshiftServerless::Namespace has no such
+    attribute (its registry schema, which cfn-lint ships, lists none; aws/aws-cdk#29930). Redshift
+    names the secret `redshift!<namespace>-<admin user>`; that naming is observed, not stated in
+    AWS's guide, and it is the one assumption here. Secrets Manager resolves such a partial ARN
+    (AWS: "Finding a secret from a partial ARN"), which the Data API and QuickSight pass on as
+    the secret's id; a policy names the secret with the ARN's documented 6-character suffix.
+    """
+    return ("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+            f"{MANAGED_SECRET_PREFIX}{namespace_name}-{admin_username}")
 
 
 # --- provisioned cluster -------------------------------------------------------------------
@@ -367,6 +375,7 @@ def add_provisioned(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         name=Ref(cluster),
         address=GetAtt(cluster, "Endpoint.Address"),
         secret_arn=GetAtt(cluster, "MasterPasswordSecretArn"),
+        secret_arn_pattern=GetAtt(cluster, "MasterPasswordSecretArn"),
         cluster_id=Ref(cluster),
     )
 
@@ -483,31 +492,45 @@ def substituted(sql: str) -> Sub | str:
 def data_api_statements(warehouse: Warehouse, key: Ref) -> list[Statement]:
     """Run statements on this warehouse only, signed in with its admin secret only."""
     return [
+        # AWS: "Authorizing access to the Amazon Redshift Data API": the Data API actions, on
+        # the workgroup or cluster they run on. EventBridge calls BatchExecuteStatement for a
+        # target with several statements (Sqls), ExecuteStatement for one (Sql).
         Statement(
             Effect=Allow,
             Action=[awacs.redshift_data.ExecuteStatement,
                     awacs.redshift_data.BatchExecuteStatement],
             Resource=[warehouse.arn],
         ),
-        Statement(
-            Effect=Allow,
-            Action=[awacs.secretsmanager.GetSecretValue],
-            Resource=[warehouse.secret_arn],
-        ),
+        # AWS: same page ("Storing database credentials in AWS Secrets Manager"): the caller
+        # of the Data API reads the secret it names.
+        secret_read(warehouse, [awacs.secretsmanager.GetSecretValue]),
         secret_decryption(warehouse, key),
     ]
 
 
+def secret_read(warehouse: Warehouse, actions: list) -> Statement:
+    """Secrets Manager actions on the warehouse's admin secret only. Without its ARN (Redshift
+    Serverless), the secret's name with the 6-character suffix Secrets Manager adds (AWS:
+    "Permissions policy examples for AWS Secrets Manager": `-??????` matches that suffix and
+    no other secret's name)."""
+    return Statement(Effect=Allow, Action=actions, Resource=[warehouse.secret_arn_pattern])
+
+
 def secret_decryption(warehouse: Warehouse, key: Ref) -> Statement:
-    """The data key's use for reading the admin secret, through Secrets Manager only."""
+    """The data key's use for reading the admin secret, through Secrets Manager only.
+
+    AWS: "Secret encryption and decryption in AWS Secrets Manager": reading a secret encrypted
+    with a customer managed key takes kms:Decrypt on it; Secrets Manager asks KMS in the
+    caller's name (kms:ViaService) with the secret's ARN as encryption context (SecretARN).
+    """
     return Statement(
         Effect=Allow,
         Action=[awacs.kms.Decrypt],
         Resource=[key],
-        Condition=Condition(StringEquals({
-            "kms:ViaService": Sub("secretsmanager.${AWS::Region}.amazonaws.com"),
-            "kms:EncryptionContext:SecretARN": warehouse.secret_arn,
-        })),
+        Condition=Condition([
+            StringEquals("kms:ViaService", Sub("secretsmanager.${AWS::Region}.amazonaws.com")),
+            StringLike("kms:EncryptionContext:SecretARN", warehouse.secret_arn_pattern),
+        ]),
     )
 
 
@@ -582,10 +605,10 @@ def add_quicksight(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse
         PolicyName=Sub("${AWS::StackName}-redshift-secret"),
         Roles=[QUICKSIGHT_SECRETS_ROLE],
         PolicyDocument=policies.document(
-            Statement(Effect=Allow,
-                      Action=[awacs.secretsmanager.GetSecretValue,
-                              awacs.secretsmanager.DescribeSecret],
-                      Resource=[warehouse.secret_arn]),
+            # AWS: "Using AWS Secrets Manager secrets instead of database credentials in
+            # Amazon QuickSight": QuickSight reads a data source's secret as this role.
+            secret_read(warehouse, [awacs.secretsmanager.GetSecretValue,
+                                    awacs.secretsmanager.DescribeSecret]),
             secret_decryption(warehouse, b.input(DATA_KEY_ARN)),
         ),
     ))
