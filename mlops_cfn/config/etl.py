@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from .base import CRON_PATTERN, Setting, StageToggle
+from .storage import READABLE_STORAGE_CLASSES
 
 # Table names the crawlers give: the raw crawler prefixes its tables with this, so a raw table
 # never takes the name of the processed one (which is the processed prefix without the slash).
@@ -128,8 +129,18 @@ class EtlConfig(StageToggle):
         return ("glue", "kms", "logs", "monitoring", "sts")
 
     def problems_with(self, config: Any) -> list[str]:
+        problems = []
         network = config.network
         if network.mode == "existing" and network.subnet_zones is None:
-            return ["stages.etl: needs network.subnet_zones with network mode 'existing' (the "
-                    "Glue job's network connections must name their subnets' zones)"]
-        return []
+            problems.append("stages.etl: needs network.subnet_zones with network mode "
+                            "'existing' (the Glue job's network connections must name their "
+                            "subnets' zones)")
+        storage = config.stages.storage
+        if (self.recrawl == "everything" and storage.enabled
+                and storage.archive_storage_class not in READABLE_STORAGE_CLASSES):
+            problems.append(
+                f"stages.etl.recrawl: 'everything' reads every raw object again, and "
+                f"stages.storage.archive_storage_class {storage.archive_storage_class} makes "
+                f"raw objects unreadable (until restored) after archive_after_days; use "
+                f"'new_folders_only' or archive to GLACIER_IR")
+        return problems

@@ -30,9 +30,14 @@ UNSCOPABLE = {"ec2:DescribeNetworkInterfaces", "ec2:DescribeRouteTables",
               "cloudwatch:PutMetricData"}
 
 
-def config(env: str = "dev", ingestion: bool = True, network: dict | None = None, **changes):
+# Raw objects that stay readable: what a crawler of every folder needs.
+READABLE_ARCHIVE = {"archive_storage_class": "GLACIER_IR"}
+
+
+def config(env: str = "dev", ingestion: bool = True, network: dict | None = None,
+           storage: dict | None = None, **changes):
     data = {"stages": {"etl": {"enabled": True, **changes},
-                       "ingestion": {"enabled": ingestion}}}
+                       "ingestion": {"enabled": ingestion}, "storage": storage or {}}}
     if network is not None:
         data["network"] = network
     return config_with(data, env=env).config
@@ -502,11 +507,19 @@ def test_a_processed_folder_named_like_a_raw_table_is_refused():
     ("everything", "CRAWL_EVERYTHING", "UPDATE_IN_DATABASE"),
 ])
 def test_recrawl_and_schema_change_policies(recrawl, behavior, update):
-    for crawler in crawlers(template(recrawl=recrawl)).values():
+    for crawler in crawlers(template(recrawl=recrawl, storage=READABLE_ARCHIVE)).values():
         assert crawler["RecrawlPolicy"] == {"RecrawlBehavior": behavior}
         # Never drop a table or partition because its objects are gone (archived).
         assert crawler["SchemaChangePolicy"] == {"UpdateBehavior": update, "DeleteBehavior": "LOG"}
         assert "Schedule" not in crawler  # the workflow starts them
+
+
+@pytest.mark.parametrize("archive", ["GLACIER", "DEEP_ARCHIVE"])
+def test_crawling_every_raw_folder_again_needs_raw_objects_that_stay_readable(archive):
+    # Day 90 (issue 12, finding 7): archived raw objects cannot be read without a restore.
+    with pytest.raises(UserError, match="stages.etl.recrawl: 'everything'.*"
+                                        f"archive_storage_class {archive}"):
+        config(recrawl="everything", storage={"archive_storage_class": archive})
 
 
 # --- orchestration ----------------------------------------------------------------------------
@@ -551,7 +564,8 @@ def test_without_a_schedule_the_workflow_runs_on_demand():
 @pytest.mark.parametrize("changes", [
     {},
     {"ingestion": False},
-    {"glue_version": "5.0", "output_format": "csv", "schedule": None, "recrawl": "everything"},
+    {"glue_version": "5.0", "output_format": "csv", "schedule": None, "recrawl": "everything",
+     "storage": READABLE_ARCHIVE},
     {"network": EXISTING_NETWORK_WITH_ZONES},
 ], ids=["default", "without-ingestion", "glue5-csv-on-demand", "existing-vpc"])
 def test_template_has_no_cfn_lint_findings(changes):

@@ -39,6 +39,9 @@ from typing import Any, Iterable
 ARGUMENTS = ("database", "raw_location", "processed_location", "output_format",
              "partition_keys", "timestamp_columns")
 
+# Storage classes whose objects cannot be read without a restore (the raw bucket's archive).
+ARCHIVED_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+
 NULL_TOKENS = frozenset({"", "null", "none", "nan", "n/a", "na", "nil", "undefined", "-"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
@@ -323,8 +326,12 @@ def main() -> None:  # pragma: no cover - runs inside Glue only
               for t in page["TableList"]]
     raw_table = table_for_location(tables, args["raw_location"])
 
+    # Raw objects move to an archive class with age (the backup): never read those, so a run
+    # after a bookmark reset reads what is readable instead of failing on the first archived
+    # object (AWS: "Excluding Amazon S3 storage classes").
     source = glue_context.create_dynamic_frame.from_catalog(
-        database=args["database"], table_name=raw_table, transformation_ctx="raw")
+        database=args["database"], table_name=raw_table, transformation_ctx="raw",
+        additional_options={"excludeStorageClasses": list(ARCHIVED_STORAGE_CLASSES)})
     # A column the crawler saw with more than one type arrives (and stays) text.
     frame = source.resolveChoice(choice="cast:string").toDF()
     if not frame.columns or frame.rdd.isEmpty():
