@@ -20,43 +20,10 @@ MULTI_NODE_ONLY = ("ra3.4xlarge", "ra3.16xlarge")
 # Unquoted Redshift identifiers we write into SQL: lowercase, so that they need no quoting and
 # cannot carry SQL of their own.
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,126}$"
-# Column types a COPY from CSV or Parquet can fill. Kept to a closed grammar: the text goes into
-# generated DDL as is.
-COLUMN_TYPE = (
-    r"^(smallint|integer|bigint|real|double precision|boolean|date|timestamp|timestamptz"
-    r"|decimal\([1-9][0-9]?,[0-9][0-9]?\)|varchar\([1-9][0-9]{0,4}\)|char\([1-9][0-9]{0,3}\))$"
-)
 # Redshift reserves these as user names.
 RESERVED_USER_NAMES = ("public", "rdsdb", "rdsadmin", "awsuser", "postgres", "root")
 CIDR = r"^[0-9./]+$"
 QUICKSIGHT_PRINCIPAL = r"^arn:aws[a-z-]*:quicksight:[a-z0-9-]+:[0-9]{12}:(user|group)/[^/]+/.+$"
-
-
-class Column(Model):
-    name: Annotated[str, Field(pattern=IDENTIFIER, description="Column name (lowercase).")]
-    type: Annotated[
-        str,
-        Field(pattern=COLUMN_TYPE,
-              description="Redshift type, lowercase: smallint, integer, bigint, real, double "
-                          "precision, boolean, date, timestamp, timestamptz, decimal(p,s), "
-                          "varchar(n), char(n)."),
-    ]
-
-
-# An example event schema, in the order the bundled ETL job writes it: the raw records' columns
-# (cleaned to snake_case, typed: text -> varchar, whole numbers -> bigint, other numbers -> double
-# precision, `stages.etl.timestamp_columns` -> timestamp), then the raw partition columns that are
-# not `stages.etl.partition_keys` (with the defaults: Firehose's `hour`, as text). Replace it with
-# your data's columns: a COPY matches them by position.
-DEFAULT_COLUMNS = (
-    Column(name="event_id", type="varchar(64)"),
-    Column(name="event_type", type="varchar(64)"),
-    Column(name="user_id", type="varchar(64)"),
-    Column(name="item_id", type="varchar(64)"),
-    Column(name="event_time", type="timestamp"),
-    Column(name="value", type="double precision"),
-    Column(name="hour", type="varchar(2)"),
-)
 
 
 class TableConfig(Model):
@@ -64,30 +31,20 @@ class TableConfig(Model):
         str, Field(pattern=IDENTIFIER, description="Schema of the loaded table.")
     ] = "analytics"
     name: Annotated[
-        str, Field(pattern=IDENTIFIER, description="Table the processed data is loaded into.")
+        str,
+        Field(pattern=IDENTIFIER,
+              description="Table the processed data is loaded into. Its columns are "
+                          "record_schema's, in the same order (a COPY matches them by "
+                          "position)."),
     ] = "events"
-    columns: Annotated[
-        list[Column],
-        Field(min_length=1, max_length=1600,
-              description="The processed files' columns in file order (a COPY matches them by "
-                          "position and type). The `stages.etl.partition_keys` are folders, not "
-                          "columns of the files, and are not listed."),
-    ] = list(DEFAULT_COLUMNS)
-
-    @field_validator("columns")
-    @classmethod
-    def _names_unique(cls, value):
-        names = [c.name for c in value]
-        if len(set(names)) != len(names):
-            raise ValueError("lists a column name twice")
-        return value
 
 
 class LoadConfig(Model):
     enabled: Annotated[
         bool,
-        Field(description="Reload the table through the Redshift Data API each time the ETL "
-                          "job succeeds (an EventBridge rule; needs the etl stage)."),
+        Field(description="Reload the table through the Redshift Data API each time an ETL "
+                          "job run wrote new records (an EventBridge rule; needs the etl "
+                          "stage)."),
     ] = True
     retry_attempts: Annotated[
         int,

@@ -36,8 +36,8 @@ class EtlConfig(StageToggle):
         Literal["parquet", "csv"],
         Field(description="Format of the processed data: `parquet` (Snappy-compressed) or `csv` "
                           "(comma-separated with a header row, quoted with `\"`). Either way the "
-                          "files are partitioned by `partition_keys` (Hive-style key=value "
-                          "folders)."),
+                          "files hold the `record_schema` columns in order and are partitioned "
+                          "by `partition_keys` (Hive-style key=value folders)."),
     ] = "parquet"
     partition_keys: Annotated[
         list[Identifier],
@@ -46,12 +46,6 @@ class EtlConfig(StageToggle):
                           "raw data Firehose writes has year, month, day and hour; a key missing "
                           "from the data is skipped. [] writes unpartitioned files."),
     ] = ["year", "month", "day"]
-    timestamp_columns: Annotated[
-        list[Identifier],
-        Field(max_length=100,
-              description="Columns (by their cleaned snake_case name) the job parses into "
-                          "timestamps: ISO 8601 text or epoch seconds/milliseconds, read as UTC."),
-    ] = []
     schedule: Annotated[
         str | None,
         Field(pattern=CRON_PATTERN,
@@ -102,7 +96,7 @@ class EtlConfig(StageToggle):
                           "to the directory mlops-cfn runs in (not to this file). It is shipped "
                           "as an asset and gets the same job arguments as the bundled script."),
     ] = None
-    @field_validator("partition_keys", "timestamp_columns")
+    @field_validator("partition_keys")
     @classmethod
     def _no_repeats(cls, value):
         if len(set(value)) != len(value):
@@ -125,8 +119,9 @@ class EtlConfig(StageToggle):
         # configuration's client-side bookmark encryption and log encryption (AWS: without a
         # KMS route jobs fail with a KMS timeout, crawlers with an internal service exception)
         # - `kms`; STS, which AWS lists among the endpoints a Glue VPC connection needs, for the
-        # job role's session - `sts`. S3 goes through the VPC's gateway endpoint.
-        return ("glue", "kms", "logs", "monitoring", "sts")
+        # job role's session - `sts`; EventBridge for the job's new-data event (PutEvents) -
+        # `events`. S3 goes through the VPC's gateway endpoint.
+        return ("events", "glue", "kms", "logs", "monitoring", "sts")
 
     def problems_with(self, config: Any) -> list[str]:
         problems = []
@@ -135,6 +130,13 @@ class EtlConfig(StageToggle):
             problems.append("stages.etl: needs network.subnet_zones with network mode "
                             "'existing' (the Glue job's network connections must name their "
                             "subnets' zones)")
+        columns = [c.name for c in config.record_schema.columns]
+        folders = [key for key in self.partition_keys if key in columns]
+        if folders:
+            problems.append(
+                f"record_schema.columns: {', '.join(map(repr, folders))} is also in "
+                f"stages.etl.partition_keys; a partition key is a folder, not a column of the "
+                f"files (the warehouse's COPY matches columns by position): remove it from one")
         storage = config.stages.storage
         if (self.recrawl == "everything" and storage.enabled
                 and storage.archive_storage_class not in READABLE_STORAGE_CLASSES):

@@ -19,10 +19,11 @@ Resources
   CloudWatch, automated snapshots; a final snapshot on delete or replace), WarehouseSubnetGroup,
   WarehouseParameterGroup (SSL required, user activity logging).
 - With the etl stage (and `load` or `spectrum` on): LoadRule, an EventBridge rule on the ETL
-  job's success whose Redshift targets run the generated SQL through the Data API
-  (analytics_sql.py): the reload of `table` (one transaction) and the external schema over the
-  Glue database; LoadRole (Data API on this warehouse, its secret), LoadDeadLetterQueue and
-  LoadDeadLetterQueuePolicy.
+  job's new-data event with at least one record (etl_events.py; a run that found nothing new
+  loads nothing) whose Redshift targets run the generated SQL through the Data API
+  (analytics_sql.py): the reload of `table` (one transaction; its columns are record_schema's)
+  and the external schema over the Glue database; LoadRole (Data API on this warehouse, its
+  secret), LoadDeadLetterQueue and LoadDeadLetterQueuePolicy.
 - With `quicksight.enabled`: QuickSightSecurityGroup, QuickSightVpcConnectionRole,
   QuickSightVpcConnection, QuickSightDataSource, QuickSightSecretAccess (a policy on QuickSight's
   own Secrets Manager role, which the account prerequisites create; see docs/quicksight.md).
@@ -61,7 +62,7 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        REDSHIFT_SECRET_ARN, REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
-from . import analytics_sql
+from . import analytics_sql, etl_events
 
 # Redshift's default port, set explicitly so the security groups and outputs can name it.
 PORT = 5439
@@ -380,15 +381,7 @@ def add_provisioned(b: StageBuilder, config: PipelineConfig, role: iam.Role,
     )
 
 
-# --- loading on the ETL job's success -------------------------------------------------------
-
-def etl_success_pattern(job_name: Ref) -> dict:
-    return {
-        "source": ["aws.glue"],
-        "detail-type": ["Glue Job State Change"],
-        "detail": {"jobName": [job_name], "state": ["SUCCEEDED"]},
-    }
-
+# --- loading when the ETL job wrote new records ----------------------------------------------
 
 def load_sql(b: StageBuilder, config: PipelineConfig, role: iam.Role) -> list[str]:
     """The load transaction, with the deploy-time values as Fn::Sub placeholders."""
@@ -396,8 +389,8 @@ def load_sql(b: StageBuilder, config: PipelineConfig, role: iam.Role) -> list[st
     b.input(PROCESSED_DATA_PREFIX)
     source = f"s3://${{{PROCESSED_BUCKET_NAME.name}}}/${{{PROCESSED_DATA_PREFIX.name}}}"
     return analytics_sql.load_statements(
-        config.stages.analytics.table, source, "${%s.Arn}" % role.title,
-        processed_format(config))
+        config.stages.analytics.table, config.record_schema.columns, source,
+        "${%s.Arn}" % role.title, processed_format(config))
 
 
 def external_schema_sql(b: StageBuilder, config: PipelineConfig, role: iam.Role) -> str:
@@ -464,8 +457,8 @@ def add_load_rule(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse,
     rule = b.add(events.Rule(
         "LoadRule",
         Name=rule_name,
-        Description="Load the processed data into Redshift when the ETL job succeeds",
-        EventPattern=etl_success_pattern(b.input(ETL_JOB_NAME)),
+        Description="Load the processed data into Redshift when the ETL job wrote new records",
+        EventPattern=etl_events.new_records_pattern(b.input(ETL_JOB_NAME)),
         State="ENABLED",
         Targets=targets,
     ))

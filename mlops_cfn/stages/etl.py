@@ -22,12 +22,12 @@ Resources
 - Workflow with StartTrigger (scheduled from EtlSchedule, or on demand), JobTrigger (raw crawler
   SUCCEEDED -> job) and ProcessedCrawlerTrigger (job SUCCEEDED -> processed crawler).
 
-Events: Glue sends "Glue Job State Change" events to the default EventBridge bus by itself. A
-stage that reacts to fresh processed data (training, analytics) matches
-`{"source": ["aws.glue"], "detail-type": ["Glue Job State Change"],
-  "detail": {"jobName": [<EtlJobName>], "state": ["SUCCEEDED"]}}`
-with the EtlJobName wire; no resource here is needed for that. The processed table's new
-partitions appear once the processed crawler finishes ("Glue Crawler State Change", crawlerName
+Events: once a run has written and committed, the job puts one event on the default bus with
+the number of records it wrote (etl_events.py): a stage that reacts to new processed data
+(training, analytics) matches etl_events.new_records_pattern(<EtlJobName>), which needs at
+least one record, so an hourly run that found nothing new starts nothing. (Glue's own "Glue Job
+State Change" SUCCEEDED fires for every run.) The processed table's new partitions appear once
+the processed crawler finishes ("Glue Crawler State Change", crawlerName
 <project>-<env>-processed-crawler, state Succeeded), for consumers that query the catalog.
 
 Inputs: DataKeyArn, RawBucketName, RawBucketArn, ProcessedBucketName, ProcessedBucketArn, VpcId,
@@ -45,11 +45,13 @@ from typing import Any, Sequence
 
 import awacs.cloudwatch
 import awacs.ec2
+import awacs.events
 import awacs.glue
 import awacs.kms
 import awacs.logs
 import awacs.s3
-from awacs.aws import Allow, Condition, ForAllValuesStringEquals, Statement, StringEquals, StringLike
+from awacs.aws import (Allow, Condition, ForAllValuesStringEquals, Statement, StringEquals,
+                       StringLike)
 from troposphere import GetAtt, Ref, Select, Sub, ec2, glue, iam, logs
 
 from .. import naming, policies
@@ -58,11 +60,12 @@ from ..config import PipelineConfig
 from ..config.etl import RAW_TABLE_PREFIX, EtlConfig
 from ..errors import UserError
 from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_SUBNET_IDS,
-                       PRIVATE_SUBNET_ZONES, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX,
-                       PROCESSED_TABLE_NAME, RAW_BUCKET_ARN, RAW_BUCKET_NAME, RAW_DATA_PREFIX,
-                       VPC_ID)
+                       PRIVATE_SUBNET_ZONES, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
+                       PROCESSED_DATA_PREFIX, PROCESSED_TABLE_NAME, RAW_BUCKET_ARN,
+                       RAW_BUCKET_NAME, RAW_DATA_PREFIX, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, https_to_endpoints_and_s3
+from . import etl_events
 
 JOB_SCRIPT = Path(__file__).resolve().parent.parent / "data" / "glue" / "etl_job.py"
 
@@ -383,7 +386,10 @@ def job_arguments(b: StageBuilder, config: PipelineConfig, lake: DataLake,
         "--processed_location": lake.processed_location,
         "--output_format": etl.output_format,
         "--partition_keys": json.dumps(etl.partition_keys),
-        "--timestamp_columns": json.dumps(etl.timestamp_columns),
+        "--schema": json.dumps(config.record_schema.as_job_argument(),
+                               separators=(",", ":")),
+        "--event_source": etl_events.SOURCE,
+        "--event_detail_type": etl_events.DETAIL_TYPE,
     }
     if continuous_log_group is not None:
         arguments.update({
@@ -473,6 +479,16 @@ def job_statements(lake: DataLake, key: Ref, database: glue.Database, network: N
             Resource=catalog_arns(database),
         ),
         connection_statement(network),
+        # AWS: "Using IAM policy conditions in Amazon EventBridge": PutEvents on the default
+        # bus, for the job's one event (source and detail type as conditions): the run's
+        # count of new records (etl_events.py).
+        Statement(
+            Effect=Allow,
+            Action=[awacs.events.PutEvents],
+            Resource=[policies.arn("events", "event-bus/default")],
+            Condition=Condition(StringEquals({"events:source": etl_events.SOURCE,
+                                              "events:detail-type": etl_events.DETAIL_TYPE})),
+        ),
         # PutMetricData has no resource-level permissions; the condition keeps the job to
         # Glue's own metric namespace.
         Statement(

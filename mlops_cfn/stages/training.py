@@ -15,7 +15,8 @@ Resources
 - Assets: prepare.py (with the prepare step) and evaluate.py (mlops_cfn/data/training/).
 - With triggers (config `triggers`): TriggerRole (EventBridge may start this pipeline only),
   TriggerDeadLetterQueue (+ policy) for events EventBridge could not deliver after its retries,
-  and one rule each: EtlSucceededRule (Glue Job State Change, SUCCEEDED, the ETL job),
+  and one rule each: EtlSucceededRule (the ETL job's new-data event with at least one record,
+  etl_events.py: a run that found nothing new trains nothing),
   NewDataRule (Object Created under the input prefix, ending in the marker), ScheduleRule.
 - Mappings XgboostRegistry: the account holding the built-in XGBoost image in each region.
 
@@ -51,7 +52,7 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
-from . import training_pipeline
+from . import etl_events, training_pipeline
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .training_pipeline import Cfn, Refs
 
@@ -251,8 +252,11 @@ def definition_body(b: StageBuilder, config: PipelineConfig, refs: Refs) -> Sub:
         variables["XgboostAccount"] = FindInMap(XGBOOST_MAPPING, Ref("AWS::Region"), "Account")
     if refs.analyzer_image is not None:
         variables["AnalyzerAccount"] = analyzer_account(b, config.stages.monitoring.model_monitor)
-    text = training_pipeline.sub_body(
-        training_pipeline.definition(settings, refs, settings.input_format(config)))
+    schema = config.record_schema
+    assert schema.label is not None  # TrainingConfig.problems_with refuses a schema without one
+    columns = training_pipeline.Columns(schema.label, tuple(schema.feature_columns()))
+    text = training_pipeline.sub_body(training_pipeline.definition(
+        settings, refs, columns, settings.input_format(config)))
     return Sub(text, **variables)
 
 
@@ -478,13 +482,9 @@ def trigger_rule(b: StageBuilder, settings: TrainingConfig, trigger: str,
     if trigger == "etl_success":
         return events.Rule(
             "EtlSucceededRule",
-            Description="Train when the ETL job has written new processed data",
+            Description="Train when the ETL job has written new processed records",
             State="ENABLED",
-            EventPattern={
-                "source": ["aws.glue"],
-                "detail-type": ["Glue Job State Change"],
-                "detail": {"jobName": [b.input(ETL_JOB_NAME)], "state": ["SUCCEEDED"]},
-            },
+            EventPattern=etl_events.new_records_pattern(b.input(ETL_JOB_NAME)),
         )
     if trigger == "new_data":
         return events.Rule(

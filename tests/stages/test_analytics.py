@@ -364,12 +364,15 @@ def target(t: dict, target_id: str) -> dict:
     return found
 
 
-def test_the_rule_fires_when_the_etl_job_succeeds():
+def test_the_rule_fires_when_an_etl_job_run_wrote_new_records():
+    # Not Glue's SUCCEEDED, which every hourly run sends, new records or not (issue 12,
+    # finding 8); tests/test_etl_job.py matches the pattern against sample events.
     t = template()
     assert rule(t)["EventPattern"] == {
-        "source": ["aws.glue"],
-        "detail-type": ["Glue Job State Change"],
-        "detail": {"jobName": [{"Ref": ETL_JOB_NAME.name}], "state": ["SUCCEEDED"]},
+        "source": ["mlops-cfn.etl"],
+        "detail-type": ["Processed Data Written"],
+        "detail": {"jobName": [{"Ref": ETL_JOB_NAME.name}],
+                   "recordsWritten": [{"numeric": [">", 0]}]},
     }
     assert rule(t)["State"] == "ENABLED"
 
@@ -394,8 +397,8 @@ def test_the_load_target_runs_the_generated_statements_as_one_batch():
     t = template()
     config = loaded().config
     expected = analytics_sql.load_statements(
-        config.stages.analytics.table, "s3://${ProcessedBucketName}/${ProcessedDataPrefix}",
-        "${RedshiftRole.Arn}", "parquet")
+        config.stages.analytics.table, config.record_schema.columns,
+        "s3://${ProcessedBucketName}/${ProcessedDataPrefix}", "${RedshiftRole.Arn}", "parquet")
     sqls = target(t, "load-table")["RedshiftDataParameters"]["Sqls"]
     assert [s["Fn::Sub"] if isinstance(s, dict) else s for s in sqls] == expected
     # Every placeholder is something the template defines.

@@ -235,9 +235,10 @@ def test_security_group_admits_only_itself_and_sends_only_https_beyond_itself():
 
 
 def test_the_interface_endpoints_a_vpc_glue_job_calls_are_requested():
-    assert set(EtlConfig().vpc_endpoints()) == {"glue", "kms", "logs", "monitoring", "sts"}
-    assert {"glue", "kms", "logs", "monitoring", "sts"} <= set(
-        needed_interface_endpoints(config()))
+    # `events`: the job's new-data event (PutEvents) from the private subnets.
+    called = {"events", "glue", "kms", "logs", "monitoring", "sts"}
+    assert set(EtlConfig().vpc_endpoints()) == called
+    assert called <= set(needed_interface_endpoints(config()))
 
 
 # --- IAM --------------------------------------------------------------------------------------
@@ -407,11 +408,31 @@ def test_parquet_is_the_default_output_format():
 
 
 def test_csv_is_chosen_by_config():
-    args = job(template(output_format="csv", partition_keys=["year"],
-                        timestamp_columns=["event_time"]))["DefaultArguments"]
+    args = job(template(output_format="csv", partition_keys=["year"]))["DefaultArguments"]
     assert args["--output_format"] == "csv"
     assert json.loads(args["--partition_keys"]) == ["year"]
-    assert json.loads(args["--timestamp_columns"]) == ["event_time"]
+
+
+def test_the_job_writes_the_record_schema():
+    args = job(template())["DefaultArguments"]
+    assert json.loads(args["--schema"]) == [
+        {"name": "event_id", "type": "string", "max_bytes": 64},
+        {"name": "event_type", "type": "string", "max_bytes": 64},
+        {"name": "user_id", "type": "string", "max_bytes": 64},
+        {"name": "item_id", "type": "string", "max_bytes": 64},
+        {"name": "event_time", "type": "timestamp"},
+        {"name": "value", "type": "double"},
+        {"name": "label", "type": "integer"}]
+
+
+def test_a_schema_column_named_like_a_partition_key_is_refused():
+    # A partition key is a folder, not a column of the files: listing it would shift every
+    # later column of the warehouse's positional COPY.
+    with pytest.raises(UserError, match="record_schema.columns: 'year' is also in "
+                                        "stages.etl.partition_keys"):
+        config_with({"record_schema": {"columns": [
+            {"name": "year", "type": "string"}, {"name": "label", "type": "integer"},
+            {"name": "x", "type": "double"}]}})
 
 
 def test_job_sizes_come_from_the_settings():
