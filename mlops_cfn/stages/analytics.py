@@ -169,9 +169,13 @@ def redshift_statements(b: StageBuilder, config: PipelineConfig) -> list[Stateme
     objects = (Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/${{{PROCESSED_DATA_PREFIX.name}}}*")
                if etl else Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/*"))
     statements = [
+        # AWS: "IAM permissions for COPY, UNLOAD, and CREATE LIBRARY" (Redshift database
+        # developer guide): COPY from S3 reads with s3:GetObject, s3:GetBucketLocation and
+        # s3:ListBucket; "IAM policies for Amazon Redshift Spectrum": Spectrum reads the same.
         *policies.bucket_access(bucket, prefix, read=True),
-        # S3 decrypts for Redshift's reads; with bucket keys the encryption context names the
-        # bucket, without them the object.
+        # AWS: "Loading encrypted data files from Amazon S3": COPY reads SSE-KMS objects, which
+        # S3 decrypts for the role (kms:Decrypt through S3); with bucket keys the encryption
+        # context names the bucket, without them the object.
         Statement(
             Effect=Allow,
             Action=[awacs.kms.Decrypt],
@@ -189,7 +193,12 @@ def redshift_statements(b: StageBuilder, config: PipelineConfig) -> list[Stateme
 
 
 def glue_catalog_read(database_parameter: str) -> Statement:
-    """Spectrum's catalog reads: the one database (named by a parameter) and its tables."""
+    """Spectrum's catalog reads: the one database (named by a parameter) and its tables.
+
+    AWS: "IAM policies for Amazon Redshift Spectrum" (AWS Glue Data Catalog access: the Get
+    actions for querying; the Create, Update and Delete ones are for DDL from Redshift, which
+    nothing here runs), in the resource form of "Specifying AWS Glue resource ARNs".
+    """
     name = database_parameter
     return Statement(
         Effect=Allow,
@@ -610,19 +619,26 @@ def add_quicksight(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse
 def vpc_connection_statements(group: ec2.SecurityGroup) -> list[Statement]:
     network_interfaces = policies.arn("ec2", "network-interface/*")
     own_group = policies.arn("ec2", "security-group/${%s.GroupId}" % group.title)
+    # Every statement: AWS, "Configuring the VPC connection in the QuickSight console" (the
+    # IAM role's permissions: CreateNetworkInterface, ModifyNetworkInterfaceAttribute,
+    # DeleteNetworkInterface, DescribeSubnets, DescribeSecurityGroups), narrowed to the
+    # connection's own security group where EC2 allows it.
     return [
+        # AWS: that page: creating the connection's network interfaces.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
             Resource=[network_interfaces, policies.arn("ec2", "subnet/*"), own_group],
         ),
+        # AWS: that page: changing and deleting them.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.ModifyNetworkInterfaceAttribute,
                     awacs.ec2.DeleteNetworkInterface],
             Resource=[network_interfaces, own_group],
         ),
-        # EC2 Describe actions have no resource-level permissions: "*" is all AWS accepts.
+        # AWS: that page: EC2 Describe actions, which have no resource-level permissions: "*"
+        # is all AWS accepts.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeSubnets, awacs.ec2.DescribeSecurityGroups],

@@ -97,14 +97,20 @@ def ingest_stream(b: StageBuilder, settings: IngestionConfig, key: Ref) -> kines
 
 def producer_statements(stream: kinesis.Stream, key: Ref) -> list[Statement]:
     return [
+        # AWS: "Permissions to use user-generated KMS keys" (Kinesis Data Streams): a producer
+        # puts records; "Grant DescribeStreamSummary permission to the KPL": the KPL checks
+        # the stream's record distribution first; "Amazon Kinesis Producer Library now
+        # supports ListShards API" (What's New, 2019): the KPL discovers shards with ListShards.
         Statement(
             Effect=Allow,
             Action=[awacs.kinesis.PutRecord, awacs.kinesis.PutRecords,
                     awacs.kinesis.DescribeStreamSummary, awacs.kinesis.ListShards],
             Resource=[GetAtt(stream, "Arn")],
         ),
-        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis", "aws:kinesis:arn",
-                           [GetAtt(stream, "Arn")]),
+        # AWS: "Permissions to use user-generated KMS keys": producers need GenerateDataKey;
+        # Kinesis passes the stream ARN as encryption context (same page).
+        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis",
+                                    "aws:kinesis:arn", [GetAtt(stream, "Arn")]),
     ]
 
 
@@ -300,7 +306,9 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
     queue_arns = [GetAtt(q, "Arn") for q in queues]
     network_interfaces = policies.arn("ec2", "network-interface/*")
     return [
-        # What the event source mapping reads with this role.
+        # AWS: "Using Lambda with Kinesis Data Streams" (execution role permissions): what the
+        # event source mapping reads with this role (SubscribeToShard only for enhanced
+        # fan-out, which this mapping does not use).
         Statement(
             Effect=Allow,
             Action=[awacs.kinesis.DescribeStream, awacs.kinesis.DescribeStreamSummary,
@@ -308,16 +316,26 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
                     awacs.kinesis.ListShards],
             Resource=[stream_arn],
         ),
-        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
+        # AWS: "Permissions to use user-generated KMS keys" (Kinesis Data Streams): consumers
+        # of a stream encrypted with a customer managed key need Decrypt.
+        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn",
+                                    [stream_arn]),
+        # AWS: "Capturing discarded batches for a Kinesis Data Streams event source" (an SQS
+        # on-failure destination) and "Adding a dead-letter queue" (Lambda): SendMessage.
         Statement(Effect=Allow, Action=[awacs.sqs.SendMessage], Resource=queue_arns),
+        # AWS: "Encryption at rest in Amazon SQS" (key management): sending to a queue
+        # encrypted with a customer managed key takes GenerateDataKey and Decrypt.
         policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
-                           "aws:sqs:arn", queue_arns),
+                                    "aws:sqs:arn", queue_arns),
+        # AWS: "Sending Lambda function logs to CloudWatch Logs": streams and events in the
+        # function's (pre-created) log group.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
             Resource=[policies.arn("logs", "log-group:${%s}:*" % log_group.title)],
         ),
-        # Lambda creates the function's network interfaces with this role.
+        # AWS: "Giving Lambda functions access to resources in an Amazon VPC" (execution role
+        # permissions): Lambda creates the function's network interfaces with this role.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
@@ -325,14 +343,17 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
                       policies.arn("ec2", "security-group/${%s.GroupId}"
                                    % security_group.title)],
         ),
+        # AWS: same page: and deletes them, and assigns and unassigns their addresses.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DeleteNetworkInterface, awacs.ec2.AssignPrivateIpAddresses,
                     awacs.ec2.UnassignPrivateIpAddresses],
             Resource=[network_interfaces],
         ),
-        # EC2 Describe actions and X-Ray's write actions have no resource-level permissions:
-        # AWS accepts nothing narrower than "*" for them.
+        # AWS: same page (DescribeNetworkInterfaces, DescribeSubnets) and "Visualize Lambda
+        # function invocations using AWS X-Ray" (PutTraceSegments, PutTelemetryRecords with
+        # active tracing). EC2 Describe actions and X-Ray's write actions have no resource-level
+        # permissions: AWS accepts nothing narrower than "*" for them.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeSubnets,
@@ -340,7 +361,3 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
             Resource=["*"],
         ),
     ]
-
-
-# --- shared pieces -------------------------------------------------------------------------
-

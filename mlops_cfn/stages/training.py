@@ -306,7 +306,11 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                 policies.arn("sagemaker", f"model-package/{group}/*")]
     network_interfaces = policies.arn("ec2", "network-interface/*")
     statements = [
-        # The pipeline starts, watches and stops its own jobs, and registers models.
+        # AWS: "IAM Access Management" (SageMaker Pipelines, pipeline role permissions): Create
+        # and Describe for each job type the pipeline runs; "StopPipelineExecution" (API
+        # reference): stopping an execution stops its running jobs, with this role;
+        # "Provide permissions for tagging SageMaker AI resources": Pipelines tags the jobs it
+        # creates, which takes AddTags.
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateTrainingJob, awacs.sagemaker.DescribeTrainingJob,
@@ -315,39 +319,56 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                     awacs.sagemaker.AddTags],
             Resource=jobs,
         ),
+        # AWS: same pages: the RegisterModel step creates (and describes) a model package in
+        # the registry's group, tagged.
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateModelPackage, awacs.sagemaker.DescribeModelPackage,
-                    awacs.sagemaker.DescribeModelPackageGroup, awacs.sagemaker.AddTags],
+                    awacs.sagemaker.AddTags],
             Resource=packages,
         ),
-        # The jobs run as this same role.
+        # AWS: "IAM Access Management" (SageMaker Pipelines): iam:PassRole for the role passed
+        # to each job; the jobs run as this same role.
         Statement(
             Effect=Allow,
             Action=[awacs.iam.PassRole],
             Resource=[GetAtt(role, "Arn")],
             Condition=Condition(StringEquals("iam:PassedToService", "sagemaker.amazonaws.com")),
         ),
+        # AWS: "CreateProcessingJob API: Execution Role Permissions" (s3:GetObject, s3:ListBucket,
+        # s3:GetBucketLocation on the inputs): the prepare step reads the input prefix.
         *policies.bucket_access(processed, input_prefix),
+        # AWS: same page and "CreateTrainingJob API: Execution Role Permissions" (reading
+        # inputs, s3:PutObject for outputs, with multipart uploads: "Multipart upload API and
+        # permissions"); "IAM Access Management" (Pipelines: s3:GetObject for JsonGet on the
+        # evaluation report): the splits, models and reports under the artifacts prefix.
         *policies.bucket_access(artifacts, settings.artifacts_prefix, write=True),
-        # The baselining step writes Model Monitor's baseline where its schedule reads it.
+        # AWS: "CreateProcessingJob API: Execution Role Permissions": the baselining step
+        # writes Model Monitor's baseline where its schedule reads it.
         *(policies.bucket_access(artifacts, baseline, read=False, write=True)
           if baseline else []),
         *script_statements(scripts),
-        # S3 encrypts and decrypts objects with the data key for the role's requests;
-        # SageMaker encrypts the job volumes and the model it uploads.
+        # AWS: "CreateTrainingJob API: Execution Role Permissions" and "CreateProcessingJob API:
+        # Execution Role Permissions" (with KmsKeyId and VolumeKmsKeyId): S3 encrypts and
+        # decrypts objects with the data key for the role's requests; SageMaker encrypts the
+        # job volumes and the model it uploads.
         policies.use_key(key, [awacs.kms.Encrypt, awacs.kms.Decrypt, awacs.kms.GenerateDataKey],
                          via_services=("s3", "sagemaker")),
-        # The volumes' encryption goes through grants SageMaker creates for the instances;
-        # only grants for AWS resources.
+        # AWS: same pages: the volumes' encryption goes through grants SageMaker creates for
+        # the instances (kms:CreateGrant); only grants for AWS resources.
         Statement(
             Effect=Allow,
             Action=[awacs.kms.CreateGrant],
             Resource=[key],
             Condition=Condition(Bool("kms:GrantIsForAWSResource", "true")),
         ),
+        # AWS: same pages: SageMaker describes the key it is given (its own statement: no grant
+        # condition can apply to DescribeKey).
         Statement(Effect=Allow, Action=[awacs.kms.DescribeKey], Resource=[key]),
-        # The jobs' network interfaces, in this VPC and with the job security group only.
+        # AWS: "Give SageMaker AI Training Jobs Access to Resources in Your Amazon VPC" and
+        # "Give SageMaker Processing Jobs Access to Resources in Your Amazon VPC" (the
+        # execution role's EC2 permissions): the jobs' network interfaces, in this VPC and with
+        # the job security group only.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
@@ -356,6 +377,7 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                                    % security_group.title)],
             Condition=in_vpc,
         ),
+        # AWS: same pages: their permissions and deletion.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterfacePermission,
@@ -364,8 +386,8 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
             Resource=[network_interfaces],
             Condition=in_vpc,
         ),
+        # AWS: same pages: SageMaker checks the subnets and security group before a VPC job.
         # EC2's Describe actions have no resource-level permissions: AWS accepts only "*".
-        # SageMaker calls them to check the subnets and security group before a VPC job.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeVpcs,
@@ -373,7 +395,8 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                     awacs.ec2.DescribeSecurityGroups],
             Resource=["*"],
         ),
-        # The jobs' logs, in the log groups SageMaker names for them.
+        # AWS: "CreateTrainingJob API: Execution Role Permissions" and "CreateProcessingJob API:
+        # Execution Role Permissions": the jobs' logs, in the log groups SageMaker names.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
@@ -381,8 +404,8 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
             Resource=[policies.arn("logs", f"log-group:{log_group}:*")
                       for log_group in JOB_LOG_GROUPS],
         ),
-        # PutMetricData has no resource-level permissions; the namespace condition keeps it
-        # to the jobs' own metrics.
+        # AWS: same pages (cloudwatch:PutMetricData). PutMetricData has no resource-level
+        # permissions; the namespace condition keeps it to the jobs' own metrics.
         Statement(
             Effect=Allow,
             Action=[awacs.cloudwatch.PutMetricData],
@@ -396,7 +419,11 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
 
 
 def script_statements(scripts: list[Asset]) -> list[Statement]:
-    """Reading the shipped scripts: processing inputs of type S3Prefix list their key first."""
+    """Reading the shipped scripts: processing inputs of type S3Prefix list their key first.
+
+    AWS: "CreateProcessingJob API: Execution Role Permissions" (s3:GetObject, s3:ListBucket,
+    s3:GetBucketLocation on a processing input's location).
+    """
     assets_bucket = policies.bucket_arn(Ref(ASSETS_BUCKET))
     return [
         Statement(Effect=Allow, Action=[awacs.s3.GetBucketLocation], Resource=[assets_bucket]),
@@ -412,7 +439,11 @@ def script_statements(scripts: list[Asset]) -> list[Statement]:
 
 
 def image_pull_statements() -> list[Statement]:
-    """Pulling a configured image from this account's ECR (the built-in images need none)."""
+    """Pulling a configured image from this account's ECR (the built-in images need none).
+
+    AWS: "CreateTrainingJob API: Execution Role Permissions" (the ECR actions for an image in
+    the account's own registry).
+    """
     return [
         # The image is a setting, so its repository is unknown here: repositories of this
         # account and region.
@@ -441,6 +472,8 @@ def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="start-training-pipeline",
+            # AWS: "Amazon EventBridge targets" (SageMaker AI pipeline as a target: the role
+            # starts the pipeline, sagemaker:StartPipelineExecution on it).
             PolicyDocument=policies.document(Statement(
                 Effect=Allow,
                 Action=[awacs.sagemaker.StartPipelineExecution],
