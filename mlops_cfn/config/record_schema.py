@@ -90,10 +90,16 @@ class RecordSchemaConfig(Model):
         list[RecordColumn],
         Field(min_length=1, max_length=MAX_COLUMNS,
               description="The processed record's columns, in the order the ETL job writes "
-                          "them and the warehouse table holds them. A raw field not listed is "
-                          "dropped; a listed column missing from a batch is written as null. "
-                          "The ETL job's partition keys are folders, not columns, and are not "
-                          "listed."),
+                          "them and the warehouse table holds them, each `{name, type, "
+                          "length}`: name as the ETL job cleans the raw field's (snake_case); "
+                          "type `string` (VARCHAR of `length` bytes, 256 unless given), "
+                          "`integer` (BIGINT), `double` (DOUBLE PRECISION), `boolean` or "
+                          "`timestamp` (ISO 8601 or epoch seconds/milliseconds, as UTC). A raw "
+                          "field not listed is dropped; a listed column missing from a batch "
+                          "is written as null. The ETL job's partition keys are folders, not "
+                          "columns, and are not listed. The whole section is set once for the "
+                          "file, not per environment: every environment loads and trains on "
+                          "the same record."),
     ] = list(DEFAULT_COLUMNS)
     label: Annotated[
         str | None,
