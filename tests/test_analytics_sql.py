@@ -2,15 +2,19 @@
 
 import pytest
 
-from mlops_cfn.config.analytics import Column, TableConfig
+from mlops_cfn.config.analytics import TableConfig
+from mlops_cfn.config.record_schema import RecordColumn
 from mlops_cfn.stages import analytics_sql as sql
 
-TABLE = TableConfig(schema_name="sales", name="orders", columns=[
-    Column(name="order_id", type="bigint"),
-    Column(name="user", type="varchar(64)"),
-    Column(name="amount", type="decimal(12,2)"),
-    Column(name="placed_at", type="timestamp"),
-])
+TABLE = TableConfig(schema_name="sales", name="orders")
+COLUMNS = [
+    RecordColumn(name="order_id", type="integer"),
+    RecordColumn(name="user", type="string", length=64),
+    RecordColumn(name="note", type="string"),
+    RecordColumn(name="amount", type="double"),
+    RecordColumn(name="returned", type="boolean"),
+    RecordColumn(name="placed_at", type="timestamp"),
+]
 SOURCE = "s3://${ProcessedBucketName}/${ProcessedDataPrefix}"
 ROLE = "${RedshiftRole.Arn}"
 
@@ -32,12 +36,14 @@ def test_literals_keep_placeholders_and_refuse_quotes_and_backslashes():
             sql.literal(bad)
 
 
-def test_the_table_is_created_with_the_configured_columns_in_order():
-    assert sql.create_table(TABLE) == (
+def test_the_table_is_created_with_the_record_schemas_columns_in_order():
+    assert sql.create_table(TABLE, COLUMNS) == (
         'CREATE TABLE IF NOT EXISTS "sales"."orders" (\n'
         '  "order_id" bigint,\n'
         '  "user" varchar(64),\n'
-        '  "amount" decimal(12,2),\n'
+        '  "note" varchar(256),\n'
+        '  "amount" double precision,\n'
+        '  "returned" boolean,\n'
         '  "placed_at" timestamp\n'
         ")")
 
@@ -60,14 +66,14 @@ def test_csv_copy_skips_the_header_and_reads_iso_dates():
 
 
 def test_csv_and_parquet_loads_differ_only_in_the_copy():
-    parquet = sql.load_statements(TABLE, SOURCE, ROLE, "parquet")
-    csv = sql.load_statements(TABLE, SOURCE, ROLE, "csv")
+    parquet = sql.load_statements(TABLE, COLUMNS, SOURCE, ROLE, "parquet")
+    csv = sql.load_statements(TABLE, COLUMNS, SOURCE, ROLE, "csv")
     assert parquet[:-1] == csv[:-1]
     assert parquet[-1] != csv[-1]
 
 
 def test_the_load_creates_then_empties_then_copies():
-    statements = sql.load_statements(TABLE, SOURCE, ROLE, "parquet")
+    statements = sql.load_statements(TABLE, COLUMNS, SOURCE, ROLE, "parquet")
     assert [s.split()[0] for s in statements] == ["CREATE", "CREATE", "DELETE", "COPY"]
     assert statements[0] == 'CREATE SCHEMA IF NOT EXISTS "sales"'
     assert statements[2] == 'DELETE FROM "sales"."orders"'
@@ -83,7 +89,7 @@ def test_the_external_schema_reads_the_glue_database_with_the_role():
 
 
 def test_placeholders_name_what_the_sub_must_resolve():
-    statements = sql.load_statements(TABLE, SOURCE, ROLE, "csv")
+    statements = sql.load_statements(TABLE, COLUMNS, SOURCE, ROLE, "csv")
     assert sql.placeholders(statements) == {
         "ProcessedBucketName", "ProcessedDataPrefix", "RedshiftRole.Arn"}
     assert sql.placeholders([sql.create_schema(TABLE)]) == set()

@@ -66,6 +66,8 @@ REFS_WITH_BASELINE = dataclasses.replace(
     REFS, baseline_uri=Cfn("s3://${ArtifactsBucketName}/monitoring/baseline/"),
     analyzer_image=Cfn("${AnalyzerAccount}.dkr.ecr.${AWS::Region}.${AWS::URLSuffix}"
                        "/sagemaker-model-monitor-analyzer"))
+# The bundled record schema's label and features.
+COLUMNS = tp.Columns("label", ("value",))
 STEP_TYPES = {"Processing", "Training", "Condition", "RegisterModel", "Fail"}
 NAME = re.compile(r"^[A-Za-z0-9\-_]{1,64}$")
 
@@ -75,7 +77,8 @@ def config(**changes) -> TrainingConfig:
 
 
 def definition(with_baseline: bool = False, **changes) -> dict:
-    return tp.definition(config(**changes), REFS_WITH_BASELINE if with_baseline else REFS)
+    return tp.definition(config(**changes), REFS_WITH_BASELINE if with_baseline else REFS,
+                         COLUMNS)
 
 
 def rendered(**changes) -> dict:
@@ -255,12 +258,12 @@ def test_prepare_reads_the_processed_location_and_writes_splits_to_the_artifacts
 
 
 def test_prepare_is_told_the_format_label_features_and_split_fractions():
-    c = config(prepare={"label_column": "churned", "feature_columns": ["age", "visits"],
-                        "validation_fraction": 0.15, "test_fraction": 0.05})
-    a = tp.definition(c, REFS, input_format="csv")["Steps"][0]["Arguments"]
+    c = config(prepare={"validation_fraction": 0.15, "test_fraction": 0.05})
+    columns = tp.Columns("churned", ("age", "visits"))
+    a = tp.definition(c, REFS, columns, input_format="csv")["Steps"][0]["Arguments"]
     assert a["AppSpecification"]["ContainerArguments"] == [
-        "--input-format", "csv", "--label-column", "churned", "--validation-fraction", "0.15",
-        "--test-fraction", "0.05", "--feature-columns", "age,visits"]
+        "--input-format", "csv", "--label-column", "churned", "--feature-columns", "age,visits",
+        "--validation-fraction", "0.15", "--test-fraction", "0.05"]
 
 
 def test_training_reads_the_prepared_splits():

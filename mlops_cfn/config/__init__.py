@@ -22,6 +22,7 @@ from .etl import EtlConfig
 from .ingestion import IngestionConfig
 from .monitoring import MonitoringConfig
 from .network import NetworkConfig
+from .record_schema import RecordSchemaConfig
 from .serving import ServingConfig
 from .storage import StorageConfig
 from .training import TrainingConfig
@@ -57,7 +58,9 @@ TAG_VALUE_PATTERN = described_pattern(
 PROTECTED_BY_NAME = ("prod", "production")
 
 # Keys an environment may not override: they name the whole file, not one deployment of it.
-_BASE_ONLY = ("project", "environments")
+# The record schema too: every environment loads and trains on the same columns (see
+# config/record_schema.py).
+_BASE_ONLY = ("project", "environments", "record_schema")
 
 
 class StagesConfig(Model):
@@ -98,6 +101,7 @@ class PipelineConfig(Model):
         Setting("LogRetentionDays"),
     ] = 365
     network: NetworkConfig = NetworkConfig()
+    record_schema: RecordSchemaConfig = RecordSchemaConfig()
     stages: StagesConfig = StagesConfig()
     environments: Annotated[
         dict[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)], dict[str, Any] | None],

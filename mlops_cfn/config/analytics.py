@@ -20,43 +20,10 @@ MULTI_NODE_ONLY = ("ra3.4xlarge", "ra3.16xlarge")
 # Unquoted Redshift identifiers we write into SQL: lowercase, so that they need no quoting and
 # cannot carry SQL of their own.
 IDENTIFIER = r"^[a-z_][a-z0-9_]{0,126}$"
-# Column types a COPY from CSV or Parquet can fill. Kept to a closed grammar: the text goes into
-# generated DDL as is.
-COLUMN_TYPE = (
-    r"^(smallint|integer|bigint|real|double precision|boolean|date|timestamp|timestamptz"
-    r"|decimal\([1-9][0-9]?,[0-9][0-9]?\)|varchar\([1-9][0-9]{0,4}\)|char\([1-9][0-9]{0,3}\))$"
-)
 # Redshift reserves these as user names.
 RESERVED_USER_NAMES = ("public", "rdsdb", "rdsadmin", "awsuser", "postgres", "root")
 CIDR = r"^[0-9./]+$"
 QUICKSIGHT_PRINCIPAL = r"^arn:aws[a-z-]*:quicksight:[a-z0-9-]+:[0-9]{12}:(user|group)/[^/]+/.+$"
-
-
-class Column(Model):
-    name: Annotated[str, Field(pattern=IDENTIFIER, description="Column name (lowercase).")]
-    type: Annotated[
-        str,
-        Field(pattern=COLUMN_TYPE,
-              description="Redshift type, lowercase: smallint, integer, bigint, real, double "
-                          "precision, boolean, date, timestamp, timestamptz, decimal(p,s), "
-                          "varchar(n), char(n)."),
-    ]
-
-
-# An example event schema, in the order the bundled ETL job writes it: the raw records' columns
-# (cleaned to snake_case, typed: text -> varchar, whole numbers -> bigint, other numbers -> double
-# precision, `stages.etl.timestamp_columns` -> timestamp), then the raw partition columns that are
-# not `stages.etl.partition_keys` (with the defaults: Firehose's `hour`, as text). Replace it with
-# your data's columns: a COPY matches them by position.
-DEFAULT_COLUMNS = (
-    Column(name="event_id", type="varchar(64)"),
-    Column(name="event_type", type="varchar(64)"),
-    Column(name="user_id", type="varchar(64)"),
-    Column(name="item_id", type="varchar(64)"),
-    Column(name="event_time", type="timestamp"),
-    Column(name="value", type="double precision"),
-    Column(name="hour", type="varchar(2)"),
-)
 
 
 class TableConfig(Model):
@@ -64,30 +31,20 @@ class TableConfig(Model):
         str, Field(pattern=IDENTIFIER, description="Schema of the loaded table.")
     ] = "analytics"
     name: Annotated[
-        str, Field(pattern=IDENTIFIER, description="Table the processed data is loaded into.")
+        str,
+        Field(pattern=IDENTIFIER,
+              description="Table the processed data is loaded into. Its columns are "
+                          "record_schema's, in the same order (a COPY matches them by "
+                          "position)."),
     ] = "events"
-    columns: Annotated[
-        list[Column],
-        Field(min_length=1, max_length=1600,
-              description="The processed files' columns in file order (a COPY matches them by "
-                          "position and type). The `stages.etl.partition_keys` are folders, not "
-                          "columns of the files, and are not listed."),
-    ] = list(DEFAULT_COLUMNS)
-
-    @field_validator("columns")
-    @classmethod
-    def _names_unique(cls, value):
-        names = [c.name for c in value]
-        if len(set(names)) != len(names):
-            raise ValueError("lists a column name twice")
-        return value
 
 
 class LoadConfig(Model):
     enabled: Annotated[
         bool,
-        Field(description="Reload the table through the Redshift Data API each time the ETL "
-                          "job succeeds (an EventBridge rule; needs the etl stage)."),
+        Field(description="Reload the table through the Redshift Data API each time an ETL "
+                          "job run wrote new records (an EventBridge rule; needs the etl "
+                          "stage)."),
     ] = True
     retry_attempts: Annotated[
         int,
@@ -180,7 +137,11 @@ class AnalyticsConfig(StageToggle):
     admin_username: Annotated[
         str,
         Field(pattern=r"^[a-z][a-z0-9_]{0,62}$",
-              description="Admin user; its password lives in Secrets Manager only."),
+              description="Admin user. Redshift generates its password, keeps it in Secrets "
+                          "Manager (encrypted with the data key) and rotates it. With "
+                          "deployment `serverless` not 6 characters long: the managed "
+                          "secret's name ends in it, and Secrets Manager would read those 6 "
+                          "characters as the random suffix of the secret's ARN."),
     ] = "mlops_admin"
     allowed_cidrs: Annotated[
         list[Annotated[str, Field(pattern=CIDR)]] | None,
@@ -203,6 +164,20 @@ class AnalyticsConfig(StageToggle):
         if value in RESERVED_USER_NAMES:
             raise ValueError(f"{value!r} is reserved by Redshift")
         return value
+
+    @model_validator(mode="after")
+    def _managed_secret_name_resolvable(self):
+        # The Data API and QuickSight name a namespace's managed admin secret by its ARN without
+        # the random suffix (stages/analytics.py, managed_serverless_secret); Secrets Manager
+        # mistakes a name ending in a hyphen and 6 characters for a complete ARN (AWS: "Finding
+        # a secret from a partial ARN"), and the secret's name ends in -<admin user>.
+        if self.deployment == "serverless" and len(self.admin_username) == 6:
+            raise ValueError(
+                f"admin_username {self.admin_username!r}: 6 characters would end the name of "
+                "the admin secret Redshift Serverless manages like the random suffix of a "
+                "secret's ARN, which Secrets Manager then cannot find from its name; choose a "
+                "name of another length")
+        return self
 
     @field_validator("allowed_cidrs")
     @classmethod

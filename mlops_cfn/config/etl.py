@@ -5,6 +5,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from .base import CRON_PATTERN, Setting, StageToggle
+from .storage import READABLE_STORAGE_CLASSES
 
 # Table names the crawlers give: the raw crawler prefixes its tables with this, so a raw table
 # never takes the name of the processed one (which is the processed prefix without the slash).
@@ -35,8 +36,8 @@ class EtlConfig(StageToggle):
         Literal["parquet", "csv"],
         Field(description="Format of the processed data: `parquet` (Snappy-compressed) or `csv` "
                           "(comma-separated with a header row, quoted with `\"`). Either way the "
-                          "files are partitioned by `partition_keys` (Hive-style key=value "
-                          "folders)."),
+                          "files hold the `record_schema` columns in order and are partitioned "
+                          "by `partition_keys` (Hive-style key=value folders)."),
     ] = "parquet"
     partition_keys: Annotated[
         list[Identifier],
@@ -45,12 +46,6 @@ class EtlConfig(StageToggle):
                           "raw data Firehose writes has year, month, day and hour; a key missing "
                           "from the data is skipped. [] writes unpartitioned files."),
     ] = ["year", "month", "day"]
-    timestamp_columns: Annotated[
-        list[Identifier],
-        Field(max_length=100,
-              description="Columns (by their cleaned snake_case name) the job parses into "
-                          "timestamps: ISO 8601 text or epoch seconds/milliseconds, read as UTC."),
-    ] = []
     schedule: Annotated[
         str | None,
         Field(pattern=CRON_PATTERN,
@@ -101,7 +96,7 @@ class EtlConfig(StageToggle):
                           "to the directory mlops-cfn runs in (not to this file). It is shipped "
                           "as an asset and gets the same job arguments as the bundled script."),
     ] = None
-    @field_validator("partition_keys", "timestamp_columns")
+    @field_validator("partition_keys")
     @classmethod
     def _no_repeats(cls, value):
         if len(set(value)) != len(value):
@@ -124,12 +119,30 @@ class EtlConfig(StageToggle):
         # configuration's client-side bookmark encryption and log encryption (AWS: without a
         # KMS route jobs fail with a KMS timeout, crawlers with an internal service exception)
         # - `kms`; STS, which AWS lists among the endpoints a Glue VPC connection needs, for the
-        # job role's session - `sts`. S3 goes through the VPC's gateway endpoint.
-        return ("glue", "kms", "logs", "monitoring", "sts")
+        # job role's session - `sts`; EventBridge for the job's new-data event (PutEvents) -
+        # `events`. S3 goes through the VPC's gateway endpoint.
+        return ("events", "glue", "kms", "logs", "monitoring", "sts")
 
     def problems_with(self, config: Any) -> list[str]:
+        problems = []
         network = config.network
         if network.mode == "existing" and network.subnet_zones is None:
-            return ["stages.etl: needs network.subnet_zones with network mode 'existing' (the "
-                    "Glue job's network connections must name their subnets' zones)"]
-        return []
+            problems.append("stages.etl: needs network.subnet_zones with network mode "
+                            "'existing' (the Glue job's network connections must name their "
+                            "subnets' zones)")
+        columns = [c.name for c in config.record_schema.columns]
+        folders = [key for key in self.partition_keys if key in columns]
+        if folders:
+            problems.append(
+                f"record_schema.columns: {', '.join(map(repr, folders))} is also in "
+                f"stages.etl.partition_keys; a partition key is a folder, not a column of the "
+                f"files (the warehouse's COPY matches columns by position): remove it from one")
+        storage = config.stages.storage
+        if (self.recrawl == "everything" and storage.enabled
+                and storage.archive_storage_class not in READABLE_STORAGE_CLASSES):
+            problems.append(
+                f"stages.etl.recrawl: 'everything' reads every raw object again, and "
+                f"stages.storage.archive_storage_class {storage.archive_storage_class} makes "
+                f"raw objects unreadable (until restored) after archive_after_days; use "
+                f"'new_folders_only' or archive to GLACIER_IR")
+        return problems

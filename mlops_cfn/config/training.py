@@ -22,7 +22,6 @@ PREFIX_PATTERN = r"^[a-z0-9][a-z0-9_\-/]{0,62}/$"
 ECR_IMAGE_PATTERN = (r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
                      r"[a-z0-9][a-z0-9._/-]{0,254}(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$")
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
-COLUMN_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\- ]{0,127}$"
 
 Trigger = Literal["etl_success", "new_data", "schedule"]
 
@@ -43,7 +42,8 @@ class PrepareConfig(Model):
     enabled: Annotated[
         bool,
         Field(description="Run the prepare step (mlops_cfn/data/training/prepare.py): read the "
-                          "input location, keep the label and feature columns, split the rows "
+                          "input location, keep the label and feature columns (record_schema's "
+                          "label and features), split the rows "
                           "into train, validation and test, write each as header-less CSV with "
                           "the label first (what the built-in XGBoost reads), and the training "
                           "rows without the label as baseline/ (Model Monitor's baseline). Off: "
@@ -56,18 +56,6 @@ class PrepareConfig(Model):
                           "`csv_headerless` with the label in the first column. Unset: what "
                           "the etl stage writes (stages.etl.output_format), parquet without "
                           "it."),
-    ] = None
-    label_column: Annotated[
-        str,
-        Field(pattern=COLUMN_PATTERN,
-              description="Name of the label column (not used with `csv_headerless`)."),
-    ] = "label"
-    feature_columns: Annotated[
-        list[Annotated[str, Field(pattern=COLUMN_PATTERN)]] | None,
-        Field(max_length=1000,
-              description="Feature columns, in the order the model sees them; unset: every "
-                          "column but the label that holds numbers (text columns such as ids "
-                          "and timestamps are left out). Not used with `csv_headerless`."),
     ] = None
     # Structural rather than settings: the split is part of how the model is built, the same
     # in every environment, so that a model promoted from dev was judged the same way in prod.
@@ -87,8 +75,6 @@ class PrepareConfig(Model):
         if self.validation_fraction + self.test_fraction >= 0.8:
             raise ValueError("validation_fraction + test_fraction must leave at least 20% of "
                              "the rows for training")
-        if self.feature_columns and self.label_column in self.feature_columns:
-            raise ValueError(f"feature_columns lists the label column {self.label_column!r}")
         return self
 
 
@@ -213,8 +199,8 @@ class TrainingConfig(StageToggle):
     prepare: PrepareConfig = PrepareConfig()
     triggers: Annotated[
         list[Trigger] | None,
-        Field(description="What starts the pipeline: `etl_success` (the ETL job succeeded; "
-                          "needs the etl stage), `new_data` (an object ending in "
+        Field(description="What starts the pipeline: `etl_success` (an ETL job run wrote new "
+                          "records; needs the etl stage), `new_data` (an object ending in "
                           "new_data_marker lands under the input prefix), `schedule`. Unset: "
                           "etl_success with the etl stage, new_data without; [] for none "
                           "(started by hand or by another system)."),
@@ -298,8 +284,16 @@ class TrainingConfig(StageToggle):
         return ("logs", "monitoring")
 
     def problems_with(self, config: Any) -> list[str]:
+        problems = []
         etl_enabled = config.stages.etl.enabled
         if self.triggers is not None and "etl_success" in self.triggers and not etl_enabled:
-            return ["stages.training.triggers: etl_success needs the etl stage "
-                    "(stages.etl.enabled)"]
-        return []
+            problems.append("stages.training.triggers: etl_success needs the etl stage "
+                            "(stages.etl.enabled)")
+        schema = config.record_schema
+        if schema.label is None:
+            problems.append("record_schema.label: the training stage needs the column the model "
+                            "learns to predict (or set stages.training.enabled: false)")
+        elif not schema.feature_columns():
+            problems.append("record_schema.features: the training stage needs at least one "
+                            "integer, double or boolean column besides the label")
+        return problems

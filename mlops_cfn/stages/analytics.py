@@ -9,20 +9,21 @@ Resources
   endpoint: enhanced VPC routing sends COPY and Spectrum traffic through the VPC).
 - <Log type>LogGroup for the connection, user and user-activity audit logs: created under the
   names Redshift exports to, so they are encrypted with the data key, expire, and are retained.
-- `deployment: serverless` (default): AdminSecret (generated password, encrypted with the data
-  key), Namespace (data key, audit log exports, RedshiftRole as default role; retained) and
-  Workgroup (base RPUs from a setting, private subnets, not public, enhanced VPC routing, SSL
-  required).
+- `deployment: serverless` (default): Namespace (data key; admin password managed by Redshift
+  in Secrets Manager, encrypted with the data key and rotated; audit log exports, RedshiftRole
+  as default role; retained) and Workgroup (base RPUs from a setting, private subnets, not
+  public, enhanced VPC routing, SSL required).
 - `deployment: provisioned`: Warehouse (AWS::Redshift::Cluster: node type and count from
   settings, encrypted with the data key, admin password managed by Redshift in Secrets Manager
   and encrypted with the data key, private subnets, not public, enhanced VPC routing, logging to
   CloudWatch, automated snapshots; a final snapshot on delete or replace), WarehouseSubnetGroup,
   WarehouseParameterGroup (SSL required, user activity logging).
 - With the etl stage (and `load` or `spectrum` on): LoadRule, an EventBridge rule on the ETL
-  job's success whose Redshift targets run the generated SQL through the Data API
-  (analytics_sql.py): the reload of `table` (one transaction) and the external schema over the
-  Glue database; LoadRole (Data API on this warehouse, its secret), LoadDeadLetterQueue and
-  LoadDeadLetterQueuePolicy.
+  job's new-data event with at least one record (etl_events.py; a run that found nothing new
+  loads nothing) whose Redshift targets run the generated SQL through the Data API
+  (analytics_sql.py): the reload of `table` (one transaction; its columns are record_schema's)
+  and the external schema over the Glue database; LoadRole (Data API on this warehouse, its
+  secret), LoadDeadLetterQueue and LoadDeadLetterQueuePolicy.
 - With `quicksight.enabled`: QuickSightSecurityGroup, QuickSightVpcConnectionRole,
   QuickSightVpcConnection, QuickSightDataSource, QuickSightSecretAccess (a policy on QuickSight's
   own Secrets Manager role, which the account prerequisites create; see docs/quicksight.md).
@@ -31,13 +32,14 @@ Inputs: DataKeyArn, ProcessedBucketName, ProcessedBucketArn, VpcId, PrivateSubne
 VpcCidrBlock (unless `allowed_cidrs`); with the etl stage also EtlJobName, ProcessedDataPrefix,
 GlueDatabaseName.
 Outputs: RedshiftEndpointAddress, RedshiftEndpointPort, RedshiftWorkgroupName (the cluster id
-when provisioned), RedshiftRoleArn, RedshiftAdminSecretArn.
+when provisioned), RedshiftRoleArn, RedshiftAdminSecretArn (the secret Redshift manages: its ARN
+for a cluster; for a namespace, whose ARN CloudFormation does not return, the ARN without the
+random suffix, which Secrets Manager resolves; see managed_serverless_secret).
 Settings: EnvironmentName, LogRetentionDays, RedshiftBaseCapacity or RedshiftNodeType,
 RedshiftNodeCount, RedshiftSnapshotRetentionDays; RedshiftLoadRetryAttempts,
 RedshiftLoadMaxEventAgeSeconds (load rule); RedshiftAllowedCidrs; QuickSightOwnerArn.
 """
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,8 +52,7 @@ import awacs.sqs
 import awacs.sts
 from awacs.aws import Allow, ArnEquals, Condition, Principal, Statement, StringEquals, StringLike
 from troposphere import (AccountId, Equals, GetAtt, If, Not, NoValue, Ref, Select, Sub, ec2,
-                         events, iam, logs, quicksight, redshift, redshiftserverless,
-                         secretsmanager, sqs)
+                         events, iam, logs, quicksight, redshift, redshiftserverless, sqs)
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -62,7 +63,7 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
 from ..stage import Stage, StageBuilder
 from .common import (RETAIN, control_tower_exceptions, encrypted_queue,
                      https_to_endpoints_and_s3)
-from . import analytics_sql
+from . import analytics_sql, etl_events
 
 # Redshift's default port, set explicitly so the security groups and outputs can name it.
 PORT = 5439
@@ -80,7 +81,10 @@ WAREHOUSE_PARAMETERS = (("require_ssl", "true"), ("enable_user_activity_logging"
 MULTI_NODE = "MultiNodeWarehouse"
 
 EVENT_RULE = naming.NameRule("EventBridge rule", 64)
-SECRET = naming.NameRule("Secrets Manager secret", 512)
+# Redshift names the admin secret it manages `redshift!<namespace or cluster>-<admin user>`;
+# Secrets Manager adds a hyphen and 6 random characters to a secret's name in its ARN.
+MANAGED_SECRET_PREFIX = "redshift!"
+SECRET_ARN_SUFFIX = "-??????"
 QUICKSIGHT_ID = naming.NameRule("QuickSight id", 128)
 # Created by QuickSight when an administrator grants it Secrets Manager access (account
 # prerequisite); QuickSight reads data source secrets as this role.
@@ -103,7 +107,10 @@ class Warehouse:
     arn: Any  # the Data API target and the IAM resource
     name: Any  # workgroup name or cluster id
     address: Any
+    # The admin secret Redshift manages: the ARN the Data API and QuickSight are given, and
+    # the ARN (or ARN pattern) a policy grants.
     secret_arn: Any
+    secret_arn_pattern: Any
     cluster_id: Any = None  # provisioned only: QuickSight names the cluster
 
 
@@ -163,9 +170,13 @@ def redshift_statements(b: StageBuilder, config: PipelineConfig) -> list[Stateme
     objects = (Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/${{{PROCESSED_DATA_PREFIX.name}}}*")
                if etl else Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/*"))
     statements = [
+        # AWS: "IAM permissions for COPY, UNLOAD, and CREATE LIBRARY" (Redshift database
+        # developer guide): COPY from S3 reads with s3:GetObject, s3:GetBucketLocation and
+        # s3:ListBucket; "IAM policies for Amazon Redshift Spectrum": Spectrum reads the same.
         *policies.bucket_access(bucket, prefix, read=True),
-        # S3 decrypts for Redshift's reads; with bucket keys the encryption context names the
-        # bucket, without them the object.
+        # AWS: "Loading encrypted data files from Amazon S3": COPY reads SSE-KMS objects, which
+        # S3 decrypts for the role (kms:Decrypt through S3); with bucket keys the encryption
+        # context names the bucket, without them the object.
         Statement(
             Effect=Allow,
             Action=[awacs.kms.Decrypt],
@@ -183,7 +194,12 @@ def redshift_statements(b: StageBuilder, config: PipelineConfig) -> list[Stateme
 
 
 def glue_catalog_read(database_parameter: str) -> Statement:
-    """Spectrum's catalog reads: the one database (named by a parameter) and its tables."""
+    """Spectrum's catalog reads: the one database (named by a parameter) and its tables.
+
+    AWS: "IAM policies for Amazon Redshift Spectrum" (AWS Glue Data Catalog access: the Get
+    actions for querying; the Create, Update and Delete ones are for DDL from Redshift, which
+    nothing here runs), in the resource form of "Specifying AWS Glue resource ARNs".
+    """
     name = database_parameter
     return Statement(
         Effect=Allow,
@@ -246,25 +262,6 @@ def add_serverless(b: StageBuilder, config: PipelineConfig, role: iam.Role,
                    security_group: ec2.SecurityGroup) -> Warehouse:
     settings = config.stages.analytics
     key = b.input(DATA_KEY_ARN)
-    # A secret of our own rather than ManageAdminPassword: CloudFormation does not return the
-    # ARN of the secret a namespace manages, and the load rule and QuickSight must name it.
-    secret = b.add(secretsmanager.Secret(
-        "AdminSecret",
-        Name=b.physical_name(SECRET, "redshift-admin"),
-        Description="Admin user of the Redshift Serverless namespace",
-        KmsKeyId=key,
-        GenerateSecretString=secretsmanager.GenerateSecretString(
-            SecretStringTemplate=json.dumps({"username": settings.admin_username}),
-            GenerateStringKey="password",
-            PasswordLength=32,
-            # Letters and digits of each kind: Redshift refuses quotes, slashes, @ and spaces
-            # and asks for an upper-case letter, a lower-case letter and a digit.
-            ExcludePunctuation=True,
-            RequireEachIncludedType=True,
-        ),
-        # Kept with the namespace it opens.
-        **RETAIN,
-    ))
     name_pattern = naming.physical_name(naming.REDSHIFT, config.project, "warehouse")
     log_groups = audit_log_groups(b, config, SERVERLESS_LOG_ROOT + name_pattern)
     role_arn = GetAtt(role, "Arn")
@@ -273,8 +270,12 @@ def add_serverless(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         NamespaceName=b.physical_name(naming.REDSHIFT, "warehouse"),
         DbName=settings.database,
         AdminUsername=settings.admin_username,
-        AdminUserPassword=Sub("{{resolve:secretsmanager:${%s}:SecretString:password}}"
-                              % secret.title),
+        # Redshift generates the admin password, keeps it in Secrets Manager encrypted with the
+        # data key and rotates it (AWS: "Managing Amazon Redshift admin passwords using AWS
+        # Secrets Manager"). No dynamic reference for CloudFormation to resolve: whoever
+        # deploys (the delivery pipeline, a Service Catalog launch role) never reads it.
+        ManageAdminPassword=True,
+        AdminPasswordSecretKmsKeyId=key,
         KmsKeyId=key,
         DefaultIamRoleArn=role_arn,
         IamRoles=[role_arn],
@@ -297,12 +298,29 @@ def add_serverless(b: StageBuilder, config: PipelineConfig, role: iam.Role,
             redshiftserverless.ConfigParameter(ParameterKey=k, ParameterValue=v)
             for k, v in WAREHOUSE_PARAMETERS],
     ))
+    secret = managed_serverless_secret(name_pattern, settings.admin_username)
     return Warehouse(
         arn=GetAtt(workgroup, "Workgroup.WorkgroupArn"),
         name=Ref(workgroup),
         address=GetAtt(workgroup, "Workgroup.Endpoint.Address"),
-        secret_arn=Ref(secret),
+        secret_arn=Sub(secret),
+        secret_arn_pattern=Sub(secret + SECRET_ARN_SUFFIX),
     )
+
+
+def managed_serverless_secret(namespace_name: str, admin_username: str) -> str:
+    """The ARN, without its random suffix, of the admin secret Redshift manages for a namespace
+    (a Sub pattern).
+
+    CloudFormation does not return that ARN: AWS::RedshiftServerless::Namespace has no such
+    attribute (its registry schema, which cfn-lint ships, lists none; aws/aws-cdk#29930). Redshift
+    names the secret `redshift!<namespace>-<admin user>`; that naming is observed, not stated in
+    AWS's guide, and it is the one assumption here. Secrets Manager resolves such a partial ARN
+    (AWS: "Finding a secret from a partial ARN"), which the Data API and QuickSight pass on as
+    the secret's id; a policy names the secret with the ARN's documented 6-character suffix.
+    """
+    return ("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:"
+            f"{MANAGED_SECRET_PREFIX}{namespace_name}-{admin_username}")
 
 
 # --- provisioned cluster -------------------------------------------------------------------
@@ -375,19 +393,12 @@ def add_provisioned(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         name=Ref(cluster),
         address=GetAtt(cluster, "Endpoint.Address"),
         secret_arn=GetAtt(cluster, "MasterPasswordSecretArn"),
+        secret_arn_pattern=GetAtt(cluster, "MasterPasswordSecretArn"),
         cluster_id=Ref(cluster),
     )
 
 
-# --- loading on the ETL job's success -------------------------------------------------------
-
-def etl_success_pattern(job_name: Ref) -> dict:
-    return {
-        "source": ["aws.glue"],
-        "detail-type": ["Glue Job State Change"],
-        "detail": {"jobName": [job_name], "state": ["SUCCEEDED"]},
-    }
-
+# --- loading when the ETL job wrote new records ----------------------------------------------
 
 def load_sql(b: StageBuilder, config: PipelineConfig, role: iam.Role) -> list[str]:
     """The load transaction, with the deploy-time values as Fn::Sub placeholders."""
@@ -395,8 +406,8 @@ def load_sql(b: StageBuilder, config: PipelineConfig, role: iam.Role) -> list[st
     b.input(PROCESSED_DATA_PREFIX)
     source = f"s3://${{{PROCESSED_BUCKET_NAME.name}}}/${{{PROCESSED_DATA_PREFIX.name}}}"
     return analytics_sql.load_statements(
-        config.stages.analytics.table, source, "${%s.Arn}" % role.title,
-        processed_format(config))
+        config.stages.analytics.table, config.record_schema.columns, source,
+        "${%s.Arn}" % role.title, processed_format(config))
 
 
 def external_schema_sql(b: StageBuilder, config: PipelineConfig, role: iam.Role) -> str:
@@ -463,8 +474,8 @@ def add_load_rule(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse,
     rule = b.add(events.Rule(
         "LoadRule",
         Name=rule_name,
-        Description="Load the processed data into Redshift when the ETL job succeeds",
-        EventPattern=etl_success_pattern(b.input(ETL_JOB_NAME)),
+        Description="Load the processed data into Redshift when the ETL job wrote new records",
+        EventPattern=etl_events.new_records_pattern(b.input(ETL_JOB_NAME)),
         State="ENABLED",
         Targets=targets,
     ))
@@ -491,31 +502,45 @@ def substituted(sql: str) -> Sub | str:
 def data_api_statements(warehouse: Warehouse, key: Ref) -> list[Statement]:
     """Run statements on this warehouse only, signed in with its admin secret only."""
     return [
+        # AWS: "Authorizing access to the Amazon Redshift Data API": the Data API actions, on
+        # the workgroup or cluster they run on. EventBridge calls BatchExecuteStatement for a
+        # target with several statements (Sqls), ExecuteStatement for one (Sql).
         Statement(
             Effect=Allow,
             Action=[awacs.redshift_data.ExecuteStatement,
                     awacs.redshift_data.BatchExecuteStatement],
             Resource=[warehouse.arn],
         ),
-        Statement(
-            Effect=Allow,
-            Action=[awacs.secretsmanager.GetSecretValue],
-            Resource=[warehouse.secret_arn],
-        ),
+        # AWS: same page ("Storing database credentials in AWS Secrets Manager"): the caller
+        # of the Data API reads the secret it names.
+        secret_read(warehouse, [awacs.secretsmanager.GetSecretValue]),
         secret_decryption(warehouse, key),
     ]
 
 
+def secret_read(warehouse: Warehouse, actions: list) -> Statement:
+    """Secrets Manager actions on the warehouse's admin secret only. Without its ARN (Redshift
+    Serverless), the secret's name with the 6-character suffix Secrets Manager adds (AWS:
+    "Permissions policy examples for AWS Secrets Manager": `-??????` matches that suffix and
+    no other secret's name)."""
+    return Statement(Effect=Allow, Action=actions, Resource=[warehouse.secret_arn_pattern])
+
+
 def secret_decryption(warehouse: Warehouse, key: Ref) -> Statement:
-    """The data key's use for reading the admin secret, through Secrets Manager only."""
+    """The data key's use for reading the admin secret, through Secrets Manager only.
+
+    AWS: "Secret encryption and decryption in AWS Secrets Manager": reading a secret encrypted
+    with a customer managed key takes kms:Decrypt on it; Secrets Manager asks KMS in the
+    caller's name (kms:ViaService) with the secret's ARN as encryption context (SecretARN).
+    """
     return Statement(
         Effect=Allow,
         Action=[awacs.kms.Decrypt],
         Resource=[key],
-        Condition=Condition(StringEquals({
-            "kms:ViaService": Sub("secretsmanager.${AWS::Region}.amazonaws.com"),
-            "kms:EncryptionContext:SecretARN": warehouse.secret_arn,
-        })),
+        Condition=Condition([
+            StringEquals("kms:ViaService", Sub("secretsmanager.${AWS::Region}.amazonaws.com")),
+            StringLike("kms:EncryptionContext:SecretARN", warehouse.secret_arn_pattern),
+        ]),
     )
 
 
@@ -590,10 +615,10 @@ def add_quicksight(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse
         PolicyName=Sub("${AWS::StackName}-redshift-secret"),
         Roles=[QUICKSIGHT_SECRETS_ROLE],
         PolicyDocument=policies.document(
-            Statement(Effect=Allow,
-                      Action=[awacs.secretsmanager.GetSecretValue,
-                              awacs.secretsmanager.DescribeSecret],
-                      Resource=[warehouse.secret_arn]),
+            # AWS: "Using AWS Secrets Manager secrets instead of database credentials in
+            # Amazon QuickSight": QuickSight reads a data source's secret as this role.
+            secret_read(warehouse, [awacs.secretsmanager.GetSecretValue,
+                                    awacs.secretsmanager.DescribeSecret]),
             secret_decryption(warehouse, b.input(DATA_KEY_ARN)),
         ),
     ))
@@ -602,19 +627,26 @@ def add_quicksight(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse
 def vpc_connection_statements(group: ec2.SecurityGroup) -> list[Statement]:
     network_interfaces = policies.arn("ec2", "network-interface/*")
     own_group = policies.arn("ec2", "security-group/${%s.GroupId}" % group.title)
+    # Every statement: AWS, "Configuring the VPC connection in the QuickSight console" (the
+    # IAM role's permissions: CreateNetworkInterface, ModifyNetworkInterfaceAttribute,
+    # DeleteNetworkInterface, DescribeSubnets, DescribeSecurityGroups), narrowed to the
+    # connection's own security group where EC2 allows it.
     return [
+        # AWS: that page: creating the connection's network interfaces.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
             Resource=[network_interfaces, policies.arn("ec2", "subnet/*"), own_group],
         ),
+        # AWS: that page: changing and deleting them.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.ModifyNetworkInterfaceAttribute,
                     awacs.ec2.DeleteNetworkInterface],
             Resource=[network_interfaces, own_group],
         ),
-        # EC2 Describe actions have no resource-level permissions: "*" is all AWS accepts.
+        # AWS: that page: EC2 Describe actions, which have no resource-level permissions: "*"
+        # is all AWS accepts.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeSubnets, awacs.ec2.DescribeSecurityGroups],

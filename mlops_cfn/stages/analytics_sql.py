@@ -5,6 +5,10 @@ bucket and prefix, the role ARN, the Glue database) come in as `${Name}` placeho
 stage wraps in Fn::Sub; that is why every identifier is checked against a closed pattern and no
 literal may hold `${`, a quote or a backslash of its own.
 
+The table's columns are the record schema's, in its order and of its types (record_schema.py):
+a COPY from Parquet or CSV fills columns by position, so the table and the files the ETL job
+writes from the same schema always line up.
+
 The load is one transaction (the Data API's BatchExecuteStatement runs a list of statements as
 one): create the schema and table if missing, empty the table, COPY every processed file into it.
 A COPY from a prefix reads every object under it, so emptying first keeps reruns from doubling
@@ -15,6 +19,7 @@ import re
 from typing import Literal, Sequence
 
 from ..config.analytics import IDENTIFIER, TableConfig
+from ..config.record_schema import RecordColumn
 
 DataFormat = Literal["parquet", "csv"]
 
@@ -26,6 +31,12 @@ CSV_OPTIONS = ("FORMAT AS CSV", "IGNOREHEADER 1", "DATEFORMAT 'auto'", "TIMEFORM
 PARQUET_OPTIONS = ("FORMAT AS PARQUET",)
 
 _PLACEHOLDER = re.compile(r"\$\{[A-Za-z0-9:.]+\}")
+
+# The Redshift type of each record schema type (a string column is VARCHAR of its byte length).
+# These are the types a COPY fills from the Parquet the ETL job writes (Spark's long, double,
+# boolean, timestamp and string) and from its CSV text.
+REDSHIFT_TYPES = {"integer": "bigint", "double": "double precision", "boolean": "boolean",
+                  "timestamp": "timestamp"}
 
 
 def identifier(name: str) -> str:
@@ -54,9 +65,15 @@ def create_schema(table: TableConfig) -> str:
     return f"CREATE SCHEMA IF NOT EXISTS {identifier(table.schema_name)}"
 
 
-def create_table(table: TableConfig) -> str:
-    columns = ",\n".join(f"  {identifier(c.name)} {c.type}" for c in table.columns)
-    return f"CREATE TABLE IF NOT EXISTS {qualified_table(table)} (\n{columns}\n)"
+def redshift_type(column: RecordColumn) -> str:
+    if column.type == "string":
+        return f"varchar({column.max_bytes})"
+    return REDSHIFT_TYPES[column.type]
+
+
+def create_table(table: TableConfig, columns: Sequence[RecordColumn]) -> str:
+    body = ",\n".join(f"  {identifier(c.name)} {redshift_type(c)}" for c in columns)
+    return f"CREATE TABLE IF NOT EXISTS {qualified_table(table)} (\n{body}\n)"
 
 
 def copy(table: TableConfig, source_uri: str, role_arn: str, data_format: DataFormat) -> str:
@@ -70,12 +87,12 @@ def copy(table: TableConfig, source_uri: str, role_arn: str, data_format: DataFo
     ])
 
 
-def load_statements(table: TableConfig, source_uri: str, role_arn: str,
-                    data_format: DataFormat) -> list[str]:
+def load_statements(table: TableConfig, columns: Sequence[RecordColumn], source_uri: str,
+                    role_arn: str, data_format: DataFormat) -> list[str]:
     """The load, in the order the transaction runs it."""
     return [
         create_schema(table),
-        create_table(table),
+        create_table(table, columns),
         # DELETE, not TRUNCATE: TRUNCATE commits at once, which would show readers an empty
         # table until the COPY is done.
         f"DELETE FROM {qualified_table(table)}",

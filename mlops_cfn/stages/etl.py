@@ -22,12 +22,12 @@ Resources
 - Workflow with StartTrigger (scheduled from EtlSchedule, or on demand), JobTrigger (raw crawler
   SUCCEEDED -> job) and ProcessedCrawlerTrigger (job SUCCEEDED -> processed crawler).
 
-Events: Glue sends "Glue Job State Change" events to the default EventBridge bus by itself. A
-stage that reacts to fresh processed data (training, analytics) matches
-`{"source": ["aws.glue"], "detail-type": ["Glue Job State Change"],
-  "detail": {"jobName": [<EtlJobName>], "state": ["SUCCEEDED"]}}`
-with the EtlJobName wire; no resource here is needed for that. The processed table's new
-partitions appear once the processed crawler finishes ("Glue Crawler State Change", crawlerName
+Events: once a run has written and committed, the job puts one event on the default bus with
+the number of records it wrote (etl_events.py): a stage that reacts to new processed data
+(training, analytics) matches etl_events.new_records_pattern(<EtlJobName>), which needs at
+least one record, so an hourly run that found nothing new starts nothing. (Glue's own "Glue Job
+State Change" SUCCEEDED fires for every run.) The processed table's new partitions appear once
+the processed crawler finishes ("Glue Crawler State Change", crawlerName
 <project>-<env>-processed-crawler, state Succeeded), for consumers that query the catalog.
 
 Inputs: DataKeyArn, RawBucketName, RawBucketArn, ProcessedBucketName, ProcessedBucketArn, VpcId,
@@ -45,11 +45,13 @@ from typing import Any, Sequence
 
 import awacs.cloudwatch
 import awacs.ec2
+import awacs.events
 import awacs.glue
 import awacs.kms
 import awacs.logs
 import awacs.s3
-from awacs.aws import Allow, Condition, ForAllValuesStringEquals, Statement, StringEquals, StringLike
+from awacs.aws import (Allow, Condition, ForAllValuesStringEquals, Statement, StringEquals,
+                       StringLike)
 from troposphere import GetAtt, Ref, Select, Sub, ec2, glue, iam, logs
 
 from .. import naming, policies
@@ -58,11 +60,12 @@ from ..config import PipelineConfig
 from ..config.etl import RAW_TABLE_PREFIX, EtlConfig
 from ..errors import UserError
 from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_SUBNET_IDS,
-                       PRIVATE_SUBNET_ZONES, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX,
-                       PROCESSED_TABLE_NAME, RAW_BUCKET_ARN, RAW_BUCKET_NAME, RAW_DATA_PREFIX,
-                       VPC_ID)
+                       PRIVATE_SUBNET_ZONES, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
+                       PROCESSED_DATA_PREFIX, PROCESSED_TABLE_NAME, RAW_BUCKET_ARN,
+                       RAW_BUCKET_NAME, RAW_DATA_PREFIX, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, https_to_endpoints_and_s3
+from . import etl_events
 
 JOB_SCRIPT = Path(__file__).resolve().parent.parent / "data" / "glue" / "etl_job.py"
 
@@ -72,6 +75,10 @@ CONNECTIONS = 2
 GLUE_RESOURCE_TAG = "aws-glue-service-resource"
 # Namespace of the job metrics Glue publishes with the job role (--enable-metrics).
 GLUE_METRICS_NAMESPACE = "Glue"
+
+# What a role passed to a crawler or job under the security configuration does with the key
+# to encrypt its logs (see crawler_statements).
+LOG_ENCRYPTION_KEY_ACTIONS = (awacs.kms.Decrypt, awacs.kms.Encrypt, awacs.kms.GenerateDataKey)
 
 RECRAWL_BEHAVIOR = {"new_folders_only": "CRAWL_NEW_FOLDERS_ONLY", "everything": "CRAWL_EVERYTHING"}
 
@@ -201,8 +208,10 @@ def logging_policy(title: str, role: iam.Role, groups: Sequence[logs.LogGroup]) 
     """What Glue does with the role in its log groups. A policy of its own, not the role's
     inline one: the groups are named after the role, so the role cannot name them.
 
-    logs:AssociateKmsKey because under a security configuration Glue attaches the key to the
-    group as the role (without it, AWS says, continuous logging is turned off).
+    AWS: "AWS managed policies for AWS Glue" (AWSGlueServiceRole: CreateLogGroup,
+    CreateLogStream, PutLogEvents on /aws-glue/ groups) and "Encrypting data written by AWS
+    Glue" (logs:AssociateKmsKey: under a security configuration Glue attaches the key to the
+    group as the role; without it, AWS says, continuous logging is turned off).
     """
     return iam.PolicyType(
         title,
@@ -219,7 +228,11 @@ def logging_policy(title: str, role: iam.Role, groups: Sequence[logs.LogGroup]) 
 
 def key_use_through_s3(key: Ref, actions: Sequence[Any], arns: Sequence[Any]) -> Statement:
     """Use of the key only in S3's requests for the given buckets and keys. With S3 Bucket Keys
-    the encryption context is the bucket's ARN; without, the object's."""
+    the encryption context is the bucket's ARN; without, the object's.
+
+    AWS: "Step 3: Configure security settings" (crawlers): a crawler reading S3 data encrypted
+    with a KMS key needs Decrypt on it; the job reads and writes such objects the same way.
+    """
     return Statement(
         Effect=Allow,
         Action=list(actions),
@@ -293,33 +306,40 @@ def network_interface_statements(network: Network) -> list[Statement]:
     subnets = [Sub("arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:subnet/${Subnet}",
                    Subnet=Select(index, Ref(PRIVATE_SUBNET_IDS.name)))
                for index in range(CONNECTIONS)]
+    # Every statement: AWS, "AWS managed policies for AWS Glue" (AWSGlueServiceRole's EC2
+    # actions, which Glue calls with the role of a job or crawler that has a connection),
+    # narrowed to this stage's subnets, security group and VPC where EC2 allows it.
     return [
+        # AWS: AWSGlueServiceRole: CreateNetworkInterface.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
             Resource=[interfaces, group, *subnets],
         ),
+        # AWS: AWSGlueServiceRole: DeleteNetworkInterface.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DeleteNetworkInterface],
             Resource=[interfaces],
         ),
-        # Glue marks the interfaces it creates, and only with its own tag key.
+        # AWS: AWSGlueServiceRole: CreateTags and DeleteTags with the aws-glue-service-resource
+        # tag key only: Glue marks the interfaces it creates, and only with its own tag key.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateTags, awacs.ec2.DeleteTags],
             Resource=[interfaces, group],
             Condition=Condition(ForAllValuesStringEquals("aws:TagKeys", [GLUE_RESOURCE_TAG])),
         ),
-        # Before it starts, Glue checks the subnet, its routes (for an S3 endpoint), the
-        # security group and the VPC's DNS attributes.
+        # AWS: AWSGlueServiceRole: DescribeVpcAttribute. Before it starts, Glue checks the
+        # subnet, its routes (for an S3 endpoint), the security group and the VPC's DNS
+        # attributes.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeVpcAttribute],
             Resource=[policies.arn("ec2", f"vpc/${{{VPC_ID.name}}}")],
         ),
-        # These EC2 Describe actions have no resource-level permissions: "*" is the only
-        # resource AWS accepts.
+        # AWS: AWSGlueServiceRole: these EC2 Describe actions, which have no resource-level
+        # permissions: "*" is the only resource AWS accepts.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeRouteTables,
@@ -341,6 +361,12 @@ def catalog_arns(database: glue.Database) -> list[Sub]:
 
 
 def connection_statement(network: Network) -> Statement:
+    """Reading the network connections a job or crawler runs through.
+
+    AWS: "AWS managed policies for AWS Glue" (AWSGlueServiceRole: glue actions, of which Glue
+    calls GetConnection for a connection's subnet and security group), in the resource form of
+    "Specifying AWS Glue resource ARNs" (connection/<name>, with the catalog).
+    """
     return Statement(
         Effect=Allow,
         Action=[awacs.glue.GetConnection],
@@ -379,7 +405,10 @@ def job_arguments(b: StageBuilder, config: PipelineConfig, lake: DataLake,
         "--processed_location": lake.processed_location,
         "--output_format": etl.output_format,
         "--partition_keys": json.dumps(etl.partition_keys),
-        "--timestamp_columns": json.dumps(etl.timestamp_columns),
+        "--schema": json.dumps(config.record_schema.as_job_argument(),
+                               separators=(",", ":")),
+        "--event_source": etl_events.SOURCE,
+        "--event_detail_type": etl_events.DETAIL_TYPE,
     }
     if continuous_log_group is not None:
         arguments.update({
@@ -447,20 +476,30 @@ def job_statements(lake: DataLake, key: Ref, database: glue.Database, network: N
                    script: Asset) -> list[Statement]:
     processed_folder = lake.processed_prefix.rstrip("/")
     return [
+        # AWS: "Step 2: Create an IAM role for AWS Glue" (the role reads its data stores: the
+        # raw prefix) and AWSGlueServiceRole's s3:GetBucketLocation and s3:ListBucket.
         *policies.bucket_access(lake.raw_bucket, lake.raw_prefix, read=True),
+        # AWS: same page (the job writes its target: the processed prefix, with multipart
+        # uploads: "Multipart upload API and permissions" in the S3 user guide) and
+        # AWSGlueServiceRole's s3:DeleteObject (Spark replaces its temporary output).
         *policies.bucket_access(lake.processed_bucket, lake.processed_prefix, read=True,
                                 write=True, delete=True),
-        # Spark's S3 committer leaves a `<folder>_$folder$` marker beside the folder it writes.
+        # AWS: AWSGlueServiceRole (s3:PutObject, s3:DeleteObject): Spark's S3 committer
+        # leaves a `<folder>_$folder$` marker beside the folder it writes.
         Statement(
             Effect=Allow,
             Action=[awacs.s3.PutObject, awacs.s3.DeleteObject],
             Resource=[Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/{processed_folder}_$folder$")],
         ),
+        # AWS: "Step 2: Create an IAM role for AWS Glue": the role reads the job's script.
         Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[script.object_arn]),
-        # S3 SSE-KMS reads and writes, and the security configuration's client-side bookmark
-        # encryption, which the job asks KMS for directly: no kms:ViaService condition can
-        # narrow this one, so it is limited to the data key and these three actions.
-        policies.use_key(key, [awacs.kms.Decrypt, awacs.kms.Encrypt, awacs.kms.GenerateDataKey]),
+        # AWS: "Encrypting data written by AWS Glue": S3 SSE-KMS reads and writes, the
+        # security configuration's client-side bookmark encryption and log encryption, which
+        # the job asks KMS for directly: no kms:ViaService condition can narrow this one, so it
+        # is limited to the data key and these three actions.
+        policies.use_key(key, LOG_ENCRYPTION_KEY_ACTIONS),
+        # AWS: AWSGlueServiceRole (glue actions), in the resource form of "Specifying AWS Glue
+        # resource ARNs": the raw table the job reads, its partitions.
         Statement(
             Effect=Allow,
             Action=[awacs.glue.GetDatabase, awacs.glue.GetTable, awacs.glue.GetTables,
@@ -469,6 +508,17 @@ def job_statements(lake: DataLake, key: Ref, database: glue.Database, network: N
             Resource=catalog_arns(database),
         ),
         connection_statement(network),
+        # AWS: "Using IAM policy conditions in Amazon EventBridge": PutEvents on the default
+        # bus, for the job's one event (source and detail type as conditions): the run's
+        # count of new records (etl_events.py).
+        Statement(
+            Effect=Allow,
+            Action=[awacs.events.PutEvents],
+            Resource=[policies.arn("events", "event-bus/default")],
+            Condition=Condition(StringEquals({"events:source": etl_events.SOURCE,
+                                              "events:detail-type": etl_events.DETAIL_TYPE})),
+        ),
+        # AWS: AWSGlueServiceRole (cloudwatch:PutMetricData): job metrics (--enable-metrics).
         # PutMetricData has no resource-level permissions; the condition keeps the job to
         # Glue's own metric namespace.
         Statement(
@@ -556,12 +606,23 @@ def add_crawlers(b: StageBuilder, config: PipelineConfig, lake: DataLake, key: R
 def crawler_statements(lake: DataLake, key: Ref, database: glue.Database,
                        network: Network) -> list[Statement]:
     return [
+        # AWS: "Step 3: Configure security settings" (crawlers: GetObject on the data store)
+        # and AWSGlueServiceRole's s3:GetBucketLocation and s3:ListBucket.
         *policies.bucket_access(lake.raw_bucket, lake.raw_prefix, read=True),
+        # AWS: same pages: the processed prefix, which the processed crawler catalogs.
         *policies.bucket_access(lake.processed_bucket, lake.processed_prefix, read=True),
         key_use_through_s3(key, [awacs.kms.Decrypt], [
             lake.raw_bucket, Sub(f"${{{RAW_BUCKET_ARN.name}}}/*"),
             lake.processed_bucket, Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/*"),
         ]),
+        # AWS: "Encrypting data written by AWS Glue", section "Setting Up AWS Glue to use
+        # security configurations": the roles passed to crawlers (as to jobs) use the key to
+        # encrypt their CloudWatch Logs under the configuration's SSE-KMS log encryption.
+        # Glue asks KMS as the role, not through a service that a kms:ViaService condition
+        # could name.
+        policies.use_key(key, LOG_ENCRYPTION_KEY_ACTIONS),
+        # AWS: AWSGlueServiceRole (glue actions), in the resource form of "Specifying AWS Glue
+        # resource ARNs": what a crawler does to keep its tables and partitions.
         Statement(
             Effect=Allow,
             Action=[awacs.glue.GetDatabase, awacs.glue.GetTable, awacs.glue.GetTables,

@@ -25,6 +25,7 @@ import awacs.ec2
 import awacs.kinesis
 import awacs.kms
 import awacs.logs
+import awacs.s3
 import awacs.sqs
 import awacs.xray
 from awacs.aws import Allow, Statement, StringEquals
@@ -96,14 +97,20 @@ def ingest_stream(b: StageBuilder, settings: IngestionConfig, key: Ref) -> kines
 
 def producer_statements(stream: kinesis.Stream, key: Ref) -> list[Statement]:
     return [
+        # AWS: "Permissions to use user-generated KMS keys" (Kinesis Data Streams): a producer
+        # puts records; "Grant DescribeStreamSummary permission to the KPL": the KPL checks
+        # the stream's record distribution first; "Amazon Kinesis Producer Library now
+        # supports ListShards API" (What's New, 2019): the KPL discovers shards with ListShards.
         Statement(
             Effect=Allow,
             Action=[awacs.kinesis.PutRecord, awacs.kinesis.PutRecords,
                     awacs.kinesis.DescribeStreamSummary, awacs.kinesis.ListShards],
             Resource=[GetAtt(stream, "Arn")],
         ),
-        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis", "aws:kinesis:arn",
-                           [GetAtt(stream, "Arn")]),
+        # AWS: "Permissions to use user-generated KMS keys": producers need GenerateDataKey;
+        # Kinesis passes the stream ARN as encryption context (same page).
+        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey], "kinesis",
+                                    "aws:kinesis:arn", [GetAtt(stream, "Arn")]),
     ]
 
 
@@ -167,26 +174,47 @@ def add_delivery(b: StageBuilder, config: PipelineConfig, stream: kinesis.Stream
 def delivery_statements(settings: IngestionConfig, stream: kinesis.Stream, bucket: Ref,
                         key: Ref, log_group: logs.LogGroup,
                         log_stream: logs.LogStream) -> list[Statement]:
+    """AWS's documented policy for a Firehose stream reading a Kinesis data stream and delivering
+    to S3 with SSE-KMS and error logging ("Controlling access with Amazon Data Firehose"),
+    narrowed to this stream, bucket, key and log stream."""
     stream_arn = GetAtt(stream, "Arn")
     data_root = settings.firehose.prefix
     error_root = FIREHOSE_ERROR_ROOT + settings.firehose.prefix
+    objects = [Sub(f"${{{RAW_BUCKET_ARN.name}}}/{data_root}*"),
+               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{error_root}*")]
+    # Every statement: AWS, "Controlling access with Amazon Data Firehose", section "Grant
+    # Firehose access to an Amazon S3 destination" (its example policy, which covers a Kinesis
+    # data stream source, SSE-KMS and error logging).
     return [
+        # AWS: that section: the bucket actions, ListBucket without a condition.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.s3.GetBucketLocation, awacs.s3.ListBucket,
+                    awacs.s3.ListBucketMultipartUploads],
+            Resource=[bucket],
+        ),
+        # AWS: that section: the object actions, GetObject included, on the objects under the
+        # data and error prefixes Firehose writes.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.s3.AbortMultipartUpload, awacs.s3.GetObject, awacs.s3.PutObject],
+            Resource=objects,
+        ),
+        # AWS: that section: the key through S3 for the bucket's objects. With S3 Bucket Keys
+        # the encryption context is the bucket's ARN, without them the object's.
+        policies.key_use_in_context(key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey], "s3",
+                                    "aws:s3:arn", [bucket, *objects], wildcards=True),
+        # AWS: that section: reading the Kinesis data stream source.
         Statement(
             Effect=Allow,
             Action=[awacs.kinesis.DescribeStream, awacs.kinesis.GetShardIterator,
                     awacs.kinesis.GetRecords, awacs.kinesis.ListShards],
             Resource=[stream_arn],
         ),
-        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
-        *policies.unique_statements(policies.bucket_access(bucket, data_root, read=False, write=True)
-                + policies.bucket_access(bucket, error_root, read=False, write=True)),
-        # With S3 Bucket Keys the encryption context is the bucket's ARN; without, the object's.
-        policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "s3",
-                           "aws:s3:arn", [
-                               bucket,
-                               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{data_root}*"),
-                               Sub(f"${{{RAW_BUCKET_ARN.name}}}/{error_root}*"),
-                           ], wildcards=True),
+        # AWS: that section: decrypting the source stream through Kinesis.
+        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn",
+                                    [stream_arn]),
+        # AWS: that section: error logging to the delivery's log stream.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.PutLogEvents],
@@ -278,7 +306,9 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
     queue_arns = [GetAtt(q, "Arn") for q in queues]
     network_interfaces = policies.arn("ec2", "network-interface/*")
     return [
-        # What the event source mapping reads with this role.
+        # AWS: "Using Lambda with Kinesis Data Streams" (execution role permissions): what the
+        # event source mapping reads with this role (SubscribeToShard only for enhanced
+        # fan-out, which this mapping does not use).
         Statement(
             Effect=Allow,
             Action=[awacs.kinesis.DescribeStream, awacs.kinesis.DescribeStreamSummary,
@@ -286,16 +316,26 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
                     awacs.kinesis.ListShards],
             Resource=[stream_arn],
         ),
-        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn", [stream_arn]),
+        # AWS: "Permissions to use user-generated KMS keys" (Kinesis Data Streams): consumers
+        # of a stream encrypted with a customer managed key need Decrypt.
+        policies.key_use_in_context(key, [awacs.kms.Decrypt], "kinesis", "aws:kinesis:arn",
+                                    [stream_arn]),
+        # AWS: "Capturing discarded batches for a Kinesis Data Streams event source" (an SQS
+        # on-failure destination) and "Adding a dead-letter queue" (Lambda): SendMessage.
         Statement(Effect=Allow, Action=[awacs.sqs.SendMessage], Resource=queue_arns),
+        # AWS: "Encryption at rest in Amazon SQS" (key management): sending to a queue
+        # encrypted with a customer managed key takes GenerateDataKey and Decrypt.
         policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
-                           "aws:sqs:arn", queue_arns),
+                                    "aws:sqs:arn", queue_arns),
+        # AWS: "Sending Lambda function logs to CloudWatch Logs": streams and events in the
+        # function's (pre-created) log group.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
             Resource=[policies.arn("logs", "log-group:${%s}:*" % log_group.title)],
         ),
-        # Lambda creates the function's network interfaces with this role.
+        # AWS: "Giving Lambda functions access to resources in an Amazon VPC" (execution role
+        # permissions): Lambda creates the function's network interfaces with this role.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
@@ -303,14 +343,17 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
                       policies.arn("ec2", "security-group/${%s.GroupId}"
                                    % security_group.title)],
         ),
+        # AWS: same page: and deletes them, and assigns and unassigns their addresses.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DeleteNetworkInterface, awacs.ec2.AssignPrivateIpAddresses,
                     awacs.ec2.UnassignPrivateIpAddresses],
             Resource=[network_interfaces],
         ),
-        # EC2 Describe actions and X-Ray's write actions have no resource-level permissions:
-        # AWS accepts nothing narrower than "*" for them.
+        # AWS: same page (DescribeNetworkInterfaces, DescribeSubnets) and "Visualize Lambda
+        # function invocations using AWS X-Ray" (PutTraceSegments, PutTelemetryRecords with
+        # active tracing). EC2 Describe actions and X-Ray's write actions have no resource-level
+        # permissions: AWS accepts nothing narrower than "*" for them.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeSubnets,
@@ -318,7 +361,3 @@ def consumer_statements(stream: kinesis.Stream, key: Ref, queues: Sequence[sqs.Q
             Resource=["*"],
         ),
     ]
-
-
-# --- shared pieces -------------------------------------------------------------------------
-

@@ -10,8 +10,11 @@ Resources
 - RawBucket, ProcessedBucket, ArtifactsBucket (AWS::S3::Bucket) with a BucketPolicy each:
   SSE-KMS with the data key and a bucket key, versioning, all public access blocked, ACLs off,
   server access logs to the access-logs bucket, EventBridge notifications, TLS-only policy,
-  lifecycle (raw and processed move to the archive storage class after ArchiveAfterDays: the
-  pipeline's long-term backup; replaced versions expire; unfinished uploads are aborted).
+  lifecycle: raw objects move to the archive storage class after ArchiveAfterDays (the
+  pipeline's long-term backup, read again only by what reads new data); processed objects stay
+  readable (STANDARD, or `processed_storage_class` after ProcessedTransitionDays: never a class
+  that needs a restore, since the warehouse load, training and Spectrum read the whole processed
+  prefix); artifacts stay in STANDARD; replaced versions expire; unfinished uploads are aborted.
 - AccessLogsBucket (AWS::S3::Bucket) + AccessLogsBucketPolicy: the one bucket encrypted with
   SSE-S3 instead of the data key (see `_access_logs_bucket`); receives the S3 server access logs
   of the buckets above, and later stages' load balancer and Redshift audit logs.
@@ -22,7 +25,7 @@ Inputs: none.
 Outputs: DataKeyArn, DataKeyAlias, RawBucketName/Arn, ProcessedBucketName/Arn,
 ArtifactsBucketName/Arn, AccessLogsBucketName.
 Settings: EnvironmentName, ArchiveAfterDays, NoncurrentVersionExpirationDays,
-AccessLogExpirationDays.
+AccessLogExpirationDays; ProcessedTransitionDays (with `processed_storage_class`).
 """
 
 from dataclasses import dataclass
@@ -52,23 +55,27 @@ S3_ACCESS_LOG_PREFIX = "s3-access/"
 LOAD_BALANCER_LOG_PREFIX = "alb"
 
 
+# What a data bucket's objects become with age, by what reads them.
+ARCHIVE = "archive"    # raw: read again only when new (the ETL job's bookmarks, new-folder
+                       # crawls), so it may move to a class that needs a restore
+READABLE = "readable"  # processed: read whole by every load, training run and Spectrum query
+KEEP = "keep"          # artifacts: models and scripts, read by deployments at any time
+
+
 @dataclass(frozen=True)
 class DataBucket:
     purpose: str
     logical_id: str
     name_wire: Wire
     arn_wire: Wire
-    # Move objects to the archive storage class after ArchiveAfterDays (the long-term backup).
-    # Artifacts stay in STANDARD: models and scripts are read by deployments at any time.
-    archived: bool
+    ageing: str
 
 
 DATA_BUCKETS = (
-    DataBucket("raw", "RawBucket", RAW_BUCKET_NAME, RAW_BUCKET_ARN, archived=True),
+    DataBucket("raw", "RawBucket", RAW_BUCKET_NAME, RAW_BUCKET_ARN, ARCHIVE),
     DataBucket("processed", "ProcessedBucket", PROCESSED_BUCKET_NAME, PROCESSED_BUCKET_ARN,
-               archived=True),
-    DataBucket("artifacts", "ArtifactsBucket", ARTIFACTS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN,
-               archived=False),
+               READABLE),
+    DataBucket("artifacts", "ArtifactsBucket", ARTIFACTS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, KEEP),
 )
 
 
@@ -237,7 +244,7 @@ def _data_bucket(b: StageBuilder, spec: DataBucket, name: Sub, storage: StorageC
                 PartitionedPrefix=s3.PartitionedPrefix(PartitionDateSource="EventTime")),
         ),
         LifecycleConfiguration=s3.LifecycleConfiguration(
-            Rules=_data_lifecycle_rules(b, storage, spec.archived)),
+            Rules=_data_lifecycle_rules(b, storage, spec.ageing)),
         # Later stages (ETL, training) react to new objects through EventBridge rules.
         NotificationConfiguration=s3.NotificationConfiguration(
             EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True)),
@@ -247,17 +254,11 @@ def _data_bucket(b: StageBuilder, spec: DataBucket, name: Sub, storage: StorageC
 
 
 def _data_lifecycle_rules(b: StageBuilder, storage: StorageConfig,
-                          archived: bool) -> list[s3.LifecycleRule]:
+                          ageing: str) -> list[s3.LifecycleRule]:
     rules = []
-    if archived:
-        rules.append(s3.LifecycleRule(
-            Id="archive",
-            Status="Enabled",
-            Transitions=[s3.LifecycleRuleTransition(
-                StorageClass=storage.archive_storage_class,
-                TransitionInDays=b.setting(storage, "archive_after_days"),
-            )],
-        ))
+    transition = _transition(b, storage, ageing)
+    if transition is not None:
+        rules.append(s3.LifecycleRule(Id=ageing, Status="Enabled", Transitions=[transition]))
     rules.append(s3.LifecycleRule(
         Id="expire-noncurrent-versions",
         Status="Enabled",
@@ -268,6 +269,19 @@ def _data_lifecycle_rules(b: StageBuilder, storage: StorageConfig,
         AbortIncompleteMultipartUpload=_abort_incomplete_uploads(),
     ))
     return rules
+
+
+def _transition(b: StageBuilder, storage: StorageConfig,
+                ageing: str) -> s3.LifecycleRuleTransition | None:
+    if ageing == ARCHIVE:
+        return s3.LifecycleRuleTransition(
+            StorageClass=storage.archive_storage_class,
+            TransitionInDays=b.setting(storage, "archive_after_days"))
+    if ageing == READABLE and storage.processed_storage_class is not None:
+        return s3.LifecycleRuleTransition(
+            StorageClass=storage.processed_storage_class,
+            TransitionInDays=b.setting(storage, "processed_transition_days"))
+    return None
 
 
 def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:

@@ -15,7 +15,8 @@ Resources
 - Assets: prepare.py (with the prepare step) and evaluate.py (mlops_cfn/data/training/).
 - With triggers (config `triggers`): TriggerRole (EventBridge may start this pipeline only),
   TriggerDeadLetterQueue (+ policy) for events EventBridge could not deliver after its retries,
-  and one rule each: EtlSucceededRule (Glue Job State Change, SUCCEEDED, the ETL job),
+  and one rule each: EtlSucceededRule (the ETL job's new-data event with at least one record,
+  etl_events.py: a run that found nothing new trains nothing),
   NewDataRule (Object Created under the input prefix, ending in the marker), ScheduleRule.
 - Mappings XgboostRegistry: the account holding the built-in XGBoost image in each region.
 
@@ -51,7 +52,7 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
-from . import training_pipeline
+from . import etl_events, training_pipeline
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .training_pipeline import Cfn, Refs
 
@@ -251,8 +252,11 @@ def definition_body(b: StageBuilder, config: PipelineConfig, refs: Refs) -> Sub:
         variables["XgboostAccount"] = FindInMap(XGBOOST_MAPPING, Ref("AWS::Region"), "Account")
     if refs.analyzer_image is not None:
         variables["AnalyzerAccount"] = analyzer_account(b, config.stages.monitoring.model_monitor)
-    text = training_pipeline.sub_body(
-        training_pipeline.definition(settings, refs, settings.input_format(config)))
+    schema = config.record_schema
+    assert schema.label is not None  # TrainingConfig.problems_with refuses a schema without one
+    columns = training_pipeline.Columns(schema.label, tuple(schema.feature_columns()))
+    text = training_pipeline.sub_body(training_pipeline.definition(
+        settings, refs, columns, settings.input_format(config)))
     return Sub(text, **variables)
 
 
@@ -302,7 +306,11 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                 policies.arn("sagemaker", f"model-package/{group}/*")]
     network_interfaces = policies.arn("ec2", "network-interface/*")
     statements = [
-        # The pipeline starts, watches and stops its own jobs, and registers models.
+        # AWS: "IAM Access Management" (SageMaker Pipelines, pipeline role permissions): Create
+        # and Describe for each job type the pipeline runs; "StopPipelineExecution" (API
+        # reference): stopping an execution stops its running jobs, with this role;
+        # "Provide permissions for tagging SageMaker AI resources": Pipelines tags the jobs it
+        # creates, which takes AddTags.
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateTrainingJob, awacs.sagemaker.DescribeTrainingJob,
@@ -311,39 +319,56 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                     awacs.sagemaker.AddTags],
             Resource=jobs,
         ),
+        # AWS: same pages: the RegisterModel step creates (and describes) a model package in
+        # the registry's group, tagged.
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateModelPackage, awacs.sagemaker.DescribeModelPackage,
-                    awacs.sagemaker.DescribeModelPackageGroup, awacs.sagemaker.AddTags],
+                    awacs.sagemaker.AddTags],
             Resource=packages,
         ),
-        # The jobs run as this same role.
+        # AWS: "IAM Access Management" (SageMaker Pipelines): iam:PassRole for the role passed
+        # to each job; the jobs run as this same role.
         Statement(
             Effect=Allow,
             Action=[awacs.iam.PassRole],
             Resource=[GetAtt(role, "Arn")],
             Condition=Condition(StringEquals("iam:PassedToService", "sagemaker.amazonaws.com")),
         ),
+        # AWS: "CreateProcessingJob API: Execution Role Permissions" (s3:GetObject, s3:ListBucket,
+        # s3:GetBucketLocation on the inputs): the prepare step reads the input prefix.
         *policies.bucket_access(processed, input_prefix),
+        # AWS: same page and "CreateTrainingJob API: Execution Role Permissions" (reading
+        # inputs, s3:PutObject for outputs, with multipart uploads: "Multipart upload API and
+        # permissions"); "IAM Access Management" (Pipelines: s3:GetObject for JsonGet on the
+        # evaluation report): the splits, models and reports under the artifacts prefix.
         *policies.bucket_access(artifacts, settings.artifacts_prefix, write=True),
-        # The baselining step writes Model Monitor's baseline where its schedule reads it.
+        # AWS: "CreateProcessingJob API: Execution Role Permissions": the baselining step
+        # writes Model Monitor's baseline where its schedule reads it.
         *(policies.bucket_access(artifacts, baseline, read=False, write=True)
           if baseline else []),
         *script_statements(scripts),
-        # S3 encrypts and decrypts objects with the data key for the role's requests;
-        # SageMaker encrypts the job volumes and the model it uploads.
+        # AWS: "CreateTrainingJob API: Execution Role Permissions" and "CreateProcessingJob API:
+        # Execution Role Permissions" (with KmsKeyId and VolumeKmsKeyId): S3 encrypts and
+        # decrypts objects with the data key for the role's requests; SageMaker encrypts the
+        # job volumes and the model it uploads.
         policies.use_key(key, [awacs.kms.Encrypt, awacs.kms.Decrypt, awacs.kms.GenerateDataKey],
                          via_services=("s3", "sagemaker")),
-        # The volumes' encryption goes through grants SageMaker creates for the instances;
-        # only grants for AWS resources.
+        # AWS: same pages: the volumes' encryption goes through grants SageMaker creates for
+        # the instances (kms:CreateGrant); only grants for AWS resources.
         Statement(
             Effect=Allow,
             Action=[awacs.kms.CreateGrant],
             Resource=[key],
             Condition=Condition(Bool("kms:GrantIsForAWSResource", "true")),
         ),
+        # AWS: same pages: SageMaker describes the key it is given (its own statement: no grant
+        # condition can apply to DescribeKey).
         Statement(Effect=Allow, Action=[awacs.kms.DescribeKey], Resource=[key]),
-        # The jobs' network interfaces, in this VPC and with the job security group only.
+        # AWS: "Give SageMaker AI Training Jobs Access to Resources in Your Amazon VPC" and
+        # "Give SageMaker Processing Jobs Access to Resources in Your Amazon VPC" (the
+        # execution role's EC2 permissions): the jobs' network interfaces, in this VPC and with
+        # the job security group only.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterface],
@@ -352,6 +377,7 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                                    % security_group.title)],
             Condition=in_vpc,
         ),
+        # AWS: same pages: their permissions and deletion.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.CreateNetworkInterfacePermission,
@@ -360,8 +386,8 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
             Resource=[network_interfaces],
             Condition=in_vpc,
         ),
+        # AWS: same pages: SageMaker checks the subnets and security group before a VPC job.
         # EC2's Describe actions have no resource-level permissions: AWS accepts only "*".
-        # SageMaker calls them to check the subnets and security group before a VPC job.
         Statement(
             Effect=Allow,
             Action=[awacs.ec2.DescribeNetworkInterfaces, awacs.ec2.DescribeVpcs,
@@ -369,7 +395,8 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                     awacs.ec2.DescribeSecurityGroups],
             Resource=["*"],
         ),
-        # The jobs' logs, in the log groups SageMaker names for them.
+        # AWS: "CreateTrainingJob API: Execution Role Permissions" and "CreateProcessingJob API:
+        # Execution Role Permissions": the jobs' logs, in the log groups SageMaker names.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
@@ -377,8 +404,8 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
             Resource=[policies.arn("logs", f"log-group:{log_group}:*")
                       for log_group in JOB_LOG_GROUPS],
         ),
-        # PutMetricData has no resource-level permissions; the namespace condition keeps it
-        # to the jobs' own metrics.
+        # AWS: same pages (cloudwatch:PutMetricData). PutMetricData has no resource-level
+        # permissions; the namespace condition keeps it to the jobs' own metrics.
         Statement(
             Effect=Allow,
             Action=[awacs.cloudwatch.PutMetricData],
@@ -392,7 +419,11 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
 
 
 def script_statements(scripts: list[Asset]) -> list[Statement]:
-    """Reading the shipped scripts: processing inputs of type S3Prefix list their key first."""
+    """Reading the shipped scripts: processing inputs of type S3Prefix list their key first.
+
+    AWS: "CreateProcessingJob API: Execution Role Permissions" (s3:GetObject, s3:ListBucket,
+    s3:GetBucketLocation on a processing input's location).
+    """
     assets_bucket = policies.bucket_arn(Ref(ASSETS_BUCKET))
     return [
         Statement(Effect=Allow, Action=[awacs.s3.GetBucketLocation], Resource=[assets_bucket]),
@@ -408,7 +439,11 @@ def script_statements(scripts: list[Asset]) -> list[Statement]:
 
 
 def image_pull_statements() -> list[Statement]:
-    """Pulling a configured image from this account's ECR (the built-in images need none)."""
+    """Pulling a configured image from this account's ECR (the built-in images need none).
+
+    AWS: "CreateTrainingJob API: Execution Role Permissions" (the ECR actions for an image in
+    the account's own registry).
+    """
     return [
         # The image is a setting, so its repository is unknown here: repositories of this
         # account and region.
@@ -437,6 +472,8 @@ def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="start-training-pipeline",
+            # AWS: "Amazon EventBridge targets" (SageMaker AI pipeline as a target: the role
+            # starts the pipeline, sagemaker:StartPipelineExecution on it).
             PolicyDocument=policies.document(Statement(
                 Effect=Allow,
                 Action=[awacs.sagemaker.StartPipelineExecution],
@@ -478,13 +515,9 @@ def trigger_rule(b: StageBuilder, settings: TrainingConfig, trigger: str,
     if trigger == "etl_success":
         return events.Rule(
             "EtlSucceededRule",
-            Description="Train when the ETL job has written new processed data",
+            Description="Train when the ETL job has written new processed records",
             State="ENABLED",
-            EventPattern={
-                "source": ["aws.glue"],
-                "detail-type": ["Glue Job State Change"],
-                "detail": {"jobName": [b.input(ETL_JOB_NAME)], "state": ["SUCCEEDED"]},
-            },
+            EventPattern=etl_events.new_records_pattern(b.input(ETL_JOB_NAME)),
         )
     if trigger == "new_data":
         return events.Rule(

@@ -8,7 +8,7 @@ it into the `Fn::Sub` text of the template's PipelineDefinitionBody.
 
 Steps
 - PrepareData (Processing, optional): prepare.py splits the input location into train,
-  validation and test CSV under the artifacts bucket.
+  validation and test CSV under the artifacts bucket, of the record schema's label and features.
 - TrainModel (Training): the image on the train and validation channels; model to the artifacts
   bucket; volumes and output encrypted with the data key.
 - EvaluateModel (Processing): evaluate.py scores the model on the test rows and writes
@@ -132,12 +132,21 @@ def execution_folder(refs: Refs, folder: str, *below: str) -> dict:
 
 # --- the definition --------------------------------------------------------------------------
 
-def definition(config: TrainingConfig, refs: Refs, input_format: str = "parquet") -> dict:
+@dataclass(frozen=True)
+class Columns:
+    """What the model learns: the record schema's label and features (record_schema.py)."""
+
+    label: str
+    features: tuple[str, ...]
+
+
+def definition(config: TrainingConfig, refs: Refs, columns: Columns,
+               input_format: str = "parquet") -> dict:
     """The pipeline; `input_format` is what the prepare step reads (TrainingConfig.input_format
     resolves it against the etl stage)."""
     steps = []
     if config.prepare.enabled:
-        steps.append(prepare_step(config, refs, input_format))
+        steps.append(prepare_step(config, refs, columns, input_format))
     steps += [training_step(config, refs), evaluation_step(config, refs),
               condition_step(config, refs)]
     return {
@@ -162,14 +171,13 @@ def parameters(refs: Refs) -> list[dict]:
     ]
 
 
-def prepare_step(config: TrainingConfig, refs: Refs, input_format: str) -> dict:
+def prepare_step(config: TrainingConfig, refs: Refs, columns: Columns, input_format: str) -> dict:
     prepare = config.prepare
     arguments = ["--input-format", input_format,
-                 "--label-column", prepare.label_column,
+                 "--label-column", columns.label,
+                 "--feature-columns", ",".join(columns.features),
                  "--validation-fraction", repr(prepare.validation_fraction),
                  "--test-fraction", repr(prepare.test_fraction)]
-    if prepare.feature_columns:
-        arguments += ["--feature-columns", ",".join(prepare.feature_columns)]
     assert refs.prepare_script_uri is not None
     return {
         "Name": PREPARE,

@@ -74,19 +74,45 @@ def test_namespace_takes_the_redshift_role_as_its_default():
     assert props["IamRoles"] == [ROLE_ARN]
 
 
-def test_admin_password_lives_only_in_a_secret_encrypted_with_the_data_key():
+SERVERLESS_SECRET = ("arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
+                     "secret:redshift!mlops-demo-${EnvironmentName}-warehouse-owner")
+SERVERLESS_SECRET_ARN = {"Fn::Sub": SERVERLESS_SECRET}
+SERVERLESS_SECRET_GRANT = {"Fn::Sub": SERVERLESS_SECRET + "-??????"}
+CLUSTER_SECRET = {"Fn::GetAtt": ["Warehouse", "MasterPasswordSecretArn"]}
+
+
+def test_namespace_admin_password_is_managed_by_redshift_with_the_data_key():
+    """Finding 2 of issue 12: no dynamic reference for CloudFormation to resolve with the
+    deploying principal (the delivery pipeline's and the launch role's), and rotation on."""
     t = template(admin_username="owner")
-    secret = only_resource(t, "AWS::SecretsManager::Secret")
-    props = secret["Properties"]
-    assert props["KmsKeyId"] == KEY
-    assert json.loads(props["GenerateSecretString"]["SecretStringTemplate"]) == {
-        "username": "owner"}
-    assert props["GenerateSecretString"]["GenerateStringKey"] == "password"
-    assert secret["DeletionPolicy"] == "Retain"
     namespace = only_resource(t, "AWS::RedshiftServerless::Namespace")["Properties"]
     assert namespace["AdminUsername"] == "owner"
-    assert namespace["AdminUserPassword"] == {
-        "Fn::Sub": "{{resolve:secretsmanager:${AdminSecret}:SecretString:password}}"}
+    assert namespace["ManageAdminPassword"] is True
+    assert namespace["AdminPasswordSecretKmsKeyId"] == KEY
+    assert "AdminUserPassword" not in namespace
+    assert not resources_of_type(t, "AWS::SecretsManager::Secret")
+    assert "{{resolve:" not in json.dumps(t)
+
+
+def test_the_managed_namespace_secret_is_published_by_its_name():
+    # CloudFormation returns no ARN of the secret a namespace manages; the output is the ARN
+    # without Secrets Manager's random suffix (a partial ARN Secrets Manager resolves).
+    t = template(admin_username="owner")
+    assert t["Outputs"][REDSHIFT_SECRET_ARN.name]["Value"] == SERVERLESS_SECRET_ARN
+    assert only_resource(t, "AWS::RedshiftServerless::Namespace")["Properties"][
+        "NamespaceName"] == {"Fn::Sub": "mlops-demo-${EnvironmentName}-warehouse"}
+
+
+@pytest.mark.parametrize("name, refused", [("owner", False), ("admin1", True),
+                                           ("mlops_admin", False)])
+def test_a_six_character_serverless_admin_name_is_refused(name, refused):
+    # Secrets Manager would take the name's last six characters for an ARN's random suffix.
+    if refused:
+        with pytest.raises(UserError, match="admin_username.*6 characters"):
+            template(admin_username=name)
+    else:
+        template(admin_username=name)
+    template(deployment="provisioned", admin_username=name)
 
 
 def test_audit_logs_go_to_our_encrypted_log_groups_under_redshifts_names():
@@ -338,22 +364,25 @@ def target(t: dict, target_id: str) -> dict:
     return found
 
 
-def test_the_rule_fires_when_the_etl_job_succeeds():
+def test_the_rule_fires_when_an_etl_job_run_wrote_new_records():
+    # Not Glue's SUCCEEDED, which every hourly run sends, new records or not (issue 12,
+    # finding 8); tests/test_etl_job.py matches the pattern against sample events.
     t = template()
     assert rule(t)["EventPattern"] == {
-        "source": ["aws.glue"],
-        "detail-type": ["Glue Job State Change"],
-        "detail": {"jobName": [{"Ref": ETL_JOB_NAME.name}], "state": ["SUCCEEDED"]},
+        "source": ["mlops-cfn.etl"],
+        "detail-type": ["Processed Data Written"],
+        "detail": {"jobName": [{"Ref": ETL_JOB_NAME.name}],
+                   "recordsWritten": [{"numeric": [">", 0]}]},
     }
     assert rule(t)["State"] == "ENABLED"
 
 
 @pytest.mark.parametrize("deployment, arn, secret", [
-    ("serverless", WORKGROUP_ARN, {"Ref": "AdminSecret"}),
-    ("provisioned", CLUSTER_ARN, {"Fn::GetAtt": ["Warehouse", "MasterPasswordSecretArn"]}),
+    ("serverless", WORKGROUP_ARN, SERVERLESS_SECRET_ARN),
+    ("provisioned", CLUSTER_ARN, CLUSTER_SECRET),
 ])
 def test_the_load_runs_through_the_data_api_on_this_warehouse(deployment, arn, secret):
-    t = template(deployment=deployment, database="sales")
+    t = template(deployment=deployment, database="sales", admin_username="owner")
     load = target(t, "load-table")
     assert load["Arn"] == arn
     assert load["RoleArn"] == {"Fn::GetAtt": ["LoadRole", "Arn"]}
@@ -368,8 +397,8 @@ def test_the_load_target_runs_the_generated_statements_as_one_batch():
     t = template()
     config = loaded().config
     expected = analytics_sql.load_statements(
-        config.stages.analytics.table, "s3://${ProcessedBucketName}/${ProcessedDataPrefix}",
-        "${RedshiftRole.Arn}", "parquet")
+        config.stages.analytics.table, config.record_schema.columns,
+        "s3://${ProcessedBucketName}/${ProcessedDataPrefix}", "${RedshiftRole.Arn}", "parquet")
     sqls = target(t, "load-table")["RedshiftDataParameters"]["Sqls"]
     assert [s["Fn::Sub"] if isinstance(s, dict) else s for s in sqls] == expected
     # Every placeholder is something the template defines.
@@ -418,12 +447,13 @@ def test_only_the_load_rule_may_send_to_its_dead_letter_queue():
 
 
 @pytest.mark.parametrize("deployment, arn, secret", [
-    ("serverless", WORKGROUP_ARN, {"Ref": "AdminSecret"}),
-    ("provisioned", CLUSTER_ARN, {"Fn::GetAtt": ["Warehouse", "MasterPasswordSecretArn"]}),
+    ("serverless", WORKGROUP_ARN, SERVERLESS_SECRET_GRANT),
+    ("provisioned", CLUSTER_ARN, CLUSTER_SECRET),
 ])
 def test_eventbridge_may_run_statements_on_this_warehouse_with_its_secret_only(
         deployment, arn, secret):
-    role = resources_of_type(template(deployment=deployment), "AWS::IAM::Role")["LoadRole"]
+    role = resources_of_type(template(deployment=deployment, admin_username="owner"),
+                             "AWS::IAM::Role")["LoadRole"]
     [trust] = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "events.amazonaws.com"}
     assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
@@ -434,8 +464,10 @@ def test_eventbridge_may_run_statements_on_this_warehouse_with_its_secret_only(
     by_action = {a: s for s in found for a in s["Action"]}
     assert by_action["redshift-data:ExecuteStatement"]["Resource"] == [arn]
     assert by_action["secretsmanager:GetSecretValue"]["Resource"] == [secret]
-    assert by_action["kms:Decrypt"]["Condition"]["StringEquals"][
-        "kms:EncryptionContext:SecretARN"] == secret
+    assert by_action["kms:Decrypt"]["Condition"]["StringLike"] == {
+        "kms:EncryptionContext:SecretARN": secret}
+    assert by_action["kms:Decrypt"]["Condition"]["StringEquals"] == {
+        "kms:ViaService": {"Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}}
 
 
 def test_load_off_keeps_only_the_external_schema_target():
@@ -512,11 +544,11 @@ def test_quicksight_may_reach_the_port_even_with_configured_ranges():
 
 
 def test_quicksight_reads_only_the_warehouse_secret():
-    t = template(quicksight={"enabled": True, "owner_arn": OWNER})
+    t = template(quicksight={"enabled": True, "owner_arn": OWNER}, admin_username="owner")
     policy = only_resource(t, "AWS::IAM::Policy")["Properties"]
     assert policy["Roles"] == ["aws-quicksight-secretsmanager-role-v0"]
     found = policy["PolicyDocument"]["Statement"]
-    assert found[0]["Resource"] == [{"Ref": "AdminSecret"}]
+    assert found[0]["Resource"] == [SERVERLESS_SECRET_GRANT]
     assert found[1]["Action"] == ["kms:Decrypt"]
     assert found[1]["Condition"]["StringEquals"]["kms:ViaService"] == {
         "Fn::Sub": "secretsmanager.${AWS::Region}.amazonaws.com"}

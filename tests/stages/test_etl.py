@@ -30,9 +30,14 @@ UNSCOPABLE = {"ec2:DescribeNetworkInterfaces", "ec2:DescribeRouteTables",
               "cloudwatch:PutMetricData"}
 
 
-def config(env: str = "dev", ingestion: bool = True, network: dict | None = None, **changes):
+# Raw objects that stay readable: what a crawler of every folder needs.
+READABLE_ARCHIVE = {"archive_storage_class": "GLACIER_IR"}
+
+
+def config(env: str = "dev", ingestion: bool = True, network: dict | None = None,
+           storage: dict | None = None, **changes):
     data = {"stages": {"etl": {"enabled": True, **changes},
-                       "ingestion": {"enabled": ingestion}}}
+                       "ingestion": {"enabled": ingestion}, "storage": storage or {}}}
     if network is not None:
         data["network"] = network
     return config_with(data, env=env).config
@@ -230,9 +235,10 @@ def test_security_group_admits_only_itself_and_sends_only_https_beyond_itself():
 
 
 def test_the_interface_endpoints_a_vpc_glue_job_calls_are_requested():
-    assert set(EtlConfig().vpc_endpoints()) == {"glue", "kms", "logs", "monitoring", "sts"}
-    assert {"glue", "kms", "logs", "monitoring", "sts"} <= set(
-        needed_interface_endpoints(config()))
+    # `events`: the job's new-data event (PutEvents) from the private subnets.
+    called = {"events", "glue", "kms", "logs", "monitoring", "sts"}
+    assert set(EtlConfig().vpc_endpoints()) == called
+    assert called <= set(needed_interface_endpoints(config()))
 
 
 # --- IAM --------------------------------------------------------------------------------------
@@ -318,17 +324,31 @@ def test_connections_are_read_by_name():
         "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:connection/${NetworkConnection2}"]
 
 
-def test_key_use_is_the_data_key_only_and_the_crawlers_decrypt_through_s3():
+def test_key_use_is_the_data_key_only_and_the_crawlers_decrypt_their_data_through_s3():
     t = template()
     job_key = [s for s in statements(t, "JobRole") if s["Resource"] == [KEY]]
     assert [sorted(s["Action"]) for s in job_key] == [["kms:Decrypt", "kms:Encrypt",
                                                        "kms:GenerateDataKey"]]
-    [crawler_key] = [s for s in statements(t, "CrawlerRole") if s["Resource"] == [KEY]]
-    assert crawler_key["Action"] == ["kms:Decrypt"]
-    assert crawler_key["Condition"]["StringEquals"] == {
+    [through_s3] = [s for s in statements(t, "CrawlerRole")
+                    if s["Resource"] == [KEY] and "Condition" in s]
+    assert through_s3["Action"] == ["kms:Decrypt"]
+    assert through_s3["Condition"]["StringEquals"] == {
         "kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}
     assert all(not a.startswith("kms:") for role in ROLES for s in statements(t, role)
                if s["Resource"] != [KEY] for a in s["Action"])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_crawler_and_job_roles_may_encrypt_their_logs_under_the_security_configuration(role):
+    """AWS, "Encrypting data written by AWS Glue" (setting up security configurations): the
+    roles passed to crawlers and jobs use the key to encrypt CloudWatch Logs. Glue calls KMS as
+    the role, so the grant cannot be limited to requests made through S3."""
+    t = template()
+    assert t["Resources"]["SecurityConfiguration"]["Properties"]["EncryptionConfiguration"][
+        "CloudWatchEncryption"] == {"CloudWatchEncryptionMode": "SSE-KMS", "KmsKeyArn": KEY}
+    direct = [s for s in statements(t, role) if s["Resource"] == [KEY] and "Condition" not in s]
+    assert [sorted(s["Action"]) for s in direct] == [["kms:Decrypt", "kms:Encrypt",
+                                                      "kms:GenerateDataKey"]]
 
 
 def test_network_interfaces_only_in_the_stage_subnets_and_security_group():
@@ -388,11 +408,31 @@ def test_parquet_is_the_default_output_format():
 
 
 def test_csv_is_chosen_by_config():
-    args = job(template(output_format="csv", partition_keys=["year"],
-                        timestamp_columns=["event_time"]))["DefaultArguments"]
+    args = job(template(output_format="csv", partition_keys=["year"]))["DefaultArguments"]
     assert args["--output_format"] == "csv"
     assert json.loads(args["--partition_keys"]) == ["year"]
-    assert json.loads(args["--timestamp_columns"]) == ["event_time"]
+
+
+def test_the_job_writes_the_record_schema():
+    args = job(template())["DefaultArguments"]
+    assert json.loads(args["--schema"]) == [
+        {"name": "event_id", "type": "string", "max_bytes": 64},
+        {"name": "event_type", "type": "string", "max_bytes": 64},
+        {"name": "user_id", "type": "string", "max_bytes": 64},
+        {"name": "item_id", "type": "string", "max_bytes": 64},
+        {"name": "event_time", "type": "timestamp"},
+        {"name": "value", "type": "double"},
+        {"name": "label", "type": "integer"}]
+
+
+def test_a_schema_column_named_like_a_partition_key_is_refused():
+    # A partition key is a folder, not a column of the files: listing it would shift every
+    # later column of the warehouse's positional COPY.
+    with pytest.raises(UserError, match="record_schema.columns: 'year' is also in "
+                                        "stages.etl.partition_keys"):
+        config_with({"record_schema": {"columns": [
+            {"name": "year", "type": "string"}, {"name": "label", "type": "integer"},
+            {"name": "x", "type": "double"}]}})
 
 
 def test_job_sizes_come_from_the_settings():
@@ -488,11 +528,19 @@ def test_a_processed_folder_named_like_a_raw_table_is_refused():
     ("everything", "CRAWL_EVERYTHING", "UPDATE_IN_DATABASE"),
 ])
 def test_recrawl_and_schema_change_policies(recrawl, behavior, update):
-    for crawler in crawlers(template(recrawl=recrawl)).values():
+    for crawler in crawlers(template(recrawl=recrawl, storage=READABLE_ARCHIVE)).values():
         assert crawler["RecrawlPolicy"] == {"RecrawlBehavior": behavior}
         # Never drop a table or partition because its objects are gone (archived).
         assert crawler["SchemaChangePolicy"] == {"UpdateBehavior": update, "DeleteBehavior": "LOG"}
         assert "Schedule" not in crawler  # the workflow starts them
+
+
+@pytest.mark.parametrize("archive", ["GLACIER", "DEEP_ARCHIVE"])
+def test_crawling_every_raw_folder_again_needs_raw_objects_that_stay_readable(archive):
+    # Day 90 (issue 12, finding 7): archived raw objects cannot be read without a restore.
+    with pytest.raises(UserError, match="stages.etl.recrawl: 'everything'.*"
+                                        f"archive_storage_class {archive}"):
+        config(recrawl="everything", storage={"archive_storage_class": archive})
 
 
 # --- orchestration ----------------------------------------------------------------------------
@@ -537,7 +585,8 @@ def test_without_a_schedule_the_workflow_runs_on_demand():
 @pytest.mark.parametrize("changes", [
     {},
     {"ingestion": False},
-    {"glue_version": "5.0", "output_format": "csv", "schedule": None, "recrawl": "everything"},
+    {"glue_version": "5.0", "output_format": "csv", "schedule": None, "recrawl": "everything",
+     "storage": READABLE_ARCHIVE},
     {"network": EXISTING_NETWORK_WITH_ZONES},
 ], ids=["default", "without-ingestion", "glue5-csv-on-demand", "existing-vpc"])
 def test_template_has_no_cfn_lint_findings(changes):

@@ -188,9 +188,22 @@ def test_delivery_role_writes_only_under_the_data_and_error_prefixes():
     found = statements(delivery_role(template(firehose={"prefix": "clicks/"})))
     objects = [r["Fn::Sub"] for s in with_action(found, "s3:PutObject") for r in s["Resource"]]
     assert sorted(objects) == ["${RawBucketArn}/clicks/*", "${RawBucketArn}/firehose-errors/clicks/*"]
-    assert not with_action(found, "s3:GetObject") and not with_action(found, "s3:DeleteObject")
-    for listing in with_action(found, "s3:ListBucket"):
-        assert "s3:prefix" in listing["Condition"]["StringLike"]
+    assert not with_action(found, "s3:DeleteObject")
+
+
+def test_delivery_role_holds_aws_documented_s3_destination_policy():
+    """AWS, "Controlling access with Amazon Data Firehose", "Grant Firehose access to an Amazon
+    S3 destination": GetObject on the objects and ListBucket with no condition are part of it
+    (Firehose lists and reads back what it wrote); nothing beyond the six actions listed."""
+    found = statements(delivery_role(template(firehose={"prefix": "clicks/"})))
+    s3_actions = {a for s in found for a in s["Action"] if a.startswith("s3:")}
+    assert s3_actions == {"s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject",
+                          "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"}
+    [listing] = with_action(found, "s3:ListBucket")
+    assert listing["Resource"] == [{"Ref": "RawBucketArn"}] and "Condition" not in listing
+    [read] = with_action(found, "s3:GetObject")
+    assert sorted(r["Fn::Sub"] for r in read["Resource"]) == [
+        "${RawBucketArn}/clicks/*", "${RawBucketArn}/firehose-errors/clicks/*"]
 
 
 def test_delivery_role_uses_the_key_only_through_kinesis_and_s3_for_its_resources():

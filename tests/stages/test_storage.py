@@ -4,11 +4,11 @@ import cfnlint.api
 import pytest
 
 from mlops_cfn import outputs
+from mlops_cfn.errors import UserError
 from mlops_cfn.stages import storage
 from tests.helpers import config_with, only_resource, resources_of_type, template_dict
 
 DATA_BUCKETS = ("RawBucket", "ProcessedBucket", "ArtifactsBucket")
-ARCHIVED_BUCKETS = ("RawBucket", "ProcessedBucket")
 ALL_BUCKETS = (*DATA_BUCKETS, "AccessLogsBucket")
 KEY_ARN = {"Fn::GetAtt": ["DataKey", "Arn"]}
 
@@ -240,11 +240,13 @@ def test_log_bucket_does_not_log_to_itself_and_says_why(template):
 
 # --- lifecycle ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("bucket", ARCHIVED_BUCKETS)
-def test_raw_and_processed_move_to_the_archive_class_after_the_setting(template, bucket):
-    transitions = [t for r in lifecycle_rules(template, bucket) for t in r.get("Transitions", [])]
-    assert transitions == [{"StorageClass": "GLACIER",
-                            "TransitionInDays": {"Ref": "ArchiveAfterDays"}}]
+def transitions(template: dict, bucket: str) -> list[dict]:
+    return [t for r in lifecycle_rules(template, bucket) for t in r.get("Transitions", [])]
+
+
+def test_raw_moves_to_the_archive_class_after_the_setting(template):
+    assert transitions(template, "RawBucket") == [
+        {"StorageClass": "GLACIER", "TransitionInDays": {"Ref": "ArchiveAfterDays"}}]
 
 
 def test_archive_storage_class_comes_from_config():
@@ -252,6 +254,25 @@ def test_archive_storage_class_comes_from_config():
     template = template_dict(build(deep))
     [rule] = [r for r in lifecycle_rules(template, "RawBucket") if "Transitions" in r]
     assert rule["Transitions"][0]["StorageClass"] == "DEEP_ARCHIVE"
+
+
+def test_processed_data_stays_in_standard_by_default(template):
+    assert transitions(template, "ProcessedBucket") == []
+
+
+@pytest.mark.parametrize("storage_class", ["INTELLIGENT_TIERING", "STANDARD_IA", "GLACIER_IR"])
+def test_processed_data_may_move_to_a_class_that_stays_readable(storage_class):
+    stage = build({"stages": {"storage": {"processed_storage_class": storage_class,
+                                          "archive_storage_class": "DEEP_ARCHIVE"}}})
+    assert transitions(template_dict(stage), "ProcessedBucket") == [
+        {"StorageClass": storage_class, "TransitionInDays": {"Ref": "ProcessedTransitionDays"}}]
+    assert "ProcessedTransitionDays" in stage.settings
+
+
+@pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
+def test_processed_data_never_moves_to_a_class_that_needs_a_restore(storage_class):
+    with pytest.raises(UserError, match="stages.storage.processed_storage_class"):
+        build({"stages": {"storage": {"processed_storage_class": storage_class}}})
 
 
 def test_artifacts_stay_readable_without_restore(template):

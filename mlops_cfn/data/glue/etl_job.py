@@ -2,18 +2,29 @@
 
 Reads the raw table the raw crawler made over the raw prefix (found by its S3 location, since
 the crawler names it after a folder), and writes the processed prefix as Parquet or CSV,
-partitioned Hive-style. Job bookmarks make every run read only what earlier runs did not.
+partitioned Hive-style. Job bookmarks make every run read only what earlier runs did not; raw
+objects already archived (GLACIER, DEEP_ARCHIVE) are skipped.
+
+The output follows the record schema (the pipeline file's `record_schema`, passed as --schema):
+its columns in its order with its types, which is what the warehouse's COPY (by position) and
+training (by name) expect. A raw field the schema does not list is dropped; a listed column no
+raw field cleans to is written as null.
 
 Cleaning, per record:
-- column names become snake_case (`userId` -> `user_id`, `Page Views` -> `page_views`); two
-  names that clean to the same text get `_2`, `_3`, ...
+- raw column names become snake_case (`userId` -> `user_id`, `Page Views` -> `page_views`);
+  two names that clean to the same text get `_2`, `_3`, ...; the schema names cleaned names;
 - text is trimmed; empty text and null tokens (`null`, `None`, `NaN`, `N/A`, ...) become null;
-- values are coerced to the column's type in the raw table (a number sent as text in a numeric
-  column becomes that number, anything unreadable becomes null; a column seen with several
-  types stays text), booleans accept
-  true/false/yes/no/1/0, and the `--timestamp_columns` are parsed into UTC timestamps;
+- values are coerced to their schema type (a number sent as text becomes that number, anything
+  unreadable becomes null): booleans accept true/false/yes/no/1/0, timestamps ISO 8601 text or
+  epoch seconds or milliseconds (read as UTC), strings are cut to the column's byte length;
 - records with nothing but nulls outside the partition columns are dropped, as are exact
   duplicates.
+
+When a run has written its records (and committed its bookmark), it tells EventBridge, on the
+default bus, how many: an event of --event_source and --event_detail_type whose detail holds
+jobName, jobRunId, recordsWritten, location and format. The stages that react to new data (the
+warehouse load, training) match recordsWritten > 0, so a run that found nothing new starts
+nothing.
 
 Job arguments (the stage sets them; a replacement script gets the same):
   --database            Glue database of the raw and processed tables
@@ -21,11 +32,13 @@ Job arguments (the stage sets them; a replacement script gets the same):
   --processed_location  s3://<processed bucket>/<processed prefix> to write
   --output_format       parquet | csv
   --partition_keys      partition columns as a JSON list, e.g. ["year", "month", "day"]
-  --timestamp_columns   columns to parse as timestamps, as a JSON list ([] for none)
+  --schema              the record schema as a JSON list of {"name", "type"[, "max_bytes"]}
+  --event_source        source of the new-data event
+  --event_detail_type   detail type of the new-data event
 
 Everything above `main()` is plain Python, importable without Spark or the Glue libraries, so
-the transforms are tested locally on small samples; `main()` only moves data between Glue and
-those functions.
+the transforms and the event are tested locally on small samples; `main()` only moves data
+between Glue, those functions and EventBridge.
 """
 
 import json
@@ -37,23 +50,22 @@ from datetime import datetime, timezone
 from typing import Any, Iterable
 
 ARGUMENTS = ("database", "raw_location", "processed_location", "output_format",
-             "partition_keys", "timestamp_columns")
+             "partition_keys", "schema", "event_source", "event_detail_type")
+
+# Storage classes whose objects cannot be read without a restore (the raw bucket's archive).
+ARCHIVED_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 
 NULL_TOKENS = frozenset({"", "null", "none", "nan", "n/a", "na", "nil", "undefined", "-"})
 TRUE_TOKENS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_TOKENS = frozenset({"false", "f", "no", "n", "0"})
 
-# What a column becomes, by the type the crawler (or Spark) gave it.
-STRING, INTEGER, FLOAT, BOOLEAN, TIMESTAMP, PASSTHROUGH = (
-    "string", "integer", "float", "boolean", "timestamp", "passthrough")
-_KIND_BY_TYPE = {
-    "string": STRING, "varchar": STRING, "char": STRING,
-    "tinyint": INTEGER, "smallint": INTEGER, "int": INTEGER, "integer": INTEGER,
-    "bigint": INTEGER, "long": INTEGER,
-    "float": FLOAT, "double": FLOAT, "decimal": FLOAT,
-    "boolean": BOOLEAN,
-    "timestamp": TIMESTAMP, "date": TIMESTAMP,
-}
+# What a column becomes: the record schema's types (config/record_schema.py).
+STRING, INTEGER, FLOAT, BOOLEAN, TIMESTAMP = ("string", "integer", "float", "boolean",
+                                              "timestamp")
+SCHEMA_KINDS = {"string": STRING, "integer": INTEGER, "double": FLOAT, "boolean": BOOLEAN,
+                "timestamp": TIMESTAMP}
+# The field of the new-data event that says how many records a run wrote.
+RECORDS_WRITTEN = "recordsWritten"
 _LONG_MIN, _LONG_MAX = -(2 ** 63), 2 ** 63 - 1
 # Epoch values above this are milliseconds (this many seconds is the year 5138).
 _EPOCH_MILLIS_FROM = 10 ** 11
@@ -61,10 +73,11 @@ _EPOCH_MILLIS_FROM = 10 ** 11
 
 @dataclass(frozen=True)
 class Column:
-    source: str   # name in the raw data
-    target: str   # cleaned name in the processed data
-    kind: str     # one of STRING ... PASSTHROUGH
+    source: str | None  # name in the raw data; None: no raw field cleans to it (all null)
+    target: str         # name in the processed data
+    kind: str           # one of STRING ... TIMESTAMP
     partition: bool = False  # names a folder level; kept as text under its own name
+    max_bytes: int | None = None  # longest text of a STRING column, in UTF-8 bytes
 
 
 # --- names ------------------------------------------------------------------------------------
@@ -99,35 +112,42 @@ def unique_names(names: Iterable[str], reserved: Iterable[str] = ()) -> list[str
 
 # --- the plan: which column becomes what ---------------------------------------------------------
 
-def kind_of(type_name: str) -> str:
-    """The cleaning kind for a catalog or Spark type name (`bigint`, `decimal(10,2)`, ...)."""
-    base = type_name.strip().lower().split("(", 1)[0].split("<", 1)[0]
-    return _KIND_BY_TYPE.get(base, PASSTHROUGH)
+def parse_schema(argument: str) -> list[dict]:
+    """The --schema argument: a JSON list of {"name", "type"[, "max_bytes"]}."""
+    columns = json.loads(argument)
+    if not isinstance(columns, list) or not columns:
+        raise ValueError(f"--schema must be a non-empty JSON list, got {argument!r}")
+    for column in columns:
+        if not isinstance(column, dict) or column.get("type") not in SCHEMA_KINDS:
+            raise ValueError(f"--schema: {column!r} is not a column of type "
+                             f"{', '.join(SCHEMA_KINDS)}")
+    return columns
 
 
-def plan_columns(schema: Iterable[tuple[str, str]], timestamp_columns: Iterable[str] = (),
+def plan_columns(raw: Iterable[tuple[str, str]], schema: list[dict],
                  partition_keys: Iterable[str] = ()) -> list[Column]:
-    """One Column per (name, type) of the raw schema, in its order.
+    """The processed columns: the schema's, in its order and of its types, each filled from the
+    raw column whose cleaned name it is; then the raw partition keys (folders, kept as text).
 
-    Partition columns keep their name (it names folders) and stay text; other names are
-    cleaned around them. The `timestamp_columns` (cleaned names) are parsed as timestamps
-    whatever their raw type.
+    Partition columns keep their name (it names folders); other raw names are cleaned around
+    them. `raw` is the raw table's (name, type) in its order.
     """
-    schema = list(schema)
-    partitions = set(partition_keys)
-    timestamps = set(timestamp_columns)
-    kept = [name for name, _ in schema if name in partitions]
-    cleaned = iter(unique_names((name for name, _ in schema if name not in partitions),
-                                reserved=kept))
-    plan = []
-    for source, type_name in schema:
-        if source in partitions:
-            plan.append(Column(source, source, STRING, partition=True))
-            continue
-        target = next(cleaned)
-        kind = TIMESTAMP if target in timestamps else kind_of(type_name)
-        plan.append(Column(source, target, kind))
+    raw = list(raw)
+    partitions = [name for name, _ in raw if name in set(partition_keys)]
+    cleaned = unique_names((name for name, _ in raw if name not in partitions),
+                           reserved=partitions)
+    source_of = dict(zip(cleaned, (name for name, _ in raw if name not in partitions)))
+    plan = [Column(source_of.get(c["name"]), c["name"], SCHEMA_KINDS[c["type"]],
+                   max_bytes=c.get("max_bytes"))
+            for c in schema]
+    plan += [Column(name, name, STRING, partition=True) for name in partitions]
     return plan
+
+
+def unplanned(raw: Iterable[tuple[str, str]], plan: list[Column]) -> list[str]:
+    """Raw columns the plan drops (the schema does not list what they clean to)."""
+    used = {c.source for c in plan}
+    return [name for name, _ in raw if name not in used]
 
 
 # --- values ---------------------------------------------------------------------------------------
@@ -140,14 +160,19 @@ def is_null(value: Any) -> bool:
     return isinstance(value, str) and value.strip().lower() in NULL_TOKENS
 
 
-def to_string(value: Any) -> str | None:
+def to_string(value: Any, max_bytes: int | None = None) -> str | None:
     if is_null(value):
         return None
     if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return str(value).strip()
+        text = "true" if value else "false"
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    else:
+        text = str(value).strip()
+    if max_bytes is not None and len(text.encode("utf-8")) > max_bytes:
+        # Cut at a character boundary: the warehouse's VARCHAR counts bytes.
+        text = text.encode("utf-8")[:max_bytes].decode("utf-8", errors="ignore")
+    return text
 
 
 def to_integer(value: Any) -> int | None:
@@ -224,11 +249,12 @@ _CONVERTERS = {
     FLOAT: to_float,
     BOOLEAN: to_boolean,
     TIMESTAMP: to_timestamp,
-    PASSTHROUGH: lambda value: None if is_null(value) else value,
 }
 
 
-def clean_value(value: Any, kind: str) -> Any:
+def clean_value(value: Any, kind: str, max_bytes: int | None = None) -> Any:
+    if kind == STRING:
+        return to_string(value, max_bytes)
     return _CONVERTERS[kind](value)
 
 
@@ -237,7 +263,9 @@ def clean_value(value: Any, kind: str) -> Any:
 def clean_record(record: dict, plan: list[Column]) -> dict | None:
     """The record with cleaned names and typed values, or None when it holds nothing but
     nulls outside the partition columns."""
-    cleaned = {column.target: clean_value(record.get(column.source), column.kind)
+    cleaned = {column.target: (None if column.source is None else
+                               clean_value(record.get(column.source), column.kind,
+                                           column.max_bytes))
                for column in plan}
     if all(cleaned[c.target] is None for c in plan if not c.partition):
         return None
@@ -299,6 +327,40 @@ def write_options(output_format: str, location: str,
     raise ValueError(f"output_format must be parquet or csv, not {output_format!r}")
 
 
+# --- the new-data event ---------------------------------------------------------------------------
+
+def new_data_event(source: str, detail_type: str, job_name: str, run_id: str, records: int,
+                   location: str, output_format: str) -> dict:
+    """The PutEvents entry announcing what a run wrote (on the default bus)."""
+    detail = {"jobName": job_name, "jobRunId": run_id, RECORDS_WRITTEN: records,
+              "location": location, "format": output_format}
+    return {"Source": source, "DetailType": detail_type, "Detail": json.dumps(detail),
+            "EventBusName": "default"}
+
+
+def send_event(events_client: Any, entry: dict) -> None:
+    """Put one event; a refused entry is an error (PutEvents reports it, it does not raise)."""
+    response = events_client.put_events(Entries=[entry])
+    if response.get("FailedEntryCount"):
+        failed = response["Entries"][0]
+        raise RuntimeError(f"EventBridge refused the new-data event: "
+                           f"{failed.get('ErrorCode')}: {failed.get('ErrorMessage')}")
+
+
+def finish_run(commit: Any, events_client: Any, args: dict, written: int) -> None:
+    """Commit the run's bookmark, then announce what it wrote.
+
+    In that order: a run that fails after the commit has written and bookmarked its records,
+    and the next run that writes announces them with its own (the load and training read the
+    whole processed prefix); announcing first could start a load of data the bookmark then
+    never records, and the next run would write it again.
+    """
+    commit()
+    send_event(events_client, new_data_event(
+        args["event_source"], args["event_detail_type"], args["JOB_NAME"], args["JOB_RUN_ID"],
+        written, args["processed_location"], args["output_format"]))
+
+
 # --- Glue -----------------------------------------------------------------------------------------
 
 def main() -> None:  # pragma: no cover - runs inside Glue only
@@ -310,7 +372,7 @@ def main() -> None:  # pragma: no cover - runs inside Glue only
     from pyspark.context import SparkContext
     from pyspark.sql import types as T
 
-    args = getResolvedOptions(sys.argv, ["JOB_NAME", *ARGUMENTS])
+    args = getResolvedOptions(sys.argv, ["JOB_NAME", "JOB_RUN_ID", *ARGUMENTS])
     glue_context = GlueContext(SparkContext.getOrCreate())
     spark = glue_context.spark_session
     logger = glue_context.get_logger()
@@ -318,43 +380,51 @@ def main() -> None:  # pragma: no cover - runs inside Glue only
     job.init(args["JOB_NAME"], args)
 
     partition_keys = parse_list(args["partition_keys"])
+    schema_columns = parse_schema(args["schema"])
     paginator = boto3.client("glue").get_paginator("get_tables")
     tables = [t for page in paginator.paginate(DatabaseName=args["database"])
               for t in page["TableList"]]
     raw_table = table_for_location(tables, args["raw_location"])
 
+    # Raw objects move to an archive class with age (the backup): never read those, so a run
+    # after a bookmark reset reads what is readable instead of failing on the first archived
+    # object (AWS: "Excluding Amazon S3 storage classes").
     source = glue_context.create_dynamic_frame.from_catalog(
-        database=args["database"], table_name=raw_table, transformation_ctx="raw")
+        database=args["database"], table_name=raw_table, transformation_ctx="raw",
+        additional_options={"excludeStorageClasses": list(ARCHIVED_STORAGE_CLASSES)})
     # A column the crawler saw with more than one type arrives (and stays) text.
     frame = source.resolveChoice(choice="cast:string").toDF()
-    if not frame.columns or frame.rdd.isEmpty():
-        logger.info(f"no new records in {raw_table}")
-        job.commit()
-        return
-
-    plan = plan_columns(((f.name, f.dataType.simpleString()) for f in frame.schema.fields),
-                        parse_list(args["timestamp_columns"]), partition_keys)
-    spark_types = {STRING: T.StringType(), INTEGER: T.LongType(), FLOAT: T.DoubleType(),
-                   BOOLEAN: T.BooleanType(), TIMESTAMP: T.TimestampType()}
-    schema = T.StructType([
-        T.StructField(c.target, spark_types.get(c.kind) or frame.schema[c.source].dataType, True)
-        for c in plan])
-    targets = [c.target for c in plan]
-    rows = (frame.rdd
-            .map(lambda row: clean_record(row.asDict(), plan))
-            .filter(lambda record: record is not None)
-            .map(lambda record: tuple(record[name] for name in targets)))
-    cleaned = spark.createDataFrame(rows, schema).dropDuplicates()
-
-    keys = [key for key in partition_keys if key in cleaned.columns]
-    output_format, connection, format_options = write_options(
-        args["output_format"], args["processed_location"], keys)
-    glue_context.write_dynamic_frame.from_options(
-        frame=DynamicFrame.fromDF(cleaned, glue_context, "processed"),
-        connection_type="s3", connection_options=connection,
-        format=output_format, format_options=format_options,
-        transformation_ctx="processed")
-    job.commit()
+    written = 0
+    if frame.columns and not frame.rdd.isEmpty():
+        raw_columns = [(f.name, f.dataType.simpleString()) for f in frame.schema.fields]
+        plan = plan_columns(raw_columns, schema_columns, partition_keys)
+        dropped = unplanned(raw_columns, plan)
+        if dropped:
+            logger.info(f"not in the record schema, dropped: {', '.join(dropped)}")
+        missing = [c.target for c in plan if c.source is None]
+        if missing:
+            logger.warn(f"no raw field for {', '.join(missing)}: written as null")
+        spark_types = {STRING: T.StringType(), INTEGER: T.LongType(), FLOAT: T.DoubleType(),
+                       BOOLEAN: T.BooleanType(), TIMESTAMP: T.TimestampType()}
+        schema = T.StructType([T.StructField(c.target, spark_types[c.kind], True) for c in plan])
+        targets = [c.target for c in plan]
+        rows = (frame.rdd
+                .map(lambda row: clean_record(row.asDict(), plan))
+                .filter(lambda record: record is not None)
+                .map(lambda record: tuple(record[name] for name in targets)))
+        cleaned = spark.createDataFrame(rows, schema).dropDuplicates().cache()
+        written = cleaned.count()
+        if written:
+            keys = [c.target for c in plan if c.partition]
+            output_format, connection, format_options = write_options(
+                args["output_format"], args["processed_location"], keys)
+            glue_context.write_dynamic_frame.from_options(
+                frame=DynamicFrame.fromDF(cleaned, glue_context, "processed"),
+                connection_type="s3", connection_options=connection,
+                format=output_format, format_options=format_options,
+                transformation_ctx="processed")
+    logger.info(f"{written} new records from {raw_table}")
+    finish_run(job.commit, boto3.client("events"), args, written)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def as_number(value: object, column: str, where: str) -> str:
     except ValueError:
         raise PrepareError(f"{where}: column {column!r} holds {text[:40]!r}, not a number; "
                            "XGBoost trains on numbers only (encode it in the ETL job or "
-                           "leave the column out of feature_columns)") from None
+                           "leave the column out of record_schema.features)") from None
     if not math.isfinite(number):
         return ""
     return repr(int(number)) if number.is_integer() and abs(number) < 2 ** 53 else repr(number)
@@ -102,7 +102,7 @@ def is_number(value: object) -> bool | None:
 
 def numeric_columns(sample: Sequence[dict[str, object]], label: str) -> list[str]:
     """Columns (but the label) holding numbers in `sample`, in their order: with no
-    feature_columns configured, text columns (ids, names, timestamps) are left out."""
+    features given (--feature-columns), text columns (ids, names, timestamps) are left out."""
     columns = [c for c in sample[0] if c != label] if sample else []
     kept = []
     for column in columns:
@@ -124,7 +124,7 @@ def rows(files: Sequence[pathlib.Path], input_format: str, label: str,
         sample = list(itertools.islice(stream, SAMPLE_ROWS))
         columns = numeric_columns([record for _, record in sample], label)
         if sample and not columns:
-            raise PrepareError("no numeric feature column found; set feature_columns")
+            raise PrepareError("no numeric feature column found; set record_schema.features")
         print(f"features: {', '.join(columns)}")
         stream = itertools.chain(sample, stream)
     for where, record in stream:
