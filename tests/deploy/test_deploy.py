@@ -216,6 +216,8 @@ def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pi
     ("StreamRetentionHours=many", "--parameter StreamRetentionHours=many: must be a number"),
     ("StreamRetentionHours=10", "--parameter StreamRetentionHours=10: must be >= 24"),
     ("EnvironmentName=BAD_ENV", "--parameter EnvironmentName=BAD_ENV: must match "),
+    # A range the subnets cannot be cut from: the pattern follows from the subnet size.
+    ("VpcCidr=10.0.0.0/24", "--parameter VpcCidr=10.0.0.0/24: must match ^"),
 ])
 def test_bad_parameter_overrides_are_refused_before_anything_happens(aws, pipeline_file,
                                                                      override, message):
