@@ -24,6 +24,7 @@ from .monitoring import MonitoringConfig
 from .network import NetworkConfig
 from .serving import ServingConfig
 from .storage import StorageConfig
+from .switches import unhonoured_switches
 from .training import TrainingConfig
 from .yaml_source import read_yaml
 
@@ -206,6 +207,9 @@ def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None =
         raise UserError(*format_validation_error(error, source, PipelineConfig, in_environment))
     where = f" (in environment {in_environment[0]!r})" if in_environment else ""
     problems = [f"{source}: {problem}{where}" for problem in _stage_rules(config)]
+    environment, overrides = in_environment or (None, {})
+    problems += [f"{source}: {problem}"
+                 for problem in unhonoured_switches(config, environment, overrides)]
     if problems:
         raise UserError(*problems)
     return config
