@@ -19,7 +19,7 @@ EndpointService = Literal[INTERFACE_ENDPOINT_SERVICES]  # type: ignore[valid-typ
 VPC_ID_PATTERN = described_pattern(r"^vpc-[0-9a-f]{8,17}$",
                                    "a VPC id (vpc- and 8 or 17 hex digits)")
 AVAILABILITY_ZONE_PATTERN = described_pattern(
-    r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$", "an availability zone name, such as eu-west-1a")
+    r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$", "an availability zone name, such as eu-west-1a")
 SUBNET_ID_PATTERN = described_pattern(r"^subnet-[0-9a-f]{8,17}$",
                                       "a subnet id (subnet- and 8 or 17 hex digits)")
 PREFIX_LIST_ID_PATTERN = described_pattern(
@@ -186,10 +186,24 @@ def vpc_range_pattern(largest_prefix: int) -> str:
     if largest_prefix < VPC_PREFIX_MIN:
         raise ValueError(f"no VPC range from /{VPC_PREFIX_MIN} up is as small as "
                          f"/{largest_prefix}")
+    return network_address_pattern(VPC_PREFIX_MIN, largest_prefix)
+
+
+def network_address_pattern(first_prefix: int, last_prefix: int) -> str:
+    """IPv4 ranges from /`first_prefix` to /`last_prefix` whose host bits are all zero (what
+    ipaddress.ip_network(strict=True) accepts), as a regular expression: per prefix length, the
+    octets before it are any, the one it cuts a multiple of the block size, the rest 0."""
     alternatives = []
-    for prefix in range(VPC_PREFIX_MIN, largest_prefix + 1):
-        step = 2 ** (24 - prefix)  # the third octet is a multiple of this; the fourth is 0
-        third = (_OCTET if step == 1
-                 else "(" + "|".join(str(v) for v in range(0, 256, step)) + ")")
-        alternatives.append(rf"{third}\.0/{prefix}")
-    return rf"^{_OCTET}\.{_OCTET}\.(" + "|".join(alternatives) + ")$"
+    for prefix in range(first_prefix, last_prefix + 1):
+        octets = []
+        for index in range(4):
+            bits = min(max(prefix - 8 * index, 0), 8)  # network bits in this octet
+            if bits == 8:
+                octets.append(_OCTET)
+            elif bits == 0:
+                octets.append("0")
+            else:
+                step = 2 ** (8 - bits)
+                octets.append("(" + "|".join(str(v) for v in range(0, 256, step)) + ")")
+        alternatives.append(r"\.".join(octets) + f"/{prefix}")
+    return "^(" + "|".join(alternatives) + ")$"
