@@ -49,14 +49,15 @@ PROJECT_PATTERN = described_pattern(
     r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$",
     "2-32 characters: a lowercase letter, then lowercase letters, digits or hyphens, not "
     "ending in a hyphen")
-# AWS's tag rules (keys up to 128 characters, values up to 256, the field's max_length) in their
-# ASCII part: AWS also takes letters of other scripts, but `\w` means them in Python and Rust and
-# not in the ECMAScript patterns of the JSON Schema that editors read, which must agree.
+# AWS's tag rule (CloudFormation's Tag: letters, separators and numbers of any script, and
+# _.:/=+-@; keys up to 128 characters, values up to 256, the field's max_length). Unicode
+# classes, not `\w`, which ECMAScript (the schema's patterns) reads as ASCII only.
+_TAG_CHARACTERS = r"[\p{L}\p{Z}\p{N}_.:/=+\-@]"
 TAG_KEY_PATTERN = described_pattern(
-    r"^[A-Za-z0-9_.:/=+\-@ ]{1,128}$",
-    "1-128 characters: ASCII letters, digits, spaces and _.:/=+-@")
+    rf"^{_TAG_CHARACTERS}{{1,128}}$",
+    "1-128 characters: letters, digits, spaces and _.:/=+-@")
 TAG_VALUE_PATTERN = described_pattern(
-    r"^[A-Za-z0-9_.:/=+\-@ ]*$", "ASCII letters, digits, spaces and _.:/=+-@")
+    rf"^{_TAG_CHARACTERS}*$", "letters, digits, spaces and _.:/=+-@")
 
 # Environments guarded unless the file says otherwise.
 PROTECTED_BY_NAME = ("prod", "production")
