@@ -193,10 +193,11 @@ def network_address_pattern(first_prefix: int, last_prefix: int) -> str:
     """IPv4 ranges from /`first_prefix` to /`last_prefix` whose host bits are all zero (what
     ipaddress.ip_network(strict=True) accepts), as a regular expression: per prefix length, the
     octets before it are any, the one it cuts a multiple of the block size, the rest 0."""
+    shared = first_prefix // 8  # octets every alternative takes whole
     alternatives = []
     for prefix in range(first_prefix, last_prefix + 1):
         octets = []
-        for index in range(4):
+        for index in range(shared, 4):
             bits = min(max(prefix - 8 * index, 0), 8)  # network bits in this octet
             if bits == 8:
                 octets.append(_OCTET)
@@ -206,4 +207,4 @@ def network_address_pattern(first_prefix: int, last_prefix: int) -> str:
                 step = 2 ** (8 - bits)
                 octets.append("(" + "|".join(str(v) for v in range(0, 256, step)) + ")")
         alternatives.append(r"\.".join(octets) + f"/{prefix}")
-    return "^(" + "|".join(alternatives) + ")$"
+    return "^" + rf"{_OCTET}\." * shared + "(" + "|".join(alternatives) + ")$"
