@@ -8,13 +8,18 @@ prerequisite is off is an error naming both keys. A default that does not apply 
 switch inside a stage that is itself disabled: the stage's own switch already says "none of
 this". What was written is told apart from a default by pydantic's `model_fields_set`, which the
 merged config of an environment carries for the base and the environment's overrides alike.
+
+A switch here makes something exist. A protection of something that does not exist (the
+SageMaker model's network isolation with Fargate-only serving, the load balancer's deletion
+protection with SageMaker-only serving, as the bundled prod sets it) leaves nothing unprotected
+and is not refused.
 """
 
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import describe_value
-from .monitoring import BOTH, FARGATE, SAGEMAKER
+from .monitoring import BOTH, SAGEMAKER
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,6 @@ TRAINING_ON = Requirement("stages.training.enabled", (True,))
 ETL_ON = Requirement("stages.etl.enabled", (True,))
 SERVING_ON = Requirement("stages.serving.enabled", (True,))
 SAGEMAKER_SERVES = Requirement("stages.serving.target", (SAGEMAKER, BOTH))
-FARGATE_SERVES = Requirement("stages.serving.target", (FARGATE, BOTH))
 CAPTURE_ON = Requirement("stages.serving.sagemaker.data_capture.enabled", (True,))
 MODEL_MONITOR_ON = Requirement("stages.monitoring.model_monitor.enabled", (True,))
 
@@ -78,10 +82,6 @@ SWITCHES: tuple[Switch, ...] = (
            (SAGEMAKER_SERVES,), "batch transform runs the SageMaker model"),
     Switch("stages.serving.sagemaker.data_capture.enabled", "stages.serving",
            (SAGEMAKER_SERVES,), "data capture records the SageMaker endpoint's requests"),
-    Switch("stages.serving.sagemaker.network_isolation", "stages.serving",
-           (SAGEMAKER_SERVES,), "network isolation applies to the SageMaker model container"),
-    Switch("stages.serving.fargate.deletion_protection", "stages.serving",
-           (FARGATE_SERVES,), "deletion protection applies to the Fargate API's load balancer"),
     Switch("stages.serving.api_gateway.set_account_logging_role", "stages.serving",
            (Requirement("stages.serving.api_gateway.enabled", (True,)),
             Requirement("stages.serving.api_gateway.type", ("rest",),
