@@ -220,6 +220,7 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
         for wire in stage.outputs:
             root.add_output(Output(wire.name, Description=wire.description,
                                    Value=GetAtt(stage.logical_id, f"Outputs.{wire.name}")))
+    _hoist_rules(root, stages)
     root.set_metadata({
         "AWS::CloudFormation::Interface": {"ParameterGroups": _parameter_groups(stages)},
         # W3002 flags a TemplateURL that is a local path. Here that is the point: the rendered
@@ -302,6 +303,32 @@ def _ungated_mentions(node: Any, name: str, wanted: str, conditions: dict,
 def _sub_reference(name: str) -> re.Pattern:
     """`${Name}` or `${Name.Attribute}` in Fn::Sub text (`${!Name}` is literal text)."""
     return re.compile(r"\$\{" + re.escape(name) + r"[.}]")
+
+
+def _hoist_rules(root: Template, stages: Sequence[Stage]) -> None:
+    """A stage's Rules (the region its images need, stages/image_registries.py) also go on the
+    root, where CloudFormation checks them when the change set is created, before any nested
+    stack starts; a nested stack's own would fail the deployment half-way. Only rules the root
+    can evaluate: those naming pseudo parameters and root parameters."""
+    for stage in stages:
+        for name, rule in stage.template.rules.items():
+            refs = set(_refs(rule))
+            if name not in root.rules and all(r.startswith("AWS::") or r in root.parameters
+                                              for r in refs):
+                root.add_rule(name, rule)
+
+
+def _refs(node) -> Iterable[str]:
+    if isinstance(node, Ref):
+        node = node.to_dict()
+    if isinstance(node, dict):
+        if set(node) == {"Ref"}:
+            yield node["Ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _refs(item)
 
 
 def _passed_down(parameter) -> Ref | Join:

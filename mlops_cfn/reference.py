@@ -20,6 +20,7 @@ from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from .config import PipelineConfig, Setting
 from .config.base import unwrap_annotation
+from .config.switches import SWITCHES
 
 REFERENCE_PATH = "docs/config.md"
 SCHEMA_FILE = "pipeline.schema.json"
@@ -129,8 +130,10 @@ def config_reference() -> str:
 
 
 # Keys whose absence means something their default does not: `protected` unset is true for an
-# environment named prod or production. The starter shows them commented out.
-DERIVED_WHEN_UNSET = {"protected"}
+# environment named prod or production; a switch with a prerequisite elsewhere in the file
+# (config/switches.py) is on where it can be, while an explicit true is an error where it
+# cannot. The starter shows them commented out, so that writing one is a decision.
+DERIVED_WHEN_UNSET = {"protected"} | {switch.path for switch in SWITCHES}
 
 
 def starter_config(project: str) -> str:
@@ -159,7 +162,7 @@ def _section_lines(model: type[BaseModel], path: str, depth: int,
         value = values.get(name, default_of(field))
         for text in comment:
             lines.append(f"{indent}# {text}")
-        if value is None or (model is PipelineConfig and name in DERIVED_WHEN_UNSET):
+        if value is None or key_path in DERIVED_WHEN_UNSET:
             lines.append(f"{indent}# {name}:{'' if value is None else ' ' + _flow(value)}")
         elif name == "environments" and model is PipelineConfig:
             lines += [f"{indent}{name}:", f"{indent}  dev: {{}}",

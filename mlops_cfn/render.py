@@ -3,21 +3,27 @@
 `render_files` is pure: the same pipeline always gives the same bytes (sorted keys, no
 timestamps), which is what makes the committed templates/ testable and `render --check` exact.
 `write_tree` builds the whole directory beside the target and swaps it in, so a failure at any
-point leaves the previous output as it was.
+point leaves the previous output as it was. `stale_environments` finds the directories
+`render --all-envs` wrote for environments the config no longer has, which it removes and
+`--check` reports; a directory is render's only when its parameters.json carries this project's
+and that environment's tags and it holds nothing render does not write.
 """
 
 import functools
 import json
 import os
+import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Iterable, Literal, Sequence
 
 import cfn_flip
 from troposphere import Template
 
 from .assets import ASSETS_DIR
+from .config import ENVIRONMENT_PATTERN
 from .errors import UserError
 from .pipeline import Pipeline
 
@@ -27,6 +33,8 @@ ROOT_NAME = "root"
 # What `mlops-cfn package` writes beside the root (package.py): a product of packaging, not of
 # rendering, so drift checks pass over it and the next render removes it.
 PACKAGED_ROOT_NAME = "packaged-" + ROOT_NAME
+# Tags of parameters.json (pipeline.py writes them); they also tell render's own directories.
+PROJECT_TAG, ENVIRONMENT_TAG = "mlops-cfn:project", "mlops-cfn:environment"
 
 
 def suffix(fmt: Format) -> str:
@@ -86,18 +94,23 @@ def write_tree(files: dict[str, str | bytes], out_dir: Path) -> None:
     write_trees({out_dir: files})
 
 
-def write_trees(trees: dict[Path, dict[str, str | bytes]]) -> None:
+def write_trees(trees: dict[Path, dict[str, str | bytes]],
+                remove: Sequence[Path] = ()) -> None:
     """`write_tree` for several directories (render --all-envs): every directory is checked and
     every new tree built before the first is swapped in, so a refusal or a failed write leaves
-    all of them as they were."""
-    for out_dir in trees:
+    all of them as they were. `remove` (stale environments, see stale_environments) goes once
+    the new trees are in."""
+    for out_dir in [*trees, *remove]:
         _refuse_foreign_directory(out_dir)
     staged: list[tuple[Path, Path]] = []
+    out_dir = next(iter(trees), None)
     try:
         for out_dir, files in trees.items():
             staged.append((_staged(files, out_dir), out_dir))
         for staging, out_dir in staged:
             _swap_in(staging, out_dir)
+        for out_dir in remove:
+            _remove(out_dir)
     except OSError as error:
         failed = out_dir if error.filename is None else Path(error.filename)
         raise UserError(f"{failed}: cannot write ({error.strerror})") from None
@@ -146,6 +159,53 @@ def _swap_in(staging: Path, out_dir: Path) -> None:
         os.replace(staging, out_dir)
 
 
+def _remove(out_dir: Path) -> None:
+    """Moved aside first, so a directory is either whole or gone."""
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    os.replace(out_dir, retired / out_dir.name)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class StaleEnvironments:
+    """Environment directories `render --all-envs` wrote for environments the config no longer
+    has: `removable` hold only what it renders; `kept` hold other files too (someone's notes),
+    which render never deletes."""
+
+    removable: tuple[Path, ...]
+    kept: tuple[Path, ...]
+
+
+def stale_environments(parent: Path, project: str, environments: Iterable[str]) -> \
+        StaleEnvironments:
+    """Directories under `parent` that this tool wrote for one of `project`'s environments
+    and that no environment of the config renders any more.
+
+    A directory counts as this tool's only when everything says so: its name is an environment
+    name, its parameters.json carries the tags render writes into it (`mlops-cfn:project` this
+    project, `mlops-cfn:environment` that name), so another project's output or an unrelated
+    folder beside them is never touched."""
+    removable, kept = [], []
+    current = set(environments)
+    candidates = sorted(parent.iterdir()) if parent.is_dir() else []
+    for directory in candidates:
+        if (directory.name in current or directory.is_symlink() or not directory.is_dir()
+                or not re.fullmatch(ENVIRONMENT_PATTERN, directory.name)
+                or not _rendered_for(directory, project)):
+            continue
+        (kept if _foreign_entries(directory) else removable).append(directory)
+    return StaleEnvironments(tuple(removable), tuple(kept))
+
+
+def _rendered_for(directory: Path, project: str) -> bool:
+    try:
+        tags = json.loads((directory / PARAMETERS_FILE).read_text(encoding="utf-8"))["Tags"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (isinstance(tags, dict) and tags.get(PROJECT_TAG) == project
+            and tags.get(ENVIRONMENT_TAG) == directory.name)
+
+
 def _as_bytes(content: str | bytes) -> bytes:
     return content.encode("utf-8") if isinstance(content, str) else content
 
@@ -167,6 +227,15 @@ def drift(files: dict[str, str | bytes], out_dir: Path) -> list[str]:
     return problems
 
 
+def _foreign_entries(out_dir: Path) -> list[str]:
+    """Names in `out_dir` that render does not write."""
+    # `*-result` files are what the golden test leaves beside a template that drifted.
+    return [p.name for p in out_dir.iterdir()
+            if not (p.is_dir() and p.name == ASSETS_DIR and not p.is_symlink())
+            and (not p.is_file() or p.suffix not in (".yaml", ".yml", ".json", ".yaml-result",
+                                                     ".json-result"))]
+
+
 def _refuse_foreign_directory(out_dir: Path) -> None:
     """Only an empty directory, or one holding rendered templates, may be replaced whole.
 
@@ -182,11 +251,7 @@ def _refuse_foreign_directory(out_dir: Path) -> None:
     if not out_dir.is_dir():
         raise UserError(f"{out_dir}: exists and is not a directory; choose another --out")
     entries = list(out_dir.iterdir())
-    # `*-result` files are what the golden test leaves beside a template that drifted.
-    foreign = [p.name for p in entries
-               if not (p.is_dir() and p.name == ASSETS_DIR)
-               and (not p.is_file() or p.suffix not in (".yaml", ".yml", ".json", ".yaml-result",
-                                                        ".json-result"))]
+    foreign = _foreign_entries(out_dir)
     if entries and (foreign or not (out_dir / PARAMETERS_FILE).exists()):
         shown = ", ".join(sorted(foreign)[:5]) or "files without a parameters.json"
         raise UserError(

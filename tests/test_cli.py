@@ -317,3 +317,65 @@ def test_validate_no_cache_keeps_no_results(in_tmp):
     assert not (in_tmp / ".mlops-cfn-cache").exists()
     assert run("validate", "templates/dev/network.yaml", "--no-security").exit_code == 0
     assert any((in_tmp / ".mlops-cfn-cache").glob("*.json"))
+
+
+# --- environments dropped from the config -----------------------------------------------------
+
+THREE_ENVS = "project: ok\nenvironments:\n  dev: {}\n  staging: {}\n  prod: {}\n"
+TWO_ENVS = "project: ok\nenvironments:\n  dev: {}\n  prod: {}\n"
+
+
+def test_check_reports_the_folder_of_an_environment_removed_from_the_config(in_tmp):
+    (in_tmp / "p.yaml").write_text(THREE_ENVS)
+    assert run("render", "--config", "p.yaml", "--all-envs").exit_code == 0
+    (in_tmp / "p.yaml").write_text(TWO_ENVS)
+    result = run("render", "--config", "p.yaml", "--all-envs", "--check")
+    assert result.exit_code == 1
+    assert ("templates/staging/: environment 'staging' is no longer in the config (stale)"
+            in result.output)
+    assert (in_tmp / "templates/staging/root.yaml").exists(), "--check writes nothing"
+
+
+def test_render_all_envs_removes_the_folder_of_an_environment_removed_from_the_config(in_tmp):
+    (in_tmp / "p.yaml").write_text(THREE_ENVS)
+    run("render", "--config", "p.yaml", "--all-envs")
+    (in_tmp / "p.yaml").write_text(TWO_ENVS)
+    result = run("render", "--config", "p.yaml", "--all-envs")
+    assert result.exit_code == 0, result.output
+    assert "removed templates/staging/ (environment 'staging' is no longer in the config)" \
+        in result.output
+    assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == ["dev", "prod"]
+    assert run("render", "--config", "p.yaml", "--all-envs", "--check").exit_code == 0
+
+
+def test_only_folders_this_tool_wrote_for_this_project_are_removed(in_tmp):
+    (in_tmp / "p.yaml").write_text(THREE_ENVS)
+    run("render", "--config", "p.yaml", "--all-envs")
+    # Another project rendered beside it, a folder of someone's own, and a rendered folder
+    # someone added notes to: none is this project's to delete.
+    (in_tmp / "other.yaml").write_text("project: other\nenvironments:\n  qa: {}\n")
+    run("render", "--config", "other.yaml", "--all-envs")
+    (in_tmp / "templates/docs").mkdir()
+    (in_tmp / "templates/docs/index.yaml").write_text("title: mine\n")
+    (in_tmp / "templates/staging/notes.txt").write_text("why staging exists")
+    (in_tmp / "p.yaml").write_text(TWO_ENVS)
+    result = run("render", "--config", "p.yaml", "--all-envs")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == [
+        "dev", "docs", "prod", "qa", "staging"]
+    assert "left templates/staging/: environment 'staging' is no longer in the config, but " \
+        "the directory holds files mlops-cfn did not render" in result.output
+    check = run("render", "--config", "p.yaml", "--all-envs", "--check")
+    assert check.exit_code == 1
+    assert "templates/staging/: environment 'staging' is no longer in the config (stale); it " \
+        "holds files mlops-cfn did not render, so remove it yourself" in check.output
+    assert "qa" not in check.output and "docs" not in check.output
+
+
+def test_a_folder_named_like_an_environment_with_a_forged_parameters_file_is_kept(in_tmp):
+    (in_tmp / "p.yaml").write_text(TWO_ENVS)
+    run("render", "--config", "p.yaml", "--all-envs")
+    (in_tmp / "templates/old").mkdir()
+    (in_tmp / "templates/old/parameters.json").write_text('{"Tags": {"mlops-cfn:project": "ok"}}')
+    assert run("render", "--config", "p.yaml", "--all-envs").exit_code == 0
+    assert (in_tmp / "templates/old/parameters.json").exists()

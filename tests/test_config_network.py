@@ -23,3 +23,27 @@ def test_existing_mode_chosen_per_environment_needs_the_range_there_too():
         load_data(data, "p.yaml")
     [line] = str(caught.value).splitlines()
     assert line.startswith("p.yaml: environments.prod.network: mode 'existing' needs cidr")
+
+
+def test_the_network_address_pattern_is_what_ipaddress_calls_a_network():
+    # The VpcCidr parameter and the schema use it; ipaddress (strict) is the reference.
+    import ipaddress
+    import random
+    import re
+
+    from mlops_cfn.config.network import network_address_pattern
+
+    rng = random.Random(12)
+    for first, last in ((8, 32), (16, 24), (0, 32), (17, 20)):
+        pattern = network_address_pattern(first, last)
+        for _ in range(2000):
+            prefix, address = rng.randint(0, 32), rng.getrandbits(32)
+            if rng.random() < 0.5:
+                address &= (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+            text = f"{ipaddress.IPv4Address(address)}/{prefix}"
+            try:
+                ipaddress.ip_network(text, strict=True)
+                network = first <= prefix <= last
+            except ValueError:
+                network = False
+            assert bool(re.fullmatch(pattern, text)) == network, (first, last, text)

@@ -1,4 +1,5 @@
-"""`mlops-cfn deploy`: render, validate, package, preview the change set, guard data, execute."""
+"""`mlops-cfn deploy`: render, check region and account, validate, package, preview the change set,
+guard data, execute."""
 
 import sys
 import tempfile
@@ -79,6 +80,7 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
         values = stack_parameters(list(built.root.parameters), built.parameters, overrides)
         if problems := override_problems(built.root.parameters, overrides):
             raise UserError(*problems)
+        _preflight(out, aws, built, values)
         with tempfile.TemporaryDirectory(prefix="mlops-cfn-deploy-") as scratch:
             tree = Path(scratch) / loaded.environment
             write_tree(render_files(built), tree)
@@ -112,6 +114,21 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
         out.print(f"[yellow]warning:[/] what changes inside {', '.join(unreported)} was not "
                   "reported: it is not shown, and the data guard cannot check it")
     return cfn, result
+
+
+def _preflight(out, aws, built, values: dict[str, str]) -> None:
+    """What the account and region would refuse (preflight.py), said before any upload."""
+    from ..errors import UserError
+    from ..preflight import lambda_problems, region_problems, root_values
+
+    root = built.root.to_dict()
+    problems = region_problems(root, values, aws.region)
+    found, notes = lambda_problems(aws.client("lambda"), built.stages,
+                                   root_values(root, values, aws.region), aws.region)
+    for note in notes:
+        out.print(f"note: {note}", markup=False)
+    if problems or found:
+        raise UserError(*problems, *found)
 
 
 def _validate(out, tree: Path, security):

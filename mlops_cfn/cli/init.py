@@ -18,7 +18,8 @@ from . import cli
 def init(path, project, force):
     """Write a starter PATH (default pipeline.yaml; a directory gets its own pipeline.yaml)
     with every setting at its default."""
-    from ..config import PROJECT_PATTERN, PipelineConfig
+    from ..config import PROJECT_PATTERN
+    from ..config.schema import pipeline_schema
     from ..reference import SCHEMA_FILE, starter_config
 
     if path.is_dir():
@@ -35,8 +36,7 @@ def init(path, project, force):
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(starter_config(name))
-        schema_path.write_text(json.dumps(PipelineConfig.model_json_schema(), indent=2,
-                                          sort_keys=True) + "\n")
+        schema_path.write_text(json.dumps(pipeline_schema(), indent=2, sort_keys=True) + "\n")
     except OSError as error:
         raise UserError(f"{error.filename or path}: cannot write ({error.strerror})") from None
     click.echo(f"wrote {path} (project {name!r}) and {schema_path}; "

@@ -23,7 +23,8 @@ from .options import config_option, env_option
 def render(config_path, env, all_envs, out, fmt, check):
     """Render the pipeline's templates and parameters file."""
     from .. import config, pipeline
-    from ..render import drift, render_environments, suffix, write_trees
+    from ..render import (StaleEnvironments, drift, render_environments, stale_environments,
+                          suffix, write_trees)
 
     if all_envs and env:
         raise click.UsageError("--env and --all-envs exclude each other")
@@ -35,9 +36,18 @@ def render(config_path, env, all_envs, out, fmt, check):
     fmt = fmt or (_format_on_disk(targets.values()) if check else None) or "yaml"
     built = pipeline.build_all(first, list(targets), file_suffix=suffix(fmt))
     outputs = dict(zip(targets.values(), render_environments(built, fmt)))
+    # With --all-envs the parent holds one directory per environment: one this tool wrote for
+    # an environment the config has dropped is stale.
+    stale = (stale_environments(Path(out or "templates"), first.config.project, environments)
+             if all_envs else StaleEnvironments((), ()))
 
     if check:
         problems = [p for target, files in outputs.items() for p in drift(files, target)]
+        problems += [f"{directory}/: environment {directory.name!r} is no longer in the config "
+                     "(stale)" for directory in stale.removable]
+        problems += [f"{directory}/: environment {directory.name!r} is no longer in the config "
+                     "(stale); it holds files mlops-cfn did not render, so remove it yourself"
+                     for directory in stale.kept]
         for problem in problems:
             click.echo(problem, err=True)
         if problems:
@@ -46,9 +56,15 @@ def render(config_path, env, all_envs, out, fmt, check):
             sys.exit(EXIT_FINDINGS)
         click.echo(f"in sync: {', '.join(str(t) for t in outputs)}")
         return
-    write_trees(outputs)
+    write_trees(outputs, remove=stale.removable)
     for target, files in outputs.items():
         click.echo(f"wrote {target}/ ({', '.join(files)})")
+    for directory in stale.removable:
+        click.echo(f"removed {directory}/ (environment {directory.name!r} is no longer in the "
+                   "config)")
+    for directory in stale.kept:
+        click.echo(f"left {directory}/: environment {directory.name!r} is no longer in the "
+                   "config, but the directory holds files mlops-cfn did not render", err=True)
 
 
 def _format_on_disk(targets) -> str | None:

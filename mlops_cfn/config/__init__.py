@@ -25,6 +25,7 @@ from .network import NetworkConfig
 from .record_schema import RecordSchemaConfig
 from .serving import ServingConfig
 from .storage import StorageConfig
+from .switches import unhonoured_switches
 from .training import TrainingConfig
 from .yaml_source import read_yaml
 
@@ -49,10 +50,15 @@ PROJECT_PATTERN = described_pattern(
     r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$",
     "2-32 characters: a lowercase letter, then lowercase letters, digits or hyphens, not "
     "ending in a hyphen")
-TAG_KEY_PATTERN = r"^[\w.:/=+\-@ ]{1,128}$"
-# AWS's tag value rule (up to 256 characters, the field's max_length).
+# AWS's tag rule (CloudFormation's Tag: letters, separators and numbers of any script, and
+# _.:/=+-@; keys up to 128 characters, values up to 256, the field's max_length). Unicode
+# classes, not `\w`, which ECMAScript (the schema's patterns) reads as ASCII only.
+_TAG_CHARACTERS = r"[\p{L}\p{Z}\p{N}_.:/=+\-@]"
+TAG_KEY_PATTERN = described_pattern(
+    rf"^{_TAG_CHARACTERS}{{1,128}}$",
+    "1-128 characters: letters, digits, spaces and _.:/=+-@")
 TAG_VALUE_PATTERN = described_pattern(
-    r"^[\w.:/=+\-@ ]*$", "letters, digits, spaces and _.:/=+-@")
+    rf"^{_TAG_CHARACTERS}*$", "letters, digits, spaces and _.:/=+-@")
 
 # Environments guarded unless the file says otherwise.
 PROTECTED_BY_NAME = ("prod", "production")
@@ -210,6 +216,9 @@ def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None =
         raise UserError(*format_validation_error(error, source, PipelineConfig, in_environment))
     where = f" (in environment {in_environment[0]!r})" if in_environment else ""
     problems = [f"{source}: {problem}{where}" for problem in _stage_rules(config)]
+    environment, overrides = in_environment or (None, {})
+    problems += [f"{source}: {problem}"
+                 for problem in unhonoured_switches(config, environment, overrides)]
     if problems:
         raise UserError(*problems)
     return config

@@ -5,7 +5,7 @@ import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 # What a pattern allows, in words, for error messages (`must be <hint>` reads better than the
@@ -38,6 +38,17 @@ class Model(BaseModel):
     """Strict and immutable: an unknown key is an error, so a typo never passes silently."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _choices_of_numbers_take_whole_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic matches a Literal of numbers by equality, so `true` passed as 1 and 30.0 as
+        # 30, though strict mode refuses both for a plain int (and the schema for both).
+        if isinstance(value, (bool, float)):
+            choices = _number_choices(cls.model_fields[info.field_name].annotation)
+            if choices:
+                raise ValueError(f"must be one of {', '.join(map(str, choices))}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -80,6 +91,16 @@ class StageToggle(Model):
         PipelineConfig), as messages naming the fields, e.g. Redshift Serverless needing three
         availability zones. Checked only while the stage is enabled."""
         return []
+
+
+def _number_choices(annotation: Any) -> tuple[int, ...]:
+    """The whole numbers a `Literal` of whole numbers allows, else ()."""
+    annotation = unwrap_annotation(annotation)
+    if typing.get_origin(annotation) is not typing.Literal:
+        return ()
+    choices = typing.get_args(annotation)
+    numbers = all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
+    return choices if numbers else ()
 
 
 def unwrap_annotation(annotation: Any) -> Any:

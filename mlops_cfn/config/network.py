@@ -19,15 +19,18 @@ EndpointService = Literal[INTERFACE_ENDPOINT_SERVICES]  # type: ignore[valid-typ
 VPC_ID_PATTERN = described_pattern(r"^vpc-[0-9a-f]{8,17}$",
                                    "a VPC id (vpc- and 8 or 17 hex digits)")
 AVAILABILITY_ZONE_PATTERN = described_pattern(
-    r"^[a-z]{2}(-[a-z]+)+-\d[a-z]$", "an availability zone name, such as eu-west-1a")
+    r"^[a-z]{2}(-[a-z]+)+-[0-9][a-z]$", "an availability zone name, such as eu-west-1a")
 SUBNET_ID_PATTERN = described_pattern(r"^subnet-[0-9a-f]{8,17}$",
                                       "a subnet id (subnet- and 8 or 17 hex digits)")
 PREFIX_LIST_ID_PATTERN = described_pattern(
     r"^pl-[0-9a-f]{8,17}$", "a prefix list id (pl- and 8 or 17 hex digits)")
+# The prefix lengths of a VPC's IPv4 range this tool accepts (EC2 takes /16 to /28; a range
+# smaller than /24 has no room for subnets in two zones plus the addresses AWS reserves).
+VPC_PREFIX_MIN, VPC_PREFIX_MAX = 16, 24
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
 # A /16 to /24 IPv4 block: what a VPC accepts.
 CIDR_PATTERN = described_pattern(
-    r"^((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}"
-    r"(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(1[6-9]|2[0-4])$",
+    rf"^({_OCTET}\.){{3}}{_OCTET}/(1[6-9]|2[0-4])$",
     "an IPv4 range from /16 to /24, such as 10.40.0.0/16")
 
 
@@ -145,15 +148,63 @@ class NetworkConfig(Model):
             self._check_subnets_fit()
         return self
 
+    @property
+    def subnet_count(self) -> int:
+        """Subnets a created VPC's range is cut into: one private (and with internet_gateway
+        one public) per zone."""
+        return self.availability_zones * (2 if self.internet_gateway else 1)
+
+    @property
+    def largest_vpc_prefix(self) -> int:
+        """The longest prefix (smallest range) the subnets can still be cut from: Fn::Cidr cuts
+        `subnet_count` blocks of /subnet_prefix_length from the start of the range
+        (stages/network.py), so the range must hold at least that many."""
+        blocks_bits = (self.subnet_count - 1).bit_length()  # ceil(log2(subnet_count))
+        return min(self.subnet_prefix_length - blocks_bits, VPC_PREFIX_MAX)
+
     def _check_subnets_fit(self) -> None:
         vpc = ipaddress.ip_network(self.cidr, strict=False)
-        subnets_needed = self.availability_zones * (2 if self.internet_gateway else 1)
-        if self.subnet_prefix_length < vpc.prefixlen:
+        if self.largest_vpc_prefix < VPC_PREFIX_MIN:
+            blocks_bits = (self.subnet_count - 1).bit_length()
             raise ValueError(
-                f"subnet_prefix_length {self.subnet_prefix_length} is larger than the VPC "
-                f"cidr {self.cidr}")
-        room = 2 ** (self.subnet_prefix_length - vpc.prefixlen)
-        if room < subnets_needed:
+                f"subnet_prefix_length {self.subnet_prefix_length} is too large for "
+                f"{self.subnet_count} subnets in one VPC (a /{VPC_PREFIX_MIN} at the most): "
+                f"it must be {VPC_PREFIX_MIN + blocks_bits} or more")
+        if vpc.prefixlen > self.largest_vpc_prefix:
+            room = 2 ** max(self.subnet_prefix_length - vpc.prefixlen, 0)
             raise ValueError(
                 f"cidr {self.cidr} holds {room} subnets of /{self.subnet_prefix_length}, "
-                f"{subnets_needed} are needed")
+                f"{self.subnet_count} are needed (a range from /{VPC_PREFIX_MIN} to "
+                f"/{self.largest_vpc_prefix} holds them)")
+
+
+def vpc_range_pattern(largest_prefix: int) -> str:
+    """An IPv4 network address (no host bits set) from /16 to /`largest_prefix`, as a regular
+    expression: the VpcCidr parameter's AllowedPattern for a created VPC, so that a value given
+    at deploy time (parameters.json, --parameter, a Service Catalog launch) is refused by
+    CloudFormation before any subnet is cut from it, as the config loader refuses it."""
+    if largest_prefix < VPC_PREFIX_MIN:
+        raise ValueError(f"no VPC range from /{VPC_PREFIX_MIN} up is as small as "
+                         f"/{largest_prefix}")
+    return network_address_pattern(VPC_PREFIX_MIN, largest_prefix)
+
+
+def network_address_pattern(first_prefix: int, last_prefix: int) -> str:
+    """IPv4 ranges from /`first_prefix` to /`last_prefix` whose host bits are all zero (what
+    ipaddress.ip_network(strict=True) accepts), as a regular expression: per prefix length, the
+    octets before it are any, the one it cuts a multiple of the block size, the rest 0."""
+    shared = first_prefix // 8  # octets every alternative takes whole
+    alternatives = []
+    for prefix in range(first_prefix, last_prefix + 1):
+        octets = []
+        for index in range(shared, 4):
+            bits = min(max(prefix - 8 * index, 0), 8)  # network bits in this octet
+            if bits == 8:
+                octets.append(_OCTET)
+            elif bits == 0:
+                octets.append("0")
+            else:
+                step = 2 ** (8 - bits)
+                octets.append("(" + "|".join(str(v) for v in range(0, 256, step)) + ")")
+        alternatives.append(r"\.".join(octets) + f"/{prefix}")
+    return "^" + rf"{_OCTET}\." * shared + "(" + "|".join(alternatives) + ")$"

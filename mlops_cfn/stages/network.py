@@ -12,7 +12,8 @@ Mode `existing`: EndpointSecurityGroup in the given VPC and interface endpoints 
     subnets if `interface_endpoints` lists any; nothing else (no VPC, routes, flow logs).
 
 Inputs: DataKeyArn (mode `create`: encrypts the flow log group).
-Settings: VpcCidr; LogRetentionDays (`create`); ExistingVpcId, ExistingSubnetIds (`existing`).
+Settings: VpcCidr (with `create`, its pattern admits only ranges the subnets fit in);
+    LogRetentionDays (`create`); ExistingVpcId, ExistingSubnetIds (`existing`).
 Outputs: VpcId, VpcCidrBlock, PrivateSubnetIds, EndpointSecurityGroupId,
     PublicSubnetIds (only with `internet_gateway`).
 """
@@ -29,7 +30,8 @@ from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Sub
 
 from .. import naming, policies
 from ..config import PipelineConfig
-from ..config.network import INTERFACE_ENDPOINT_SERVICES, NetworkConfig
+from ..config.network import (INTERFACE_ENDPOINT_SERVICES, VPC_PREFIX_MIN, NetworkConfig,
+                              vpc_range_pattern)
 from ..outputs import (ENDPOINT_SECURITY_GROUP_ID, PRIVATE_SUBNET_IDS, PRIVATE_SUBNET_ZONES,
                        PUBLIC_SUBNET_IDS, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
@@ -89,6 +91,7 @@ def build(config: PipelineConfig) -> Stage:
     network = config.network
     vpc_cidr = b.setting(network, "cidr")
     if network.mode == "create":
+        constrain_vpc_range(b, network, vpc_cidr)
         placement = create_vpc(b, config, vpc_cidr)
     else:
         placement = existing_vpc(b, network)
@@ -106,6 +109,21 @@ def build(config: PipelineConfig) -> Stage:
         b.output(PRIVATE_SUBNET_ZONES, Join(",", b.setting(network, "subnet_zones")))
     b.output(ENDPOINT_SECURITY_GROUP_ID, GetAtt(security_group, "GroupId"))
     return b.finish()
+
+
+def constrain_vpc_range(b: StageBuilder, network: NetworkConfig, vpc_cidr: Ref) -> None:
+    """VpcCidr accepts only the ranges `subnet_blocks` can cut this many subnets from.
+
+    The range is a per-environment value while the subnet size and count are structural, so the
+    parameter's pattern follows from the structure; the root template copies it (pipeline.py),
+    which makes CloudFormation, and `deploy --parameter` before it, refuse a range too small."""
+    largest = network.largest_vpc_prefix
+    parameter = b.template.parameters[vpc_cidr.data["Ref"]]
+    parameter.AllowedPattern = vpc_range_pattern(largest)
+    parameter.ConstraintDescription = (
+        f"an IPv4 range from /{VPC_PREFIX_MIN} to /{largest} with no host bits set, such as "
+        f"10.0.0.0/{VPC_PREFIX_MIN}: {network.subnet_count} subnets of "
+        f"/{network.subnet_prefix_length} are cut from it")
 
 
 def existing_vpc(b: StageBuilder, network: NetworkConfig) -> Placement:
@@ -198,6 +216,9 @@ def s3_gateway_endpoint(vpc: ec2.VPC, route_tables: list[ec2.RouteTable]) -> ec2
         VpcEndpointType="Gateway",
         RouteTableIds=[Ref(t) for t in route_tables],
         PolicyDocument=policies.document(
+            # "Control access to VPC endpoints using endpoint policies" and "Gateway endpoints
+            # for Amazon S3" (AWS PrivateLink guide): an endpoint policy limited by
+            # s3:ResourceAccount to buckets of this account.
             Statement(
                 Sid="BucketsOfThisAccount",
                 Effect=Allow,
@@ -213,7 +234,8 @@ def s3_gateway_endpoint(vpc: ec2.VPC, route_tables: list[ec2.RouteTable]) -> ec2
                 Sid="EcrImageLayers",
                 Effect=Allow,
                 # Containers pulled from ECR inside the VPC fetch their layers from this
-                # AWS-owned bucket.
+                # AWS-owned bucket ("Amazon ECR interface VPC endpoints (AWS PrivateLink)",
+                # minimum Amazon S3 bucket permissions for Amazon ECR).
                 Principal=Principal("*"),
                 Action=[s3.GetObject],
                 Resource=[policies.arn("s3", "prod-${AWS::Region}-starport-layer-bucket/*",
@@ -275,12 +297,21 @@ def add_flow_logs(b: StageBuilder, config: PipelineConfig, vpc: ec2.VPC) -> None
 
 
 def flow_log_role(group: cw_logs.LogGroup) -> iam.Role:
-    """The role VPC Flow Logs assumes to write into `group`, and nowhere else."""
+    """The role VPC Flow Logs assumes to write into `group`, and nowhere else.
+
+    AWS's policy for it ("IAM role for publishing flow logs to CloudWatch Logs", Amazon VPC User
+    Guide) lists logs:CreateLogGroup, CreateLogStream, PutLogEvents, DescribeLogGroups and
+    DescribeLogStreams on `*`. The group is this stack's, so CreateLogGroup is left out and the
+    writes are scoped to it; DescribeLogGroups, with which the service finds the group, is a list
+    call that names no group.
+    """
     group_arn = GetAtt(group, "Arn")  # `...:log-group:<name>:*`, which covers its streams
     return iam.Role(
         "FlowLogRole",
         Description="VPC Flow Logs writes the VPC's flow records to its log group",
-        # Only for flow logs of this account (confused deputy protection).
+        # Only for flow logs of this account (confused deputy protection: "IAM role for
+        # publishing flow logs to CloudWatch Logs", trust policy with aws:SourceAccount and
+        # aws:SourceArn).
         AssumeRolePolicyDocument=policies.trusted_by(
             "vpc-flow-logs.amazonaws.com",
             StringEquals("aws:SourceAccount", AccountId),
@@ -288,11 +319,26 @@ def flow_log_role(group: cw_logs.LogGroup) -> iam.Role:
         ),
         Policies=[iam.Policy(
             PolicyName="write-flow-logs",
-            PolicyDocument=policies.document(Statement(
-                Effect=Allow,
-                Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
-                Resource=[group_arn],
-            )),
+            PolicyDocument=policies.document(
+                # "IAM role for publishing flow logs to CloudWatch Logs" (Amazon VPC User
+                # Guide): the streams and records the service writes into the group.
+                Statement(
+                    Sid="WriteFlowRecords",
+                    Effect=Allow,
+                    Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
+                    Resource=[group_arn],
+                ),
+                # The same page: logs:DescribeLogGroups, with which the service looks the group
+                # up before it writes. The action names no group ("Actions, resources, and
+                # condition keys for Amazon CloudWatch Logs"): it is authorized on the
+                # account's log groups of this region, the narrowest resource it takes.
+                Statement(
+                    Sid="FindTheLogGroup",
+                    Effect=Allow,
+                    Action=[logs.DescribeLogGroups],
+                    Resource=[policies.arn("logs", "log-group:*")],
+                ),
+            ),
         )],
     )
 

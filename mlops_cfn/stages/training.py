@@ -18,7 +18,8 @@ Resources
   and one rule each: EtlSucceededRule (the ETL job's new-data event with at least one record,
   etl_events.py: a run that found nothing new trains nothing),
   NewDataRule (Object Created under the input prefix, ending in the marker), ScheduleRule.
-- Mappings XgboostRegistry: the account holding the built-in XGBoost image in each region.
+- Mappings XgboostRegistry: the account holding the built-in XGBoost image in each region, and
+  Rules XgboostImageRegion refusing a region it lacks (image_registries.py).
 
 Inputs: DataKeyArn, ProcessedBucketName/Arn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds;
 with the etl stage also ProcessedDataPrefix and EtlJobName.
@@ -40,7 +41,7 @@ import awacs.sagemaker
 import awacs.sqs
 from awacs.aws import (Allow, ArnEquals, ArnLike, Bool, Condition, Principal, Statement,
                        StringEquals)
-from troposphere import (FindInMap, GetAtt, Join, Ref, Sub, ec2, events, iam, sagemaker, sqs)
+from troposphere import GetAtt, Join, Ref, Sub, ec2, events, iam, sagemaker, sqs
 
 from .. import naming, policies
 from ..assets import ASSETS_BUCKET, Asset
@@ -53,52 +54,12 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
 from ..stage import Stage, StageBuilder
 from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
 from . import etl_events, training_pipeline
+from .image_registries import XGBOOST, account_in_region
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .training_pipeline import Cfn, Refs
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
 HTTPS = 443
-
-# Account of the built-in XGBoost image (repository sagemaker-xgboost) in each region, as the
-# SageMaker Python SDK lists it (image_uri_config/xgboost.json); one account per region for
-# every framework version. A region missing here fails at deploy ("mapping key not found"):
-# set image_uri there.
-XGBOOST_REGISTRIES = {
-    "af-south-1": "510948584623",
-    "ap-east-1": "651117190479",
-    "ap-northeast-1": "354813040037",
-    "ap-northeast-2": "366743142698",
-    "ap-northeast-3": "867004704886",
-    "ap-south-1": "720646828776",
-    "ap-south-2": "628508329040",
-    "ap-southeast-1": "121021644041",
-    "ap-southeast-2": "783357654285",
-    "ap-southeast-3": "951798379941",
-    "ap-southeast-4": "106583098589",
-    "ca-central-1": "341280168497",
-    "ca-west-1": "190319476487",
-    "cn-north-1": "450853457545",
-    "cn-northwest-1": "451049120500",
-    "eu-central-1": "492215442770",
-    "eu-central-2": "680994064768",
-    "eu-north-1": "662702820516",
-    "eu-south-1": "978288397137",
-    "eu-south-2": "104374241257",
-    "eu-west-1": "141502667606",
-    "eu-west-2": "764974769150",
-    "eu-west-3": "659782779980",
-    "il-central-1": "898809789911",
-    "me-central-1": "272398656194",
-    "me-south-1": "801668240914",
-    "sa-east-1": "737474898029",
-    "us-east-1": "683313688378",
-    "us-east-2": "257758044811",
-    "us-gov-east-1": "237065988967",
-    "us-gov-west-1": "414596584902",
-    "us-west-1": "746614075791",
-    "us-west-2": "246618743249",
-}
-XGBOOST_MAPPING = "XgboostRegistry"
 
 # Logs and metrics SageMaker writes for the jobs, under names it chooses.
 JOB_LOG_GROUPS = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/ProcessingJobs")
@@ -162,9 +123,6 @@ def build(config: PipelineConfig) -> Stage:
         # exist before a model is registered into it.
         DependsOn=[role_policy.title, group.title],
     ))
-    if settings.image_uri is None:
-        b.template.add_mapping(XGBOOST_MAPPING, {
-            region: {"Account": account} for region, account in XGBOOST_REGISTRIES.items()})
     if triggers:
         add_triggers(b, settings, triggers, pipeline_arn, input_prefix, key)
 
@@ -249,7 +207,7 @@ def definition_body(b: StageBuilder, config: PipelineConfig, refs: Refs) -> Sub:
         "Subnets": Join('","', b.input(PRIVATE_SUBNET_IDS)),
     }
     if settings.image_uri is None:
-        variables["XgboostAccount"] = FindInMap(XGBOOST_MAPPING, Ref("AWS::Region"), "Account")
+        variables["XgboostAccount"] = account_in_region(b, XGBOOST)
     if refs.analyzer_image is not None:
         variables["AnalyzerAccount"] = analyzer_account(b, config.stages.monitoring.model_monitor)
     schema = config.record_schema

@@ -216,6 +216,8 @@ def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pi
     ("StreamRetentionHours=many", "--parameter StreamRetentionHours=many: must be a number"),
     ("StreamRetentionHours=10", "--parameter StreamRetentionHours=10: must be >= 24"),
     ("EnvironmentName=BAD_ENV", "--parameter EnvironmentName=BAD_ENV: must match "),
+    # A range the subnets cannot be cut from: the pattern follows from the subnet size.
+    ("VpcCidr=10.0.0.0/24", "--parameter VpcCidr=10.0.0.0/24: must match ^"),
 ])
 def test_bad_parameter_overrides_are_refused_before_anything_happens(aws, pipeline_file,
                                                                      override, message):
@@ -461,3 +463,79 @@ def test_latest_approved_model_serves_the_newest_approved_package(aws, tmp_path)
                  "--no-validate", "--latest-approved-model")
     assert result.exit_code == 0, result.output
     assert f"serving {approved} (newest approved in {group})" in result.output
+
+
+# --- what the account and region would refuse, said before any upload ------------------------
+
+def test_a_region_without_the_pipelines_images_is_refused_before_anything_is_uploaded(
+        aws, tmp_path):
+    from tests.helpers import default_data
+
+    aws.bucket()
+    bundled = write_config(tmp_path / "pipeline.yaml", default_data())
+    result = run("deploy", "--config", bundled, "--env", "dev", "--bucket", BUCKET,
+                 "--no-validate", "--yes", "--region", "ap-southeast-5")
+    assert result.exit_code == 2, result.output
+    errors = sorted(line for line in result.output.splitlines() if line.startswith("error: "))
+    assert [e.split(" (it has in ")[0] for e in errors] == [
+        "error: region ap-southeast-5: SageMaker's Model Monitor analyzer image has no "
+        "documented account in this region",
+        "error: region ap-southeast-5: SageMaker's built-in XGBoost image has no documented "
+        "account in this region"]
+    assert aws.keys() == [] and aws.stacks() == {}
+
+
+def stubbed_lambda(account_limit: int, unreserved: int, held: dict[str, int]):
+    """A Lambda client answering GetAccountSettings and GetFunctionConcurrency as an account
+    would (moto 5.2 does not implement GetAccountSettings: a botocore Stubber stands in)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    client = boto3.client("lambda", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    stubber = Stubber(client)
+    stubber.add_response("get_account_settings", {"AccountLimit": {
+        "ConcurrentExecutions": account_limit, "UnreservedConcurrentExecutions": unreserved,
+        "TotalCodeSize": 1, "CodeSizeUnzipped": 1, "CodeSizeZipped": 1}})
+    for name, reserved in held.items():
+        if reserved is None:
+            stubber.add_client_error("get_function_concurrency", "ResourceNotFoundException",
+                                     expected_params={"FunctionName": name})
+        else:
+            stubber.add_response("get_function_concurrency",
+                                 {"ReservedConcurrentExecutions": reserved},
+                                 {"FunctionName": name})
+    stubber.activate()
+    return client
+
+
+def test_reserved_concurrency_a_new_account_cannot_grant_is_refused_before_any_upload(
+        aws, pipeline_file, monkeypatch):
+    # A new account's concurrency quota may be 10 ("Lambda quotas"), where no function may
+    # reserve any: Lambda keeps 100 unreserved.
+    from mlops_cfn.deploy import Aws
+
+    aws.bucket()
+    lambda_client = stubbed_lambda(10, 10, {"mlops-demo-dev-consumer": None})
+    real_client = Aws.client
+    monkeypatch.setattr(Aws, "client", lambda self, service: lambda_client
+                        if service == "lambda" else real_client(self, service))
+    result = deploy(pipeline_file, "--yes")
+    assert result.exit_code == 2, result.output
+    [line] = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert line.startswith(
+        "error: Lambda reserved concurrency in us-east-1: the stack reserves 10 (10 for "
+        "mlops-demo-dev-consumer (stages.ingestion.consumer.reserved_concurrency)), but of the "
+        "account's quota of 10 concurrent executions 10 are unreserved")
+    assert aws.keys() == [] and aws.stacks() == {}
+
+
+def test_an_account_whose_lambda_settings_cannot_be_read_is_deployed_with_a_note(
+        aws, pipeline_file):
+    # moto answers GetAccountSettings with 404 "Not yet implemented", as an account where the
+    # deployer may not read them would answer AccessDenied.
+    aws.bucket()
+    result = deploy(pipeline_file, "--yes")
+    assert result.exit_code == 0, result.output
+    assert ("note: Lambda account settings not readable (404): reserved concurrency (10) not "
+            "checked against the quota") in result.output

@@ -5,8 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from mlops_cfn.deploy import (change_set_name, change_set_type, failure_message, parse_overrides,
-                              stack_parameters)
+from mlops_cfn import config, pipeline
+from mlops_cfn.deploy import (change_set_name, change_set_type, failure_message,
+                              override_problems, parse_overrides, stack_parameters)
 from mlops_cfn.errors import UserError
 from mlops_cfn.events import Event, Outcome
 
@@ -37,6 +38,16 @@ def test_an_unknown_override_names_the_parameters_there_are():
         stack_parameters(ROOT_PARAMETERS, {}, {"Typo": "1"})
     assert str(raised.value) == ("--parameter Typo: the root template has no such parameter "
                                  "(it has: EnvironmentName, StreamRetentionHours)")
+
+
+def test_a_vpc_range_the_subnets_cannot_be_cut_from_is_refused_by_the_root_template():
+    # Finding 11: the bundled default cuts three /20 subnets, so a /24 cannot hold them.
+    root = pipeline.build(config.load()).root
+    [problem] = override_problems(root.parameters, {"VpcCidr": "10.0.0.0/24"})
+    assert problem.startswith("--parameter VpcCidr=10.0.0.0/24: must match ^")
+    assert problem.endswith("(an IPv4 range from /16 to /18 with no host bits set, such as "
+                            "10.0.0.0/16: 3 subnets of /20 are cut from it)")
+    assert override_problems(root.parameters, {"VpcCidr": "10.1.0.0/17"}) == []
 
 
 @pytest.mark.parametrize("status, kind", [

@@ -45,10 +45,13 @@ def config(*, ingestion: bool = True, consumer: bool = True, etl: bool = False,
     """
     if isinstance(model_monitor, bool):
         model_monitor = {"enabled": model_monitor}
+    # Retraining is left at its default unless switched off: switched on explicitly without
+    # Model Monitor it is an error (config/switches.py), at its default it only does not apply.
+    retraining = {} if retrain else {"retrain": {"enabled": False}}
     loaded = config_with({"stages": {
         "ingestion": {"enabled": ingestion, "consumer": {"enabled": consumer}},
-        "monitoring": {"enabled": True, "model_monitor": model_monitor,
-                       "retrain": {"enabled": retrain}, **monitoring_changes},
+        "monitoring": {"enabled": True, "model_monitor": model_monitor, **retraining,
+                       **monitoring_changes},
     }}, env=env).config
     stages = loaded.stages
     updates = {

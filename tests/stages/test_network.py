@@ -1,6 +1,8 @@
 """The network stage: a private VPC by default, internet access only on request, or an existing VPC."""
 
+import ipaddress
 import json
+import re
 
 import cfnlint.api
 import pytest
@@ -68,6 +70,72 @@ def test_subnet_ranges_are_cut_from_the_range_parameter(zones):
         # Not a literal range: the per-environment VpcCidr, cut into /22s.
         assert cidr == {"Fn::Cidr": [{"Ref": "VpcCidr"}, zones, 32 - 22]}
     assert all(s["Properties"]["MapPublicIpOnLaunch"] is False for s in subnets.values())
+
+
+def fn_cidr(block: str, count: int, cidr_bits: int) -> list[str]:
+    """Fn::Cidr as CloudFormation evaluates it: the first `count` blocks of /(32 - cidr_bits)
+    in `block`, or an error when it holds fewer ("Fn::Cidr", CloudFormation Template
+    Reference)."""
+    blocks = list(ipaddress.ip_network(block).subnets(new_prefix=32 - cidr_bits))
+    if len(blocks) < count:
+        raise ValueError(f"{block} holds {len(blocks)} blocks of /{32 - cidr_bits}")
+    return [str(b) for b in blocks[:count]]
+
+
+# Ranges of every size the config's field admits, with and without host bits.
+CANDIDATE_RANGES = [f"10.{second}.{third}.0/{prefix}" for prefix in range(16, 25)
+                    for second, third in ((0, 0), (7, 128), (9, 64), (3, 32), (5, 8), (1, 1))]
+STRUCTURES = [dict(availability_zones=zones, internet_gateway=gateway, subnet_prefix_length=size)
+              for zones in (2, 3) for gateway in (False, True) for size in (19, 20, 22, 24, 26)]
+
+
+@pytest.mark.parametrize("structure", STRUCTURES, ids=str)
+def test_the_range_parameter_admits_exactly_the_ranges_the_config_admits(structure):
+    # Finding 11: the VpcCidr pattern follows from the subnet size and count, so a value given
+    # at deploy time (parameters.json, --parameter, a Service Catalog launch) is held to the
+    # same rule as pipeline.yaml.
+    t = template(**structure)
+    parameter = t["Parameters"]["VpcCidr"]
+    [cut] = {json.dumps(s["Properties"]["CidrBlock"]["Fn::Select"][1])
+             for s in resources_of_type(t, "AWS::EC2::Subnet").values()}
+    _, count, bits = json.loads(cut)["Fn::Cidr"]
+    verdicts = {}
+    for candidate in CANDIDATE_RANGES:
+        try:
+            foundation_config_with({"network": {**structure, "cidr": candidate}})
+            config_accepts = True
+        except UserError:
+            config_accepts = False
+        pattern_accepts = re.fullmatch(parameter["AllowedPattern"], candidate) is not None
+        verdicts[candidate] = (config_accepts, pattern_accepts)
+        if pattern_accepts:
+            # What CloudFormation does with an admitted value never fails.
+            assert len(fn_cidr(candidate, count, bits)) == count
+    assert {c: v for c, v in verdicts.items() if v[0] != v[1]} == {}
+    assert any(a for a, _ in verdicts.values()) and not all(a for a, _ in verdicts.values())
+
+
+def test_the_default_structure_admits_ranges_from_16_to_18_and_says_why():
+    parameter = template()["Parameters"]["VpcCidr"]
+    assert re.fullmatch(parameter["AllowedPattern"], "10.40.0.0/18")
+    assert not re.fullmatch(parameter["AllowedPattern"], "10.40.0.0/19")
+    assert not re.fullmatch(parameter["AllowedPattern"], "10.40.1.0/18")  # host bits
+    assert parameter["ConstraintDescription"] == (
+        "an IPv4 range from /16 to /18 with no host bits set, such as 10.0.0.0/16: 3 subnets "
+        "of /20 are cut from it")
+
+
+def test_subnets_too_large_for_any_vpc_are_refused_with_the_size_that_fits():
+    with pytest.raises(UserError) as raised:
+        build(availability_zones=3, internet_gateway=True, subnet_prefix_length=18)
+    assert str(raised.value) == (
+        "pipeline.yaml: network: subnet_prefix_length 18 is too large for 6 subnets in one VPC "
+        "(a /16 at the most): it must be 19 or more")
+
+
+def test_an_existing_vpcs_range_keeps_the_plain_range_pattern():
+    parameter = template(**EXISTING)["Parameters"]["VpcCidr"]
+    assert re.fullmatch(parameter["AllowedPattern"], "10.60.0.0/24")
 
 
 def test_the_template_holds_no_range_literally():
@@ -215,17 +283,40 @@ def test_flow_log_group_is_encrypted_with_the_data_key_and_kept_per_setting():
     assert "LogRetentionDays" in stage.settings
 
 
-def test_flow_log_role_writes_only_to_its_log_group():
+def flow_log_statements() -> dict[str, dict]:
+    role = only_resource(template(), "AWS::IAM::Role")["Properties"]
+    return {s["Sid"]: s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]}
+
+
+def test_flow_log_role_is_assumed_only_by_flow_logs_of_this_account():
     role = only_resource(template(), "AWS::IAM::Role")["Properties"]
     [trust] = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "vpc-flow-logs.amazonaws.com"}
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
-    for statement in statements:
-        assert all("*" not in action for action in statement["Action"])
-        assert statement["Resource"] == [{"Fn::GetAtt": ["FlowLogGroup", "Arn"]}]
-    assert {a for s in statements for a in s["Action"]} == {
+
+
+def test_flow_log_role_writes_only_to_its_log_group():
+    write = flow_log_statements()["WriteFlowRecords"]
+    assert write["Resource"] == [{"Fn::GetAtt": ["FlowLogGroup", "Arn"]}]
+    assert set(write["Action"]) == {
         "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"}
+
+
+def test_flow_log_role_may_find_its_log_group_as_aws_documents():
+    # "IAM role for publishing flow logs to CloudWatch Logs" lists logs:DescribeLogGroups; the
+    # action names no group, so it is granted on this account's groups of this region.
+    find = flow_log_statements()["FindTheLogGroup"]
+    assert find["Action"] == ["logs:DescribeLogGroups"]
+    assert find["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:"
+                                            "${AWS::AccountId}:log-group:*"}]
+
+
+def test_flow_log_role_grants_what_the_documented_policy_lists_but_creating_the_group():
+    granted = {a for s in flow_log_statements().values() for a in s["Action"]}
+    documented = {"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                  "logs:DescribeLogGroups", "logs:DescribeLogStreams"}
+    # The stack creates the group itself.
+    assert granted == documented - {"logs:CreateLogGroup"}
 
 
 # --- an existing VPC ----------------------------------------------------------------------
