@@ -614,11 +614,18 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         f"--stack-name {project}-catalog --capabilities CAPABILITY_IAM",
         "```",
         "",
-        "The launch role may create only the resource types the templates contain, and runs only "
+        "The launch role may do what the CloudFormation registry lists for the resource types "
+        "the templates contain (and a short documented supplement), and runs only "
         "the stacks Service Catalog provisions (`SC-<account>-pp-*`). End users need Service "
         "Catalog end-user access (e.g. AWSServiceCatalogEndUserFullAccess), not the "
         "permissions of the resources.",
         "",
+        *(f"Note: {note}." for note in product.notes),
+        *([""] if product.notes else []),
+        *([] if product.sagemaker_projects else [
+            "Physical names come from `EnvironmentName`: give every provisioned product in one "
+            "account and region its own value (a second one with the same value collides on "
+            "bucket, stream, function and other names).", ""]),
     ]
     if catalog.principals:
         lines += ["Principals who may launch the product:", ""]
@@ -645,7 +652,10 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
             f"The product is tagged `{STUDIO_VISIBILITY_TAG[0]}={STUDIO_VISIBILITY_TAG[1]}`, so "
             f"Studio lists it under organization templates for the principals of the portfolio "
             f"(associate the Studio users' execution role). SageMaker fills "
-            f"`{SAGEMAKER_PROJECT_NAME}` and `{SAGEMAKER_PROJECT_ID}`; the user fills the rest.",
+            f"`{SAGEMAKER_PROJECT_NAME}` and `{SAGEMAKER_PROJECT_ID}`; the user fills the rest. "
+            f"Every resource of a project is named after its id (project `p-ypcnnfv6l5mn` puts "
+            f"`pypcnnfv6l5mn` where an environment name would be), so projects launched from "
+            f"the product never collide.",
             "",
         ]
     lines += [
