@@ -100,7 +100,9 @@ SUPPLEMENT: dict[str, tuple[Supplement, ...]] = {
         ("cloudformation:CancelUpdateStack",),
         # "verify that you have cancel update stack permissions, which is required if an
         # update rolls back".
-        "AWS::CloudFormation::Stack, CloudFormation Template Reference",
+        "AWS::CloudFormation::Stack, CloudFormation Template Reference; nested stacks run "
+        "with their parent's service role, which CloudFormation passes on (AWS CloudFormation "
+        "service role, CloudFormation User Guide)",
         passes_role_to=("cloudformation.amazonaws.com",)),),
     # A handle is a placeholder: CloudFormation makes no call for it.
     "AWS::CloudFormation::WaitConditionHandle": (),
@@ -376,6 +378,11 @@ def _arn_patterns(action: str) -> set[str]:
             "ARNFormats", [])
         for arn_format in formats:
             _, _, arn_service, region, account, _ = arn_format.split(":", 5)
+            if arn_service == "s3" and region:
+                # IAM refuses an S3 resource naming a region unless it is an access point
+                # ("Resource ... can not contain region information"); the templates use
+                # buckets and objects only, whose ARNs name no region.
+                continue
             patterns.add("arn:${AWS::Partition}:%s:%s:%s:*" % (
                 arn_service, "${AWS::Region}" if region else "",
                 "${AWS::AccountId}" if account else ""))
