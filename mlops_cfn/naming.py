@@ -12,7 +12,10 @@ Names no human needs (IAM roles, security groups, policies) are left to CloudFor
 
 import hashlib
 import re
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Iterator
 
 from .config import ENVIRONMENT_MAX_LENGTH
 
@@ -20,12 +23,34 @@ ENVIRONMENT = "${EnvironmentName}"
 ACCOUNT = "${AWS::AccountId}"
 REGION = "${AWS::Region}"
 
-# Longest value each token can take when substituted.
-_TOKEN_LENGTHS = {
-    ENVIRONMENT: ENVIRONMENT_MAX_LENGTH,
+# Longest value each token can take when substituted (the environment's: `environment_length`).
+_FIXED_TOKEN_LENGTHS = {
     ACCOUNT: 12,
     REGION: 15,  # us-isof-south-1
 }
+_environment_length: ContextVar[int] = ContextVar("environment_length",
+                                                  default=ENVIRONMENT_MAX_LENGTH)
+
+
+def environment_length() -> int:
+    """The longest value `${EnvironmentName}` may take in the names being built."""
+    return _environment_length.get()
+
+
+@contextmanager
+def environment_token(max_length: int) -> Iterator[None]:
+    """Build names (and the EnvironmentName parameter, settings.py) for an environment token of
+    up to `max_length` characters: the Service Catalog product for SageMaker Projects puts the
+    project's id there (servicecatalog.py), which is longer than an environment name."""
+    reset = _environment_length.set(max_length)
+    try:
+        yield
+    finally:
+        _environment_length.reset(reset)
+
+
+def _token_lengths() -> dict[str, int]:
+    return {ENVIRONMENT: environment_length(), **_FIXED_TOKEN_LENGTHS}
 _HASH_LENGTH = 4
 
 
@@ -72,7 +97,8 @@ def physical_name(rule: NameRule, project: str, *purpose: str) -> str:
     """The `Fn::Sub` pattern naming one resource of `project` in the current environment."""
     parts = [_clean(p, rule) for p in purpose]
     tokens = [ENVIRONMENT, *parts, *rule.unique_suffix]
-    fixed = sum(_TOKEN_LENGTHS.get(t, len(t)) for t in tokens) + len(rule.separator) * len(tokens)
+    lengths = _token_lengths()
+    fixed = sum(lengths.get(t, len(t)) for t in tokens) + len(rule.separator) * len(tokens)
     if rule.purpose_length is not None:
         purpose_text = rule.separator.join(parts)
         if len(purpose_text) > rule.purpose_length:
@@ -98,7 +124,7 @@ def log_group_name(project: str, *purpose: str) -> str:
 def max_length(pattern: str) -> int:
     """Longest text `pattern` can become once CloudFormation substitutes its tokens."""
     length = len(pattern)
-    for token, longest in _TOKEN_LENGTHS.items():
+    for token, longest in _token_lengths().items():
         length += pattern.count(token) * (longest - len(token))
     return length
 

@@ -1,635 +1,464 @@
-"""What managing each CloudFormation resource type takes in IAM: for deploy and launch roles.
+"""What deploying a set of templates takes in IAM: the deploy and launch roles' permissions.
 
-A role that deploys the pipeline's templates (the CI/CD CloudFormation role, the Service Catalog
-launch role) must create, update and delete every resource the templates hold, and nothing
-else. This module maps each resource type our stages create to the IAM actions CloudFormation
-calls for it (its create, read, update, delete and list handlers, tagging, and the calls it
-makes on other services for it: `ec2:Describe*` lookups, `iam:PassRole`, `kms:CreateGrant`).
+A role that deploys the pipeline's templates (the CI/CD stage's DeployRole, the Service Catalog
+launch role) must create, update and delete every resource the templates hold, and nothing else.
+What that takes is published by AWS, per resource type, in the CloudFormation registry schemas:
+each schema's `handlers.create/read/update/delete/list.permissions` lists the calls
+CloudFormation makes for the type. cfn-lint ships those schemas
+(`cfnlint/data/schemas/providers/<region>.json` maps each type to a file under
+`schemas/resources/`) and the IAM service reference (which actions exist, and on which resource
+ARNs: `cfnlint/data/AdditionalSpecs/Policies.json`); both are read from the installed cfn-lint's
+own paths (the bundled files, so one cfn-lint release renders the same roles everywhere). This
+module derives the grants from those two, for the *requirements* of the rendered templates
+(`template_requirements`): their resource types, the dynamic references they resolve and the SSM
+parameter types they declare. So a new resource type, in a stage of ours or an extension stage,
+is covered with no list to update.
 
-API (stable: the cicd stage and servicecatalog.py use it):
+What the handler lists do not say is the short, documented SUPPLEMENT below, each entry with the
+AWS page that requires it: the services `iam:PassRole` reaches (granted only with
+`iam:PassedToService`), the reads that dynamic references and SSM parameter types make, the
+nested-stack rollback call, the calls of types without handlers (CodeBuild projects, custom
+resources), and calls AWS documents but a handler list omits (sagemaker:DescribeModelPackage for a
+model built from a model package). HANDLER_ERRATA maps the few names in handler lists that are no
+IAM action (typos such as `s3:PutBucketReplication`) to the action meant, and WILDCARD_EXPANSIONS
+spells out the one wildcard a handler list uses (`ec2:Describe*`): nothing granted here is `*`, a
+`<service>:*` or any other wildcard.
 
-- `actions_for(resource_types) -> list[str]`: every action, sorted, without repeats.
-- `deployment_statements(resource_types) -> list[Statement]`: awacs statements granting them,
-  one per service, each limited to this account (and region, for regional services):
-  `arn:${AWS::Partition}:<service>:${AWS::Region}:${AWS::AccountId}:*`. Actions AWS cannot
-  scope to a resource (`ec2:DescribeVpcs`, `kms:CreateKey`, ...) share one statement on `*`;
-  `iam:PassRole` gets its own, limited by `iam:PassedToService` to the services the types hand
-  roles to.
-- `policy_documents(statements, limit)`: the statements packed into documents that each fit a
-  managed policy (6,144 characters), for roles whose grants outgrow one policy.
+Scope: every action AWS can scope to a resource is granted on its service's ARNs in this account
+and region, in the shapes IAM's reference gives for the resource types the action touches
+(`arn:${AWS::Partition}:cloudwatch::${AWS::AccountId}:*` for dashboards, which name no region;
+`arn:${AWS::Partition}:s3:::*` for buckets, which name neither, with an `aws:ResourceAccount`
+condition). IAM actions reach only the project's roles and policies (`iam_names`), stack actions
+only the project's stacks (`stacks`). Actions AWS cannot scope share one statement on `*`.
 
-An unknown type is a `KeyError` naming it: a role that silently lacked a permission would fail
-halfway through a deployment. Every action here is an explicit name; there is no `*` and no
-`<service>:*`. Two wildcards remain, `kms:ReEncrypt*` and `kms:GenerateDataKey*`, which name
-small families of key-use calls (the test checks that every action and prefix exists and that
-the resource scoping matches what AWS supports for it, against cfn-lint's IAM data).
+API (the cicd stage, servicecatalog.py and the composer use it):
 
-What the map does not give: access to the bucket the packaged templates and assets are in, and
-to the stacks themselves (beyond nested stacks); the caller knows those names and adds them.
+- `template_requirements(template) -> set[str]`: what deploying one template (as data) needs.
+- `actions_for(requirements) -> list[str]`: every action granted, sorted.
+- `deployment_statements(requirements, iam_names=, stacks=, service_role=) -> list[Statement]`.
+- `policy_documents(statements, limit)`: the statements packed into managed-policy-sized documents.
 
-Which types a deployment needs: `stage_resource_types` in stages/resource_types.py (per stage),
-or the types found in rendered templates (servicecatalog.py).
+A requirement nothing here covers (a type with neither handler permissions nor a supplement) is a
+`UserError` naming it: a role that silently lacked a permission would fail halfway through a
+deployment.
 """
 
+import importlib.util
 import json
-from typing import Iterable, Sequence
+import re
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 from awacs.aws import Action, Allow, Condition, PolicyDocument, Statement, StringEquals
 from troposphere import Sub, encode_to_dict
 
+from .errors import UserError
 from .policies import POLICY_VERSION
 
-# A managed policy holds at most 6,144 characters (whitespace excluded).
+# A managed policy holds at most 6,144 characters (whitespace excluded); a role has at most 10
+# managed policies attached by default (IAM and AWS STS quotas, IAM User Guide).
 MANAGED_POLICY_LIMIT = 6144
+MAX_MANAGED_POLICIES = 10
 
-
-def _of(service: str, names: str) -> tuple[str, ...]:
-    return tuple(f"{service}:{name}" for name in names.split())
-
-
-# --- building blocks shared by several types -------------------------------------------------
-
-# Cryptographic use of a customer-managed key by CloudFormation's caller: services that
-# encrypt a resource with a key given at creation check that the caller may use it, and create
-# a grant for themselves.
-_KEY_USE = _of("kms", "CreateGrant DescribeKey Decrypt Encrypt GenerateDataKey* ReEncrypt*")
-# Lookups services make while placing a resource in a VPC.
-_VPC_LOOKUPS = _of("ec2", "DescribeVpcs DescribeSubnets DescribeSecurityGroups "
-                          "DescribeNetworkInterfaces DescribeAvailabilityZones")
-_EC2_TAGS = _of("ec2", "CreateTags DeleteTags DescribeTags")
-# Services that create their service-linked role on first use (ECS, ELB, Auto Scaling, ...).
-_SERVICE_LINKED_ROLE = _of("iam", "CreateServiceLinkedRole")
-# API Gateway authorizes by HTTP verb on resource paths (both REST and HTTP APIs).
-_API_GATEWAY = _of("apigateway", "GET POST PUT PATCH DELETE")
-_SECRETS = _of("secretsmanager", "CreateSecret DeleteSecret DescribeSecret UpdateSecret "
-                                 "PutSecretValue RotateSecret TagResource UntagResource "
-                                 "GetRandomPassword")
-_SAGEMAKER_TAGS = _of("sagemaker", "AddTags DeleteTags ListTags")
-
-
-def _glue(kind: str) -> tuple[str, ...]:
-    return _of("glue", f"Create{kind} Delete{kind} Get{kind} Update{kind} "
-                       "TagResource UntagResource GetTags")
-
-
-def _sagemaker_job_definition(kind: str) -> tuple[str, ...]:
-    return (*_of("sagemaker", f"Create{kind}JobDefinition Delete{kind}JobDefinition "
-                              f"Describe{kind}JobDefinition"),
-            *_SAGEMAKER_TAGS, *_VPC_LOOKUPS)
-
-
-# --- the map ---------------------------------------------------------------------------------
-
-RESOURCE_ACTIONS: dict[str, tuple[str, ...]] = {
-    # CloudFormation
-    "AWS::CloudFormation::Stack": _of(
-        "cloudformation",
-        "CreateStack UpdateStack DeleteStack DescribeStacks DescribeStackEvents "
-        "DescribeStackResources GetTemplate CreateChangeSet DescribeChangeSet ExecuteChangeSet "
-        "DeleteChangeSet TagResource UntagResource"),
-    # A placeholder resource: CloudFormation makes no call for it.
-    "AWS::CloudFormation::WaitConditionHandle": (),
-    "AWS::CloudFormation::CustomResource": _of("lambda", "InvokeFunction"),
-
-    # EC2 networking
-    "AWS::EC2::VPC": (*_of("ec2", "CreateVpc DeleteVpc ModifyVpcAttribute DescribeVpcs "
-                                  "DescribeVpcAttribute DescribeSecurityGroups "
-                                  "DescribeNetworkAcls DescribeRouteTables"), *_EC2_TAGS),
-    "AWS::EC2::Subnet": (*_of("ec2", "CreateSubnet DeleteSubnet ModifySubnetAttribute "
-                                     "DescribeSubnets DescribeAvailabilityZones "
-                                     "DescribeNetworkAcls"), *_EC2_TAGS),
-    "AWS::EC2::RouteTable": (*_of("ec2", "CreateRouteTable DeleteRouteTable "
-                                         "DescribeRouteTables"), *_EC2_TAGS),
-    "AWS::EC2::Route": _of("ec2", "CreateRoute DeleteRoute ReplaceRoute DescribeRouteTables"),
-    "AWS::EC2::SubnetRouteTableAssociation": _of(
-        "ec2", "AssociateRouteTable DisassociateRouteTable ReplaceRouteTableAssociation "
-               "DescribeRouteTables DescribeSubnets"),
-    "AWS::EC2::InternetGateway": (*_of("ec2", "CreateInternetGateway DeleteInternetGateway "
-                                              "DescribeInternetGateways"), *_EC2_TAGS),
-    "AWS::EC2::VPCGatewayAttachment": _of(
-        "ec2", "AttachInternetGateway DetachInternetGateway DescribeInternetGateways"),
-    "AWS::EC2::NatGateway": (*_of("ec2", "CreateNatGateway DeleteNatGateway DescribeNatGateways "
-                                         "DescribeAddresses"), *_EC2_TAGS),
-    "AWS::EC2::EIP": (*_of("ec2", "AllocateAddress ReleaseAddress DescribeAddresses "
-                                  "AssociateAddress DisassociateAddress"), *_EC2_TAGS),
-    "AWS::EC2::VPCEndpoint": (
-        *_of("ec2", "CreateVpcEndpoint DeleteVpcEndpoints ModifyVpcEndpoint DescribeVpcEndpoints "
-                    "DescribeVpcEndpointServices DescribePrefixLists DescribeRouteTables"),
-        *_EC2_TAGS, *_VPC_LOOKUPS,
-        # Private DNS of an interface endpoint joins the VPC to a zone AWS owns.
-        *_of("route53", "AssociateVPCWithHostedZone DisassociateVPCFromHostedZone")),
-    "AWS::EC2::SecurityGroup": (
-        *_of("ec2", "CreateSecurityGroup DeleteSecurityGroup DescribeSecurityGroups "
-                    "DescribeSecurityGroupRules AuthorizeSecurityGroupIngress "
-                    "AuthorizeSecurityGroupEgress RevokeSecurityGroupIngress "
-                    "RevokeSecurityGroupEgress UpdateSecurityGroupRuleDescriptionsIngress "
-                    "UpdateSecurityGroupRuleDescriptionsEgress ModifySecurityGroupRules"),
-        *_EC2_TAGS),
-    "AWS::EC2::SecurityGroupIngress": _of(
-        "ec2", "AuthorizeSecurityGroupIngress RevokeSecurityGroupIngress DescribeSecurityGroups "
-               "DescribeSecurityGroupRules UpdateSecurityGroupRuleDescriptionsIngress "
-               "ModifySecurityGroupRules"),
-    "AWS::EC2::SecurityGroupEgress": _of(
-        "ec2", "AuthorizeSecurityGroupEgress RevokeSecurityGroupEgress DescribeSecurityGroups "
-               "DescribeSecurityGroupRules UpdateSecurityGroupRuleDescriptionsEgress "
-               "ModifySecurityGroupRules"),
-    "AWS::EC2::FlowLog": (
-        *_of("ec2", "CreateFlowLogs DeleteFlowLogs DescribeFlowLogs"), *_EC2_TAGS,
-        # Flow logs to S3 or Firehose are "vended logs" delivered through CloudWatch Logs.
-        *_of("logs", "CreateLogDelivery DeleteLogDelivery")),
-
-    # IAM
-    "AWS::IAM::Role": _of(
-        "iam", "CreateRole DeleteRole GetRole UpdateRole UpdateRoleDescription "
-               "UpdateAssumeRolePolicy PutRolePolicy GetRolePolicy DeleteRolePolicy "
-               "ListRolePolicies AttachRolePolicy DetachRolePolicy ListAttachedRolePolicies "
-               "ListInstanceProfilesForRole TagRole UntagRole ListRoleTags "
-               "PutRolePermissionsBoundary DeleteRolePermissionsBoundary"),
-    "AWS::IAM::ManagedPolicy": _of(
-        "iam", "CreatePolicy DeletePolicy GetPolicy GetPolicyVersion CreatePolicyVersion "
-               "DeletePolicyVersion ListPolicyVersions ListEntitiesForPolicy AttachRolePolicy "
-               "DetachRolePolicy TagPolicy UntagPolicy"),
-    "AWS::IAM::Policy": _of("iam", "PutRolePolicy GetRolePolicy DeleteRolePolicy"),
-
-    # KMS
-    "AWS::KMS::Key": _of(
-        "kms", "CreateKey DescribeKey GetKeyPolicy PutKeyPolicy EnableKeyRotation "
-               "DisableKeyRotation GetKeyRotationStatus EnableKey DisableKey "
-               "UpdateKeyDescription ListResourceTags TagResource UntagResource "
-               "ScheduleKeyDeletion ListKeys"),
-    "AWS::KMS::Alias": _of("kms", "CreateAlias DeleteAlias UpdateAlias ListAliases"),
-
-    # S3: the bucket handler reads back every configuration, set or not.
-    "AWS::S3::Bucket": _of(
-        "s3", "CreateBucket DeleteBucket ListBucket GetBucketLocation GetBucketAcl "
-              "PutEncryptionConfiguration GetEncryptionConfiguration "
-              "PutBucketVersioning GetBucketVersioning "
-              "PutBucketPublicAccessBlock GetBucketPublicAccessBlock "
-              "PutBucketOwnershipControls GetBucketOwnershipControls "
-              "PutBucketLogging GetBucketLogging "
-              "PutLifecycleConfiguration GetLifecycleConfiguration "
-              "PutBucketNotification GetBucketNotification "
-              "PutBucketTagging GetBucketTagging "
-              "PutBucketObjectLockConfiguration GetBucketObjectLockConfiguration "
-              "GetAccelerateConfiguration GetAnalyticsConfiguration GetBucketCORS "
-              "GetBucketWebsite GetInventoryConfiguration GetMetricsConfiguration "
-              "GetReplicationConfiguration GetIntelligentTieringConfiguration "
-              "ListAllMyBuckets"),
-    "AWS::S3::BucketPolicy": _of("s3", "PutBucketPolicy GetBucketPolicy DeleteBucketPolicy"),
-
-    # CloudWatch Logs
-    "AWS::Logs::LogGroup": _of(
-        "logs", "CreateLogGroup DeleteLogGroup DescribeLogGroups PutRetentionPolicy "
-                "DeleteRetentionPolicy AssociateKmsKey DisassociateKmsKey TagResource "
-                "UntagResource ListTagsForResource TagLogGroup UntagLogGroup ListTagsLogGroup"),
-    "AWS::Logs::LogStream": _of("logs", "CreateLogStream DeleteLogStream DescribeLogStreams"),
-    "AWS::Logs::MetricFilter": _of(
-        "logs", "PutMetricFilter DeleteMetricFilter DescribeMetricFilters"),
-    "AWS::Logs::SubscriptionFilter": _of(
-        "logs", "PutSubscriptionFilter DeleteSubscriptionFilter DescribeSubscriptionFilters"),
-
-    # Kinesis and Firehose
-    "AWS::Kinesis::Stream": (
-        *_of("kinesis", "CreateStream DeleteStream DescribeStream DescribeStreamSummary "
-                        "ListStreams UpdateShardCount UpdateStreamMode "
-                        "IncreaseStreamRetentionPeriod DecreaseStreamRetentionPeriod "
-                        "StartStreamEncryption StopStreamEncryption AddTagsToStream "
-                        "RemoveTagsFromStream ListTagsForStream EnableEnhancedMonitoring "
-                        "DisableEnhancedMonitoring"),
-        *_KEY_USE),
-    "AWS::KinesisFirehose::DeliveryStream": (
-        *_of("firehose", "CreateDeliveryStream DeleteDeliveryStream DescribeDeliveryStream "
-                         "UpdateDestination TagDeliveryStream UntagDeliveryStream "
-                         "ListTagsForDeliveryStream StartDeliveryStreamEncryption "
-                         "StopDeliveryStreamEncryption ListDeliveryStreams"),
-        *_KEY_USE),
-
-    # Lambda
-    "AWS::Lambda::Function": (
-        *_of("lambda", "CreateFunction DeleteFunction GetFunction GetFunctionConfiguration "
-                       "UpdateFunctionCode UpdateFunctionConfiguration PutFunctionConcurrency "
-                       "DeleteFunctionConcurrency GetFunctionConcurrency TagResource "
-                       "UntagResource ListTags GetFunctionCodeSigningConfig "
-                       "GetRuntimeManagementConfig PutRuntimeManagementConfig"),
-        *_VPC_LOOKUPS, *_KEY_USE),
-    "AWS::Lambda::EventSourceMapping": _of(
-        "lambda", "CreateEventSourceMapping DeleteEventSourceMapping GetEventSourceMapping "
-                  "UpdateEventSourceMapping ListEventSourceMappings TagResource UntagResource "
-                  "ListTags"),
-    "AWS::Lambda::Permission": _of("lambda", "AddPermission RemovePermission GetPolicy"),
-    "AWS::Lambda::EventInvokeConfig": _of(
-        "lambda", "PutFunctionEventInvokeConfig UpdateFunctionEventInvokeConfig "
-                  "DeleteFunctionEventInvokeConfig GetFunctionEventInvokeConfig"),
-
-    # SQS and SNS
-    "AWS::SQS::Queue": _of(
-        "sqs", "CreateQueue DeleteQueue GetQueueAttributes SetQueueAttributes GetQueueUrl "
-               "TagQueue UntagQueue ListQueueTags ListQueues"),
-    "AWS::SQS::QueuePolicy": _of("sqs", "SetQueueAttributes GetQueueAttributes GetQueueUrl"),
-    "AWS::SNS::Topic": _of(
-        "sns", "CreateTopic DeleteTopic GetTopicAttributes SetTopicAttributes TagResource "
-               "UntagResource ListTagsForResource Subscribe Unsubscribe "
-               "ListSubscriptionsByTopic GetDataProtectionPolicy PutDataProtectionPolicy"),
-    "AWS::SNS::Subscription": _of(
-        "sns", "Subscribe Unsubscribe GetSubscriptionAttributes SetSubscriptionAttributes "
-               "ListSubscriptionsByTopic"),
-    "AWS::SNS::TopicPolicy": _of("sns", "SetTopicAttributes GetTopicAttributes"),
-
-    # CloudWatch and EventBridge
-    "AWS::CloudWatch::Alarm": _of(
-        "cloudwatch", "PutMetricAlarm DeleteAlarms DescribeAlarms TagResource UntagResource "
-                      "ListTagsForResource"),
-    "AWS::CloudWatch::CompositeAlarm": _of(
-        "cloudwatch", "PutCompositeAlarm DeleteAlarms DescribeAlarms TagResource UntagResource "
-                      "ListTagsForResource"),
-    "AWS::CloudWatch::Dashboard": _of(
-        "cloudwatch", "PutDashboard DeleteDashboards GetDashboard ListDashboards"),
-    "AWS::Events::Rule": _of(
-        "events", "PutRule DeleteRule DescribeRule EnableRule DisableRule PutTargets "
-                  "RemoveTargets ListTargetsByRule TagResource UntagResource "
-                  "ListTagsForResource"),
-    "AWS::Scheduler::Schedule": _of(
-        "scheduler", "CreateSchedule DeleteSchedule GetSchedule UpdateSchedule"),
-
-    # Glue
-    "AWS::Glue::Database": _of("glue", "CreateDatabase DeleteDatabase GetDatabase "
-                                       "UpdateDatabase"),
-    "AWS::Glue::Table": _of("glue", "CreateTable DeleteTable GetTable UpdateTable GetDatabase"),
-    "AWS::Glue::Job": _glue("Job"),
-    "AWS::Glue::Crawler": (*_glue("Crawler"), *_of("glue", "StopCrawler")),
-    "AWS::Glue::Trigger": (*_glue("Trigger"), *_of("glue", "StartTrigger StopTrigger")),
-    "AWS::Glue::Workflow": _glue("Workflow"),
-    "AWS::Glue::SecurityConfiguration": _of(
-        "glue", "CreateSecurityConfiguration DeleteSecurityConfiguration "
-                "GetSecurityConfiguration"),
-    "AWS::Glue::Connection": (
-        *_of("glue", "CreateConnection DeleteConnection GetConnection UpdateConnection"),
-        *_VPC_LOOKUPS),
-
-    # Redshift
-    "AWS::RedshiftServerless::Namespace": (
-        *_of("redshift-serverless", "CreateNamespace DeleteNamespace GetNamespace "
-                                    "UpdateNamespace ListNamespaces TagResource UntagResource "
-                                    "ListTagsForResource"),
-        *_KEY_USE, *_SECRETS, *_SERVICE_LINKED_ROLE),
-    "AWS::RedshiftServerless::Workgroup": (
-        *_of("redshift-serverless", "CreateWorkgroup DeleteWorkgroup GetWorkgroup "
-                                    "UpdateWorkgroup ListWorkgroups TagResource UntagResource "
-                                    "ListTagsForResource"),
-        *_VPC_LOOKUPS, *_of("ec2", "DescribeVpcAttribute DescribeAccountAttributes "
-                                   "DescribeAddresses DescribeInternetGateways"),
-        *_SERVICE_LINKED_ROLE),
-    "AWS::Redshift::Cluster": (
-        *_of("redshift", "CreateCluster DeleteCluster DescribeClusters ModifyCluster "
-                         "ModifyClusterIamRoles RebootCluster EnableLogging DisableLogging "
-                         "DescribeLoggingStatus CreateTags DeleteTags DescribeTags"),
-        *_VPC_LOOKUPS, *_KEY_USE, *_SECRETS, *_SERVICE_LINKED_ROLE),
-    "AWS::Redshift::ClusterSubnetGroup": (
-        *_of("redshift", "CreateClusterSubnetGroup DeleteClusterSubnetGroup "
-                         "DescribeClusterSubnetGroups ModifyClusterSubnetGroup CreateTags "
-                         "DeleteTags DescribeTags"),
-        *_VPC_LOOKUPS),
-    "AWS::Redshift::ClusterParameterGroup": _of(
-        "redshift", "CreateClusterParameterGroup DeleteClusterParameterGroup "
-                    "DescribeClusterParameterGroups DescribeClusterParameters "
-                    "ModifyClusterParameterGroup ResetClusterParameterGroup CreateTags "
-                    "DeleteTags DescribeTags"),
-    "AWS::SecretsManager::Secret": (*_SECRETS, *_of("secretsmanager", "ListSecrets"),
-                                    *_KEY_USE),
-    "AWS::Athena::WorkGroup": _of(
-        "athena", "CreateWorkGroup DeleteWorkGroup GetWorkGroup UpdateWorkGroup TagResource "
-                  "UntagResource ListTagsForResource"),
-    "AWS::SSM::Parameter": _of(
-        "ssm", "PutParameter DeleteParameter GetParameter GetParameters AddTagsToResource "
-               "RemoveTagsFromResource ListTagsForResource DescribeParameters"),
-
-    # SageMaker
-    "AWS::SageMaker::Pipeline": (
-        *_of("sagemaker", "CreatePipeline DeletePipeline DescribePipeline UpdatePipeline"),
-        *_SAGEMAKER_TAGS),
-    "AWS::SageMaker::ModelPackageGroup": (
-        *_of("sagemaker", "CreateModelPackageGroup DeleteModelPackageGroup "
-                          "DescribeModelPackageGroup PutModelPackageGroupPolicy "
-                          "GetModelPackageGroupPolicy DeleteModelPackageGroupPolicy"),
-        *_SAGEMAKER_TAGS),
-    "AWS::SageMaker::Model": (
-        *_of("sagemaker", "CreateModel DeleteModel DescribeModel"), *_SAGEMAKER_TAGS,
-        *_VPC_LOOKUPS),
-    "AWS::SageMaker::EndpointConfig": (
-        *_of("sagemaker", "CreateEndpointConfig DeleteEndpointConfig DescribeEndpointConfig"),
-        *_SAGEMAKER_TAGS, *_KEY_USE),
-    "AWS::SageMaker::Endpoint": (
-        *_of("sagemaker", "CreateEndpoint DeleteEndpoint DescribeEndpoint UpdateEndpoint "
-                          "UpdateEndpointWeightsAndCapacities DescribeEndpointConfig"),
-        *_SAGEMAKER_TAGS, *_KEY_USE),
-    "AWS::SageMaker::DataQualityJobDefinition": _sagemaker_job_definition("DataQuality"),
-    "AWS::SageMaker::ModelQualityJobDefinition": _sagemaker_job_definition("ModelQuality"),
-    "AWS::SageMaker::MonitoringSchedule": (
-        *_of("sagemaker", "CreateMonitoringSchedule DeleteMonitoringSchedule "
-                          "DescribeMonitoringSchedule UpdateMonitoringSchedule "
-                          "StopMonitoringSchedule"),
-        *_SAGEMAKER_TAGS),
-
-    # Serving: auto scaling, Step Functions, ECS, load balancing, API Gateway, WAF, ECR
-    "AWS::ApplicationAutoScaling::ScalableTarget": (
-        *_of("application-autoscaling", "RegisterScalableTarget DeregisterScalableTarget "
-                                        "DescribeScalableTargets TagResource UntagResource "
-                                        "ListTagsForResource"),
-        # It checks the target it scales exists (an endpoint variant, an ECS service).
-        *_of("sagemaker", "DescribeEndpoint UpdateEndpointWeightsAndCapacities"),
-        *_of("ecs", "DescribeServices UpdateService"),
-        *_of("cloudwatch", "DescribeAlarms PutMetricAlarm DeleteAlarms"),
-        *_SERVICE_LINKED_ROLE),
-    "AWS::ApplicationAutoScaling::ScalingPolicy": (
-        *_of("application-autoscaling", "PutScalingPolicy DeleteScalingPolicy "
-                                        "DescribeScalingPolicies"),
-        *_of("cloudwatch", "DescribeAlarms PutMetricAlarm DeleteAlarms")),
-    "AWS::StepFunctions::StateMachine": (
-        *_of("states", "CreateStateMachine DeleteStateMachine DescribeStateMachine "
-                       "UpdateStateMachine TagResource UntagResource ListTagsForResource"),
-        # Execution logging to CloudWatch Logs is a vended-log delivery.
-        *_of("logs", "CreateLogDelivery GetLogDelivery UpdateLogDelivery DeleteLogDelivery "
-                     "ListLogDeliveries PutResourcePolicy DescribeResourcePolicies "
-                     "DescribeLogGroups"),
-        *_KEY_USE),
-    "AWS::ECS::Cluster": (
-        *_of("ecs", "CreateCluster DeleteCluster DescribeClusters UpdateCluster "
-                    "UpdateClusterSettings PutClusterCapacityProviders TagResource "
-                    "UntagResource ListTagsForResource"),
-        *_SERVICE_LINKED_ROLE, *_KEY_USE),
-    "AWS::ECS::ClusterCapacityProviderAssociations": _of(
-        "ecs", "PutClusterCapacityProviders DescribeClusters"),
-    "AWS::ECS::TaskDefinition": _of(
-        "ecs", "RegisterTaskDefinition DeregisterTaskDefinition DescribeTaskDefinition "
-               "TagResource UntagResource ListTagsForResource"),
-    "AWS::ECS::Service": (
-        *_of("ecs", "CreateService DeleteService DescribeServices UpdateService TagResource "
-                    "UntagResource ListTagsForResource"),
-        *_of("elasticloadbalancing", "DescribeTargetGroups DescribeLoadBalancers "
-                                     "DescribeListeners DescribeRules"),
-        *_VPC_LOOKUPS, *_SERVICE_LINKED_ROLE),
-    "AWS::ElasticLoadBalancingV2::LoadBalancer": (
-        *_of("elasticloadbalancing", "CreateLoadBalancer DeleteLoadBalancer "
-                                     "DescribeLoadBalancers DescribeLoadBalancerAttributes "
-                                     "ModifyLoadBalancerAttributes SetSecurityGroups "
-                                     "SetSubnets SetIpAddressType AddTags RemoveTags "
-                                     "DescribeTags"),
-        *_VPC_LOOKUPS, *_of("ec2", "DescribeInternetGateways DescribeAccountAttributes"),
-        *_SERVICE_LINKED_ROLE),
-    "AWS::ElasticLoadBalancingV2::TargetGroup": _of(
-        "elasticloadbalancing", "CreateTargetGroup DeleteTargetGroup DescribeTargetGroups "
-                                "DescribeTargetGroupAttributes ModifyTargetGroup "
-                                "ModifyTargetGroupAttributes AddTags RemoveTags DescribeTags"),
-    "AWS::ElasticLoadBalancingV2::Listener": _of(
-        "elasticloadbalancing", "CreateListener DeleteListener DescribeListeners "
-                                "ModifyListener DescribeListenerAttributes "
-                                "ModifyListenerAttributes AddTags RemoveTags DescribeTags"),
-    "AWS::ElasticLoadBalancingV2::ListenerRule": _of(
-        "elasticloadbalancing", "CreateRule DeleteRule DescribeRules ModifyRule "
-                                "SetRulePriorities AddTags RemoveTags DescribeTags"),
-    "AWS::ApiGateway::RestApi": _API_GATEWAY,
-    "AWS::ApiGateway::Resource": _API_GATEWAY,
-    "AWS::ApiGateway::Method": _API_GATEWAY,
-    "AWS::ApiGateway::Deployment": _API_GATEWAY,
-    "AWS::ApiGateway::Stage": (*_API_GATEWAY, *_of("logs", "DescribeLogGroups")),
-    "AWS::ApiGateway::Account": _API_GATEWAY,
-    "AWS::ApiGateway::UsagePlan": _API_GATEWAY,
-    "AWS::ApiGateway::ApiKey": _API_GATEWAY,
-    "AWS::ApiGateway::UsagePlanKey": _API_GATEWAY,
-    "AWS::ApiGateway::VpcLink": (
-        *_API_GATEWAY,
-        # A REST API VPC link is an endpoint service in front of a network load balancer.
-        *_of("elasticloadbalancing", "DescribeLoadBalancers"),
-        *_of("ec2", "CreateVpcEndpointServiceConfiguration "
-                    "DeleteVpcEndpointServiceConfigurations "
-                    "DescribeVpcEndpointServiceConfigurations "
-                    "ModifyVpcEndpointServicePermissions")),
-    "AWS::ApiGatewayV2::Api": _API_GATEWAY,
-    "AWS::ApiGatewayV2::Integration": _API_GATEWAY,
-    "AWS::ApiGatewayV2::Route": _API_GATEWAY,
-    "AWS::ApiGatewayV2::Stage": (*_API_GATEWAY, *_of("logs", "DescribeLogGroups")),
-    "AWS::ApiGatewayV2::VpcLink": (*_API_GATEWAY, *_VPC_LOOKUPS, *_SERVICE_LINKED_ROLE,
-                                   *_of("ec2", "CreateNetworkInterface DeleteNetworkInterface "
-                                               "CreateTags")),
-    "AWS::WAFv2::WebACL": _of(
-        "wafv2", "CreateWebACL DeleteWebACL GetWebACL UpdateWebACL TagResource UntagResource "
-                 "ListTagsForResource"),
-    "AWS::WAFv2::WebACLAssociation": (
-        *_of("wafv2", "AssociateWebACL DisassociateWebACL GetWebACLForResource GetWebACL"),
-        *_of("apigateway", "SetWebACL"), *_of("elasticloadbalancing", "SetWebAcl")),
-    "AWS::ECR::Repository": (
-        *_of("ecr", "CreateRepository DeleteRepository DescribeRepositories "
-                    "PutImageScanningConfiguration PutImageTagMutability PutLifecyclePolicy "
-                    "GetLifecyclePolicy DeleteLifecyclePolicy SetRepositoryPolicy "
-                    "GetRepositoryPolicy DeleteRepositoryPolicy TagResource UntagResource "
-                    "ListTagsForResource"),
-        *_KEY_USE),
-
-    # CI/CD
-    "AWS::CodeBuild::Project": (
-        *_of("codebuild", "CreateProject DeleteProject BatchGetProjects UpdateProject"),
-        *_VPC_LOOKUPS, *_of("ec2", "DescribeDhcpOptions")),
-    "AWS::CodePipeline::Pipeline": (
-        *_of("codepipeline", "CreatePipeline DeletePipeline GetPipeline UpdatePipeline "
-                             "GetPipelineState TagResource UntagResource ListTagsForResource"),
-        # A pipeline whose source is a Git connection needs the right to use that connection.
-        *_of("codestar-connections", "PassConnection"),
-        *_of("codeconnections", "PassConnection")),
-}
-
-# Types that hand an IAM role to a service (which then acts with it), and to which service;
-# `iam:PassRole` is granted for those services only.
-PASSES_ROLE_TO: dict[str, tuple[str, ...]] = {
-    # Nested stacks run with their parent's service role.
-    "AWS::CloudFormation::Stack": ("cloudformation.amazonaws.com",),
-    "AWS::EC2::FlowLog": ("vpc-flow-logs.amazonaws.com",),
-    "AWS::KinesisFirehose::DeliveryStream": ("firehose.amazonaws.com",),
-    "AWS::Lambda::Function": ("lambda.amazonaws.com",),
-    "AWS::Logs::SubscriptionFilter": ("logs.amazonaws.com",),
-    "AWS::Events::Rule": ("events.amazonaws.com",),
-    "AWS::Scheduler::Schedule": ("scheduler.amazonaws.com",),
-    "AWS::Glue::Job": ("glue.amazonaws.com",),
-    "AWS::Glue::Crawler": ("glue.amazonaws.com",),
-    "AWS::RedshiftServerless::Namespace": ("redshift.amazonaws.com",
-                                           "redshift-serverless.amazonaws.com"),
-    "AWS::Redshift::Cluster": ("redshift.amazonaws.com",),
-    "AWS::SageMaker::Pipeline": ("sagemaker.amazonaws.com",),
-    "AWS::SageMaker::Model": ("sagemaker.amazonaws.com",),
-    "AWS::SageMaker::DataQualityJobDefinition": ("sagemaker.amazonaws.com",),
-    "AWS::SageMaker::ModelQualityJobDefinition": ("sagemaker.amazonaws.com",),
-    "AWS::SageMaker::MonitoringSchedule": ("sagemaker.amazonaws.com",),
-    "AWS::StepFunctions::StateMachine": ("states.amazonaws.com",),
-    "AWS::ECS::TaskDefinition": ("ecs-tasks.amazonaws.com",),
-    "AWS::ApiGateway::Account": ("apigateway.amazonaws.com",),
-    "AWS::CodeBuild::Project": ("codebuild.amazonaws.com",),
-    "AWS::CodePipeline::Pipeline": ("codepipeline.amazonaws.com",),
-}
+# Whose registry schemas to read: handler permissions do not differ by region, and us-east-1's
+# provider list holds every type (cfnlint/data/schemas/providers/us-east-1.json).
+REGISTRY_REGION = "us-east-1"
 
 PASS_ROLE = "iam:PassRole"
 
-# Actions of the map for which AWS supports no resource-level permission: a statement naming
-# any resource other than `*` would never match them. (Checked against cfn-lint's copy of the
-# IAM service reference by tests/test_permissions.py, in both directions.)
-ACTIONS_WITHOUT_RESOURCE_SCOPE = frozenset({
-    "application-autoscaling:DescribeScalableTargets",
-    "application-autoscaling:DescribeScalingPolicies",
-    "cloudwatch:ListDashboards",
-    "ec2:DescribeAccountAttributes",
-    "ec2:DescribeAddresses",
-    "ec2:DescribeAvailabilityZones",
-    "ec2:DescribeDhcpOptions",
-    "ec2:DescribeFlowLogs",
-    "ec2:DescribeInternetGateways",
-    "ec2:DescribeNatGateways",
-    "ec2:DescribeNetworkAcls",
-    "ec2:DescribeNetworkInterfaces",
-    "ec2:DescribePrefixLists",
-    "ec2:DescribeRouteTables",
-    "ec2:DescribeSecurityGroupRules",
-    "ec2:DescribeSecurityGroups",
-    "ec2:DescribeSubnets",
-    "ec2:DescribeTags",
-    "ec2:DescribeVpcEndpointServiceConfigurations",
-    "ec2:DescribeVpcEndpointServices",
-    "ec2:DescribeVpcEndpoints",
-    "ec2:DescribeVpcs",
-    "ecs:DeregisterTaskDefinition",
-    "ecs:DescribeTaskDefinition",
-    "elasticloadbalancing:DescribeListenerAttributes",
-    "elasticloadbalancing:DescribeListeners",
-    "elasticloadbalancing:DescribeLoadBalancerAttributes",
-    "elasticloadbalancing:DescribeLoadBalancers",
-    "elasticloadbalancing:DescribeRules",
-    "elasticloadbalancing:DescribeTags",
-    "elasticloadbalancing:DescribeTargetGroupAttributes",
-    "elasticloadbalancing:DescribeTargetGroups",
-    "elasticloadbalancing:SetWebAcl",
-    "firehose:ListDeliveryStreams",
-    "glue:CreateCrawler",
-    "glue:CreateSecurityConfiguration",
-    "glue:DeleteSecurityConfiguration",
-    "glue:GetSecurityConfiguration",
-    "kinesis:DisableEnhancedMonitoring",
-    "kinesis:EnableEnhancedMonitoring",
-    "kinesis:ListStreams",
-    "kinesis:UpdateShardCount",
-    "kinesis:UpdateStreamMode",
-    "kms:CreateKey",
-    "kms:ListAliases",
-    "kms:ListKeys",
-    "lambda:CreateEventSourceMapping",
-    "lambda:ListEventSourceMappings",
-    "logs:CreateLogDelivery",
-    "logs:DeleteLogDelivery",
-    "logs:DescribeLogGroups",
-    "logs:DescribeResourcePolicies",
-    "logs:GetLogDelivery",
-    "logs:ListLogDeliveries",
-    "logs:PutResourcePolicy",
-    "logs:UpdateLogDelivery",
-    "redshift-serverless:ListNamespaces",
-    "redshift-serverless:ListWorkgroups",
-    "redshift:DescribeClusterParameterGroups",
-    "redshift:DescribeClusterSubnetGroups",
-    "s3:ListAllMyBuckets",
-    "secretsmanager:GetRandomPassword",
-    "secretsmanager:ListSecrets",
-    "sqs:ListQueues",
-    "ssm:DescribeParameters",
-})
+# Requirements that are not resource types (see `template_requirements`).
+RESOLVE_SECRETSMANAGER = "{{resolve:secretsmanager}}"
+RESOLVE_SSM = "{{resolve:ssm}}"
+RESOLVE_SSM_SECURE = "{{resolve:ssm-secure}}"
+SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value"
+CUSTOM_RESOURCE = "AWS::CloudFormation::CustomResource"
+NESTED_STACK = "AWS::CloudFormation::Stack"
+
+_RESOLVE = re.compile(r"\{\{resolve:(secretsmanager|ssm-secure|ssm):")
 
 
-# --- resource scope per service --------------------------------------------------------------
+@dataclass(frozen=True)
+class Supplement:
+    """Actions a requirement needs beyond its handler lists, and the AWS page that says so."""
 
-def service_resources(service: str, iam_names: str = "") -> list[Sub]:
-    """ARN patterns covering `service`'s resources in this account (and region); for IAM,
-    roles and policies whose names start with `iam_names`, and service-linked roles."""
-    partition = "arn:${AWS::Partition}"
-    if service == "iam":
-        # IAM refuses a bare `:*` path ("IAM resource path must either be "*" or start with
-        # user/, role/, ..."): the stacks create roles and policies (CloudFormation names them
-        # after the stack, so they start with its name) and service-linked roles.
-        if not iam_names:
-            return [Sub(f"{partition}:iam::${{AWS::AccountId}}:role/*"),
-                    Sub(f"{partition}:iam::${{AWS::AccountId}}:policy/*")]
-        return [Sub(f"{partition}:iam::${{AWS::AccountId}}:role/{iam_names}*"),
-                Sub(f"{partition}:iam::${{AWS::AccountId}}:role/aws-service-role/*"),
-                Sub(f"{partition}:iam::${{AWS::AccountId}}:policy/{iam_names}*")]
-    if service == "s3":
-        # Bucket ARNs name no account; the statement adds an aws:ResourceAccount condition.
-        return [Sub(f"{partition}:s3:::*")]
-    if service == "route53":
-        # Hosted zones are global and, for interface endpoints' private DNS, owned by AWS.
-        return [Sub(f"{partition}:route53:::*")]
-    if service == "apigateway":
-        # API Gateway ARNs name no account.
-        return [Sub(f"{partition}:apigateway:${{AWS::Region}}::*")]
-    regional = Sub(f"{partition}:{service}:${{AWS::Region}}:${{AWS::AccountId}}:*")
-    if service == "cloudwatch":
-        # Dashboards are global: their ARNs name no region.
-        return [regional, Sub(f"{partition}:cloudwatch::${{AWS::AccountId}}:*")]
-    if service == "ec2":
-        # Interface endpoints connect to endpoint services that AWS's own accounts own.
-        return [regional,
-                Sub(f"{partition}:ec2:${{AWS::Region}}:*:vpc-endpoint-service/*")]
-    return [regional]
+    actions: tuple[str, ...]
+    source: str
+    # Extra resource patterns per service prefix, for resources outside this account.
+    resources: tuple[tuple[str, str], ...] = ()
+    # Services the requirement hands a role to (`iam:PassRole` with `iam:PassedToService`).
+    passes_role_to: tuple[str, ...] = ()
 
 
-# --- the API ---------------------------------------------------------------------------------
+_VPC_ENDPOINT_SERVICES = (
+    "ec2", "arn:${AWS::Partition}:ec2:${AWS::Region}:*:vpc-endpoint-service/*")
 
-def _known(resource_type: str) -> str:
-    """The map's key for `resource_type` (custom resources share one entry)."""
-    if resource_type.startswith("Custom::"):
-        return "AWS::CloudFormation::CustomResource"
-    if resource_type not in RESOURCE_ACTIONS:
-        raise KeyError(f"no IAM actions known for resource type {resource_type!r}: add it to "
-                       "mlops_cfn/permissions.py RESOURCE_ACTIONS")
-    return resource_type
+SUPPLEMENT: dict[str, tuple[Supplement, ...]] = {
+    NESTED_STACK: (Supplement(
+        ("cloudformation:CancelUpdateStack",),
+        # "verify that you have cancel update stack permissions, which is required if an
+        # update rolls back".
+        "AWS::CloudFormation::Stack, CloudFormation Template Reference; nested stacks run "
+        "with their parent's service role, which CloudFormation passes on (AWS CloudFormation "
+        "service role, CloudFormation User Guide)",
+        passes_role_to=("cloudformation.amazonaws.com",)),),
+    # A handle is a placeholder: CloudFormation makes no call for it.
+    "AWS::CloudFormation::WaitConditionHandle": (),
+    # The registry has no handlers for CodeBuild projects (a legacy, non-registry type).
+    "AWS::CodeBuild::Project": (Supplement(
+        ("codebuild:CreateProject", "codebuild:UpdateProject", "codebuild:DeleteProject",
+         "codebuild:BatchGetProjects"),
+        "AWS CodeBuild permissions reference (CreateProject and UpdateProject also need "
+        "iam:PassRole)",
+        passes_role_to=("codebuild.amazonaws.com",)),),
+    # CloudFormation invokes a custom resource's function with the deploying principal.
+    CUSTOM_RESOURCE: (Supplement(
+        ("lambda:InvokeFunction",),
+        "Lambda-backed custom resources, CloudFormation User Guide"),),
+    # CreateModel from a registered model version (ContainerDefinition.ModelPackageName) reads
+    # the package: the model group's policy for cross-account deployment grants exactly
+    # sagemaker:DescribeModelPackage beside sagemaker:CreateModel on the model packages.
+    "AWS::SageMaker::Model": (Supplement(
+        ("sagemaker:DescribeModelPackage",),
+        "Deploy a Model in the Registry, Amazon SageMaker Developer Guide "
+        "(https://docs.aws.amazon.com/sagemaker/latest/dg/model-registry-deploy.html)"),),
+    "AWS::SageMaker::Endpoint": (Supplement(
+        ("kms:CreateGrant",),
+        # "CreateEndpoint: sagemaker:CreateEndpoint, kms:CreateGrant (required only if the
+        # associated EndpointConfig has a KmsKeyId specified)".
+        "Amazon SageMaker API Permissions: Actions, Permissions, and Resources Reference"),),
+    # An interface endpoint to an AWS service names an endpoint service that AWS's own account
+    # owns; CreateVpcEndpoint authorizes that vpc-endpoint-service resource too.
+    "AWS::EC2::VPCEndpoint": (Supplement(
+        (), "Actions, resources, and condition keys for Amazon EC2 (CreateVpcEndpoint), "
+            "Service Authorization Reference",
+        resources=(_VPC_ENDPOINT_SERVICES,)),),
+    RESOLVE_SECRETSMANAGER: (Supplement(
+        ("secretsmanager:GetSecretValue", "kms:Decrypt"),
+        "Get a secret or secret value from Secrets Manager, CloudFormation User Guide (the "
+        "deploying principal reads the secret, and decrypts it with its key)"),),
+    RESOLVE_SSM: (Supplement(
+        ("ssm:GetParameters",),
+        "Get a plaintext value from Systems Manager Parameter Store, CloudFormation User "
+        "Guide (\"you must have access to call GetParameters for the specified parameter\")"),),
+    RESOLVE_SSM_SECURE: (Supplement(
+        ("ssm:GetParameters", "kms:Decrypt"),
+        "Get a secure string value from Systems Manager Parameter Store, CloudFormation User "
+        "Guide"),),
+    SSM_PARAMETER_TYPE: (Supplement(
+        ("ssm:GetParameters",),
+        "Specify existing resources at runtime with CloudFormation-supplied parameter types "
+        "(SSM parameter types), CloudFormation User Guide"),),
+}
+
+# Services a type hands roles to, where it is not the service of the type's own calls (the
+# default: a type whose handlers list iam:PassRole passes roles to `<its prefix>.amazonaws.com`).
+PASSED_TO: dict[str, tuple[str, ...]] = {
+    # Task and execution roles are assumed by ECS tasks (Amazon ECS task IAM role).
+    "AWS::ECS::TaskDefinition": ("ecs-tasks.amazonaws.com",),
+    # Publishing flow logs to CloudWatch Logs (VPC Flow Logs, IAM role for publishing).
+    "AWS::EC2::FlowLog": ("vpc-flow-logs.amazonaws.com",),
+    # A namespace's IAM roles are Redshift's (Amazon Redshift Serverless, IAM roles).
+    "AWS::RedshiftServerless::Namespace": ("redshift.amazonaws.com",
+                                           "redshift-serverless.amazonaws.com"),
+}
+
+# Names in handler lists that IAM's service reference does not know, and the actions they mean
+# (none where the call is authorized otherwise). Granting an unknown name grants nothing, and
+# cfn-lint (W3037) rightly flags it.
+HANDLER_ERRATA: dict[str, tuple[str, ...]] = {
+    # S3 authorizes each DeleteBucket<Configuration> call with the configuration's Put action
+    # (Amazon S3 API Reference, each Delete page: "you must have the s3:Put... permission").
+    "s3:DeleteBucketAnalyticsConfiguration": ("s3:PutAnalyticsConfiguration",),
+    "s3:DeleteBucketCors": ("s3:PutBucketCORS",),
+    "s3:DeleteBucketEncryption": ("s3:PutEncryptionConfiguration",),
+    "s3:DeleteBucketLifecycle": ("s3:PutLifecycleConfiguration",),
+    "s3:DeleteBucketMetricsConfiguration": ("s3:PutMetricsConfiguration",),
+    "s3:DeleteBucketReplication": ("s3:PutReplicationConfiguration",),
+    "s3:PutBucketReplication": ("s3:PutReplicationConfiguration",),
+    "s3:PutObjectLockConfiguration": ("s3:PutBucketObjectLockConfiguration",),
+    # An S3 server access log operation name, not an IAM action.
+    "s3:REST.PUT.OBJECT": (),
+    "redshift:DescribeSnapshotCopyGrant": ("redshift:DescribeSnapshotCopyGrants",),
+    "redshift:ModifyClusterDbRevisions": ("redshift:ModifyClusterDbRevision",),
+    "sagemaker:ListMonitoringSchedule": ("sagemaker:ListMonitoringSchedules",),
+    # API Gateway authorizes tagging as PUT and DELETE on /tags, which the handlers also list.
+    "apigateway:TagResource": (),
+    "apigateway:UntagResource": (),
+    "apigateway:unTagResource": (),
+    # The schema's placeholder from the resource-provider template (no such service).
+    "initech:DeleteReport": (),
+    "initech:DescribeReport": (),
+    "initech:ListReports": (),
+    "initech:UpdateReport": (),
+    # Not (yet) in IAM's reference; a Lambda function alias to a managed runtime version and a
+    # VPC Lattice association, neither of which a template here configures.
+    "lambda:AssociateRuntimeAlias": (),
+    "vpc-lattice:DescribeServiceNetworkVpcEndpointAssociation": (),
+}
+
+# Wildcards in handler lists, spelled out.
+WILDCARD_EXPANSIONS: dict[str, tuple[str, ...]] = {
+    # AWS::Redshift::Cluster's create handler: the VPC lookups Redshift makes to place a cluster,
+    # the set the registry lists for AWS::Redshift::ClusterSubnetGroup (Amazon Redshift
+    # Management Guide, "Amazon Redshift API permissions reference", CreateCluster).
+    "ec2:Describe*": ("ec2:DescribeAccountAttributes", "ec2:DescribeAddresses",
+                      "ec2:DescribeAvailabilityZones", "ec2:DescribeInternetGateways",
+                      "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs"),
+}
 
 
-def actions_for(resource_types: Iterable[str]) -> list[str]:
-    """Every IAM action needed to create, update and delete resources of these types."""
+# --- cfn-lint's data --------------------------------------------------------------------------
+# Read from the files the installed cfn-lint ships, found by its package path without importing
+# it: importing cfnlint costs more than half a second, which every `render` would pay. The
+# bundled files, not the cache `cfn-lint --update-specs` may write, so that the same cfn-lint
+# release renders the same roles on every machine.
+
+@lru_cache(maxsize=None)
+def _cfnlint_data() -> Path:
+    spec = importlib.util.find_spec("cfnlint")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("cfn-lint is not installed; it is a dependency of mlops-cfn")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def _json(*parts: str) -> Any:
+    return json.loads(_cfnlint_data().joinpath(*parts).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def _iam_reference() -> dict:
+    """IAM's service reference: actions, and the ARN formats of the resources they act on."""
+    return _json("AdditionalSpecs", "Policies.json")
+
+
+@lru_cache(maxsize=None)
+def _registry_schemas() -> dict[str, str]:
+    """Resource type -> the file name of its registry schema under `schemas/resources/`."""
+    return _json("schemas", "providers", f"{REGISTRY_REGION}.json")
+
+
+def iam_action(action: str) -> dict | None:
+    """IAM's reference entry for `action` (case as IAM ignores it), or None if it has none."""
+    service, _, name = action.partition(":")
+    return _iam_reference().get(service.lower(), {}).get("Actions", {}).get(name.lower())
+
+
+def supports_resource_scope(action: str) -> bool:
+    """Whether IAM can scope `action` to a resource (else `*` is the only resource it matches)."""
+    entry = iam_action(action)
+    return bool(entry and entry.get("Resources"))
+
+
+@lru_cache(maxsize=None)
+def handler_permissions(resource_type: str) -> tuple[str, ...] | None:
+    """Every permission the registry schema's handlers list for the type, in order, without
+    repeats; None when the registry has no schema for it or the schema no handlers."""
+    schema_hash = _registry_schemas().get(resource_type)
+    if schema_hash is None:
+        return None
+    schema = _json("schemas", "resources", f"{schema_hash}.json")
+    handlers = schema.get("handlers") or {}
+    found = [p for handler in handlers.values() for p in handler.get("permissions", [])]
+    return tuple(dict.fromkeys(found)) or None
+
+
+# --- requirements ---------------------------------------------------------------------------
+
+def template_requirements(template: dict) -> set[str]:
+    """What deploying `template` (as data) asks of the deploying principal: its resource types,
+    the kinds of dynamic reference it resolves, and SSM parameter types of its parameters."""
+    found = {resource["Type"] for resource in (template.get("Resources") or {}).values()}
+    for text in _strings(template.get("Resources") or {}):
+        for kind in _RESOLVE.findall(text):
+            found.add("{{resolve:%s}}" % kind)
+    for parameter in (template.get("Parameters") or {}).values():
+        if str(parameter.get("Type", "")).startswith(SSM_PARAMETER_TYPE):
+            found.add(SSM_PARAMETER_TYPE)
+    return found
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _key(requirement: str) -> str:
+    return CUSTOM_RESOURCE if requirement.startswith("Custom::") else requirement
+
+
+def _supplements(requirement: str) -> tuple[Supplement, ...]:
+    return SUPPLEMENT.get(_key(requirement), ())
+
+
+def _raw_permissions(requirement: str) -> tuple[str, ...]:
+    """The handler permissions and supplement actions of one requirement; an error when
+    neither knows it."""
+    key = _key(requirement)
+    listed = handler_permissions(key) if "::" in key and not key.startswith("{{") else None
+    if listed is None and key not in SUPPLEMENT:
+        raise UserError(
+            f"resource type {requirement}: CloudFormation's registry schema (as cfn-lint ships "
+            f"it) lists no handler permissions for it and mlops_cfn/permissions.py has no "
+            f"supplement: the deploy and launch roles could not be derived")
+    return (*(listed or ()), *(a for s in _supplements(key) for a in s.actions))
+
+
+def granted_names(permission: str) -> tuple[str, ...]:
+    """The IAM actions one handler-listed permission becomes: itself, its errata replacement,
+    or its wildcard's expansion; nothing for a name IAM does not know."""
+    if permission in HANDLER_ERRATA:
+        return HANDLER_ERRATA[permission]
+    if "*" in permission or "?" in permission:
+        if permission not in WILDCARD_EXPANSIONS:
+            raise UserError(f"handler permission {permission}: a wildcard with no expansion in "
+                            f"mlops_cfn/permissions.py WILDCARD_EXPANSIONS")
+        return WILDCARD_EXPANSIONS[permission]
+    return (permission,) if iam_action(permission) is not None else ()
+
+
+def _canonical(action: str) -> str:
+    """`action` spelled as IAM's reference spells its service prefix (names keep their case)."""
+    service, _, name = action.partition(":")
+    return f"{service.lower()}:{name[:1].upper()}{name[1:]}"
+
+
+def actions_for(requirements: Iterable[str]) -> list[str]:
+    """Every IAM action deploying these requirements takes, sorted, without repeats."""
     found: set[str] = set()
-    for resource_type in resource_types:
-        key = _known(resource_type)
-        found.update(RESOURCE_ACTIONS[key])
-        if PASSES_ROLE_TO.get(key):
+    for requirement in requirements:
+        for permission in _raw_permissions(requirement):
+            found.update(_canonical(a) for a in granted_names(permission))
+        if _passed_to(requirement):
             found.add(PASS_ROLE)
     return sorted(found)
 
 
-def passed_to_services(resource_types: Iterable[str]) -> list[str]:
-    """The services `iam:PassRole` must reach for these types."""
-    return sorted({service for t in resource_types
-                   for service in PASSES_ROLE_TO.get(_known(t), ())})
+def _passed_to(requirement: str) -> tuple[str, ...]:
+    key = _key(requirement)
+    supplemented = tuple(s for sup in _supplements(key) for s in sup.passes_role_to)
+    listed = handler_permissions(key) if "::" in key and not key.startswith("{{") else None
+    if not listed or PASS_ROLE not in listed:
+        return supplemented
+    if key in PASSED_TO:
+        return (*PASSED_TO[key], *supplemented)
+    return (f"{_own_prefix(key, listed)}.amazonaws.com", *supplemented)
 
 
-def deployment_statements(resource_types: Iterable[str], iam_names: str = "") -> list[Statement]:
-    """Statements allowing `actions_for(resource_types)`, scoped as the module docstring says.
+def _own_prefix(resource_type: str, listed: Sequence[str]) -> str:
+    """The service prefix of a type's own calls: the commonest among its permissions, IAM's
+    aside (a Lambda function's are lambda:, a state machine's states:)."""
+    prefixes = Counter(p.split(":")[0] for p in listed if not p.startswith("iam:"))
+    return prefixes.most_common(1)[0][0]
 
-    `iam_names`: the prefix of every role and policy the stacks create (the root stack's
-    name, which CloudFormation's generated names start with), so that the deploying role can
-    neither change nor pass any other role of the account. Empty when stack names are not
-    known beforehand (Service Catalog names its stacks itself).
+
+def passed_to_services(requirements: Iterable[str]) -> list[str]:
+    """The services `iam:PassRole` must reach for these requirements."""
+    return sorted({service for r in requirements for service in _passed_to(r)})
+
+
+# --- resource scope -------------------------------------------------------------------------
+
+def _arn_patterns(action: str) -> set[str]:
+    """Patterns covering, in this account and region, every ARN shape IAM's reference gives for
+    the resource types `action` acts on."""
+    service = action.split(":")[0].lower()
+    reference = _iam_reference().get(service, {})
+    patterns = set()
+    for resource_type in (iam_action(action) or {}).get("Resources", []):
+        formats = reference.get("Resources", {}).get(resource_type.lower(), {}).get(
+            "ARNFormats", [])
+        for arn_format in formats:
+            _, _, arn_service, region, account, _ = arn_format.split(":", 5)
+            if arn_service == "s3" and region:
+                # IAM refuses an S3 resource naming a region unless it is an access point
+                # ("Resource ... can not contain region information"); the templates use
+                # buckets and objects only, whose ARNs name no region.
+                continue
+            patterns.add("arn:${AWS::Partition}:%s:%s:%s:*" % (
+                arn_service, "${AWS::Region}" if region else "",
+                "${AWS::AccountId}" if account else ""))
+    return patterns
+
+
+def iam_resources(iam_names: str = "") -> list[str]:
+    """Roles and policies whose names start with `iam_names`, and service-linked roles.
+
+    IAM refuses a bare `:*` path ("IAM resource path must either be "*" or start with user/,
+    role/, ..."): the stacks create roles and policies (CloudFormation names them after the
+    stack, so they start with its name) and service-linked roles.
     """
-    resource_types = list(resource_types)
-    actions = [a for a in actions_for(resource_types) if a != PASS_ROLE]
+    base = "arn:${AWS::Partition}:iam::${AWS::AccountId}"
+    if not iam_names:
+        return [f"{base}:role/*", f"{base}:policy/*"]
+    return [f"{base}:role/{iam_names}*", f"{base}:role/aws-service-role/*",
+            f"{base}:policy/{iam_names}*"]
+
+
+def stack_resources(stacks: str) -> list[str]:
+    """The stacks whose names start with `stacks`, nested stacks included (CloudFormation names
+    a nested stack after its parent)."""
+    return ["arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+            f"stack/{stacks}*/*"]
+
+
+# --- statements -----------------------------------------------------------------------------
+
+def deployment_statements(requirements: Iterable[str], iam_names: str = "",
+                          stacks: str | None = None,
+                          service_role: bool = True) -> list[Statement]:
+    """Statements allowing `actions_for(requirements)`, scoped as the module docstring says.
+
+    `iam_names`: the prefix of every role and policy the stacks create (the root stack's name,
+    which CloudFormation's generated names start with), so that the deploying role can neither
+    change nor pass any other role of the account; empty when stack names are not known
+    beforehand (Service Catalog names its stacks itself). `stacks`: the prefix of the stacks the
+    role deploys, for the nested-stack calls; None leaves them on the account's stacks.
+    `service_role`: whether the role is the stacks' service role, which CloudFormation passes on
+    to their nested stacks (iam:PassRole to cloudformation.amazonaws.com); a Service Catalog
+    launch role is not: Service Catalog runs the stacks with its credentials and no role.
+    """
+    requirements = sorted(set(requirements))
+    extra: dict[str, set[str]] = {}
+    for requirement in requirements:
+        for supplement in _supplements(requirement):
+            for service, pattern in supplement.resources:
+                extra.setdefault(service, set()).add(pattern)
     by_service: dict[str, list[str]] = {}
     unscoped = []
-    for action in actions:
-        if action in ACTIONS_WITHOUT_RESOURCE_SCOPE:
-            unscoped.append(action)
-        else:
+    for action in actions_for(requirements):
+        if action == PASS_ROLE:
+            continue
+        if supports_resource_scope(action):
             by_service.setdefault(action.split(":")[0], []).append(action)
+        else:
+            unscoped.append(action)
     statements = []
     for service in sorted(by_service):
+        actions = by_service[service]
+        if service == "iam":
+            resources = iam_resources(iam_names)
+        elif service == "cloudformation" and stacks is not None:
+            resources = stack_resources(stacks)
+        else:
+            resources = sorted(set().union(*(_arn_patterns(a) for a in actions))
+                               | extra.get(service, set()))
         statement = Statement(
             Sid="Manage" + "".join(part.capitalize() for part in service.split("-")),
             Effect=Allow,
-            Action=[Action(*a.split(":")) for a in by_service[service]],
-            Resource=service_resources(service, iam_names),
+            Action=[Action(*a.split(":")) for a in actions],
+            Resource=[Sub(r) for r in resources],
         )
         if service == "s3":
+            # Bucket ARNs name no account: limit them to this account's buckets.
             statement.Condition = Condition(
                 StringEquals("aws:ResourceAccount", Sub("${AWS::AccountId}")))
         statements.append(statement)
@@ -639,21 +468,26 @@ def deployment_statements(resource_types: Iterable[str], iam_names: str = "") ->
             Effect=Allow,
             # AWS supports no resource-level permission for these (describe and list calls,
             # and creations whose resource has no ARN before it exists): `*` is the only
-            # resource that matches them.
+            # resource that matches them (IAM's service reference, as cfn-lint ships it).
             Action=[Action(*a.split(":")) for a in unscoped],
             Resource=["*"],
         ))
-    services = passed_to_services(resource_types)
+    services = [s for s in passed_to_services(requirements)
+                if service_role or s != "cloudformation.amazonaws.com"]
     if services:
         statements.append(Statement(
             Sid="PassRolesToServices",
             Effect=Allow,
             Action=[Action("iam", "PassRole")],
             Resource=[Sub(f"arn:${{AWS::Partition}}:iam::${{AWS::AccountId}}:role/{iam_names}*")],
+            # Granting a user permissions to pass a role to an AWS service (IAM User Guide):
+            # each role only to the services the templates hand roles to.
             Condition=Condition(StringEquals("iam:PassedToService", services)),
         ))
     return statements
 
+
+# --- packing into managed policies ----------------------------------------------------------
 
 def policy_size(statements: Sequence[Statement]) -> int:
     """Characters a document of `statements` counts against an IAM policy quota (an upper
@@ -676,8 +510,10 @@ def policy_documents(statements: Sequence[Statement],
         pieces.extend(_split(statement, budget))
     documents: list[list[Statement]] = []
     for piece in pieces:
-        if documents and policy_size(documents[-1] + [piece]) <= budget:
-            documents[-1].append(piece)
+        for document in documents:
+            if policy_size(document + [piece]) <= budget:
+                document.append(piece)
+                break
         else:
             documents.append([piece])
     return [PolicyDocument(Version=POLICY_VERSION, Statement=d) for d in documents]
@@ -701,7 +537,9 @@ def _split(statement: Statement, budget: int) -> list[Statement]:
 
 
 __all__ = [
-    "ACTIONS_WITHOUT_RESOURCE_SCOPE", "MANAGED_POLICY_LIMIT", "PASSES_ROLE_TO",
-    "RESOURCE_ACTIONS", "actions_for", "deployment_statements", "passed_to_services",
-    "policy_documents", "policy_size", "service_resources",
+    "HANDLER_ERRATA", "MANAGED_POLICY_LIMIT", "MAX_MANAGED_POLICIES", "NESTED_STACK", "PASSED_TO",
+    "PASS_ROLE", "REGISTRY_REGION", "SUPPLEMENT", "Supplement", "WILDCARD_EXPANSIONS",
+    "actions_for", "deployment_statements", "granted_names", "handler_permissions",
+    "iam_action", "iam_resources", "passed_to_services", "policy_documents", "policy_size",
+    "stack_resources", "supports_resource_scope", "template_requirements",
 ]

@@ -10,6 +10,12 @@ So is a consumer that uses a conditional wire (outputs.py) where what it names m
 every resource or output of the consumer that mentions the wire's parameter (Ref, `${Name}` in a
 Sub, inside any other function) must carry the wire's condition, or a condition that is an
 Fn::And holding it, or the mention must sit in the true branch of an Fn::If on such a condition.
+
+A stage that deploys the others (cicd: its delivery pipeline deploys every environment) gets what
+their templates require of the role that deploys them, resource types and dynamic references
+over every environment of the file (`deployed_requirements`, permissions.py), instead of reading
+another stage's template: so its deploy role follows the templates, an extension stage's
+resources included, and environments that differ only in values still share identical templates.
 """
 
 import graphlib
@@ -20,6 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
+from . import permissions
 from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
@@ -31,11 +38,13 @@ from .stages import analytics, cicd, etl, ingestion, monitoring, network, servin
 class StageSpec:
     name: str
     # From the loaded file: stages build from its environment's config, but a stage that acts
-    # on every environment (cicd deploys each) may read them all.
-    build: Callable[[LoadedConfig], Stage]
+    # on every environment (cicd deploys each) may read them all. A `deploys` stage's build
+    # also takes the requirements of the other stages' templates (`deployed_requirements`).
+    build: Callable[..., Stage]
     enabled: Callable[[PipelineConfig], bool]
     # Where the user switches the stage, for error messages.
     toggle: str
+    deploys: bool = False
 
 
 def _stage(name: str, module, build: Callable[[LoadedConfig], Stage] | None = None) -> StageSpec:
@@ -54,8 +63,10 @@ REGISTRY: tuple[StageSpec, ...] = (
     _stage("training", training),
     _stage("serving", serving),
     _stage("monitoring", monitoring),
-    _stage("cicd", cicd,
-           lambda loaded: cicd.build(loaded.config, targets=cicd.targets_of(loaded))),
+    StageSpec("cicd",
+              lambda loaded, requirements: cicd.build(
+                  loaded.config, targets=cicd.targets_of(loaded), requirements=requirements),
+              lambda c: c.stages.cicd.enabled, "stages.cicd.enabled", deploys=True),
 )
 
 
@@ -84,13 +95,13 @@ def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: st
     The sharing is limited to one file's environments because a stage may read all of them
     (cicd deploys each).
     """
-    memo: dict[tuple[str, str], Stage] = {}
+    memo: dict[tuple[str, str], Any] = {}
     return [_build(loaded.for_environment(name), file_suffix, registry, memo)
             for name in environments]
 
 
 def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec],
-           memo: dict[tuple[str, str], Stage]) -> Pipeline:
+           memo: dict[tuple[str, str], Any]) -> Pipeline:
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
     structure = structure_of(config)
@@ -99,12 +110,11 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
         if spec.enabled(config):
             key = (spec.name, structure)
             if key not in memo:
-                try:
-                    memo[key] = spec.build(loaded)
-                except UserError as error:
-                    # A setting only building can judge (a script file that cannot be read).
-                    raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) \
-                        from None
+                if spec.deploys:
+                    requirements = deployed_requirements(loaded, registry, memo)
+                    memo[key] = _built(loaded, spec.build, requirements)
+                else:
+                    memo[key] = _built(loaded, spec.build)
             enabled.append(memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
@@ -112,7 +122,8 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
             ordered = order_stages(enabled)
         except UserError:
             # Built only now, to name the switch that would provide what is missing.
-            disabled = [spec.build(loaded) for spec in registry if not spec.enabled(config)]
+            disabled = [spec.build(loaded, frozenset()) if spec.deploys else spec.build(loaded)
+                        for spec in registry if not spec.enabled(config)]
             ordered = order_stages(enabled, disabled, toggles)
     except UserError as error:
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
@@ -128,6 +139,42 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
             **config.tags}
     return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
+
+
+def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Stage:
+    """`build(loaded, *args)`, its user errors naming the file."""
+    try:
+        return build(loaded, *args)
+    except UserError as error:
+        # A setting only building can judge (a script file that cannot be read).
+        raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
+
+
+def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = REGISTRY,
+                          memo: dict[tuple[str, str], Any] | None = None) -> frozenset[str]:
+    """What the templates of every environment of the file require of the role that deploys
+    them (permissions.template_requirements): the resource types and dynamic references of each
+    enabled stage but the deploying ones (they add their own), and the root's nested stacks.
+
+    Built stages and their requirements are shared through `memo` (by stage and structure),
+    as `build_all` shares stages.
+    """
+    memo = {} if memo is None else memo
+    found = {permissions.NESTED_STACK}
+    for name in loaded.merged:
+        environment = loaded.for_environment(name)
+        structure = structure_of(environment.config)
+        for spec in registry:
+            if spec.deploys or not spec.enabled(environment.config):
+                continue
+            key = (spec.name, structure)
+            if key not in memo:
+                memo[key] = _built(environment, spec.build)
+            needs = ("requirements", spec.name, structure)
+            if needs not in memo:
+                memo[needs] = permissions.template_requirements(memo[key].template.to_dict())
+            found |= memo[needs]
+    return frozenset(found)
 
 
 def order_stages(enabled: Sequence[Stage], disabled: Iterable[Stage] = (),

@@ -9,7 +9,7 @@ The bundle (`mlops-cfn servicecatalog --out DIR`):
                             Portfolio, one CloudFormationProduct (the packaged root as its
                             provisioning artifact, named by the content hash of the templates),
                             PortfolioProductAssociation, LaunchRoleConstraint with its launch role
-                            (policy derived from the resource types the templates contain),
+                            (policies derived from what the templates contain: permissions.py),
                             PortfolioPrincipalAssociation per principal, TagOption + association
                             per tag option
     packaged-root.yaml    the packaged root the product's provisioning artifact points at
@@ -21,11 +21,23 @@ With `sagemaker_projects` the product is what SageMaker Projects offers in Studi
 the two parameters SageMaker passes (SageMakerProjectName, SageMakerProjectId), the product is
 tagged `sagemaker:studio-visibility=true`, and the environments' values are written as
 `<env>-config.json` beside the templates, as SageMaker's own project templates ship them
-(`staging-config.json`, `prod-config.json`).
+(`staging-config.json`, `prod-config.json`). Every project launched from the product is a
+deployment of its own, so physical names come from the project's id, not from an environment
+name a second project would repeat (as SageMaker's own templates name resources
+`sagemaker-project-${SageMakerProjectId}`): the root passes the id, without its hyphen, to the
+nested stacks as their EnvironmentName, and the product's names are built for that 13-character
+token (naming.environment_token).
 
 One product serves every environment: environments that differ only in values render identical
 templates (see DESIGN.md), so their parameters files are the only difference. Environments whose
 templates differ cannot share a product; hand them off one at a time (`--env`).
+
+No delivery pipeline in the product: Service Catalog names the stacks it provisions
+(`SC-<account>-pp-<id>`), while the cicd stage's pipeline deploys stacks of fixed names
+(`<project>-<env>`); its first run would create a second copy of the pipeline beside the
+provisioned one, colliding on every physical name. So the product leaves the cicd stage out
+(saying so in one line, `Product.notes`), and a config that enables it explicitly
+(`stages.cicd.enabled: true`) cannot be handed off: that is an error.
 """
 
 from __future__ import annotations
@@ -42,12 +54,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import awacs.cloudformation as cloudformation
 import awacs.s3 as s3
 from awacs.aws import Allow, Condition, Statement, StringEquals
-from troposphere import GetAtt, Output, Parameter, Ref, Sub, Tags, Template, iam
+from troposphere import GetAtt, Join, Output, Parameter, Ref, Split, Sub, Tags, Template, iam
+from troposphere.cloudformation import Stack
 from troposphere import servicecatalog as sc
 
-from . import __version__, pipeline, policies
-from .config import LoadedConfig
+from . import __version__, naming, permissions, pipeline, policies
+from .config import LoadedConfig, PipelineConfig
 from .errors import UserError
+from .settings import ENVIRONMENT_NAME
 from .render import PARAMETERS_FILE, render_files, template_text
 
 if TYPE_CHECKING:  # package.py is imported only when packaging runs
@@ -64,15 +78,28 @@ PARAMETERS_DIR = "parameters"
 STUDIO_VISIBILITY_TAG = ("sagemaker:studio-visibility", "true")
 SAGEMAKER_PROJECT_NAME = "SageMakerProjectName"
 SAGEMAKER_PROJECT_ID = "SageMakerProjectId"
+# What SageMaker's CreateProject accepts as ProjectName (Amazon SageMaker API Reference,
+# CreateProject): a leading digit is a valid project name.
+SAGEMAKER_PROJECT_NAME_PATTERN = r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}$"
+SAGEMAKER_PROJECT_NAME_MAX_LENGTH = 32
+# The ids SageMaker generates, `p-` and 12 lowercase letters or digits (p-ypcnnfv6l5mn; its own
+# project templates put them in S3 bucket names: sagemaker-project-${SageMakerProjectId}). The
+# API admits up to 20 characters; every physical name here is sized for this form, so another
+# would be refused at launch by this pattern rather than by a name limit halfway through.
+SAGEMAKER_PROJECT_ID_PATTERN = r"^p-[a-z0-9]{12}$"
+# The id without its hyphen, in the environment's place in every physical name.
+SAGEMAKER_PROJECT_TOKEN_LENGTH = 13
 
 # Service Catalog names the stack of a provisioned product `SC-<account>-pp-<id>`, and
 # CloudFormation names nested stacks after their parent, so this pattern covers the product's
 # root and every nested stack and no other stack of the account.
 PROVISIONED_STACKS = "stack/SC-${AWS::AccountId}-pp-*/*"
 
-NESTED_STACK = "AWS::CloudFormation::Stack"
+NESTED_STACK = permissions.NESTED_STACK
 # Managed policies one role may have attached (IAM's default quota).
-MAX_MANAGED_POLICIES = 10
+MAX_MANAGED_POLICIES = permissions.MAX_MANAGED_POLICIES
+# The prefix of the stacks Service Catalog provisions (PROVISIONED_STACKS), for permissions.py.
+PROVISIONED_STACK_PREFIX = "SC-${AWS::AccountId}-pp-"
 
 _TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
 _IAM_NAME = r"[\w+=,.@/*?-]+"
@@ -218,6 +245,10 @@ class Product:
     root: dict
     resource_types: tuple[str, ...]
     sagemaker_projects: bool = False
+    # What the templates require of the launch role (permissions.template_requirements).
+    requirements: tuple[str, ...] = ()
+    # What the product leaves out of the config, one line each (the cicd stage).
+    notes: tuple[str, ...] = ()
 
     @property
     def version(self) -> str:
@@ -227,12 +258,21 @@ class Product:
 def build_product(loaded: LoadedConfig, environments: Sequence[str],
                   sagemaker_projects: bool = False) -> Product:
     """Render `environments`; they must share their templates to be one product."""
+    loaded, notes = product_config(loaded, environments)
     rendered = {}
     root: dict = {}
     for name in environments:
-        built = pipeline.build(loaded.for_environment(name))
         if sagemaker_projects:
-            built = _with_root(built, sagemaker_root(built.root))
+            # Names sized for a project id in the environment's place (module docstring).
+            with naming.environment_token(SAGEMAKER_PROJECT_TOKEN_LENGTH):
+                built = pipeline.build(loaded.for_environment(name))
+            # A SageMaker project names itself (its id): its values carry no EnvironmentName.
+            built = pipeline.Pipeline(
+                built.environment, built.protected, sagemaker_root(built.root), built.stages,
+                {k: v for k, v in built.parameters.items() if k != ENVIRONMENT_NAME},
+                built.tags)
+        else:
+            built = pipeline.build(loaded.for_environment(name))
         rendered[name] = render_files(built)
         root = root or built.root.to_dict()
     first, *others = environments
@@ -250,32 +290,86 @@ def build_product(loaded: LoadedConfig, environments: Sequence[str],
     if problems:
         raise UserError(*problems)
     parameters = {name: files[PARAMETERS_FILE] for name, files in rendered.items()}
-    # What the templates going to S3 create, read from their text.
-    types = resource_types(_template_data(text) for name, text in shared.items()
-                           if name.endswith(".yaml") and "/" not in name)
-    return Product(shared, parameters, root, tuple(sorted(types)), sagemaker_projects)
+    # What the templates going to S3 create and resolve, read from their text.
+    templates = [_template_data(text) for name, text in shared.items()
+                 if name.endswith(".yaml") and "/" not in name]
+    requirements = set().union(*(permissions.template_requirements(t) for t in templates))
+    return Product(shared, parameters, root, tuple(sorted(resource_types(templates))),
+                   sagemaker_projects, tuple(sorted(requirements)), tuple(notes))
 
 
-def _with_root(built: pipeline.Pipeline, root: Template) -> pipeline.Pipeline:
-    return pipeline.Pipeline(built.environment, built.protected, root, built.stages,
-                             built.parameters, built.tags)
+def product_config(loaded: LoadedConfig,
+                   environments: Sequence[str]) -> tuple[LoadedConfig, list[str]]:
+    """The config as a Service Catalog product can deploy it: without the cicd stage (module
+    docstring), and a note saying so when it was on; an error when the file enables it
+    explicitly, in its shared settings or in one of `environments`."""
+    explicit = []
+    if _explicitly_on(loaded.base):
+        explicit.append("stages.cicd.enabled")
+    for name in environments:
+        override = ((loaded.base.environments.get(name) or {}).get("stages") or {}).get("cicd")
+        if isinstance(override, dict) and override.get("enabled") is True:
+            explicit.append(f"environments.{name}.stages.cicd.enabled")
+    if explicit:
+        raise UserError(*(
+            f"{loaded.source}: {field}: true cannot be honoured in a Service Catalog product "
+            f"(Service Catalog names the provisioned stacks, the delivery pipeline deploys "
+            f"fixed stack names): set it to false or remove it for the hand-off"
+            for field in explicit))
+    notes = []
+    if any(loaded.merged[name].stages.cicd.enabled for name in environments):
+        notes.append("the cicd stage is left out of the product: Service Catalog names the "
+                     "stacks it provisions, and the delivery pipeline deploys stacks of fixed "
+                     "names")
+    without = LoadedConfig(loaded.source, loaded.environment, _without_cicd(loaded.base),
+                           {name: _without_cicd(c) for name, c in loaded.merged.items()})
+    return without, notes
+
+
+def _explicitly_on(config: PipelineConfig) -> bool:
+    cicd = config.stages.cicd
+    return cicd.enabled and "enabled" in cicd.model_fields_set
+
+
+def _without_cicd(config: PipelineConfig) -> PipelineConfig:
+    stages = config.stages.model_copy(update={
+        "cicd": config.stages.cicd.model_copy(update={"enabled": False})})
+    return config.model_copy(update={"stages": stages})
 
 
 def sagemaker_root(root: Template) -> Template:
     """The root as a SageMaker project template: it declares the two parameters SageMaker
-    passes when a Studio user creates a project (provisioning fails on an undeclared one).
+    passes when a Studio user creates a project (provisioning fails on an undeclared one), and
+    names every resource after the project's id (module docstring).
 
-    Constraints as in SageMaker's own project templates. The pipeline names its resources after
-    the config's project and environment, so the values only show in the outputs.
+    The name's constraints are CreateProject's; the id's, the form SageMaker generates (see
+    SAGEMAKER_PROJECT_ID_PATTERN). SageMaker fills both.
     """
     project = copy.deepcopy(root)
     project.add_parameter(Parameter(
-        SAGEMAKER_PROJECT_NAME, Type="String", MinLength=1, MaxLength=32,
-        AllowedPattern=r"^[a-zA-Z](-*[a-zA-Z0-9])*",
+        SAGEMAKER_PROJECT_NAME, Type="String", MinLength=1,
+        MaxLength=SAGEMAKER_PROJECT_NAME_MAX_LENGTH,
+        AllowedPattern=SAGEMAKER_PROJECT_NAME_PATTERN,
         Description="Name of the SageMaker project (set by SageMaker)"))
     project.add_parameter(Parameter(
-        SAGEMAKER_PROJECT_ID, Type="String",
-        Description="Service generated id of the SageMaker project (set by SageMaker)"))
+        SAGEMAKER_PROJECT_ID, Type="String", AllowedPattern=SAGEMAKER_PROJECT_ID_PATTERN,
+        ConstraintDescription="a project id as SageMaker generates it: p- and 12 lowercase "
+                              "letters or digits",
+        Description="Service generated id of the SageMaker project (set by SageMaker); names "
+                    "every resource of the project"))
+    # The id without its hyphen (p-ypcnnfv6l5mn -> pypcnnfv6l5mn): what an environment name
+    # may hold, sized for by build_product.
+    token = Join("", Split("-", Ref(SAGEMAKER_PROJECT_ID)))
+    for resource in project.resources.values():
+        if isinstance(resource, Stack) and ENVIRONMENT_NAME in resource.Parameters:
+            resource.Parameters[ENVIRONMENT_NAME] = token
+    if ENVIRONMENT_NAME in project.parameters:
+        del project.parameters[ENVIRONMENT_NAME]
+        interface = project.metadata.get("AWS::CloudFormation::Interface", {})
+        for group in interface.get("ParameterGroups", []):
+            group["Parameters"] = [p for p in group["Parameters"] if p != ENVIRONMENT_NAME]
+        interface["ParameterGroups"] = [g for g in interface.get("ParameterGroups", [])
+                                        if g["Parameters"]]
     project.add_output(Output(
         "SageMakerProject", Description="The SageMaker project this pipeline belongs to",
         Value=Sub(f"${{{SAGEMAKER_PROJECT_NAME}}} (${{{SAGEMAKER_PROJECT_ID}}})")))
@@ -306,6 +400,9 @@ def provisioning_statements(bucket: str, prefix: str = "") -> list[Statement]:
     keeps it in, and read the packaged templates and assets (CloudFormation fetches nested
     templates, and Lambda its code, with the caller's credentials)."""
     stacks = policies.arn("cloudformation", PROVISIONED_STACKS)
+    # Each statement is what "AWS Service Catalog launch constraints" (Service Catalog
+    # Administrator Guide) asks of a launch role for a CloudFormation product: run the stacks,
+    # read templates, and read the provisioning artifact by its servicecatalog:provisioning tag.
     return [
         Statement(
             Sid="ProvisionedStacks",
@@ -338,6 +435,8 @@ def provisioning_statements(bucket: str, prefix: str = "") -> list[Statement]:
             Condition=Condition(StringEquals(
                 "s3:ExistingObjectTag/servicecatalog:provisioning", "true")),
         ),
+        # Nested templates and Lambda code are read with the stack operation's credentials
+        # (AWS::CloudFormation::Stack TemplateURL; AWS::Lambda::Function Code.S3Bucket).
         Statement(
             Sid="ReadPackagedTemplatesAndAssets",
             Effect=Allow,
@@ -348,25 +447,25 @@ def provisioning_statements(bucket: str, prefix: str = "") -> list[Statement]:
     ]
 
 
-def launch_role_statements(types: Iterable[str], bucket: str, prefix: str = "",
-                           deployment_statements: Callable[[Sequence[str]], list[Statement]]
+def launch_role_statements(requirements: Iterable[str], bucket: str, prefix: str = "",
+                           deployment_statements: Callable[..., list[Statement]]
                            | None = None) -> list[Statement]:
-    """Provisioning plus what managing each resource type takes (permissions.py).
+    """Provisioning plus what deploying the templates' requirements takes (permissions.py).
 
-    Nested stacks are left out of the types: permissions.py would grant them on every stack of
-    the account, where `provisioning_statements` limits them to the product's own.
+    The nested stacks' calls reach only the stacks Service Catalog provisions, and no role is
+    passed to CloudFormation: Service Catalog runs the stacks with the launch role itself.
     """
     if deployment_statements is None:
-        from .permissions import deployment_statements
-    managed = sorted(set(types) - {NESTED_STACK})
-    return [*provisioning_statements(bucket, prefix), *deployment_statements(managed)]
+        deployment_statements = permissions.deployment_statements
+    managed = sorted({*requirements, NESTED_STACK})
+    return [*provisioning_statements(bucket, prefix),
+            *deployment_statements(managed, stacks=PROVISIONED_STACK_PREFIX,
+                                   service_role=False)]
 
 
 def policy_chunks(statements: Sequence[Statement]) -> list[list[Statement]]:
     """The statements packed into as few managed policies as hold them (permissions.py)."""
-    from .permissions import policy_documents
-
-    chunks = [list(document.Statement) for document in policy_documents(statements)]
+    chunks = [list(document.Statement) for document in permissions.policy_documents(statements)]
     if len(chunks) > MAX_MANAGED_POLICIES:
         raise UserError(f"the launch role needs {len(chunks)} managed policies, more than IAM "
                         f"attaches to one role by default ({MAX_MANAGED_POLICIES})")
@@ -515,11 +614,18 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         f"--stack-name {project}-catalog --capabilities CAPABILITY_IAM",
         "```",
         "",
-        "The launch role may create only the resource types the templates contain, and runs only "
+        "The launch role may do what the CloudFormation registry lists for the resource types "
+        "the templates contain (and a short documented supplement), and runs only "
         "the stacks Service Catalog provisions (`SC-<account>-pp-*`). End users need Service "
         "Catalog end-user access (e.g. AWSServiceCatalogEndUserFullAccess), not the "
         "permissions of the resources.",
         "",
+        *(f"Note: {note}." for note in product.notes),
+        *([""] if product.notes else []),
+        *([] if product.sagemaker_projects else [
+            "Physical names come from `EnvironmentName`: give every provisioned product in one "
+            "account and region its own value (a second one with the same value collides on "
+            "bucket, stream, function and other names).", ""]),
     ]
     if catalog.principals:
         lines += ["Principals who may launch the product:", ""]
@@ -546,7 +652,10 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
             f"The product is tagged `{STUDIO_VISIBILITY_TAG[0]}={STUDIO_VISIBILITY_TAG[1]}`, so "
             f"Studio lists it under organization templates for the principals of the portfolio "
             f"(associate the Studio users' execution role). SageMaker fills "
-            f"`{SAGEMAKER_PROJECT_NAME}` and `{SAGEMAKER_PROJECT_ID}`; the user fills the rest.",
+            f"`{SAGEMAKER_PROJECT_NAME}` and `{SAGEMAKER_PROJECT_ID}`; the user fills the rest. "
+            f"Every resource of a project is named after its id (project `p-ypcnnfv6l5mn` puts "
+            f"`pypcnnfv6l5mn` where an environment name would be), so projects launched from "
+            f"the product never collide.",
             "",
         ]
     lines += [
@@ -602,12 +711,14 @@ class Handoff:
     artifact_url: str
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # What the product leaves out of the config (Product.notes).
+    notes: list[str] = field(default_factory=list)
 
 
 def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
             environments: Sequence[str] | None = None, prefix: str = "", s3=None,
             package: Callable[..., Packaged] | None = None,
-            deployment_statements: Callable[[Sequence[str]], list[Statement]] | None = None
+            deployment_statements: Callable[..., list[Statement]] | None = None
             ) -> Handoff:
     """Render, package (upload to `bucket`) and return the hand-off bundle's files."""
     from .package import normal_prefix
@@ -625,7 +736,7 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
                           tree)
         packaged = package(tree, bucket, prefix=prefix, s3=s3)
         packaged_text = Path(packaged.root_path).read_text()
-    statements = launch_role_statements(product.resource_types, bucket, prefix,
+    statements = launch_role_statements(product.requirements, bucket, prefix,
                                         deployment_statements)
     project = loaded.base.project
     portfolio = portfolio_template(catalog, product, packaged.root_url, statements, project)
@@ -641,7 +752,7 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
                 else f"{PARAMETERS_DIR}/{env}.json")
         files[name] = text
     return Handoff(files, product.version, packaged.root_url, list(packaged.uploaded),
-                   list(packaged.skipped))
+                   list(packaged.skipped), list(product.notes))
 
 
 def _template_data(text: str) -> dict:

@@ -14,18 +14,23 @@ from troposphere import Parameter
 
 from .config import ENVIRONMENT_MAX_LENGTH, ENVIRONMENT_PATTERN, Setting
 from .config.base import unwrap_annotation
+from .naming import environment_length
 
 ENVIRONMENT_NAME = "EnvironmentName"
 
 
 def environment_parameter() -> Parameter:
+    """EnvironmentName, as long as the names being built allow (naming.environment_token)."""
+    length = environment_length()
+    pattern = (ENVIRONMENT_PATTERN if length == ENVIRONMENT_MAX_LENGTH
+               else rf"^[a-z][a-z0-9]{{0,{length - 1}}}$")
     return Parameter(
         ENVIRONMENT_NAME,
         Type="String",
         Description="Deployment environment; part of every physical name",
-        AllowedPattern=ENVIRONMENT_PATTERN,
-        MaxLength=ENVIRONMENT_MAX_LENGTH,
-        ConstraintDescription=f"1-{ENVIRONMENT_MAX_LENGTH} characters: a-z then a-z or 0-9",
+        AllowedPattern=pattern,
+        MaxLength=length,
+        ConstraintDescription=f"1-{length} characters: a-z then a-z or 0-9",
     )
 
 

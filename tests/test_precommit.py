@@ -92,9 +92,9 @@ def test_the_repository_runs_the_offered_hooks_from_its_own_checkout():
 def test_the_repository_also_runs_cfn_lints_own_hook_on_the_templates():
     (cfn_lint,) = [r for r in CONFIG["repos"]
                    if r["repo"] == "https://github.com/aws-cloudformation/cfn-lint"]
-    # The major version pyproject.toml allows (cfn-lint>=1.20,<2).
-    assert re.fullmatch(r"v1\.\d+\.\d+", cfn_lint["rev"])
-    assert int(cfn_lint["rev"].split(".")[1]) >= 20
+    # The release pyproject.toml pins (the deploy roles are derived from its schemas).
+    pinned = re.search(r'"cfn-lint==([\d.]+)"', (REPO / "pyproject.toml").read_text()).group(1)
+    assert cfn_lint["rev"] == f"v{pinned}"
     (definition,) = cfn_lint["hooks"]
     assert definition["id"] == "cfn-lint"
     assert matches(definition, "templates/prod/network.yaml")

@@ -16,15 +16,16 @@ import pytest
 from awacs.aws import Action, Allow, Statement
 from click.testing import CliRunner
 from moto import mock_aws
+from troposphere import encode_to_dict
 
-from mlops_cfn import config, policies
-from mlops_cfn.permissions import (ACTIONS_WITHOUT_RESOURCE_SCOPE, actions_for,
-                                   deployment_statements)
+from mlops_cfn import config, permissions, policies
+from mlops_cfn.permissions import actions_for, deployment_statements
 from mlops_cfn.cli import cli
 from mlops_cfn.errors import UserError
 from mlops_cfn.servicecatalog import (MAX_MANAGED_POLICIES, build_product,
-                                      content_version, default_catalog, handoff, policy_chunks,
-                                      principal_arn, write_bundle)
+                                      content_version, default_catalog, handoff,
+                                      launch_role_statements, policy_chunks, principal_arn,
+                                      write_bundle)
 from tests.helpers import config_with, default_data, only_resource, resources_of_type
 
 BUCKET = "handoff-bucket"
@@ -67,7 +68,7 @@ class RecordingStatements:
     def __init__(self):
         self.asked: list[list[str]] = []
 
-    def __call__(self, types, iam_names=""):
+    def __call__(self, types, iam_names="", **scope):
         self.asked.append(list(types))
         return [Statement(Sid=re.sub(r"\W", "", t), Effect=Allow,
                           Action=[Action("cloudformation", "DescribeStacks")],
@@ -215,9 +216,10 @@ def test_the_launch_role_is_derived_from_the_resource_types_the_templates_contai
     recording = RecordingStatements()
     result = make_handoff(s3, statements=recording)
     product = build_product(config.load(None), ["dev", "prod"])
-    # Nested stacks are the product's own, granted by the statement below rather than on every
-    # stack of the account.
-    expected = sorted(set(product.resource_types) - {"AWS::CloudFormation::Stack"})
+    # What the templates contain and resolve (the admin password's secret, until Redshift
+    # manages it), nested stacks included.
+    expected = sorted(set(product.requirements) | {"AWS::CloudFormation::Stack"})
+    assert set(product.resource_types) <= set(product.requirements)
     assert recording.asked == [expected]
     sids = {s.get("Sid") for s in launch_statements(portfolio_of(result))}
     assert {re.sub(r"\W", "", t) for t in expected} <= sids
@@ -225,15 +227,17 @@ def test_the_launch_role_is_derived_from_the_resource_types_the_templates_contai
 
 def test_the_launch_role_runs_only_service_catalog_stacks_and_reads_only_its_packages(s3):
     statements = {s["Sid"]: s for s in launch_statements(portfolio_of(
-        make_handoff(s3, prefix="/mlops"))) if "Sid" in s}
+        make_handoff(s3, prefix="/mlops", statements=real_statements()))) if "Sid" in s}
     stacks = statements["ProvisionedStacks"]
     assert stacks["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:cloudformation:"
                                    "${AWS::Region}:${AWS::AccountId}:"
                                    "stack/SC-${AWS::AccountId}-pp-*/*"}]
-    # Everything permissions.py says managing a stack takes (but handing it a role: Service
-    # Catalog runs the stacks with the launch role's own credentials).
-    assert set(actions_for(["AWS::CloudFormation::Stack"])) - {"iam:PassRole"} <= \
-        set(stacks["Action"])
+    # What the nested stacks' registry handlers list is granted on the same stacks only.
+    derived = statements["ManageCloudformation"]
+    assert derived["Resource"] == stacks["Resource"]
+    scoped = {a for a in actions_for(["AWS::CloudFormation::Stack"])
+              if permissions.supports_resource_scope(a) and a != "iam:PassRole"}
+    assert scoped <= set(derived["Action"])
     packages = statements["ReadPackagedTemplatesAndAssets"]
     assert packages["Action"] == ["s3:GetObject"]
     assert packages["Resource"] == [{"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::{BUCKET}/mlops/*"}]
@@ -246,7 +250,8 @@ def test_launch_statements_are_packed_into_managed_policies_that_fit(s3):
     from mlops_cfn.permissions import MANAGED_POLICY_LIMIT
 
     many = [f"AWS::Service{i}::Resource{i}" for i in range(150)]
-    template = portfolio_of(make_handoff(s3, statements=lambda _: RecordingStatements()(many)))
+    template = portfolio_of(make_handoff(s3, statements=lambda _, **__: RecordingStatements()(
+        many)))
     managed = resources_of_type(template, "AWS::IAM::ManagedPolicy")
     assert len(managed) > 1
     for policy in managed.values():
@@ -390,6 +395,133 @@ def test_a_plain_product_is_not_offered_in_studio(s3):
     assert {"parameters/dev.json", "parameters/prod.json"} <= result.files.keys()
 
 
+def test_a_sagemaker_project_names_every_resource_after_its_project_id():
+    """Issue 12, finding 17: a second SageMaker project launched from the product must not
+    collide with the first on any physical name."""
+    product = build_product(config.load(None), ["dev", "prod"], sagemaker_projects=True)
+    root = cfn_flip.load_yaml(product.files["root.yaml"])
+    assert "EnvironmentName" not in root["Parameters"]
+    token = {"Fn::Join": ["", {"Fn::Split": ["-", {"Ref": "SageMakerProjectId"}]}]}
+    stacks = resources_of_type(root, "AWS::CloudFormation::Stack")
+    assert stacks and all(s["Properties"]["Parameters"]["EnvironmentName"] == token
+                          for s in stacks.values())
+    for env, text in product.parameters.items():
+        assert "EnvironmentName" not in json.loads(text)["Parameters"], env
+    storage = cfn_flip.load_yaml(product.files["storage.yaml"])
+    names = {project_id: [_substitute(b["Properties"]["BucketName"]["Fn::Sub"], project_id)
+                          for b in resources_of_type(storage, "AWS::S3::Bucket").values()]
+             for project_id in ("p-ypcnnfv6l5mn", "p-000000000000")}
+    first, second = names.values()
+    assert not set(first) & set(second)
+    for name in first + second:
+        # The longest region name, and S3's own rule for bucket names.
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9][a-z0-9.-]*[a-z0-9]", name), name
+
+
+def _substitute(pattern: str, project_id: str) -> str:
+    token = project_id.replace("-", "")
+    return (pattern.replace("${EnvironmentName}", token)
+            .replace("${AWS::AccountId}", "123456789012").replace("${AWS::Region}",
+                                                                  "us-isof-south-1"))
+
+
+def test_every_nested_stack_of_a_sagemaker_project_admits_the_project_token():
+    product = build_product(config.load(None), ["dev"], sagemaker_projects=True)
+    token = "p-ypcnnfv6l5mn".replace("-", "")
+    for name, text in product.files.items():
+        if name.endswith(".yaml") and name != "root.yaml" and "/" not in name:
+            parameter = cfn_flip.load_yaml(text)["Parameters"]["EnvironmentName"]
+            assert len(token) <= parameter["MaxLength"], name
+            assert re.fullmatch(parameter["AllowedPattern"], token), name
+
+
+@pytest.mark.parametrize("name, accepted", [
+    ("churn", True), ("1churn-model", True), ("a", True), ("a" * 32, True),
+    ("Churn--Model-2", True), ("a" * 33, False), ("churn-", False), ("-churn", False),
+    ("churn_model", False),
+])
+def test_the_project_name_parameter_accepts_what_sagemaker_accepts(name, accepted):
+    """SageMaker's CreateProject takes ProjectName ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,31}: a
+    leading digit included (issue 12, finding 17)."""
+    product = build_product(config.load(None), ["dev"], sagemaker_projects=True)
+    parameter = cfn_flip.load_yaml(product.files["root.yaml"])["Parameters"][
+        "SageMakerProjectName"]
+    fits = (parameter["MinLength"] <= len(name) <= parameter["MaxLength"]
+            and re.fullmatch(parameter["AllowedPattern"], name) is not None)
+    assert fits == accepted
+
+
+def test_the_project_id_parameter_takes_the_ids_sagemaker_generates():
+    product = build_product(config.load(None), ["dev"], sagemaker_projects=True)
+    pattern = cfn_flip.load_yaml(product.files["root.yaml"])["Parameters"][
+        "SageMakerProjectId"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "p-ypcnnfv6l5mn")
+    assert not re.fullmatch(pattern, "P-YPCNNFV6L5MN")
+
+
+# --- no delivery pipeline in the product ----------------------------------------------------------
+
+def test_the_product_leaves_the_delivery_pipeline_out_and_says_so():
+    """Issue 12, finding 17: Service Catalog names the stacks; the pipeline deploys fixed names."""
+    loaded = config.load(None)
+    assert loaded.config.stages.cicd.enabled
+    for sagemaker in (False, True):
+        product = build_product(loaded, ["dev", "prod"], sagemaker_projects=sagemaker)
+        assert "cicd.yaml" not in product.files
+        assert "AWS::CodePipeline::Pipeline" not in product.resource_types
+        (note,) = product.notes
+        assert "cicd stage is left out" in note
+    without = config_with({"stages": {"cicd": {"enabled": False}}})
+    assert build_product(without, ["dev"]).notes == ()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"stages": {"cicd": {"enabled": True}}}, "stages.cicd.enabled"),
+    ({"environments": {"dev": {"stages": {"cicd": {"enabled": True}}}, "prod": {}}},
+     "environments.dev.stages.cicd.enabled"),
+])
+def test_a_delivery_pipeline_enabled_explicitly_cannot_be_handed_off(changes, field):
+    with pytest.raises(UserError) as raised:
+        build_product(config_with(changes), ["dev"])
+    (problem,) = raised.value.problems
+    assert problem.startswith(f"pipeline.yaml: {field}: true cannot be honoured")
+
+
+def test_the_command_notes_the_missing_pipeline_and_refuses_an_explicit_one(s3, in_tmp,
+                                                                           monkeypatch):
+    monkeypatch.setattr("mlops_cfn.permissions.deployment_statements", RecordingStatements())
+    result = CliRunner().invoke(cli, ["servicecatalog", "--bucket", BUCKET])
+    assert result.exit_code == 0, result.output
+    assert "note: the cicd stage is left out of the product" in result.stderr
+    data = default_data()
+    data["stages"]["cicd"]["enabled"] = True
+    (in_tmp / "explicit.yaml").write_text(json.dumps(data))
+    s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [
+        {"Key": o["Key"]} for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]})
+    refused = CliRunner().invoke(cli, ["servicecatalog", "--bucket", BUCKET, "--config",
+                                       "explicit.yaml", "--out", "explicit"])
+    assert refused.exit_code == 2
+    assert refused.stderr.count("\n") == 1
+    assert "explicit.yaml: stages.cicd.enabled: true cannot be honoured" in refused.stderr
+    assert not (in_tmp / "explicit").exists()
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
+
+
+# --- the launch role covers what the templates contain --------------------------------------------
+
+@pytest.mark.parametrize("sagemaker", [False, True], ids=["plain", "sagemaker-projects"])
+def test_the_launch_role_grants_every_handler_permission_of_every_type_in_the_product(sagemaker):
+    """Issue 12, finding 16: the launch role is derived from the registry's handler lists."""
+    product = build_product(config.load(None), ["dev", "prod"], sagemaker_projects=sagemaker)
+    statements = launch_role_statements(product.requirements, BUCKET)
+    granted = {a.lower() for s in statements for a in as_list(encode_to_dict(s)["Action"])}
+    missing = {f"{t}: {a}" for t in product.resource_types
+               for name in permissions.handler_permissions(t) or ()
+               for a in permissions.granted_names(name) if a.lower() not in granted}
+    assert not missing
+    assert {"kinesis:listtagsforresource", "sagemaker:describemodelpackage"} <= granted
+
+
 # --- the hand-off bundle --------------------------------------------------------------------------
 
 def test_the_bundle_holds_portfolio_packaged_root_templates_parameters_and_readme(s3):
@@ -486,8 +618,9 @@ def test_the_real_launch_role_allows_no_wildcard_action_and_star_only_where_unav
 
 
 def _permissions_unscoped() -> set[str]:
-    """Actions permissions.py declares unscopable (checked there against AWS's IAM data)."""
-    return set(ACTIONS_WITHOUT_RESOURCE_SCOPE)
+    """Actions IAM's service reference gives no resource type (permissions.py)."""
+    return {a for a in actions_for(build_product(config.load(None), ["dev", "prod"]).requirements)
+            if not permissions.supports_resource_scope(a)}
 
 
 @pytest.mark.slow

@@ -62,7 +62,8 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
     """Package the pipeline and write a Service Catalog portfolio and hand-off bundle.
 
     Every environment of the config becomes one product (they must render the same
-    templates; --env hands off one environment).
+    templates; --env hands off one environment). The product has no cicd stage: Service
+    Catalog names the stacks it provisions, which a delivery pipeline cannot deploy.
     """
     from .. import config
     from ..deploy import aws_errors, connect
@@ -86,6 +87,8 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
                          s3=aws.client("s3"))
     target = Path(out)
     write_bundle(result.files, target)
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"product version {result.version}: {result.artifact_url} "
                f"({len(result.uploaded)} uploaded, {len(result.skipped)} already in S3)")
     click.echo(f"wrote {target}/ (portfolio.yaml, README.md, templates and parameters of "

@@ -40,9 +40,12 @@ Resources (all but Placeholder only in the home environment)
   privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.
 - PipelineRole: the artifact and source buckets, the two projects, change sets on the
   `<project>-<env>` stacks, passing DeployRole to CloudFormation, the connection.
-- DeployRole + DeployPolicy1..n: the role CloudFormation deploys every environment with; what
-  permissions.py maps the resource types of the deployed stages to (stages/resource_types.py),
-  no `*` action; plus reading the packages.
+- DeployRole + DeployPolicy1..n: the role CloudFormation deploys every environment with: what
+  the CloudFormation registry's handlers list for every resource type the deployed templates
+  contain, in every environment, this stage's own included, plus permissions.py's documented
+  supplement (permissions.py; the composer passes the other stages' requirements in), scoped to
+  this account and region, the project's stacks and its roles; no `*` action; plus reading the
+  packages.
 - DeliveryPipeline; Placeholder (AWS::CloudFormation::WaitConditionHandle: a stack needs a
   resource, and outside the home environment it is the only one).
 
@@ -68,16 +71,18 @@ Operating it
 - The deploy role can create IAM roles, so whoever can push to the source can change what it
   deploys: protect the branch (or the source bucket), and mark production `protected`.
 
-Environments: `build(config, targets)` takes every environment's name, `protected` flag and
-enabled stages. Without `targets` they are derived from this environment's config
-(`targets_from`), which cannot see the base file's values: an environment that does not set
-`protected` itself counts as unprotected unless no environment sets it (then the shared value
-applies), and a stage counts as deployed if any environment may enable it.
+Environments: `build(config, targets, requirements)` takes every environment's name and
+`protected` flag, and what the other stages' templates of every environment require of the
+deploy role (pipeline.deployed_requirements). Without `targets` they are derived from this
+environment's config (`targets_from`), which cannot see the base file's values: an environment
+that does not set `protected` itself counts as unprotected unless no environment sets it (then
+the shared value applies). Without `requirements` the deploy role manages this stage's own
+resources and the root's nested stacks only.
 """
 
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import awacs.cloudformation
 import awacs.codebuild
@@ -98,6 +103,7 @@ from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, co
 from .. import naming, permissions, policies
 from ..config import PipelineConfig
 from ..config.cicd import CicdConfig
+from ..errors import UserError
 from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
                        DELIVERY_PIPELINE_NAME,
                        DELIVERY_SOURCE_BUCKET_NAME, PRIVATE_SUBNET_IDS, TRAINING_PIPELINE_ARN,
@@ -106,7 +112,6 @@ from ..stage import Stage, StageBuilder
 from . import cicd_buildspec as spec
 from .common import (OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions,
                      encrypted_log_group)
-from .resource_types import stage_resource_types
 from .storage import S3_ACCESS_LOG_PREFIX
 
 HOME = "IsDeliveryHome"
@@ -127,8 +132,6 @@ class DeploymentTarget:
 
     environment: str
     protected: bool
-    # The stages enabled there (network always), for the deploy role's permissions.
-    stages: frozenset[str]
 
     @property
     def stage_name(self) -> str:
@@ -137,18 +140,9 @@ class DeploymentTarget:
 
 # --- environments ----------------------------------------------------------------------------
 
-def enabled_stages(config: PipelineConfig) -> frozenset[str]:
-    """The stages a config renders (the network stage always; others by their switch)."""
-    names = {"network"}
-    for name in type(config.stages).model_fields:
-        if getattr(config.stages, name).enabled:
-            names.add(name)
-    return frozenset(names)
-
-
 def targets_of(loaded: Any) -> tuple[DeploymentTarget, ...]:
     """Every environment of a loaded file, exactly (config.LoadedConfig: its merged configs)."""
-    return tuple(DeploymentTarget(name, merged.protected, enabled_stages(merged))
+    return tuple(DeploymentTarget(name, merged.protected)
                  for name, merged in loaded.merged.items())
 
 
@@ -158,16 +152,8 @@ def targets_from(config: PipelineConfig) -> tuple[DeploymentTarget, ...]:
     anyone_sets_protected = any("protected" in o for o in overrides.values())
     # With no override anywhere, this config's value is the file's shared value.
     shared_protected = config.protected if not anyone_sets_protected else False
-    stages = set(enabled_stages(config))
-    for o in overrides.values():
-        sections = o.get("stages")
-        if isinstance(sections, dict):
-            # A switch overridden either way means the shared value may be "on" somewhere.
-            stages |= {name for name, section in sections.items()
-                       if isinstance(section, dict) and "enabled" in section}
-    return tuple(
-        DeploymentTarget(name, bool(o.get("protected", shared_protected)), frozenset(stages))
-        for name, o in overrides.items())
+    return tuple(DeploymentTarget(name, bool(o.get("protected", shared_protected)))
+                 for name, o in overrides.items())
 
 
 def home_environment(config: PipelineConfig) -> str:
@@ -196,7 +182,8 @@ def retraining(config: PipelineConfig) -> bool:
 # --- the stage -------------------------------------------------------------------------------
 
 def build(config: PipelineConfig,
-          targets: Sequence[DeploymentTarget] | None = None) -> Stage:
+          targets: Sequence[DeploymentTarget] | None = None,
+          requirements: Iterable[str] = ()) -> Stage:
     cicd = config.stages.cicd
     targets = tuple(targets) if targets is not None else targets_from(config)
     home = home_environment(config)
@@ -223,7 +210,7 @@ def build(config: PipelineConfig,
     build_project = add_build_project(b, config, targets, artifacts, key, network)
     retrain_project = (add_retrain_project(b, config, artifacts, key, network)
                        if retraining(config) else None)
-    deploy_role = add_deploy_role(b, config.project, targets, artifacts, key)
+    deploy_role = add_deploy_role(b, artifacts, key)
     protected = [t for t in targets if t.protected]
     protect_project = (add_protect_project(b, config, protected, artifacts, key, network)
                        if protected else None)
@@ -253,6 +240,7 @@ def build(config: PipelineConfig,
             naming.physical_name(naming.S3_BUCKET, config.project, "source").replace(
                 naming.ENVIRONMENT, home)))
     b.output(DELIVERY_PIPELINE_NAME, name)
+    add_deploy_policies(b, config.project, deploy_role, requirements)
     return b.finish()
 
 
@@ -553,38 +541,52 @@ def vpc_statements(network: BuildNetwork | None) -> list[Statement]:
 
 # --- deploy ----------------------------------------------------------------------------------
 
-def deployed_resource_types(targets: Sequence[DeploymentTarget]) -> list[str]:
-    """Every resource type the pipeline's deployments may create, over all environments."""
-    names = set().union(*(t.stages for t in targets)) if targets else set()
-    return sorted(stage_resource_types(names))
-
-
-def add_deploy_role(b: StageBuilder, project: str, targets: Sequence[DeploymentTarget],
-                    artifacts: s3.Bucket, key: Ref) -> iam.Role:
-    """The role CloudFormation deploys every environment's stacks with.
+def add_deploy_role(b: StageBuilder, artifacts: s3.Bucket, key: Ref) -> iam.Role:
+    """The role CloudFormation deploys every environment's stacks with; its managed policies
+    come last (`add_deploy_policies`), once the stage's own resources are known.
 
     It can create IAM roles with any policy, so it is as powerful as the templates on the
     source branch: whoever can push there can change what it deploys (protect the branch; the
     approval guards protected environments). It can create, change and pass only roles and
     policies named like the project's stacks (`<project>-<environment>-...`), never another
-    role of the account.
+    role of the account, and change only the project's stacks.
     """
+    return _home(b.add(iam.Role(
+        "DeployRole",
+        Description="CloudFormation deploys the pipeline's environments with this role",
+        AssumeRolePolicyDocument=policies.trusted_by("cloudformation.amazonaws.com"),
+        ManagedPolicyArns=[],
+        Policies=[iam.Policy(PolicyName="packages", PolicyDocument=policies.document(
+            package_read_statements(artifacts, key)))],
+    )))
+
+
+def deploy_requirements(b: StageBuilder, requirements: Iterable[str]) -> list[str]:
+    """What the deploy role must be able to deploy: what the other stages require (passed in
+    by the composer), what this stage's own template requires (the pipeline deploys the stack
+    it lives in), and the managed policies it is about to get."""
+    own = permissions.template_requirements(b.template.to_dict())
+    return sorted({*requirements, *own, permissions.NESTED_STACK, "AWS::IAM::ManagedPolicy"})
+
+
+def add_deploy_policies(b: StageBuilder, project: str, deploy_role: iam.Role,
+                        requirements: Iterable[str]) -> None:
+    """DeployPolicy1..n, packed within IAM's managed-policy size, attached to the deploy role."""
+    prefix = iam_name_prefix(project)
     documents = permissions.policy_documents(permissions.deployment_statements(
-        deployed_resource_types(targets), iam_names=iam_name_prefix(project)))
+        deploy_requirements(b, requirements), iam_names=prefix,
+        stacks=stack_name(project, "")))
+    if len(documents) > permissions.MAX_MANAGED_POLICIES:
+        raise UserError(f"the delivery pipeline's deploy role needs {len(documents)} managed "
+                        f"policies, more than IAM attaches to one role by default "
+                        f"({permissions.MAX_MANAGED_POLICIES})")
     managed = [_home(b.add(iam.ManagedPolicy(
         f"DeployPolicy{index}",
         Description=f"Delivery deployments: manage the pipeline's resources ({index}/"
                     f"{len(documents)})",
         PolicyDocument=document,
     ))) for index, document in enumerate(documents, start=1)]
-    return _home(b.add(iam.Role(
-        "DeployRole",
-        Description="CloudFormation deploys the pipeline's environments with this role",
-        AssumeRolePolicyDocument=policies.trusted_by("cloudformation.amazonaws.com"),
-        ManagedPolicyArns=[Ref(policy) for policy in managed],
-        Policies=[iam.Policy(PolicyName="packages", PolicyDocument=policies.document(
-            package_read_statements(artifacts, key)))],
-    )))
+    deploy_role.ManagedPolicyArns = [Ref(policy) for policy in managed]
 
 
 # A generated IAM role name that would pass 64 characters keeps at most this many characters of
@@ -602,8 +604,13 @@ def iam_name_prefix(project: str) -> str:
 def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
     """CloudFormation fetches nested templates, and Lambda its code, with the deploy role."""
     return [
+        # Nested templates (AWS::CloudFormation::Stack TemplateURL, CloudFormation Template
+        # Reference) and Lambda code (AWS::Lambda::Function Code, whose registry create handler
+        # lists s3:GetObject) are read with the stack operation's credentials.
         Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
                   Resource=[Sub("${%s.Arn}/%s*" % (artifacts.title, spec.PACKAGE_PREFIX))]),
+        # The packages are SSE-KMS with the data key: S3 decrypts them in the reader's name
+        # (Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)").
         policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
     ]
 
