@@ -60,7 +60,9 @@ def only_resource(template: dict, resource_type: str) -> dict:
 def statements(resource: dict) -> list[dict]:
     """Every statement of a role's inline policies, or of a managed or inline policy resource."""
     props = resource["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    # A conditional inline policy (Fn::If [condition, policy, AWS::NoValue]) counts as present.
+    policies = [p["Fn::If"][1] if "Fn::If" in p else p for p in props.get("Policies", [])]
+    documents = [p["PolicyDocument"] for p in policies]
     if "PolicyDocument" in props:
         documents.append(props["PolicyDocument"])
     return [s for d in documents for s in d["Statement"]]

@@ -117,15 +117,17 @@ def test_disabling_storage_is_refused_while_ingestion_needs_it():
 
 
 def test_parameters_file_holds_the_environments_values_and_the_root_defaults_the_base():
+    from mlops_cfn.assets import PACKAGING_PARAMETERS
     built = pipeline.build(config_with(env="prod"))
     assert built.parameters["EnvironmentName"] == "prod"
     assert built.parameters["StreamRetentionHours"] == "168"
     root = built.root.to_dict()
     assert root["Parameters"]["StreamRetentionHours"]["Default"] == "24"
     assert "Default" not in root["Parameters"]["EnvironmentName"]
-    # Every root parameter has this environment's value, except the bucket packaging fills in.
-    assert set(built.parameters) == set(root["Parameters"]) - {"AssetsBucket"}
+    # Every root parameter has this environment's value, except where packaging put the assets.
+    assert set(built.parameters) == set(root["Parameters"]) - set(PACKAGING_PARAMETERS)
     assert "Default" not in root["Parameters"]["AssetsBucket"]
+    assert root["Parameters"]["AssetsPrefix"]["Default"] == ""
 
 
 def test_environments_differing_only_in_values_render_identical_templates():
@@ -146,8 +148,10 @@ def test_a_stage_asset_is_content_addressed_and_named_through_the_assets_bucket_
     assert script.key == same.key != other.key
     assert script.key.startswith("assets/") and script.key.endswith("/job.py")
     assert len(stage.assets) == 2
-    assert script.s3_uri.to_dict() == {"Fn::Sub": f"s3://${{AssetsBucket}}/{script.key}"}
-    assert "AssetsBucket" in stage.settings
+    assert script.s3_uri.to_dict() == {
+        "Fn::Sub": f"s3://${{AssetsBucket}}/${{AssetsPrefix}}{script.key}"}
+    assert script.s3_key.to_dict() == {"Fn::Sub": f"${{AssetsPrefix}}{script.key}"}
+    assert {"AssetsBucket", "AssetsPrefix"} <= set(stage.settings)
     root = compose([stage], "demo", {}).to_dict()
     assert "Default" not in root["Parameters"]["AssetsBucket"]
     assert zip_files({"b.py": b"2", "a.py": b"1"}) == zip_files({"a.py": b"1", "b.py": b"2"})

@@ -88,7 +88,8 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
             bucket = bucket or default_bucket(aws)
             if any(stage.assets for stage in built.stages):
                 require_bucket_in(s3, bucket, aws.region)
-            packaged = package(tree, bucket, prefix=prefix, s3=s3)
+            packaged = package(tree, bucket, prefix=prefix, s3=s3,
+                               kms_for=aws.regional_client("kms"))
         out.print(f"packaged into s3://{bucket}/{normal_prefix(prefix)}: "
                   f"{len(packaged.uploaded)} uploaded, {len(packaged.skipped)} unchanged")
         cfn = aws.client("cloudformation")

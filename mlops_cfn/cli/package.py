@@ -27,7 +27,8 @@ def package(path, bucket, prefix, profile, region, endpoint_url):
     find_root(path)  # a wrong PATH fails before any AWS call
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=False)
-        packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"))
+        packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"),
+                          kms_for=aws.regional_client("kms"))
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
                f"(s3://{bucket}/{normal_prefix(prefix)})")
     click.echo(f"wrote {packaged.root_path}")

@@ -52,7 +52,7 @@ import awacs.s3
 from awacs.aws import Allow, Condition, ForAllValuesStringEquals, Statement, StringEquals, StringLike
 from troposphere import GetAtt, Ref, Select, Sub, ec2, glue, iam, logs
 
-from .. import naming, policies
+from .. import assets, naming, policies
 from ..assets import Asset
 from ..config import PipelineConfig
 from ..config.etl import RAW_TABLE_PREFIX, EtlConfig
@@ -404,7 +404,7 @@ def add_job(b: StageBuilder, config: PipelineConfig, lake: DataLake, key: Ref,
             PolicyName="etl-job",
             PolicyDocument=policies.document(
                 job_statements(lake, key, database, network, script)),
-        )],
+        ), *b.asset_key_policies()],
     ))
     # Under a security configuration Glue names a job's log groups after the configuration and
     # the role: /aws-glue/jobs/<configuration>-role/<role name>/output and .../error, and the
@@ -456,7 +456,8 @@ def job_statements(lake: DataLake, key: Ref, database: glue.Database, network: N
             Action=[awacs.s3.PutObject, awacs.s3.DeleteObject],
             Resource=[Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/{processed_folder}_$folder$")],
         ),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[script.object_arn]),
+        # The job reads its script with this role.
+        assets.read_statement([script.object_arn]),
         # S3 SSE-KMS reads and writes, and the security configuration's client-side bookmark
         # encryption, which the job asks KMS for directly: no kms:ViaService condition can
         # narrow this one, so it is limited to the data key and these three actions.

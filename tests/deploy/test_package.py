@@ -2,6 +2,7 @@
 rewritten to virtual-hosted URLs of the bucket's region, and the packaged root beside the tree."""
 
 import json
+import re
 from pathlib import Path
 
 import cfn_flip
@@ -17,6 +18,7 @@ from mlops_cfn.pipeline import REGISTRY, StageSpec
 from mlops_cfn.render import drift, render_files, write_tree
 from mlops_cfn.stage import StageBuilder
 from tests.helpers import config_with
+from tests.template_eval import Resolver
 
 from .conftest import BUCKET, run
 
@@ -33,6 +35,7 @@ def asset_stage(loaded):
     queue = b.add(Queue("Queue"))
     b.template.add_output(Output("ScriptLocation", Value=script.s3_uri))
     b.template.add_output(Output("ScriptArn", Value=script.object_arn))
+    b.template.add_output(Output("ScriptKey", Value=script.s3_key))
     b.template.add_output(Output("QueueUrl", Value=Sub("${Queue}", Queue=queue.Ref())))
     return b.finish()
 
@@ -120,17 +123,70 @@ def test_an_object_under_the_key_with_other_content_is_replaced(aws, tmp_path):
     assert aws.s3.get_object(Bucket=BUCKET, Key=ASSET_KEY)["Body"].read() == GLUE_SCRIPT
 
 
-def test_a_prefix_applies_to_every_key_and_asset_references_follow(aws, tmp_path):
+# An asset key with whatever key characters stand before it (a prefix, or the bucket name
+# after the `//` of a URI or the `:::` of an ARN).
+ASSET_REFERENCE = re.compile(r"[0-9A-Za-z!_.*'()/-]*assets/[0-9a-f]{16}/[0-9A-Za-z_.-]+")
+
+
+def named_keys(text: str, bucket: str) -> list[str]:
+    """The object keys the asset references in `text` name, read as S3 would: after the
+    bucket in an `s3://` URI or an object ARN, else the whole run (a bare key)."""
+    keys = []
+    for match in ASSET_REFERENCE.finditer(text):
+        key = match.group(0).lstrip("/")
+        keys.append(key[len(bucket) + 1:] if key.startswith(bucket + "/") else key)
+    return keys
+
+
+def walk(node, path=()):
+    """(path, string) for every string in a resolved template fragment."""
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from walk(item, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from walk(item, (*path, str(index)))
+
+
+def test_with_a_prefix_every_asset_reference_of_every_packaged_template_names_an_uploaded_object(
+        aws, tmp_path):
+    """URIs, object ARNs, s3:prefix conditions, bare keys and the training pipeline's definition
+    all name the keys packaging uploaded, read with the values the packaged root passes down."""
     tree = rendered(tmp_path)
     aws.bucket()
     result = package(tree, BUCKET, prefix="/team/ml/", s3=aws.s3)
-    assert all(key.startswith("team/ml/") for key in aws.keys())
-    demo_url = nested_urls(result.root_path)["AssetdemoStack"]
-    demo = aws.s3.get_object(Bucket=BUCKET, Key=demo_url.split(".com/", 1)[1])["Body"].read()
-    outputs = cfn_flip.load_yaml(demo.decode())["Outputs"]
-    assert outputs["ScriptLocation"]["Value"]["Fn::Sub"].startswith(
-        "s3://${AssetsBucket}/team/ml/assets/")
-    assert "${AssetsBucket}/team/ml/assets/" in outputs["ScriptArn"]["Value"]["Fn::Sub"]
+    uploaded = set(aws.keys())
+    assert all(key.startswith("team/ml/") for key in uploaded)
+    root, _ = load_template(result.root_path)
+    assert root["Parameters"]["AssetsPrefix"]["Default"] == "team/ml/"
+    assert root["Parameters"]["AssetsBucket"]["Default"] == BUCKET
+    root_values = Resolver(root, {})
+    referenced: dict[str, set[str]] = {}
+    for stack, url in nested_urls(result.root_path).items():
+        given = {name: root_values.value(value) for name, value in
+                 root["Resources"][stack]["Properties"].get("Parameters", {}).items()}
+        body = aws.s3.get_object(Bucket=BUCKET, Key=url.split(".com/", 1)[1])["Body"].read()
+        nested = cfn_flip.load_yaml(body.decode())
+        resolver = Resolver(nested, given)
+        for section in ("Resources", "Outputs"):
+            for path, text in walk(resolver.value(nested.get(section) or {}), (section,)):
+                for key in named_keys(text, BUCKET):
+                    assert key in uploaded, f"{stack}: {'/'.join(path)} names {key}"
+                    referenced.setdefault(key, set()).add(f"{stack}:{'/'.join(path)}")
+    where = {place for places in referenced.values() for place in places}
+
+    def found(stack: str, *parts: str) -> bool:
+        return any(p.startswith(stack + ":") and all(part in p for part in parts) for p in where)
+
+    assert found("EtlStack", "EtlJob", "ScriptLocation"), "a Glue script URI"
+    assert found("EtlStack", "JobRole", "Resource"), "an object ARN"
+    assert found("TrainingStack", "Condition", "s3:prefix"), "an s3:prefix condition"
+    assert found("TrainingStack", "TrainingPipeline", "PipelineDefinitionBody"), "a definition"
+    assert found("AssetdemoStack", "ScriptKey"), "a bare key"
+    assets = {k for k in uploaded if k.startswith("team/ml/assets/")}
+    assert assets and set(referenced) == assets, "every uploaded asset is referenced"
 
 
 def test_urls_name_the_region_of_the_bucket(aws, tmp_path):
