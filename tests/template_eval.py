@@ -144,7 +144,9 @@ def _if(resolver: Resolver, argument: list) -> Any:
 
 def _join(resolver: Resolver, argument: list) -> str:
     separator, items = argument
-    return separator.join(str(item) for item in resolver.value(items))
+    resolved = resolver.value(items)
+    return separator.join(str(item) for item in (
+        resolved if isinstance(resolved, list) else [resolved]))
 
 
 def _select(resolver: Resolver, argument: list) -> Any:

@@ -31,9 +31,11 @@ stack, then runs again with its new definition)
    "files changed in this push", still catches a change whose first run failed.
 
 Resources (all but Placeholder only in the home environment)
+- DeliveryKey: the customer-managed key of the delivery buckets, artifact store and projects;
+  its own key (not the data key) because every environment's roles decrypt the packages.
 - ArtifactBucket (+ policy): the pipeline's artifact store and the packages' bucket; SSE-KMS
-  with the data key, versioned, TLS only, public access blocked, access logs to the access-logs
-  bucket, retained.
+  with the delivery key, versioned, TLS only, public access blocked, access logs to the
+  access-logs bucket, retained.
 - SourceBucket (+ policy), SourceTriggerRule, SourceTriggerRole: with `source.provider: s3`.
 - BuildProject, BuildLogGroup, BuildRole; RetrainProject, RetrainLogGroup, RetrainRole (with
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
@@ -61,10 +63,10 @@ Operating it
   do that with `mlops-cfn deploy`, not through the pipeline, which would delete the role it is
   deploying with.
 - Every environment's templates and assets are packaged into the home environment's artifact
-  bucket, encrypted with the home data key. CloudFormation reads them with the deploy role,
-  which may use the project's keys; a role of another environment that reads an asset at run
-  time (a Glue script) also needs Decrypt on the home key, which the asset contract
-  (assets.py: s3:GetObject only) does not grant yet.
+  bucket under `delivery/`, encrypted with the delivery key. CloudFormation reads the templates
+  (and Lambda its code) with the deploy role; a role of any environment that reads an asset at
+  run time (a Glue script, a pipeline step's code) has s3:GetObject on it and kms:Decrypt on
+  the delivery key through S3 (assets.py; tests/asset_access.py checks every environment).
 - The deploy role can create IAM roles, so whoever can push to the source can change what it
   deploys: protect the branch (or the source bucket), and mark production `protected`.
 
@@ -93,7 +95,7 @@ import awacs.sagemaker
 import awacs.sns
 from awacs.aws import Allow, ArnLike, Condition, Statement, StringEquals
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
-                         events, iam, s3)
+                         events, iam, kms, s3)
 
 from .. import naming, permissions, policies
 from ..config import PipelineConfig
@@ -204,7 +206,8 @@ def build(config: PipelineConfig,
                      + ", ".join(t.environment for t in targets) + ")")
     b.template.add_condition(HOME, Equals(b.environment, home))
     b.add(cloudformation.WaitConditionHandle("Placeholder"))
-    key = b.input(DATA_KEY_ARN)
+    data_key = b.input(DATA_KEY_ARN)
+    key = GetAtt(_home(b.add(delivery_key(config))), "Arn")
     access_logs = b.input(ACCESS_LOGS_BUCKET_NAME)
     name = pipeline_name(config.project, home)
 
@@ -230,7 +233,8 @@ def build(config: PipelineConfig,
     projects = [p for p in (build_project, retrain_project, protect_project) if p is not None]
     approvals = approval_topic(b, config, targets)
     pipeline_role = b.add(add_pipeline_role(config, targets, artifacts, source_bucket,
-                                            connection, key, projects, deploy_role, approvals))
+                                            connection, key, projects, deploy_role, approvals,
+                                            data_key))
     source = source_action(config, source_bucket, connection)
     stages = pipeline_stages(config, targets, home, source, build_project, retrain_project,
                              deploy_role, approvals, protect_project)
@@ -256,6 +260,28 @@ def build(config: PipelineConfig,
     return b.finish()
 
 
+def delivery_key(config: PipelineConfig) -> kms.Key:
+    """The key of everything the pipeline carries between environments: sources, pipeline
+    artifacts, packaged templates and assets.
+
+    Its own key, not the home environment's data key, because every environment's roles
+    decrypt the assets packaged here (assets.key_policies): a role of production may use this
+    key, never development's data key. The account uses it through IAM policies only (each
+    role is granted it by name, through S3); no service principal needs it.
+    """
+    return kms.Key(
+        "DeliveryKey",
+        Description=f"{config.project}: encrypts the delivery pipeline's sources, artifacts "
+                    "and packages",
+        EnableKeyRotation=True,
+        PendingWindowInDays=config.stages.storage.key_deletion_window_days,
+        KeyPolicy=policies.document(policies.key_administration_by_account(),
+                                    policies.key_use_by_account()),
+        # Packages of running stacks (assets a Glue job reads on every run) stay readable.
+        **RETAIN,
+    )
+
+
 def approval_topic(b: StageBuilder, config: PipelineConfig,
                    targets: Sequence[DeploymentTarget]) -> Ref | None:
     """Where a pending approval is announced: the monitoring stage's alarm topic (its email
@@ -274,7 +300,7 @@ def _home(resource):
 
 # --- buckets ---------------------------------------------------------------------------------
 
-def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Ref, access_logs: Ref,
+def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Any, access_logs: Ref,
                     *, eventbridge: bool) -> s3.Bucket:
     """A bucket of the pipeline, as secure as the data buckets: the sources and packages it
     holds decide what runs in every environment."""
@@ -352,7 +378,7 @@ def add_build_network(b: StageBuilder) -> BuildNetwork:
 
 
 def add_build_project(b: StageBuilder, config: PipelineConfig,
-                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Ref,
+                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
                       network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "BuildLogGroup", "delivery-build"))
@@ -373,7 +399,7 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
 
 
 def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
-                        key: Ref, network: BuildNetwork | None) -> codebuild.Project:
+                        key: Any, network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "RetrainLogGroup", "delivery-retrain"))
     training_pipeline = b.input(TRAINING_PIPELINE_NAME)
@@ -393,7 +419,7 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
 
 
 def add_protect_project(b: StageBuilder, config: PipelineConfig,
-                        protected: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Ref,
+                        protected: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
                         network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "ProtectLogGroup", "delivery-protect"))
@@ -423,7 +449,7 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
 
 
 def action_project(b: StageBuilder, cicd: CicdConfig, title: str, description: str,
-                   role: iam.Role, build_spec: dict, variables: dict[str, Any], key: Ref,
+                   role: iam.Role, build_spec: dict, variables: dict[str, Any], key: Any,
                    log_group, network: BuildNetwork | None) -> codebuild.Project:
     """A CodeBuild project one of the pipeline's actions runs: the build image and size of
     `stages.cicd.build`, encrypted with the data key, logging to its own group."""
@@ -476,7 +502,7 @@ def codebuild_trust():
                                StringEquals("aws:SourceAccount", Ref("AWS::AccountId")))
 
 
-def build_statements(artifacts: s3.Bucket, key: Ref, log_group,
+def build_statements(artifacts: s3.Bucket, key: Any, log_group,
                      network: BuildNetwork | None) -> list[Statement]:
     bucket = GetAtt(artifacts, "Arn")
     return [
@@ -491,7 +517,7 @@ def build_statements(artifacts: s3.Bucket, key: Ref, log_group,
     ]
 
 
-def retrain_statements(artifacts: s3.Bucket, key: Ref, log_group, training_pipeline: Ref,
+def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipeline: Ref,
                        network: BuildNetwork | None) -> list[Statement]:
     bucket = GetAtt(artifacts, "Arn")
     state = Sub("${%s.Arn}/%s" % (artifacts.title, spec.RETRAIN_STATE_KEY))
@@ -560,7 +586,7 @@ def deployed_resource_types(targets: Sequence[DeploymentTarget]) -> list[str]:
 
 
 def add_deploy_role(b: StageBuilder, project: str, targets: Sequence[DeploymentTarget],
-                    artifacts: s3.Bucket, key: Ref) -> iam.Role:
+                    artifacts: s3.Bucket, key: Any) -> iam.Role:
     """The role CloudFormation deploys every environment's stacks with.
 
     It can create IAM roles with any policy, so it is as powerful as the templates on the
@@ -599,7 +625,7 @@ def iam_name_prefix(project: str) -> str:
     return f"{project}-"[:GENERATED_ROLE_NAME_STACK_PART]
 
 
-def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
+def package_read_statements(artifacts: s3.Bucket, key: Any) -> list[Statement]:
     """CloudFormation fetches nested templates, and Lambda its code, with the deploy role."""
     return [
         Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
@@ -610,8 +636,9 @@ def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
 
 def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget],
                       artifacts: s3.Bucket, source_bucket: s3.Bucket | None,
-                      connection: Ref | None, key: Ref, projects: Sequence[codebuild.Project],
-                      deploy_role: iam.Role, approvals: Ref | None = None) -> iam.Role:
+                      connection: Ref | None, key: Any, projects: Sequence[codebuild.Project],
+                      deploy_role: iam.Role, approvals: Ref | None = None,
+                      data_key: Ref | None = None) -> iam.Role:
     stacks = [policies.arn("cloudformation",
                            f"stack/{stack_name(config.project, t.environment)}/*")
               for t in targets]
@@ -658,7 +685,7 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
         statements += [
             Statement(Effect=Allow, Action=[awacs.sns.Publish], Resource=[approvals]),
             # The topic is encrypted with the data key; SNS uses it in the publisher's name.
-            policies.use_key(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
+            policies.use_key(data_key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
                              via_services=("sns",)),
         ]
     if connection is not None:

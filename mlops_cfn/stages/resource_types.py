@@ -75,7 +75,8 @@ STAGE_RESOURCE_TYPES: dict[str, frozenset[str]] = {
     }),
     "cicd": _SUPPORT | frozenset({
         "AWS::CloudFormation::WaitConditionHandle", "AWS::CodeBuild::Project",
-        "AWS::CodePipeline::Pipeline", "AWS::S3::Bucket", "AWS::S3::BucketPolicy",
+        "AWS::CodePipeline::Pipeline", "AWS::KMS::Key", "AWS::S3::Bucket",
+        "AWS::S3::BucketPolicy",
     }),
 }
 

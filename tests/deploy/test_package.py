@@ -303,3 +303,61 @@ def test_cli_takes_the_endpoint_from_the_option(aws, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     result = run("package", "--bucket", BUCKET, "--endpoint-url", aws.url)
     assert result.exit_code == 0, result.output
+
+
+# --- the assets bucket's key -----------------------------------------------------------------
+
+def encrypt_bucket(aws, key_id: str | None, algorithm: str = "aws:kms") -> None:
+    default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key_id} if key_id else {})}
+    aws.s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": default}]})
+
+
+def packaged_key(aws, tree) -> str:
+    data, _ = load_template(package(tree, BUCKET, s3=aws.s3,
+                                    kms_for=lambda region: aws.client("kms", region)).root_path)
+    return data["Parameters"]["AssetsKeyArn"]["Default"]
+
+
+@pytest.mark.parametrize("named_by", ["KeyId", "Arn", "alias"])
+def test_the_packaged_root_names_the_customer_key_the_bucket_encrypts_with(aws, tmp_path,
+                                                                          named_by):
+    """The roles reading the assets are granted that key (assets.key_policies); the bucket's
+    default encryption may name it by id, ARN or alias."""
+    tree = rendered(tmp_path)
+    aws.bucket()
+    kms = aws.client("kms")
+    key = kms.create_key(Description="the team's bucket key")["KeyMetadata"]
+    kms.create_alias(AliasName="alias/team-bucket", TargetKeyId=key["KeyId"])
+    encrypt_bucket(aws, {"KeyId": key["KeyId"], "Arn": key["Arn"],
+                         "alias": "alias/team-bucket"}[named_by])
+    assert packaged_key(aws, tree) == key["Arn"]
+    original, _ = load_template(tree / "root.yaml")
+    assert original["Parameters"]["AssetsKeyArn"]["Default"] == "", "root.yaml stays as rendered"
+
+
+@pytest.mark.parametrize("algorithm, key_id", [("AES256", None), ("aws:kms", None)])
+def test_no_key_is_named_for_sse_s3_or_the_aws_managed_key(aws, tmp_path, algorithm, key_id):
+    """SSE-S3 needs no key permission; the AWS managed key aws/s3 lets every principal of the
+    account decrypt through S3."""
+    tree = rendered(tmp_path)
+    aws.bucket()
+    encrypt_bucket(aws, key_id, algorithm)
+    assert packaged_key(aws, tree) == ""
+
+
+def test_an_object_encrypted_with_another_key_than_the_buckets_is_uploaded_again(aws, tmp_path):
+    """Roles are granted the bucket's current key only: an asset left under an older key would
+    be unreadable to them."""
+    tree = rendered(tmp_path)
+    aws.bucket()
+    kms = aws.client("kms")
+    old, new = (kms.create_key()["KeyMetadata"] for _ in range(2))
+    encrypt_bucket(aws, old["Arn"])
+    package(tree, BUCKET, s3=aws.s3)
+    encrypt_bucket(aws, new["Arn"])
+    again = package(tree, BUCKET, s3=aws.s3)
+    assert ASSET_KEY in again.uploaded
+    assert aws.s3.head_object(Bucket=BUCKET, Key=ASSET_KEY)["SSEKMSKeyId"].endswith(
+        new["KeyId"])
+    assert package(tree, BUCKET, s3=aws.s3).uploaded == [], "then it is not uploaded again"

@@ -25,6 +25,7 @@ from tests.helpers import default_data, only_resource, resources_of_type, templa
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = {"Ref": "DataKeyArn"}
+DELIVERY_KEY = {"Fn::GetAtt": ["DeliveryKey", "Arn"]}
 CONNECTION = {
     "provider": "connection",
     "connection_arn": "arn:aws:codeconnections:us-east-1:123456789012:connection/"
@@ -482,7 +483,7 @@ def test_buckets_are_encrypted_versioned_private_logged_tls_only_and_retained(de
     props = resource["Properties"]
     rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
     assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
-                                                     "KMSMasterKeyID": KEY}
+                                                     "KMSMasterKeyID": DELIVERY_KEY}
     assert rule["BucketKeyEnabled"] is True
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
@@ -494,9 +495,9 @@ def test_buckets_are_encrypted_versioned_private_logged_tls_only_and_retained(de
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_artifact_store_is_encrypted_with_the_data_key(default):
+def test_artifact_store_is_encrypted_with_the_delivery_key(default):
     store = pipeline_of(default)["ArtifactStore"]
-    assert store["EncryptionKey"] == {"Id": KEY, "Type": "KMS"}
+    assert store["EncryptionKey"] == {"Id": DELIVERY_KEY, "Type": "KMS"}
     assert store["Location"] == {"Ref": "ArtifactBucket"}
 
 
@@ -505,7 +506,7 @@ def test_artifact_store_is_encrypted_with_the_data_key(default):
 def test_projects_are_encrypted_unprivileged_and_log_to_encrypted_groups(default, project,
                                                                          log_group):
     props = default["Resources"][project]["Properties"]
-    assert props["EncryptionKey"] == KEY
+    assert props["EncryptionKey"] == DELIVERY_KEY
     assert props["Environment"]["PrivilegedMode"] is False
     assert props["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED",
                                                      "GroupName": {"Ref": log_group}}
@@ -513,6 +514,26 @@ def test_projects_are_encrypted_unprivileged_and_log_to_encrypted_groups(default
     group = default["Resources"][log_group]["Properties"]
     assert group["KmsKeyId"] == KEY
     assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_the_delivery_key_is_its_own_rotated_retained_and_used_only_through_iam(default):
+    """Every environment's roles decrypt the packages: a key of their own, not the home
+    environment's data key."""
+    key = default["Resources"]["DeliveryKey"]
+    assert key["Condition"] == "IsDeliveryHome"
+    assert key["DeletionPolicy"] == key["UpdateReplacePolicy"] == "Retain"
+    props = key["Properties"]
+    assert props["EnableKeyRotation"] is True
+    principals = {json.dumps(s["Principal"]) for s in props["KeyPolicy"]["Statement"]}
+    assert principals == {json.dumps({"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::"
+                                                         "${AWS::AccountId}:root"}})}
+    users = {logical_id for logical_id, s in all_statements(default)
+             if DELIVERY_KEY in as_list(s.get("Resource", []))}
+    assert users == {"PipelineRole", "BuildRole", "RetrainRole", "ProtectRole", "DeployRole"}
+    for logical_id, s in all_statements(default):
+        if DELIVERY_KEY in as_list(s.get("Resource", [])):
+            assert [v["Fn::Sub"] for v in s["Condition"]["StringEquals"]["kms:ViaService"]] \
+                == ["s3.${AWS::Region}.amazonaws.com"], logical_id
 
 
 def test_build_sizes_are_settings_not_literals(default):
