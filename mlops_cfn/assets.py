@@ -137,9 +137,34 @@ def assets_key_condition():
     return Not(Equals(Ref(ASSETS_KEY_ARN), ""))
 
 
+# The key (under AssetsPrefix) of the mlops-cfn wheel package uploads (wheel.py): an asset not
+# known when rendering, for the stage that declares this parameter (the delivery build).
+TOOL_WHEEL_KEY = "ToolWheelKey"
+
+
+def tool_wheel_parameter() -> Parameter:
+    return Parameter(
+        TOOL_WHEEL_KEY,
+        Type="String",
+        Description="Key, under AssetsPrefix, of the mlops-cfn wheel the delivery build "
+                    "installs (set by mlops-cfn package)",
+        AllowedPattern=rf"^{ASSETS_DIR}/[0-9a-f]{{16}}/[A-Za-z0-9_.+-]+\.whl$",
+        ConstraintDescription="assets/<digest>/<wheel file>",
+    )
+
+
+def tool_wheel_uri() -> Sub:
+    return Sub(f"s3://${{{ASSETS_BUCKET}}}/${{{ASSETS_PREFIX}}}${{{TOOL_WHEEL_KEY}}}")
+
+
+def tool_wheel_arn() -> Sub:
+    return policies.arn("s3", f"${{{ASSETS_BUCKET}}}/${{{ASSETS_PREFIX}}}${{{TOOL_WHEEL_KEY}}}",
+                        regional=False, in_account=False)
+
+
 # Root parameters whose value packaging decides (package.py sets them as the packaged root's
 # defaults); nobody passes them by hand.
-PACKAGING_PARAMETERS = (ASSETS_BUCKET, ASSETS_PREFIX, ASSETS_KEY_ARN)
+PACKAGING_PARAMETERS = (ASSETS_BUCKET, ASSETS_PREFIX, ASSETS_KEY_ARN, TOOL_WHEEL_KEY)
 
 
 def zip_files(files: dict[str, bytes]) -> bytes:

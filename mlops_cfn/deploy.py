@@ -174,6 +174,19 @@ def stack_parameters(root_parameters: Sequence[str], values: dict[str, str],
             if name in root_parameters}
 
 
+def live_values(cfn, stack_name: str, names: Iterable[str]) -> dict[str, str]:
+    """The stack's current values of the root parameters `names` (those it has); empty for a
+    stack that does not exist yet. What a deployment passes for the run-time parameters the
+    config leaves empty, so serving is never reset (settings.left_to_run_time)."""
+    stack = describe_stack(cfn, stack_name)
+    if not stack or stack.get("StackStatus") == "REVIEW_IN_PROGRESS":
+        return {}
+    current = {p["ParameterKey"]: p.get("ParameterValue", "")
+               for p in stack.get("Parameters") or []}
+    return {name: current[name] for name in sorted(names)
+            if name in current and current[name] != _HIDDEN_VALUE}
+
+
 def override_problems(parameters: dict[str, Any], overrides: dict[str, str]) -> list[str]:
     """What CloudFormation would refuse in --parameter values, by the root template's own
     constraints (`parameters`: name -> troposphere Parameter), said before anything is uploaded."""

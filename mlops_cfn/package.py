@@ -10,7 +10,9 @@ root's relative `TemplateURL`s, and the stages' assets under `assets/`. `package
 - the root, with the parameters that say where the assets are defaulting to what packaging
   chose (assets.PACKAGING_PARAMETERS: `AssetsBucket` the bucket, `AssetsPrefix` the prefix,
   `AssetsKeyArn` the customer-managed key the bucket encrypts with), written beside the tree's
-  root as `packaged-root.<ext>` and uploaded like the nested templates.
+  root as `packaged-root.<ext>` and uploaded like the nested templates;
+- when the root asks for it (`ToolWheelKey`, the delivery build's), this mlops-cfn as a wheel
+  (wheel.py), to `<prefix>assets/<sha>/mlops_cfn-<version>-py3-none-any.whl`.
 
 Templates are never rewritten to follow the prefix: every asset reference is built from
 `${AssetsPrefix}` (assets.py), so a nested template without nested stacks goes up byte for byte.
@@ -34,9 +36,10 @@ from typing import Any, Callable
 from urllib.parse import quote
 
 from .assets import (ASSETS_BUCKET, ASSETS_DIR, ASSETS_KEY_ARN, ASSETS_PREFIX, BUCKET_NAME,
-                     KEY_PREFIX, KMS_KEY_ARN)
+                     KEY_PREFIX, KMS_KEY_ARN, TOOL_WHEEL_KEY)
 from .errors import UserError
-from .render import PACKAGED_ROOT_NAME, ROOT_NAME
+from .render import PACKAGED_PARAMETERS_FILE, PACKAGED_ROOT_NAME, PARAMETERS_FILE, ROOT_NAME
+from .wheel import tool_wheel
 
 TEMPLATES_DIR = "templates"
 NESTED_STACK_TYPES = ("AWS::CloudFormation::Stack",)
@@ -76,6 +79,11 @@ def package(tree: Path, bucket: str, *, prefix: str = "", s3=None,
     data, fmt = packager.packaged(root, stack=())
     chosen = {ASSETS_BUCKET: bucket, ASSETS_PREFIX: prefix, ASSETS_KEY_ARN: key_arn or ""}
     parameters = data.get("Parameters") or {}
+    if TOOL_WHEEL_KEY in parameters:
+        # The delivery build installs the tool that packaged it (wheel.py).
+        wheel = tool_wheel()
+        store.put(prefix + wheel.key, wheel.content)
+        chosen[TOOL_WHEEL_KEY] = wheel.key
     for name, value in chosen.items():
         if name in parameters:
             parameters[name]["Default"] = value
@@ -86,6 +94,34 @@ def package(tree: Path, bucket: str, *, prefix: str = "", s3=None,
                          text.encode("utf-8"))
     return Packaged(root_url=store.url(root_key), root_path=root_path,
                     uploaded=store.uploaded, skipped=store.skipped)
+
+
+def template_configuration(tree: Path, stack_name: str, cfn) -> Path:
+    """Write `packaged-parameters.json` beside the root: the tree's parameters.json plus the
+    stack's current values of the run-time parameters (model, image) the file leaves out.
+
+    It is the TemplateConfiguration the delivery pipeline deploys `stack_name` with: a
+    parameter missing from it would get the template's default, not its previous value
+    (settings.left_to_run_time), and the pipeline would tear serving down on every run.
+    """
+    source = tree / PARAMETERS_FILE
+    try:
+        configuration = json.loads(source.read_text(encoding="utf-8"))
+        given = configuration["Parameters"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{source}: not a parameters file `mlops-cfn render` wrote "
+                        f"({error})") from None
+    from .deploy import live_values
+    from .settings import run_time_parameters
+
+    root, _ = load_template(find_root(tree))
+    declared = set(root.get("Parameters") or {})
+    left_out = (run_time_parameters() & declared) - set(given)
+    configuration["Parameters"] = {**given, **live_values(cfn, stack_name, left_out)}
+    path = tree / PACKAGED_PARAMETERS_FILE
+    path.write_text(json.dumps(configuration, indent=2, sort_keys=True, ensure_ascii=False)
+                    + "\n", encoding="utf-8")
+    return path
 
 
 def find_root(tree: Path) -> Path:

@@ -15,7 +15,7 @@ from troposphere import AWSObject, Output, Parameter, Ref, Sub, Template
 from . import naming
 from .assets import (ASSETS_KEY_CONDITION, Asset, assets_bucket_parameter,
                      assets_key_condition, assets_key_parameter, assets_prefix_parameter,
-                     key_policies)
+                     key_policies, tool_wheel_parameter, tool_wheel_uri)
 from .outputs import Wire
 from .settings import ENVIRONMENT_NAME, environment_parameter, setting_parameter
 
@@ -102,6 +102,13 @@ class StageBuilder:
         if ASSETS_KEY_CONDITION not in self.template.conditions:
             self.template.add_condition(ASSETS_KEY_CONDITION, assets_key_condition())
         return key_policies()
+
+    def tool_wheel(self) -> Sub:
+        """The s3:// URI of the mlops-cfn wheel packaging uploads (wheel.py), for the build
+        that installs it; its object ARN is assets.tool_wheel_arn()."""
+        self._declare_assets_location()
+        self._declare(tool_wheel_parameter())
+        return tool_wheel_uri()
 
     def _declare_assets_location(self) -> None:
         """The parameters packaging sets for where the assets are (assets.py)."""

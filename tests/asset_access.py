@@ -29,15 +29,18 @@ Two ways the packages arrive:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from mlops_cfn import pipeline
-from mlops_cfn.assets import ASSETS_BUCKET, ASSETS_KEY_ARN, ASSETS_PREFIX, PACKAGING_PARAMETERS
+from mlops_cfn.assets import (ASSETS_BUCKET, ASSETS_KEY_ARN, ASSETS_PREFIX, PACKAGING_PARAMETERS,
+                              TOOL_WHEEL_KEY)
 from mlops_cfn.stages import cicd
 from mlops_cfn.stages import cicd_buildspec as spec
+from mlops_cfn.wheel import tool_wheel
 
 from .template_eval import (ACCOUNT, PARTITION, REGION, Request, Resolver, arn_of,
                             key_policy_statements, role_statements, strings)
@@ -65,7 +68,13 @@ class Place:
 
     def parameters(self) -> dict[str, str]:
         return {ASSETS_BUCKET: self.bucket, ASSETS_PREFIX: self.prefix,
-                ASSETS_KEY_ARN: self.key_arn or ""}
+                ASSETS_KEY_ARN: self.key_arn or "", TOOL_WHEEL_KEY: wheel_key()}
+
+
+@functools.cache
+def wheel_key() -> str:
+    """Where package puts this mlops-cfn's wheel, under the prefix (wheel.py)."""
+    return tool_wheel().key
 
 
 @dataclass(frozen=True)

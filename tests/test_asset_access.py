@@ -12,6 +12,7 @@ import pytest
 
 from mlops_cfn import config
 from mlops_cfn.config import DEFAULT_CONFIG
+from mlops_cfn.stages import cicd
 
 from . import asset_access
 
@@ -20,14 +21,20 @@ CONFIGS = {path.stem: path for path in sorted((REPO / "examples").glob("*.yaml")
 CONFIGS["default"] = DEFAULT_CONFIG
 
 
-def expected_kinds(merged) -> set[str]:
+def expected_kinds(merged, home: bool) -> set[str]:
     """What an environment of this config must be found reading, at least."""
     kinds = {"root template", "CicdStack template", "StorageStack template"}
+    if home:
+        kinds.add("CicdStack build input MLOPS_CFN_WHEEL")
     if merged.stages.etl.enabled:
         kinds.add("EtlStack Glue script")
     if merged.stages.training.enabled:
         kinds.add("TrainingStack pipeline step code")
     return kinds
+
+
+def home_of(loaded) -> str:
+    return cicd.home_environment(loaded.config)
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -37,7 +44,7 @@ def test_every_environment_the_pipeline_delivers_reads_its_packages(name):
     assert report.problems == []
     for env, merged in loaded.merged.items():
         found = {read.what for read in report.reads if read.environment == env}
-        assert expected_kinds(merged) <= found, env
+        assert expected_kinds(merged, env == home_of(loaded)) <= found, env
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -45,12 +52,10 @@ def test_the_home_environment_deployed_by_hand_reads_its_packages_from_the_users
     loaded = config.load(CONFIGS[name], None)
     report = asset_access.check(loaded, "bootstrapped")
     assert report.problems == []
-    home = next(iter(loaded.merged)) if loaded.config.stages.cicd.home_environment is None \
-        else loaded.config.stages.cicd.home_environment
-    merged = loaded.merged[home]
+    merged = loaded.merged[home_of(loaded)]
     found = {read.what for read in report.reads}
-    assert expected_kinds(merged) - {"root template", "CicdStack template",
-                                     "StorageStack template"} <= found
+    assert expected_kinds(merged, True) - {"root template", "CicdStack template",
+                                           "StorageStack template"} <= found
     assert all(read.key_arn == asset_access.USER_KEY for read in report.reads)
 
 

@@ -201,3 +201,31 @@ def test_any_one_stage_can_be_switched_off_and_the_rest_still_wire(stage):
     assert stage not in names and {"network", "storage"} <= names
     offered = {w.name for s in built.stages for w in s.outputs}
     assert all(w.name in offered for s in built.stages for w in s.inputs)
+
+
+# --- values chosen at run time (issue 12, finding 6) -----------------------------------------
+
+RUN_TIME = {"ModelPackageArn", "ModelDataUrl", "ModelImageUri", "ApiImageTag"}
+
+
+def test_the_model_and_the_image_are_the_values_chosen_at_run_time():
+    from mlops_cfn.settings import run_time_parameters
+
+    assert run_time_parameters() == RUN_TIME
+
+
+def test_the_parameters_file_never_carries_a_model_or_image_the_config_leaves_empty():
+    """The pipeline deploys with it: an empty model there would tear serving down on every run
+    (CloudFormation applies what the file says, and gives what it omits the template default,
+    so the deployment passes the live value instead: package.template_configuration)."""
+    import json
+
+    from mlops_cfn.render import render_files
+
+    given = json.loads(render_files(pipeline.build(config_with()))["parameters.json"])
+    assert not RUN_TIME & set(given["Parameters"])
+    assert given["Parameters"]["EndpointInstanceType"] == "ml.m5.large", "other values stay"
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-demo-dev-models/3"
+    chosen = config_with({"stages": {"serving": {"sagemaker": {"model_package_arn": arn}}}})
+    given = json.loads(render_files(pipeline.build(chosen))["parameters.json"])
+    assert given["Parameters"]["ModelPackageArn"] == arn, "a model the config names is applied"

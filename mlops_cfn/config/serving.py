@@ -205,21 +205,27 @@ class SageMakerServingConfig(Model):
         str,
         Field(pattern=MODEL_PACKAGE_ARN_PATTERN,
               description="With model_source `model_package`: the package version to serve. "
-                          "Empty (the first deploy): no model, endpoint or endpoint scaling yet."),
-        Setting("ModelPackageArn"),
+                          "Empty: whatever the stack serves now is kept on every deployment "
+                          "(`mlops-cfn deploy --latest-approved-model` or "
+                          "`--parameter ModelPackageArn=...` chooses it; on the first deploy "
+                          "there is no model, endpoint or endpoint scaling yet)."),
+        Setting("ModelPackageArn", run_time=True),
     ] = ""
     model_data_url: Annotated[
         str,
         Field(pattern=S3_URI_PATTERN,
               description="With model_source `model_data`: the model archive (s3://.../model."
-                          "tar.gz) in the artifacts bucket. Empty: no model or endpoint yet."),
-        Setting("ModelDataUrl"),
+                          "tar.gz) in the artifacts bucket. Empty: the stack's current archive "
+                          "is kept on every deployment (none, no model or endpoint, at "
+                          "first)."),
+        Setting("ModelDataUrl", run_time=True),
     ] = ""
     image_uri: Annotated[
         str,
         Field(pattern=IMAGE_URI_PATTERN,
-              description="With model_source `model_data`: the inference container image."),
-        Setting("ModelImageUri"),
+              description="With model_source `model_data`: the inference container image. "
+                          "Empty: the stack's current image is kept on every deployment."),
+        Setting("ModelImageUri", run_time=True),
     ] = ""
     network_isolation: Annotated[
         bool,
@@ -290,9 +296,11 @@ class FargateServingConfig(Model):
         str,
         Field(pattern=IMAGE_TAG_PATTERN,
               description="Tag of the API image in the stage's ECR repository (tags are "
-                          "immutable: push a new tag per release). Empty (the first deploy): no "
-                          "task definition, service or service scaling yet."),
-        Setting("ApiImageTag"),
+                          "immutable: push a new tag per release). Empty: the stack's current "
+                          "tag is kept on every deployment (`--parameter ApiImageTag=...` "
+                          "chooses it; on the first deploy there is no task definition, service "
+                          "or service scaling yet)."),
+        Setting("ApiImageTag", run_time=True),
     ] = ""
     container_port: Annotated[
         int, Field(ge=1024, le=65535, description="Port the container listens on.")

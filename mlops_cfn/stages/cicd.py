@@ -15,10 +15,11 @@ stack, then runs again with its new definition)
    repository and branch from the config).
 2. Build (BuildProject): installs the repository, runs `mlops-cfn render --check --all-envs`,
    `mlops-cfn validate` and the tests, then `mlops-cfn package` per environment into the
-   artifact bucket; its output artifact holds <env>/packaged-root.yaml and <env>/parameters.json
-   (cicd_buildspec.py).
+   artifact bucket; its output artifact holds <env>/packaged-root.yaml and
+   <env>/packaged-parameters.json, the environment's parameters.json plus the live model and
+   image of its stack where the config leaves them empty (cicd_buildspec.py).
 3. Deploy-<env>, for every environment in order: CloudFormation CHANGE_SET_REPLACE on the root
-   stack `<project>-<env>` with TemplateConfiguration <env>/parameters.json, then
+   stack `<project>-<env>` with TemplateConfiguration <env>/packaged-parameters.json, then
    CHANGE_SET_EXECUTE; for an environment marked `protected`, a manual approval between the
    two, so the approver reviews the very change set that will run.
 4. Retrain (continuous training, with the training stage and `retrain.enabled`), right after
@@ -97,7 +98,7 @@ from awacs.aws import Allow, ArnLike, Condition, Statement, StringEquals
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, kms, s3)
 
-from .. import naming, permissions, policies
+from .. import assets, naming, permissions, policies
 from ..config import PipelineConfig
 from ..config.cicd import CicdConfig
 from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
@@ -382,20 +383,24 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
                       network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "BuildLogGroup", "delivery-build"))
+    wheel = b.tool_wheel()
     role = _home(b.add(iam.Role(
         "BuildRole",
         Description="Delivery build: check, test and package the pipeline",
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="build", PolicyDocument=policies.document(
-            build_statements(artifacts, key, log_group, network)))],
+            build_statements(config.project, targets, artifacts, key, log_group, network))),
+            # The wheel it installs lies wherever this stack's assets were packaged.
+            *b.asset_key_policies()],
     )))
     build_spec = spec.build_spec(
         [t.environment for t in targets], cicd.build,
-        cicd.retrain.code_paths if retraining(config) else None)
+        cicd.retrain.code_paths if retraining(config) else None,
+        {t.environment: stack_name(config.project, t.environment) for t in targets})
     return action_project(
         b, cicd, "BuildProject", "Checks, tests and packages the pipeline for every environment",
-        role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts)}, key, log_group,
-        network)
+        role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
+                           spec.WHEEL_VARIABLE: wheel}, key, log_group, network)
 
 
 def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
@@ -502,8 +507,8 @@ def codebuild_trust():
                                StringEquals("aws:SourceAccount", Ref("AWS::AccountId")))
 
 
-def build_statements(artifacts: s3.Bucket, key: Any, log_group,
-                     network: BuildNetwork | None) -> list[Statement]:
+def build_statements(project: str, targets: Sequence[DeploymentTarget], artifacts: s3.Bucket,
+                     key: Any, log_group, network: BuildNetwork | None) -> list[Statement]:
     bucket = GetAtt(artifacts, "Arn")
     return [
         # Input and output artifacts anywhere in the store (CodePipeline picks the keys);
@@ -511,7 +516,16 @@ def build_statements(artifacts: s3.Bucket, key: Any, log_group,
         *policies.bucket_access(bucket, read=True, write=True),
         Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion],
                   Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        # package reads the bucket's default encryption to name its key (package.py).
+        Statement(Effect=Allow, Action=[awacs.s3.GetEncryptionConfiguration], Resource=[bucket]),
         policies.use_key(key, via_services=["s3"]),
+        # The mlops-cfn wheel it installs (package uploaded it; assets.py).
+        assets.read_statement([assets.tool_wheel_arn()]),
+        # package --stack-name keeps each live stack's run-time values (deploy.py).
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks],
+                  Resource=[policies.arn("cloudformation",
+                                         f"stack/{stack_name(project, t.environment)}/*")
+                            for t in targets]),
         log_statement(log_group),
         *vpc_statements(network),
     ]
@@ -794,7 +808,7 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
             "StackName": stack,
             "ChangeSetName": change_set,
             "TemplatePath": f"{BUILD_ARTIFACT}::{env}/{spec.PACKAGED_ROOT_FILE}",
-            "TemplateConfiguration": f"{BUILD_ARTIFACT}::{env}/{spec.PARAMETERS_FILE}",
+            "TemplateConfiguration": f"{BUILD_ARTIFACT}::{env}/{spec.CONFIGURATION_FILE}",
             "Capabilities": CAPABILITIES,
             "RoleArn": GetAtt(deploy_role, "Arn"),
         },

@@ -210,7 +210,9 @@ def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pi
     ("NoSuchParameter=1", "--parameter NoSuchParameter: the root template has no such "
                           "parameter (it has: "),
     ("StreamRetentionHours", "--parameter 'StreamRetentionHours': expected KEY=VALUE"),
-    ("AssetsBucket=x", "--parameter AssetsBucket: set by packaging; use --bucket and --prefix instead"),
+    ("AssetsBucket=x", "--parameter AssetsBucket: set by packaging; use --bucket and --prefix "
+                       "instead"),
+    ("AssetsPrefix=x/", "--parameter AssetsPrefix: set by packaging"),
     # Values the root template's own constraints refuse, said before anything is uploaded.
     ("LogRetentionDays=2", "--parameter LogRetentionDays=2: must be one of 1, 3, 5"),
     ("StreamRetentionHours=many", "--parameter StreamRetentionHours=many: must be a number"),

@@ -17,6 +17,7 @@ from mlops_cfn.package import find_root, load_template, normal_prefix, object_ur
 from mlops_cfn.pipeline import REGISTRY, StageSpec
 from mlops_cfn.render import drift, render_files, write_tree
 from mlops_cfn.stage import StageBuilder
+from mlops_cfn.wheel import tool_wheel
 from tests.helpers import config_with
 from tests.template_eval import Resolver
 
@@ -76,7 +77,9 @@ def test_uploads_every_template_and_asset_and_rewrites_the_urls(aws, tmp_path):
     assert aws.s3.get_object(Bucket=BUCKET, Key=ASSET_KEY)["Body"].read() == GLUE_SCRIPT
     rendered_assets = {p.relative_to(tree).as_posix() for p in (tree / "assets").rglob("*")
                        if p.is_file()}
-    assert {k for k in aws.keys() if k.startswith("assets/")} == rendered_assets
+    # And the wheel of this mlops-cfn, which the delivery build installs (wheel.py).
+    assert {k for k in aws.keys() if k.startswith("assets/")} == rendered_assets | {
+        tool_wheel().key}
 
 
 def test_the_packaged_root_defaults_assets_bucket_to_the_bucket(aws, tmp_path):
@@ -281,11 +284,31 @@ def test_cli_packages_the_default_pipeline(aws, tmp_path, monkeypatch):
     assert uploaded == stage_templates | {"root.yaml"}
     assets = sorted(p.relative_to(tree).as_posix() for p in (tree / "assets").rglob("*")
                     if p.is_file()) if (tree / "assets").is_dir() else []
-    assert [k for k in aws.keys() if k.startswith("assets/")] == assets
+    # With the delivery pipeline: beside them, the wheel of this mlops-cfn its build installs.
+    wheel = tool_wheel().key
+    assert [k for k in aws.keys() if k.startswith("assets/")] == sorted(assets + [wheel])
+    packaged, _ = load_template(tree / "packaged-root.yaml")
+    assert packaged["Parameters"]["ToolWheelKey"]["Default"] == wheel
     again = run("package", "--bucket", BUCKET, str(tree))
     assert again.exit_code == 0
     assert f"uploaded 0, unchanged {len(aws.keys())}" in again.output
     assert run("render", "--check").exit_code == 0, "packaging leaves the tree in sync"
+
+
+def test_cli_writes_the_template_configuration_of_the_stack_it_packages_for(aws, tmp_path,
+                                                                          monkeypatch):
+    """--stack-name: parameters.json plus the live stack's run-time values; a stack not yet
+    created has none (the template defaults apply)."""
+    monkeypatch.chdir(tmp_path)
+    assert run("render").exit_code == 0
+    aws.bucket()
+    result = run("package", "--bucket", BUCKET, "--stack-name", "mlops-demo-dev")
+    assert result.exit_code == 0, result.output
+    assert "wrote templates/dev/packaged-parameters.json" in result.output
+    tree = tmp_path / "templates" / "dev"
+    assert json.loads((tree / "packaged-parameters.json").read_text()) == json.loads(
+        (tree / "parameters.json").read_text())
+    assert run("render", "--check").exit_code == 0, "no drift: a product of packaging"
 
 
 def test_cli_refuses_a_missing_bucket_with_exit_2(aws, tmp_path, monkeypatch):

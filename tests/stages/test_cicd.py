@@ -89,7 +89,9 @@ def actions_of(t: dict, stage: str) -> list[dict]:
 
 def statements_of(t: dict, logical_id: str) -> list[dict]:
     props = t["Resources"][logical_id]["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    # A conditional inline policy (Fn::If [condition, policy, AWS::NoValue]) counts as present.
+    documents = [(p["Fn::If"][1] if "Fn::If" in p else p)["PolicyDocument"]
+                 for p in props.get("Policies", [])]
     if "PolicyDocument" in props:
         documents.append(props["PolicyDocument"])
     return [s for d in documents for s in d["Statement"]]
@@ -138,8 +140,10 @@ def test_every_environment_is_deployed_by_change_set_replace_then_execute(defaul
         assert create["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"
         assert create["Configuration"]["StackName"] == stack
         assert create["Configuration"]["TemplatePath"] == f"Delivery::{env}/packaged-root.yaml"
+        # The template configuration package --stack-name wrote: never parameters.json as
+        # rendered, whose missing model and image CloudFormation would reset to the defaults.
         assert create["Configuration"]["TemplateConfiguration"] == (
-            f"Delivery::{env}/parameters.json")
+            f"Delivery::{env}/packaged-parameters.json")
         assert create["Configuration"]["RoleArn"] == {"Fn::GetAtt": ["DeployRole", "Arn"]}
         assert "CAPABILITY_IAM" in create["Configuration"]["Capabilities"]
         assert execute["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE"
@@ -339,9 +343,9 @@ def test_build_checks_validates_and_tests_before_packaging_each_environment(defa
     commands = phases["build"]["commands"]
     for env in ("dev", "prod"):
         package = ('mlops-cfn package --bucket "$ARTIFACT_BUCKET" --prefix delivery/ '
-                   f"templates/{env}")
-        copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/parameters.json "
-                f"delivery/{env}/")
+                   f"--stack-name mlops-demo-{env} templates/{env}")
+        copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/packaged-parameters.json"
+                f" delivery/{env}/")
         assert commands.index(package) < commands.index(copy)
     assert build_spec_of(default)["artifacts"] == {"base-directory": "delivery",
                                                    "files": ["**/*"]}
@@ -653,9 +657,37 @@ def test_pipeline_role_starts_only_its_own_builds(default):
 
 
 def test_build_role_can_package_but_not_deploy(default):
-    actions = granted(statements_of(default, "BuildRole"))
+    statements = statements_of(default, "BuildRole")
+    actions = granted(statements)
     assert {"s3:PutObject", "s3:GetObject", "logs:PutLogEvents"} <= actions
-    assert not {a for a in actions if a.split(":")[0] in ("cloudformation", "iam", "sagemaker")}
+    assert not {a for a in actions if a.split(":")[0] in ("iam", "sagemaker")}
+    # It reads the environments' stacks (their live model and image), nothing more.
+    (describe,) = [s for s in statements if any(a.startswith("cloudformation:")
+                                                for a in as_list(s["Action"]))]
+    assert describe["Action"] == ["cloudformation:DescribeStacks"]
+    assert [r["Fn::Sub"] for r in describe["Resource"]] == [
+        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+        f"stack/mlops-demo-{env}/*" for env in ("dev", "prod")]
+
+
+def test_build_installs_the_wheel_packaging_shipped(default):
+    """mlops-cfn is on no package index: the build gets the wheel package uploaded beside the
+    templates (wheel.py), and may read exactly that object."""
+    variables = {v["Name"]: v["Value"] for v in
+                 default["Resources"]["BuildProject"]["Properties"]["Environment"][
+                     "EnvironmentVariables"]}
+    assert variables["MLOPS_CFN_WHEEL"] == {
+        "Fn::Sub": "s3://${AssetsBucket}/${AssetsPrefix}${ToolWheelKey}"}
+    (read,) = [s for s in statements_of(default, "BuildRole")
+               if "ToolWheelKey" in json.dumps(s.get("Resource"))]
+    assert read["Action"] == ["s3:GetObject"]
+    assert read["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${AssetsBucket}/"
+                                            "${AssetsPrefix}${ToolWheelKey}"}]
+    install = build_spec_of(template(cicd_changes(build={"install_commands": BuildConfig()
+                                                          .install_commands})))
+    commands = install["phases"]["install"]["commands"]
+    assert any('"$MLOPS_CFN_WHEEL"' in c for c in commands)
+    assert not any("pip install" in c and "mlops-cfn==" in c for c in commands)
 
 
 def test_retrain_role_starts_only_the_training_pipeline(default):

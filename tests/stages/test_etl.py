@@ -289,8 +289,8 @@ def test_job_reads_its_script_and_no_other_asset():
     stage = build()
     [asset] = stage.assets
     found = statements(template_dict(stage), "JobRole")
-    assert f"arn:${{AWS::Partition}}:s3:::${{AssetsBucket}}/${{AssetsPrefix}}{asset.key}" in object_patterns(
-        found, "s3:GetObject")
+    arn = f"arn:${{AWS::Partition}}:s3:::${{AssetsBucket}}/${{AssetsPrefix}}{asset.key}"
+    assert arn in object_patterns(found, "s3:GetObject")
     assert not [p for p in object_patterns(found, "s3:GetObject")
                 if "AssetsBucket" in p and asset.key not in p]
 
