@@ -8,6 +8,9 @@ and turns termination protection on for protected environments. The CLI decides 
 nothing is executed with a data-guard change unless the user allowed replacement, and nothing
 without confirmation unless told --yes.
 
+The model and image the config leaves empty (settings.left_to_run_time) are passed with the
+live stack's values (`live_values`), so a deployment never resets what serves.
+
 Credentials and region come from boto3's own chain; `connect` only adds --profile, --region and
 --endpoint-url (boto3 reads AWS_ENDPOINT_URL itself when no URL is given).
 """

@@ -122,7 +122,10 @@ class BuildConfig(Model):
         list[Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r]+$")]],
         Field(min_length=1, max_length=20,
               description="Shell commands that install the repository, mlops-cfn and the "
-                          "test tools (checkov for `mlops-cfn validate`)."),
+                          "test tools (checkov for `mlops-cfn validate`). The default installs "
+                          "the mlops-cfn wheel that packaging shipped beside the templates "
+                          "($MLOPS_CFN_WHEEL, an s3:// URI; mlops-cfn is on no package index) "
+                          "and checkov into $TOOLS_DIR."),
     ] = [
         # A repository of your own: the very mlops-cfn that packaged the home environment, a
         # wheel beside its templates (mlops_cfn/wheel.py; the project is on no package index),

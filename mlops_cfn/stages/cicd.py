@@ -437,9 +437,10 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="protect", PolicyDocument=policies.document(
             # Its input artifact: CodeBuild actions take one.
-            Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
-                      Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+            *artifact_statements(artifacts, write=False),
+            # "Using server-side encryption with AWS KMS keys (SSE-KMS)": downloads decrypt.
             policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
+            # AWS CloudFormation API Reference, "UpdateTerminationProtection".
             Statement(Effect=Allow,
                       Action=[awacs.cloudformation.UpdateTerminationProtection],
                       Resource=stacks),
@@ -507,21 +508,39 @@ def codebuild_trust():
                                StringEquals("aws:SourceAccount", Ref("AWS::AccountId")))
 
 
+def artifact_statements(artifacts: s3.Bucket, *, write: bool) -> list[Statement]:
+    """A CodeBuild project's input and output artifacts in the pipeline's store (CodeBuild User
+    Guide, "Allow CodeBuild to interact with other AWS services": the service role policy for
+    projects CodePipeline runs)."""
+    return [
+        Statement(Effect=Allow, Action=[awacs.s3.GetBucketAcl, awacs.s3.GetBucketLocation],
+                  Resource=[GetAtt(artifacts, "Arn")]),
+        Statement(Effect=Allow,
+                  Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion,
+                          *([awacs.s3.PutObject] if write else [])],
+                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+    ]
+
+
 def build_statements(project: str, targets: Sequence[DeploymentTarget], artifacts: s3.Bucket,
                      key: Any, log_group, network: BuildNetwork | None) -> list[Statement]:
     bucket = GetAtt(artifacts, "Arn")
     return [
-        # Input and output artifacts anywhere in the store (CodePipeline picks the keys);
-        # packages under delivery/ (the package command checks what is there first).
-        *policies.bucket_access(bucket, read=True, write=True),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion],
-                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
-        # package reads the bucket's default encryption to name its key (package.py).
+        # Its input and output artifacts; and what `mlops-cfn package` does under delivery/.
+        *artifact_statements(artifacts, write=True),
+        # Amazon S3 API Reference, "HeadObject": without s3:ListBucket a missing key answers
+        # 403, not 404 (package checks each key before uploading it).
+        Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[bucket]),
+        # Amazon S3 API Reference, "GetBucketEncryption" (s3:GetEncryptionConfiguration):
+        # package names the bucket's key for the roles that read the assets (package.py).
         Statement(Effect=Allow, Action=[awacs.s3.GetEncryptionConfiguration], Resource=[bucket]),
+        # Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)":
+        # uploads need kms:GenerateDataKey, downloads kms:Decrypt, on the delivery key.
         policies.use_key(key, via_services=["s3"]),
-        # The mlops-cfn wheel it installs (package uploaded it; assets.py).
+        # The mlops-cfn wheel its install commands download (wheel.py; assets.py).
         assets.read_statement([assets.tool_wheel_arn()]),
-        # package --stack-name keeps each live stack's run-time values (deploy.py).
+        # AWS CloudFormation API Reference, "DescribeStacks": package --stack-name keeps each
+        # live stack's model and image (package.template_configuration).
         Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks],
                   Resource=[policies.arn("cloudformation",
                                          f"stack/{stack_name(project, t.environment)}/*")
@@ -533,15 +552,15 @@ def build_statements(project: str, targets: Sequence[DeploymentTarget], artifact
 
 def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipeline: Ref,
                        network: BuildNetwork | None) -> list[Statement]:
-    bucket = GetAtt(artifacts, "Arn")
     state = Sub("${%s.Arn}/%s" % (artifacts.title, spec.RETRAIN_STATE_KEY))
     return [
-        # Its input artifact (CodeBuild actions take one) and the remembered hash.
-        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
-                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        # Its input artifact (CodeBuild actions take one); reading the remembered hash.
+        *artifact_statements(artifacts, write=False),
+        # Amazon S3 API Reference, "PutObject": remembering the hash it started a run for.
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[state]),
-        Statement(Effect=Allow, Action=[awacs.s3.GetBucketLocation], Resource=[bucket]),
+        # "Using server-side encryption with AWS KMS keys (SSE-KMS)", as for the build.
         policies.use_key(key, via_services=["s3"]),
+        # Amazon SageMaker API Reference, "StartPipelineExecution", on the one pipeline.
         Statement(Effect=Allow, Action=[awacs.sagemaker.StartPipelineExecution],
                   Resource=[training_pipeline]),
         log_statement(log_group),
@@ -550,6 +569,8 @@ def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipel
 
 
 def log_statement(log_group) -> Statement:
+    """CodeBuild User Guide, "Allow CodeBuild to interact with other AWS services": the build
+    writes its logs to the project's (existing, encrypted) log group."""
     return Statement(
         Effect=Allow,
         Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
@@ -558,7 +579,9 @@ def log_statement(log_group) -> Statement:
 
 
 def vpc_statements(network: BuildNetwork | None) -> list[Statement]:
-    """What CodeBuild does with the project's role to run a build in the VPC."""
+    """What CodeBuild does with the project's role to run a build in the VPC (CodeBuild User
+    Guide, "Allow CodeBuild access to AWS services required to create a VPC network
+    interface")."""
     if network is None:
         return []
     interfaces = policies.arn("ec2", "network-interface/*")
@@ -657,17 +680,28 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
                            f"stack/{stack_name(config.project, t.environment)}/*")
               for t in targets]
     statements = [
-        *policies.bucket_access(GetAtt(artifacts, "Arn"), read=True, write=True),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion, awacs.s3.GetBucketVersioning],
-                  Resource=[GetAtt(artifacts, "Arn"), Sub("${%s.Arn}/*" % artifacts.title)]),
+        # CodePipeline User Guide, "Manage the CodePipeline service role" (its service role
+        # policy): reading and writing artifacts in the artifact store.
+        Statement(Effect=Allow, Action=[awacs.s3.GetBucketVersioning, awacs.s3.GetBucketAcl,
+                                        awacs.s3.GetBucketLocation],
+                  Resource=[GetAtt(artifacts, "Arn")]),
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion,
+                                        awacs.s3.PutObject, awacs.s3.PutObjectAcl],
+                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        # CodePipeline User Guide, "Configure server-side encryption for artifacts stored in
+        # Amazon S3 for CodePipeline"; Amazon S3 User Guide, "Using server-side encryption with
+        # AWS KMS keys (SSE-KMS)": an upload needs kms:GenerateDataKey, a download kms:Decrypt.
         policies.use_key(key, via_services=["s3"]),
+        # "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CodeBuild build
+        # and test action reference": starting the projects and following their builds.
         Statement(
             Effect=Allow,
-            Action=[awacs.codebuild.StartBuild, awacs.codebuild.BatchGetBuilds,
-                    awacs.codebuild.StopBuild],
+            Action=[awacs.codebuild.StartBuild, awacs.codebuild.BatchGetBuilds],
             Resource=[GetAtt(project, "Arn") for project in projects],
         ),
-        # The change set actions, on the environments' root stacks and their own change sets.
+        # "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CloudFormation
+        # deploy action reference" (CHANGE_SET_REPLACE, CHANGE_SET_EXECUTE): the change set
+        # actions, on the environments' root stacks and their own change sets.
         Statement(
             Effect=Allow,
             Action=[awacs.cloudformation.CreateChangeSet, awacs.cloudformation.DescribeChangeSet,
@@ -676,7 +710,13 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
             Condition=Condition(StringEquals("cloudformation:ChangeSetName", [
                 change_set_name(config.project, t.environment) for t in targets])),
         ),
-        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks], Resource=stacks),
+        # The same pages: DescribeStacks; "AWS CloudFormation deploy action reference": with
+        # DescribeStackEvents a failed deployment names its first failed resource.
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks,
+                                        awacs.cloudformation.DescribeStackEvents],
+                  Resource=stacks),
+        # "Manage the CodePipeline service role" (iam:PassRole, PassedToService
+        # cloudformation.amazonaws.com): the deploy action's RoleArn.
         Statement(
             Effect=Allow,
             Action=[awacs.iam.PassRole],
@@ -687,6 +727,8 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
     ]
     if source_bucket is not None:
         statements += [
+            # CodePipeline User Guide, "Amazon S3 source action reference": the source
+            # object's versions, and the bucket's versioning and location.
             Statement(Effect=Allow,
                       Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
                       Resource=[Sub("${%s.Arn}/%s" % (source_bucket.title,
@@ -697,15 +739,21 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
         ]
     if approvals is not None:
         statements += [
+            # CodePipeline User Guide, "Grant Amazon SNS permissions to a CodePipeline service
+            # role": the approval action announces itself on the topic.
             Statement(Effect=Allow, Action=[awacs.sns.Publish], Resource=[approvals]),
-            # The topic is encrypted with the data key; SNS uses it in the publisher's name.
+            # Amazon SNS Developer Guide, "Key management" (encryption at rest): a publisher to
+            # a topic encrypted with the data key needs GenerateDataKey and Decrypt on it.
             policies.use_key(data_key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
                              via_services=("sns",)),
         ]
     if connection is not None:
         statements.append(Statement(
             Effect=Allow,
-            # The connection's ARN is in either service's namespace, depending on its age.
+            # CodePipeline User Guide, "CodeStarSourceConnection for Bitbucket Cloud, GitHub,
+            # ... action": UseConnection on the connection; its ARN is in either service's
+            # namespace depending on its age (Developer Tools console, "Connections
+            # permissions reference").
             Action=[awacs.codestar_connections.UseConnection,
                     awacs.codeconnections.UseConnection],
             Resource=[connection],
@@ -869,6 +917,8 @@ def add_source_trigger(b: StageBuilder, cicd: CicdConfig, source_bucket: s3.Buck
         AssumeRolePolicyDocument=policies.trusted_by(
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(PolicyName="start-pipeline", PolicyDocument=policies.document(
+            # CodePipeline User Guide, "Amazon S3 source actions and EventBridge": the rule's
+            # role starts the one pipeline.
             Statement(Effect=Allow, Action=[awacs.codepipeline.StartPipelineExecution],
                       Resource=[pipeline_arn])))],
     )))
