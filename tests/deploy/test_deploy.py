@@ -17,6 +17,7 @@ import pytest
 
 from mlops_cfn import config, pipeline
 from mlops_cfn.render import render_files
+from mlops_cfn.wheel import tool_wheel
 
 from . import moto_support
 from .conftest import BUCKET, run, write_config
@@ -396,7 +397,9 @@ def test_the_default_pipeline_deploys_whatever_it_enables(aws, tmp_path):
     nested = aws.nested(stack)
     assert set(nested) == {stage.logical_id for stage in built.stages}
     assert {s["StackStatus"] for s in nested.values()} == {"CREATE_COMPLETE"}
-    assets = sorted(name for name in render_files(built) if name.startswith("assets/"))
+    # Every asset once, and (the cicd stage being on) the wheel its delivery build installs.
+    assets = sorted([name for name in render_files(built) if name.startswith("assets/")]
+                    + [tool_wheel().key])
     assert [k for k in aws.keys() if k.startswith("assets/")] == assets, "every asset, once"
     skipped = sorted({p.resource_type for p in aws.placeholders})
     assert moto_support.unmodelled_types(skipped) == skipped
