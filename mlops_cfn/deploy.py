@@ -8,6 +8,9 @@ and turns termination protection on for protected environments. The CLI decides 
 nothing is executed with a data-guard change unless the user allowed replacement, and nothing
 without confirmation unless told --yes.
 
+The model and image the config leaves empty (settings.left_to_run_time) are passed with the
+live stack's values (`live_values`), so a deployment never resets what serves.
+
 Credentials and region come from boto3's own chain; `connect` only adds --profile, --region and
 --endpoint-url (boto3 reads AWS_ENDPOINT_URL itself when no URL is given).
 """
@@ -22,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Sequence
 
 from . import __version__
-from .assets import ASSETS_BUCKET
+from .assets import PACKAGING_PARAMETERS
 from .changeset import Change, collect_changes, guarded, is_no_changes
 from .errors import UserError
 from .events import Outcome, existing_event_ids, watch
@@ -54,6 +57,11 @@ class Aws:
 
     def client(self, service: str):
         return self.session.client(service, endpoint_url=self.endpoint_url)
+
+    def regional_client(self, service: str):
+        """A factory of `service` clients for a region named later (a bucket's own)."""
+        return lambda region: self.session.client(service, region_name=region,
+                                                  endpoint_url=self.endpoint_url)
 
 
 def connect(profile: str | None = None, region: str | None = None,
@@ -153,17 +161,33 @@ def stack_parameters(root_parameters: Sequence[str], values: dict[str, str],
                      overrides: dict[str, str]) -> dict[str, str]:
     """Every value the stack gets: the environment's, then --parameter overrides.
 
-    Root parameters with neither keep their template default (AssetsBucket: the packaged bucket).
+    Root parameters with neither keep their template default (the packaging parameters: what
+    packaging chose).
     """
-    if ASSETS_BUCKET in overrides:
-        raise UserError(f"--parameter {ASSETS_BUCKET}: set by packaging; use --bucket instead")
+    packaging = [name for name in PACKAGING_PARAMETERS if name in overrides]
+    if packaging:
+        raise UserError(*(f"--parameter {name}: set by packaging; use --bucket and --prefix "
+                          "instead" for name in packaging))
     unknown = sorted(set(overrides) - set(root_parameters))
     if unknown:
-        known = ", ".join(sorted(p for p in root_parameters if p != ASSETS_BUCKET))
+        known = ", ".join(sorted(p for p in root_parameters if p not in PACKAGING_PARAMETERS))
         raise UserError(*(f"--parameter {name}: the root template has no such parameter "
                           f"(it has: {known})" for name in unknown))
     return {name: value for name, value in {**values, **overrides}.items()
             if name in root_parameters}
+
+
+def live_values(cfn, stack_name: str, names: Iterable[str]) -> dict[str, str]:
+    """The stack's current values of the root parameters `names` (those it has); empty for a
+    stack that does not exist yet. What a deployment passes for the run-time parameters the
+    config leaves empty, so serving is never reset (settings.left_to_run_time)."""
+    stack = describe_stack(cfn, stack_name)
+    if not stack or stack.get("StackStatus") == "REVIEW_IN_PROGRESS":
+        return {}
+    current = {p["ParameterKey"]: p.get("ParameterValue", "")
+               for p in stack.get("Parameters") or []}
+    return {name: current[name] for name in sorted(names)
+            if name in current and current[name] != _HIDDEN_VALUE}
 
 
 def override_problems(parameters: dict[str, Any], overrides: dict[str, str]) -> list[str]:

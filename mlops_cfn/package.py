@@ -3,18 +3,25 @@
 A rendered tree (`render_files`) holds the root template, one template per stage named by the
 root's relative `TemplateURL`s, and the stages' assets under `assets/`. `package` uploads:
 
-- every file under `assets/` to the key it already has in the templates (`assets/<sha>/<file>`,
-  see assets.py), under `prefix` when one is given (the templates' references are rewritten to
-  match);
-- every nested template, to `templates/<sha>/<file>` (the digest is of the bytes uploaded), with
-  each `TemplateURL` rewritten to that object's virtual-hosted https URL;
-- the root, with its `AssetsBucket` parameter defaulting to `bucket`, written beside the tree's
-  root as `packaged-root.<ext>` and uploaded like the nested templates.
+- every file under `assets/` to `<prefix><the key it has in the tree>` (`assets/<sha>/<file>`,
+  see assets.py);
+- every nested template, to `<prefix>templates/<sha>/<file>` (the digest is of the bytes
+  uploaded), with each `TemplateURL` rewritten to that object's virtual-hosted https URL;
+- the root, with the parameters that say where the assets are defaulting to what packaging
+  chose (assets.PACKAGING_PARAMETERS: `AssetsBucket` the bucket, `AssetsPrefix` the prefix,
+  `AssetsKeyArn` the customer-managed key the bucket encrypts with), written beside the tree's
+  root as `packaged-root.<ext>` and uploaded like the nested templates;
+- when the root asks for it (`ToolWheelKey`, the delivery build's), this mlops-cfn as a wheel
+  (wheel.py), to `<prefix>assets/<sha>/mlops_cfn-<version>-py3-none-any.whl`.
+
+Templates are never rewritten to follow the prefix: every asset reference is built from
+`${AssetsPrefix}` (assets.py), so a nested template without nested stacks goes up byte for byte.
 
 Keys are content-addressed: the same content always lands on the same key, so an object already
-in the bucket with the same SHA-256 checksum is not uploaded again, and uploading a new version
-never changes what a running stack points at. The bucket may be in any region: URLs name the
-bucket's own regional endpoint (GetBucketLocation). A missing bucket is a UserError, never created.
+in the bucket with the same SHA-256 checksum (and encrypted as the bucket now encrypts) is not
+uploaded again, and uploading a new version never changes what a running stack points at. The
+bucket may be in any region: URLs name the bucket's own regional endpoint (GetBucketLocation). A
+missing bucket is a UserError, never created.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import quote
 
-from .assets import ASSETS_BUCKET, ASSETS_DIR, BUCKET_NAME
+from .assets import (ASSETS_BUCKET, ASSETS_DIR, ASSETS_KEY_ARN, ASSETS_PREFIX, BUCKET_NAME,
+                     KEY_PREFIX, KMS_KEY_ARN, TOOL_WHEEL_KEY)
 from .errors import UserError
-from .render import PACKAGED_ROOT_NAME, ROOT_NAME
+from .render import PACKAGED_PARAMETERS_FILE, PACKAGED_ROOT_NAME, PARAMETERS_FILE, ROOT_NAME
+from .wheel import tool_wheel
 
 TEMPLATES_DIR = "templates"
 NESTED_STACK_TYPES = ("AWS::CloudFormation::Stack",)
@@ -45,10 +54,12 @@ class Packaged:
     skipped: list[str] = field(default_factory=list)  # keys already present with the same content
 
 
-def package(tree: Path, bucket: str, *, prefix: str = "", s3=None) -> Packaged:
+def package(tree: Path, bucket: str, *, prefix: str = "", s3=None,
+            kms_for: Callable[[str], Any] | None = None) -> Packaged:
     """Upload `tree` (a rendered environment directory) to `bucket`; see the module docstring.
 
-    `s3` is a boto3 S3 client; None creates one from the default credential chain.
+    `s3` is a boto3 S3 client, `kms_for(region)` a KMS client (used only to resolve a
+    default-encryption key given by id or alias); None creates them from the default chain.
     """
     tree = Path(tree)
     root = find_root(tree)
@@ -58,19 +69,24 @@ def package(tree: Path, bucket: str, *, prefix: str = "", s3=None) -> Packaged:
         s3 = boto3.client("s3")
     prefix = normal_prefix(prefix)
     region = bucket_region(s3, bucket)
-    store = _Store(s3, bucket, region)
+    key_arn = bucket_key_arn(s3, bucket, region, kms_for)
+    store = _Store(s3, bucket, region, key_arn)
 
-    asset_keys = []
     for path in _asset_files(tree):
-        relative = path.relative_to(tree).as_posix()
-        store.put(prefix + relative, path.read_bytes())
-        asset_keys.append(relative)
+        store.put(prefix + path.relative_to(tree).as_posix(), path.read_bytes())
 
-    packager = _Packager(store, prefix, asset_keys)
+    packager = _Packager(store, prefix)
     data, fmt = packager.packaged(root, stack=())
+    chosen = {ASSETS_BUCKET: bucket, ASSETS_PREFIX: prefix, ASSETS_KEY_ARN: key_arn or ""}
     parameters = data.get("Parameters") or {}
-    if ASSETS_BUCKET in parameters:
-        parameters[ASSETS_BUCKET]["Default"] = bucket
+    if TOOL_WHEEL_KEY in parameters:
+        # The delivery build installs the tool that packaged it (wheel.py).
+        wheel = tool_wheel()
+        store.put(prefix + wheel.key, wheel.content)
+        chosen[TOOL_WHEEL_KEY] = wheel.key
+    for name, value in chosen.items():
+        if name in parameters:
+            parameters[name]["Default"] = value
     text = dump_template(data, fmt)
     root_path = tree / (PACKAGED_ROOT_NAME + root.suffix)
     root_path.write_text(text, encoding="utf-8")
@@ -78,6 +94,34 @@ def package(tree: Path, bucket: str, *, prefix: str = "", s3=None) -> Packaged:
                          text.encode("utf-8"))
     return Packaged(root_url=store.url(root_key), root_path=root_path,
                     uploaded=store.uploaded, skipped=store.skipped)
+
+
+def template_configuration(tree: Path, stack_name: str, cfn) -> Path:
+    """Write `packaged-parameters.json` beside the root: the tree's parameters.json plus the
+    stack's current values of the run-time parameters (model, image) the file leaves out.
+
+    It is the TemplateConfiguration the delivery pipeline deploys `stack_name` with: a
+    parameter missing from it would get the template's default, not its previous value
+    (settings.left_to_run_time), and the pipeline would tear serving down on every run.
+    """
+    source = tree / PARAMETERS_FILE
+    try:
+        configuration = json.loads(source.read_text(encoding="utf-8"))
+        given = configuration["Parameters"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{source}: not a parameters file `mlops-cfn render` wrote "
+                        f"({error})") from None
+    from .deploy import live_values
+    from .settings import run_time_parameters
+
+    root, _ = load_template(find_root(tree))
+    declared = set(root.get("Parameters") or {})
+    left_out = (run_time_parameters() & declared) - set(given)
+    configuration["Parameters"] = {**given, **live_values(cfn, stack_name, left_out)}
+    path = tree / PACKAGED_PARAMETERS_FILE
+    path.write_text(json.dumps(configuration, indent=2, sort_keys=True, ensure_ascii=False)
+                    + "\n", encoding="utf-8")
+    return path
 
 
 def find_root(tree: Path) -> Path:
@@ -93,11 +137,19 @@ def find_root(tree: Path) -> Path:
 
 
 def normal_prefix(prefix: str) -> str:
-    """`a/b`, `/a/b/` -> `a/b/`; empty stays empty. Keys never start with a slash."""
+    """`a/b`, `/a/b/` -> `a/b/`; empty stays empty. Keys never start with a slash.
+
+    Only S3's "safe characters" (Amazon S3 User Guide, "Naming Amazon S3 objects"): the prefix
+    is the value of the AssetsPrefix parameter, which templates substitute into URIs and ARNs.
+    """
     parts = [part for part in prefix.split("/") if part]
     if any(part in (".", "..") for part in parts):
         raise UserError(f"--prefix {prefix!r}: may not contain '.' or '..' segments")
-    return "".join(part + "/" for part in parts)
+    normal = "".join(part + "/" for part in parts)
+    if not re.fullmatch(KEY_PREFIX, normal):
+        raise UserError(f"--prefix {prefix!r}: only letters, digits and ! _ . * ' ( ) - in "
+                        "each segment, segments separated by /")
+    return normal
 
 
 def template_key(prefix: str, file_name: str, content: bytes) -> str:
@@ -137,6 +189,50 @@ def bucket_region(s3, bucket: str) -> str:
     return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
 
 
+def bucket_key_arn(s3, bucket: str, region: str,
+                   kms_for: Callable[[str], Any] | None = None) -> str | None:
+    """The ARN of the customer-managed KMS key `bucket` encrypts new objects with (its default
+    encryption), or None for SSE-S3 and for the AWS managed key aws/s3, whose key policy lets
+    every principal of the account decrypt through S3 (AWS KMS Developer Guide, "AWS managed
+    keys"). `kms_for(region)` gives a KMS client, asked for only when a key id or alias has to
+    be resolved (kms:DescribeKey); None: boto3's default chain."""
+    from botocore.exceptions import ClientError
+
+    try:
+        rules = s3.get_bucket_encryption(Bucket=bucket)[
+            "ServerSideEncryptionConfiguration"]["Rules"]
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code == "ServerSideEncryptionConfigurationNotFoundError":
+            return None
+        if code in ("AccessDenied", "403"):
+            raise UserError(f"bucket {bucket!r}: access denied reading its default encryption "
+                            "(packaging needs s3:GetEncryptionConfiguration: the roles that "
+                            "read the assets are granted its KMS key)") from None
+        raise
+    default = next((rule["ApplyServerSideEncryptionByDefault"] for rule in rules
+                    if "ApplyServerSideEncryptionByDefault" in rule), {})
+    key = default.get("KMSMasterKeyID")
+    if not default.get("SSEAlgorithm", "").startswith("aws:kms") or not key:
+        return None
+    if re.fullmatch(KMS_KEY_ARN, key):
+        return key
+    if kms_for is None:
+        import boto3
+
+        kms = boto3.client("kms", region_name=region)
+    else:
+        kms = kms_for(region)
+    try:
+        metadata = kms.describe_key(KeyId=key)["KeyMetadata"]
+    except ClientError as error:
+        raise UserError(f"bucket {bucket!r}: its default encryption names KMS key {key!r}, "
+                        f"which cannot be described "
+                        f"({error.response.get('Error', {}).get('Code', error)}); packaging "
+                        "needs kms:DescribeKey on it") from None
+    return None if metadata.get("KeyManager") == "AWS" else metadata["Arn"]
+
+
 def require_bucket_in(s3, bucket: str, region: str, what: str = "the stack deploys to") -> None:
     """Refuse a bucket outside `region`: Lambda reads its code only from a bucket in the
     function's own region."""
@@ -172,13 +268,9 @@ def dump_template(data: Any, fmt: str) -> str:
 
 
 class _Packager:
-    def __init__(self, store: _Store, prefix: str, asset_keys: list[str]):
+    def __init__(self, store: _Store, prefix: str):
         self.store = store
         self.prefix = prefix
-        # What templates say (`${AssetsBucket}/assets/...`) -> where the asset now is.
-        self.asset_references = {f"${{{ASSETS_BUCKET}}}/{key}":
-                                 f"${{{ASSETS_BUCKET}}}/{prefix}{key}"
-                                 for key in asset_keys} if prefix else {}
 
     def packaged(self, path: Path, stack: tuple[Path, ...]) -> tuple[Any, str]:
         """`path`'s data with its nested templates uploaded and their URLs rewritten."""
@@ -199,40 +291,18 @@ class _Packager:
             if not child.is_file():
                 raise UserError(f"{path}: {name}: TemplateURL {url} names no file beside it")
             properties["TemplateURL"] = self.store.url(self.upload(child, (*stack, path.resolve())))
-        data = self._rewrite_asset_references(data)
         return data, fmt
 
     def upload(self, path: Path, stack: tuple[Path, ...]) -> str:
         original = path.read_bytes()
-        if self._needs_rewriting(original):
+        if any(kind.encode() in original for kind in NESTED_STACK_TYPES):
+            # A plain text test: parsing every template would cost more than all the uploads.
             data, fmt = self.packaged(path, stack)
             content = dump_template(data, fmt).encode("utf-8")
         else:
             # Uploaded byte for byte: the key then follows from the rendered file alone.
             content = original
         return self.store.put(template_key(self.prefix, path.name, content), content)
-
-    def _needs_rewriting(self, text: bytes) -> bool:
-        """Whether a template names nested templates or (with a prefix) assets. A plain text
-        test: parsing every template would cost more than all the uploads."""
-        if any(kind.encode() in text for kind in NESTED_STACK_TYPES):
-            return True
-        return bool(self.asset_references) and f"${{{ASSETS_BUCKET}}}/".encode() in text
-
-    def _rewrite_asset_references(self, value: Any) -> Any:
-        if not self.asset_references:
-            return value
-        if isinstance(value, str):
-            for old, new in self.asset_references.items():
-                value = value.replace(old, new)
-            return value
-        if isinstance(value, dict):
-            for key in list(value):
-                value[key] = self._rewrite_asset_references(value[key])
-            return value
-        if isinstance(value, list):
-            return [self._rewrite_asset_references(item) for item in value]
-        return value
 
 
 def _asset_files(tree: Path) -> list[Path]:
@@ -243,12 +313,15 @@ def _asset_files(tree: Path) -> list[Path]:
 # --- S3 --------------------------------------------------------------------------------------
 
 class _Store:
-    """Puts content on a key unless an object with the same SHA-256 checksum is there."""
+    """Puts content on a key unless an object with the same SHA-256 checksum, encrypted with
+    the key the bucket encrypts with now, is there (an object under an older key would stay
+    unreadable to roles granted only the current one)."""
 
-    def __init__(self, s3, bucket: str, region: str):
+    def __init__(self, s3, bucket: str, region: str, key_arn: str | None = None):
         self.s3 = s3
         self.bucket = bucket
         self.region = region
+        self.key_arn = key_arn
         self.uploaded: list[str] = []
         self.skipped: list[str] = []
 
@@ -259,21 +332,28 @@ class _Store:
         if key in self.uploaded or key in self.skipped:
             return key
         checksum = base64.b64encode(hashlib.sha256(content).digest()).decode("ascii")
-        if self._stored_checksum(key) == checksum:
+        head = self._head(key)
+        if head is not None and head.get("ChecksumSHA256") == checksum \
+                and self._encrypted_as_the_bucket_encrypts(head):
             self.skipped.append(key)
             return key
         # boto3 sends the body's SHA-256, S3 checks the body against it and keeps it for the
-        # next run's HeadObject.
+        # next run's HeadObject. The bucket's default encryption applies.
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=content, ChecksumAlgorithm="SHA256",
                            ContentType=_content_type(key))
         self.uploaded.append(key)
         return key
 
-    def _stored_checksum(self, key: str) -> str | None:
+    def _encrypted_as_the_bucket_encrypts(self, head: dict) -> bool:
+        if self.key_arn is None:
+            return True
+        return _key_id(head.get("SSEKMSKeyId") or "") == _key_id(self.key_arn)
+
+    def _head(self, key: str) -> dict | None:
         from botocore.exceptions import ClientError
 
         try:
-            head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            return self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as error:
             code = error.response.get("Error", {}).get("Code")
             if code in ("404", "NoSuchKey", "NotFound"):
@@ -282,7 +362,11 @@ class _Store:
                 raise UserError(f"s3://{self.bucket}/{key}: access denied (packaging needs "
                                 f"s3:GetObject and s3:PutObject on the bucket)") from None
             raise
-        return head.get("ChecksumSHA256")
+
+
+def _key_id(key: str) -> str:
+    """A KMS key's id, from its ARN or the id itself (HeadObject may answer either)."""
+    return key.rsplit("key/", 1)[-1]
 
 
 def _content_type(key: str) -> str:

@@ -26,13 +26,17 @@ from .assets import ASSETS_DIR
 from .config import ENVIRONMENT_PATTERN
 from .errors import UserError
 from .pipeline import Pipeline
+from .settings import left_to_run_time
 
 Format = Literal["yaml", "json"]
 PARAMETERS_FILE = "parameters.json"
 ROOT_NAME = "root"
-# What `mlops-cfn package` writes beside the root (package.py): a product of packaging, not of
-# rendering, so drift checks pass over it and the next render removes it.
-PACKAGED_ROOT_NAME = "packaged-" + ROOT_NAME
+# What `mlops-cfn package` writes beside the root (package.py): products of packaging, not of
+# rendering, so drift checks pass over them and the next render removes them.
+PACKAGED_PREFIX = "packaged-"
+PACKAGED_ROOT_NAME = PACKAGED_PREFIX + ROOT_NAME
+# With --stack-name: the TemplateConfiguration the delivery pipeline deploys that stack with.
+PACKAGED_PARAMETERS_FILE = PACKAGED_PREFIX + PARAMETERS_FILE
 # Tags of parameters.json (pipeline.py writes them); they also tell render's own directories.
 PROJECT_TAG, ENVIRONMENT_TAG = "mlops-cfn:project", "mlops-cfn:environment"
 
@@ -81,10 +85,14 @@ def render_environments(pipelines: Sequence[Pipeline],
             files[stage.name + suffix(fmt)] = text(stage.template)
             for asset in stage.assets:
                 files[asset.key] = asset.content
-        # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration.
+        # The form CodePipeline's CloudFormation action accepts as TemplateConfiguration; no
+        # run-time value the config leaves empty (the model, the image): a deployment keeps
+        # what serves (settings.left_to_run_time).
+        run_time = left_to_run_time(pipeline.parameters)
         files[PARAMETERS_FILE] = json.dumps(
-            {"Parameters": pipeline.parameters, "Tags": pipeline.tags}, indent=2, sort_keys=True,
-            ensure_ascii=False) + "\n"
+            {"Parameters": {name: value for name, value in pipeline.parameters.items()
+                            if name not in run_time},
+             "Tags": pipeline.tags}, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         rendered.append(files)
     return rendered
 
@@ -214,7 +222,8 @@ def drift(files: dict[str, str | bytes], out_dir: Path) -> list[str]:
     """What differs between `out_dir` on disk and `files`; empty when in sync."""
     problems = []
     present = ({p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*")
-                if p.is_file() and not (p.parent == out_dir and p.stem == PACKAGED_ROOT_NAME)}
+                if p.is_file() and not (p.parent == out_dir
+                                        and p.name.startswith(PACKAGED_PREFIX))}
                if out_dir.is_dir() else set())
     for name, content in files.items():
         path = out_dir / name

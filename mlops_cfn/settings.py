@@ -82,3 +82,35 @@ def parameter_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(parameter_value(v) for v in value)
     return str(value)
+
+
+def run_time_parameters(model: type[BaseModel] | None = None) -> frozenset[str]:
+    """The parameters of `Setting(..., run_time=True)` fields (which model serves, which image
+    runs), over the whole config model by default."""
+    if model is None:
+        from .config import PipelineConfig
+
+        model = PipelineConfig
+    found: set[str] = set()
+    for field in model.model_fields.values():
+        for marker in field.metadata:
+            if isinstance(marker, Setting) and marker.run_time:
+                found.add(marker.parameter)
+        annotation = unwrap_annotation(field.annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            found |= run_time_parameters(annotation)
+    return frozenset(found)
+
+
+def left_to_run_time(values: dict[str, str]) -> frozenset[str]:
+    """The run-time parameters among `values` (an environment's parameter values) that the
+    config leaves empty: a deployment keeps whatever the stack has for them now.
+
+    Why: CloudFormation gives a parameter missing from an update its template default, not its
+    previous value (AWS CloudFormation API Reference, "Parameter": "If you don't specify a key
+    and value for a particular parameter, CloudFormation uses the default value that's
+    specified in your template"), and CodePipeline's CloudFormation action has no
+    UsePreviousValue. So no file the pipeline replays may carry these; each deployment passes
+    the live value instead (deploy.live_values)."""
+    return frozenset(name for name in run_time_parameters()
+                     if name in values and values[name] == "")

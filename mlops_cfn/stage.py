@@ -13,7 +13,9 @@ from pydantic import BaseModel
 from troposphere import AWSObject, Equals, If, Output, Parameter, Ref, Sub, Template
 
 from . import naming
-from .assets import Asset, assets_bucket_parameter
+from .assets import (ASSETS_KEY_CONDITION, Asset, assets_bucket_parameter,
+                     assets_key_condition, assets_key_parameter, assets_prefix_parameter,
+                     key_policies, tool_wheel_parameter, tool_wheel_uri)
 from .outputs import ABSENT, PRESENT, Presence, Wire
 from .settings import ENVIRONMENT_NAME, environment_parameter, setting_parameter
 
@@ -124,10 +126,31 @@ class StageBuilder:
 
     def asset(self, file_name: str, content: bytes) -> Asset:
         """A file this stack reads from S3 (a Glue script, a Lambda zip); see assets.py."""
-        self._declare(assets_bucket_parameter())
+        self._declare_assets_location()
         asset = Asset(file_name, content)
         self._assets[asset.key] = asset
         return asset
+
+    def asset_key_policies(self) -> list:
+        """For a role that reads assets at run time: its inline policy to decrypt them with
+        the assets bucket's key, when the bucket has one (assets.key_policies)."""
+        self._declare_assets_location()
+        self._declare(assets_key_parameter())
+        if ASSETS_KEY_CONDITION not in self.template.conditions:
+            self.template.add_condition(ASSETS_KEY_CONDITION, assets_key_condition())
+        return key_policies()
+
+    def tool_wheel(self) -> Sub:
+        """The s3:// URI of the mlops-cfn wheel packaging uploads (wheel.py), for the build
+        that installs it; its object ARN is assets.tool_wheel_arn()."""
+        self._declare_assets_location()
+        self._declare(tool_wheel_parameter())
+        return tool_wheel_uri()
+
+    def _declare_assets_location(self) -> None:
+        """The parameters packaging sets for where the assets are (assets.py)."""
+        self._declare(assets_bucket_parameter())
+        self._declare(assets_prefix_parameter())
 
     def finish(self) -> Stage:
         return Stage(

@@ -64,7 +64,9 @@ def statements(resource: dict, absent: tuple[str, ...] = ()) -> list[dict]:
     those in `absent` (by default, once the model and the image are supplied).
     """
     props = resource["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    # A conditional inline policy (Fn::If [condition, policy, AWS::NoValue]) counts as present.
+    policies = [p["Fn::If"][1] if "Fn::If" in p else p for p in props.get("Policies", [])]
+    documents = [p["PolicyDocument"] for p in policies]
     if "PolicyDocument" in props:
         documents.append(props["PolicyDocument"])
     found = []

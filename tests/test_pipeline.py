@@ -122,15 +122,17 @@ def test_disabling_storage_is_refused_while_ingestion_needs_it():
 
 
 def test_parameters_file_holds_the_environments_values_and_the_root_defaults_the_base():
+    from mlops_cfn.assets import PACKAGING_PARAMETERS
     built = pipeline.build(config_with(env="prod"))
     assert built.parameters["EnvironmentName"] == "prod"
     assert built.parameters["StreamRetentionHours"] == "168"
     root = built.root.to_dict()
     assert root["Parameters"]["StreamRetentionHours"]["Default"] == "24"
     assert "Default" not in root["Parameters"]["EnvironmentName"]
-    # Every root parameter has this environment's value, except the bucket packaging fills in.
-    assert set(built.parameters) == set(root["Parameters"]) - {"AssetsBucket"}
+    # Every root parameter has this environment's value, except where packaging put the assets.
+    assert set(built.parameters) == set(root["Parameters"]) - set(PACKAGING_PARAMETERS)
     assert "Default" not in root["Parameters"]["AssetsBucket"]
+    assert root["Parameters"]["AssetsPrefix"]["Default"] == ""
 
 
 def test_environments_differing_only_in_values_render_identical_templates():
@@ -151,8 +153,10 @@ def test_a_stage_asset_is_content_addressed_and_named_through_the_assets_bucket_
     assert script.key == same.key != other.key
     assert script.key.startswith("assets/") and script.key.endswith("/job.py")
     assert len(stage.assets) == 2
-    assert script.s3_uri.to_dict() == {"Fn::Sub": f"s3://${{AssetsBucket}}/{script.key}"}
-    assert "AssetsBucket" in stage.settings
+    assert script.s3_uri.to_dict() == {
+        "Fn::Sub": f"s3://${{AssetsBucket}}/${{AssetsPrefix}}{script.key}"}
+    assert script.s3_key.to_dict() == {"Fn::Sub": f"${{AssetsPrefix}}{script.key}"}
+    assert {"AssetsBucket", "AssetsPrefix"} <= set(stage.settings)
     root = compose([stage], "demo", {}).to_dict()
     assert "Default" not in root["Parameters"]["AssetsBucket"]
     assert zip_files({"b.py": b"2", "a.py": b"1"}) == zip_files({"a.py": b"1", "b.py": b"2"})
@@ -325,3 +329,31 @@ def test_the_bundled_default_gates_the_endpoint_and_the_api_service():
     assert {w.name for w in monitoring.inputs if w.presence} == {"EndpointName",
                                                                   "EcsServiceName"}
     assert pipeline.ungated_uses(monitoring) == []
+
+
+# --- values chosen at run time (issue 12, finding 6) -----------------------------------------
+
+RUN_TIME = {"ModelPackageArn", "ModelDataUrl", "ModelImageUri", "ApiImageTag"}
+
+
+def test_the_model_and_the_image_are_the_values_chosen_at_run_time():
+    from mlops_cfn.settings import run_time_parameters
+
+    assert run_time_parameters() == RUN_TIME
+
+
+def test_the_parameters_file_never_carries_a_model_or_image_the_config_leaves_empty():
+    """The pipeline deploys with it: an empty model there would tear serving down on every run
+    (CloudFormation applies what the file says, and gives what it omits the template default,
+    so the deployment passes the live value instead: package.template_configuration)."""
+    import json
+
+    from mlops_cfn.render import render_files
+
+    given = json.loads(render_files(pipeline.build(config_with()))["parameters.json"])
+    assert not RUN_TIME & set(given["Parameters"])
+    assert given["Parameters"]["EndpointInstanceType"] == "ml.m5.large", "other values stay"
+    arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-demo-dev-models/3"
+    chosen = config_with({"stages": {"serving": {"sagemaker": {"model_package_arn": arn}}}})
+    given = json.loads(render_files(pipeline.build(chosen))["parameters.json"])
+    assert given["Parameters"]["ModelPackageArn"] == arn, "a model the config names is applied"

@@ -6,6 +6,7 @@ of this checkout with freshly rendered templates (never on the checkout itself),
 PRE_COMMIT_HOME, so the hook environment is installed once per test session and worker.
 """
 
+import fnmatch
 import os
 import re
 import shutil
@@ -103,10 +104,32 @@ def test_the_repository_also_runs_cfn_lints_own_hook_on_the_templates():
 
 # --- running the hooks --------------------------------------------------------------------------
 
-def _working_tree_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=REPO, capture_output=True, check=True).stdout.decode()
-    return [name for name in listed.split("\0") if name and (REPO / name).is_file()]
+def repository_files(root: Path = REPO) -> list[str]:
+    """The repository's files as `git ls-files --cached --others --exclude-standard` lists
+    them, without asking git: the delivery pipeline builds from an archive or CodePipeline's
+    zip, neither of which has a .git (issue 12, finding 14). Every file but `.git` (a file in a
+    worktree) and what the root .gitignore excludes; its patterns are names (globs) that match
+    at any depth, `name/` matching directories only, the only form it uses (a test keeps it
+    so)."""
+    patterns = ignore_patterns(root)
+    found = []
+    for directory, subdirectories, files in os.walk(root):
+        here = Path(directory)
+        subdirectories[:] = sorted(d for d in subdirectories if not (
+            (here == root and d == ".git") or _ignored(d, False, patterns)))
+        found += [(here / f).relative_to(root).as_posix() for f in files
+                  if not (here == root and f == ".git") and not _ignored(f, True, patterns)]
+    return sorted(found)
+
+
+def ignore_patterns(root: Path) -> list[str]:
+    lines = (root / ".gitignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _ignored(name: str, is_file: bool, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern.rstrip("/")) for pattern in patterns
+               if not (pattern.endswith("/") and is_file))
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -119,7 +142,7 @@ def committed_copy(tmp_path_factory) -> tuple[Path, str]:
     """This checkout's files in a new git repository, templates freshly rendered by its own
     code and committed: what the hooks run against. Returns (path, commit)."""
     copy = tmp_path_factory.mktemp("repo")
-    for name in _working_tree_files():
+    for name in repository_files():
         target = copy / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, target)
@@ -211,6 +234,52 @@ def test_the_repositorys_local_check_hook_runs_from_the_checkout(committed_copy,
                            "--all-files"], cwd=copy, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Passed" in done.stdout
+
+
+# --- without git (issue 12, finding 14) ---------------------------------------------------------
+
+def test_the_gitignore_holds_only_patterns_the_file_listing_reads():
+    for pattern in ignore_patterns(REPO):
+        assert re.fullmatch(r"[^/!\\]+/?", pattern) and "**" not in pattern, pattern
+
+
+def test_the_file_listing_lists_what_git_lists(tmp_path):
+    """In a repository made here (git itself need not know the checkout under test)."""
+    shutil.copy(REPO / ".gitignore", tmp_path / ".gitignore")
+    kept = ["pyproject.toml", "mlops_cfn/cli/main.py", "templates/dev/root.yaml",
+            "templates/dev/assets/ab12/job.py", ".pre-commit-config.yaml", "docs/build.md"]
+    ignored = ["mlops_cfn/__pycache__/cli.cpython-311.pyc", "mlops_cfn.egg-info/PKG-INFO",
+               "build/lib/x.py", "dist/x.whl", ".venv/bin/python", ".tools/checkov/bin/checkov",
+               ".mlops-cfn-cache/x", ".pytest_cache/v/x", ".hypothesis/examples/x",
+               "templates/dev/storage.yaml-result", "sub/build/x.txt"]
+    for name in kept + ignored:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(name)
+    git(tmp_path, "init", "--quiet")
+    listed = git(tmp_path, "ls-files", "--cached", "--others", "--exclude-standard").split("\n")
+    assert sorted(listed) == sorted(kept + [".gitignore"])
+    assert repository_files(tmp_path) == sorted(listed)
+    shutil.rmtree(tmp_path / ".git")
+    assert repository_files(tmp_path) == sorted(listed), "the same without .git"
+
+
+@pytest.mark.slow
+def test_the_hook_tests_pass_in_a_copy_of_the_repository_without_git(tmp_path):
+    """What the delivery build has: the repository's files, unpacked from an archive."""
+    copy = tmp_path / "unpacked"
+    for name in repository_files():
+        (copy / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, copy / name)
+    assert not (copy / ".git").exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRE_COMMIT", "GIT_",
+                                                                    "PYTEST_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp",
+         str(tmp_path / "inner"),
+         "tests/test_precommit.py::test_the_repositorys_local_check_hook_runs_from_the_checkout"],
+        cwd=copy, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 passed" in done.stdout
 
 
 def test_pre_commit_is_part_of_the_test_extra():

@@ -84,6 +84,9 @@ def policy_documents():
         if "PolicyDocument" in props:
             yield where, branches(props["PolicyDocument"]), kind
         for policy in props.get("Policies", []):
+            # A conditional policy (Fn::If [condition, policy, AWS::NoValue]) is checked as if
+            # its condition held.
+            policy = policy["Fn::If"][1] if "Fn::If" in policy else policy
             yield f"{where}:{policy['PolicyName']}", branches(policy["PolicyDocument"]), kind
 
 
@@ -160,9 +163,11 @@ def test_buckets_use_the_customer_managed_key_and_block_public_access():
             assert default["SSEAlgorithm"] == "AES256", where
         else:
             assert default["SSEAlgorithm"] == "aws:kms", where
-            # the key itself in the storage stage, the DataKeyArn wire everywhere else
+            # the key itself in the storage stage, the DataKeyArn wire everywhere else, but the
+            # delivery pipeline's own key for its buckets (stages/cicd.py: delivery_key)
             assert default["KMSMasterKeyID"] in ({"Ref": "DataKey"}, {"Ref": "DataKeyArn"},
-                                                 {"Fn::GetAtt": ["DataKey", "Arn"]}), where
+                                                 {"Fn::GetAtt": ["DataKey", "Arn"]},
+                                                 {"Fn::GetAtt": ["DeliveryKey", "Arn"]}), where
             assert rule["BucketKeyEnabled"] is True, where
         assert set(props["PublicAccessBlockConfiguration"].values()) == {True}, where
         assert props["VersioningConfiguration"]["Status"] == "Enabled", where

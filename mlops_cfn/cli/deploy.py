@@ -51,11 +51,12 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
     from .. import config, pipeline
     from ..changeset import changes_table
     from ..deploy import (MODEL_PACKAGE_PARAMETER, Request, aws_errors, connect,
-                          default_bucket, latest_approved, model_package_group,
+                          default_bucket, latest_approved, live_values, model_package_group,
                           override_problems, parse_overrides, preview, stack_parameters)
     from ..errors import UserError
     from ..package import normal_prefix, package, require_bucket_in
     from ..render import render_files, write_tree
+    from ..settings import left_to_run_time
     from ..stages.cicd import stack_name as delivered_stack_name
 
     loaded = config.load(config_path, env)
@@ -80,6 +81,14 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
         values = stack_parameters(list(built.root.parameters), built.parameters, overrides)
         if problems := override_problems(built.root.parameters, overrides):
             raise UserError(*problems)
+        cfn = aws.client("cloudformation")
+        # The model and image the config leaves empty are what serves now: kept, not reset.
+        run_time = left_to_run_time(built.parameters) - set(overrides)
+        kept = live_values(cfn, name, run_time)
+        values = {k: v for k, v in values.items() if k not in run_time} | kept
+        for parameter, value in kept.items():
+            out.print(f"keeping {parameter}={value or '(empty)'} (what {name} has now)",
+                      markup=False)
         _preflight(out, aws, built, values)
         with tempfile.TemporaryDirectory(prefix="mlops-cfn-deploy-") as scratch:
             tree = Path(scratch) / loaded.environment
@@ -90,10 +99,10 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
             bucket = bucket or default_bucket(aws)
             if any(stage.assets for stage in built.stages):
                 require_bucket_in(s3, bucket, aws.region)
-            packaged = package(tree, bucket, prefix=prefix, s3=s3)
+            packaged = package(tree, bucket, prefix=prefix, s3=s3,
+                               kms_for=aws.regional_client("kms"))
         out.print(f"packaged into s3://{bucket}/{normal_prefix(prefix)}: "
                   f"{len(packaged.uploaded)} uploaded, {len(packaged.skipped)} unchanged")
-        cfn = aws.client("cloudformation")
         request = Request(stack_name=name, template_url=packaged.root_url, parameters=values,
                           tags=built.tags, protected=built.protected,
                           description=f"mlops-cfn: {loaded.config.project} "

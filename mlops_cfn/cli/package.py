@@ -13,22 +13,33 @@ from .options import aws_options, reports_failures
                 default=Path("templates") / "dev")
 @click.option("--bucket", required=True, metavar="NAME", help="S3 bucket to upload to.")
 @click.option("--prefix", default="", metavar="PREFIX", help="Key prefix inside the bucket.")
+@click.option("--stack-name", metavar="NAME",
+              help="The stack this package will update: also write packaged-parameters.json, "
+                   "parameters.json plus the stack's current model and image where the config "
+                   "leaves them empty (the delivery pipeline's TemplateConfiguration).")
 @aws_options
 @reports_failures
-def package(path, bucket, prefix, profile, region, endpoint_url):
+def package(path, bucket, prefix, stack_name, profile, region, endpoint_url):
     """Upload the templates and assets of PATH (default: templates/dev) to S3.
 
     Keys are content-addressed: unchanged files are not uploaded again. Writes the packaged root
-    (nested TemplateURLs pointing at S3, AssetsBucket defaulting to the bucket) beside the root.
+    (nested TemplateURLs pointing at S3, the assets' bucket, prefix and key as defaults) beside
+    the root.
     """
     from ..deploy import aws_errors, connect
-    from ..package import find_root, normal_prefix, package as upload
+    from ..package import find_root, normal_prefix, package as upload, template_configuration
 
     find_root(path)  # a wrong PATH fails before any AWS call
+    normal_prefix(prefix)
     with aws_errors():
-        aws = connect(profile, region, endpoint_url, require_region=False)
-        packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"))
+        aws = connect(profile, region, endpoint_url, require_region=stack_name is not None)
+        configuration = (template_configuration(path, stack_name, aws.client("cloudformation"))
+                         if stack_name else None)
+        packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"),
+                          kms_for=aws.regional_client("kms"))
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
                f"(s3://{bucket}/{normal_prefix(prefix)})")
     click.echo(f"wrote {packaged.root_path}")
+    if configuration is not None:
+        click.echo(f"wrote {configuration}")
     click.echo(packaged.root_url)

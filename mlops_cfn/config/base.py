@@ -64,6 +64,10 @@ class Setting:
     # CloudFormation parameter type when it is more specific than the field's Python type,
     # e.g. AWS::EC2::VPC::Id, so the console offers a picker and CloudFormation checks the value.
     type: str | None = None
+    # Chosen when deploying rather than in the file (which model serves, which image runs):
+    # left empty in the config, the value the stack has now is kept on every deployment
+    # (settings.left_to_run_time), never reset by a parameters file the pipeline replays.
+    run_time: bool = False
 
 
 # CloudWatch Logs accepts only these retention periods.

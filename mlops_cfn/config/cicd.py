@@ -5,9 +5,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from .. import CHECKOV_VERSION, __version__
+from .. import CHECKOV_VERSION
 from .base import Model, Setting, StageToggle
 
+# The s3:// URI of the mlops-cfn wheel packaging shipped (stages.cicd sets it on the build).
+WHEEL_VARIABLE = "MLOPS_CFN_WHEEL"
 # A CodeConnections (formerly CodeStar Connections) connection, in either ARN form.
 CONNECTION_ARN_PATTERN = (r"^arn:aws[a-z-]*:(codestar-connections|codeconnections):[a-z0-9-]+:"
                           r"[0-9]{12}:connection/[0-9a-f-]{36}$")
@@ -120,14 +122,20 @@ class BuildConfig(Model):
         list[Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r]+$")]],
         Field(min_length=1, max_length=20,
               description="Shell commands that install the repository, mlops-cfn and the "
-                          "test tools (checkov for `mlops-cfn validate`)."),
+                          "test tools (checkov for `mlops-cfn validate`). The default installs "
+                          "the mlops-cfn wheel that packaging shipped beside the templates "
+                          "($MLOPS_CFN_WHEEL, an s3:// URI; mlops-cfn is on no package index) "
+                          "and checkov into $TOOLS_DIR."),
     ] = [
-        # A repository of your own: mlops-cfn from the package index, checkov in a virtual
-        # environment of its own (it pins an old boto3). This repository overrides both.
-        f"pip install --quiet --disable-pip-version-check mlops-cfn=={__version__}",
-        f"python -m venv /tmp/checkov && /tmp/checkov/bin/pip install --quiet "
-        f"checkov=={CHECKOV_VERSION}",
-        "export MLOPS_CFN_CHECKOV=/tmp/checkov/bin/checkov",
+        # A repository of your own: the very mlops-cfn that packaged the home environment, a
+        # wheel beside its templates (mlops_cfn/wheel.py; the project is on no package index),
+        # and checkov in a virtual environment of its own (it pins an old boto3). This
+        # repository installs its own checkout instead.
+        f'mkdir -p "$TOOLS_DIR" && aws s3 cp --only-show-errors "${WHEEL_VARIABLE}" "$TOOLS_DIR/"',
+        'pip install --quiet --disable-pip-version-check "$TOOLS_DIR"/mlops_cfn-*.whl',
+        f'python -m venv "$TOOLS_DIR/checkov" && "$TOOLS_DIR/checkov/bin/pip" install --quiet '
+        f'--disable-pip-version-check checkov=={CHECKOV_VERSION}',
+        'export MLOPS_CFN_CHECKOV="$TOOLS_DIR/checkov/bin/checkov"',
     ]
     test_commands: Annotated[
         list[Annotated[str, Field(min_length=1, max_length=1000, pattern=r"^[^\n\r]+$")]],

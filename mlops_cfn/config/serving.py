@@ -209,12 +209,15 @@ class SageMakerServingConfig(Model):
         str,
         Field(pattern=MODEL_PACKAGE_ARN_PATTERN,
               description="With model_source `model_package`: the package version to serve. "
-                          "Empty (the first deploy): no model, endpoint or endpoint scaling yet. "
+                          "Empty: whatever the stack serves now is kept on every deployment "
+                          "(`mlops-cfn deploy --latest-approved-model` or "
+                          "`--parameter ModelPackageArn=...` chooses it; on the first deploy "
+                          "there is no model, endpoint or endpoint scaling yet). "
                           "The model role reads archives where the training pipeline writes "
                           "them (<training.artifacts_prefix>models/ in the artifacts bucket) and "
                           "pulls the training image (training.image_uri, or SageMaker's own); a "
                           "package registered elsewhere needs those granted."),
-        Setting("ModelPackageArn"),
+        Setting("ModelPackageArn", run_time=True),
     ] = ""
     model_data_url: Annotated[
         str,
@@ -223,8 +226,9 @@ class SageMakerServingConfig(Model):
                           "tar.gz). The model role may read exactly this object, in any bucket "
                           "of the account (another account's bucket must allow it too; an "
                           "object under a key other than the data key needs that key granted). "
-                          "Empty: no model or endpoint yet."),
-        Setting("ModelDataUrl"),
+                          "Empty: the stack's current archive is kept on every deployment "
+                          "(none, no model or endpoint, at first)."),
+        Setting("ModelDataUrl", run_time=True),
     ] = ""
     image_uri: Annotated[
         str,
@@ -232,8 +236,9 @@ class SageMakerServingConfig(Model):
               description="With model_source `model_data`: the inference container image in "
                           "Amazon ECR (<account>.dkr.ecr.<region>.amazonaws.com/<repository>"
                           ":<tag> or @sha256:<digest>); the model role may pull from that "
-                          "repository only."),
-        Setting("ModelImageUri"),
+                          "repository only. Empty: the stack's current image is kept on every "
+                          "deployment."),
+        Setting("ModelImageUri", run_time=True),
     ] = ""
     network_isolation: Annotated[
         bool,
@@ -304,9 +309,11 @@ class FargateServingConfig(Model):
         str,
         Field(pattern=IMAGE_TAG_PATTERN,
               description="Tag of the API image in the stage's ECR repository (tags are "
-                          "immutable: push a new tag per release). Empty (the first deploy): no "
-                          "task definition, service or service scaling yet."),
-        Setting("ApiImageTag"),
+                          "immutable: push a new tag per release). Empty: the stack's current "
+                          "tag is kept on every deployment (`--parameter ApiImageTag=...` "
+                          "chooses it; on the first deploy there is no task definition, service "
+                          "or service scaling yet)."),
+        Setting("ApiImageTag", run_time=True),
     ] = ""
     container_port: Annotated[
         int, Field(ge=1024, le=65535, description="Port the container listens on.")

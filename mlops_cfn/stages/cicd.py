@@ -15,10 +15,11 @@ stack, then runs again with its new definition)
    repository and branch from the config).
 2. Build (BuildProject): installs the repository, runs `mlops-cfn render --check --all-envs`,
    `mlops-cfn validate` and the tests, then `mlops-cfn package` per environment into the
-   artifact bucket; its output artifact holds <env>/packaged-root.yaml and <env>/parameters.json
-   (cicd_buildspec.py).
+   artifact bucket; its output artifact holds <env>/packaged-root.yaml and
+   <env>/packaged-parameters.json, the environment's parameters.json plus the live model and
+   image of its stack where the config leaves them empty (cicd_buildspec.py).
 3. Deploy-<env>, for every environment in order: CloudFormation CHANGE_SET_REPLACE on the root
-   stack `<project>-<env>` with TemplateConfiguration <env>/parameters.json, then
+   stack `<project>-<env>` with TemplateConfiguration <env>/packaged-parameters.json, then
    CHANGE_SET_EXECUTE; for an environment marked `protected`, a manual approval between the
    two, so the approver reviews the very change set that will run.
 4. Retrain (continuous training, with the training stage and `retrain.enabled`), right after
@@ -31,9 +32,11 @@ stack, then runs again with its new definition)
    "files changed in this push", still catches a change whose first run failed.
 
 Resources (all but Placeholder only in the home environment)
+- DeliveryKey: the customer-managed key of the delivery buckets, artifact store and projects;
+  its own key (not the data key) because every environment's roles decrypt the packages.
 - ArtifactBucket (+ policy): the pipeline's artifact store and the packages' bucket; SSE-KMS
-  with the data key, versioned, TLS only, public access blocked, access logs to the access-logs
-  bucket, retained.
+  with the delivery key, versioned, TLS only, public access blocked, access logs to the
+  access-logs bucket, retained.
 - SourceBucket (+ policy), SourceTriggerRule, SourceTriggerRole: with `source.provider: s3`.
 - BuildProject, BuildLogGroup, BuildRole; RetrainProject, RetrainLogGroup, RetrainRole (with
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
@@ -64,10 +67,10 @@ Operating it
   do that with `mlops-cfn deploy`, not through the pipeline, which would delete the role it is
   deploying with.
 - Every environment's templates and assets are packaged into the home environment's artifact
-  bucket, encrypted with the home data key. CloudFormation reads them with the deploy role,
-  which may use the project's keys; a role of another environment that reads an asset at run
-  time (a Glue script) also needs Decrypt on the home key, which the asset contract
-  (assets.py: s3:GetObject only) does not grant yet.
+  bucket under `delivery/`, encrypted with the delivery key. CloudFormation reads the templates
+  (and Lambda its code) with the deploy role; a role of any environment that reads an asset at
+  run time (a Glue script, a pipeline step's code) has s3:GetObject on it and kms:Decrypt on
+  the delivery key through S3 (assets.py; tests/asset_access.py checks every environment).
 - The deploy role can create IAM roles, so whoever can push to the source can change what it
   deploys: protect the branch (or the source bucket), and mark production `protected`.
 
@@ -98,9 +101,9 @@ import awacs.sagemaker
 import awacs.sns
 from awacs.aws import Allow, ArnLike, Condition, Statement, StringEquals
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
-                         events, iam, s3)
+                         events, iam, kms, s3)
 
-from .. import naming, permissions, policies
+from .. import assets, naming, permissions, policies
 from ..config import PipelineConfig
 from ..config.cicd import CicdConfig
 from ..errors import UserError
@@ -192,7 +195,8 @@ def build(config: PipelineConfig,
                      + ", ".join(t.environment for t in targets) + ")")
     b.template.add_condition(HOME, Equals(b.environment, home))
     b.add(cloudformation.WaitConditionHandle("Placeholder"))
-    key = b.input(DATA_KEY_ARN)
+    data_key = b.input(DATA_KEY_ARN)
+    key = GetAtt(_home(b.add(delivery_key(config))), "Arn")
     access_logs = b.input(ACCESS_LOGS_BUCKET_NAME)
     name = pipeline_name(config.project, home)
 
@@ -217,7 +221,8 @@ def build(config: PipelineConfig,
     projects = [p for p in (build_project, retrain_project, protect_project) if p is not None]
     approvals = approval_topic(b, config, targets)
     pipeline_role = b.add(add_pipeline_role(config, targets, artifacts, source_bucket,
-                                            connection, key, projects, deploy_role, approvals))
+                                            connection, key, projects, deploy_role, approvals,
+                                            data_key))
     source = source_action(config, source_bucket, connection)
     stages = pipeline_stages(config, targets, home, source, build_project, retrain_project,
                              deploy_role, approvals, protect_project)
@@ -244,6 +249,28 @@ def build(config: PipelineConfig,
     return b.finish()
 
 
+def delivery_key(config: PipelineConfig) -> kms.Key:
+    """The key of everything the pipeline carries between environments: sources, pipeline
+    artifacts, packaged templates and assets.
+
+    Its own key, not the home environment's data key, because every environment's roles
+    decrypt the assets packaged here (assets.key_policies): a role of production may use this
+    key, never development's data key. The account uses it through IAM policies only (each
+    role is granted it by name, through S3); no service principal needs it.
+    """
+    return kms.Key(
+        "DeliveryKey",
+        Description=f"{config.project}: encrypts the delivery pipeline's sources, artifacts "
+                    "and packages",
+        EnableKeyRotation=True,
+        PendingWindowInDays=config.stages.storage.key_deletion_window_days,
+        KeyPolicy=policies.document(policies.key_administration_by_account(),
+                                    policies.key_use_by_account()),
+        # Packages of running stacks (assets a Glue job reads on every run) stay readable.
+        **RETAIN,
+    )
+
+
 def approval_topic(b: StageBuilder, config: PipelineConfig,
                    targets: Sequence[DeploymentTarget]) -> Ref | None:
     """Where a pending approval is announced: the monitoring stage's alarm topic (its email
@@ -262,7 +289,7 @@ def _home(resource):
 
 # --- buckets ---------------------------------------------------------------------------------
 
-def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Ref,
+def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Any,
                     access_logs: Ref) -> s3.Bucket:
     """A bucket of the pipeline, as secure as the data buckets: the sources and packages it
     holds decide what runs in every environment."""
@@ -340,28 +367,32 @@ def add_build_network(b: StageBuilder) -> BuildNetwork:
 
 
 def add_build_project(b: StageBuilder, config: PipelineConfig,
-                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Ref,
+                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
                       network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "BuildLogGroup", "delivery-build"))
+    wheel = b.tool_wheel()
     role = _home(b.add(iam.Role(
         "BuildRole",
         Description="Delivery build: check, test and package the pipeline",
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="build", PolicyDocument=policies.document(
-            build_statements(artifacts, key, log_group, network)))],
+            build_statements(config.project, targets, artifacts, key, log_group, network))),
+            # The wheel it installs lies wherever this stack's assets were packaged.
+            *b.asset_key_policies()],
     )))
     build_spec = spec.build_spec(
         [t.environment for t in targets], cicd.build,
-        cicd.retrain.code_paths if retraining(config) else None)
+        cicd.retrain.code_paths if retraining(config) else None,
+        {t.environment: stack_name(config.project, t.environment) for t in targets})
     return action_project(
         b, cicd, "BuildProject", "Checks, tests and packages the pipeline for every environment",
-        role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts)}, key, log_group,
-        network)
+        role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
+                           spec.WHEEL_VARIABLE: wheel}, key, log_group, network)
 
 
 def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
-                        key: Ref, network: BuildNetwork | None) -> codebuild.Project:
+                        key: Any, network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "RetrainLogGroup", "delivery-retrain"))
     training_pipeline = b.input(TRAINING_PIPELINE_NAME)
@@ -381,7 +412,7 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
 
 
 def add_protect_project(b: StageBuilder, config: PipelineConfig,
-                        protected: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Ref,
+                        protected: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
                         network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "ProtectLogGroup", "delivery-protect"))
@@ -394,9 +425,10 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="protect", PolicyDocument=policies.document(
             # Its input artifact: CodeBuild actions take one.
-            Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
-                      Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+            *artifact_statements(artifacts, write=False),
+            # "Using server-side encryption with AWS KMS keys (SSE-KMS)": downloads decrypt.
             policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
+            # AWS CloudFormation API Reference, "UpdateTerminationProtection".
             Statement(Effect=Allow,
                       Action=[awacs.cloudformation.UpdateTerminationProtection],
                       Resource=stacks),
@@ -411,7 +443,7 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
 
 
 def action_project(b: StageBuilder, cicd: CicdConfig, title: str, description: str,
-                   role: iam.Role, build_spec: dict, variables: dict[str, Any], key: Ref,
+                   role: iam.Role, build_spec: dict, variables: dict[str, Any], key: Any,
                    log_group, network: BuildNetwork | None) -> codebuild.Project:
     """A CodeBuild project one of the pipeline's actions runs: the build image and size of
     `stages.cicd.build`, encrypted with the data key, logging to its own group."""
@@ -464,32 +496,59 @@ def codebuild_trust():
                                StringEquals("aws:SourceAccount", Ref("AWS::AccountId")))
 
 
-def build_statements(artifacts: s3.Bucket, key: Ref, log_group,
-                     network: BuildNetwork | None) -> list[Statement]:
+def artifact_statements(artifacts: s3.Bucket, *, write: bool) -> list[Statement]:
+    """A CodeBuild project's input and output artifacts in the pipeline's store (CodeBuild User
+    Guide, "Allow CodeBuild to interact with other AWS services": the service role policy for
+    projects CodePipeline runs)."""
+    return [
+        Statement(Effect=Allow, Action=[awacs.s3.GetBucketAcl, awacs.s3.GetBucketLocation],
+                  Resource=[GetAtt(artifacts, "Arn")]),
+        Statement(Effect=Allow,
+                  Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion,
+                          *([awacs.s3.PutObject] if write else [])],
+                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+    ]
+
+
+def build_statements(project: str, targets: Sequence[DeploymentTarget], artifacts: s3.Bucket,
+                     key: Any, log_group, network: BuildNetwork | None) -> list[Statement]:
     bucket = GetAtt(artifacts, "Arn")
     return [
-        # Input and output artifacts anywhere in the store (CodePipeline picks the keys);
-        # packages under delivery/ (the package command checks what is there first).
-        *policies.bucket_access(bucket, read=True, write=True),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion],
-                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        # Its input and output artifacts; and what `mlops-cfn package` does under delivery/.
+        *artifact_statements(artifacts, write=True),
+        # Amazon S3 API Reference, "HeadObject": without s3:ListBucket a missing key answers
+        # 403, not 404 (package checks each key before uploading it).
+        Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[bucket]),
+        # Amazon S3 API Reference, "GetBucketEncryption" (s3:GetEncryptionConfiguration):
+        # package names the bucket's key for the roles that read the assets (package.py).
+        Statement(Effect=Allow, Action=[awacs.s3.GetEncryptionConfiguration], Resource=[bucket]),
+        # Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)":
+        # uploads need kms:GenerateDataKey, downloads kms:Decrypt, on the delivery key.
         policies.use_key(key, via_services=["s3"]),
+        # The mlops-cfn wheel its install commands download (wheel.py; assets.py).
+        assets.read_statement([assets.tool_wheel_arn()]),
+        # AWS CloudFormation API Reference, "DescribeStacks": package --stack-name keeps each
+        # live stack's model and image (package.template_configuration).
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks],
+                  Resource=[policies.arn("cloudformation",
+                                         f"stack/{stack_name(project, t.environment)}/*")
+                            for t in targets]),
         log_statement(log_group),
         *vpc_statements(network),
     ]
 
 
-def retrain_statements(artifacts: s3.Bucket, key: Ref, log_group, training_pipeline: Ref,
+def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipeline: Ref,
                        network: BuildNetwork | None) -> list[Statement]:
-    bucket = GetAtt(artifacts, "Arn")
     state = Sub("${%s.Arn}/%s" % (artifacts.title, spec.RETRAIN_STATE_KEY))
     return [
-        # Its input artifact (CodeBuild actions take one) and the remembered hash.
-        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
-                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        # Its input artifact (CodeBuild actions take one); reading the remembered hash.
+        *artifact_statements(artifacts, write=False),
+        # Amazon S3 API Reference, "PutObject": remembering the hash it started a run for.
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[state]),
-        Statement(Effect=Allow, Action=[awacs.s3.GetBucketLocation], Resource=[bucket]),
+        # "Using server-side encryption with AWS KMS keys (SSE-KMS)", as for the build.
         policies.use_key(key, via_services=["s3"]),
+        # Amazon SageMaker API Reference, "StartPipelineExecution", on the one pipeline.
         Statement(Effect=Allow, Action=[awacs.sagemaker.StartPipelineExecution],
                   Resource=[training_pipeline]),
         log_statement(log_group),
@@ -498,6 +557,8 @@ def retrain_statements(artifacts: s3.Bucket, key: Ref, log_group, training_pipel
 
 
 def log_statement(log_group) -> Statement:
+    """CodeBuild User Guide, "Allow CodeBuild to interact with other AWS services": the build
+    writes its logs to the project's (existing, encrypted) log group."""
     return Statement(
         Effect=Allow,
         Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
@@ -506,7 +567,9 @@ def log_statement(log_group) -> Statement:
 
 
 def vpc_statements(network: BuildNetwork | None) -> list[Statement]:
-    """What CodeBuild does with the project's role to run a build in the VPC."""
+    """What CodeBuild does with the project's role to run a build in the VPC (CodeBuild User
+    Guide, "Allow CodeBuild access to AWS services required to create a VPC network
+    interface")."""
     if network is None:
         return []
     interfaces = policies.arn("ec2", "network-interface/*")
@@ -541,7 +604,7 @@ def vpc_statements(network: BuildNetwork | None) -> list[Statement]:
 
 # --- deploy ----------------------------------------------------------------------------------
 
-def add_deploy_role(b: StageBuilder, artifacts: s3.Bucket, key: Ref) -> iam.Role:
+def add_deploy_role(b: StageBuilder, artifacts: s3.Bucket, key: Any) -> iam.Role:
     """The role CloudFormation deploys every environment's stacks with; its managed policies
     come last (`add_deploy_policies`), once the stage's own resources are known.
 
@@ -601,7 +664,7 @@ def iam_name_prefix(project: str) -> str:
     return f"{project}-"[:GENERATED_ROLE_NAME_STACK_PART]
 
 
-def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
+def package_read_statements(artifacts: s3.Bucket, key: Any) -> list[Statement]:
     """CloudFormation fetches nested templates, and Lambda its code, with the deploy role."""
     return [
         # Nested templates (AWS::CloudFormation::Stack TemplateURL, CloudFormation Template
@@ -609,7 +672,7 @@ def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
         # lists s3:GetObject) are read with the stack operation's credentials.
         Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
                   Resource=[Sub("${%s.Arn}/%s*" % (artifacts.title, spec.PACKAGE_PREFIX))]),
-        # The packages are SSE-KMS with the data key: S3 decrypts them in the reader's name
+        # The packages are SSE-KMS with the DeliveryKey: S3 decrypts them in the reader's name
         # (Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)").
         policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
     ]
@@ -617,23 +680,35 @@ def package_read_statements(artifacts: s3.Bucket, key: Ref) -> list[Statement]:
 
 def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget],
                       artifacts: s3.Bucket, source_bucket: s3.Bucket | None,
-                      connection: Ref | None, key: Ref, projects: Sequence[codebuild.Project],
-                      deploy_role: iam.Role, approvals: Ref | None = None) -> iam.Role:
+                      connection: Ref | None, key: Any, projects: Sequence[codebuild.Project],
+                      deploy_role: iam.Role, approvals: Ref | None = None,
+                      data_key: Ref | None = None) -> iam.Role:
     stacks = [policies.arn("cloudformation",
                            f"stack/{stack_name(config.project, t.environment)}/*")
               for t in targets]
     statements = [
-        *policies.bucket_access(GetAtt(artifacts, "Arn"), read=True, write=True),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObjectVersion, awacs.s3.GetBucketVersioning],
-                  Resource=[GetAtt(artifacts, "Arn"), Sub("${%s.Arn}/*" % artifacts.title)]),
+        # CodePipeline User Guide, "Manage the CodePipeline service role" (its service role
+        # policy): reading and writing artifacts in the artifact store.
+        Statement(Effect=Allow, Action=[awacs.s3.GetBucketVersioning, awacs.s3.GetBucketAcl,
+                                        awacs.s3.GetBucketLocation],
+                  Resource=[GetAtt(artifacts, "Arn")]),
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion,
+                                        awacs.s3.PutObject, awacs.s3.PutObjectAcl],
+                  Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
+        # CodePipeline User Guide, "Configure server-side encryption for artifacts stored in
+        # Amazon S3 for CodePipeline"; Amazon S3 User Guide, "Using server-side encryption with
+        # AWS KMS keys (SSE-KMS)": an upload needs kms:GenerateDataKey, a download kms:Decrypt.
         policies.use_key(key, via_services=["s3"]),
+        # "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CodeBuild build
+        # and test action reference": starting the projects and following their builds.
         Statement(
             Effect=Allow,
-            Action=[awacs.codebuild.StartBuild, awacs.codebuild.BatchGetBuilds,
-                    awacs.codebuild.StopBuild],
+            Action=[awacs.codebuild.StartBuild, awacs.codebuild.BatchGetBuilds],
             Resource=[GetAtt(project, "Arn") for project in projects],
         ),
-        # The change set actions, on the environments' root stacks and their own change sets.
+        # "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CloudFormation
+        # deploy action reference" (CHANGE_SET_REPLACE, CHANGE_SET_EXECUTE): the change set
+        # actions, on the environments' root stacks and their own change sets.
         Statement(
             Effect=Allow,
             Action=[awacs.cloudformation.CreateChangeSet, awacs.cloudformation.DescribeChangeSet,
@@ -642,7 +717,13 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
             Condition=Condition(StringEquals("cloudformation:ChangeSetName", [
                 change_set_name(config.project, t.environment) for t in targets])),
         ),
-        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks], Resource=stacks),
+        # The same pages: DescribeStacks; "AWS CloudFormation deploy action reference": with
+        # DescribeStackEvents a failed deployment names its first failed resource.
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks,
+                                        awacs.cloudformation.DescribeStackEvents],
+                  Resource=stacks),
+        # "Manage the CodePipeline service role" (iam:PassRole, PassedToService
+        # cloudformation.amazonaws.com): the deploy action's RoleArn.
         Statement(
             Effect=Allow,
             Action=[awacs.iam.PassRole],
@@ -653,6 +734,8 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
     ]
     if source_bucket is not None:
         statements += [
+            # CodePipeline User Guide, "Amazon S3 source action reference": the source
+            # object's versions, and the bucket's versioning and location.
             Statement(Effect=Allow,
                       Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
                       Resource=[Sub("${%s.Arn}/%s" % (source_bucket.title,
@@ -663,15 +746,21 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
         ]
     if approvals is not None:
         statements += [
+            # CodePipeline User Guide, "Grant Amazon SNS permissions to a CodePipeline service
+            # role": the approval action announces itself on the topic.
             Statement(Effect=Allow, Action=[awacs.sns.Publish], Resource=[approvals]),
-            # The topic is encrypted with the data key; SNS uses it in the publisher's name.
-            policies.use_key(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
+            # Amazon SNS Developer Guide, "Key management" (encryption at rest): a publisher to
+            # a topic encrypted with the data key needs GenerateDataKey and Decrypt on it.
+            policies.use_key(data_key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
                              via_services=("sns",)),
         ]
     if connection is not None:
         statements.append(Statement(
             Effect=Allow,
-            # The connection's ARN is in either service's namespace, depending on its age.
+            # CodePipeline User Guide, "CodeStarSourceConnection for Bitbucket Cloud, GitHub,
+            # ... action": UseConnection on the connection; its ARN is in either service's
+            # namespace depending on its age (Developer Tools console, "Connections
+            # permissions reference").
             Action=[awacs.codestar_connections.UseConnection,
                     awacs.codeconnections.UseConnection],
             Resource=[connection],
@@ -774,7 +863,7 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
             "StackName": stack,
             "ChangeSetName": change_set,
             "TemplatePath": f"{BUILD_ARTIFACT}::{env}/{spec.PACKAGED_ROOT_FILE}",
-            "TemplateConfiguration": f"{BUILD_ARTIFACT}::{env}/{spec.PARAMETERS_FILE}",
+            "TemplateConfiguration": f"{BUILD_ARTIFACT}::{env}/{spec.CONFIGURATION_FILE}",
             "Capabilities": CAPABILITIES,
             "RoleArn": GetAtt(deploy_role, "Arn"),
         },
@@ -835,6 +924,8 @@ def add_source_trigger(b: StageBuilder, cicd: CicdConfig, source_bucket: s3.Buck
         AssumeRolePolicyDocument=policies.trusted_by(
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(PolicyName="start-pipeline", PolicyDocument=policies.document(
+            # CodePipeline User Guide, "Amazon S3 source actions and EventBridge": the rule's
+            # role starts the one pipeline.
             Statement(Effect=Allow, Action=[awacs.codepipeline.StartPipelineExecution],
                       Resource=[pipeline_arn])))],
     )))

@@ -3,12 +3,15 @@
 The build (`build_spec`) checks the repository the way a reviewer would want it checked before
 anything is deployed, then packages what the deploy actions need:
 
-    install    the repository, mlops-cfn and the test tools (BuildConfig.install_commands)
+    install    the repository, mlops-cfn and the test tools (BuildConfig.install_commands; by
+               default the mlops-cfn wheel packaging shipped, MLOPS_CFN_WHEEL, see wheel.py)
     pre_build  mlops-cfn render --check --all-envs   committed templates = what the code renders
                mlops-cfn validate <templates>         cfn-lint, quotas, checkov on every environment
                the tests                              (BuildConfig.test_commands)
-    build      mlops-cfn package, once per environment, into the artifact bucket under `delivery/`;
-               copies each environment's packaged root and parameters.json to <env>/ in the
+    build      mlops-cfn package, once per environment, into the artifact bucket under `delivery/`,
+               with --stack-name: packaged-parameters.json is parameters.json plus the stack's
+               live model and image where the config leaves them empty, so a run never resets
+               serving; copies each environment's packaged root and that file to <env>/ in the
                build's output artifact, which the deploy actions read;
                with retraining: the hash of the training code, exported as TRAINING_CODE_HASH.
 
@@ -25,18 +28,22 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..config import cicd as cicd_config
 from ..config.cicd import BuildConfig
 
 # What `mlops-cfn render` and `mlops-cfn package` write in an environment's directory (render.py;
 # not imported from there, which imports the composer and so this module; a test keeps them equal).
 PARAMETERS_FILE = "parameters.json"
 PACKAGED_ROOT_NAME = "packaged-root"
+# The template configuration each deploy action reads (`package --stack-name` writes it).
+CONFIGURATION_FILE = "packaged-parameters.json"
 
 BUILDSPEC_VERSION = 0.2
 # Key prefix of the packaged templates and assets in the artifact bucket (the deploy role may
 # read exactly this prefix).
 PACKAGE_PREFIX = "delivery/"
-# Directory of the build's output artifact: <env>/packaged-root.yaml, <env>/parameters.json.
+# Directory of the build's output artifact: <env>/packaged-root.yaml,
+# <env>/packaged-parameters.json.
 OUTPUT_DIR = "delivery"
 PACKAGED_ROOT_FILE = PACKAGED_ROOT_NAME + ".yaml"
 # Exported by the build, read by the retrain build through the pipeline's variables.
@@ -45,13 +52,19 @@ HASH_VARIABLE = "TRAINING_CODE_HASH"
 RETRAIN_STATE_KEY = "retrain/last-training-code-hash"
 # Environment variables the CodeBuild projects set.
 ARTIFACT_BUCKET_VARIABLE = "ARTIFACT_BUCKET"
+# The s3:// URI of the mlops-cfn wheel the build installs (wheel.py; config.cicd's default
+# install commands read it), and where the install commands keep the tools.
+WHEEL_VARIABLE = cicd_config.WHEEL_VARIABLE
+TOOLS_DIR = "/tmp/mlops-cfn-tools"
 STACK_VARIABLE = "STACK_NAME"
 TRAINING_PIPELINE_VARIABLE = "TRAINING_PIPELINE_NAME"
 
 
 def build_spec(environments: Sequence[str], build: BuildConfig,
-               training_code_paths: Sequence[str] | None = None) -> dict[str, Any]:
-    """The build's spec; `training_code_paths` adds the training-code hash (retraining on)."""
+               training_code_paths: Sequence[str] | None = None,
+               stacks: dict[str, str] | None = None) -> dict[str, Any]:
+    """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
+    `stacks` names each environment's stack (default `<env>`)."""
     templates = build.templates_dir
     config_option = f" --config {build.config_file}" if build.config_file else ""
     checks = [
@@ -61,14 +74,17 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
     ]
     package = []
     for env in environments:
+        stack = (stacks or {}).get(env, env)
         package += [
+            # --stack-name: the template configuration keeps the stack's live model and image
+            # (package.template_configuration).
             f'mlops-cfn package --bucket "${ARTIFACT_BUCKET_VARIABLE}" --prefix {PACKAGE_PREFIX} '
-            f"{templates}/{env}",
+            f"--stack-name {stack} {templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",
-            f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{PARAMETERS_FILE} "
+            f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{CONFIGURATION_FILE} "
             f"{OUTPUT_DIR}/{env}/",
         ]
-    env: dict[str, Any] = {"shell": "bash"}
+    env: dict[str, Any] = {"shell": "bash", "variables": {"TOOLS_DIR": TOOLS_DIR}}
     if training_code_paths:
         package.append(training_code_hash_command(training_code_paths))
         env["exported-variables"] = [HASH_VARIABLE]

@@ -54,7 +54,7 @@ from awacs.aws import (Allow, Condition, ForAllValuesStringEquals, Statement, St
                        StringLike)
 from troposphere import GetAtt, Ref, Select, Sub, ec2, glue, iam, logs
 
-from .. import naming, policies
+from .. import assets, naming, policies
 from ..assets import Asset
 from ..config import PipelineConfig
 from ..config.etl import RAW_TABLE_PREFIX, EtlConfig
@@ -433,7 +433,7 @@ def add_job(b: StageBuilder, config: PipelineConfig, lake: DataLake, key: Ref,
             PolicyName="etl-job",
             PolicyDocument=policies.document(
                 job_statements(lake, key, database, network, script)),
-        )],
+        ), *b.asset_key_policies()],
     ))
     # Under a security configuration Glue names a job's log groups after the configuration and
     # the role: /aws-glue/jobs/<configuration>-role/<role name>/output and .../error, and the
@@ -492,7 +492,7 @@ def job_statements(lake: DataLake, key: Ref, database: glue.Database, network: N
             Resource=[Sub(f"${{{PROCESSED_BUCKET_ARN.name}}}/{processed_folder}_$folder$")],
         ),
         # AWS: "Step 2: Create an IAM role for AWS Glue": the role reads the job's script.
-        Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[script.object_arn]),
+        assets.read_statement([script.object_arn]),
         # AWS: "Encrypting data written by AWS Glue": S3 SSE-KMS reads and writes, the
         # security configuration's client-side bookmark encryption and log encryption, which
         # the job asks KMS for directly: no kms:ViaService condition can narrow this one, so it

@@ -614,7 +614,7 @@ def retrain_code(b: StageBuilder) -> awslambda.Code:
         # uploaded to S3.
         return awslambda.Code(ZipFile=code.decode("utf-8"))
     asset = b.asset("retrain.zip", assets.zip_files({"index.py": code}))
-    return awslambda.Code(S3Bucket=Ref(assets.ASSETS_BUCKET), S3Key=asset.key)
+    return awslambda.Code(S3Bucket=Ref(assets.ASSETS_BUCKET), S3Key=asset.s3_key)
 
 
 def add_retrain(b: StageBuilder, config: PipelineConfig, key: Ref, topic: sns.Topic,

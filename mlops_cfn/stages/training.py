@@ -43,7 +43,7 @@ from awacs.aws import (Allow, ArnEquals, ArnLike, Bool, Condition, Principal, St
                        StringEquals)
 from troposphere import GetAtt, Join, Ref, Sub, ec2, events, iam, sagemaker, sqs
 
-from .. import naming, policies
+from .. import assets, naming, policies
 from ..assets import ASSETS_BUCKET, Asset
 from ..config import PipelineConfig
 from ..config.training import TrainingConfig
@@ -100,6 +100,8 @@ def build(config: PipelineConfig) -> Stage:
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("sagemaker", "*")),
         ),
+        # The processing steps read the scripts (assets) with this role.
+        Policies=b.asset_key_policies(),
     ))
     role_policy = b.add(iam.PolicyType(
         "PipelineRolePolicy",
@@ -389,10 +391,9 @@ def script_statements(scripts: list[Asset]) -> list[Statement]:
             Effect=Allow,
             Action=[awacs.s3.ListBucket],
             Resource=[assets_bucket],
-            Condition=Condition(StringEquals("s3:prefix", [asset.key for asset in scripts])),
+            Condition=Condition(StringEquals("s3:prefix", [asset.s3_key for asset in scripts])),
         ),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObject],
-                  Resource=[asset.object_arn for asset in scripts]),
+        assets.read_statement([asset.object_arn for asset in scripts]),
     ]
 
 

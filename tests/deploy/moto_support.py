@@ -10,6 +10,9 @@ in test_moto_support.py that fails without it:
   silently disappears. The patch splits at the first dot and reads the child stack's output.
 - `cidr`: `Fn::Cidr` (the network stage's subnet ranges) is not implemented: a `!Select` over
   it raises KeyError, a 500. The patch computes it with `ipaddress`.
+- `no_value_in_lists`: `AWS::NoValue` in a list (`!If [Cond, item, !Ref AWS::NoValue]` among a
+  role's Policies) stays a None item: moto's IAM role then fails with a TypeError, a 500.
+  CloudFormation drops the item; so does the patch.
 - `attributes`: some modelled types lack attributes (moto's ELBv2 target group has no
   `get_cfn_attribute` at all: an Output silently disappears, a Sub answers 500). The patch
   answers those like a placeholder would.
@@ -138,6 +141,20 @@ def _cidr(inner: Callable, resource_json: Any, resources_map: Any) -> Any:
 @contextlib.contextmanager
 def cidr() -> Iterator[None]:
     with _wrapping_clean_json(_cidr):
+        yield
+
+
+def _no_value_in_lists(inner: Callable, resource_json: Any, resources_map: Any) -> Any:
+    """A list without the items that resolved to AWS::NoValue (None)."""
+    if isinstance(resource_json, list):
+        cleaned = (cfn_parsing.clean_json(item, resources_map) for item in resource_json)
+        return [item for item in cleaned if item is not None]
+    return inner(resource_json, resources_map)
+
+
+@contextlib.contextmanager
+def no_value_in_lists() -> Iterator[None]:
+    with _wrapping_clean_json(_no_value_in_lists):
         yield
 
 
@@ -433,6 +450,7 @@ def unmodelled_updates() -> Iterator[None]:
 PATCHES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "nested_stack_outputs": nested_stack_outputs,
     "cidr": cidr,
+    "no_value_in_lists": no_value_in_lists,
     "attributes": attributes,
     "placeholders": placeholders,
     "change_set_execution": change_set_execution,

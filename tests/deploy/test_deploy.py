@@ -17,6 +17,7 @@ import pytest
 
 from mlops_cfn import config, pipeline
 from mlops_cfn.render import render_files
+from mlops_cfn.wheel import tool_wheel
 
 from . import moto_support
 from .conftest import BUCKET, run, write_config
@@ -210,7 +211,9 @@ def test_an_update_names_each_root_parameter_it_changes_with_both_values(aws, pi
     ("NoSuchParameter=1", "--parameter NoSuchParameter: the root template has no such "
                           "parameter (it has: "),
     ("StreamRetentionHours", "--parameter 'StreamRetentionHours': expected KEY=VALUE"),
-    ("AssetsBucket=x", "--parameter AssetsBucket: set by packaging; use --bucket instead"),
+    ("AssetsBucket=x", "--parameter AssetsBucket: set by packaging; use --bucket and --prefix "
+                       "instead"),
+    ("AssetsPrefix=x/", "--parameter AssetsPrefix: set by packaging"),
     # Values the root template's own constraints refuse, said before anything is uploaded.
     ("LogRetentionDays=2", "--parameter LogRetentionDays=2: must be one of 1, 3, 5"),
     ("StreamRetentionHours=many", "--parameter StreamRetentionHours=many: must be a number"),
@@ -396,7 +399,9 @@ def test_the_default_pipeline_deploys_whatever_it_enables(aws, tmp_path):
     nested = aws.nested(stack)
     assert set(nested) == {stage.logical_id for stage in built.stages}
     assert {s["StackStatus"] for s in nested.values()} == {"CREATE_COMPLETE"}
-    assets = sorted(name for name in render_files(built) if name.startswith("assets/"))
+    # Every asset once, and (the cicd stage being on) the wheel its delivery build installs.
+    assets = sorted([name for name in render_files(built) if name.startswith("assets/")]
+                    + [tool_wheel().key])
     assert [k for k in aws.keys() if k.startswith("assets/")] == assets, "every asset, once"
     skipped = sorted({p.resource_type for p in aws.placeholders})
     assert moto_support.unmodelled_types(skipped) == skipped

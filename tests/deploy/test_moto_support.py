@@ -114,6 +114,44 @@ def test_cidr_cuts_subnet_ranges_like_cloudformation(bare_aws):
     assert with_patch == "10.7.1.0/24"
 
 
+# --- AWS::NoValue in a list ----------------------------------------------------------------
+
+CONDITIONAL_POLICY = """\
+    Parameters:
+      KeyArn: {Type: String, Default: ""}
+    Conditions:
+      HasKey: !Not [!Equals [!Ref KeyArn, ""]]
+    Resources:
+      Role:
+        Type: AWS::IAM::Role
+        Properties:
+          AssumeRolePolicyDocument:
+            Statement: [{Effect: Allow, Principal: {Service: glue.amazonaws.com},
+                         Action: sts:AssumeRole}]
+          Policies:
+            - !If
+              - HasKey
+              - PolicyName: key
+                PolicyDocument:
+                  Statement: [{Effect: Allow, Action: kms:Decrypt, Resource: !Ref KeyArn}]
+              - !Ref AWS::NoValue
+    """
+
+
+def role_without_its_conditional_policy(sandbox):
+    sandbox.cfn.create_stack(StackName="conditional",
+                             TemplateBody=textwrap.dedent(CONDITIONAL_POLICY))
+    role = sandbox.resources("conditional")["Role"]["PhysicalResourceId"]
+    return sandbox.client("iam").list_role_policies(RoleName=role)["PolicyNames"]
+
+
+def test_no_value_drops_the_item_from_a_list_like_cloudformation(bare_aws):
+    without, with_patch = both_ways(bare_aws, "no_value_in_lists",
+                                    role_without_its_conditional_policy)
+    assert isinstance(without, Exception)
+    assert with_patch == []
+
+
 # --- attributes moto's models lack -----------------------------------------------------------
 
 TARGET_GROUP = """\

@@ -2,6 +2,7 @@
 rewritten to virtual-hosted URLs of the bucket's region, and the packaged root beside the tree."""
 
 import json
+import re
 from pathlib import Path
 
 import cfn_flip
@@ -16,7 +17,9 @@ from mlops_cfn.package import find_root, load_template, normal_prefix, object_ur
 from mlops_cfn.pipeline import REGISTRY, StageSpec
 from mlops_cfn.render import drift, render_files, write_tree
 from mlops_cfn.stage import StageBuilder
+from mlops_cfn.wheel import tool_wheel
 from tests.helpers import config_with
+from tests.template_eval import Resolver
 
 from .conftest import BUCKET, run
 
@@ -33,6 +36,7 @@ def asset_stage(loaded):
     queue = b.add(Queue("Queue"))
     b.template.add_output(Output("ScriptLocation", Value=script.s3_uri))
     b.template.add_output(Output("ScriptArn", Value=script.object_arn))
+    b.template.add_output(Output("ScriptKey", Value=script.s3_key))
     b.template.add_output(Output("QueueUrl", Value=Sub("${Queue}", Queue=queue.Ref())))
     return b.finish()
 
@@ -73,7 +77,9 @@ def test_uploads_every_template_and_asset_and_rewrites_the_urls(aws, tmp_path):
     assert aws.s3.get_object(Bucket=BUCKET, Key=ASSET_KEY)["Body"].read() == GLUE_SCRIPT
     rendered_assets = {p.relative_to(tree).as_posix() for p in (tree / "assets").rglob("*")
                        if p.is_file()}
-    assert {k for k in aws.keys() if k.startswith("assets/")} == rendered_assets
+    # And the wheel of this mlops-cfn, which the delivery build installs (wheel.py).
+    assert {k for k in aws.keys() if k.startswith("assets/")} == rendered_assets | {
+        tool_wheel().key}
 
 
 def test_the_packaged_root_defaults_assets_bucket_to_the_bucket(aws, tmp_path):
@@ -120,17 +126,70 @@ def test_an_object_under_the_key_with_other_content_is_replaced(aws, tmp_path):
     assert aws.s3.get_object(Bucket=BUCKET, Key=ASSET_KEY)["Body"].read() == GLUE_SCRIPT
 
 
-def test_a_prefix_applies_to_every_key_and_asset_references_follow(aws, tmp_path):
+# An asset key with whatever key characters stand before it (a prefix, or the bucket name
+# after the `//` of a URI or the `:::` of an ARN).
+ASSET_REFERENCE = re.compile(r"[0-9A-Za-z!_.*'()/-]*assets/[0-9a-f]{16}/[0-9A-Za-z_.-]+")
+
+
+def named_keys(text: str, bucket: str) -> list[str]:
+    """The object keys the asset references in `text` name, read as S3 would: after the
+    bucket in an `s3://` URI or an object ARN, else the whole run (a bare key)."""
+    keys = []
+    for match in ASSET_REFERENCE.finditer(text):
+        key = match.group(0).lstrip("/")
+        keys.append(key[len(bucket) + 1:] if key.startswith(bucket + "/") else key)
+    return keys
+
+
+def walk(node, path=()):
+    """(path, string) for every string in a resolved template fragment."""
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, item in node.items():
+            yield from walk(item, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from walk(item, (*path, str(index)))
+
+
+def test_with_a_prefix_every_asset_reference_of_every_packaged_template_names_an_uploaded_object(
+        aws, tmp_path):
+    """URIs, object ARNs, s3:prefix conditions, bare keys and the training pipeline's definition
+    all name the keys packaging uploaded, read with the values the packaged root passes down."""
     tree = rendered(tmp_path)
     aws.bucket()
     result = package(tree, BUCKET, prefix="/team/ml/", s3=aws.s3)
-    assert all(key.startswith("team/ml/") for key in aws.keys())
-    demo_url = nested_urls(result.root_path)["AssetdemoStack"]
-    demo = aws.s3.get_object(Bucket=BUCKET, Key=demo_url.split(".com/", 1)[1])["Body"].read()
-    outputs = cfn_flip.load_yaml(demo.decode())["Outputs"]
-    assert outputs["ScriptLocation"]["Value"]["Fn::Sub"].startswith(
-        "s3://${AssetsBucket}/team/ml/assets/")
-    assert "${AssetsBucket}/team/ml/assets/" in outputs["ScriptArn"]["Value"]["Fn::Sub"]
+    uploaded = set(aws.keys())
+    assert all(key.startswith("team/ml/") for key in uploaded)
+    root, _ = load_template(result.root_path)
+    assert root["Parameters"]["AssetsPrefix"]["Default"] == "team/ml/"
+    assert root["Parameters"]["AssetsBucket"]["Default"] == BUCKET
+    root_values = Resolver(root, {})
+    referenced: dict[str, set[str]] = {}
+    for stack, url in nested_urls(result.root_path).items():
+        given = {name: root_values.value(value) for name, value in
+                 root["Resources"][stack]["Properties"].get("Parameters", {}).items()}
+        body = aws.s3.get_object(Bucket=BUCKET, Key=url.split(".com/", 1)[1])["Body"].read()
+        nested = cfn_flip.load_yaml(body.decode())
+        resolver = Resolver(nested, given)
+        for section in ("Resources", "Outputs"):
+            for path, text in walk(resolver.value(nested.get(section) or {}), (section,)):
+                for key in named_keys(text, BUCKET):
+                    assert key in uploaded, f"{stack}: {'/'.join(path)} names {key}"
+                    referenced.setdefault(key, set()).add(f"{stack}:{'/'.join(path)}")
+    where = {place for places in referenced.values() for place in places}
+
+    def found(stack: str, *parts: str) -> bool:
+        return any(p.startswith(stack + ":") and all(part in p for part in parts) for p in where)
+
+    assert found("EtlStack", "EtlJob", "ScriptLocation"), "a Glue script URI"
+    assert found("EtlStack", "JobRole", "Resource"), "an object ARN"
+    assert found("TrainingStack", "Condition", "s3:prefix"), "an s3:prefix condition"
+    assert found("TrainingStack", "TrainingPipeline", "PipelineDefinitionBody"), "a definition"
+    assert found("AssetdemoStack", "ScriptKey"), "a bare key"
+    assets = {k for k in uploaded if k.startswith("team/ml/assets/")}
+    assert assets and set(referenced) == assets, "every uploaded asset is referenced"
 
 
 def test_urls_name_the_region_of_the_bucket(aws, tmp_path):
@@ -225,11 +284,31 @@ def test_cli_packages_the_default_pipeline(aws, tmp_path, monkeypatch):
     assert uploaded == stage_templates | {"root.yaml"}
     assets = sorted(p.relative_to(tree).as_posix() for p in (tree / "assets").rglob("*")
                     if p.is_file()) if (tree / "assets").is_dir() else []
-    assert [k for k in aws.keys() if k.startswith("assets/")] == assets
+    # With the delivery pipeline: beside them, the wheel of this mlops-cfn its build installs.
+    wheel = tool_wheel().key
+    assert [k for k in aws.keys() if k.startswith("assets/")] == sorted(assets + [wheel])
+    packaged, _ = load_template(tree / "packaged-root.yaml")
+    assert packaged["Parameters"]["ToolWheelKey"]["Default"] == wheel
     again = run("package", "--bucket", BUCKET, str(tree))
     assert again.exit_code == 0
     assert f"uploaded 0, unchanged {len(aws.keys())}" in again.output
     assert run("render", "--check").exit_code == 0, "packaging leaves the tree in sync"
+
+
+def test_cli_writes_the_template_configuration_of_the_stack_it_packages_for(aws, tmp_path,
+                                                                          monkeypatch):
+    """--stack-name: parameters.json plus the live stack's run-time values; a stack not yet
+    created has none (the template defaults apply)."""
+    monkeypatch.chdir(tmp_path)
+    assert run("render").exit_code == 0
+    aws.bucket()
+    result = run("package", "--bucket", BUCKET, "--stack-name", "mlops-demo-dev")
+    assert result.exit_code == 0, result.output
+    assert "wrote templates/dev/packaged-parameters.json" in result.output
+    tree = tmp_path / "templates" / "dev"
+    assert json.loads((tree / "packaged-parameters.json").read_text()) == json.loads(
+        (tree / "parameters.json").read_text())
+    assert run("render", "--check").exit_code == 0, "no drift: a product of packaging"
 
 
 def test_cli_refuses_a_missing_bucket_with_exit_2(aws, tmp_path, monkeypatch):
@@ -247,3 +326,61 @@ def test_cli_takes_the_endpoint_from_the_option(aws, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     result = run("package", "--bucket", BUCKET, "--endpoint-url", aws.url)
     assert result.exit_code == 0, result.output
+
+
+# --- the assets bucket's key -----------------------------------------------------------------
+
+def encrypt_bucket(aws, key_id: str | None, algorithm: str = "aws:kms") -> None:
+    default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key_id} if key_id else {})}
+    aws.s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": default}]})
+
+
+def packaged_key(aws, tree) -> str:
+    data, _ = load_template(package(tree, BUCKET, s3=aws.s3,
+                                    kms_for=lambda region: aws.client("kms", region)).root_path)
+    return data["Parameters"]["AssetsKeyArn"]["Default"]
+
+
+@pytest.mark.parametrize("named_by", ["KeyId", "Arn", "alias"])
+def test_the_packaged_root_names_the_customer_key_the_bucket_encrypts_with(aws, tmp_path,
+                                                                          named_by):
+    """The roles reading the assets are granted that key (assets.key_policies); the bucket's
+    default encryption may name it by id, ARN or alias."""
+    tree = rendered(tmp_path)
+    aws.bucket()
+    kms = aws.client("kms")
+    key = kms.create_key(Description="the team's bucket key")["KeyMetadata"]
+    kms.create_alias(AliasName="alias/team-bucket", TargetKeyId=key["KeyId"])
+    encrypt_bucket(aws, {"KeyId": key["KeyId"], "Arn": key["Arn"],
+                         "alias": "alias/team-bucket"}[named_by])
+    assert packaged_key(aws, tree) == key["Arn"]
+    original, _ = load_template(tree / "root.yaml")
+    assert original["Parameters"]["AssetsKeyArn"]["Default"] == "", "root.yaml stays as rendered"
+
+
+@pytest.mark.parametrize("algorithm, key_id", [("AES256", None), ("aws:kms", None)])
+def test_no_key_is_named_for_sse_s3_or_the_aws_managed_key(aws, tmp_path, algorithm, key_id):
+    """SSE-S3 needs no key permission; the AWS managed key aws/s3 lets every principal of the
+    account decrypt through S3."""
+    tree = rendered(tmp_path)
+    aws.bucket()
+    encrypt_bucket(aws, key_id, algorithm)
+    assert packaged_key(aws, tree) == ""
+
+
+def test_an_object_encrypted_with_another_key_than_the_buckets_is_uploaded_again(aws, tmp_path):
+    """Roles are granted the bucket's current key only: an asset left under an older key would
+    be unreadable to them."""
+    tree = rendered(tmp_path)
+    aws.bucket()
+    kms = aws.client("kms")
+    old, new = (kms.create_key()["KeyMetadata"] for _ in range(2))
+    encrypt_bucket(aws, old["Arn"])
+    package(tree, BUCKET, s3=aws.s3)
+    encrypt_bucket(aws, new["Arn"])
+    again = package(tree, BUCKET, s3=aws.s3)
+    assert ASSET_KEY in again.uploaded
+    assert aws.s3.head_object(Bucket=BUCKET, Key=ASSET_KEY)["SSEKMSKeyId"].endswith(
+        new["KeyId"])
+    assert package(tree, BUCKET, s3=aws.s3).uploaded == [], "then it is not uploaded again"

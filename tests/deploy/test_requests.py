@@ -29,7 +29,7 @@ def test_stack_parameters_are_the_environment_values_then_the_overrides():
 
 def test_assets_bucket_is_left_to_the_packaged_default():
     assert "AssetsBucket" not in stack_parameters(ROOT_PARAMETERS, {"EnvironmentName": "dev"}, {})
-    with pytest.raises(UserError, match="use --bucket instead"):
+    with pytest.raises(UserError, match="use --bucket and --prefix instead"):
         stack_parameters(ROOT_PARAMETERS, {}, {"AssetsBucket": "other"})
 
 

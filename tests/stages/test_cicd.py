@@ -23,6 +23,7 @@ from tests.helpers import default_data, only_resource, resources_of_type, templa
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = {"Ref": "DataKeyArn"}
+DELIVERY_KEY = {"Fn::GetAtt": ["DeliveryKey", "Arn"]}
 CONNECTION = {
     "provider": "connection",
     "connection_arn": "arn:aws:codeconnections:us-east-1:123456789012:connection/"
@@ -85,7 +86,9 @@ def actions_of(t: dict, stage: str) -> list[dict]:
 
 def statements_of(t: dict, logical_id: str) -> list[dict]:
     props = t["Resources"][logical_id]["Properties"]
-    documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
+    # A conditional inline policy (Fn::If [condition, policy, AWS::NoValue]) counts as present.
+    documents = [(p["Fn::If"][1] if "Fn::If" in p else p)["PolicyDocument"]
+                 for p in props.get("Policies", [])]
     if "PolicyDocument" in props:
         documents.append(props["PolicyDocument"])
     return [s for d in documents for s in d["Statement"]]
@@ -134,8 +137,10 @@ def test_every_environment_is_deployed_by_change_set_replace_then_execute(defaul
         assert create["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"
         assert create["Configuration"]["StackName"] == stack
         assert create["Configuration"]["TemplatePath"] == f"Delivery::{env}/packaged-root.yaml"
+        # The template configuration package --stack-name wrote: never parameters.json as
+        # rendered, whose missing model and image CloudFormation would reset to the defaults.
         assert create["Configuration"]["TemplateConfiguration"] == (
-            f"Delivery::{env}/parameters.json")
+            f"Delivery::{env}/packaged-parameters.json")
         assert create["Configuration"]["RoleArn"] == {"Fn::GetAtt": ["DeployRole", "Arn"]}
         assert "CAPABILITY_IAM" in create["Configuration"]["Capabilities"]
         assert execute["Configuration"]["ActionMode"] == "CHANGE_SET_EXECUTE"
@@ -335,9 +340,9 @@ def test_build_checks_validates_and_tests_before_packaging_each_environment(defa
     commands = phases["build"]["commands"]
     for env in ("dev", "prod"):
         package = ('mlops-cfn package --bucket "$ARTIFACT_BUCKET" --prefix delivery/ '
-                   f"templates/{env}")
-        copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/parameters.json "
-                f"delivery/{env}/")
+                   f"--stack-name mlops-demo-{env} templates/{env}")
+        copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/packaged-parameters.json"
+                f" delivery/{env}/")
         assert commands.index(package) < commands.index(copy)
     assert build_spec_of(default)["artifacts"] == {"base-directory": "delivery",
                                                    "files": ["**/*"]}
@@ -479,7 +484,7 @@ def test_buckets_are_encrypted_versioned_private_logged_tls_only_and_retained(de
     props = resource["Properties"]
     rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
     assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "aws:kms",
-                                                     "KMSMasterKeyID": KEY}
+                                                     "KMSMasterKeyID": DELIVERY_KEY}
     assert rule["BucketKeyEnabled"] is True
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
     assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
@@ -491,9 +496,9 @@ def test_buckets_are_encrypted_versioned_private_logged_tls_only_and_retained(de
     assert deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_artifact_store_is_encrypted_with_the_data_key(default):
+def test_artifact_store_is_encrypted_with_the_delivery_key(default):
     store = pipeline_of(default)["ArtifactStore"]
-    assert store["EncryptionKey"] == {"Id": KEY, "Type": "KMS"}
+    assert store["EncryptionKey"] == {"Id": DELIVERY_KEY, "Type": "KMS"}
     assert store["Location"] == {"Ref": "ArtifactBucket"}
 
 
@@ -502,7 +507,7 @@ def test_artifact_store_is_encrypted_with_the_data_key(default):
 def test_projects_are_encrypted_unprivileged_and_log_to_encrypted_groups(default, project,
                                                                          log_group):
     props = default["Resources"][project]["Properties"]
-    assert props["EncryptionKey"] == KEY
+    assert props["EncryptionKey"] == DELIVERY_KEY
     assert props["Environment"]["PrivilegedMode"] is False
     assert props["LogsConfig"]["CloudWatchLogs"] == {"Status": "ENABLED",
                                                      "GroupName": {"Ref": log_group}}
@@ -510,6 +515,26 @@ def test_projects_are_encrypted_unprivileged_and_log_to_encrypted_groups(default
     group = default["Resources"][log_group]["Properties"]
     assert group["KmsKeyId"] == KEY
     assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_the_delivery_key_is_its_own_rotated_retained_and_used_only_through_iam(default):
+    """Every environment's roles decrypt the packages: a key of their own, not the home
+    environment's data key."""
+    key = default["Resources"]["DeliveryKey"]
+    assert key["Condition"] == "IsDeliveryHome"
+    assert key["DeletionPolicy"] == key["UpdateReplacePolicy"] == "Retain"
+    props = key["Properties"]
+    assert props["EnableKeyRotation"] is True
+    principals = {json.dumps(s["Principal"]) for s in props["KeyPolicy"]["Statement"]}
+    assert principals == {json.dumps({"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::"
+                                                         "${AWS::AccountId}:root"}})}
+    users = {logical_id for logical_id, s in all_statements(default)
+             if DELIVERY_KEY in as_list(s.get("Resource", []))}
+    assert users == {"PipelineRole", "BuildRole", "RetrainRole", "ProtectRole", "DeployRole"}
+    for logical_id, s in all_statements(default):
+        if DELIVERY_KEY in as_list(s.get("Resource", [])):
+            assert [v["Fn::Sub"] for v in s["Condition"]["StringEquals"]["kms:ViaService"]] \
+                == ["s3.${AWS::Region}.amazonaws.com"], logical_id
 
 
 def test_build_sizes_are_settings_not_literals(default):
@@ -617,7 +642,37 @@ def test_pipeline_role_changes_only_the_environments_root_stacks(default):
         "mlops-demo-dev-delivery", "mlops-demo-prod-delivery"]}}
     stack_actions = {a for a in granted(statements_of(default, "PipelineRole"))
                      if a.startswith("cloudformation:") and "Stack" in a}
-    assert stack_actions == {"cloudformation:DescribeStacks"}  # no direct create/update/delete
+    # no direct create/update/delete; reading events names a failed deployment's first failure
+    assert stack_actions == {"cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents"}
+
+
+def test_every_statement_of_the_runtime_roles_names_the_aws_page_that_requires_it():
+    """Issue 12: a runtime role's statement carries a comment naming the AWS documentation page
+    that requires it. Each statement-building call of the pipeline, build, retrain, protect and
+    source-trigger roles is preceded by such a comment (or built by a function whose docstring
+    names the page)."""
+    import ast
+    import inspect
+
+    functions = [cicd.add_pipeline_role, cicd.build_statements, cicd.retrain_statements,
+                 cicd.add_protect_project, cicd.add_source_trigger]
+    pages = ("User Guide", "API Reference", "Developer Guide", "action reference",
+             "permissions reference")
+    for function in functions:
+        source = inspect.getsource(function)
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                     "Statement", "use_key")]
+        assert calls, function.__name__
+        for call in calls:
+            above = " ".join(" ".join(lines[max(0, call.lineno - 8):call.lineno])
+                             .replace("#", " ").split())
+            assert any(page in above for page in pages) or "artifact_statements" in above \
+                or "log_statement" in above, (function.__name__, lines[call.lineno - 1])
+    for helper in (cicd.artifact_statements, cicd.log_statement, cicd.vpc_statements):
+        assert any(page in " ".join(helper.__doc__.split()) for page in pages), helper.__name__
 
 
 def test_pipeline_role_starts_only_its_own_builds(default):
@@ -629,9 +684,37 @@ def test_pipeline_role_starts_only_its_own_builds(default):
 
 
 def test_build_role_can_package_but_not_deploy(default):
-    actions = granted(statements_of(default, "BuildRole"))
+    statements = statements_of(default, "BuildRole")
+    actions = granted(statements)
     assert {"s3:PutObject", "s3:GetObject", "logs:PutLogEvents"} <= actions
-    assert not {a for a in actions if a.split(":")[0] in ("cloudformation", "iam", "sagemaker")}
+    assert not {a for a in actions if a.split(":")[0] in ("iam", "sagemaker")}
+    # It reads the environments' stacks (their live model and image), nothing more.
+    (describe,) = [s for s in statements if any(a.startswith("cloudformation:")
+                                                for a in as_list(s["Action"]))]
+    assert describe["Action"] == ["cloudformation:DescribeStacks"]
+    assert [r["Fn::Sub"] for r in describe["Resource"]] == [
+        "arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+        f"stack/mlops-demo-{env}/*" for env in ("dev", "prod")]
+
+
+def test_build_installs_the_wheel_packaging_shipped(default):
+    """mlops-cfn is on no package index: the build gets the wheel package uploaded beside the
+    templates (wheel.py), and may read exactly that object."""
+    variables = {v["Name"]: v["Value"] for v in
+                 default["Resources"]["BuildProject"]["Properties"]["Environment"][
+                     "EnvironmentVariables"]}
+    assert variables["MLOPS_CFN_WHEEL"] == {
+        "Fn::Sub": "s3://${AssetsBucket}/${AssetsPrefix}${ToolWheelKey}"}
+    (read,) = [s for s in statements_of(default, "BuildRole")
+               if "ToolWheelKey" in json.dumps(s.get("Resource"))]
+    assert read["Action"] == ["s3:GetObject"]
+    assert read["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:s3:::${AssetsBucket}/"
+                                            "${AssetsPrefix}${ToolWheelKey}"}]
+    install = build_spec_of(template(cicd_changes(build={"install_commands": BuildConfig()
+                                                          .install_commands})))
+    commands = install["phases"]["install"]["commands"]
+    assert any('"$MLOPS_CFN_WHEEL"' in c for c in commands)
+    assert not any("pip install" in c and "mlops-cfn==" in c for c in commands)
 
 
 def test_retrain_role_starts_only_the_training_pipeline(default):

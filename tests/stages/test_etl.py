@@ -66,7 +66,9 @@ def statements(t: dict, *titles: str) -> list[dict]:
     for title, resource in t["Resources"].items():
         props = resource["Properties"]
         if title in titles:
-            found += [s for p in props.get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+            # A conditional policy (Fn::If [condition, policy, AWS::NoValue]) counts as present.
+            policies = [p["Fn::If"][1] if "Fn::If" in p else p for p in props.get("Policies", [])]
+            found += [s for p in policies for s in p["PolicyDocument"]["Statement"]]
         elif resource["Type"] == "AWS::IAM::Policy" and any(
                 r == {"Ref": name} for r in props["Roles"] for name in titles):
             found += props["PolicyDocument"]["Statement"]
@@ -293,8 +295,8 @@ def test_job_reads_its_script_and_no_other_asset():
     stage = build()
     [asset] = stage.assets
     found = statements(template_dict(stage), "JobRole")
-    assert f"arn:${{AWS::Partition}}:s3:::${{AssetsBucket}}/{asset.key}" in object_patterns(
-        found, "s3:GetObject")
+    arn = f"arn:${{AWS::Partition}}:s3:::${{AssetsBucket}}/${{AssetsPrefix}}{asset.key}"
+    assert arn in object_patterns(found, "s3:GetObject")
     assert not [p for p in object_patterns(found, "s3:GetObject")
                 if "AssetsBucket" in p and asset.key not in p]
 
@@ -324,6 +326,9 @@ def test_connections_are_read_by_name():
         "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:connection/${NetworkConnection2}"]
 
 
+ASSETS_KEY = {"Ref": "AssetsKeyArn"}
+
+
 def test_key_use_is_the_data_key_only_and_the_crawlers_decrypt_their_data_through_s3():
     t = template()
     job_key = [s for s in statements(t, "JobRole") if s["Resource"] == [KEY]]
@@ -334,8 +339,12 @@ def test_key_use_is_the_data_key_only_and_the_crawlers_decrypt_their_data_throug
     assert through_s3["Action"] == ["kms:Decrypt"]
     assert through_s3["Condition"]["StringEquals"] == {
         "kms:ViaService": {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}}
+    # Besides: the job decrypts its script with the assets bucket's key, through S3.
+    assets_key = [s for s in statements(t, "JobRole") if s["Resource"] == [ASSETS_KEY]]
+    assert [(s["Action"], s["Condition"]) for s in assets_key] == [(["kms:Decrypt"], {
+        "StringEquals": {"kms:ViaService": [{"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}]}})]
     assert all(not a.startswith("kms:") for role in ROLES for s in statements(t, role)
-               if s["Resource"] != [KEY] for a in s["Action"])
+               if s["Resource"] not in ([KEY], [ASSETS_KEY]) for a in s["Action"])
 
 
 @pytest.mark.parametrize("role", ROLES)
@@ -374,7 +383,8 @@ def test_the_script_is_the_bundled_asset_at_its_bucket_location():
     assert asset.content == etl.JOB_SCRIPT.read_bytes()
     command = job(template_dict(stage))["Command"]
     assert command == {"Name": "glueetl", "PythonVersion": "3",
-                       "ScriptLocation": {"Fn::Sub": f"s3://${{AssetsBucket}}/{asset.key}"}}
+                       "ScriptLocation": {
+                           "Fn::Sub": f"s3://${{AssetsBucket}}/${{AssetsPrefix}}{asset.key}"}}
     assert "AssetsBucket" in stage.settings
 
 

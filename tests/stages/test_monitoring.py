@@ -585,7 +585,7 @@ def test_retrain_code_over_the_inline_limit_ships_as_an_asset(tmp_path, monkeypa
     [asset] = stage.assets
     assert asset.file_name == "retrain.zip"
     assert retrain_function(template_dict(stage))["Code"] == {
-        "S3Bucket": {"Ref": "AssetsBucket"}, "S3Key": asset.key}
+        "S3Bucket": {"Ref": "AssetsBucket"}, "S3Key": {"Fn::Sub": f"${{AssetsPrefix}}{asset.key}"}}
 
 
 def test_retrain_function_is_private_encrypted_capped_and_has_a_dead_letter_queue():

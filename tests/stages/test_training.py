@@ -146,7 +146,7 @@ def test_the_definition_names_the_stacks_role_key_buckets_and_scripts():
     scripts = {i["S3Input"]["S3Uri"] for s in steps(d).values() if s["Type"] == "Processing"
                for i in s["Arguments"]["ProcessingInputs"] if i["InputName"] == "code"}
     stage = build()
-    assert scripts == {f"s3://<AssetsBucket>/{a.key}" for a in stage.assets}
+    assert scripts == {f"s3://<AssetsBucket>/<AssetsPrefix>{a.key}" for a in stage.assets}
     assert {a.file_name for a in stage.assets} == {"prepare.py", "evaluate.py"}
     assert all(a.content == (training.SCRIPTS / a.file_name).read_bytes() for a in stage.assets)
 
@@ -285,7 +285,14 @@ def test_only_sagemaker_acting_for_this_account_assumes_the_pipeline_role():
     assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
     assert trust["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].startswith(
         "arn:${AWS::Partition}:sagemaker:${AWS::Region}:${AWS::AccountId}:")
-    assert "Policies" not in role and "ManagedPolicyArns" not in role
+    assert "ManagedPolicyArns" not in role
+    # Inline: only decrypting the scripts with the assets bucket's key, when it has one.
+    [(condition, policy, absent)] = [p["Fn::If"] for p in role["Policies"]]
+    assert (condition, absent) == ("AssetsEncryptedWithCustomerKey", {"Ref": "AWS::NoValue"})
+    [decrypt] = policy["PolicyDocument"]["Statement"]
+    assert (decrypt["Action"], decrypt["Resource"]) == (["kms:Decrypt"], [{"Ref": "AssetsKeyArn"}])
+    assert decrypt["Condition"] == {"StringEquals": {"kms:ViaService": [
+        {"Fn::Sub": "s3.${AWS::Region}.amazonaws.com"}]}}
 
 
 @pytest.mark.parametrize("changes", [{}, {"image_uri": CUSTOM, "hyperparameters": {}}])
@@ -373,10 +380,13 @@ def test_the_role_reads_only_the_shipped_scripts_of_the_assets_bucket():
     assets = [r["Fn::Sub"] for s in found for r in s["Resource"]
               if "AssetsBucket" in texts(r)]
     keys = {a.key for a in stage.assets}
-    assert {f"arn:${{AWS::Partition}}:s3:::${{AssetsBucket}}/{k}" for k in keys} <= set(assets)
+    assert {f"arn:${{AWS::Partition}}:s3:::${{AssetsBucket}}/${{AssetsPrefix}}{k}"
+            for k in keys} <= set(assets)
     assert all(a.endswith(tuple(keys)) or a.endswith("${AssetsBucket}") for a in assets)
     [listing] = [s for s in with_action(found, "s3:ListBucket") if "AssetsBucket" in texts(s)]
-    assert sorted(listing["Condition"]["StringEquals"]["s3:prefix"]) == sorted(keys)
+    # Processing inputs list the script's key, under the prefix packaging chose.
+    assert sorted(p["Fn::Sub"] for p in listing["Condition"]["StringEquals"]["s3:prefix"]) == \
+        sorted(f"${{AssetsPrefix}}{k}" for k in keys)
 
 
 def test_the_role_uses_the_data_key_through_s3_and_sagemaker_and_grants_only_to_aws():
