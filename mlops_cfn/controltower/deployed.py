@@ -35,12 +35,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..assets import ASSETS_BUCKET
+from ..assets import ASSETS_BUCKET, ASSETS_KEY_ARN, TOOL_WHEEL_KEY
 from ..errors import UserError
 
 ACCOUNT_ID = "111122223333"  # the documentation's example account: a stand-in, never a real one
 DEFAULT_REGION = "us-east-1"
 NESTED_STACK = "AWS::CloudFormation::Stack"
+# What `mlops-cfn package` sets the packaging parameters to (assets.PACKAGING_PARAMETERS): its
+# bucket, the key the bucket encrypts with (the delivery pipeline's packaging always has one, so
+# the statements that exist only then are checked), and the wheel it uploads. AssetsPrefix keeps
+# its default.
+PACKAGED_STAND_INS = {
+    ASSETS_BUCKET: "example-packaging-bucket",
+    ASSETS_KEY_ARN: f"arn:aws:kms:{DEFAULT_REGION}:{ACCOUNT_ID}:key/"
+                    "1234abcd-12ab-34cd-56ef-1234567890ab",
+    TOOL_WHEEL_KEY: "assets/0123456789abcdef/mlops_cfn-0.0.0-py3-none-any.whl",
+}
 
 
 class _NoValue:
@@ -78,7 +88,7 @@ def deployed_resources(templates: Path, parameters: Mapping[str, Any] | None = N
     the resources that exist only once a model is served). Nested stacks are followed through
     their relative `TemplateURL`. Raises `UserError` for files that cannot be read.
     """
-    values = {ASSETS_BUCKET: "example-packaging-bucket"}  # `package` sets it to its bucket
+    values = dict(PACKAGED_STAND_INS)
     values.update(_read_parameters(templates / "parameters.json"))
     values.update({k: str(v) for k, v in (parameters or {}).items()})
     root = _Stack(templates, "root.yaml", values, region, stack_name="root")

@@ -256,7 +256,9 @@ def delivery_key(config: PipelineConfig) -> kms.Key:
     Its own key, not the home environment's data key, because every environment's roles
     decrypt the assets packaged here (assets.key_policies): a role of production may use this
     key, never development's data key. The account uses it through IAM policies only (each
-    role is granted it by name, through S3); no service principal needs it.
+    role is granted it by name, through S3); no service principal needs it, and grants on it
+    are only for AWS resources (policies.grants_only_for_aws_resources, AWS Control Tower's
+    CT.KMS.PR.3).
     """
     return kms.Key(
         "DeliveryKey",
@@ -265,7 +267,8 @@ def delivery_key(config: PipelineConfig) -> kms.Key:
         EnableKeyRotation=True,
         PendingWindowInDays=config.stages.storage.key_deletion_window_days,
         KeyPolicy=policies.document(policies.key_administration_by_account(),
-                                    policies.key_use_by_account()),
+                                    policies.key_use_by_account(),
+                                    policies.grants_only_for_aws_resources()),
         # Packages of running stacks (assets a Glue job reads on every run) stay readable.
         **RETAIN,
     )
