@@ -354,6 +354,6 @@ def test_the_parameters_file_never_carries_a_model_or_image_the_config_leaves_em
     assert not RUN_TIME & set(given["Parameters"])
     assert given["Parameters"]["EndpointInstanceType"] == "ml.m5.large", "other values stay"
     arn = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-demo-dev-models/3"
-    chosen = config_with({"stages": {"serving": {"sagemaker": {"model_package_arn": arn}}}})
+    chosen = config_with({"stages": {"serving": {"model_package_arn": arn}}})
     given = json.loads(render_files(pipeline.build(chosen))["parameters.json"])
     assert given["Parameters"]["ModelPackageArn"] == arn, "a model the config names is applied"

@@ -46,8 +46,7 @@ FILLED = {"network": {"s3_prefix_list_id": "pl-63a5400a"}, "stages": {
     "training": {"image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/train:1",
                  "evaluation_image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/eval:1"},
     "serving": {
-        "sagemaker": {"model_package_arn":
-                      "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn/3"},
+        "model_package_arn": "arn:aws:sagemaker:us-east-1:123456789012:model-package/churn/3",
         "fargate": {"image_tag": "v1", "certificate_arn": "arn:aws:acm:us-east-1:123456789012:"
                     "certificate/12345678-1234-1234-1234-123456789012"},
         "api_gateway": {"enabled": True, "tls_server_name": "api.example.com"}},

@@ -35,8 +35,8 @@ from .ingestion import FIREHOSE_ERROR_ROOT, FirehoseConfig
 from .monitoring import AlarmThresholds, ModelMonitorConfig
 from .record_schema import RecordColumn, RecordSchemaConfig
 from .network import VPC_PREFIX_MAX, VPC_PREFIX_MIN, NetworkConfig, network_address_pattern
-from .serving import (DeploymentConfig, FargateServingConfig, SageMakerServingConfig,
-                      ServingConfig)
+from .serving import (MODEL_API_VARIABLES, DeploymentConfig, FargateServingConfig,
+                      SageMakerServingConfig, ServingConfig)
 from .training import PrepareConfig, TrainingConfig
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -62,7 +62,8 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
     (TrainingConfig, "_objective_fits_metric"): "the objective the metric judges",
     (PrepareConfig, "_training_rows_remain"): "two fractions leaving rows for training",
     (ServingConfig, "_api_fits_target"): "the API type the serving target allows",
-    (SageMakerServingConfig, "_consistent"): "instance counts in order, the model source's keys",
+    (ServingConfig, "_one_model_source"): "the keys the model source and target need",
+    (SageMakerServingConfig, "_consistent"): "instance counts in order",
     (DeploymentConfig, "_fits_in_the_timeout"): "waits within the timeout",
     (FargateServingConfig, "_consistent"): "task counts in order, memory for the cpu, a "
                                             "variable in environment and secrets both",
@@ -132,9 +133,11 @@ def _allowed_cidrs(schema: dict) -> None:
 
 
 def _no_reserved_variables(schema: dict) -> None:
-    # FargateServingConfig._no_reserved_names: AWS_ and ECS_ in any case.
+    # FargateServingConfig._no_reserved_names: AWS_ and ECS_ in any case, and the variables the
+    # stage sets for the model API.
     schema.setdefault("propertyNames", {})["not"] = {
-        "anyOf": [{"pattern": _case_insensitive("aws_")}, {"pattern": _case_insensitive("ecs_")}]}
+        "anyOf": [{"pattern": _case_insensitive("aws_")}, {"pattern": _case_insensitive("ecs_")},
+                  {"enum": list(MODEL_API_VARIABLES)}]}
 
 
 # Validators of one field, mirrored: (model, field) -> (the validator, its change to the field's

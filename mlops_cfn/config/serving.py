@@ -198,42 +198,10 @@ class BatchTransformConfig(Model):
 
 
 class SageMakerServingConfig(Model):
-    model_source: Annotated[
-        Literal["model_package", "model_data"],
-        Field(description="`model_package`: a versioned package of the model registry "
-                          "(model_package_arn), what CI/CD sets after training registers and "
-                          "someone approves a model; `model_data`: a model archive in S3 "
-                          "(model_data_url) served by a container image (image_uri)."),
-    ] = "model_package"
-    model_package_arn: Annotated[
-        str,
-        Field(pattern=MODEL_PACKAGE_ARN_PATTERN,
-              description="With model_source `model_package`: the package version to serve. "
-                          "Empty: whatever the stack serves now is kept on every deployment "
-                          "(`mlops-cfn deploy --latest-approved-model` or "
-                          "`--parameter ModelPackageArn=...` chooses it; on the first deploy "
-                          "there is no model, endpoint or endpoint scaling yet). "
-                          "The model role reads archives where the training pipeline writes "
-                          "them (<training.artifacts_prefix>models/ in the artifacts bucket) and "
-                          "pulls the training image (training.image_uri, or SageMaker's own); a "
-                          "package registered elsewhere needs those granted."),
-        Setting("ModelPackageArn", run_time=True),
-    ] = ""
-    model_data_url: Annotated[
-        str,
-        Field(pattern=S3_URI_PATTERN,
-              description="With model_source `model_data`: the model archive (s3://.../model."
-                          "tar.gz). The model role may read exactly this object, in any bucket "
-                          "of the account (another account's bucket must allow it too; an "
-                          "object under a key other than the data key needs that key granted). "
-                          "Empty: the stack's current archive is kept on every deployment "
-                          "(none, no model or endpoint, at first)."),
-        Setting("ModelDataUrl", run_time=True),
-    ] = ""
     image_uri: Annotated[
         str,
         Field(pattern=IMAGE_URI_PATTERN,
-              description="With model_source `model_data`: the inference container image in "
+              description="With serving.model_source `model_data`: the inference container image in "
                           "Amazon ECR (<account>.dkr.ecr.<region>.amazonaws.com/<repository>"
                           ":<tag> or @sha256:<digest>); the model role may pull from that "
                           "repository only. Empty: the stack's current image is kept on every "
@@ -293,15 +261,13 @@ class SageMakerServingConfig(Model):
                 f"deployment.traffic_shifting {self.deployment.traffic_shifting!r} shifts a "
                 "part of the capacity at a time and needs min_instances >= 2 (or use "
                 "'all_at_once')")
-        if self.model_source == "model_package" and (self.model_data_url or self.image_uri):
-            raise ValueError("model_data_url and image_uri are for model_source 'model_data'")
-        if self.model_source == "model_data":
-            if self.model_package_arn:
-                raise ValueError("model_package_arn is for model_source 'model_package'")
-            if bool(self.model_data_url) != bool(self.image_uri):
-                raise ValueError("model_source 'model_data' needs both model_data_url and "
-                                 "image_uri (or neither, before the first model exists)")
         return self
+
+
+# The variables the serving stage gives the model API's container (serving_fargate.py,
+# model_api_environment; mlops_cfn/data/model_api/app.py reads them).
+MODEL_API_VARIABLES = ("MODEL_PACKAGE_ARN", "MODEL_DATA_URL", "MODEL_FEATURES", "MAX_BATCH_ROWS",
+                       "PORT")
 
 
 class FargateServingConfig(Model):
@@ -365,6 +331,13 @@ class FargateServingConfig(Model):
                                          "checks count."),
         Setting("ApiHealthCheckGraceSeconds"),
     ] = 60
+    max_batch_rows: Annotated[
+        int,
+        Field(ge=1, le=10000,
+              description="Most records one request to the model API may send (a larger batch "
+                          "is refused with 413); the body is at most 6 MB either way, as for "
+                          "a SageMaker endpoint."),
+    ] = 100
     images_kept: Annotated[
         int,
         Field(ge=1, le=1000, description="Most recent images the repository keeps."),
@@ -402,6 +375,9 @@ class FargateServingConfig(Model):
         for name in value:
             if name.upper().startswith("AWS_") or name.upper().startswith("ECS_"):
                 raise ValueError(f"variable {name!r}: AWS_ and ECS_ names are reserved")
+            if name in MODEL_API_VARIABLES:
+                raise ValueError(f"variable {name!r}: set by the serving stage for the model "
+                                 f"API ({', '.join(MODEL_API_VARIABLES)} are reserved)")
         return value
 
     @model_validator(mode="after")
@@ -462,6 +438,41 @@ class ServingConfig(StageToggle):
         Field(description="What serves predictions: a SageMaker endpoint (with batch "
                           "transform), a container API on Fargate, or both."),
     ] = "both"
+    model_source: Annotated[
+        Literal["model_package", "model_data"],
+        Field(description="`model_package`: a versioned package of the model registry "
+                          "(model_package_arn), what CI/CD sets after training registers and "
+                          "someone approves a model; `model_data`: a model archive in S3 "
+                          "(model_data_url), served on SageMaker by a container image "
+                          "(sagemaker.image_uri). Both targets serve the same model: the "
+                          "endpoint and the Fargate API (which loads the training pipeline's "
+                          "XGBoost archive)."),
+    ] = "model_package"
+    model_package_arn: Annotated[
+        str,
+        Field(pattern=MODEL_PACKAGE_ARN_PATTERN,
+              description="With model_source `model_package`: the package version to serve. "
+                          "Empty: whatever the stack serves now is kept on every deployment "
+                          "(`mlops-cfn deploy --latest-approved-model` or "
+                          "`--parameter ModelPackageArn=...` chooses it; on the first deploy "
+                          "there is no model, endpoint or API service yet). "
+                          "The model role and the API's task role read archives where the "
+                          "training pipeline writes them (<training.artifacts_prefix>models/ in the artifacts bucket) and "
+                          "pulls the training image (training.image_uri, or SageMaker's own); a "
+                          "package registered elsewhere needs those granted."),
+        Setting("ModelPackageArn", run_time=True),
+    ] = ""
+    model_data_url: Annotated[
+        str,
+        Field(pattern=S3_URI_PATTERN,
+              description="With model_source `model_data`: the model archive (s3://.../model."
+                          "tar.gz). The model role and the API's task role may read exactly this object, in any bucket "
+                          "of the account (another account's bucket must allow it too; an "
+                          "object under a key other than the data key needs that key granted). "
+                          "Empty: the stack's current archive is kept on every deployment "
+                          "(none, no model, endpoint or API service, at first)."),
+        Setting("ModelDataUrl", run_time=True),
+    ] = ""
     sagemaker: SageMakerServingConfig = SageMakerServingConfig()
     fargate: FargateServingConfig = FargateServingConfig()
     api_gateway: ApiGatewayConfig = ApiGatewayConfig()
@@ -488,6 +499,25 @@ class ServingConfig(StageToggle):
         return self.fargate_enabled and self.fargate.certificate_arn is not None
 
     @model_validator(mode="after")
+    def _one_model_source(self):
+        image = self.sagemaker.image_uri
+        if self.model_source == "model_package":
+            if self.model_data_url:
+                raise ValueError("model_data_url is for model_source 'model_data'")
+            if image:
+                raise ValueError("sagemaker.image_uri is for model_source 'model_data'")
+        else:
+            if self.model_package_arn:
+                raise ValueError("model_package_arn is for model_source 'model_package'")
+            if self.sagemaker_enabled and bool(self.model_data_url) != bool(image):
+                raise ValueError("model_source 'model_data' on SageMaker needs both "
+                                 "model_data_url and sagemaker.image_uri (or neither, before "
+                                 "the first model exists)")
+            if not self.sagemaker_enabled and image:
+                raise ValueError("sagemaker.image_uri is for target 'sagemaker' or 'both'")
+        return self
+
+    @model_validator(mode="after")
     def _api_fits_target(self):
         kind = self.api_type
         if kind == "http" and not self.fargate_enabled:
@@ -511,6 +541,10 @@ class ServingConfig(StageToggle):
         if not self.fargate_enabled:
             return ()
         needed = ["ecr.api", "ecr.dkr", "logs"]
+        if self.model_source == "model_package":
+            # The API asks SageMaker where the package's model archive is
+            # (DescribeModelPackage) before it downloads it from S3.
+            needed.append("sagemaker.api")
         if self.fargate.secrets:
             needed.append("secretsmanager")
         return tuple(needed)

@@ -13,7 +13,8 @@ Composed of parts, one module each (their docstrings list the resources):
 
 First deployment: nothing to serve exists yet. The model and endpoint (condition ModelSupplied)
 appear once ModelPackageArn (or ModelDataUrl with ModelImageUri) is set, the Fargate service
-(condition ImageSupplied) once ApiImageTag names an image pushed to ApiRepository; the rest is
+(condition ApiRunnable) once ApiImageTag names an image pushed to ApiRepository and that model
+is named too; the rest is
 created at once. Names that monitoring needs (endpoint, ECS service) are fixed, so the outputs
 exist before the things they name; each comes with its presence (EndpointExists,
 ApiServiceExists: "true" once it exists), and the composer makes every consumer gate its uses
@@ -35,7 +36,7 @@ from ..outputs import API_URL
 from ..stage import Stage, StageBuilder
 from .serving_api import add_http_api, add_rest_api
 from .serving_batch import add_batch_transform
-from .serving_common import IMAGE_SUPPLIED, MODEL_SUPPLIED
+from .serving_common import API_RUNNABLE, MODEL_SUPPLIED
 from .serving_fargate import add_fargate
 from .serving_sagemaker import add_sagemaker, endpoint_name_pattern
 
@@ -53,13 +54,13 @@ def build(config: PipelineConfig) -> Stage:
 
     # The URL exists at once; what answers behind it only under its part's condition.
     if serving.api_type == "http":
-        url, backend = add_http_api(b, config, fargate), IMAGE_SUPPLIED
+        url, backend = add_http_api(b, config, fargate), API_RUNNABLE
     elif serving.api_type == "rest":
         url, backend = add_rest_api(b, config, endpoint_name_pattern(b)), MODEL_SUPPLIED
     elif fargate is not None:
         scheme = "https" if serving.https else "http"
         url = Sub(f"{scheme}://${{{fargate.load_balancer.title}.DNSName}}")
-        backend = IMAGE_SUPPLIED
+        backend = API_RUNNABLE
     else:
         url = Sub("https://runtime.sagemaker.${AWS::Region}.${AWS::URLSuffix}/endpoints/"
                   + endpoint_name_pattern(b) + "/invocations")

@@ -6,9 +6,10 @@ from typing import Any
 
 import awacs.s3
 from awacs.aws import Allow, Condition, Statement, StringLike
-from troposphere import Equals, If, Not, Ref, Select, Split, Sub, encode_to_dict
+from troposphere import Equals, If, Not, NoValue, Ref, Select, Split, Sub, encode_to_dict
 
 from .. import naming
+from ..outputs import ARTIFACTS_BUCKET_ARN
 from ..stage import StageBuilder
 
 # The endpoint's one production variant. Blue/green deployments need the same variant name in
@@ -17,7 +18,8 @@ VARIANT = "AllTraffic"
 
 # CloudFormation conditions: the parts that exist only once there is something to run.
 MODEL_SUPPLIED = "ModelSupplied"
-IMAGE_SUPPLIED = "ImageSupplied"
+# The Fargate API runs once both its image (ApiImageTag) and the model it loads are named.
+API_RUNNABLE = "ApiRunnable"
 # The folder under stages.training.artifacts_prefix where the training step writes model
 # archives (training_pipeline.definition, S3OutputPath; a test keeps the two in step).
 MODELS_FOLDER = "models"
@@ -93,3 +95,33 @@ def ecr_repository_arn(b: StageBuilder, image: Ref) -> If:
                    Repository=Select(0, Split(":", Select(0, Split("@", path)))))
 
     return If(IN_CHINA, arn("amazonaws.com.cn"), arn("amazonaws.com"))
+
+
+def add_model_supplied(b: StageBuilder, config: Any) -> None:
+    """Condition ModelSupplied: a model to serve is named (ModelPackageArn, or ModelDataUrl with
+    model_source `model_data`; the config refuses an archive without its SageMaker image, so the
+    archive alone decides). Both targets serve that model."""
+    if MODEL_SUPPLIED in b.template.conditions:
+        return
+    serving = config.stages.serving
+    field = "model_package_arn" if serving.model_source == "model_package" else "model_data_url"
+    b.template.add_condition(MODEL_SUPPLIED, not_empty(b.setting(serving, field)))
+
+
+def model_archive_read_statement(b: StageBuilder, config: Any) -> Any:
+    """s3:GetObject on the model archive, for whatever loads it (the SageMaker model role, the
+    API's task role): exactly ModelDataUrl's object (a setting, so its ARN is derived in the
+    template, wherever it lives), or with model packages the folder the training pipeline
+    writes models to (training_pipeline.definition: the training step's S3OutputPath
+    `<artifacts>/<training.artifacts_prefix>models`)."""
+    serving = config.stages.serving
+    if serving.model_source == "model_package":
+        return Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[objects_under(
+            b.input(ARTIFACTS_BUCKET_ARN), models_prefix(config))])
+    url = b.setting(serving, "model_data_url")
+    # s3://bucket/key -> arn:...:s3:::bucket/key; only once a URL is set.
+    return If(MODEL_SUPPLIED, Statement(
+        Effect=Allow, Action=[awacs.s3.GetObject],
+        Resource=[Sub("arn:${AWS::Partition}:s3:::${Object}",
+                      Object=Select(1, Split("s3://", url)))],
+    ), NoValue)

@@ -6,8 +6,9 @@ Resources
 - ApiCluster (ECS): Container Insights on.
 - ApiLogGroup: the containers' logs (KMS, retention).
 - ApiExecutionRole: what ECS does for a task: pull from ApiRepository, write ApiLogGroup, read
-  the configured secrets. ApiTaskRole: what the container may do: read the model archives
-  the training pipeline writes (<training.artifacts_prefix>models/ of the artifacts bucket).
+  the configured secrets. ApiTaskRole: what the container may do: describe the model package it
+  serves and read the model archives the training pipeline writes
+  (<training.artifacts_prefix>models/ of the artifacts bucket), or exactly ModelDataUrl's.
 - LoadBalancer (internal, private subnets) with LoadBalancerSecurityGroup (from inside the VPC):
   access logs to the access-logs bucket, invalid headers dropped, deletion protection as
   LoadBalancerDeletionProtection. ApiTargetGroup (ip targets, health check path).
@@ -15,32 +16,38 @@ Resources
   without one, HttpListener forwarding (reachable inside the VPC only).
 - ApiTaskSecurityGroup: admits the load balancer only; HTTPS out to ECR, Logs, Secrets Manager
   (VPC endpoints) and S3 (gateway endpoint).
-- Only once an image is named (condition ImageSupplied: ApiImageTag is set):
-  ApiTaskDefinition (read-only root filesystem with a writable /tmp volume, non-root user, no
-  Linux capabilities, logs to ApiLogGroup), ApiService (private subnets, no public address,
+- Only once an image and a model are named (condition ApiRunnable: ApiImageTag and the model,
+  ModelSupplied, are set; a task with no model never turns healthy): ApiTaskDefinition (the
+  model API of mlops_cfn/data/model_api, told its model, features and limits by environment
+  variables; read-only root filesystem with a writable /tmp volume, non-root user, no Linux
+  capabilities, logs to ApiLogGroup), ApiService (private subnets, no public address,
   circuit breaker with rollback), ApiScalingTarget with ApiCpuScalingPolicy and
   ApiRequestScalingPolicy.
 
-First deployment: the repository is new and empty, so no task can start. Push an image, set
-ApiImageTag to its tag, and update the stack; every later release is a new tag.
+First deployment: the repository is new and empty, so no task can start. Build the model API's
+image (README, "The Fargate model API"), push it, set ApiImageTag to its tag, and update the
+stack; every later release is a new tag.
 
 Inputs: DataKeyArn, ArtifactsBucketArn, AccessLogsBucketName, VpcId, VpcCidrBlock,
 PrivateSubnetIds.
 Outputs: EcsClusterName, EcsServiceName (fixed, known before the service exists) with
-ApiServiceExists ("true" under ImageSupplied), ApiLogGroupName, LoadBalancerDnsName,
+ApiServiceExists ("true" under ApiRunnable), ApiLogGroupName, LoadBalancerDnsName,
 LoadBalancerFullName, TargetGroupFullName.
 """
 
 import json
+from typing import Any
 from dataclasses import dataclass
 
 import awacs.ecr
 import awacs.kms
 import awacs.logs
 import awacs.s3
+import awacs.sagemaker
 import awacs.secretsmanager
 from awacs.aws import Allow, Statement, StringEquals
-from troposphere import (GetAtt, Ref, Sub, applicationautoscaling as scaling, ec2, ecr, ecs,
+from troposphere import (And, Condition as TroposphereCondition, GetAtt, If, NoValue, Ref, Sub,
+                         applicationautoscaling as scaling, ec2, ecr, ecs,
                          elasticloadbalancingv2 as elb, iam)
 
 from .. import naming, policies
@@ -52,9 +59,10 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BU
                        VPC_CIDR, VPC_ID)
 from ..stage import StageBuilder
 from .common import control_tower_exceptions, encrypted_log_group, https_out_security_group
-from .serving_common import (HTTP, HTTPS, IMAGE_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
-                             SCALE_OUT_COOLDOWN_SECONDS, list_under, models_prefix, name_pattern,
-                             not_empty, objects_under)
+from .serving_common import (API_RUNNABLE, HTTP, HTTPS, MODEL_SUPPLIED,
+                             SCALE_IN_COOLDOWN_SECONDS, SCALE_OUT_COOLDOWN_SECONDS,
+                             add_model_supplied, list_under, model_archive_read_statement,
+                             models_prefix, name_pattern, not_empty)
 from .storage import LOAD_BALANCER_LOG_PREFIX
 
 CONTAINER = "model-api"
@@ -78,7 +86,9 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     settings = config.stages.serving.fargate
     https = config.stages.serving.https
     key = b.input(DATA_KEY_ARN)
-    b.template.add_condition(IMAGE_SUPPLIED, not_empty(b.setting(settings, "image_tag")))
+    add_model_supplied(b, config)
+    b.template.add_condition(API_RUNNABLE, And(not_empty(b.setting(settings, "image_tag")),
+                                               TroposphereCondition(MODEL_SUPPLIED)))
 
     repository = b.add(api_repository(b, settings, key))
     cluster = b.add(ecs.Cluster(
@@ -125,7 +135,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
     add_service_scaling(b, settings, cluster, service_name, service, load_balancer, target_group)
 
     b.output(ECS_CLUSTER_NAME, Ref(cluster))
-    b.output(ECS_SERVICE_NAME, Sub(service_name), condition=IMAGE_SUPPLIED)
+    b.output(ECS_SERVICE_NAME, Sub(service_name), condition=API_RUNNABLE)
     b.output(API_LOG_GROUP_NAME, Ref(log_group))
     b.output(LOAD_BALANCER_DNS_NAME, GetAtt(load_balancer, "DNSName"))
     b.output(LOAD_BALANCER_FULL_NAME, GetAtt(load_balancer, "LoadBalancerFullName"))
@@ -362,29 +372,64 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
 
 
 def task_role_resource(b: StageBuilder, config: PipelineConfig, key: Ref) -> iam.Role:
-    """What the container itself may do (Amazon ECS Developer Guide, Amazon ECS task IAM role:
-    the permissions the application needs): read model archives where the training pipeline
-    writes them, nothing else of the artifacts bucket (not training splits, not captures)."""
-    artifacts = b.input(ARTIFACTS_BUCKET_ARN)
-    prefix = models_prefix(config)
+    """What the container itself may do (Amazon ECS Developer Guide, "Amazon ECS task IAM
+    role": the permissions the application needs). The model API (mlops_cfn/data/model_api)
+    asks SageMaker where the package's archive is and reads it; nothing else of the artifacts
+    bucket (not training splits, not captures)."""
+    serving = config.stages.serving
+    statements: list = []
+    if serving.model_source == "model_package":
+        prefix = models_prefix(config)
+        statements += [
+            # AWS: "Actions, resources, and condition keys for Amazon SageMaker AI":
+            # DescribeModelPackage takes the model-package resource; exactly the version the
+            # stack serves, once one is named.
+            If(MODEL_SUPPLIED, Statement(
+                Effect=Allow, Action=[awacs.sagemaker.DescribeModelPackage],
+                Resource=[b.setting(serving, "model_package_arn")]), NoValue),
+            # AWS: "Amazon S3 actions" (ListBucket lets a missing archive answer 404, not 403):
+            # the models folder only.
+            list_under(b.input(ARTIFACTS_BUCKET_ARN), prefix),
+        ]
     return iam.Role(
         "ApiTaskRole",
-        Description="Model API containers: read model archives from the artifacts bucket",
+        Description="Model API containers: read the model archive they serve",
         AssumeRolePolicyDocument=policies.trusted_by(
             "ecs-tasks.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="read-models",
-            PolicyDocument=policies.document(
-                # Listing and reading the models folder only.
-                list_under(artifacts, prefix),
-                Statement(Effect=Allow, Action=[awacs.s3.GetObject],
-                          Resource=[objects_under(artifacts, prefix)]),
-                # The objects are under the data key: reading needs kms:Decrypt (Amazon S3,
-                # Using server-side encryption with AWS KMS keys), through S3 only.
+            # A plain document: awacs admits no Fn::If among statements.
+            PolicyDocument={"Version": policies.POLICY_VERSION, "Statement": [
+                *statements,
+                # AWS: "Amazon S3 actions": s3:GetObject on the archive (the models folder, or
+                # exactly ModelDataUrl's object).
+                model_archive_read_statement(b, config),
+                # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)": the
+                # objects are under the data key, so reading needs kms:Decrypt, through S3.
                 policies.use_key(key, [awacs.kms.Decrypt], via_services=("s3",)),
-            ),
+            ]},
         )],
     )
+
+
+def model_api_environment(b: StageBuilder, config: PipelineConfig) -> dict[str, Any]:
+    """What the model API reads at start (mlops_cfn/data/model_api/app.py, Settings): which
+    model, its features in the training order (the record schema's), the batch limit, the port.
+    An image of the user's own gets the same variables."""
+    serving = config.stages.serving
+    settings = serving.fargate
+    if serving.model_source == "model_package":
+        model = {"MODEL_PACKAGE_ARN": b.setting(serving, "model_package_arn")}
+    else:
+        model = {"MODEL_DATA_URL": b.setting(serving, "model_data_url")}
+    return {
+        **model,
+        "MODEL_FEATURES": json.dumps(config.record_schema.feature_columns(),
+                                     separators=(",", ":")),
+        "MAX_BATCH_ROWS": str(settings.max_batch_rows),
+        "PORT": str(settings.container_port),
+        "AWS_DEFAULT_REGION": Ref("AWS::Region"),
+    }
 
 
 def task_definition_resource(b: StageBuilder, config: PipelineConfig, repository: ecr.Repository,
@@ -392,10 +437,9 @@ def task_definition_resource(b: StageBuilder, config: PipelineConfig, repository
                              task_role: iam.Role) -> ecs.TaskDefinition:
     settings = config.stages.serving.fargate
     image_tag = b.setting(settings, "image_tag")
-    variables = {}
-    if settings.environment:
-        variables["Environment"] = [ecs.Environment(Name=k, Value=v)
-                                    for k, v in sorted(settings.environment.items())]
+    variables = {"Environment": [ecs.Environment(Name=k, Value=v) for k, v in
+                                 sorted({**settings.environment,
+                                         **model_api_environment(b, config)}.items())]}
     if settings.secrets:
         variables["Secrets"] = [ecs.Secret(Name=k, ValueFrom=secret_arn(v))
                                 for k, v in sorted(settings.secrets.items())]
@@ -423,7 +467,7 @@ def task_definition_resource(b: StageBuilder, config: PipelineConfig, repository
     )
     return ecs.TaskDefinition(
         "ApiTaskDefinition",
-        Condition=IMAGE_SUPPLIED,
+        Condition=API_RUNNABLE,
         Family=b.physical_name(naming.ECS, "model-api"),
         RequiresCompatibilities=["FARGATE"],
         NetworkMode="awsvpc",
@@ -446,7 +490,7 @@ def service_resource(b: StageBuilder, settings: FargateServingConfig, name: str,
     # update never resets what autoscaling chose.
     return ecs.Service(
         "ApiService",
-        Condition=IMAGE_SUPPLIED,
+        Condition=API_RUNNABLE,
         # The target group must belong to a load balancer (through a listener) first.
         DependsOn=[listener.title for listener in listeners],
         ServiceName=Sub(name),
@@ -481,7 +525,7 @@ def add_service_scaling(b: StageBuilder, settings: FargateServingConfig, cluster
     # No RoleARN: Application Auto Scaling uses its service-linked role for ECS.
     target = b.add(scaling.ScalableTarget(
         "ApiScalingTarget",
-        Condition=IMAGE_SUPPLIED,
+        Condition=API_RUNNABLE,
         DependsOn=[service.title],
         ServiceNamespace="ecs",
         ScalableDimension="ecs:service:DesiredCount",
@@ -506,7 +550,7 @@ def target_tracking(title: str, name: str, target: scaling.ScalableTarget, value
                     metric: scaling.PredefinedMetricSpecification) -> scaling.ScalingPolicy:
     return scaling.ScalingPolicy(
         title,
-        Condition=IMAGE_SUPPLIED,
+        Condition=API_RUNNABLE,
         PolicyName=name,
         PolicyType="TargetTrackingScaling",
         ScalingTargetId=Ref(target),

@@ -37,7 +37,7 @@ import awacs.kms
 import awacs.logs
 import awacs.s3
 from awacs.aws import Allow, Condition, Statement, StringEquals, StringLike
-from troposphere import (GetAtt, If, NoValue, Ref, Select, Split, Sub,
+from troposphere import (GetAtt, If, NoValue, Ref, Sub,
                          applicationautoscaling as scaling, cloudwatch, ec2, iam, logs, sagemaker)
 
 from .. import naming, policies
@@ -48,9 +48,9 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_CAPTURE
 from ..stage import StageBuilder
 from .common import control_tower_exceptions, https_out_security_group
 from .serving_common import (MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
-                             SCALE_OUT_COOLDOWN_SECONDS, VARIANT, content_hash, ecr_repository_arn,
-                             list_under, models_prefix, name_pattern, not_empty,
-                             objects_under)
+                             SCALE_OUT_COOLDOWN_SECONDS, VARIANT, add_model_supplied, content_hash,
+                             ecr_repository_arn, list_under, model_archive_read_statement,
+                             name_pattern, objects_under)
 
 # Rollback alarms look at one-minute periods and fire after three in a row: one slow minute is
 # noise, three are a bad model.
@@ -76,13 +76,13 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
     settings = config.stages.serving.sagemaker
     key = b.input(DATA_KEY_ARN)
     name = endpoint_name_pattern(b)
-    b.template.add_condition(MODEL_SUPPLIED, model_supplied(b, settings))
+    add_model_supplied(b, config)
 
     b.add(endpoint_log_group(b, config, name))
     security_group = model_security_group(b, config)
     alarms = [b.add(error_alarm(b, settings, name)), b.add(latency_alarm(b, settings, name))]
     role = b.add(model_role(b, config, name, security_group, alarms))
-    model = b.add(model_resource(b, settings, role, security_group))
+    model = b.add(model_resource(b, config, role, security_group))
     endpoint_config = b.add(endpoint_config_resource(b, settings, model, key))
     endpoint = b.add(endpoint_resource(b, settings, name, endpoint_config, alarms))
     scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
@@ -99,13 +99,6 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
     )
 
 
-def model_supplied(b: StageBuilder, settings: SageMakerServingConfig):
-    if settings.model_source == "model_package":
-        return not_empty(b.setting(settings, "model_package_arn"))
-    # The config refuses an archive without an image, so the archive alone decides.
-    return not_empty(b.setting(settings, "model_data_url"))
-
-
 # --- the model -----------------------------------------------------------------------------
 
 def model_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
@@ -114,15 +107,16 @@ def model_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.Securit
         "SageMaker model: HTTPS out to S3 and VPC endpoints, nothing in", reaches_s3=True)
 
 
-def model_resource(b: StageBuilder, settings: SageMakerServingConfig, role: iam.Role,
+def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
                    security_group: ec2.SecurityGroup) -> sagemaker.Model:
-    if settings.model_source == "model_package":
+    serving, settings = config.stages.serving, config.stages.serving.sagemaker
+    if serving.model_source == "model_package":
         container = sagemaker.ContainerDefinition(
-            ModelPackageName=b.setting(settings, "model_package_arn"))
+            ModelPackageName=b.setting(serving, "model_package_arn"))
     else:
         container = sagemaker.ContainerDefinition(
             Image=b.setting(settings, "image_uri"),
-            ModelDataUrl=b.setting(settings, "model_data_url"))
+            ModelDataUrl=b.setting(serving, "model_data_url"))
     metadata = {}
     if not settings.network_isolation:
         metadata = {"Metadata": {"checkov": {"skip": [{
@@ -275,17 +269,7 @@ def model_archive_read(b: StageBuilder, config: PipelineConfig) -> Any:
     is derived in the template, wherever it lives), or with model packages the folder the
     training pipeline writes models to (training_pipeline.definition: the training step's
     S3OutputPath `<artifacts>/<training.artifacts_prefix>models`)."""
-    settings = config.stages.serving.sagemaker
-    if settings.model_source == "model_package":
-        return Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[objects_under(
-            b.input(ARTIFACTS_BUCKET_ARN), models_prefix(config))])
-    url = b.setting(settings, "model_data_url")
-    # s3://bucket/key -> arn:...:s3:::bucket/key; only once a URL is set.
-    return If(MODEL_SUPPLIED, Statement(
-        Effect=Allow, Action=[awacs.s3.GetObject],
-        Resource=[Sub("arn:${AWS::Partition}:s3:::${Object}",
-                      Object=Select(1, Split("s3://", url)))],
-    ), NoValue)
+    return model_archive_read_statement(b, config)
 
 
 def image_pull(b: StageBuilder, config: PipelineConfig) -> list[Any]:
@@ -301,7 +285,7 @@ def image_pull(b: StageBuilder, config: PipelineConfig) -> list[Any]:
     the template.
     """
     settings = config.stages.serving.sagemaker
-    if settings.model_source == "model_data":
+    if config.stages.serving.model_source == "model_data":
         repository, exists = ecr_repository_arn(b, b.setting(settings, "image_uri")), True
     elif config.stages.training.image_uri is not None:
         repository = ecr_repository_arn(b, b.setting(config.stages.training, "image_uri"))

@@ -183,11 +183,19 @@ def test_a_rest_api_can_front_the_endpoint_when_both_are_served():
     ({"sagemaker": {"min_instances": 3, "max_instances": 2}}, "min_instances (3) exceeds"),
     ({"sagemaker": {"min_instances": 1, "initial_instance_count": 1}},
      "'canary' shifts a part of the capacity at a time and needs min_instances >= 2"),
-    ({"sagemaker": {"model_source": "model_data", "model_data_url": "s3://bucket/m.tar.gz"}},
-     "needs both model_data_url and image_uri"),
+    ({"model_source": "model_data", "model_data_url": "s3://bucket/m.tar.gz"},
+     "needs both model_data_url and sagemaker.image_uri"),
+    ({"model_source": "model_package", "sagemaker": {
+        "image_uri": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/model:1"}},
+     "sagemaker.image_uri is for model_source 'model_data'"),
+    ({"target": "fargate", "model_source": "model_data", "sagemaker": {
+        "image_uri": "111122223333.dkr.ecr.eu-west-1.amazonaws.com/team/model:1"}},
+     "sagemaker.image_uri is for target 'sagemaker' or 'both'"),
+    ({"fargate": {"environment": {"MODEL_FEATURES": "[]"}}},
+     "'MODEL_FEATURES': set by the serving stage for the model API"),
     # SageMaker pulls the image from ECR (and the model role may pull that repository only).
-    ({"sagemaker": {"model_source": "model_data", "model_data_url": "s3://bucket/m.tar.gz",
-                    "image_uri": "registry.example.com/team/model:1"}},
+    ({"model_source": "model_data", "model_data_url": "s3://bucket/m.tar.gz",
+      "sagemaker": {"image_uri": "registry.example.com/team/model:1"}},
      "stages.serving.sagemaker.image_uri"),
     ({"sagemaker": {"deployment": {"wait_seconds": 3600, "timeout_seconds": 3600}}},
      "timeout_seconds (3600) must exceed the baking waits"),
@@ -211,7 +219,10 @@ def test_canary_and_linear_are_refused_for_one_instance_but_all_at_once_is_not()
 
 def test_the_fargate_api_asks_the_network_for_the_endpoints_its_tasks_call():
     serving_section = serving_config().config.stages.serving
-    assert serving_section.vpc_endpoints() == ("ecr.api", "ecr.dkr", "logs")
+    # The image and logs; with a model package, SageMaker says where the archive is.
+    assert serving_section.vpc_endpoints() == ("ecr.api", "ecr.dkr", "logs", "sagemaker.api")
+    by_archive = serving_config({"target": "fargate", "model_source": "model_data"})
+    assert by_archive.config.stages.serving.vpc_endpoints() == ("ecr.api", "ecr.dkr", "logs")
     with_secrets = serving_config({"fargate": {"secrets": {"TOKEN": "app/token"}}})
     assert "secretsmanager" in with_secrets.config.stages.serving.vpc_endpoints()
     # The model container makes no calls (network isolation); S3 is the gateway endpoint.
@@ -260,8 +271,9 @@ def test_values_never_appear_in_the_template_literally():
 VARIANTS = {
     "default": {},
     "sagemaker-rest": {"target": "sagemaker", "api_gateway": {"enabled": True}},
-    "sagemaker-model-data-linear": {"target": "sagemaker", "sagemaker": {
-        "model_source": "model_data", "network_isolation": False,
+    "sagemaker-model-data-linear": {"target": "sagemaker", "model_source": "model_data",
+                                    "sagemaker": {
+        "network_isolation": False,
         "data_capture": {"enabled": False}, "batch_transform": {"enabled": False},
         "deployment": {"traffic_shifting": "linear", "step_percent": 25, "wait_seconds": 300}}},
     "fargate-http-api": {"target": "fargate", "api_gateway": {"enabled": True}},

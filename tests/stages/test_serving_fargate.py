@@ -30,13 +30,18 @@ def listeners(t: dict) -> dict[str, dict]:
 
 # --- first deployment ----------------------------------------------------------------------
 
-def test_no_task_runs_until_an_image_tag_is_named():
+def test_no_task_runs_until_an_image_tag_and_a_model_are_named():
+    # A task with no model never turns healthy, and the circuit breaker would roll the whole
+    # deployment back: the service waits for both.
     t = fargate()
-    assert t["Conditions"]["ImageSupplied"] == {
-        "Fn::Not": [{"Fn::Equals": [{"Ref": "ApiImageTag"}, ""]}]}
+    assert t["Conditions"]["ApiRunnable"] == {"Fn::And": [
+        {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiImageTag"}, ""]}]},
+        {"Condition": "ModelSupplied"}]}
+    assert t["Conditions"]["ModelSupplied"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ModelPackageArn"}, ""]}]}
     for logical_id in ("ApiTaskDefinition", "ApiService", "ApiScalingTarget",
                        "ApiCpuScalingPolicy", "ApiRequestScalingPolicy"):
-        assert resource(t, logical_id)["Condition"] == "ImageSupplied", logical_id
+        assert resource(t, logical_id)["Condition"] == "ApiRunnable", logical_id
     # The rest exists from the first deploy, so an image can be pushed and traffic can arrive.
     for logical_id in ("ApiRepository", "ApiCluster", "LoadBalancer", "ApiTargetGroup",
                        "HttpListener"):
@@ -111,7 +116,7 @@ def test_environment_comes_from_config_and_secrets_from_secrets_manager():
                              "API_KEY": "arn:aws:secretsmanager:eu-west-1:111122223333:"
                                         "secret:app/key-AbCdEf"}})
     c = container(t)
-    assert c["Environment"] == [{"Name": "LOG_LEVEL", "Value": "info"}]
+    assert {"Name": "LOG_LEVEL", "Value": "info"} in c["Environment"]
     assert c["Secrets"] == [
         {"Name": "API_KEY",
          "ValueFrom": "arn:aws:secretsmanager:eu-west-1:111122223333:secret:app/key-AbCdEf"},
@@ -124,6 +129,44 @@ def test_environment_comes_from_config_and_secrets_from_secrets_manager():
         "arn:aws:secretsmanager:eu-west-1:111122223333:secret:app/key-AbCdEf",
         "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:"
         "secret:app/db-??????"]
+
+
+def test_the_model_api_is_told_which_model_its_features_and_its_limits():
+    """What mlops_cfn/data/model_api/app.py reads at start (Settings.from_environment)."""
+    variables = {e["Name"]: e["Value"] for e in container(fargate())["Environment"]}
+    assert variables == {
+        "MODEL_PACKAGE_ARN": {"Ref": "ModelPackageArn"},
+        # The record schema's features, in the order training gives them to the model.
+        "MODEL_FEATURES": '["value"]',
+        "MAX_BATCH_ROWS": "100",
+        "PORT": "8080",
+        "AWS_DEFAULT_REGION": {"Ref": "AWS::Region"},
+    }
+    by_archive = {e["Name"]: e["Value"] for e in container(template(
+        {"target": "fargate", "model_source": "model_data",
+         "fargate": {"max_batch_rows": 20, "container_port": 9000}}))["Environment"]}
+    assert by_archive["MODEL_DATA_URL"] == {"Ref": "ModelDataUrl"}
+    assert "MODEL_PACKAGE_ARN" not in by_archive
+    assert (by_archive["MAX_BATCH_ROWS"], by_archive["PORT"]) == ("20", "9000")
+
+
+def test_the_settings_the_stage_gives_are_the_ones_the_api_reads():
+    """Rendered variables go through the app's own settings parser unchanged."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "mlops_cfn/data/model_api/app.py"
+    spec = importlib.util.spec_from_file_location("model_api_settings", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    variables = {e["Name"]: e["Value"] for e in container(fargate())["Environment"]}
+    variables["MODEL_PACKAGE_ARN"] = ("arn:aws:sagemaker:eu-west-1:111122223333:"
+                                      "model-package/group/1")
+    settings = module.Settings.from_environment(
+        {k: v for k, v in variables.items() if isinstance(v, str)})
+    assert settings.features == ("value",) and settings.port == 8080
 
 
 def test_without_secrets_the_tasks_may_read_none():
@@ -155,7 +198,14 @@ def test_the_task_role_is_another_role_and_only_reads_the_model_archives():
     assert p["TaskRoleArn"] != p["ExecutionRoleArn"]
     found = statements(resource(t, "ApiTaskRole"))
     actions = {a for s in found for a in s["Action"]}
-    assert actions == {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    assert actions == {"sagemaker:DescribeModelPackage", "s3:ListBucket", "s3:GetObject",
+                       "kms:Decrypt"}
+    # Only the package version the stack serves, once one is named.
+    [describe] = with_action(found, "sagemaker:DescribeModelPackage")
+    assert describe["Resource"] == [{"Ref": "ModelPackageArn"}]
+    [conditional] = [s for s in resource(t, "ApiTaskRole")["Properties"]["Policies"][0][
+        "PolicyDocument"]["Statement"] if "Fn::If" in s]
+    assert conditional["Fn::If"][0] == "ModelSupplied"
     # Where the training pipeline writes models, not the training splits or the captures.
     [read] = with_action(found, "s3:GetObject")
     assert read["Resource"] == [{"Fn::Sub": "${ArtifactsBucketArn}/training/models/*"}]

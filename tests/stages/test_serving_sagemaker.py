@@ -19,8 +19,14 @@ ENDPOINT = "mlops-demo-${EnvironmentName}-endpoint"
 SAGEMAKER_ONLY = {"target": "sagemaker"}
 
 
+# What the serving section holds for both targets: the model they serve.
+MODEL_KEYS = ("model_source", "model_package_arn", "model_data_url")
+
+
 def sagemaker(changes: dict | None = None, env: str = "dev") -> dict:
-    return template({"target": "sagemaker", "sagemaker": changes or {}}, env)
+    changes = dict(changes or {})
+    model = {k: changes.pop(k) for k in MODEL_KEYS if k in changes}
+    return template({"target": "sagemaker", "sagemaker": changes, **model}, env)
 
 
 def endpoint_config(t: dict) -> tuple[str, dict]:
@@ -329,7 +335,7 @@ def test_read_as_cloudformation_does_the_role_names_that_archive_and_that_reposi
     from mlops_cfn import pipeline
     from tests.cloudformation import create
     built = pipeline.build(config_with({"stages": {"serving": {
-        "target": "sagemaker", "sagemaker": {"model_source": "model_data"}}}}))
+        "target": "sagemaker", "model_source": "model_data"}}}))
     url = "s3://models-elsewhere/churn/7/model.tar.gz"
     role = create(built, {"ModelDataUrl": url, "ModelImageUri": image},
                   pseudo={"AWS::Partition": partition})["serving"].resources["ModelRole"]
