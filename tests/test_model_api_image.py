@@ -8,7 +8,6 @@ loads a real model trained here and answers as the booster does.
 
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 import time
