@@ -67,6 +67,9 @@ def _has_log_group(aws, name: str) -> bool:
     return name in [g["logGroupName"] for g in groups]
 
 
+# What holds data (README, "First deployment": deleting a stack keeps it).
+DATA = {"AWS::S3::Bucket", "AWS::KMS::Key", "AWS::ECR::Repository", "AWS::Glue::Database",
+        "AWS::SageMaker::ModelPackageGroup", "AWS::RedshiftServerless::Namespace"}
 # How to find a retained resource after its stack is gone, for the types moto models (a
 # placeholder, for the others, held nothing to begin with).
 STILL_THERE = {
@@ -252,10 +255,14 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     # what it holds. (prod cannot be deleted at all: termination protection.)
     with pytest.raises(aws.cfn.exceptions.ClientError, match="TerminationProtection"):
         aws.cfn.delete_stack(StackName=PROD)
-    retained = {(resource["Type"], stack.physical_id(logical_id))
-                for stack in map(lambda s: deployed(aws, s), aws.nested(DEV).values())
-                for logical_id, resource in stack.live_resources().items()
-                if resource.get("DeletionPolicy") == "Retain"}
+    resources = [(resource["Type"], stack.physical_id(logical_id),
+                  resource.get("DeletionPolicy") == "Retain")
+                 for stack in map(lambda s: deployed(aws, s), aws.nested(DEV).values())
+                 for logical_id, resource in stack.live_resources().items()]
+    retained = {(kind, physical_id) for kind, physical_id, retain in resources if retain}
+    assert {kind for kind, _, _ in resources} >= DATA
+    assert [(kind, physical_id) for kind, physical_id, retain in resources
+            if kind in DATA and not retain] == [], "what holds data is retained"
     raw = outputs(aws.nested(DEV)["StorageStack"])["RawBucketName"]
     aws.s3.put_object(Bucket=raw, Key="events/2026/12/05/batch.json", Body=b'{"event_id": 1}')
     aws.cfn.delete_stack(StackName=DEV)
