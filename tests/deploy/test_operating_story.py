@@ -19,17 +19,23 @@ pipeline's home, and prod, protected) and its rendered templates. In order:
 5. Deleting the dev stack keeps the data: every resource with DeletionPolicy Retain outlives it,
    with what it holds.
 
-What moto cannot model, said where it matters: CodePipeline and CodeBuild do not run (their
-commands are replayed, as in test_delivery_runs.py); the training stack's model package group,
-Model Monitor, CloudWatch alarms, Glue and Redshift are placeholders (moto_support.py), so step 1
-reads their resolved properties instead of asking the services, and step 2 creates the model
-package group itself. The build's install and pre_build phases (installing mlops-cfn, validate,
-the tests) are left out: test_delivery_runs.py installs the wheel, test_validate.py validates.
+What moto cannot model, one line each:
+- CodePipeline and CodeBuild do not run: the build phase's commands and the deploy actions are
+  replayed as rendered (as test_delivery_runs.py does); the build's install and pre_build phases
+  are left out (test_delivery_runs.py installs the wheel on a fresh Python, test_validate.py
+  validates), and the manual approval is given by going on.
+- The model package group, Model Monitor, CloudWatch alarms, Glue and Redshift are placeholders
+  (moto_support.py): steps 1 and 2 read the properties CloudFormation resolved for them, step 2
+  creates the model package group itself, step 5 reads their DeletionPolicy in the deployed
+  templates.
+- moto names a SageMaker endpoint itself (it ignores EndpointName): serving is compared by ARN,
+  what watches the endpoint by the name the templates give it.
+- moto evaluates no IAM policy: the asset-access check evaluates the deployed roles' and key's
+  policies itself (tests/template_eval.py).
 """
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -44,9 +50,9 @@ from tests.helpers import default_data
 from tests.template_eval import Resolver
 
 from . import moto_support
-from .conftest import BUCKET, run, write_config
-from .test_delivery_runs import (approved_package, build_environment, cicd_template,
-                                 deploy_action, shell)
+from .conftest import run, write_config
+from .test_delivery_runs import (MODEL_GROUP, build_environment, cicd_template, deploy_action,
+                                 shell)
 from .test_deploy import outputs, parameters
 
 pytestmark = pytest.mark.slow
@@ -54,6 +60,8 @@ pytestmark = pytest.mark.slow
 PROJECT = "mlops-demo"
 HOME, SECOND = "dev", "prod"
 DEV, PROD = cicd.stack_name(PROJECT, HOME), cicd.stack_name(PROJECT, SECOND)
+# The bucket `deploy` packages into when none is named (moto's account, the sandbox's region).
+USER_BUCKET = "mlops-cfn-123456789012-us-east-1"
 SERVING = {"AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig", "AWS::SageMaker::Endpoint"}
 MODEL_MONITOR = {"AWS::SageMaker::DataQualityJobDefinition", "AWS::SageMaker::MonitoringSchedule"}
 
@@ -78,15 +86,28 @@ STILL_THERE = {
     "AWS::ECR::Repository": lambda aws, name: aws.client("ecr").describe_repositories(
         repositoryNames=[name])["repositories"] != [],
     "AWS::Logs::LogGroup": _has_log_group,
-    "AWS::IAM::Role": lambda aws, name: aws.client("iam").get_role(RoleName=name) is not None,
 }
 
 
-def deploy(config_file: Path, *extra: str):
-    """`mlops-cfn deploy` as the README's first deployment runs it (validation has its own tests;
-    here it would only add minutes)."""
-    return run("deploy", "--config", config_file, "--env", HOME, "--bucket", BUCKET,
-               "--no-validate", "--yes", *extra)
+def deploy(*extra: str):
+    """`mlops-cfn deploy --env dev` in the repository, as the README's first deployment runs it
+    (plus --yes, and --no-validate: validation has its own tests and here would add minutes)."""
+    return run("deploy", "--env", HOME, "--no-validate", "--yes", *extra)
+
+
+def approve_a_model(aws) -> str:
+    """A model package registered in dev's group, then approved, as the README says. (The
+    training stack's ModelPackageGroup is a placeholder on moto: the group is created here.)"""
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName=MODEL_GROUP)
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName=MODEL_GROUP, ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
+    sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved")
+    return arn
 
 
 def types_of(aws, stack_id: str) -> dict[str, str]:
@@ -157,17 +178,19 @@ def deployed_asset_reads(aws, env_stack: str, home_cicd: Resolver):
     return place, report
 
 
-def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws, tmp_path):
+def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws, tmp_path,
+                                                                             monkeypatch):
     repository = tmp_path / "repository"
     repository.mkdir()
-    config_file = write_config(repository / "pipeline.yaml", default_data())
-    rendered = run("render", "--config", config_file, "--all-envs", "--out",
-                   repository / "templates")
+    monkeypatch.chdir(repository)
+    write_config(repository / "pipeline.yaml", default_data())
+    rendered = run("render", "--all-envs")
     assert rendered.exit_code == 0, rendered.output
-    aws.bucket()
+    assert sorted(p.name for p in (repository / "templates").iterdir()) == [HOME, SECOND]
+    aws.bucket(USER_BUCKET)
 
     # (1) The first deployment: no model, no image; nothing names what does not exist.
-    first = deploy(config_file)
+    first = deploy()
     assert first.exit_code == 0, first.output
     assert f"{DEV}: CREATE_COMPLETE" in first.output
     nested = aws.nested(DEV)
@@ -175,7 +198,7 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     serving_out = outputs(nested["ServingStack"])
     assert serving_out["EndpointExists"] == "false"
     assert serving_out["ApiServiceExists"] == "false"
-    endpoint_name, service_name = serving_out["EndpointName"], f"{PROJECT}-{HOME}-model-api"
+    endpoint_name, service_name = serving_out["EndpointName"], serving_out["EcsServiceName"]
     serving_types = set(types_of(aws, nested["ServingStack"]["StackId"]).values())
     assert not serving_types & (SERVING | {"AWS::ECS::Service"})
     assert aws.client("sagemaker").list_endpoints()["Endpoints"] == []
@@ -187,13 +210,12 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     body = aws.client("cloudwatch").get_dashboard(DashboardName=dashboard)["DashboardBody"]
     assert endpoint_name not in body and service_name not in body
 
-    # (2) A model package approved in the environment's group (the training stack's
-    # ModelPackageGroup is a placeholder on moto: the group is created here); the newest
-    # approved package then serves, and Model Monitor and the alarms follow the endpoint.
-    model = approved_package(aws)
-    served = deploy(config_file, "--latest-approved-model")
+    # (2) A model package approved in the environment's group; the newest approved package
+    # then serves, and Model Monitor and the alarms follow the endpoint.
+    model = approve_a_model(aws)
+    served = deploy("--latest-approved-model")
     assert served.exit_code == 0, served.output
-    assert f"serving {model}" in served.output
+    assert f"serving {model} (newest approved in {MODEL_GROUP})" in served.output
     before = serving(aws)
     assert before["model"] == model and set(before) == {"model"} | SERVING
     [endpoint] = aws.client("sagemaker").list_endpoints()["Endpoints"]
@@ -255,10 +277,10 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     # what it holds. (prod cannot be deleted at all: termination protection.)
     with pytest.raises(aws.cfn.exceptions.ClientError, match="TerminationProtection"):
         aws.cfn.delete_stack(StackName=PROD)
+    stacks = [deployed(aws, stack) for stack in aws.nested(DEV).values()]
     resources = [(resource["Type"], stack.physical_id(logical_id),
                   resource.get("DeletionPolicy") == "Retain")
-                 for stack in map(lambda s: deployed(aws, s), aws.nested(DEV).values())
-                 for logical_id, resource in stack.live_resources().items()]
+                 for stack in stacks for logical_id, resource in stack.live_resources().items()]
     retained = {(kind, physical_id) for kind, physical_id, retain in resources if retain}
     assert {kind for kind, _, _ in resources} >= DATA
     assert [(kind, physical_id) for kind, physical_id, retain in resources
