@@ -23,7 +23,8 @@ What moto cannot model, one line each:
 - CodePipeline and CodeBuild do not run: the build phase's commands and the deploy actions are
   replayed as rendered (as test_delivery_runs.py does); the build's install and pre_build phases
   are left out (test_delivery_runs.py installs the wheel on a fresh Python, test_validate.py
-  validates), and the manual approval is given by going on.
+  validates), the manual approval is given by going on, and the protect action's one AWS CLI
+  call is made with boto3.
 - The model package group, Model Monitor, CloudWatch alarms, Glue and Redshift are placeholders
   (moto_support.py): steps 1 and 2 read the properties CloudFormation resolved for them, step 2
   creates the model package group itself, step 5 reads their DeletionPolicy in the deployed
@@ -254,8 +255,13 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     protect = next(s for s in template["Resources"]["DeliveryPipeline"]["Properties"]["Stages"]
                    if s["Name"] == f"Deploy-{SECOND}")["Actions"][-1]
     assert protect["Name"] == "ProtectStack"
-    for command in spec.protect_spec()["phases"]["build"]["commands"]:
-        shell(command, repository, build_environment(**{spec.STACK_VARIABLE: PROD}))
+    # Its build runs one AWS CLI call (not installed everywhere the suite runs): made here.
+    assert spec.protect_spec()["phases"]["build"]["commands"][-1] == (
+        "aws cloudformation update-termination-protection --enable-termination-protection"
+        f' --stack-name "${spec.STACK_VARIABLE}"')
+    assert json.loads(protect["Configuration"]["EnvironmentVariables"]) == [
+        {"name": spec.STACK_VARIABLE, "value": PROD, "type": "PLAINTEXT"}]
+    aws.cfn.update_termination_protection(EnableTerminationProtection=True, StackName=PROD)
     prod = aws.stacks()[PROD]
     assert prod["StackStatus"] == "CREATE_COMPLETE"
     assert prod["EnableTerminationProtection"] is True
