@@ -69,12 +69,17 @@ def build_environment(**variables: str) -> dict:
             **variables}
 
 
-def deploy_action(aws, repository: Path, template: dict, env: str) -> None:
-    """What the pipeline's Deploy-<env> stage does with the build's output artifact."""
+def deploy_action(aws, repository: Path, template: dict, env: str,
+                  role_arn: str | None = None) -> dict[str, dict]:
+    """What the pipeline's Deploy-<env> stage does with the build's output artifact: a change
+    set on the stack (CHANGE_SET_REPLACE creates the stack when there is none), executed, with
+    the deploy role when `role_arn` is given. Returns the stage's actions' configurations (a
+    protected environment's manual approval is given, as its approver would)."""
     stage = next(s for s in template["Resources"]["DeliveryPipeline"]["Properties"]["Stages"]
                  if s["Name"] == f"Deploy-{env}")
     actions = {a["Name"]: a["Configuration"] for a in stage["Actions"]}
     create = actions["CreateChangeSet"]
+    exists = create["StackName"] in aws.stacks()
     artifact = repository / spec.OUTPUT_DIR
 
     def path(reference: str) -> Path:
@@ -85,7 +90,9 @@ def deploy_action(aws, repository: Path, template: dict, env: str) -> None:
     configuration = json.loads(path(create["TemplateConfiguration"]).read_text())
     aws.cfn.create_change_set(
         StackName=create["StackName"], ChangeSetName=create["ChangeSetName"],
-        ChangeSetType="UPDATE", TemplateBody=path(create["TemplatePath"]).read_text(),
+        ChangeSetType="UPDATE" if exists else "CREATE",
+        TemplateBody=path(create["TemplatePath"]).read_text(),
+        **({"RoleARN": role_arn} if role_arn else {}),
         # Parameters the file leaves out are not passed: CloudFormation gives them the
         # template's default (API Reference, "Parameter"); the action has no UsePreviousValue.
         Parameters=[{"ParameterKey": k, "ParameterValue": v}
@@ -98,8 +105,9 @@ def deploy_action(aws, repository: Path, template: dict, env: str) -> None:
     execute = actions["ExecuteChangeSet"]
     aws.cfn.execute_change_set(StackName=execute["StackName"],
                                ChangeSetName=execute["ChangeSetName"])
-    aws.cfn.get_waiter("stack_update_complete").wait(
+    aws.cfn.get_waiter("stack_update_complete" if exists else "stack_create_complete").wait(
         StackName=execute["StackName"], WaiterConfig={"Delay": 1, "MaxAttempts": 300})
+    return actions
 
 
 def serving_state(aws, stack: str) -> tuple[str, set[str]]:
