@@ -205,8 +205,9 @@ def load_balancer_security_group(b: StageBuilder, https: bool) -> ec2.SecurityGr
 
 
 def task_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.SecurityGroup:
-    # ECR, Logs and Secrets Manager are interface endpoints in the VPC; image layers come from
-    # S3 through the gateway endpoint. The load balancer's way in is a rule of its own.
+    # ECR, Logs, Secrets Manager and the SageMaker API (the model API asks where its package's
+    # archive is) are interface endpoints in the VPC; image layers and the model archive come
+    # from S3 through the gateway endpoint. The load balancer's way in is a rule of its own.
     return https_out_security_group(
         b, config, "ApiTaskSecurityGroup", "Model API tasks: the load balancer in, HTTPS out",
         reaches_s3=True)
