@@ -646,35 +646,6 @@ def test_pipeline_role_changes_only_the_environments_root_stacks(default):
     assert stack_actions == {"cloudformation:DescribeStacks", "cloudformation:DescribeStackEvents"}
 
 
-def test_every_statement_of_the_runtime_roles_names_the_aws_page_that_requires_it():
-    """Issue 12: a runtime role's statement carries a comment naming the AWS documentation page
-    that requires it. Each statement-building call of the pipeline, build, retrain, protect and
-    source-trigger roles is preceded by such a comment (or built by a function whose docstring
-    names the page)."""
-    import ast
-    import inspect
-
-    functions = [cicd.add_pipeline_role, cicd.build_statements, cicd.retrain_statements,
-                 cicd.add_protect_project, cicd.add_source_trigger]
-    pages = ("User Guide", "API Reference", "Developer Guide", "action reference",
-             "permissions reference")
-    for function in functions:
-        source = inspect.getsource(function)
-        lines = source.splitlines()
-        tree = ast.parse(source)
-        calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call)
-                 and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
-                     "Statement", "use_key")]
-        assert calls, function.__name__
-        for call in calls:
-            above = " ".join(" ".join(lines[max(0, call.lineno - 8):call.lineno])
-                             .replace("#", " ").split())
-            assert any(page in above for page in pages) or "artifact_statements" in above \
-                or "log_statement" in above, (function.__name__, lines[call.lineno - 1])
-    for helper in (cicd.artifact_statements, cicd.log_statement, cicd.vpc_statements):
-        assert any(page in " ".join(helper.__doc__.split()) for page in pages), helper.__name__
-
-
 def test_pipeline_role_starts_only_its_own_builds(default):
     (builds,) = [s for s in statements_of(default, "PipelineRole")
                  if "codebuild:StartBuild" in as_list(s["Action"])]
