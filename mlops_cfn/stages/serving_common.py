@@ -72,7 +72,9 @@ def objects_under(bucket_arn: Ref, prefix: str) -> Sub:
 
 
 def list_under(bucket_arn: Ref, prefix: str) -> Statement:
-    """s3:ListBucket of the bucket, for keys under `prefix` only."""
+    """s3:ListBucket of the bucket, for keys under `prefix` only (AWS: "ListObjectsV2",
+    Amazon S3 API Reference: listing takes s3:ListBucket, which s3:prefix limits); each
+    caller says why its role lists."""
     return Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[bucket_arn],
                      Condition=Condition(StringLike("s3:prefix", f"{prefix}*")))
 
