@@ -321,17 +321,19 @@ def secret_policy_arn(value: str):
 def execution_role_resource(settings: FargateServingConfig, key: Ref, repository: ecr.Repository,
                             log_group) -> iam.Role:
     statements = [
-        # Amazon ECS Developer Guide, Amazon ECS task execution IAM role: pulling the image from
-        # a private ECR repository (this stage's only) ...
+        # AWS: "Amazon ECS task execution IAM role" (Amazon ECS Developer Guide): pulling the
+        # image from a private ECR repository (this stage's only) ...
         Statement(
             Effect=Allow,
             Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
                     awacs.ecr.GetDownloadUrlForLayer],
             Resource=[GetAtt(repository, "Arn")],
         ),
-        # ... with a registry token, which has no resource-level permission: "*" only ...
+        # AWS: same page: ... with a registry token, which has no resource-level permission:
+        # "*" only ...
         Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
-        # ... and sending the container logs with the awslogs driver (its group only).
+        # AWS: same page: ... and sending the container logs with the awslogs driver (its
+        # group only).
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
@@ -340,15 +342,15 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
     ]
     if settings.secrets:
         statements += [
-            # Amazon ECS Developer Guide, Pass Secrets Manager secrets through Amazon ECS
-            # environment variables: secretsmanager:GetSecretValue on those secrets ...
+            # AWS: "Pass Secrets Manager secrets through Amazon ECS environment variables"
+            # (Amazon ECS Developer Guide): secretsmanager:GetSecretValue on those secrets ...
             Statement(
                 Effect=Allow,
                 Action=[awacs.secretsmanager.GetSecretValue],
                 Resource=[secret_policy_arn(v) for _, v in sorted(settings.secrets.items())],
             ),
-            # ... and kms:Decrypt when a secret is under a customer managed key (the data key;
-            # those under aws/secretsmanager need nothing).
+            # AWS: same page: ... and kms:Decrypt when a secret is under a customer managed key
+            # (the data key; those under aws/secretsmanager need nothing).
             policies.use_key(key, [awacs.kms.Decrypt], via_services=("secretsmanager",)),
         ]
     return iam.Role(
@@ -362,9 +364,10 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
 
 
 def task_role_resource(b: StageBuilder, config: PipelineConfig, key: Ref) -> iam.Role:
-    """What the container itself may do (Amazon ECS Developer Guide, Amazon ECS task IAM role:
-    the permissions the application needs): read model archives where the training pipeline
-    writes them, nothing else of the artifacts bucket (not training splits, not captures)."""
+    """What the container itself may do (AWS: "Amazon ECS task IAM role", Amazon ECS Developer
+    Guide: the permissions the application needs): read model archives where the training
+    pipeline writes them, nothing else of the artifacts bucket (not training splits, not
+    captures)."""
     artifacts = b.input(ARTIFACTS_BUCKET_ARN)
     prefix = models_prefix(config)
     return iam.Role(
@@ -379,8 +382,9 @@ def task_role_resource(b: StageBuilder, config: PipelineConfig, key: Ref) -> iam
                 list_under(artifacts, prefix),
                 Statement(Effect=Allow, Action=[awacs.s3.GetObject],
                           Resource=[objects_under(artifacts, prefix)]),
-                # The objects are under the data key: reading needs kms:Decrypt (Amazon S3,
-                # Using server-side encryption with AWS KMS keys), through S3 only.
+                # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)" (Amazon S3
+                # User Guide): the objects are under the data key, reading needs kms:Decrypt,
+                # through S3 only.
                 policies.use_key(key, [awacs.kms.Decrypt], via_services=("s3",)),
             ),
         )],
