@@ -596,7 +596,9 @@ VARIANTS = {
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_no_allow_statement_grants_a_wildcard_action(variant):
-    for where, statement in all_statements(template(VARIANTS[variant])):
+    statements = all_statements(template(VARIANTS[variant]))
+    assert statements
+    for where, statement in statements:
         if statement["Effect"] != "Allow":
             continue
         for action in as_list(statement["Action"]):
@@ -605,7 +607,9 @@ def test_no_allow_statement_grants_a_wildcard_action(variant):
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_star_resources_only_for_actions_aws_cannot_scope(variant):
-    for where, statement in all_statements(template(VARIANTS[variant])):
+    statements = all_statements(template(VARIANTS[variant]))
+    assert statements
+    for where, statement in statements:
         if statement["Effect"] == "Allow" and "*" in as_list(statement["Resource"]):
             for action in as_list(statement["Action"]):
                 assert not permissions.supports_resource_scope(action), (where, action)
@@ -765,7 +769,9 @@ def test_the_deploy_role_manages_and_passes_only_the_projects_roles_and_policies
 
 
 def test_deploy_role_policies_each_fit_a_managed_policy(default):
-    for logical_id in resources_of_type(default, "AWS::IAM::ManagedPolicy"):
+    managed = resources_of_type(default, "AWS::IAM::ManagedPolicy")
+    assert managed
+    for logical_id in managed:
         document = default["Resources"][logical_id]["Properties"]["PolicyDocument"]
         assert len(json.dumps(document, separators=(",", ":"))) <= permissions.MANAGED_POLICY_LIMIT
     assert len(default["Resources"]["DeployRole"]["Properties"]["ManagedPolicyArns"]) <= 10

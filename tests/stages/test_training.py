@@ -294,7 +294,9 @@ def test_only_sagemaker_acting_for_this_account_assumes_the_pipeline_role():
 
 @pytest.mark.parametrize("changes", [{}, {"image_uri": CUSTOM, "hyperparameters": {}}])
 def test_no_wildcard_action_and_star_only_where_aws_cannot_scope(changes):
-    for statement in role_statements(template(**changes)):
+    found = role_statements(template(**changes))
+    assert found
+    for statement in found:
         assert statement["Effect"] == "Allow"
         assert all(not a.endswith("*") for a in statement["Action"]), statement
         if "*" in statement["Resource"]:
