@@ -525,9 +525,12 @@ def test_the_delivery_key_is_its_own_rotated_retained_and_used_only_through_iam(
     assert key["DeletionPolicy"] == key["UpdateReplacePolicy"] == "Retain"
     props = key["Properties"]
     assert props["EnableKeyRotation"] is True
-    principals = {json.dumps(s["Principal"]) for s in props["KeyPolicy"]["Statement"]}
+    statements = props["KeyPolicy"]["Statement"]
+    principals = {json.dumps(s["Principal"]) for s in statements if s["Effect"] == "Allow"}
     assert principals == {json.dumps({"AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::"
                                                          "${AWS::AccountId}:root"}})}
+    # The one deny: grants only for AWS resources (CT.KMS.PR.3).
+    assert [s["Sid"] for s in statements if s["Effect"] == "Deny"] == ["GrantsOnlyForAwsResources"]
     users = {logical_id for logical_id, s in all_statements(default)
              if DELIVERY_KEY in as_list(s.get("Resource", []))}
     assert users == {"PipelineRole", "BuildRole", "RetrainRole", "ProtectRole", "DeployRole"}
