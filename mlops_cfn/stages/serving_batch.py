@@ -290,8 +290,8 @@ def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
                 # target's action, here starting this state machine.
                 Statement(Effect=Allow, Action=[awacs.states.StartExecution],
                           Resource=[Ref(machine)]),
-                # AWS: "Data at rest encryption" (EventBridge Scheduler User Guide: kms:Decrypt
-                # in the schedule-arn context): the schedule's input is encrypted with the data
+                # AWS: "Encryption at rest in EventBridge Scheduler" (kms:Decrypt in the
+                # schedule-arn context): the schedule's input is encrypted with the data
                 # key; the scheduler decrypts it with this role, for this schedule only.
                 Statement(
                     Effect=Allow,
