@@ -53,7 +53,9 @@ def test_render_all_envs_writes_one_directory_per_environment(in_tmp):
     assert run("render", "--all-envs").exit_code == 0
     assert sorted(p.name for p in (in_tmp / "templates").iterdir()) == ["dev", "prod"]
     dev, prod = in_tmp / "templates/dev", in_tmp / "templates/prod"
-    for template in dev.glob("*.yaml"):
+    templates = sorted(dev.glob("*.yaml"))
+    assert templates
+    for template in templates:
         assert template.read_text() == (prod / template.name).read_text(), template.name
     assert (dev / "parameters.json").read_text() != (prod / "parameters.json").read_text()
 

@@ -90,6 +90,10 @@ def test_the_bundled_example_passes_every_control_or_records_why_in_every_enviro
     assert problems(evaluate(states, engine)) == []
 
 
+def test_the_examples_below_are_there():
+    assert len(EXAMPLES) >= 5  # the parametrization below is the examples folder
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_passes_every_control_or_records_why_in_every_environment(
         engine, example, rendered):

@@ -74,6 +74,7 @@ def test_no_stack_uses_the_endpoint_or_service_names_it_was_given(first):
 
 
 def test_nothing_created_refers_to_a_resource_that_is_not(first):
+    assert first
     for stack in first.values():
         for logical_id, resource in [*stack.resources.items(), *stack.outputs.items()]:
             assert not references(resource) & stack.dropped, (stack.name, logical_id)

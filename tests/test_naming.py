@@ -26,6 +26,11 @@ def longest_substitution(pattern: str) -> str:
             .replace(naming.ACCOUNT, "1" * 12).replace(naming.REGION, "us-isof-south-1"))
 
 
+def test_the_rules_checked_below_are_every_service_naming_py_names():
+    # RULES is read from the module, so the test below cannot silently check none.
+    assert len(RULES) >= 16 and naming.S3_BUCKET in RULES
+
+
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.service)
 @given(project=projects)
 def test_every_name_fits_the_service_limit_and_charset(rule, project):

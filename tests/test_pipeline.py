@@ -315,6 +315,10 @@ def test_a_conditional_wire_is_offered_only_with_its_condition_and_a_plain_one_w
     assert builder.finish().template.to_dict()["Outputs"]["ThingExists"]["Value"] == "true"
 
 
+def test_the_examples_below_are_there():
+    assert len(list(EXAMPLES.glob("*.yaml"))) >= 5
+
+
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))
 def test_every_stage_of_every_example_gates_the_conditional_wires_it_uses(example):
     loaded = load(EXAMPLES / example)

@@ -239,7 +239,9 @@ def test_the_repositorys_local_check_hook_runs_from_the_checkout(committed_copy,
 # --- without git (issue 12, finding 14) ---------------------------------------------------------
 
 def test_the_gitignore_holds_only_patterns_the_file_listing_reads():
-    for pattern in ignore_patterns(REPO):
+    patterns = ignore_patterns(REPO)
+    assert patterns
+    for pattern in patterns:
         assert re.fullmatch(r"[^/!\\]+/?", pattern) and "**" not in pattern, pattern
 
 

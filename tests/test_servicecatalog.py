@@ -168,7 +168,9 @@ def test_the_product_version_is_the_packaged_root_in_s3(s3):
     assert stored.decode() == result.files["packaged-root.yaml"]
     # The packaged root names its nested templates by URLs in the same bucket.
     packaged = cfn_flip.load_yaml(result.files["packaged-root.yaml"])
-    for stack in resources_of_type(packaged, "AWS::CloudFormation::Stack").values():
+    nested = resources_of_type(packaged, "AWS::CloudFormation::Stack")
+    assert nested
+    for stack in nested.values():
         assert stack["Properties"]["TemplateURL"].startswith(f"https://{BUCKET}.s3.")
 
 
@@ -208,7 +210,9 @@ def test_the_launch_constraint_binds_a_role_only_service_catalog_assumes(s3):
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
     assert trust["Principal"] == {"Service": "servicecatalog.amazonaws.com"}
     assert "Policies" not in role
-    for managed in resources_of_type(template, "AWS::IAM::ManagedPolicy").values():
+    managed_policies = resources_of_type(template, "AWS::IAM::ManagedPolicy")
+    assert managed_policies
+    for managed in managed_policies.values():
         assert managed["Properties"]["Roles"] == [{"Ref": "LaunchRole"}]
 
 
@@ -428,8 +432,11 @@ def _substitute(pattern: str, project_id: str) -> str:
 def test_every_nested_stack_of_a_sagemaker_project_admits_the_project_token():
     product = build_product(config.load(None), ["dev"], sagemaker_projects=True)
     token = "p-ypcnnfv6l5mn".replace("-", "")
+    nested = [name for name in product.files
+              if name.endswith(".yaml") and name != "root.yaml" and "/" not in name]
+    assert nested
     for name, text in product.files.items():
-        if name.endswith(".yaml") and name != "root.yaml" and "/" not in name:
+        if name in nested:
             parameter = cfn_flip.load_yaml(text)["Parameters"]["EnvironmentName"]
             assert len(token) <= parameter["MaxLength"], name
             assert re.fullmatch(parameter["AllowedPattern"], token), name
@@ -528,6 +535,7 @@ def test_the_bundle_holds_portfolio_packaged_root_templates_parameters_and_readm
     result = make_handoff(s3)
     product = build_product(config.load(None), ["dev", "prod"])
     assert {"portfolio.yaml", "packaged-root.yaml", "README.md"} <= result.files.keys()
+    assert product.files and set(product.parameters) == {"dev", "prod"}
     for name, content in product.files.items():
         assert result.files[f"templates/{name}"] == content
     for env, text in product.parameters.items():

@@ -158,7 +158,7 @@ def test_step_names_are_unique_and_of_the_allowed_form_and_types(changes):
     d = rendered(**changes)
     all_steps = steps_by_name(d)
     names = [s["Name"] for s in d["Steps"]]
-    assert len(names) == len(set(names))
+    assert names and len(names) == len(set(names))
     for name, s in all_steps.items():
         assert NAME.match(name)
         assert s["Type"] in STEP_TYPES
@@ -170,7 +170,9 @@ def test_every_get_names_a_parameter_a_step_property_or_the_execution(changes):
     d = rendered(**changes)
     parameters = {p["Name"] for p in d["Parameters"]}
     all_steps = steps_by_name(d)
-    for path in expressions(d["Steps"], "Get"):
+    gets = list(expressions(d["Steps"], "Get"))
+    assert gets
+    for path in gets:
         kind, name, *rest = path.split(".")
         if kind == "Parameters":
             assert name in parameters, path
@@ -186,6 +188,7 @@ def test_a_step_only_reads_outputs_that_an_earlier_step_declares(changes):
     d = rendered(**changes)
     all_steps = steps_by_name(d)
     order = list(all_steps)
+    reads = 0
     for position, name in enumerate(order):
         for path in expressions(all_steps[name].get("Arguments", {}), "Get"):
             match = re.match(r"Steps\.(\w+)\.ProcessingOutputConfig\.Outputs\['(\w+)'\]", path)
@@ -194,6 +197,8 @@ def test_a_step_only_reads_outputs_that_an_earlier_step_declares(changes):
                 assert order.index(source) < position, path
                 outputs = all_steps[source]["Arguments"]["ProcessingOutputConfig"]["Outputs"]
                 assert output in {o["OutputName"] for o in outputs}, path
+                reads += 1
+    assert reads, "no step reads another's output"
 
 
 def test_json_get_reads_a_property_file_the_evaluation_step_declares():
@@ -314,6 +319,7 @@ def test_the_model_goes_to_the_artifacts_bucket_encrypted_with_the_data_key():
 def test_every_job_encrypts_its_volumes_and_outputs_with_the_data_key(changes):
     d = rendered(**changes)
     key = SUBSTITUTES["DataKeyArn"]
+    assert any(s["Type"] == "Training" for s in steps_by_name(d).values())
     for s in steps_by_name(d).values():
         if s["Type"] == "Training":
             assert s["Arguments"]["ResourceConfig"]["VolumeKmsKeyId"] == key
@@ -328,6 +334,7 @@ def test_every_job_runs_in_the_private_subnets_with_the_job_security_group(chang
     d = rendered(**changes)
     c = config(**{k: v for k, v in changes.items() if k != "with_baseline"})
     vpc = {"SecurityGroupIds": ["sg-0123"], "Subnets": ["subnet-a", "subnet-b"]}
+    assert any(s["Type"] == "Training" for s in steps_by_name(d).values())
     for s in steps_by_name(d).values():
         if s["Type"] == "Training":
             a = s["Arguments"]
@@ -623,6 +630,7 @@ def test_prepare_takes_configured_features_in_their_order(prepare, tmp_path):
     prepare.prepare(tmp_path / "in", tmp_path / "out", "csv", "y", ["b", "a"], 0.2, 0.1)
     lines = [line for split in ("train", "validation", "test")
              for line in (tmp_path / "out" / split / "data.csv").read_text().splitlines()]
+    assert len(lines) == 100
     for line in lines:
         y, b, a = (int(v) for v in line.split(","))
         assert b == 2 * a and y == a % 2

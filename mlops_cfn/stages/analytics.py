@@ -482,7 +482,10 @@ def add_load_rule(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse,
     b.add(sqs.QueuePolicy(
         "LoadDeadLetterQueuePolicy",
         Queues=[Ref(dead_letters)],
+        # AWS: "Using dead-letter queues to process undelivered events" (EventBridge User
+        # Guide): the queue's policy lets EventBridge send, for the rule that uses it.
         PolicyDocument=policies.document(Statement(
+
             Sid="DeadLettersOfTheLoadRule",
             Effect=Allow,
             Principal=Principal("Service", "events.amazonaws.com"),

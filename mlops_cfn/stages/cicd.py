@@ -429,9 +429,10 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
         Policies=[iam.Policy(PolicyName="protect", PolicyDocument=policies.document(
             # Its input artifact: CodeBuild actions take one.
             *artifact_statements(artifacts, write=False),
-            # "Using server-side encryption with AWS KMS keys (SSE-KMS)": downloads decrypt.
+            # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)": downloads
+            # decrypt.
             policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
-            # AWS CloudFormation API Reference, "UpdateTerminationProtection".
+            # AWS: "UpdateTerminationProtection" (AWS CloudFormation API Reference).
             Statement(Effect=Allow,
                       Action=[awacs.cloudformation.UpdateTerminationProtection],
                       Resource=stacks),
@@ -501,8 +502,8 @@ def codebuild_trust():
 
 def artifact_statements(artifacts: s3.Bucket, *, write: bool) -> list[Statement]:
     """A CodeBuild project's input and output artifacts in the pipeline's store (CodeBuild User
-    Guide, "Allow CodeBuild to interact with other AWS services": the service role policy for
-    projects CodePipeline runs)."""
+    Guide, AWS: "Allow CodeBuild to interact with other AWS services": the service role policy
+    for projects CodePipeline runs)."""
     return [
         Statement(Effect=Allow, Action=[awacs.s3.GetBucketAcl, awacs.s3.GetBucketLocation],
                   Resource=[GetAtt(artifacts, "Arn")]),
@@ -519,19 +520,20 @@ def build_statements(project: str, targets: Sequence[DeploymentTarget], artifact
     return [
         # Its input and output artifacts; and what `mlops-cfn package` does under delivery/.
         *artifact_statements(artifacts, write=True),
-        # Amazon S3 API Reference, "HeadObject": without s3:ListBucket a missing key answers
-        # 403, not 404 (package checks each key before uploading it).
+        # AWS: "HeadObject" (Amazon S3 API Reference): without s3:ListBucket a missing key
+        # answers 403, not 404 (package checks each key before uploading it).
         Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[bucket]),
-        # Amazon S3 API Reference, "GetBucketEncryption" (s3:GetEncryptionConfiguration):
+        # AWS: "GetBucketEncryption" (Amazon S3 API Reference; s3:GetEncryptionConfiguration):
         # package names the bucket's key for the roles that read the assets (package.py).
         Statement(Effect=Allow, Action=[awacs.s3.GetEncryptionConfiguration], Resource=[bucket]),
-        # Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)":
-        # uploads need kms:GenerateDataKey, downloads kms:Decrypt, on the delivery key.
+        # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)" (Amazon S3 User
+        # Guide): uploads need kms:GenerateDataKey, downloads kms:Decrypt, on the delivery key.
         policies.use_key(key, via_services=["s3"]),
-        # The mlops-cfn wheel its install commands download (wheel.py; assets.py).
+        # AWS: "GetObject" (Amazon S3 API Reference: s3:GetObject): the mlops-cfn wheel its
+        # install commands download (wheel.py; assets.py).
         assets.read_statement([assets.tool_wheel_arn()]),
-        # AWS CloudFormation API Reference, "DescribeStacks": package --stack-name keeps each
-        # live stack's model and image (package.template_configuration).
+        # AWS: "DescribeStacks" (AWS CloudFormation API Reference): package --stack-name keeps
+        # each live stack's model and image (package.template_configuration).
         Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks],
                   Resource=[policies.arn("cloudformation",
                                          f"stack/{stack_name(project, t.environment)}/*")
@@ -547,11 +549,12 @@ def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipel
     return [
         # Its input artifact (CodeBuild actions take one); reading the remembered hash.
         *artifact_statements(artifacts, write=False),
-        # Amazon S3 API Reference, "PutObject": remembering the hash it started a run for.
+        # AWS: "PutObject" (Amazon S3 API Reference): remembering the hash it started a run
+        # for.
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[state]),
-        # "Using server-side encryption with AWS KMS keys (SSE-KMS)", as for the build.
+        # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)", as for the build.
         policies.use_key(key, via_services=["s3"]),
-        # Amazon SageMaker API Reference, "StartPipelineExecution", on the one pipeline.
+        # AWS: "StartPipelineExecution" (Amazon SageMaker API Reference), on the one pipeline.
         Statement(Effect=Allow, Action=[awacs.sagemaker.StartPipelineExecution],
                   Resource=[training_pipeline]),
         log_statement(log_group),
@@ -560,8 +563,8 @@ def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipel
 
 
 def log_statement(log_group) -> Statement:
-    """CodeBuild User Guide, "Allow CodeBuild to interact with other AWS services": the build
-    writes its logs to the project's (existing, encrypted) log group."""
+    """CodeBuild User Guide, AWS: "Allow CodeBuild to interact with other AWS services": the
+    build writes its logs to the project's (existing, encrypted) log group."""
     return Statement(
         Effect=Allow,
         Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
@@ -571,7 +574,7 @@ def log_statement(log_group) -> Statement:
 
 def vpc_statements(network: BuildNetwork | None) -> list[Statement]:
     """What CodeBuild does with the project's role to run a build in the VPC (CodeBuild User
-    Guide, "Allow CodeBuild access to AWS services required to create a VPC network
+    Guide, AWS: "Allow CodeBuild access to AWS services required to create a VPC network
     interface")."""
     if network is None:
         return []
@@ -639,6 +642,9 @@ def add_deploy_policies(b: StageBuilder, project: str, deploy_role: iam.Role,
                         requirements: Iterable[str]) -> None:
     """DeployPolicy1..n, packed within IAM's managed-policy size, attached to the deploy role."""
     prefix = iam_name_prefix(project)
+    # AWS: "Resource type schema" (CloudFormation Command Line Interface User Guide: each
+    # handler lists the permissions it needs), read from the schemas cfn-lint ships
+    # (permissions.py, with its documented supplement).
     documents = permissions.policy_documents(permissions.deployment_statements(
         deploy_requirements(b, requirements), iam_names=prefix,
         stacks=stack_name(project, "")))
@@ -670,13 +676,14 @@ def iam_name_prefix(project: str) -> str:
 def package_read_statements(artifacts: s3.Bucket, key: Any) -> list[Statement]:
     """CloudFormation fetches nested templates, and Lambda its code, with the deploy role."""
     return [
-        # Nested templates (AWS::CloudFormation::Stack TemplateURL, CloudFormation Template
-        # Reference) and Lambda code (AWS::Lambda::Function Code, whose registry create handler
-        # lists s3:GetObject) are read with the stack operation's credentials.
+        # AWS: "AWS::CloudFormation::Stack" (TemplateURL, CloudFormation Template Reference)
+        # and "AWS::Lambda::Function Code" (whose registry create handler lists s3:GetObject):
+        # nested templates and Lambda code are read with the stack operation's credentials.
         Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
                   Resource=[Sub("${%s.Arn}/%s*" % (artifacts.title, spec.PACKAGE_PREFIX))]),
-        # The packages are SSE-KMS with the DeliveryKey: S3 decrypts them in the reader's name
-        # (Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys (SSE-KMS)").
+        # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)" (Amazon S3 User
+        # Guide): the packages are SSE-KMS with the DeliveryKey, S3 decrypts them in the
+        # reader's name.
         policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
     ]
 
@@ -690,27 +697,29 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
                            f"stack/{stack_name(config.project, t.environment)}/*")
               for t in targets]
     statements = [
-        # CodePipeline User Guide, "Manage the CodePipeline service role" (its service role
-        # policy): reading and writing artifacts in the artifact store.
+        # AWS: "Manage the CodePipeline service role" (CodePipeline User Guide, its service
+        # role policy): reading and writing artifacts in the artifact store.
         Statement(Effect=Allow, Action=[awacs.s3.GetBucketVersioning, awacs.s3.GetBucketAcl,
                                         awacs.s3.GetBucketLocation],
                   Resource=[GetAtt(artifacts, "Arn")]),
+        # AWS: same page: the artifacts' objects.
         Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion,
                                         awacs.s3.PutObject, awacs.s3.PutObjectAcl],
                   Resource=[Sub("${%s.Arn}/*" % artifacts.title)]),
-        # CodePipeline User Guide, "Configure server-side encryption for artifacts stored in
-        # Amazon S3 for CodePipeline"; Amazon S3 User Guide, "Using server-side encryption with
-        # AWS KMS keys (SSE-KMS)": an upload needs kms:GenerateDataKey, a download kms:Decrypt.
+        # AWS: "Configure server-side encryption for artifacts stored in Amazon S3 for
+        # CodePipeline"; Amazon S3 User Guide, "Using server-side encryption with AWS KMS keys
+        # (SSE-KMS)": an upload needs kms:GenerateDataKey, a download kms:Decrypt.
         policies.use_key(key, via_services=["s3"]),
-        # "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CodeBuild build
-        # and test action reference": starting the projects and following their builds.
+        # AWS: "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CodeBuild
+        # build and test action reference": starting the projects and following their builds.
         Statement(
             Effect=Allow,
             Action=[awacs.codebuild.StartBuild, awacs.codebuild.BatchGetBuilds],
             Resource=[GetAtt(project, "Arn") for project in projects],
         ),
-        # "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS CloudFormation
-        # deploy action reference" (CHANGE_SET_REPLACE, CHANGE_SET_EXECUTE): the change set
+        # AWS: "Manage the CodePipeline service role"; CodePipeline User Guide, "AWS
+        # CloudFormation deploy action reference" (CHANGE_SET_REPLACE, CHANGE_SET_EXECUTE): the
+        # change set
         # actions, on the environments' root stacks and their own change sets.
         Statement(
             Effect=Allow,
@@ -720,12 +729,12 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
             Condition=Condition(StringEquals("cloudformation:ChangeSetName", [
                 change_set_name(config.project, t.environment) for t in targets])),
         ),
-        # The same pages: DescribeStacks; "AWS CloudFormation deploy action reference": with
+        # AWS: same pages: DescribeStacks; "AWS CloudFormation deploy action reference": with
         # DescribeStackEvents a failed deployment names its first failed resource.
         Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks,
                                         awacs.cloudformation.DescribeStackEvents],
                   Resource=stacks),
-        # "Manage the CodePipeline service role" (iam:PassRole, PassedToService
+        # AWS: "Manage the CodePipeline service role" (iam:PassRole, PassedToService
         # cloudformation.amazonaws.com): the deploy action's RoleArn.
         Statement(
             Effect=Allow,
@@ -737,31 +746,34 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
     ]
     if source_bucket is not None:
         statements += [
-            # CodePipeline User Guide, "Amazon S3 source action reference": the source
+            # AWS: "Amazon S3 source action reference" (CodePipeline User Guide): the source
             # object's versions, and the bucket's versioning and location.
             Statement(Effect=Allow,
                       Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
                       Resource=[Sub("${%s.Arn}/%s" % (source_bucket.title,
                                                      config.stages.cicd.source.object_key))]),
+            # AWS: same page.
             Statement(Effect=Allow,
                       Action=[awacs.s3.GetBucketVersioning, awacs.s3.GetBucketLocation],
                       Resource=[GetAtt(source_bucket, "Arn")]),
         ]
     if approvals is not None:
         statements += [
-            # CodePipeline User Guide, "Grant Amazon SNS permissions to a CodePipeline service
-            # role": the approval action announces itself on the topic.
+            # AWS: "Grant Amazon SNS permissions to a CodePipeline service role" (CodePipeline
+            # User Guide): the approval action announces itself on the topic.
             Statement(Effect=Allow, Action=[awacs.sns.Publish], Resource=[approvals]),
-            # Amazon SNS Developer Guide, "Key management" (encryption at rest): a publisher to
-            # a topic encrypted with the data key needs GenerateDataKey and Decrypt on it.
+            # AWS: "Managing Amazon SNS encryption keys and costs" (Amazon SNS Developer Guide):
+            # a publisher to a topic encrypted with the data key needs GenerateDataKey and
+            # Decrypt on it.
             policies.use_key(data_key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
                              via_services=("sns",)),
         ]
     if connection is not None:
+        # AWS: "CodeStarSourceConnection for Bitbucket Cloud, GitHub, GitHub Enterprise Server,
+        # GitLab.com, and GitLab self-managed actions" (CodePipeline User Guide).
         statements.append(Statement(
             Effect=Allow,
-            # CodePipeline User Guide, "CodeStarSourceConnection for Bitbucket Cloud, GitHub,
-            # ... action": UseConnection on the connection; its ARN is in either service's
+            # That page: UseConnection on the connection; its ARN is in either service's
             # namespace depending on its age (Developer Tools console, "Connections
             # permissions reference").
             Action=[awacs.codestar_connections.UseConnection,
@@ -927,8 +939,8 @@ def add_source_trigger(b: StageBuilder, cicd: CicdConfig, source_bucket: s3.Buck
         AssumeRolePolicyDocument=policies.trusted_by(
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(PolicyName="start-pipeline", PolicyDocument=policies.document(
-            # CodePipeline User Guide, "Amazon S3 source actions and EventBridge": the rule's
-            # role starts the one pipeline.
+            # AWS: "Amazon S3 source actions and EventBridge" (CodePipeline User Guide): the
+            # rule's role starts the one pipeline.
             Statement(Effect=Allow, Action=[awacs.codepipeline.StartPipelineExecution],
                       Resource=[pipeline_arn])))],
     )))

@@ -201,6 +201,9 @@ def topic_policy(b: StageBuilder, topic: sns.Topic, alarms: Sequence[tuple[Any, 
         if not publishers:
             continue
         gate = common_gate([g for _, g in publishers], f"the topic policy's {sid}")
+        # AWS: "Amazon SNS access control case examples" (CloudWatch alarms publishing; the
+        # aws:SourceAccount condition) and "Using resource-based policies for Amazon
+        # EventBridge" (Amazon SNS permissions): each service publishes as itself.
         statement = Statement(
             Sid=sid,
             Effect=Allow,
@@ -500,8 +503,9 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
 def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
                        security_group: ec2.SecurityGroup) -> list[Statement]:
     """A monitoring run is a processing job: "CreateProcessingJob API: Execution Role
-    Permissions" (SageMaker Developer Guide, How to use SageMaker AI execution roles) lists what
-    its role needs, scoped here to the inputs and outputs the job definition names."""
+    Permissions" (AWS: "How to use SageMaker AI execution roles", SageMaker Developer Guide)
+    lists what its role needs, scoped here to the inputs and outputs the job definition
+    names."""
     monitor = config.stages.monitoring.model_monitor
     artifacts = b.input(ARTIFACTS_BUCKET_ARN)
     b.input(DATA_CAPTURE_URI)
@@ -511,7 +515,7 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
     baseline = Sub("${%s}/%s*" % (ARTIFACTS_BUCKET_ARN.name, monitor.baseline_prefix))
     reports = Sub("${%s}/%s*" % (ARTIFACTS_BUCKET_ARN.name, monitor.reports_prefix))
     return [
-        # That page's s3:ListBucket ("scope ... to a specific bucket that you specify as the
+        # AWS: that page: s3:ListBucket ("scope ... to a specific bucket that you specify as the
         # ProcessingInputs") and s3:GetObject on the inputs: the captured requests (under the
         # capture URI) and the baseline. The capture listing cannot carry an s3:prefix
         # condition: the wire is a URI, and CloudFormation cannot cut the bucket off it
@@ -521,14 +525,14 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
                   Condition=Condition(StringLike("s3:prefix", f"{monitor.baseline_prefix}*"))),
         Statement(Effect=Allow, Action=[awacs.s3.GetObject],
                   Resource=[capture_objects, baseline]),
-        # And s3:PutObject on the outputs: the reports.
+        # AWS: same page: and s3:PutObject on the outputs: the reports.
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[reports]),
-        # The same page: kms:Decrypt for SSE-KMS inputs, kms:Encrypt for the output KmsKeyId;
+        # AWS: same page: kms:Decrypt for SSE-KMS inputs, kms:Encrypt for the output KmsKeyId;
         # S3 asks KMS for a data key when it writes under the key (Amazon S3, Using
         # server-side encryption with AWS KMS keys: kms:GenerateDataKey).
         policies.use_key(key, [awacs.kms.Decrypt, awacs.kms.Encrypt, awacs.kms.GenerateDataKey],
                          via_services=("s3",)),
-        # The same page: kms:CreateGrant for the volume KMS key, which SageMaker uses through a
+        # AWS: same page: kms:CreateGrant for the volume KMS key, which SageMaker uses through a
         # grant for the instance's volume; kms:GrantIsForAWSResource exists on grant requests
         # only (AWS KMS, Controlling access to grants).
         Statement(
@@ -537,8 +541,9 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
             Resource=[key],
             Condition=Condition(Bool("kms:GrantIsForAWSResource", "true")),
         ),
-        # The volume is an EBS volume under the data key (Requirements for Amazon EBS
-        # encryption, "Permissions for users": kms:DescribeKey beside kms:CreateGrant); a
+        # AWS: "Requirements for Amazon EBS encryption" ("Permissions for users":
+        # kms:DescribeKey beside kms:CreateGrant): the volume is an EBS volume under the data
+        # key; a
         # describe request carries no grant condition key, so it stands alone, through
         # SageMaker only.
         Statement(
@@ -548,7 +553,8 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
             Condition=Condition(StringEquals(
                 "kms:ViaService", Sub("sagemaker.${AWS::Region}.amazonaws.com"))),
         ),
-        # The same page's cloudwatch:PutMetricData has no resource-level permission; the
+        # AWS: same page (CreateProcessingJob): cloudwatch:PutMetricData has no resource-level
+        # permission; the
         # namespace condition keeps the role to Model Monitor's metrics.
         Statement(
             Effect=Allow,
@@ -556,7 +562,8 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
             Resource=["*"],
             Condition=Condition(StringEquals("cloudwatch:namespace", MONITOR_METRICS_NAMESPACE)),
         ),
-        # The same page's logs actions, on the processing jobs' log group.
+        # AWS: same page (CreateProcessingJob): the logs actions, on the processing jobs' log
+        # group.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
@@ -566,7 +573,8 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
         # "If you specify a private VPC for your processing job, add the following permissions.
         # Don't scope in the policy with any conditions or resource filters. Otherwise, the
         # validation checks that occur during the creation of the processing job fail." (the
-        # same page): the only place these have "*".
+        # same page; AWS: "How to use SageMaker AI execution roles"): the only place these
+        # have "*".
         Statement(Effect=Allow, Action=list(PROCESSING_VPC_ACTIONS), Resource=["*"]),
     ]
 
@@ -694,26 +702,27 @@ def add_retrain(b: StageBuilder, config: PipelineConfig, key: Ref, topic: sns.To
 def retrain_statements(b: StageBuilder, key: Ref, dead_letters: Any, log_group: Any,
                        security_group: ec2.SecurityGroup) -> list[Statement]:
     return [
-        # What data/retrain.py calls: StartPipelineExecution, and ListPipelineExecutions for the
-        # cool-down (SageMaker Developer Guide, API permissions reference; IAM's service
-        # reference scopes both to the pipeline).
+        # AWS: "Amazon SageMaker AI API Permissions: Actions, Permissions, and Resources
+        # Reference": what data/retrain.py calls, StartPipelineExecution, and
+        # ListPipelineExecutions for the cool-down (IAM's service reference scopes both to the
+        # pipeline).
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.StartPipelineExecution,
                     awacs.sagemaker.ListPipelineExecutions],
             Resource=[b.input(TRAINING_PIPELINE_ARN)],
         ),
-        # "To send events to a queue, your function's execution role needs sqs:SendMessage"
-        # (Lambda Developer Guide, Dead-letter queues).
+        # AWS: "Adding a dead-letter queue" (Lambda Developer Guide): "To send events to a
+        # queue, your function's execution role needs sqs:SendMessage".
         Statement(Effect=Allow, Action=[awacs.sqs.SendMessage],
                   Resource=[GetAtt(dead_letters, "Arn")]),
-        # The queue is encrypted with the data key: a producer needs kms:GenerateDataKey and
-        # kms:Decrypt (Amazon SQS Developer Guide, Key management: "Allow a producer to send
-        # messages to a queue with SSE").
+        # AWS: "Encryption at rest in Amazon SQS" (key management: "Allow a producer to send
+        # messages to a queue with SSE"): the queue is encrypted with the data key, a producer
+        # needs kms:GenerateDataKey and kms:Decrypt.
         policies.key_use_in_context(key, [awacs.kms.GenerateDataKey, awacs.kms.Decrypt], "sqs",
                                     "aws:sqs:arn", [GetAtt(dead_letters, "Arn")]),
-        # Function logs (Lambda Developer Guide, Defining Lambda function permissions with an
-        # execution role: AWSLambdaBasicExecutionRole), its own group only; the group exists,
+        # AWS: "Defining Lambda function permissions with an execution role"
+        # (AWSLambdaBasicExecutionRole): function logs, its own group only; the group exists,
         # so no logs:CreateLogGroup.
         Statement(
             Effect=Allow,
@@ -721,9 +730,8 @@ def retrain_statements(b: StageBuilder, key: Ref, dead_letters: Any, log_group: 
             Resource=[policies.arn("logs", "log-group:${%s}:*" % log_group.title)],
         ),
         *network_interface_statements(security_group),
-        # Active tracing (Lambda Developer Guide, Visualize Lambda function invocations using
-        # AWS X-Ray: xray:PutTraceSegments, xray:PutTelemetryRecords); no resource-level
-        # permissions.
+        # AWS: "Visualize Lambda function invocations using AWS X-Ray" (active tracing:
+        # xray:PutTraceSegments, xray:PutTelemetryRecords); no resource-level permissions.
         Statement(Effect=Allow,
                   Action=[awacs.xray.PutTraceSegments, awacs.xray.PutTelemetryRecords],
                   Resource=["*"]),
@@ -731,9 +739,9 @@ def retrain_statements(b: StageBuilder, key: Ref, dead_letters: Any, log_group: 
 
 
 def network_interface_statements(security_group: ec2.SecurityGroup) -> list[Statement]:
-    """What Lambda needs to place a function's network interfaces in the VPC (Lambda Developer
-    Guide, Giving Lambda functions access to resources in an Amazon VPC: the actions of
-    AWSLambdaVPCAccessExecutionRole)."""
+    """What Lambda needs to place a function's network interfaces in the VPC (AWS: "Giving
+    Lambda functions access to resources in an Amazon VPC", Lambda Developer Guide: the actions
+    of AWSLambdaVPCAccessExecutionRole)."""
     network_interfaces = policies.arn("ec2", "network-interface/*")
     return [
         Statement(

@@ -320,7 +320,7 @@ def flow_log_role(group: cw_logs.LogGroup) -> iam.Role:
         Policies=[iam.Policy(
             PolicyName="write-flow-logs",
             PolicyDocument=policies.document(
-                # "IAM role for publishing flow logs to CloudWatch Logs" (Amazon VPC User
+                # AWS: "IAM role for publishing flow logs to CloudWatch Logs" (Amazon VPC User
                 # Guide): the streams and records the service writes into the group.
                 Statement(
                     Sid="WriteFlowRecords",
@@ -328,7 +328,7 @@ def flow_log_role(group: cw_logs.LogGroup) -> iam.Role:
                     Action=[logs.CreateLogStream, logs.PutLogEvents, logs.DescribeLogStreams],
                     Resource=[group_arn],
                 ),
-                # The same page: logs:DescribeLogGroups, with which the service looks the group
+                # AWS: same page: logs:DescribeLogGroups, with which the service looks the group
                 # up before it writes. The action names no group ("Actions, resources, and
                 # condition keys for Amazon CloudWatch Logs"): it is authorized on the
                 # account's log groups of this region, the narrowest resource it takes.

@@ -129,11 +129,11 @@ def add_rest_api(b: StageBuilder, config: PipelineConfig, endpoint_name: str) ->
             "apigateway.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="invoke-endpoint",
-            # The integration calls SageMaker Runtime as this role, which needs the action it
-            # calls (API Gateway Developer Guide, Control access to a REST API with IAM: the
-            # integration's credentials role): sagemaker:InvokeEndpoint on this endpoint (SageMaker
-            # API permissions reference, runtime_InvokeEndpoint). The ARN is a name: it grants
-            # nothing until the endpoint exists.
+            # AWS: "Control access to a REST API with IAM permissions" (API Gateway Developer
+            # Guide): the integration calls SageMaker Runtime as this role (its credentials
+            # role), which needs the action it calls: sagemaker:InvokeEndpoint on this endpoint
+            # (SageMaker API permissions reference, runtime_InvokeEndpoint). The ARN is a name:
+            # it grants nothing until the endpoint exists.
             PolicyDocument=policies.document(Statement(
                 Effect=Allow,
                 Action=[awacs.sagemaker.InvokeEndpoint],
@@ -245,8 +245,9 @@ def account_logging(b: StageBuilder) -> apigateway.Account:
             "apigateway.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
             PolicyName="write-logs",
-            # The actions of AmazonAPIGatewayPushToCloudWatchLogs, which API Gateway Developer
-            # Guide, Set up CloudWatch logging for REST APIs, asks the account's role to have.
+            # AWS: "Set up CloudWatch logging for REST APIs in API Gateway": the actions of
+            # AmazonAPIGatewayPushToCloudWatchLogs, which that page asks the account's role to
+            # have.
             PolicyDocument=policies.document(Statement(
                 Effect=Allow,
                 Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,

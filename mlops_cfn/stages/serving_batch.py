@@ -199,19 +199,19 @@ def state_machine_statements(job_prefix: str, key: Ref, machine_arn: Sub) -> lis
     jobs = policies.arn("sagemaker", f"transform-job/{job_prefix}-*")
     via_sagemaker = StringEquals("kms:ViaService", Sub("sagemaker.${AWS::Region}.amazonaws.com"))
     return [
-        # Step Functions reads and writes the machine's encrypted definition and history with
-        # this role, in the machine's encryption context (Step Functions Developer Guide, Data
-        # at rest encryption: kms:Decrypt and kms:GenerateDataKey for the execution role).
+        # AWS: "Data at rest encryption in Step Functions": Step Functions reads and writes the
+        # machine's encrypted definition and history with this role, in the machine's
+        # encryption context (kms:Decrypt and kms:GenerateDataKey for the execution role).
         key_use_by_machine(key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey], machine_arn),
-        # And encrypts what it hands to CloudWatch Logs' vended delivery for the execution log
-        # (the same page, "Encrypting logs": kms:GenerateDataKey with the logs SourceArn).
+        # AWS: same page ("Encrypting logs"): and encrypts what it hands to CloudWatch Logs'
+        # vended delivery for the execution log (kms:GenerateDataKey with the logs SourceArn).
         Statement(
             Effect=Allow, Action=[awacs.kms.GenerateDataKey], Resource=[key],
             Condition=Condition(StringLike("kms:EncryptionContext:SourceArn",
                                            policies.arn("logs", "*"))),
         ),
-        # Step Functions Developer Guide, IAM policies for Amazon SageMaker AI, CreateTransformJob
-        # (synchronous): create, describe and stop the job, list its tags.
+        # AWS: "Create and manage Amazon SageMaker AI jobs with Step Functions" (IAM policies,
+        # CreateTransformJob, synchronous): create, describe and stop the job, list its tags.
         Statement(
             Effect=Allow,
             Action=[awacs.sagemaker.CreateTransformJob, awacs.sagemaker.DescribeTransformJob,
@@ -219,34 +219,38 @@ def state_machine_statements(job_prefix: str, key: Ref, machine_arn: Sub) -> lis
             Resource=[jobs],
         ),
         # A `.sync` task tags the job it creates (MANAGED_BY_AWS: STARTED_BY_STEP_FUNCTIONS);
-        # without sagemaker:AddTags the job is refused with AccessDeniedException (the page
-        # above omits it; reported and fixed in the CDK's generated policy, aws-cdk#26012).
+        # without sagemaker:AddTags the job is refused with AccessDeniedException. The page
+        # above omits it; AWS: https://github.com/aws/aws-cdk/issues/26012 (AWS's CDK adds it
+        # to its generated policy for this task).
         Statement(Effect=Allow, Action=[awacs.sagemaker.AddTags], Resource=[jobs]),
-        # `.sync` learns of the job's end through a rule Step Functions manages (the same page).
+        # AWS: same page: `.sync` learns of the job's end through a rule Step Functions manages.
         Statement(
             Effect=Allow,
             Action=[awacs.events.PutTargets, awacs.events.PutRule, awacs.events.DescribeRule],
             Resource=[policies.arn("events", f"rule/{SYNC_RULE}")],
         ),
-        # SageMaker encrypts the job's volume with VolumeKmsKeyId through a grant it creates
-        # with the caller's permission (SageMaker API permissions reference, CreateTransformJob:
-        # kms:CreateGrant). kms:GrantIsForAWSResource exists on grant requests only (AWS KMS,
-        # Controlling access to grants).
+        # AWS: "Amazon SageMaker AI API Permissions: Actions, Permissions, and Resources
+        # Reference" (CreateTransformJob: kms:CreateGrant): SageMaker encrypts the job's volume
+        # with VolumeKmsKeyId through a grant it creates with the caller's permission.
+        # kms:GrantIsForAWSResource exists on grant requests only (AWS KMS, Controlling access
+        # to grants).
         Statement(
             Effect=Allow,
             Action=[awacs.kms.CreateGrant],
             Resource=[key],
             Condition=Condition([via_sagemaker, Bool("kms:GrantIsForAWSResource", "true")]),
         ),
-        # The volume is an EBS volume under the caller's key (Requirements for Amazon EBS
-        # encryption, "Permissions for users": kms:DescribeKey beside kms:CreateGrant); a
+        # AWS: "Requirements for Amazon EBS encryption" ("Permissions for users":
+        # kms:DescribeKey beside kms:CreateGrant): the volume is an EBS volume under the
+        # caller's key; a
         # describe request has no grant condition key, so it has a statement of its own,
         # through SageMaker only.
         Statement(Effect=Allow, Action=[awacs.kms.DescribeKey], Resource=[key],
                   Condition=Condition(via_sagemaker)),
-        # Logging to CloudWatch Logs (Step Functions Developer Guide, "IAM policies for logging
-        # to CloudWatch Logs") and X-Ray tracing ("IAM policies for X-Ray"): these actions
-        # have no resource-level permissions, AWS accepts nothing narrower than "*".
+        # AWS: "Using CloudWatch Logs to log execution history in Step Functions" (IAM policies
+        # for logging to CloudWatch Logs) and "Trace Step Functions request data in AWS X-Ray"
+        # (IAM policies for X-Ray): these actions have no resource-level permissions, AWS
+        # accepts nothing narrower than "*".
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogDelivery, awacs.logs.DeleteLogDelivery,
@@ -262,7 +266,7 @@ def state_machine_statements(job_prefix: str, key: Ref, machine_arn: Sub) -> lis
 
 def key_use_by_machine(key: Ref, actions: list, machine_arn: Sub) -> Statement:
     """Use of the data key for this state machine's data only (Step Functions' encryption
-    context is the machine's ARN)."""
+    context is the machine's ARN: AWS: "Data at rest encryption in Step Functions")."""
     return Statement(
         Effect=Allow, Action=actions, Resource=[key],
         Condition=Condition(StringEquals("kms:EncryptionContext:aws:states:stateMachineArn",
@@ -282,13 +286,13 @@ def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
         Policies=[iam.Policy(
             PolicyName="start-batch-transform",
             PolicyDocument=policies.document(
-                # EventBridge Scheduler User Guide, Set up the execution role: the target's
-                # action, here starting this state machine.
+                # AWS: "Set up the execution role" (EventBridge Scheduler User Guide): the
+                # target's action, here starting this state machine.
                 Statement(Effect=Allow, Action=[awacs.states.StartExecution],
                           Resource=[Ref(machine)]),
-                # The schedule's input is encrypted with the data key; the scheduler decrypts
-                # it with this role, for this schedule only (EventBridge Scheduler User Guide,
-                # Data at rest encryption: kms:Decrypt in the schedule-arn context).
+                # AWS: "Encryption at rest in EventBridge Scheduler" (kms:Decrypt in the
+                # schedule-arn context): the schedule's input is encrypted with the data
+                # key; the scheduler decrypts it with this role, for this schedule only.
                 Statement(
                     Effect=Allow,
                     Action=[awacs.kms.Decrypt],

@@ -74,7 +74,9 @@ def objects_under(bucket_arn: Ref, prefix: str) -> Sub:
 
 
 def list_under(bucket_arn: Ref, prefix: str) -> Statement:
-    """s3:ListBucket of the bucket, for keys under `prefix` only."""
+    """s3:ListBucket of the bucket, for keys under `prefix` only (AWS: "ListObjectsV2",
+    Amazon S3 API Reference: listing takes s3:ListBucket, which s3:prefix limits); each
+    caller says why its role lists."""
     return Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[bucket_arn],
                      Condition=Condition(StringLike("s3:prefix", f"{prefix}*")))
 
@@ -113,7 +115,9 @@ def model_archive_read_statement(b: StageBuilder, config: Any) -> Any:
     API's task role): exactly ModelDataUrl's object (a setting, so its ARN is derived in the
     template, wherever it lives), or with model packages the folder the training pipeline
     writes models to (training_pipeline.definition: the training step's S3OutputPath
-    `<artifacts>/<training.artifacts_prefix>models`)."""
+    `<artifacts>/<training.artifacts_prefix>models`). AWS: "How to use SageMaker AI execution
+    roles" (CreateModel API: scope S3 permissions to the ModelDataUrl objects); AWS: "Amazon ECS
+    task IAM role" for the API's task, which downloads the same archive."""
     serving = config.stages.serving
     if serving.model_source == "model_package":
         return Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=[objects_under(

@@ -332,17 +332,19 @@ def secret_policy_arn(value: str):
 def execution_role_resource(settings: FargateServingConfig, key: Ref, repository: ecr.Repository,
                             log_group) -> iam.Role:
     statements = [
-        # Amazon ECS Developer Guide, Amazon ECS task execution IAM role: pulling the image from
-        # a private ECR repository (this stage's only) ...
+        # AWS: "Amazon ECS task execution IAM role" (Amazon ECS Developer Guide): pulling the
+        # image from a private ECR repository (this stage's only) ...
         Statement(
             Effect=Allow,
             Action=[awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
                     awacs.ecr.GetDownloadUrlForLayer],
             Resource=[GetAtt(repository, "Arn")],
         ),
-        # ... with a registry token, which has no resource-level permission: "*" only ...
+        # AWS: same page: ... with a registry token, which has no resource-level permission:
+        # "*" only ...
         Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
-        # ... and sending the container logs with the awslogs driver (its group only).
+        # AWS: same page: ... and sending the container logs with the awslogs driver (its
+        # group only).
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogStream, awacs.logs.PutLogEvents],
@@ -351,15 +353,15 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
     ]
     if settings.secrets:
         statements += [
-            # Amazon ECS Developer Guide, Pass Secrets Manager secrets through Amazon ECS
-            # environment variables: secretsmanager:GetSecretValue on those secrets ...
+            # AWS: "Pass Secrets Manager secrets through Amazon ECS environment variables"
+            # (Amazon ECS Developer Guide): secretsmanager:GetSecretValue on those secrets ...
             Statement(
                 Effect=Allow,
                 Action=[awacs.secretsmanager.GetSecretValue],
                 Resource=[secret_policy_arn(v) for _, v in sorted(settings.secrets.items())],
             ),
-            # ... and kms:Decrypt when a secret is under a customer managed key (the data key;
-            # those under aws/secretsmanager need nothing).
+            # AWS: same page: ... and kms:Decrypt when a secret is under a customer managed key
+            # (the data key; those under aws/secretsmanager need nothing).
             policies.use_key(key, [awacs.kms.Decrypt], via_services=("secretsmanager",)),
         ]
     return iam.Role(
@@ -373,8 +375,8 @@ def execution_role_resource(settings: FargateServingConfig, key: Ref, repository
 
 
 def task_role_resource(b: StageBuilder, config: PipelineConfig, key: Ref) -> iam.Role:
-    """What the container itself may do (Amazon ECS Developer Guide, "Amazon ECS task IAM
-    role": the permissions the application needs). The model API (mlops_cfn/data/model_api)
+    """What the container itself may do (AWS: "Amazon ECS task IAM role", Amazon ECS Developer
+    Guide: the permissions the application needs). The model API (mlops_cfn/data/model_api)
     asks SageMaker where the package's archive is and reads it; nothing else of the artifacts
     bucket (not training splits, not captures)."""
     serving = config.stages.serving

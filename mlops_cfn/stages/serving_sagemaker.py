@@ -169,10 +169,10 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
                           alarms: list[cloudwatch.Alarm]) -> list[Any]:
     """What the model's execution role needs, each statement with the AWS page asking for it.
 
-    Most come from "CreateModel API: Execution Role Permissions" (SageMaker Developer Guide, How
-    to use SageMaker AI execution roles): the model archive, the image, logs, metrics, and with
-    a VPC the network interfaces. SageMaker runs batch transform jobs and writes data captures
-    with the same role.
+    Most come from AWS: "How to use SageMaker AI execution roles" (SageMaker Developer Guide,
+    "CreateModel API: Execution Role Permissions"): the model archive, the image, logs,
+    metrics, and with a VPC the network interfaces. SageMaker runs batch transform jobs and
+    writes data captures with the same role.
     """
     settings = config.stages.serving.sagemaker
     key = b.input(DATA_KEY_ARN)
@@ -183,8 +183,8 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
         model_archive_read(b, config),
     ]
     if settings.data_capture.enabled:
-        # Captured requests and responses are written with the endpoint's execution role
-        # (Data capture, SageMaker Developer Guide; DataCaptureConfig.DestinationS3Uri).
+        # AWS: "Data capture" (SageMaker Developer Guide; DataCaptureConfig.DestinationS3Uri):
+        # captured requests and responses are written with the endpoint's execution role.
         statements.append(Statement(
             Effect=Allow, Action=[awacs.s3.PutObject],
             Resource=[objects_under(b.input(ARTIFACTS_BUCKET_ARN), settings.data_capture.prefix)]))
@@ -251,9 +251,9 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
             Resource=["*"],
             Condition=Condition(StringLike("cloudwatch:namespace", "/aws/sagemaker/*")),
         ),
+        # AWS: "Auto-Rollback Configuration and Monitoring" (SageMaker deployment guardrails):
         # "Ensure that your IAM execution role has permission to perform the
-        # cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify"
-        # (Auto-Rollback Configuration and Monitoring, SageMaker deployment guardrails). The
+        # cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify". The
         # alarms exist with the endpoint.
         If(MODEL_SUPPLIED, Statement(
             Effect=Allow,
@@ -268,7 +268,8 @@ def model_archive_read(b: StageBuilder, config: PipelineConfig) -> Any:
     """s3:GetObject on the model archive: exactly ModelDataUrl's object (a setting, so its ARN
     is derived in the template, wherever it lives), or with model packages the folder the
     training pipeline writes models to (training_pipeline.definition: the training step's
-    S3OutputPath `<artifacts>/<training.artifacts_prefix>models`)."""
+    S3OutputPath `<artifacts>/<training.artifacts_prefix>models`). AWS: "How to use SageMaker
+    AI execution roles" (CreateModel API: scope S3 permissions to the ModelDataUrl objects)."""
     return model_archive_read_statement(b, config)
 
 
@@ -279,7 +280,8 @@ def image_pull(b: StageBuilder, config: PipelineConfig) -> list[Any]:
     are pulled with service-owned credentials, so no customer policy is involved (Docker
     Registry Paths and Example Code, SageMaker Developer Guide). A customer image needs the
     ECR actions, scoped to "a specific registry path that you specify as the
-    PrimaryContainer.Image" (CreateModel API: Execution Role Permissions): with model_data,
+    PrimaryContainer.Image" (AWS: "How to use SageMaker AI execution roles", CreateModel API:
+    Execution Role Permissions): with model_data,
     ModelImageUri; with model packages, the training image the pipeline registers
     (stages.training.image_uri). The URI is a setting, so the repository's ARN is derived in
     the template.

@@ -174,32 +174,38 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
     grants are inert.
     """
     return (
-        # Only alarms of this account and region (the confused-deputy guard).
+        # AWS: "Managing Amazon SNS encryption keys and costs" (compatibility between event
+        # sources from AWS services and encrypted topics: CloudWatch alarms). Only alarms of
+        # this account and region (the confused-deputy guard).
         policies.key_use_by_service(
             "AlarmNotificationsByCloudWatch", "cloudwatch.amazonaws.com", policies.KEY_READ_WRITE,
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))),
         # EventBridge rules deliver to the alarm topic and to the dead-letter queues encrypted
         # with this key, and SNS and SQS then ask KMS in EventBridge's name. Only rules of this
-        # account and region may: the source conditions that "Managing Amazon SNS encryption
-        # keys" (SNS Developer Guide, compatibility with AWS services) puts on a service's key
+        # account and region may: the source conditions that AWS: "Managing Amazon SNS
+        # encryption keys and costs" (compatibility with AWS services) puts on a service's key
         # grant, with the rule ARNs that "Using resource-based policies for Amazon
         # EventBridge" (EventBridge User Guide, SNS and SQS permissions) uses as aws:SourceArn.
         policies.key_use_by_service(
             "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("events", "rule/*"))),
-        # A state machine encrypted with this key (the serving stage's batch transform) logs
-        # through CloudWatch Logs' vended delivery, which decrypts what it delivers as itself.
+        # AWS: "Data at rest encryption in Step Functions" (logging with a customer managed
+        # key): a state machine encrypted with this key (the serving stage's batch transform)
+        # logs through CloudWatch Logs' vended delivery, which decrypts what it delivers as
+        # itself.
         policies.key_use_by_service(
             "LogDeliveryByCloudWatchLogs", "delivery.logs.amazonaws.com", [awacs.kms.Decrypt],
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
-        # Fargate encrypts the ephemeral storage of the serving API's tasks with this key (the
+        # AWS: "Create an encryption key for Fargate ephemeral storage for Amazon ECS": Fargate
+        # encrypts the ephemeral storage of the serving API's tasks with this key (the
         # cluster's ManagedStorageConfiguration) as itself: a data key, and a grant to decrypt
         # it, for that cluster only.
         policies.key_use_by_service(
             "TaskStorageByFargate", "fargate.amazonaws.com",
             [awacs.kms.GenerateDataKeyWithoutPlaintext], _the_api_cluster(api_cluster)),
+        # AWS: same page: kms:CreateGrant, for the grant operation Decrypt.
         policies.key_use_by_service(
             "TaskStorageGrantsByFargate", "fargate.amazonaws.com", [awacs.kms.CreateGrant],
             _the_api_cluster(api_cluster),
@@ -330,7 +336,8 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
 
 
 def _s3_log_delivery(logs_bucket: s3.Bucket, source_arns: list[Sub]) -> Statement:
-    """S3 server access logging writes as the logging service. With ACLs disabled
+    """S3 server access logging writes as the logging service (AWS: "Enabling Amazon S3 server
+    access logging", permissions for log delivery). With ACLs disabled
     (BucketOwnerEnforced) only a bucket policy can let it in; the conditions keep it to this
     account's buckets of this pipeline and environment, and the resource to their log prefix."""
     return Statement(
@@ -347,7 +354,8 @@ def _s3_log_delivery(logs_bucket: s3.Bucket, source_arns: list[Sub]) -> Statemen
 
 
 def _load_balancer_log_delivery(logs_bucket: s3.Bucket) -> Statement:
-    """Elastic Load Balancing writes access logs as its log delivery service, under
+    """Elastic Load Balancing writes access logs as its log delivery service (AWS: "Enable
+    access logs for your Application Load Balancer", bucket policy), under
     `<prefix>/AWSLogs/<account>/`; the resource and the condition keep it to this account's load
     balancers. (The serving stage's load balancer logs here; without one, nothing is written.)
 

@@ -457,7 +457,10 @@ def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
     b.add(sqs.QueuePolicy(
         "TriggerDeadLetterQueuePolicy",
         Queues=[Ref(dead_letters)],
+        # AWS: "Using dead-letter queues to process undelivered events" (EventBridge User
+        # Guide): the queue's policy lets EventBridge send, for the rules that use it.
         PolicyDocument=policies.document(Statement(
+
             Sid="EventBridgeDeadLetters",
             Effect=Allow,
             Principal=Principal("Service", "events.amazonaws.com"),

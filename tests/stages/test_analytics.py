@@ -428,7 +428,9 @@ def test_the_external_schema_is_created_apart_from_the_load_transaction():
 
 def test_retries_come_from_settings_and_failures_go_to_an_encrypted_queue():
     t = template()
-    for x in rule(t)["Targets"]:
+    targets = rule(t)["Targets"]
+    assert targets
+    for x in targets:
         assert x["RetryPolicy"] == {
             "MaximumRetryAttempts": {"Ref": "RedshiftLoadRetryAttempts"},
             "MaximumEventAgeInSeconds": {"Ref": "RedshiftLoadMaxEventAgeSeconds"}}

@@ -135,7 +135,9 @@ def test_the_log_groups_glue_writes_are_created_under_glues_names():
 
 
 def test_every_log_group_is_encrypted_with_the_data_key_and_expires():
-    for group in resources_of_type(template(), "AWS::Logs::LogGroup").values():
+    groups = resources_of_type(template(), "AWS::Logs::LogGroup")
+    assert groups
+    for group in groups.values():
         assert group["Properties"]["KmsKeyId"] == KEY
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
@@ -257,7 +259,9 @@ def test_only_glue_assumes_the_roles():
 
 @pytest.mark.parametrize("role", ROLES)
 def test_no_wildcard_action_and_star_only_where_aws_allows_nothing_narrower(role):
-    for statement in statements(template(), role):
+    found = statements(template(), role)
+    assert found
+    for statement in found:
         assert statement["Effect"] == "Allow"
         assert all("*" not in action for action in statement["Action"]), statement
         if "*" in statement["Resource"]:
@@ -538,7 +542,9 @@ def test_a_processed_folder_named_like_a_raw_table_is_refused():
     ("everything", "CRAWL_EVERYTHING", "UPDATE_IN_DATABASE"),
 ])
 def test_recrawl_and_schema_change_policies(recrawl, behavior, update):
-    for crawler in crawlers(template(recrawl=recrawl, storage=READABLE_ARCHIVE)).values():
+    found = crawlers(template(recrawl=recrawl, storage=READABLE_ARCHIVE))
+    assert found
+    for crawler in found.values():
         assert crawler["RecrawlPolicy"] == {"RecrawlBehavior": behavior}
         # Never drop a table or partition because its objects are gone (archived).
         assert crawler["SchemaChangePolicy"] == {"UpdateBehavior": update, "DeleteBehavior": "LOG"}

@@ -171,7 +171,9 @@ def test_only_firehose_of_this_account_assumes_the_delivery_role():
 def test_delivery_role_is_scoped_to_the_stream_bucket_key_and_log_stream():
     allowed = {"IngestStream", "RawBucketArn", "DataKeyArn", "DeliveryLogGroup",
                "DeliveryLogStream"}
-    for statement in statements(delivery_role()):
+    found = statements(delivery_role())
+    assert found
+    for statement in found:
         assert all("*" not in a.split(":")[1] for a in statement["Action"]), statement
         assert "*" not in statement["Resource"], statement
         assert names_in(statement["Resource"]) <= allowed, statement
@@ -357,7 +359,9 @@ def consumer_statements() -> list[dict]:
 def test_consumer_role_is_scoped_to_its_own_resources():
     allowed = {"IngestStream", "DataKeyArn", "ConsumerDeadLetterQueue", "ConsumerFailureQueue",
                "ConsumerLogGroup", "ConsumerSecurityGroup"}
-    for statement in consumer_statements():
+    found = consumer_statements()
+    assert found
+    for statement in found:
         assert all("*" not in a.split(":")[1] for a in statement["Action"]), statement
         assert names_in(statement["Resource"]) <= allowed, statement
 

@@ -121,9 +121,11 @@ def test_key_policy_lets_only_eventbridge_rules_of_this_account_and_region_use_t
 
 
 def test_every_allow_to_an_aws_service_is_scoped_by_a_condition(template):
-    for statement in key_policy(template):
-        if statement["Effect"] == "Allow" and "Service" in statement["Principal"]:
-            assert statement.get("Condition"), statement["Sid"]
+    to_services = [s for s in key_policy(template)
+                   if s["Effect"] == "Allow" and "Service" in s["Principal"]]
+    assert to_services
+    for statement in to_services:
+        assert statement.get("Condition"), statement["Sid"]
 
 
 def test_key_policy_lets_fargate_encrypt_task_storage_only_for_this_accounts_clusters(template):
