@@ -2,7 +2,8 @@
 
 Golden: templates/<env>/ must equal a fresh render of the bundled config; on a mismatch the
 fresh text is written beside the committed file as `<name>-result` for reading the diff by hand.
-Refresh with `mlops-cfn render --all-envs`, never from a test.
+Refresh with `mlops-cfn render --all-envs`, never from a test. Every example has its golden
+files too, examples/templates/<example>/<env>/, refreshed with scripts/render-examples.
 
 Clean: the bundled config and every example in examples/, in every environment, render to
 templates with zero cfn-lint errors and warnings, no CloudFormation quota breach, and zero failed
@@ -39,6 +40,24 @@ def test_committed_templates_equal_a_fresh_render(env):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.with_name(path.name + "-result").write_bytes(data)
     assert not problems, "\n".join(problems + ["refresh with: mlops-cfn render --all-envs"])
+
+
+@pytest.mark.parametrize("config_path", EXAMPLES, ids=config_id)
+def test_each_example_renders_its_committed_golden_files_byte_for_byte(config_path):
+    loaded = config.load(config_path)
+    golden = REPO / "examples" / "templates" / config_path.stem
+    assert golden.is_dir(), f"{golden}: missing; refresh with scripts/render-examples"
+    assert sorted(p.name for p in golden.iterdir()) == sorted(loaded.merged)
+    problems = [problem for env in loaded.merged
+                for problem in drift(render_files(pipeline.build(loaded.for_environment(env))),
+                                     golden / env)]
+    assert not problems, "\n".join(problems + ["refresh with: scripts/render-examples"])
+
+
+def test_every_example_has_golden_files_and_no_golden_outlives_its_example():
+    assert EXAMPLES, "examples/ holds the configs users start from"
+    goldens = {p.name for p in (REPO / "examples" / "templates").iterdir()}
+    assert goldens == {p.stem for p in EXAMPLES}
 
 
 def render_all_environments(config_path, out: Path) -> list[Path]:
