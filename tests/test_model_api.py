@@ -86,6 +86,12 @@ def direct(booster, rows) -> list[float]:
     return [float(p) for p in booster.predict(matrix)]
 
 
+def scores(answer) -> list:
+    """The predictions of a JSON answer, shaped as the built-in XGBoost endpoint's."""
+    assert answer.status_code == 200, answer.text
+    return [p["score"] for p in answer.json()["predictions"]]
+
+
 def settings(**changes):
     values = dict(features=FEATURES, model_data_url="s3://bucket/model.tar.gz",
                   max_batch_rows=50)
@@ -119,18 +125,18 @@ def test_json_records_get_the_models_own_predictions(client, booster):
     rows, _ = generated_rows(30, seed=11)
     records = [dict(zip(FEATURES, row)) for row in rows.tolist()]
     answer = client.post("/predict", json={"records": records})
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["predictions"] == pytest.approx(direct(booster, rows), abs=1e-7)
+    assert scores(answer) == pytest.approx(direct(booster, rows), abs=1e-7)
 
 
 def test_json_instances_and_csv_rows_are_in_the_training_order(client, booster):
     rows, _ = generated_rows(10, seed=3)
     expected = direct(booster, rows)
     instances = client.post("/predict", json={"instances": rows.tolist()})
-    assert instances.json()["predictions"] == pytest.approx(expected, abs=1e-7)
+    assert scores(instances) == pytest.approx(expected, abs=1e-7)
     body = "".join(",".join(repr(v) for v in row) + "\n" for row in rows.tolist())
-    csv_answer = client.post("/predict", content=body, headers={"Content-Type": "text/csv"})
-    assert csv_answer.json()["predictions"] == pytest.approx(expected, abs=1e-7)
+    csv_answer = client.post("/predict", content=body, headers={
+        "Content-Type": "text/csv", "Accept": "application/json"})
+    assert scores(csv_answer) == pytest.approx(expected, abs=1e-7)
 
 
 def test_missing_values_are_missing_to_xgboost_as_in_sagemakers_csv(client, booster):
@@ -139,10 +145,45 @@ def test_missing_values_are_missing_to_xgboost_as_in_sagemakers_csv(client, boos
     by_json = client.post("/predict", json={"records": [
         {"value": None, "amount": 3, "is_repeat": True},
         {"value": 60, "amount": None, "is_repeat": False}]})
-    by_csv = client.post("/predict", content=",3,1\n60,,0\n",
-                         headers={"Content-Type": "text/csv"})
-    assert by_json.json()["predictions"] == pytest.approx(expected, abs=1e-7)
-    assert by_csv.json()["predictions"] == pytest.approx(expected, abs=1e-7)
+    by_csv = client.post("/predict", content="nan,3,1\n60,,0\n",
+                         headers={"Content-Type": "text/csv", "Accept": "application/json"})
+    assert scores(by_json) == pytest.approx(expected, abs=1e-7)
+    assert scores(by_csv) == pytest.approx(expected, abs=1e-7)
+
+
+def test_answers_take_the_requests_type_unless_accept_names_one(client):
+    """As SageMaker's built-in XGBoost: CSV in, CSV out when the caller does not say."""
+    for accept in (None, "*/*"):
+        headers = {"Content-Type": "text/csv", **({"Accept": accept} if accept else {})}
+        answer = client.post("/predict", content="40,1,0\n", headers=headers)
+        assert answer.headers["content-type"].startswith("text/csv")
+        by_json = client.post("/predict", json={"instances": [[40, 1, 0]]},
+                              headers={"Accept": accept} if accept else {})
+        assert by_json.headers["content-type"].startswith("application/json")
+    refused = client.post("/predict", content="40,1,0\n",
+                          headers={"Content-Type": "text/csv", "Accept": "application/x-protobuf"})
+    assert refused.status_code == 406 and "application/json or text/csv" in refused.json()["error"]
+
+
+def test_a_multi_class_model_answers_one_list_of_probabilities_per_row(tmp_path):
+    rows, labels = generated_rows(200)
+    classes = (labels + (rows[:, 1] > 5)).astype(float)  # 0, 1 or 2
+    booster = xgboost.train({"objective": "multi:softprob", "num_class": 3, "nthread": 1},
+                            xgboost.DMatrix(rows, label=classes), num_boost_round=5)
+    archive = pack(booster, tmp_path / "multi")
+    app = api.create_app(settings(), load=lambda s: api.predictor_from_archive(archive, tmp_path))
+    test_client = started(app)
+    try:
+        answer = test_client.post("/predict", json={"instances": rows[:2].tolist()})
+        got = scores(answer)
+        expected = booster.predict(xgboost.DMatrix(rows[:2])).tolist()
+        assert [len(p) for p in got] == [3, 3]
+        assert got == [pytest.approx(e, abs=1e-6) for e in expected]
+        as_csv = test_client.post("/predict", content="40,1,0\n",
+                                  headers={"Content-Type": "text/csv"})
+        assert len(as_csv.text.strip().split(",")) == 3
+    finally:
+        test_client.__exit__(None, None, None)
 
 
 def test_csv_answers_one_prediction_per_line_when_asked(client, booster):
@@ -311,8 +352,8 @@ def test_the_process_serves_then_stops_cleanly_on_sigterm(archive, booster, tmp_
         request = urllib.request.Request(f"{base}/predict", data=b"40,1,0\n",
                                          headers={"Content-Type": "text/csv"})
         with urllib.request.urlopen(request, timeout=5) as answer:
-            assert json.loads(answer.read())["predictions"] == pytest.approx(
-                direct(booster, [[40, 1, 0]]), abs=1e-7)
+            assert float(answer.read().decode()) == pytest.approx(
+                direct(booster, [[40, 1, 0]])[0], abs=1e-7)
         process.send_signal(signal.SIGTERM)
         output, errors = process.communicate(timeout=30)
     finally:
@@ -363,6 +404,12 @@ def test_the_image_runs_as_the_task_definition_demands():
     defaults = FargateServingConfig()
     assert f"USER {defaults.user}" in lines
     assert f"EXPOSE {defaults.container_port}" in lines
+    # ECS mounts the task's scratch volume over /tmp as root, mode 0755, unless the image
+    # declares a VOLUME there ("Use bind mounts with Amazon ECS"): the non-root API could not
+    # unpack its model.
+    from mlops_cfn.stages.serving_fargate import SCRATCH_PATH
+
+    assert f'VOLUME ["{SCRATCH_PATH}"]' in lines and f"RUN chmod 1777 {SCRATCH_PATH}" in lines
     requirements = (APP_DIR / "requirements.txt").read_text().splitlines()
     pins = [line for line in requirements if line and not line.startswith("#")]
     assert pins and all("==" in line for line in pins)

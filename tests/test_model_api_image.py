@@ -65,7 +65,9 @@ def test_the_image_serves_the_model_as_the_task_definition_runs_it(image, tmp_pa
     archive.chmod(0o644)
     name = f"model-api-{uuid.uuid4().hex[:8]}"
     features = ["value", "amount", "is_repeat"]
-    docker("run", "--detach", "--name", name, "--read-only", "--tmpfs", "/tmp:rw,size=256m",
+    # The scratch volume as ECS gives it: a fresh volume over /tmp that takes the image's
+    # ownership and mode because the image declares VOLUME /tmp (not a world-writable tmpfs).
+    docker("run", "--detach", "--name", name, "--read-only", "--volume", "/tmp",
            "--user", "1000:1000", "--cap-drop", "ALL", "--publish", "127.0.0.1::8080",
            "--volume", f"{archive}:/model/model.tar.gz:ro",
            "--env", "MODEL_DATA_URL=file:///model/model.tar.gz",
@@ -79,7 +81,7 @@ def test_the_image_serves_the_model_as_the_task_definition_runs_it(image, tmp_pa
             data=json.dumps({"records": [dict(zip(features, r)) for r in sample.tolist()]})
             .encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as answer:
-            predictions = json.loads(answer.read())["predictions"]
+            predictions = [p["score"] for p in json.loads(answer.read())["predictions"]]
         assert predictions == pytest.approx(direct(booster, sample), abs=1e-6)
         # ECS stops a task with SIGTERM, then SIGKILL after its stop timeout (30 s).
         started = time.monotonic()
@@ -93,6 +95,13 @@ def test_the_image_serves_the_model_as_the_task_definition_runs_it(image, tmp_pa
         assert any(e.get("path") == "/predict" and e.get("status") == 200 for e in logs)
     finally:
         docker("rm", "--force", name, check=False)
+
+
+def test_the_image_declares_its_scratch_volume_writable_by_any_user(image):
+    config = json.loads(docker("image", "inspect", image))[0]["Config"]
+    assert "/tmp" in (config.get("Volumes") or {})
+    mode = docker("run", "--rm", "--entrypoint", "/usr/bin/stat", image, "-c", "%a %U", "/tmp")
+    assert mode == "1777 root"
 
 
 def test_the_image_runs_as_a_user_that_cannot_write_its_own_code(image):

@@ -466,9 +466,12 @@ class ServingConfig(StageToggle):
         str,
         Field(pattern=S3_URI_PATTERN,
               description="With model_source `model_data`: the model archive (s3://.../model."
-                          "tar.gz). The model role and the API's task role may read exactly this object, in any bucket "
-                          "of the account (another account's bucket must allow it too; an "
-                          "object under a key other than the data key needs that key granted). "
+                          "tar.gz). The model role and the API's task role may read exactly "
+                          "this object, in any bucket of the account (another account's bucket "
+                          "must allow it too, and only the SageMaker endpoint can use one: the "
+                          "Fargate API reads through the VPC's S3 gateway endpoint, which admits "
+                          "this account's buckets only; an object under a key other than the "
+                          "data key needs that key granted). "
                           "Empty: the stack's current archive is kept on every deployment "
                           "(none, no model, endpoint or API service, at first)."),
         Setting("ModelDataUrl", run_time=True),

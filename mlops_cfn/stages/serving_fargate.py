@@ -70,6 +70,10 @@ CONTAINER = "model-api"
 SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 # Untagged images come from failed or superseded pushes; a week is time enough to notice.
 UNTAGGED_IMAGE_DAYS = 7
+HEALTH_CHECK_INTERVAL_SECONDS = 10
+# The container's one writable place (the task's ephemeral storage). The image declares a VOLUME
+# at this path, so the non-root user may write there (mlops_cfn/data/model_api/Dockerfile).
+SCRATCH_PATH = "/tmp"
 # A task being replaced gets this long to finish its requests.
 DEREGISTRATION_DELAY_SECONDS = 30
 
@@ -254,6 +258,14 @@ def target_group_resource(b: StageBuilder, settings: FargateServingConfig) -> el
         HealthCheckProtocol="HTTP",
         HealthCheckPath=settings.health_check_path,
         Matcher=elb.Matcher(HttpCode="200"),
+        # The API answers 503 while it loads its model. A new target turns healthy on its first
+        # passing check; one that failed first needs HealthyThresholdCount passes (AWS: "Health
+        # checks for Application Load Balancer target groups"). The defaults (every 30 s, 5
+        # passes) would keep a task that loaded a few seconds late out for 150 s, beyond the
+        # service's grace period: check every 10 s, 2 passes in, 3 failures out.
+        HealthCheckIntervalSeconds=HEALTH_CHECK_INTERVAL_SECONDS,
+        HealthyThresholdCount=2,
+        UnhealthyThresholdCount=3,
         TargetGroupAttributes=[elb.TargetGroupAttribute(
             Key="deregistration_delay.timeout_seconds",
             Value=str(DEREGISTRATION_DELAY_SECONDS))],
@@ -459,7 +471,8 @@ def task_definition_resource(b: StageBuilder, config: PipelineConfig, repository
         LinuxParameters=ecs.LinuxParameters(
             Capabilities=ecs.KernelCapabilities(Drop=["ALL"]), InitProcessEnabled=True),
         # The one writable place: scratch space on the task's ephemeral storage.
-        MountPoints=[ecs.MountPoint(SourceVolume="tmp", ContainerPath="/tmp", ReadOnly=False)],
+        MountPoints=[ecs.MountPoint(SourceVolume="tmp", ContainerPath=SCRATCH_PATH,
+                                    ReadOnly=False)],
         PortMappings=[ecs.PortMapping(ContainerPort=settings.container_port, Protocol="tcp")],
         **variables,
         LogConfiguration=ecs.LogConfiguration(

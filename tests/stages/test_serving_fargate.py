@@ -3,6 +3,7 @@ internal load balancer in the private subnets, public only through an IAM-author
 
 import json
 
+from mlops_cfn.config.serving import FargateServingConfig
 from mlops_cfn.stages import serving, storage
 from tests.helpers import (config_with, only_resource, resources_of_type, statements,
                            template_dict, with_action)
@@ -310,6 +311,21 @@ def test_the_health_check_probes_the_configured_path():
               "ApiTargetGroup")
     assert p["HealthCheckPath"] == "/healthz"
     assert p["Port"] == 9000 and p["TargetType"] == "ip"
+
+
+def test_a_task_that_loads_its_model_late_turns_healthy_within_the_grace_period():
+    """The API answers 503 until its model is loaded. A target that failed its first checks
+    needs HealthyThresholdCount passes at HealthCheckIntervalSeconds ("Health checks for
+    Application Load Balancer target groups"); ECS counts the load balancer's verdict once
+    HealthCheckGracePeriodSeconds (60 s by default) are over."""
+    t = fargate()
+    group = props(t, "ApiTargetGroup")
+    recovery = group["HealthyThresholdCount"] * group["HealthCheckIntervalSeconds"]
+    grace = FargateServingConfig().health_check_grace_seconds
+    assert recovery <= grace / 2, "a task that failed early must recover well within the grace"
+    # Timeout under the interval (the ALB default for HTTP ip targets is 5 s).
+    assert group.get("HealthCheckTimeoutSeconds", 5) < group["HealthCheckIntervalSeconds"]
+    assert group["UnhealthyThresholdCount"] >= 2
 
 
 def test_the_access_logs_bucket_lets_load_balancers_of_this_account_write_under_the_prefix():

@@ -6,10 +6,13 @@ endpoint serves (the training pipeline's built-in XGBoost artifact, a booster na
 
 - `POST /predict`: a batch of records, as JSON (`{"records": [{feature: value, ...}]}` or
   `{"instances": [[value, ...]]}`, values in the training order) or CSV rows (`text/csv`, no
-  header, values in the training order, an empty field is a missing value, as for SageMaker's
-  built-in XGBoost). Answers `{"predictions": [...]}` (or one number per line with `Accept:
-  text/csv`). A malformed body, an unknown or missing field, a value that is not a number, or a
-  batch above the configured size is a 4xx with a one-line reason.
+  header, values in the training order, an empty field or `nan` is a missing value, as for
+  SageMaker's built-in XGBoost). Answers as the built-in XGBoost endpoint does ("Common data
+  formats for inference", SageMaker Developer Guide): `Accept: application/json` gives
+  `{"predictions": [{"score": x}, ...]}`, `Accept: text/csv` one prediction per line; with no
+  Accept (or `*/*`) the answer takes the request's type. A malformed body, an unknown or
+  missing field, a value that is not a number, or a batch above the configured size is a 4xx
+  with a one-line reason.
 - `GET /health` (and `GET /ping`, SageMaker's name for it): 200 once the model is loaded, 503
   before; the load balancer sends traffic only then.
 - Logs: one JSON object per line on stdout (the task's awslogs driver ships them), each request
@@ -45,11 +48,13 @@ import tarfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
@@ -119,24 +124,31 @@ def _positive(env, name: str, default: int) -> int:
 
 # --- the model -------------------------------------------------------------------------------
 
+def aws_client(service: str):
+    """A client that fails within seconds when a VPC endpoint is missing, so the reason reaches
+    the logs before the load balancer gives up on the task (boto3's defaults retry for
+    minutes)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(service, config=Config(connect_timeout=5, read_timeout=60,
+                                               retries={"max_attempts": 3, "mode": "standard"}))
+
+
 def model_data_url(settings: Settings, sagemaker=None) -> str:
     """Where the model artifact is: given, or the package's first container's ModelDataUrl."""
     if settings.model_data_url:
         return settings.model_data_url
-    import boto3
-
-    client = sagemaker or boto3.client("sagemaker")
+    client = sagemaker or aws_client("sagemaker")
     package = client.describe_model_package(ModelPackageName=settings.model_package_arn)
     return package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
 
 
 def download(url: str, target: pathlib.Path, s3=None) -> pathlib.Path:
-    import boto3
-
     bucket, _, key = url.removeprefix("s3://").partition("/")
     target.mkdir(parents=True, exist_ok=True)
     archive = target / "model.tar.gz"
-    (s3 or boto3.client("s3")).download_file(bucket, key, str(archive))
+    (s3 or aws_client("s3")).download_file(bucket, key, str(archive))
     return archive
 
 
@@ -164,7 +176,11 @@ def load_booster(model_file: pathlib.Path):
 
     booster = xgboost.Booster()
     try:
-        booster.load_model(str(model_file))
+        with warnings.catch_warnings():
+            # The deprecated binary format (what the built-in 1.3-1.7 containers save) loads
+            # with a warning on stderr that would break the JSON log lines.
+            warnings.simplefilter("ignore")
+            booster.load_model(str(model_file))
     except xgboost.core.XGBoostError:
         import pickle
 
@@ -181,9 +197,10 @@ def predictor_from_archive(archive: pathlib.Path, workdir: pathlib.Path) -> Pred
     extract(archive, extracted)
     booster = load_booster(extracted / MODEL_FILE)
 
-    def predict(rows: Sequence[Sequence[float]]) -> list[float]:
+    def predict(rows: Sequence[Sequence[float]]) -> list:
         matrix = xgboost.DMatrix(numpy.asarray(rows, dtype=float), missing=math.nan)
-        return [float(p) for p in booster.predict(matrix)]
+        # One number per row, or one list per row for a multi-class objective (multi:softprob).
+        return booster.predict(matrix).tolist()
 
     return predict
 
@@ -266,7 +283,7 @@ def rows_from_csv(body: bytes, features: Sequence[str]) -> list[list[float]]:
         row = []
         for feature, field in zip(features, fields):
             field = field.strip()
-            if not field:
+            if not field or field.lower() == "nan":
                 row.append(math.nan)
                 continue
             try:
@@ -298,6 +315,26 @@ def parse(content_type: str, body: bytes, settings: Settings) -> list[list[float
         raise BadRequest(413, f"the batch has {len(rows)} rows; at most "
                               f"{settings.max_batch_rows} per request")
     return rows
+
+
+def answer_type(accept: str, content_type: str) -> str | None:
+    """The answer's media type: the first of Accept's that the API writes; the request's own
+    type for none or `*/*` (SageMaker's built-in XGBoost answers CSV to CSV); None when Accept
+    names only types the API cannot write."""
+    asked = [part.split(";")[0].strip().lower() for part in accept.split(",") if part.strip()]
+    for media in asked:
+        if media in ("application/json", "text/csv"):
+            return media
+    if not asked or any(media in ("*/*", "text/*", "application/*") for media in asked):
+        return "text/csv" if content_type.split(";")[0].strip().lower() == "text/csv" \
+            else "application/json"
+    return None
+
+
+def csv_line(prediction) -> str:
+    if isinstance(prediction, list):
+        return ",".join(repr(p) for p in prediction) + "\n"
+    return f"{prediction!r}\n"
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -351,11 +388,16 @@ def create_app(settings: Settings, load: Callable[[Settings], Predictor] = load_
                          settings)
         except BadRequest as error:
             return JSONResponse({"error": error.reason}, status_code=error.status)
-        predictions = holder.predict(rows)
-        if "text/csv" in request.headers.get("accept", ""):
-            return PlainTextResponse("".join(f"{p!r}\n" for p in predictions),
+        predictions = await run_in_threadpool(holder.predict, rows)
+        answer = answer_type(request.headers.get("accept", ""),
+                             request.headers.get("content-type", ""))
+        if answer is None:
+            return JSONResponse({"error": "Accept: answers are application/json or text/csv"},
+                                status_code=406)
+        if answer == "text/csv":
+            return PlainTextResponse("".join(csv_line(p) for p in predictions),
                                      media_type="text/csv")
-        return JSONResponse({"predictions": predictions})
+        return JSONResponse({"predictions": [{"score": p} for p in predictions]})
 
     from contextlib import asynccontextmanager
 
