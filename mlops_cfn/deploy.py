@@ -398,14 +398,23 @@ def model_package_group(project: str, environment: str) -> str:
     return pattern.replace(naming.ENVIRONMENT, environment)
 
 
+def newest_approved(sagemaker, group: str) -> str | None:
+    """The newest model package of `group` whose approval status is Approved (None when there
+    is none yet): what serving should run once a person (or the training pipeline's threshold)
+    approved it. A version rejected after its approval is no longer Approved, so rejecting the
+    newest brings back the one approved before it."""
+    with aws_errors(f"listing the approved model packages of {group}"):
+        found = sagemaker.list_model_packages(
+            ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime",
+            SortOrder="Descending", MaxResults=1)["ModelPackageSummaryList"]
+    return found[0]["ModelPackageArn"] if found else None
+
+
 def latest_approved(aws: "Aws", group: str) -> str:
-    """The newest model package of `group` whose approval status is Approved: what serving
-    should run once a person (or the training pipeline's threshold) approved it."""
-    found = aws.client("sagemaker").list_model_packages(
-        ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime",
-        SortOrder="Descending", MaxResults=1)["ModelPackageSummaryList"]
-    if not found:
+    """`newest_approved`, required: none yet is the user's to resolve."""
+    found = newest_approved(aws.client("sagemaker"), group)
+    if found is None:
         raise UserError(f"--latest-approved-model: no approved model package in {group} yet; "
                         f"approve one in the model registry, or pass "
                         f"--parameter {MODEL_PACKAGE_PARAMETER}=<arn>")
-    return found[0]["ModelPackageArn"]
+    return found

@@ -96,13 +96,25 @@ def package(tree: Path, bucket: str, *, prefix: str = "", s3=None,
                     uploaded=store.uploaded, skipped=store.skipped)
 
 
-def template_configuration(tree: Path, stack_name: str, cfn) -> Path:
+@dataclass(frozen=True)
+class TemplateConfiguration:
+    path: Path
+    notes: tuple[str, ...] = ()  # what was chosen for the model, and why
+
+
+def template_configuration(tree: Path, stack_name: str, cfn, *,
+                           sagemaker=None) -> TemplateConfiguration:
     """Write `packaged-parameters.json` beside the root: the tree's parameters.json plus the
     stack's current values of the run-time parameters (model, image) the file leaves out.
 
     It is the TemplateConfiguration the delivery pipeline deploys `stack_name` with: a
     parameter missing from it would get the template's default, not its previous value
     (settings.left_to_run_time), and the pipeline would tear serving down on every run.
+
+    With a SageMaker client (`package --latest-approved-model`), a model package the file leaves
+    out is the newest approved one of the environment's registry group instead
+    (deploy.newest_approved; the group is named from the project and environment render wrote
+    into parameters.json); with none approved yet, the stack's current one is kept.
     """
     source = tree / PARAMETERS_FILE
     try:
@@ -117,11 +129,38 @@ def template_configuration(tree: Path, stack_name: str, cfn) -> Path:
     root, _ = load_template(find_root(tree))
     declared = set(root.get("Parameters") or {})
     left_out = (run_time_parameters() & declared) - set(given)
-    configuration["Parameters"] = {**given, **live_values(cfn, stack_name, left_out)}
+    values = live_values(cfn, stack_name, left_out)
+    notes = []
+    if sagemaker is not None:
+        notes.append(_newest_approved_model(configuration, source, left_out, values, sagemaker))
+    configuration["Parameters"] = {**given, **values}
     path = tree / PACKAGED_PARAMETERS_FILE
     path.write_text(json.dumps(configuration, indent=2, sort_keys=True, ensure_ascii=False)
                     + "\n", encoding="utf-8")
-    return path
+    return TemplateConfiguration(path, tuple(notes))
+
+
+def _newest_approved_model(configuration: dict, source: Path, left_out: set[str],
+                           values: dict[str, str], sagemaker) -> str:
+    """Sets `values`' model package to the newest approved of the environment's group; says
+    what it chose."""
+    from .deploy import MODEL_PACKAGE_PARAMETER, model_package_group, newest_approved
+    from .render import ENVIRONMENT_TAG, PROJECT_TAG
+
+    if MODEL_PACKAGE_PARAMETER not in left_out:
+        return (f"{MODEL_PACKAGE_PARAMETER}: set by the config (or not served from a model "
+                "package), not chosen from the registry")
+    tags = configuration.get("Tags") or {}
+    if not (isinstance(tags, dict) and tags.get(PROJECT_TAG) and tags.get(ENVIRONMENT_TAG)):
+        raise UserError(f"{source}: Tags: no {PROJECT_TAG} and {ENVIRONMENT_TAG} to name the "
+                        "model registry group by; render the tree again")
+    group = model_package_group(tags[PROJECT_TAG], tags[ENVIRONMENT_TAG])
+    chosen = newest_approved(sagemaker, group)
+    if chosen is None:
+        return (f"{MODEL_PACKAGE_PARAMETER}: no approved package in {group} yet; keeping "
+                f"{values.get(MODEL_PACKAGE_PARAMETER) or '(none)'}")
+    values[MODEL_PACKAGE_PARAMETER] = chosen
+    return f"{MODEL_PACKAGE_PARAMETER}: {chosen} (newest approved in {group})"
 
 
 def find_root(tree: Path) -> Path:

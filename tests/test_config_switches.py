@@ -35,6 +35,12 @@ CASES = {
     "stages.cicd.retrain.enabled": (
         {"stages": {"training": {"enabled": False}, "cicd": {"retrain": {"enabled": True}}}},
         "stages.training.enabled is false"),
+    "stages.cicd.deploy_approved_models": (
+        {"stages": {"serving": {"model_source": "model_data", "target": "fargate"},
+                    "monitoring": {"model_monitor": {"enabled": False},
+                                   "retrain": {"enabled": False}},
+                    "cicd": {"deploy_approved_models": True}}},
+        "stages.serving.model_source is 'model_data'"),
     "stages.serving.sagemaker.batch_transform.enabled": (
         {"stages": {"serving": {"target": "fargate",
                                 "sagemaker": {"batch_transform": {"enabled": True}}}}},

@@ -17,9 +17,14 @@ from .options import aws_options, reports_failures
               help="The stack this package will update: also write packaged-parameters.json, "
                    "parameters.json plus the stack's current model and image where the config "
                    "leaves them empty (the delivery pipeline's TemplateConfiguration).")
+@click.option("--latest-approved-model", is_flag=True,
+              help="With --stack-name: serve the newest approved package of the environment's "
+                   "model registry group (the stack's current one while none is approved), "
+                   "unless the config names a model.")
 @aws_options
 @reports_failures
-def package(path, bucket, prefix, stack_name, profile, region, endpoint_url):
+def package(path, bucket, prefix, stack_name, latest_approved_model, profile, region,
+            endpoint_url):
     """Upload the templates and assets of PATH (default: templates/dev) to S3.
 
     Keys are content-addressed: unchanged files are not uploaded again. Writes the packaged root
@@ -29,17 +34,24 @@ def package(path, bucket, prefix, stack_name, profile, region, endpoint_url):
     from ..deploy import aws_errors, connect
     from ..package import find_root, normal_prefix, package as upload, template_configuration
 
+    if latest_approved_model and not stack_name:
+        raise click.UsageError("--latest-approved-model needs --stack-name: it writes the "
+                               "template configuration of that stack")
     find_root(path)  # a wrong PATH fails before any AWS call
     normal_prefix(prefix)
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=stack_name is not None)
-        configuration = (template_configuration(path, stack_name, aws.client("cloudformation"))
-                         if stack_name else None)
+        configuration = (template_configuration(
+            path, stack_name, aws.client("cloudformation"),
+            sagemaker=aws.client("sagemaker") if latest_approved_model else None)
+            if stack_name else None)
         packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"),
                           kms_for=aws.regional_client("kms"))
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
                f"(s3://{bucket}/{normal_prefix(prefix)})")
     click.echo(f"wrote {packaged.root_path}")
     if configuration is not None:
-        click.echo(f"wrote {configuration}")
+        for note in configuration.notes:
+            click.echo(note)
+        click.echo(f"wrote {configuration.path}")
     click.echo(packaged.root_url)

@@ -168,6 +168,17 @@ class CicdConfig(StageToggle):
                           "other environment this stage creates nothing. Unset: the first "
                           "environment of `environments`."),
     ] = None
+    deploy_approved_models: Annotated[
+        bool,
+        Field(description="Approving a model deploys it: a package approved in an "
+                          "environment's registry group (<project>-<env>-models) starts the "
+                          "pipeline, and every run serves, in each environment, the newest "
+                          "approved package of its group (the current one while none is "
+                          "approved; a model the config names wins). A push with no new "
+                          "approval leaves serving as it is; rejecting the newest version "
+                          "rolls back to the one approved before it. Needs the training stage "
+                          "(it registers the packages) and serving from model packages."),
+    ] = True
     source: SourceConfig = SourceConfig()
     build: BuildConfig = BuildConfig()
     retrain: RetrainConfig = RetrainConfig()

@@ -16,8 +16,10 @@ stack, then runs again with its new definition)
 2. Build (BuildProject): installs the repository, runs `mlops-cfn render --check --all-envs`,
    `mlops-cfn validate` and the tests, then `mlops-cfn package` per environment into the
    artifact bucket; its output artifact holds <env>/packaged-root.yaml and
-   <env>/packaged-parameters.json, the environment's parameters.json plus the live model and
-   image of its stack where the config leaves them empty (cicd_buildspec.py).
+   <env>/packaged-parameters.json, the environment's parameters.json plus, where the config
+   leaves them empty, the live image of its stack and the model: with deploy_approved_models
+   the newest approved package of the environment's registry group (package
+   --latest-approved-model), else the stack's live one (cicd_buildspec.py).
 3. Deploy-<env>, for every environment in order: CloudFormation CHANGE_SET_REPLACE on the root
    stack `<project>-<env>` with TemplateConfiguration <env>/packaged-parameters.json, then
    CHANGE_SET_EXECUTE; for an environment marked `protected`, a manual approval between the
@@ -38,6 +40,9 @@ Resources (all but Placeholder only in the home environment)
   with the delivery key, versioned, TLS only, public access blocked, access logs to the
   access-logs bucket, retained.
 - SourceBucket (+ policy), SourceTriggerRule, SourceTriggerRole: with `source.provider: s3`.
+- ApprovalTriggerRule, ApprovalTriggerRole: with deploy_approved_models (and the training stage
+  and model packages to serve), a package approved in any environment's registry group
+  (<project>-<env>-models) starts the pipeline.
 - BuildProject, BuildLogGroup, BuildRole; RetrainProject, RetrainLogGroup, RetrainRole (with
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
   privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.
@@ -182,6 +187,14 @@ def retraining(config: PipelineConfig) -> bool:
     return config.stages.cicd.retrain.enabled and config.stages.training.enabled
 
 
+def deploying_approved_models(config: PipelineConfig) -> bool:
+    """Whether an approval starts the pipeline and each run serves the newest approved package
+    (CicdConfig.deploy_approved_models; switches.py refuses an explicit true it cannot honour)."""
+    stages = config.stages
+    return (stages.cicd.deploy_approved_models and stages.training.enabled
+            and stages.serving.enabled and stages.serving.model_source == "model_package")
+
+
 # --- the stage -------------------------------------------------------------------------------
 
 def build(config: PipelineConfig,
@@ -241,6 +254,8 @@ def build(config: PipelineConfig,
     )))
     if source_bucket is not None:
         add_source_trigger(b, cicd, source_bucket, pipeline)
+    if deploying_approved_models(config):
+        add_approval_trigger(b, config.project, targets, pipeline)
         b.output(DELIVERY_SOURCE_BUCKET_NAME, Sub(
             naming.physical_name(naming.S3_BUCKET, config.project, "source").replace(
                 naming.ENVIRONMENT, home)))
@@ -380,14 +395,16 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
         Description="Delivery build: check, test and package the pipeline",
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="build", PolicyDocument=policies.document(
-            build_statements(config.project, targets, artifacts, key, log_group, network))),
+            build_statements(config.project, targets, artifacts, key, log_group, network),
+            approved_model_statements(deploying_approved_models(config)))),
             # The wheel it installs lies wherever this stack's assets were packaged.
             *b.asset_key_policies()],
     )))
     build_spec = spec.build_spec(
         [t.environment for t in targets], cicd.build,
         cicd.retrain.code_paths if retraining(config) else None,
-        {t.environment: stack_name(config.project, t.environment) for t in targets})
+        {t.environment: stack_name(config.project, t.environment) for t in targets},
+        approved_models=deploying_approved_models(config))
     return action_project(
         b, cicd, "BuildProject", "Checks, tests and packages the pipeline for every environment",
         role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
@@ -540,6 +557,20 @@ def build_statements(project: str, targets: Sequence[DeploymentTarget], artifact
                             for t in targets]),
         log_statement(log_group),
         *vpc_statements(network),
+    ]
+
+
+def approved_model_statements(on: bool) -> list[Statement]:
+    """What `package --latest-approved-model` asks of SageMaker (deploy.newest_approved)."""
+    if not on:
+        return []
+    return [
+        # AWS: "Actions, resources, and condition keys for Amazon SageMaker AI":
+        # ListModelPackages is authorized on the model-package resource type; which ARN a
+        # listing is checked against is not documented, so the statement names this account's
+        # and region's packages, not one group's. It lists summaries (names, status), no data.
+        Statement(Effect=Allow, Action=[awacs.sagemaker.ListModelPackages],
+                  Resource=[policies.arn("sagemaker", "model-package/*")]),
     ]
 
 
@@ -930,20 +961,62 @@ def _action_type(category: str, provider: str) -> codepipeline.ActionTypeId:
 
 # --- the S3 source trigger -------------------------------------------------------------------
 
-def add_source_trigger(b: StageBuilder, cicd: CicdConfig, source_bucket: s3.Bucket,
-                       pipeline: codepipeline.Pipeline) -> None:
-    pipeline_arn = policies.arn("codepipeline", "${%s}" % pipeline.title)
-    role = _home(b.add(iam.Role(
-        "SourceTriggerRole",
-        Description="EventBridge starts the delivery pipeline on a new source version",
+def pipeline_starter_role(b: StageBuilder, title: str, description: str,
+                          pipeline_arn: Sub) -> iam.Role:
+    """The role an EventBridge rule starts the pipeline with, and nothing else."""
+    return _home(b.add(iam.Role(
+        title,
+        Description=description,
         AssumeRolePolicyDocument=policies.trusted_by(
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(PolicyName="start-pipeline", PolicyDocument=policies.document(
-            # AWS: "Amazon S3 source actions and EventBridge" (CodePipeline User Guide): the
-            # rule's role starts the one pipeline.
+            # AWS: "Amazon S3 source actions and EventBridge" (CodePipeline User Guide) and
+            # AWS: "CodePipeline" targets in "Amazon EventBridge targets": the rule's role
+            # starts the one pipeline.
             Statement(Effect=Allow, Action=[awacs.codepipeline.StartPipelineExecution],
                       Resource=[pipeline_arn])))],
     )))
+
+
+def add_approval_trigger(b: StageBuilder, project: str, targets: Sequence[DeploymentTarget],
+                         pipeline: codepipeline.Pipeline) -> None:
+    """Approving a model package in any environment's registry group starts the pipeline, whose
+    build then serves each environment's newest approved package
+    (`package --latest-approved-model`). SageMaker sends "SageMaker Model Package State
+    Change" events to the account's default bus (AWS: "Automating Amazon SageMaker AI with
+    Amazon EventBridge"); the groups are named as the training stage names them in each
+    environment (deploy.model_package_group)."""
+    from ..deploy import model_package_group
+
+    pipeline_arn = policies.arn("codepipeline", "${%s}" % pipeline.title)
+    role = pipeline_starter_role(
+        b, "ApprovalTriggerRole",
+        "EventBridge starts the delivery pipeline when a model package is approved",
+        pipeline_arn)
+    _home(b.add(events.Rule(
+        "ApprovalTriggerRule",
+        Description="An approved model package starts the delivery pipeline, which serves it",
+        EventPattern={
+            "source": ["aws.sagemaker"],
+            "detail-type": ["SageMaker Model Package State Change"],
+            "detail": {
+                "ModelPackageGroupName": [model_package_group(project, t.environment)
+                                          for t in targets],
+                "ModelApprovalStatus": ["Approved"],
+            },
+        },
+        State="ENABLED",
+        Targets=[events.Target(Id="DeliveryPipeline", Arn=pipeline_arn,
+                               RoleArn=GetAtt(role, "Arn"))],
+    )))
+
+
+def add_source_trigger(b: StageBuilder, cicd: CicdConfig, source_bucket: s3.Bucket,
+                       pipeline: codepipeline.Pipeline) -> None:
+    pipeline_arn = policies.arn("codepipeline", "${%s}" % pipeline.title)
+    role = pipeline_starter_role(
+        b, "SourceTriggerRole",
+        "EventBridge starts the delivery pipeline on a new source version", pipeline_arn)
     _home(b.add(events.Rule(
         "SourceTriggerRule",
         Description="A new version of the source zip starts the delivery pipeline",

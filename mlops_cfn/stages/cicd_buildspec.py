@@ -62,9 +62,11 @@ TRAINING_PIPELINE_VARIABLE = "TRAINING_PIPELINE_NAME"
 
 def build_spec(environments: Sequence[str], build: BuildConfig,
                training_code_paths: Sequence[str] | None = None,
-               stacks: dict[str, str] | None = None) -> dict[str, Any]:
+               stacks: dict[str, str] | None = None,
+               approved_models: bool = False) -> dict[str, Any]:
     """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
-    `stacks` names each environment's stack (default `<env>`)."""
+    `stacks` names each environment's stack (default `<env>`); `approved_models` serves each
+    environment's newest approved model package (package --latest-approved-model)."""
     templates = build.templates_dir
     config_option = f" --config {build.config_file}" if build.config_file else ""
     checks = [
@@ -79,7 +81,8 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
             # --stack-name: the template configuration keeps the stack's live model and image
             # (package.template_configuration).
             f'mlops-cfn package --bucket "${ARTIFACT_BUCKET_VARIABLE}" --prefix {PACKAGE_PREFIX} '
-            f"--stack-name {stack} {templates}/{env}",
+            f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''} "
+            f"{templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",
             f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{CONFIGURATION_FILE} "
             f"{OUTPUT_DIR}/{env}/",

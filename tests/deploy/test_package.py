@@ -311,6 +311,77 @@ def test_cli_writes_the_template_configuration_of_the_stack_it_packages_for(aws,
     assert run("render", "--check").exit_code == 0, "no drift: a product of packaging"
 
 
+GROUP = "mlops-demo-dev-models"  # the training stage's registry group in dev
+
+
+def register(aws, status: str) -> str:
+    """A package version in dev's group, then set to `status` (as a person approving does)."""
+    sagemaker = aws.client("sagemaker")
+    arn = sagemaker.create_model_package(
+        ModelPackageGroupName=GROUP, ModelApprovalStatus="PendingManualApproval",
+        InferenceSpecification={
+            "Containers": [{"Image": "123456789012.dkr.ecr.us-east-1.amazonaws.com/m:1"}],
+            "SupportedContentTypes": ["text/csv"],
+            "SupportedResponseMIMETypes": ["text/csv"]})["ModelPackageArn"]
+    if status != "PendingManualApproval":
+        sagemaker.update_model_package(ModelPackageArn=arn, ModelApprovalStatus=status)
+    return arn
+
+
+def package_latest_approved(tree: Path) -> tuple[str, str]:
+    """What the delivery build runs for an environment (cicd_buildspec.build_spec)."""
+    result = run("package", "--bucket", BUCKET, "--stack-name", "mlops-demo-dev",
+                 "--latest-approved-model", str(tree))
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((tree / "packaged-parameters.json").read_text())["Parameters"]
+    return chosen.get("ModelPackageArn", ""), result.output
+
+
+def test_the_build_serves_the_newest_approved_package_never_a_pending_or_rejected_one(
+        aws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("render").exit_code == 0
+    aws.bucket()
+    tree = tmp_path / "templates" / "dev"
+    aws.client("sagemaker").create_model_package_group(ModelPackageGroupName=GROUP)
+    # Before any approval: nothing chosen, the stack keeps what it has (nothing, at first).
+    chosen, output = package_latest_approved(tree)
+    assert chosen == "" and f"no approved package in {GROUP} yet" in output
+    first, second = register(aws, "Approved"), register(aws, "Approved")
+    register(aws, "PendingManualApproval")
+    register(aws, "Rejected")
+    chosen, output = package_latest_approved(tree)
+    assert chosen == second and f"{second} (newest approved in {GROUP})" in output
+    # Rolling back: reject the newest; the one approved before it serves again.
+    aws.client("sagemaker").update_model_package(ModelPackageArn=second,
+                                                 ModelApprovalStatus="Rejected")
+    assert package_latest_approved(tree)[0] == first
+
+
+def test_a_model_the_config_names_is_not_replaced_by_the_registry(aws, tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    named = "arn:aws:sagemaker:us-east-1:123456789012:model-package/mlops-demo-dev-models/7"
+    data = yaml.safe_load(config.DEFAULT_CONFIG.read_text())
+    data["stages"].setdefault("serving", {})["model_package_arn"] = named
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert run("render").exit_code == 0
+    aws.bucket()
+    aws.client("sagemaker").create_model_package_group(ModelPackageGroupName=GROUP)
+    register(aws, "Approved")
+    chosen, output = package_latest_approved(tmp_path / "templates" / "dev")
+    assert chosen == named and "set by the config" in output
+
+
+def test_latest_approved_model_needs_the_stack_it_configures(aws, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run("render").exit_code == 0
+    result = run("package", "--bucket", BUCKET, "--latest-approved-model")
+    assert result.exit_code == 2
+    assert "--latest-approved-model needs --stack-name" in result.output
+
+
 def test_cli_refuses_a_missing_bucket_with_exit_2(aws, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run("render")

@@ -253,7 +253,7 @@ def test_s3_source_is_the_default_started_by_eventbridge_not_polling(default):
     bucket = default["Resources"]["SourceBucket"]["Properties"]
     assert bucket["NotificationConfiguration"]["EventBridgeConfiguration"] == {
         "EventBridgeEnabled": True}
-    rule = only_resource(default, "AWS::Events::Rule")["Properties"]
+    rule = default["Resources"]["SourceTriggerRule"]["Properties"]
     assert rule["EventPattern"]["detail"] == {"bucket": {"name": [{"Ref": "SourceBucket"}]},
                                               "object": {"key": ["source/repository.zip"]}}
     (target,) = rule["Targets"]
@@ -276,7 +276,7 @@ def test_connection_source_takes_repository_branch_and_the_arn_as_a_parameter():
     assert source["Configuration"]["BranchName"] == "release"
     assert "DeliverySourceConnectionArn" in t["Parameters"]
     assert "arn:aws:codeconnections" not in json.dumps(t)
-    assert not resources_of_type(t, "AWS::Events::Rule")
+    assert "SourceTriggerRule" not in t["Resources"]
     assert "SourceBucket" not in t["Resources"]
     use = [s for s in statements_of(t, "PipelineRole")
            if "codeconnections:UseConnection" in as_list(s["Action"])]
@@ -340,7 +340,7 @@ def test_build_checks_validates_and_tests_before_packaging_each_environment(defa
     commands = phases["build"]["commands"]
     for env in ("dev", "prod"):
         package = ('mlops-cfn package --bucket "$ARTIFACT_BUCKET" --prefix delivery/ '
-                   f"--stack-name mlops-demo-{env} templates/{env}")
+                   f"--stack-name mlops-demo-{env} --latest-approved-model templates/{env}")
         copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/packaged-parameters.json"
                 f" delivery/{env}/")
         assert commands.index(package) < commands.index(copy)
@@ -665,7 +665,10 @@ def test_build_role_can_package_but_not_deploy(default):
     statements = statements_of(default, "BuildRole")
     actions = granted(statements)
     assert {"s3:PutObject", "s3:GetObject", "logs:PutLogEvents"} <= actions
-    assert not {a for a in actions if a.split(":")[0] in ("iam", "sagemaker")}
+    # SageMaker only to list the approved model versions it serves.
+    assert not {a for a in actions if a.split(":")[0] == "iam"}
+    assert {a for a in actions if a.startswith("sagemaker:")} == {
+        "sagemaker:ListModelPackages"}
     # It reads the environments' stacks (their live model and image), nothing more.
     (describe,) = [s for s in statements if any(a.startswith("cloudformation:")
                                                 for a in as_list(s["Action"]))]
@@ -814,3 +817,57 @@ def test_build_config_defaults_describe_this_repository():
     build = BuildConfig()
     assert build.templates_dir == "templates"
     assert build.config_file is None
+
+
+# --- approving a model deploys it ------------------------------------------------------------
+
+def test_approving_a_package_in_any_environments_group_starts_the_pipeline(default):
+    rule = default["Resources"]["ApprovalTriggerRule"]
+    assert rule["Condition"] == "IsDeliveryHome"
+    # AWS: "Automating Amazon SageMaker AI with Amazon EventBridge", model package state change.
+    assert rule["Properties"]["EventPattern"] == {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {"ModelPackageGroupName": ["mlops-demo-dev-models", "mlops-demo-prod-models"],
+                   "ModelApprovalStatus": ["Approved"]},
+    }
+    [target] = rule["Properties"]["Targets"]
+    assert target["RoleArn"] == {"Fn::GetAtt": ["ApprovalTriggerRole", "Arn"]}
+    [starts] = statements_of(default, "ApprovalTriggerRole")
+    assert starts["Action"] == ["codepipeline:StartPipelineExecution"]
+    assert starts["Resource"] == [target["Arn"]]
+
+
+def test_every_run_serves_each_environments_newest_approved_package(default):
+    commands = build_spec_of(default)["phases"]["build"]["commands"]
+    packaging = [c for c in commands if c.startswith("mlops-cfn package")]
+    assert len(packaging) == 2
+    assert all("--stack-name mlops-demo-" in c and "--latest-approved-model" in c
+               for c in packaging)
+    # Listing the registry's approved versions, in this account and region only.
+    [listing] = [s for s in statements_of(default, "BuildRole")
+                 if "sagemaker:ListModelPackages" in as_list(s["Action"])]
+    assert as_list(listing["Action"]) == ["sagemaker:ListModelPackages"]
+    assert listing["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:"
+                                               "${AWS::AccountId}:model-package/*"}]
+
+
+@pytest.mark.parametrize("changes", [
+    cicd_changes(deploy_approved_models=False),
+    {"stages": {"training": {"enabled": False}}},
+    {"stages": {"serving": {"model_source": "model_data", "target": "fargate"}}},
+], ids=["switched-off", "no-training", "no-model-packages"])
+def test_without_approved_models_to_serve_nothing_watches_the_registry(changes):
+    t = template(changes)
+    assert "ApprovalTriggerRule" not in t["Resources"]
+    commands = build_spec_of(t)["phases"]["build"]["commands"]
+    assert [c for c in commands if c.startswith("mlops-cfn package")]
+    assert not [c for c in commands if "--latest-approved-model" in c]
+    assert "sagemaker:ListModelPackages" not in granted(statements_of(t, "BuildRole"))
+
+
+def test_an_explicit_approved_model_switch_without_training_is_refused():
+    with pytest.raises(UserError, match=r"stages.cicd.deploy_approved_models.*"
+                                        r"stages.training.enabled"):
+        loaded({"stages": {"cicd": {"deploy_approved_models": True},
+                           "training": {"enabled": False}}})
