@@ -120,10 +120,15 @@ def constrain_vpc_range(b: StageBuilder, network: NetworkConfig, vpc_cidr: Ref) 
     largest = network.largest_vpc_prefix
     parameter = b.template.parameters[vpc_cidr.data["Ref"]]
     parameter.AllowedPattern = vpc_range_pattern(largest)
+    sizes = (f"/{VPC_PREFIX_MIN} to /{largest}: {network.subnet_count} subnets of "
+             f"/{network.subnet_prefix_length} are cut from it")
     parameter.ConstraintDescription = (
         f"an IPv4 range from /{VPC_PREFIX_MIN} to /{largest} with no host bits set, such as "
-        f"10.0.0.0/{VPC_PREFIX_MIN}: {network.subnet_count} subnets of "
-        f"/{network.subnet_prefix_length} are cut from it")
+        f"10.0.0.0/{VPC_PREFIX_MIN}: {sizes.split(': ', 1)[1]}")
+    # The field's description speaks of both modes and of what any VPC accepts; the parameter
+    # of a created VPC states the range its pattern admits, so a console or Service Catalog
+    # user reads the same limit CloudFormation enforces.
+    parameter.Description = f"IPv4 range of the VPC this stack creates ({sizes})"
 
 
 def existing_vpc(b: StageBuilder, network: NetworkConfig) -> Placement:
