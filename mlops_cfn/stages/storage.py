@@ -17,7 +17,8 @@ Resources
   prefix); artifacts stay in STANDARD; replaced versions expire; unfinished uploads are aborted.
 - AccessLogsBucket (AWS::S3::Bucket) + AccessLogsBucketPolicy: the one bucket encrypted with
   SSE-S3 instead of the data key (see `_access_logs_bucket`); receives the S3 server access logs
-  of the buckets above, and later stages' load balancer and Redshift audit logs.
+  of the buckets above (and the cicd stage's), and the serving stage's load balancer access logs.
+  (Redshift exports its audit logs to CloudWatch Logs, not here: stages/analytics.py.)
 - Every bucket records its AWS Control Tower exceptions in Metadata (Object Lock is the data
   owner's decision; the access-logs bucket's SSE-S3 and its not logging itself).
 
@@ -51,6 +52,14 @@ INCOMPLETE_UPLOAD_DAYS = 7
 
 # Where S3 server access logs land in the access-logs bucket: one folder per source bucket.
 S3_ACCESS_LOG_PREFIX = "s3-access/"
+# Why the access-logs bucket is encrypted with SSE-S3, not a KMS key (AWS Control Tower
+# CT.S3.PR.10): each of its writers requires SSE-S3 of the destination bucket.
+ACCESS_LOGS_SSE_S3_REASON = (
+    "S3 server access logging delivers only to a destination bucket whose default encryption "
+    "is SSE-S3 (AES256) (Amazon S3 User Guide, \"Enabling Amazon S3 server access logging\"), "
+    "and Application Load Balancer access logs likewise (Elastic Load Balancing, \"Enable "
+    "access logs for your Application Load Balancer\"); this bucket holds those access logs, "
+    "never pipeline data.")
 # Where load balancer access logs land (ELB appends AWSLogs/<account>/elasticloadbalancing/...).
 LOAD_BALANCER_LOG_PREFIX = "alb"
 
@@ -288,8 +297,12 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
     return s3.Bucket(
         "AccessLogsBucket",
         BucketName=b.physical_name(naming.S3_BUCKET, "logs"),
-        # SSE-S3, not the data key: Elastic Load Balancing access logs and Redshift audit logs
-        # can only be delivered to a bucket encrypted with SSE-S3 (AES256).
+        # SSE-S3, not the data key: the two deliveries this bucket receives take only SSE-S3
+        # (AES256) as its default encryption. AWS: "Enabling Amazon S3 server access logging"
+        # (S3 User Guide: default encryption of the destination bucket only with SSE-S3) and
+        # "Enable access logs for your Application Load Balancer" (Elastic Load Balancing,
+        # bucket requirements: "The only server-side encryption option that's supported is
+        # Amazon S3-managed keys (SSE-S3)").
         BucketEncryption=s3.BucketEncryption(ServerSideEncryptionConfiguration=[
             s3.ServerSideEncryptionRule(
                 ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
@@ -319,9 +332,7 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
             **control_tower_exceptions(
                 ("CT.S3.PR.2", "This is the access-log bucket itself: logging its own access "
                                "would write a log object for every log object, without end."),
-                ("CT.S3.PR.10", "Elastic Load Balancing access logs and Redshift audit logs are "
-                                "delivered only to buckets encrypted with SSE-S3 (AES256), not "
-                                "SSE-KMS; this bucket holds access logs, never pipeline data."),
+                ("CT.S3.PR.10", ACCESS_LOGS_SSE_S3_REASON),
                 OBJECT_LOCK_EXCEPTION,
             ),
         },

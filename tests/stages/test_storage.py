@@ -164,7 +164,7 @@ def test_data_buckets_are_encrypted_with_the_data_key_and_a_bucket_key(template,
     assert rule["BucketKeyEnabled"] is True
 
 
-def test_access_logs_bucket_is_encrypted_with_sse_s3_for_elb_and_redshift_delivery(template):
+def test_access_logs_bucket_is_encrypted_with_sse_s3_for_s3_and_load_balancer_log_delivery(template):
     [rule] = bucket_props(template, "AccessLogsBucket")["BucketEncryption"][
         "ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
