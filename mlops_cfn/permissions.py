@@ -150,6 +150,14 @@ SUPPLEMENT: dict[str, tuple[Supplement, ...]] = {
         "permissions for the policy put on it",
         on_resources=("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/service-role/"
                       "aws-quicksight-secretsmanager-role-v0",)),),
+    # A stage with AccessLogSettings (the serving stage's HTTP API) has API Gateway set up a
+    # CloudWatch Logs delivery to the log group, with the deploying principal's permissions.
+    "AWS::ApiGatewayV2::Stage": (Supplement(
+        ("logs:CreateLogDelivery", "logs:PutResourcePolicy", "logs:UpdateLogDelivery",
+         "logs:DeleteLogDelivery", "logs:CreateLogGroup", "logs:DescribeResourcePolicies",
+         "logs:GetLogDelivery", "logs:ListLogDeliveries"),
+        "Configure logging for HTTP APIs in API Gateway, API Gateway Developer Guide "
+        "(permissions to activate logging)"),),
     RESOLVE_SECRETSMANAGER: (Supplement(
         ("secretsmanager:GetSecretValue", "kms:Decrypt"),
         "Get a secret or secret value from Secrets Manager, CloudFormation User Guide (the "

@@ -11,7 +11,7 @@ from mlops_cfn import permissions, pipeline, servicecatalog
 from troposphere import encode_to_dict
 
 from .helpers import config_with
-from .template_eval import ACCOUNT, Request, Resolver
+from .template_eval import ACCOUNT, REGION, Request, Resolver
 
 OWNER = "arn:aws:quicksight:us-east-1:123456789012:group/default/analysts"
 QUICKSIGHT = {"stages": {"analytics": {"quicksight": {"enabled": True, "owner_arn": OWNER}}}}
@@ -71,3 +71,30 @@ def test_with_quicksight_the_deployer_may_put_the_secret_policy_on_quicksights_r
 def test_without_quicksight_the_deployer_has_nothing_on_quicksights_role():
     statements = deploy_role_statements(built({}))
     assert not Request("iam:PutRolePolicy", QUICKSIGHT_SECRETS_ROLE).allowed_by(statements)
+
+
+# --- HTTP API access logs: the log delivery API Gateway sets up ----------------------------------
+
+HTTP_API = {"stages": {"serving": {
+    "target": "fargate",
+    "fargate": {"certificate_arn": "arn:aws:acm:us-east-1:123456789012:certificate/"
+                                   "0f3a9d2e-6b1c-4e8a-9f7d-2c5b8e1a4d60"},
+    "api_gateway": {"enabled": True, "type": "http", "tls_server_name": "api.example.com"}}}}
+
+
+def test_with_an_http_api_logging_its_access_the_deployer_may_set_up_the_log_delivery():
+    pipe = built(HTTP_API)
+    [serving] = [s for s in pipe.stages if s.name == "serving"]
+    [stage] = [r for r in serving.template.to_dict()["Resources"].values()
+               if r["Type"] == "AWS::ApiGatewayV2::Stage"]
+    assert "DestinationArn" in stage["Properties"]["AccessLogSettings"]
+    # AWS: "Configure logging for HTTP APIs in API Gateway" (permissions to activate logging;
+    # these take no resource but `*`, CreateLogGroup a log group of this account).
+    log_group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:any"
+    for name, statements in roles(pipe).items():
+        for action in ("logs:CreateLogDelivery", "logs:PutResourcePolicy",
+                       "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+                       "logs:DescribeResourcePolicies", "logs:GetLogDelivery",
+                       "logs:ListLogDeliveries"):
+            assert Request(action, "*").allowed_by(statements), (name, action)
+        assert Request("logs:CreateLogGroup", log_group).allowed_by(statements), name
