@@ -11,6 +11,7 @@ from cfnlint.helpers import REGIONS
 from mlops_cfn import config, pipeline
 from mlops_cfn.preflight import region_problems, root_values
 from mlops_cfn.rules import failed_assertions, pseudo_parameters
+from mlops_cfn.stages import load_balancer_logs
 from mlops_cfn.stages.image_registries import MODEL_MONITOR, XGBOOST
 
 from .helpers import config_with
@@ -99,23 +100,27 @@ def test_naming_the_images_lifts_the_restriction():
         "training": {"image_uri": "123456789012.dkr.ecr.mx-central-1.amazonaws.com/xgb:1"},
         "monitoring": {"model_monitor": {"image_account": "123456789012"}}}}))
     root = pipe.root.to_dict()
-    assert "Rules" not in root
-    assert all(not region_lookups(s.template.to_dict()) for s in pipe.stages)
+    # What remains is the load balancer log table's, which mx-central-1 is in.
+    assert list(root["Rules"]) == [load_balancer_logs.RULE]
+    assert {m for s in pipe.stages for m in region_lookups(s.template.to_dict())} == {
+        load_balancer_logs.MAPPING}
     assert region_problems(root, pipe.parameters, "mx-central-1") == []
 
 
 def test_every_region_lookup_carries_the_rule_for_its_table():
     # A table added later without its rule would fail half-way through a deployment again.
-    tables = {table.mapping: table for table in (MODEL_MONITOR, XGBOOST)}
+    tables = {table.mapping: (table.rule, table.assertion())
+              for table in (MODEL_MONITOR, XGBOOST)}
+    tables[load_balancer_logs.MAPPING] = (load_balancer_logs.RULE, load_balancer_logs.assertion())
     for name in CONFIGS:
         for stage in built(name).stages:
             template = stage.template.to_dict()
             for mapping in region_lookups(template):
-                table = tables[mapping]
-                assert template["Rules"][table.rule] == {"Assertions": [
+                rule, assertion = tables[mapping]
+                assert template["Rules"][rule] == {"Assertions": [
                     {"Assert": {"Fn::Contains": [sorted(template["Mappings"][mapping]),
                                                  {"Ref": "AWS::Region"}]},
-                     "AssertDescription": table.assertion()["AssertDescription"]}]}
+                     "AssertDescription": assertion["AssertDescription"]}]}
 
 
 def test_the_tables_hold_twelve_digit_accounts_of_known_regions():

@@ -35,7 +35,7 @@ import awacs.kms
 import awacs.s3
 from awacs.aws import (Allow, ArnLike, Condition, ForAllValuesStringEquals, Principal,
                        Statement, StringEquals)
-from troposphere import GetAtt, Ref, Sub, kms, s3
+from troposphere import GetAtt, If, Ref, Sub, kms, s3
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -44,6 +44,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, ARTIFACTS_
                        DATA_KEY_ALIAS, DATA_KEY_ARN, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
                        RAW_BUCKET_ARN, RAW_BUCKET_NAME, Wire)
 from ..stage import Stage, StageBuilder
+from . import load_balancer_logs
 from .common import OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions
 
 
@@ -109,11 +110,12 @@ def build(config: PipelineConfig) -> Stage:
     logs_policy = b.add(s3.BucketPolicy(
         "AccessLogsBucketPolicy",
         Bucket=Ref(logs_bucket),
-        PolicyDocument=policies.document(
+        # A plain document: awacs takes no Fn::If among statements.
+        PolicyDocument={"Version": policies.POLICY_VERSION, "Statement": [
             policies.deny_insecure_transport(GetAtt(logs_bucket, "Arn")),
             _s3_log_delivery(logs_bucket, source_arns),
-            _load_balancer_log_delivery(logs_bucket),
-        ),
+            _load_balancer_log_delivery(b, logs_bucket),
+        ]},
     ))
     b.output(ACCESS_LOGS_BUCKET_NAME, Ref(logs_bucket))
 
@@ -357,25 +359,36 @@ def _s3_log_delivery(logs_bucket: s3.Bucket, source_arns: list[Sub]) -> Statemen
     )
 
 
-def _load_balancer_log_delivery(logs_bucket: s3.Bucket) -> Statement:
-    """Elastic Load Balancing writes access logs as its log delivery service, under
-    `<prefix>/AWSLogs/<account>/`; the resource and the condition keep it to this account's load
-    balancers. (The serving stage's load balancer logs here; without one, nothing is written.)
+def _load_balancer_log_delivery(b: StageBuilder, logs_bucket: s3.Bucket) -> If:
+    """Elastic Load Balancing writes access logs under `<prefix>/AWSLogs/<account>/`; the
+    resource keeps it to this account's load balancers. (The serving stage's load balancer
+    logs here; without one, nothing is written.)
 
-    AWS documents this principal for regions opened since August 2022; for older regions its
-    guide has long named a regional ELB account instead. Should a load balancer there refuse
-    the bucket (it test-writes when access logging is switched on, so the deployment fails
-    loudly rather than losing logs), that region's ELB account must be added as a principal:
-    a table of them would hard-code region names into the template."""
-    return Statement(
+    Who writes depends on the region (load_balancer_logs.py): in the regions available before
+    August 2022 the region's ELB account, granted as AWS's page shows it (no condition: the
+    page names none that account's writes carry); in newer regions the log delivery service
+    principal, with the confused-deputy guard on the source account. A load balancer
+    test-writes when access logging is switched on, so a wrong principal fails the deployment.
+    AWS: "Enable access logs for your Application Load Balancer"."""
+    resource = [Sub(f"${{{logs_bucket.title}.Arn}}/{LOAD_BALANCER_LOG_PREFIX}/AWSLogs/"
+                    "${AWS::AccountId}/*")]
+    by_elb_account = Statement(
         Sid="LoadBalancerAccessLogDelivery",
         Effect=Allow,
-        Principal=Principal("Service", "logdelivery.elasticloadbalancing.amazonaws.com"),
+        Principal=Principal("AWS", Sub("arn:${AWS::Partition}:iam::${ElbAccount}:root",
+                                       ElbAccount=load_balancer_logs.elb_account())),
         Action=[awacs.s3.PutObject],
-        Resource=[Sub(f"${{{logs_bucket.title}.Arn}}/{LOAD_BALANCER_LOG_PREFIX}/AWSLogs/"
-                      "${AWS::AccountId}/*")],
+        Resource=resource,
+    )
+    by_service = Statement(
+        Sid="LoadBalancerAccessLogDelivery",
+        Effect=Allow,
+        Principal=Principal("Service", load_balancer_logs.SERVICE_PRINCIPAL),
+        Action=[awacs.s3.PutObject],
+        Resource=resource,
         Condition=Condition(StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
     )
+    return If(load_balancer_logs.by_account_condition(b), by_elb_account, by_service)
 
 
 def _no_public_access() -> s3.PublicAccessBlockConfiguration:

@@ -40,7 +40,9 @@ def policy_statements_of(template: dict, logical_id: str) -> list[dict]:
                 for p in resources_of_type(template, "AWS::S3::BucketPolicy").values()
                 if p["Properties"]["Bucket"] == {"Ref": logical_id}]
     assert len(policies) == 1, f"expected one bucket policy on {logical_id}"
-    return policies[0]
+    # A statement chosen by region (Fn::If) counts as each of its branches.
+    return [branch for statement in policies[0]
+            for branch in (statement["Fn::If"][1:] if "Fn::If" in statement else [statement])]
 
 
 def key_policy(template: dict) -> list[dict]:
