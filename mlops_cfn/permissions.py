@@ -150,6 +150,14 @@ SUPPLEMENT: dict[str, tuple[Supplement, ...]] = {
         "permissions for the policy put on it",
         on_resources=("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/service-role/"
                       "aws-quicksight-secretsmanager-role-v0",)),),
+    # A pipeline whose source action names a connection passes it (the handlers list
+    # codestar-connections:PassConnection). Connections created since the rename have
+    # `arn:...:codeconnections:...` ARNs, and "when specifying a resource in the IAM policy, the
+    # service prefix needs to match that of the resource": the same call under the new prefix.
+    "AWS::CodePipeline::Pipeline": (Supplement(
+        ("codeconnections:PassConnection",),
+        "Connections rename - Summary of changes, Developer Tools console User Guide "
+        "(https://docs.aws.amazon.com/dtconsole/latest/userguide/rename.html)"),),
     # A stage with AccessLogSettings (the serving stage's HTTP API) has API Gateway set up a
     # CloudWatch Logs delivery to the log group, with the deploying principal's permissions.
     "AWS::ApiGatewayV2::Stage": (Supplement(

@@ -11,7 +11,7 @@ from mlops_cfn import permissions, pipeline, servicecatalog
 from troposphere import encode_to_dict
 
 from .helpers import config_with
-from .template_eval import ACCOUNT, REGION, Request, Resolver
+from .template_eval import ACCOUNT, REGION, Request, Resolver, role_statements
 
 OWNER = "arn:aws:quicksight:us-east-1:123456789012:group/default/analysts"
 QUICKSIGHT = {"stages": {"analytics": {"quicksight": {"enabled": True, "owner_arn": OWNER}}}}
@@ -98,3 +98,28 @@ def test_with_an_http_api_logging_its_access_the_deployer_may_set_up_the_log_del
                        "logs:ListLogDeliveries"):
             assert Request(action, "*").allowed_by(statements), (name, action)
         assert Request("logs:CreateLogGroup", log_group).allowed_by(statements), name
+
+
+# --- connections: both service prefixes -----------------------------------------------------------
+
+def test_the_deployer_may_pass_a_connection_of_either_service_prefix_to_the_pipeline():
+    # AWS: "Connections rename - Summary of changes": a policy names a connection with the
+    # prefix of its ARN; the console creates codeconnections ARNs since July 2024.
+    connection = "connection/0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    statements = deploy_role_statements(built({}))
+    for prefix in ("codestar-connections", "codeconnections"):
+        arn = f"arn:aws:{prefix}:{REGION}:{ACCOUNT}:{connection}"
+        assert Request(f"{prefix}:PassConnection", arn).allowed_by(statements), prefix
+
+
+def test_the_pipeline_may_use_a_connection_of_either_service_prefix():
+    connection = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+    pipe = built({"stages": {"cicd": {"source": {
+        "provider": "connection", "repository": "example-org/churn-model", "branch": "main",
+        "connection_arn": f"arn:aws:codeconnections:{REGION}:{ACCOUNT}:connection/{connection}"}}}})
+    [cicd] = [s for s in pipe.stages if s.name == "cicd"]
+    template = cicd.template.to_dict()
+    arn = f"arn:aws:codeconnections:{REGION}:{ACCOUNT}:connection/{connection}"
+    resolver = Resolver(template, {"EnvironmentName": "dev", "DeliverySourceConnectionArn": arn})
+    statements = role_statements(resolver, "PipelineRole")
+    assert Request("codeconnections:UseConnection", arn).allowed_by(statements)
