@@ -5,7 +5,8 @@ Resources
   (policies.data_key_policy) lets this account's IAM policies administer and use it, denies
   grants that are not for AWS resources, lets CloudWatch Logs encrypt this project's log groups
   (`_encrypted_log_groups`) and AWS services publishing to encrypted topics and queues use it
-  for sources of this account and region only; no `kms:*` anywhere.
+  for sources (or, for EventBridge, topics and queues) of this account and region only; no
+  `kms:*` anywhere.
 - DataKeyAlias (AWS::KMS::Alias): `alias/<project>-<env>-data`.
 - RawBucket, ProcessedBucket, ArtifactsBucket (AWS::S3::Bucket) with a BucketPolicy each:
   SSE-KMS with the data key and a bucket key, versioning, all public access blocked, ACLs off,
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import awacs.kms
 import awacs.s3
 from awacs.aws import (Allow, ArnLike, Condition, ForAllValuesStringEquals, Principal,
-                       Statement, StringEquals)
+                       Statement, StringEquals, StringLike)
 from troposphere import GetAtt, If, Ref, Sub, kms, s3
 
 from .. import naming, policies
@@ -180,8 +181,9 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
 
     CloudWatch alarms and EventBridge rules publish to the monitoring stage's alarm topic,
     which is encrypted with this key; SNS then asks KMS for a data key in the publisher's
-    name. Both are granted whatever the config (this function sees none), each only to
-    sources of this account and region: with monitoring off no topic admits them, so the
+    name. Both are granted whatever the config (this function sees none): alarms of this
+    account and region only, EventBridge for topics and queues of this account and region
+    only (it passes no source to limit by); with monitoring off no topic admits them, so the
     grants are inert.
     """
     return (
@@ -191,15 +193,20 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))),
         # EventBridge rules deliver to the alarm topic and to the dead-letter queues encrypted
-        # with this key, and SNS and SQS then ask KMS in EventBridge's name. Only rules of this
-        # account and region may: the source conditions that "Managing Amazon SNS encryption
-        # keys" (SNS Developer Guide, compatibility with AWS services) puts on a service's key
-        # grant, with the rule ARNs that "Using resource-based policies for Amazon
-        # EventBridge" (EventBridge User Guide, SNS and SQS permissions) uses as aws:SourceArn.
+        # with this key, and SNS and SQS then ask KMS in EventBridge's name. AWS: "Managing
+        # Amazon SNS encryption keys" (SNS Developer Guide): "Adding the aws:SourceAccount and
+        # aws:SourceArn to a AWS KMS policy is not supported for EventBridge-to-encrypted
+        # topics", so those conditions would refuse every delivery. What every such request
+        # does carry is the encryption context SNS and SQS bind to the data (the topic's ARN,
+        # the queue's ARN): only topics and queues of this account and region.
         policies.key_use_by_service(
             "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
-            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
-            ArnLike("aws:SourceArn", policies.arn("events", "rule/*"))),
+            StringLike("kms:EncryptionContext:aws:sns:topicArn", policies.arn("sns", "*"))),
+        # AWS: "Amazon SQS key management" (SQS Developer Guide, encryption context: aws:sqs:arn,
+        # the queue's ARN).
+        policies.key_use_by_service(
+            "RuleDeadLettersByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
+            StringLike("kms:EncryptionContext:aws:sqs:arn", policies.arn("sqs", "*"))),
         # A state machine encrypted with this key (the serving stage's batch transform) logs
         # through CloudWatch Logs' vended delivery, which decrypts what it delivers as itself.
         policies.key_use_by_service(
