@@ -90,6 +90,9 @@ class Supplement:
     resources: tuple[tuple[str, str], ...] = ()
     # Services the requirement hands a role to (`iam:PassRole` with `iam:PassedToService`).
     passes_role_to: tuple[str, ...] = ()
+    # Resources outside the project's names that the actions act on (a role AWS creates): a
+    # statement of their own grants exactly these actions on exactly these resources.
+    on_resources: tuple[str, ...] = ()
 
 
 _VPC_ENDPOINT_SERVICES = (
@@ -135,6 +138,34 @@ SUPPLEMENT: dict[str, tuple[Supplement, ...]] = {
         (), "Actions, resources, and condition keys for Amazon EC2 (CreateVpcEndpoint), "
             "Service Authorization Reference",
         resources=(_VPC_ENDPOINT_SERVICES,)),),
+    # The analytics stage puts an inline policy (AWS::IAM::Policy QuickSightSecretAccess) on
+    # the role QuickSight creates for reading Secrets Manager secrets, whose name is not the
+    # project's: the IAM::Policy handlers' calls on that one role. The data source is the
+    # resource that always comes with it (stages/analytics.py).
+    "AWS::QuickSight::DataSource": (Supplement(
+        ("iam:PutRolePolicy", "iam:GetRolePolicy", "iam:DeleteRolePolicy"),
+        "Using AWS Secrets Manager secrets instead of database credentials in Amazon "
+        "QuickSight, Amazon QuickSight User Guide (QuickSight reads secrets as its role "
+        "aws-quicksight-secretsmanager-role-v0, path /service-role/); AWS::IAM::Policy handler "
+        "permissions for the policy put on it",
+        on_resources=("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/service-role/"
+                      "aws-quicksight-secretsmanager-role-v0",)),),
+    # A pipeline whose source action names a connection passes it (the handlers list
+    # codestar-connections:PassConnection). Connections created since the rename have
+    # `arn:...:codeconnections:...` ARNs, and "when specifying a resource in the IAM policy, the
+    # service prefix needs to match that of the resource": the same call under the new prefix.
+    "AWS::CodePipeline::Pipeline": (Supplement(
+        ("codeconnections:PassConnection",),
+        "Connections rename - Summary of changes, Developer Tools console User Guide "
+        "(https://docs.aws.amazon.com/dtconsole/latest/userguide/rename.html)"),),
+    # A stage with AccessLogSettings (the serving stage's HTTP API) has API Gateway set up a
+    # CloudWatch Logs delivery to the log group, with the deploying principal's permissions.
+    "AWS::ApiGatewayV2::Stage": (Supplement(
+        ("logs:CreateLogDelivery", "logs:PutResourcePolicy", "logs:UpdateLogDelivery",
+         "logs:DeleteLogDelivery", "logs:CreateLogGroup", "logs:DescribeResourcePolicies",
+         "logs:GetLogDelivery", "logs:ListLogDeliveries"),
+        "Configure logging for HTTP APIs in API Gateway, API Gateway Developer Guide "
+        "(permissions to activate logging)"),),
     RESOLVE_SECRETSMANAGER: (Supplement(
         ("secretsmanager:GetSecretValue", "kms:Decrypt"),
         "Get a secret or secret value from Secrets Manager, CloudFormation User Guide (the "
@@ -472,6 +503,15 @@ def deployment_statements(requirements: Iterable[str], iam_names: str = "",
             Action=[Action(*a.split(":")) for a in unscoped],
             Resource=["*"],
         ))
+    for requirement in requirements:
+        for supplement in _supplements(requirement):
+            if supplement.on_resources:
+                statements.append(Statement(
+                    Sid="Outside" + re.sub(r"[^A-Za-z0-9]", "", requirement.split("::", 1)[-1]),
+                    Effect=Allow,
+                    Action=[Action(*a.split(":")) for a in supplement.actions],
+                    Resource=[Sub(r) for r in supplement.on_resources],
+                ))
     services = [s for s in passed_to_services(requirements)
                 if service_role or s != "cloudformation.amazonaws.com"]
     if services:

@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+from mlops_cfn.rules import pseudo_parameters
+
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 PARTITION = "aws"
@@ -38,6 +40,8 @@ class Resolver:
     template: dict
     parameters: dict[str, Any]
     stack: str = "stack"
+    # The region the stack is deployed to (the partition follows from it).
+    region: str = REGION
 
     def __post_init__(self):
         self.resources = self.template.get("Resources") or {}
@@ -67,6 +71,8 @@ class Resolver:
         return {key: item for key, item in resolved.items() if item is not NO_VALUE}
 
     def ref(self, name: str) -> Any:
+        if name in ("AWS::Region", "AWS::Partition", "AWS::URLSuffix"):
+            return pseudo_parameters(self.region)[name]
         if name in PSEUDO:
             return NO_VALUE if PSEUDO[name] is None else PSEUDO[name]
         if name in self.values:

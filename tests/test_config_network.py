@@ -47,3 +47,22 @@ def test_the_network_address_pattern_is_what_ipaddress_calls_a_network():
             except ValueError:
                 network = False
             assert bool(re.fullmatch(pattern, text)) == network, (first, last, text)
+
+
+@pytest.mark.parametrize("subnet_prefix_length, largest", [(20, 18), (24, 22), (26, 24)])
+def test_a_created_vpcs_range_parameter_describes_the_ranges_its_pattern_admits(
+        subnet_prefix_length, largest):
+    # A console or Service Catalog user reads the Description, CloudFormation enforces the
+    # AllowedPattern: the sizes one states are the sizes the other admits.
+    import re
+
+    from mlops_cfn.stages import network
+    from tests.helpers import config_with, template_dict
+
+    loaded = config_with({"network": {"subnet_prefix_length": subnet_prefix_length}})
+    parameter = template_dict(network.build(loaded.config))["Parameters"]["VpcCidr"]
+    admitted = [prefix for prefix in range(8, 33)
+                if re.fullmatch(parameter["AllowedPattern"], f"10.0.0.0/{prefix}")]
+    assert (admitted[0], admitted[-1]) == (16, largest)
+    stated = re.findall(r"/(\d+)", parameter["Description"].split("(", 1)[1])
+    assert stated[:2] == ["16", str(largest)]

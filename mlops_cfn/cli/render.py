@@ -23,6 +23,7 @@ from .options import config_option, env_option
 def render(config_path, env, all_envs, out, fmt, check):
     """Render the pipeline's templates and parameters file."""
     from .. import config, pipeline
+    from ..stages.network import endpoint_requirement, endpoints_to_provide
     from ..render import (StaleEnvironments, drift, render_environments, stale_environments,
                           suffix, write_trees)
 
@@ -59,6 +60,12 @@ def render(config_path, env, all_envs, out, fmt, check):
     write_trees(outputs, remove=stale.removable)
     for target, files in outputs.items():
         click.echo(f"wrote {target}/ ({', '.join(files)})")
+    for name in environments:
+        provide = endpoints_to_provide(first.for_environment(name).config)
+        if provide:
+            # An existing VPC's endpoints are its owner's: say which ones the stages call.
+            click.echo(f"note: environment {name!r} (network.mode existing): "
+                       f"{endpoint_requirement(provide)}", err=True)
     for directory in stale.removable:
         click.echo(f"removed {directory}/ (environment {directory.name!r} is no longer in the "
                    "config)")

@@ -68,8 +68,10 @@ class NetworkConfig(Model):
         list[EndpointService] | None,
         Field(description="Interface VPC endpoints to create. Leave unset to derive them from "
                           "the enabled stages (mode `create`) or to create none (mode "
-                          "`existing`, whose owner usually runs its own endpoints); [] for none. "
-                          "A created VPC always gets an S3 gateway endpoint."),
+                          "`existing`, whose owner usually runs its own endpoints: the VPC must "
+                          "then provide every one the enabled stages call, which `render` "
+                          "prints and the ExistingVpcId parameter's description names); [] for "
+                          "none. A created VPC always gets an S3 gateway endpoint."),
     ] = None
     flow_log_traffic: Annotated[
         Literal["ALL", "ACCEPT", "REJECT"],

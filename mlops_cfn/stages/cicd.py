@@ -118,6 +118,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
 from . import cicd_buildspec as spec
+from . import cicd_partition
 from .common import (OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions,
                      encrypted_log_group)
 from .storage import S3_ACCESS_LOG_PREFIX
@@ -207,6 +208,7 @@ def build(config: PipelineConfig,
                      "delivery pipeline (test, package, deploy to "
                      + ", ".join(t.environment for t in targets) + ")")
     b.template.add_condition(HOME, Equals(b.environment, home))
+    cicd_partition.refuse_unavailable_partitions(b)
     b.add(cloudformation.WaitConditionHandle("Placeholder"))
     data_key = b.input(DATA_KEY_ARN)
     key = GetAtt(_home(b.add(delivery_key(config))), "Arn")

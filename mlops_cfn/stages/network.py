@@ -77,6 +77,24 @@ def interface_endpoint_services(config: PipelineConfig) -> list[str]:
     return needed_interface_endpoints(config) if network.mode == "create" else []
 
 
+def endpoints_to_provide(config: PipelineConfig) -> list[str]:
+    """In mode `existing`, the interface endpoints the enabled stages call that this stack does
+    not create: the existing VPC must already have them (with private DNS), or those calls time
+    out at run time. Empty in mode `create`."""
+    if config.network.mode == "create":
+        return []
+    created = set(interface_endpoint_services(config))
+    return [service for service in needed_interface_endpoints(config) if service not in created]
+
+
+def endpoint_requirement(services: list[str]) -> str:
+    """The requirement on an existing VPC, in one sentence."""
+    return ("The VPC must provide interface endpoints with private DNS for "
+            + ", ".join(f"com.amazonaws.<region>.{s}" for s in services)
+            + " (what the enabled stages call from the private subnets), and S3 (a gateway "
+              "endpoint or a route to it).")
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where compute goes: the VPC and its private subnets (a list, or a list parameter)."""
@@ -94,7 +112,7 @@ def build(config: PipelineConfig) -> Stage:
         constrain_vpc_range(b, network, vpc_cidr)
         placement = create_vpc(b, config, vpc_cidr)
     else:
-        placement = existing_vpc(b, network)
+        placement = existing_vpc(b, config)
     security_group = b.add(endpoint_security_group(placement.vpc_id, vpc_cidr))
     for service in interface_endpoint_services(config):
         b.add(interface_endpoint(service, placement, security_group))
@@ -120,15 +138,28 @@ def constrain_vpc_range(b: StageBuilder, network: NetworkConfig, vpc_cidr: Ref) 
     largest = network.largest_vpc_prefix
     parameter = b.template.parameters[vpc_cidr.data["Ref"]]
     parameter.AllowedPattern = vpc_range_pattern(largest)
+    sizes = (f"/{VPC_PREFIX_MIN} to /{largest}: {network.subnet_count} subnets of "
+             f"/{network.subnet_prefix_length} are cut from it")
     parameter.ConstraintDescription = (
         f"an IPv4 range from /{VPC_PREFIX_MIN} to /{largest} with no host bits set, such as "
-        f"10.0.0.0/{VPC_PREFIX_MIN}: {network.subnet_count} subnets of "
-        f"/{network.subnet_prefix_length} are cut from it")
+        f"10.0.0.0/{VPC_PREFIX_MIN}: {sizes.split(': ', 1)[1]}")
+    # The field's description speaks of both modes and of what any VPC accepts; the parameter
+    # of a created VPC states the range its pattern admits, so a console or Service Catalog
+    # user reads the same limit CloudFormation enforces.
+    parameter.Description = f"IPv4 range of the VPC this stack creates ({sizes})"
 
 
-def existing_vpc(b: StageBuilder, network: NetworkConfig) -> Placement:
+def existing_vpc(b: StageBuilder, config: PipelineConfig) -> Placement:
+    network = config.network
     subnets = b.setting(network, "subnet_ids")
-    return Placement(b.setting(network, "vpc_id"), subnets, Join(",", subnets))
+    vpc_id = b.setting(network, "vpc_id")
+    provide = endpoints_to_provide(config)
+    if provide:
+        # Where someone deploying the template (a console, a Service Catalog launch) reads
+        # what the VPC they name must already have; `render` prints the same.
+        parameter = b.template.parameters[vpc_id.data["Ref"]]
+        parameter.Description = f"{parameter.Description} {endpoint_requirement(provide)}"
+    return Placement(vpc_id, subnets, Join(",", subnets))
 
 
 def create_vpc(b: StageBuilder, config: PipelineConfig, vpc_cidr: Ref) -> Placement:

@@ -103,7 +103,7 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
             Type="CUSTOMER_MANAGED_KMS_KEY", KmsKeyId=key,
             KmsDataKeyReusePeriodSeconds=DATA_KEY_REUSE_SECONDS),
     ))
-    add_schedule(b, batch, machine, key)
+    add_schedule(b, batch, machine, key, machine_arn)
     b.output(BATCH_TRANSFORM_STATE_MACHINE_ARN, Ref(machine))
     return machine
 
@@ -275,7 +275,8 @@ def key_use_by_machine(key: Ref, actions: list, machine_arn: Sub) -> Statement:
 
 
 def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
-                 machine: stepfunctions.StateMachine, key: Ref) -> scheduler.Schedule:
+                 machine: stepfunctions.StateMachine, key: Ref,
+                 machine_arn: Sub) -> scheduler.Schedule:
     name = name_pattern(b, SCHEDULE, "batch-transform")
     schedule_arn = policies.arn("scheduler", f"schedule/default/{name}")
     role = b.add(iam.Role(
@@ -290,6 +291,12 @@ def add_schedule(b: StageBuilder, batch: BatchTransformConfig,
                 # target's action, here starting this state machine.
                 Statement(Effect=Allow, Action=[awacs.states.StartExecution],
                           Resource=[Ref(machine)]),
+                # The machine is encrypted with the data key: StartExecution encrypts the
+                # execution's input with it in the caller's name, in the machine's encryption
+                # context. AWS: "Data at rest encryption in Step Functions" (Step Functions
+                # Developer Guide; StartExecution: kms:GenerateDataKey and kms:Decrypt).
+                key_use_by_machine(key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey],
+                                   machine_arn),
                 # AWS: "Encryption at rest in EventBridge Scheduler" (kms:Decrypt in the
                 # schedule-arn context): the schedule's input is encrypted with the data
                 # key; the scheduler decrypts it with this role, for this schedule only.

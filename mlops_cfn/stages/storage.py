@@ -5,7 +5,8 @@ Resources
   (policies.data_key_policy) lets this account's IAM policies administer and use it, denies
   grants that are not for AWS resources, lets CloudWatch Logs encrypt this project's log groups
   (`_encrypted_log_groups`) and AWS services publishing to encrypted topics and queues use it
-  for sources of this account and region only; no `kms:*` anywhere.
+  for sources (or, for EventBridge, topics and queues) of this account and region only; no
+  `kms:*` anywhere.
 - DataKeyAlias (AWS::KMS::Alias): `alias/<project>-<env>-data`.
 - RawBucket, ProcessedBucket, ArtifactsBucket (AWS::S3::Bucket) with a BucketPolicy each:
   SSE-KMS with the data key and a bucket key, versioning, all public access blocked, ACLs off,
@@ -17,7 +18,8 @@ Resources
   prefix); artifacts stay in STANDARD; replaced versions expire; unfinished uploads are aborted.
 - AccessLogsBucket (AWS::S3::Bucket) + AccessLogsBucketPolicy: the one bucket encrypted with
   SSE-S3 instead of the data key (see `_access_logs_bucket`); receives the S3 server access logs
-  of the buckets above, and later stages' load balancer and Redshift audit logs.
+  of the buckets above (and the cicd stage's), and the serving stage's load balancer access logs.
+  (Redshift exports its audit logs to CloudWatch Logs, not here: stages/analytics.py.)
 - Every bucket records its AWS Control Tower exceptions in Metadata (Object Lock is the data
   owner's decision; the access-logs bucket's SSE-S3 and its not logging itself).
 
@@ -33,8 +35,8 @@ from dataclasses import dataclass
 import awacs.kms
 import awacs.s3
 from awacs.aws import (Allow, ArnLike, Condition, ForAllValuesStringEquals, Principal,
-                       Statement, StringEquals)
-from troposphere import GetAtt, Ref, Sub, kms, s3
+                       Statement, StringEquals, StringLike)
+from troposphere import GetAtt, If, Ref, Sub, kms, s3
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -43,6 +45,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, ARTIFACTS_
                        DATA_KEY_ALIAS, DATA_KEY_ARN, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
                        RAW_BUCKET_ARN, RAW_BUCKET_NAME, Wire)
 from ..stage import Stage, StageBuilder
+from . import load_balancer_logs
 from .common import OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions
 
 
@@ -51,6 +54,14 @@ INCOMPLETE_UPLOAD_DAYS = 7
 
 # Where S3 server access logs land in the access-logs bucket: one folder per source bucket.
 S3_ACCESS_LOG_PREFIX = "s3-access/"
+# Why the access-logs bucket is encrypted with SSE-S3, not a KMS key (AWS Control Tower
+# CT.S3.PR.10): each of its writers requires SSE-S3 of the destination bucket.
+ACCESS_LOGS_SSE_S3_REASON = (
+    "S3 server access logging delivers only to a destination bucket whose default encryption "
+    "is SSE-S3 (AES256) (Amazon S3 User Guide, \"Enabling Amazon S3 server access logging\"), "
+    "and Application Load Balancer access logs likewise (Elastic Load Balancing, \"Enable "
+    "access logs for your Application Load Balancer\"); this bucket holds those access logs, "
+    "never pipeline data.")
 # Where load balancer access logs land (ELB appends AWSLogs/<account>/elasticloadbalancing/...).
 LOAD_BALANCER_LOG_PREFIX = "alb"
 
@@ -100,11 +111,12 @@ def build(config: PipelineConfig) -> Stage:
     logs_policy = b.add(s3.BucketPolicy(
         "AccessLogsBucketPolicy",
         Bucket=Ref(logs_bucket),
-        PolicyDocument=policies.document(
+        # A plain document: awacs takes no Fn::If among statements.
+        PolicyDocument={"Version": policies.POLICY_VERSION, "Statement": [
             policies.deny_insecure_transport(GetAtt(logs_bucket, "Arn")),
             _s3_log_delivery(logs_bucket, source_arns),
-            _load_balancer_log_delivery(logs_bucket),
-        ),
+            _load_balancer_log_delivery(b, logs_bucket),
+        ]},
     ))
     b.output(ACCESS_LOGS_BUCKET_NAME, Ref(logs_bucket))
 
@@ -169,8 +181,9 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
 
     CloudWatch alarms and EventBridge rules publish to the monitoring stage's alarm topic,
     which is encrypted with this key; SNS then asks KMS for a data key in the publisher's
-    name. Both are granted whatever the config (this function sees none), each only to
-    sources of this account and region: with monitoring off no topic admits them, so the
+    name. Both are granted whatever the config (this function sees none): alarms of this
+    account and region only, EventBridge for topics and queues of this account and region
+    only (it passes no source to limit by); with monitoring off no topic admits them, so the
     grants are inert.
     """
     return (
@@ -182,15 +195,20 @@ def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))),
         # EventBridge rules deliver to the alarm topic and to the dead-letter queues encrypted
-        # with this key, and SNS and SQS then ask KMS in EventBridge's name. Only rules of this
-        # account and region may: the source conditions that AWS: "Managing Amazon SNS
-        # encryption keys and costs" (compatibility with AWS services) puts on a service's key
-        # grant, with the rule ARNs that "Using resource-based policies for Amazon
-        # EventBridge" (EventBridge User Guide, SNS and SQS permissions) uses as aws:SourceArn.
+        # with this key, and SNS and SQS then ask KMS in EventBridge's name. AWS: "Managing
+        # Amazon SNS encryption keys" (SNS Developer Guide): "Adding the aws:SourceAccount and
+        # aws:SourceArn to a AWS KMS policy is not supported for EventBridge-to-encrypted
+        # topics", so those conditions would refuse every delivery. What every such request
+        # does carry is the encryption context SNS and SQS bind to the data (the topic's ARN,
+        # the queue's ARN): only topics and queues of this account and region.
         policies.key_use_by_service(
             "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
-            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
-            ArnLike("aws:SourceArn", policies.arn("events", "rule/*"))),
+            StringLike("kms:EncryptionContext:aws:sns:topicArn", policies.arn("sns", "*"))),
+        # AWS: "Amazon SQS key management" (SQS Developer Guide, encryption context: aws:sqs:arn,
+        # the queue's ARN).
+        policies.key_use_by_service(
+            "RuleDeadLettersByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
+            StringLike("kms:EncryptionContext:aws:sqs:arn", policies.arn("sqs", "*"))),
         # AWS: "Data at rest encryption in Step Functions" (logging with a customer managed
         # key): a state machine encrypted with this key (the serving stage's batch transform)
         # logs through CloudWatch Logs' vended delivery, which decrypts what it delivers as
@@ -294,8 +312,12 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
     return s3.Bucket(
         "AccessLogsBucket",
         BucketName=b.physical_name(naming.S3_BUCKET, "logs"),
-        # SSE-S3, not the data key: Elastic Load Balancing access logs and Redshift audit logs
-        # can only be delivered to a bucket encrypted with SSE-S3 (AES256).
+        # SSE-S3, not the data key: the two deliveries this bucket receives take only SSE-S3
+        # (AES256) as its default encryption. AWS: "Enabling Amazon S3 server access logging"
+        # (S3 User Guide: default encryption of the destination bucket only with SSE-S3) and
+        # "Enable access logs for your Application Load Balancer" (Elastic Load Balancing,
+        # bucket requirements: "The only server-side encryption option that's supported is
+        # Amazon S3-managed keys (SSE-S3)").
         BucketEncryption=s3.BucketEncryption(ServerSideEncryptionConfiguration=[
             s3.ServerSideEncryptionRule(
                 ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
@@ -325,9 +347,7 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
             **control_tower_exceptions(
                 ("CT.S3.PR.2", "This is the access-log bucket itself: logging its own access "
                                "would write a log object for every log object, without end."),
-                ("CT.S3.PR.10", "Elastic Load Balancing access logs and Redshift audit logs are "
-                                "delivered only to buckets encrypted with SSE-S3 (AES256), not "
-                                "SSE-KMS; this bucket holds access logs, never pipeline data."),
+                ("CT.S3.PR.10", ACCESS_LOGS_SSE_S3_REASON),
                 OBJECT_LOCK_EXCEPTION,
             ),
         },
@@ -353,26 +373,36 @@ def _s3_log_delivery(logs_bucket: s3.Bucket, source_arns: list[Sub]) -> Statemen
     )
 
 
-def _load_balancer_log_delivery(logs_bucket: s3.Bucket) -> Statement:
-    """Elastic Load Balancing writes access logs as its log delivery service (AWS: "Enable
-    access logs for your Application Load Balancer", bucket policy), under
-    `<prefix>/AWSLogs/<account>/`; the resource and the condition keep it to this account's load
-    balancers. (The serving stage's load balancer logs here; without one, nothing is written.)
+def _load_balancer_log_delivery(b: StageBuilder, logs_bucket: s3.Bucket) -> If:
+    """Elastic Load Balancing writes access logs under `<prefix>/AWSLogs/<account>/`; the
+    resource keeps it to this account's load balancers. (The serving stage's load balancer
+    logs here; without one, nothing is written.)
 
-    AWS documents this principal for regions opened since August 2022; for older regions its
-    guide has long named a regional ELB account instead. Should a load balancer there refuse
-    the bucket (it test-writes when access logging is switched on, so the deployment fails
-    loudly rather than losing logs), that region's ELB account must be added as a principal:
-    a table of them would hard-code region names into the template."""
-    return Statement(
+    Who writes depends on the region (load_balancer_logs.py): in the regions available before
+    August 2022 the region's ELB account, granted as AWS's page shows it (no condition: the
+    page names none that account's writes carry); in newer regions the log delivery service
+    principal, with the confused-deputy guard on the source account. A load balancer
+    test-writes when access logging is switched on, so a wrong principal fails the deployment.
+    AWS: "Enable access logs for your Application Load Balancer"."""
+    resource = [Sub(f"${{{logs_bucket.title}.Arn}}/{LOAD_BALANCER_LOG_PREFIX}/AWSLogs/"
+                    "${AWS::AccountId}/*")]
+    by_elb_account = Statement(
         Sid="LoadBalancerAccessLogDelivery",
         Effect=Allow,
-        Principal=Principal("Service", "logdelivery.elasticloadbalancing.amazonaws.com"),
+        Principal=Principal("AWS", Sub("arn:${AWS::Partition}:iam::${ElbAccount}:root",
+                                       ElbAccount=load_balancer_logs.elb_account())),
         Action=[awacs.s3.PutObject],
-        Resource=[Sub(f"${{{logs_bucket.title}.Arn}}/{LOAD_BALANCER_LOG_PREFIX}/AWSLogs/"
-                      "${AWS::AccountId}/*")],
+        Resource=resource,
+    )
+    by_service = Statement(
+        Sid="LoadBalancerAccessLogDelivery",
+        Effect=Allow,
+        Principal=Principal("Service", load_balancer_logs.SERVICE_PRINCIPAL),
+        Action=[awacs.s3.PutObject],
+        Resource=resource,
         Condition=Condition(StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
     )
+    return If(load_balancer_logs.by_account_condition(b), by_elb_account, by_service)
 
 
 def _no_public_access() -> s3.PublicAccessBlockConfiguration:

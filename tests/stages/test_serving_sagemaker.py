@@ -476,9 +476,12 @@ def test_the_state_machine_keeps_its_definition_and_history_under_the_data_key()
     assert logs["Action"] == ["kms:GenerateDataKey"]
     assert logs["Condition"]["StringLike"] == {"kms:EncryptionContext:SourceArn": {
         "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:*"}}
-    # Starting an execution needs no key use (Step Functions encrypts with the machine's role).
-    assert not with_action(statements(resource(t, "BatchTransformScheduleRole")),
-                           "kms:GenerateDataKey")
+    # Starting an execution encrypts its input in the caller's name (the schedule's role), in
+    # the same context: tests/stages/test_serving_sagemaker.py, the scheduler's key use.
+    [start] = with_action(statements(resource(t, "BatchTransformScheduleRole")),
+                          "kms:GenerateDataKey")
+    assert sorted(start["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert start["Resource"] == [KEY] and start["Condition"]["StringEquals"] == context
 
 
 def test_the_state_machine_role_grants_the_key_only_to_sagemaker_for_resources():
@@ -519,7 +522,29 @@ def test_the_scheduler_may_only_start_this_state_machine():
     starts = with_action(found, "states:StartExecution")
     assert starts == [{"Effect": "Allow", "Action": ["states:StartExecution"],
                        "Resource": [{"Ref": "BatchTransformStateMachine"}]}]
-    decrypt, = with_action(found, "kms:Decrypt")
+    [decrypt] = [s for s in with_action(found, "kms:Decrypt")
+                 if "kms:GenerateDataKey" not in s["Action"]]
     context = decrypt["Condition"]["StringEquals"]
     assert sub_text(context["kms:EncryptionContext:aws:scheduler:schedule-arn"]).endswith(
         ":schedule/default/mlops-demo-${EnvironmentName}-batch-transform")
+
+
+def test_read_as_iam_does_the_schedule_may_use_the_key_to_start_this_machine_and_nothing_else():
+    # AWS: "Data at rest encryption in Step Functions": starting an execution of a machine
+    # encrypted with a customer managed key takes kms:GenerateDataKey and kms:Decrypt from the
+    # caller, in the machine's encryption context.
+    from tests.template_eval import ACCOUNT, REGION, Request, Resolver, role_statements
+
+    key = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/data"
+    t = sagemaker()
+    resolver = Resolver(t, {"EnvironmentName": "dev", "DataKeyArn": key})
+    found = role_statements(resolver, "BatchTransformScheduleRole")
+    machine = resolver.value(t["Resources"]["BatchTransformStateMachine"]["Properties"][
+        "StateMachineName"])
+    machine_arn = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:{machine}"
+    context = "kms:EncryptionContext:aws:states:stateMachineArn"
+    for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+        assert Request(action, key, ((context, machine_arn),)).allowed_by(found), action
+        other = machine_arn.replace("batch-transform", "other")
+        assert not Request(action, key, ((context, other),)).allowed_by(found), action
+        assert not Request(action, key).allowed_by(found), action

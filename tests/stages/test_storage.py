@@ -40,7 +40,9 @@ def policy_statements_of(template: dict, logical_id: str) -> list[dict]:
                 for p in resources_of_type(template, "AWS::S3::BucketPolicy").values()
                 if p["Properties"]["Bucket"] == {"Ref": logical_id}]
     assert len(policies) == 1, f"expected one bucket policy on {logical_id}"
-    return policies[0]
+    # A statement chosen by region (Fn::If) counts as each of its branches.
+    return [branch for statement in policies[0]
+            for branch in (statement["Fn::If"][1:] if "Fn::If" in statement else [statement])]
 
 
 def key_policy(template: dict) -> list[dict]:
@@ -111,13 +113,32 @@ def test_key_policy_lets_cloudwatch_alarms_of_this_account_publish_to_encrypted_
         "Fn::Sub": "arn:${AWS::Partition}:cloudwatch:${AWS::Region}:${AWS::AccountId}:alarm:*"}}
 
 
-def test_key_policy_lets_only_eventbridge_rules_of_this_account_and_region_use_the_key(
+def test_read_as_kms_does_eventbridge_may_use_the_key_for_this_accounts_topics_and_queues(
         template):
-    rules = service_statement(template, "events.amazonaws.com")
-    assert sorted(rules["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
-    assert rules["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
-    assert rules["Condition"]["ArnLike"] == {"aws:SourceArn": {
-        "Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/*"}}
+    # AWS: "Managing Amazon SNS encryption keys": EventBridge's requests to an encrypted topic
+    # carry no aws:SourceAccount or aws:SourceArn, so a key statement needing them refuses
+    # every delivery. They carry the encryption context SNS (aws:sns:topicArn) and SQS
+    # (aws:sqs:arn) bind to the data.
+    from tests.template_eval import ACCOUNT, REGION, Request, Resolver
+
+    resolved = Resolver(template, {"EnvironmentName": "dev"}).value(
+        template["Resources"]["DataKey"]["Properties"]["KeyPolicy"])["Statement"]
+    mine = {"aws:sns:topicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:alarms",
+            "aws:sqs:arn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:load-dlq"}
+    for context_key, arn in mine.items():
+        for action in ("kms:GenerateDataKey", "kms:Decrypt"):
+            # What SNS or SQS sends in EventBridge's name: no source keys at all.
+            request = Request(action, "*", ((f"kms:EncryptionContext:{context_key}", arn),))
+            assert allowed_for_service(request, resolved, "events.amazonaws.com"), context_key
+            elsewhere = arn.replace(ACCOUNT, "999999999999")
+            assert not allowed_for_service(
+                Request(action, "*", ((f"kms:EncryptionContext:{context_key}", elsewhere),)),
+                resolved, "events.amazonaws.com"), context_key
+
+
+def allowed_for_service(request, statements: list[dict], service: str) -> bool:
+    return request.allowed_by([s for s in statements
+                               if s.get("Principal") in ({"Service": service}, "*")])
 
 
 def test_every_allow_to_an_aws_service_is_scoped_by_a_condition(template):
@@ -166,7 +187,7 @@ def test_data_buckets_are_encrypted_with_the_data_key_and_a_bucket_key(template,
     assert rule["BucketKeyEnabled"] is True
 
 
-def test_access_logs_bucket_is_encrypted_with_sse_s3_for_elb_and_redshift_delivery(template):
+def test_access_logs_bucket_is_encrypted_with_sse_s3_for_s3_and_load_balancer_log_delivery(template):
     [rule] = bucket_props(template, "AccessLogsBucket")["BucketEncryption"][
         "ServerSideEncryptionConfiguration"]
     assert rule["ServerSideEncryptionByDefault"] == {"SSEAlgorithm": "AES256"}
