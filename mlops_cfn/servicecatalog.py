@@ -58,7 +58,7 @@ from troposphere import GetAtt, Join, Output, Parameter, Ref, Split, Sub, Tags, 
 from troposphere.cloudformation import Stack
 from troposphere import servicecatalog as sc
 
-from . import __version__, naming, permissions, pipeline, policies
+from . import __version__, boundary, naming, permissions, pipeline, policies
 from .config import LoadedConfig, PipelineConfig
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME
@@ -363,6 +363,7 @@ def sagemaker_root(root: Template) -> Template:
     for resource in project.resources.values():
         if isinstance(resource, Stack) and ENVIRONMENT_NAME in resource.Parameters:
             resource.Parameters[ENVIRONMENT_NAME] = token
+    boundary.name_environment(project, token)
     if ENVIRONMENT_NAME in project.parameters:
         del project.parameters[ENVIRONMENT_NAME]
         interface = project.metadata.get("AWS::CloudFormation::Interface", {})
@@ -449,18 +450,24 @@ def provisioning_statements(bucket: str, prefix: str = "") -> list[Statement]:
 
 def launch_role_statements(requirements: Iterable[str], bucket: str, prefix: str = "",
                            deployment_statements: Callable[..., list[Statement]]
-                           | None = None) -> list[Statement]:
+                           | None = None, project: str | None = None) -> list[Statement]:
     """Provisioning plus what deploying the templates' requirements takes (permissions.py).
 
     The nested stacks' calls reach only the stacks Service Catalog provisions, and no role is
     passed to CloudFormation: Service Catalog runs the stacks with the launch role itself.
+    With `project`, roles and policies only those of the provisioned stacks (CloudFormation
+    names them after the stack: `SC-<account>-pp-...`), each role under the project's
+    permissions boundary, which the product's root creates (boundary.py), and keys and bucket
+    policies only the project's.
     """
     if deployment_statements is None:
         deployment_statements = permissions.deployment_statements
     managed = sorted({*requirements, NESTED_STACK})
+    scope = ({} if project is None else
+             {"project": project, "iam_names": PROVISIONED_STACK_PREFIX, "creates_boundary": True})
     return [*provisioning_statements(bucket, prefix),
             *deployment_statements(managed, stacks=PROVISIONED_STACK_PREFIX,
-                                   service_role=False)]
+                                   service_role=False, **scope)]
 
 
 def policy_chunks(statements: Sequence[Statement]) -> list[list[Statement]]:
@@ -736,9 +743,9 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
                           tree)
         packaged = package(tree, bucket, prefix=prefix, s3=s3)
         packaged_text = Path(packaged.root_path).read_text()
-    statements = launch_role_statements(product.requirements, bucket, prefix,
-                                        deployment_statements)
     project = loaded.base.project
+    statements = launch_role_statements(product.requirements, bucket, prefix,
+                                        deployment_statements, project)
     portfolio = portfolio_template(catalog, product, packaged.root_url, statements, project)
     files: dict[str, str | bytes] = {
         PORTFOLIO_FILE: template_text(portfolio, "yaml"),

@@ -641,7 +641,7 @@ def add_deploy_policies(b: StageBuilder, project: str, deploy_role: iam.Role,
     prefix = iam_name_prefix(project)
     documents = permissions.policy_documents(permissions.deployment_statements(
         deploy_requirements(b, requirements), iam_names=prefix,
-        stacks=stack_name(project, "")))
+        stacks=stack_name(project, ""), project=project))
     if len(documents) > permissions.MAX_MANAGED_POLICIES:
         raise UserError(f"the delivery pipeline's deploy role needs {len(documents)} managed "
                         f"policies, more than IAM attaches to one role by default "
