@@ -32,7 +32,7 @@ from typing import Any, Iterable
 
 from awacs.aws import (Action, Allow, ArnLike, Condition, Deny, PolicyDocument, Statement,
                        StringNotLike)
-from troposphere import Join, Parameter, Ref, Sub, Template, iam, kms
+from troposphere import Join, Parameter, Ref, Sub, Template, encode_to_dict, iam, kms
 
 from . import naming
 from .policies import POLICY_VERSION
@@ -71,7 +71,7 @@ def name_environment(root: Template, environment: Any) -> None:
     (the SageMaker project's id, servicecatalog.sagemaker_root)."""
     policy = root.resources.get(RESOURCE)
     if policy is not None:
-        before, _, after = policy.ManagedPolicyName.values[1]
+        before, _, after = policy.ManagedPolicyName.to_dict()["Fn::Join"][1]
         policy.ManagedPolicyName = Join("", [before, environment, after])
 
 
@@ -223,7 +223,8 @@ def resource(project: str, templates: Iterable[dict]) -> iam.ManagedPolicy:
         RESOURCE,
         ManagedPolicyName=policy_name(project),
         Description=f"{project}: permissions boundary of every role the project's stacks create",
-        PolicyDocument=document(project, templates),
+        # As data: the SageMaker project root is a deep copy of this one (servicecatalog.py).
+        PolicyDocument=encode_to_dict(document(project, templates)),
     )
     policy.Metadata = {"checkov": {"skip": CHECKOV_SKIPS}}
     return policy
