@@ -36,6 +36,7 @@ from troposphere import Join, Parameter, Ref, Sub, Template, encode_to_dict, iam
 
 from . import naming
 from .policies import POLICY_VERSION
+from .stages.common import control_tower_exceptions
 from .settings import ENVIRONMENT_NAME
 
 RESOURCE = "PermissionsBoundary"
@@ -226,7 +227,11 @@ def resource(project: str, templates: Iterable[dict]) -> iam.ManagedPolicy:
         # As data: the SageMaker project root is a deep copy of this one (servicecatalog.py).
         PolicyDocument=encode_to_dict(document(project, templates)),
     )
-    policy.Metadata = {"checkov": {"skip": CHECKOV_SKIPS}}
+    policy.Metadata = {"checkov": {"skip": CHECKOV_SKIPS}, **control_tower_exceptions(
+        ("CT.IAM.PR.3", "A permissions boundary is a ceiling, not a grant: it allows each "
+                        "service the project's roles use (`<service>:*`), every role's own "
+                        "policy names its actions, and one managed policy could not list "
+                        "every action of the deploy role"))}
     return policy
 
 
