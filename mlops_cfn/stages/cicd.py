@@ -72,7 +72,10 @@ Operating it
   run time (a Glue script, a pipeline step's code) has s3:GetObject on it and kms:Decrypt on
   the delivery key through S3 (assets.py; tests/asset_access.py checks every environment).
 - The deploy role can create IAM roles, so whoever can push to the source can change what it
-  deploys: protect the branch (or the source bucket), and mark production `protected`.
+  deploys: protect the branch (with the S3 source, only `source.publishers` may write the
+  source bucket), and mark production `protected`. Every role it creates or changes must carry
+  the project's permissions boundary, which it may not create or change (boundary.py): a new
+  environment's first deployment, and one changing its boundary, is made by hand.
 
 Environments: `build(config, targets, requirements)` takes every environment's name and
 `protected` flag, and what the other stages' templates of every environment require of the
