@@ -205,14 +205,20 @@ def test_a_role_attaching_a_policy_by_an_unreadable_value_is_an_error():
 # --- keys and buckets: only the project's ------------------------------------------------------
 
 @pytest.mark.parametrize("action", ["kms:ScheduleKeyDeletion", "kms:PutKeyPolicy",
-                                    "kms:DisableKey", "kms:Decrypt"])
+                                    "kms:DisableKey", "kms:Decrypt", "kms:CreateGrant"])
 def test_the_deploy_role_administers_and_uses_only_the_projects_keys(action):
     statements = deploy_role_statements()
-    if permissions.iam_action(action) and action in {
-            a for s in statements for a in s["Action"]}:
-        assert allowed(statements, action, KEY, PROJECT_KEY)
+    assert allowed(statements, action, KEY, PROJECT_KEY)
     assert not allowed(statements, action, KEY)
     assert not allowed(statements, action, KEY, {"aws:ResourceTag/mlops-cfn:project": "other"})
+
+
+def test_dynamic_references_decrypt_only_through_the_service_that_stores_them():
+    statements = [encode_to_dict(s) for s in permissions.deployment_statements(
+        ["AWS::SQS::Queue", permissions.RESOLVE_SECRETSMANAGER], iam_names="p-", project="p")]
+    via = {"kms:ViaService": "secretsmanager.eu-west-1.amazonaws.com"}
+    assert allowed(statements, "kms:Decrypt", KEY, via)
+    assert not allowed(statements, "kms:Decrypt", KEY)
 
 
 def test_every_key_carries_the_project_tag():
