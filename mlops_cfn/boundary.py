@@ -18,29 +18,36 @@ What it holds (`document`):
   rewritten or deleted, no boundary attached as a permissions policy. Actions outside the
   ceiling (Organizations, Account, IAM users and access keys) are not allowed at all.
 
-Where it lives: the root template of every environment (`PermissionsBoundary`, named
-`<project>-<environment>-permissions-boundary`), passed to every stage as the parameter
-PermissionsBoundaryArn; `bound_roles` sets it on every AWS::IAM::Role of a stage when the stage
-is built (pipeline.py), so no stage names it. Because the deploy role may not create or change a
+Where it lives: a stage of its own, `boundary` (boundary.yaml, the policy `PermissionsBoundary`
+named `<project>-<environment>-permissions-boundary`), which the composer adds to every
+environment with roles, since its policy is derived from all the other stages' templates; it
+offers the wire PermissionsBoundaryArn. `bound_roles` sets that wire on every AWS::IAM::Role of a
+stage when the stage is built (pipeline.py), so no stage names it. (Not a resource of the root:
+the root's body is near CloudFormation's 51,200-byte limit for a template passed in a request.) Because the deploy role may not create or change a
 boundary policy, an environment's first deployment, and any deployment that changes its
 boundary (a new service among the roles' policies), is made by hand with administrator
 credentials (`mlops-cfn deploy`), as the home environment's bootstrap already is.
 """
 
 import re
+from dataclasses import replace
 from typing import Any, Iterable
 
 from awacs.aws import (Action, Allow, ArnLike, Condition, Deny, PolicyDocument, Statement,
                        StringNotLike)
-from troposphere import Join, Parameter, Ref, Sub, Template, encode_to_dict, iam, kms
+from troposphere import Parameter, Ref, Sub, Template, iam, kms
 
 from . import naming
+from .outputs import Wire
 from .policies import POLICY_VERSION
+from .stage import Stage, StageBuilder
 from .stages.common import control_tower_exceptions
-from .settings import ENVIRONMENT_NAME
 
+NAME = "boundary"
 RESOURCE = "PermissionsBoundary"
-PARAMETER = "PermissionsBoundaryArn"
+WIRE = Wire("PermissionsBoundaryArn",
+            "ARN of the project's permissions boundary: every role of the stack is created "
+            "under it")
 PURPOSE = "permissions-boundary"
 IAM_POLICY = naming.NameRule("IAM policy", 128)
 
@@ -58,44 +65,26 @@ POLICY_WRITES = ("iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:DeletePolic
 _ACTION = re.compile(r"^([a-z0-9-]+):([A-Za-z0-9*]+)$")
 
 
-def policy_name(project: str, environment: Any = None) -> Join:
-    """`<project>-<environment>-permissions-boundary`; `environment` defaults to the
-    EnvironmentName parameter (servicecatalog.py puts the SageMaker project's id there)."""
-    pattern = naming.physical_name(IAM_POLICY, project, PURPOSE)
-    before, _, after = pattern.partition(naming.ENVIRONMENT)
-    return Join("", [before, environment if environment is not None else Ref(ENVIRONMENT_NAME),
-                     after])
-
-
-def name_environment(root: Template, environment: Any) -> None:
-    """Name the root's boundary after `environment` instead of the EnvironmentName parameter
-    (the SageMaker project's id, servicecatalog.sagemaker_root)."""
-    policy = root.resources.get(RESOURCE)
-    if policy is not None:
-        before, _, after = policy.ManagedPolicyName.to_dict()["Fn::Join"][1]
-        policy.ManagedPolicyName = Join("", [before, environment, after])
-
-
 def arn_pattern(project: str) -> str:
     """A Sub pattern matching the boundary policy of every environment of `project`."""
     name = naming.physical_name(IAM_POLICY, project, PURPOSE).replace(naming.ENVIRONMENT, "*")
     return "arn:${AWS::Partition}:iam::${AWS::AccountId}:policy/" + name
 
 
-def bound_roles(template: Template) -> Template:
-    """Give every AWS::IAM::Role of `template` the boundary (the PermissionsBoundaryArn
-    parameter, which the composer feeds); a template without roles is left alone."""
-    roles = [r for r in template.resources.values() if isinstance(r, iam.Role)]
+def bound_roles(stage: Stage) -> Stage:
+    """`stage` with every AWS::IAM::Role of its template under the boundary (the wire
+    PermissionsBoundaryArn, which the boundary stage offers); a stage without roles as it is."""
+    roles = [r for r in stage.template.resources.values() if isinstance(r, iam.Role)]
     if not roles:
-        return template
-    if PARAMETER not in template.parameters:
-        template.add_parameter(Parameter(
-            PARAMETER, Type="String",
-            Description="ARN of the project's permissions boundary (the root's "
-                        "PermissionsBoundary): every role of this stack is created under it"))
+        return stage
+    if WIRE.name not in stage.template.parameters:
+        stage.template.add_parameter(Parameter(WIRE.name, Type=WIRE.type,
+                                               Description=WIRE.description))
     for role in roles:
-        role.PermissionsBoundary = Ref(PARAMETER)
-    return template
+        role.PermissionsBoundary = Ref(WIRE.name)
+    if WIRE in stage.inputs:
+        return stage
+    return replace(stage, inputs=(*stage.inputs, WIRE))
 
 
 # The tag that marks a KMS key as the project's: the deploy and launch roles may administer only
@@ -218,23 +207,25 @@ CHECKOV_SKIPS = [
                   "CKV_AWS_289", "CKV_AWS_290", "CKV_AWS_355")]
 
 
-def resource(project: str, templates: Iterable[dict]) -> iam.ManagedPolicy:
-    """The root's boundary policy."""
-    policy = iam.ManagedPolicy(
+def build(project: str, stages: Iterable[Stage]) -> Stage:
+    """The boundary stage for the roles of `stages` (module docstring)."""
+    b = StageBuilder(NAME, project, "the permissions boundary of every role the project's "
+                                    "stacks create")
+    policy = b.add(iam.ManagedPolicy(
         RESOURCE,
-        ManagedPolicyName=policy_name(project),
+        ManagedPolicyName=b.physical_name(IAM_POLICY, PURPOSE),
         Description=f"{project}: permissions boundary of every role the project's stacks create",
-        # As data: the SageMaker project root is a deep copy of this one (servicecatalog.py).
-        PolicyDocument=encode_to_dict(document(project, templates)),
-    )
+        PolicyDocument=document(project, [s.template.to_dict() for s in stages]),
+    ))
     policy.Metadata = {"checkov": {"skip": CHECKOV_SKIPS}, **control_tower_exceptions(
         ("CT.IAM.PR.3", "A permissions boundary is a ceiling, not a grant: it allows each "
                         "service the project's roles use (`<service>:*`), every role's own "
                         "policy names its actions, and one managed policy could not list "
                         "every action of the deploy role"))}
-    return policy
+    b.output(WIRE, Ref(policy))
+    return b.finish()
 
 
-__all__ = ["PARAMETER", "PROJECT_TAG", "tag_keys", "POLICY_WRITES", "REMOVE_BOUNDARY", "RESOURCE", "ROLE_WRITES",
-           "actions_of", "arn_pattern", "bound_roles", "document", "escalation_guards",
-           "policy_name", "resource"]
+__all__ = ["NAME", "POLICY_WRITES", "PROJECT_TAG", "REMOVE_BOUNDARY", "RESOURCE", "ROLE_WRITES",
+           "WIRE", "actions_of", "arn_pattern", "bound_roles", "build", "document",
+           "escalation_guards", "tag_keys"]

@@ -29,7 +29,7 @@ from troposphere.cloudformation import Stack
 from . import boundary, permissions
 from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
 from .errors import UserError
-from .settings import ENVIRONMENT_NAME, environment_parameter, parameter_value
+from .settings import ENVIRONMENT_NAME, parameter_value
 from .stage import Stage
 from .stages import analytics, cicd, etl, ingestion, monitoring, network, serving, storage, training
 
@@ -116,6 +116,12 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
                 else:
                     memo[key] = _built(loaded, spec.build)
             enabled.append(memo[key])
+    if any(boundary.WIRE in stage.inputs for stage in enabled):
+        # Derived from every enabled stage's roles (boundary.py): built after them.
+        key = (boundary.NAME, structure)
+        if key not in memo:
+            memo[key] = boundary.build(config.project, enabled)
+        enabled.append(memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
         try:
@@ -130,7 +136,7 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
 
     defaults = {name: parameter_value(v) for name, v in setting_values(loaded.base).items()
                 if v is not None}
-    root = compose(ordered, config.description, defaults, file_suffix, project=config.project)
+    root = compose(ordered, config.description, defaults, file_suffix)
     values = {name: parameter_value(v) for name, v in setting_values(config).items()
               if v is not None}
     values[ENVIRONMENT_NAME] = loaded.environment
@@ -150,8 +156,8 @@ def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Sta
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
     # Every stage's roles under the project's boundary, its keys tagged as the project's
     # (boundary.py): applied here, to every stage, so that no stage has to remember it.
-    boundary.tag_keys(boundary.bound_roles(stage.template), loaded.config.project)
-    return stage
+    boundary.tag_keys(stage.template, loaded.config.project)
+    return boundary.bound_roles(stage)
 
 
 def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = REGISTRY,
@@ -244,22 +250,13 @@ def _providers(stages: Iterable[Stage]) -> dict[str, Stage]:
 
 
 def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
-            file_suffix: str = ".yaml", project: str | None = None) -> Template:
-    """The root template over stages already in wiring order.
-
-    Stages with roles take the project's permissions boundary (boundary.py), which the root
-    holds: its policy is derived from all the stages' role policies, which no stage sees.
-    """
+            file_suffix: str = ".yaml") -> Template:
+    """The root template over stages already in wiring order."""
     problems = [problem for stage in stages for problem in ungated_uses(stage)]
     if problems:
         raise UserError(*problems)
     root = Template(Description=description)
     providers = _providers(stages)
-    bounded = [s for s in stages if boundary.PARAMETER in s.template.parameters]
-    if bounded:
-        if project is None:
-            raise ValueError("stages with roles need the project's name for their boundary")
-        root.add_resource(boundary.resource(project, [s.template.to_dict() for s in stages]))
     for stage in stages:
         for name in stage.settings:
             if name not in root.parameters:
@@ -272,8 +269,6 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
         for wire in stage.inputs:
             producer = providers[wire.name]
             stack_parameters[wire.name] = GetAtt(producer.logical_id, f"Outputs.{wire.name}")
-        if stage in bounded:
-            stack_parameters[boundary.PARAMETER] = Ref(boundary.RESOURCE)
         root.add_resource(Stack(
             stage.logical_id,
             TemplateURL=f"{stage.name}{file_suffix}",
@@ -282,8 +277,6 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
         for wire in stage.outputs:
             root.add_output(Output(wire.name, Description=wire.description,
                                    Value=GetAtt(stage.logical_id, f"Outputs.{wire.name}")))
-    if bounded and ENVIRONMENT_NAME not in root.parameters:
-        root.add_parameter(environment_parameter())
     _hoist_rules(root, stages)
     root.set_metadata({
         "AWS::CloudFormation::Interface": {"ParameterGroups": _parameter_groups(stages)},

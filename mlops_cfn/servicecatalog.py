@@ -58,7 +58,7 @@ from troposphere import GetAtt, Join, Output, Parameter, Ref, Split, Sub, Tags, 
 from troposphere.cloudformation import Stack
 from troposphere import servicecatalog as sc
 
-from . import __version__, boundary, naming, permissions, pipeline, policies
+from . import __version__, naming, permissions, pipeline, policies
 from .config import LoadedConfig, PipelineConfig
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME
@@ -363,7 +363,6 @@ def sagemaker_root(root: Template) -> Template:
     for resource in project.resources.values():
         if isinstance(resource, Stack) and ENVIRONMENT_NAME in resource.Parameters:
             resource.Parameters[ENVIRONMENT_NAME] = token
-    boundary.name_environment(project, token)
     if ENVIRONMENT_NAME in project.parameters:
         del project.parameters[ENVIRONMENT_NAME]
         interface = project.metadata.get("AWS::CloudFormation::Interface", {})

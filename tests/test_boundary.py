@@ -36,6 +36,7 @@ def built(path: Path | None, env: str):
 
 
 def rendered(path: Path | None, env: str) -> list[tuple[str, dict]]:
+    """("root", root) and (stage name, template) for each stage of one environment."""
     result = built(path, env)
     return [("root", result.root.to_dict()),
             *((s.name, s.template.to_dict()) for s in result.stages)]
@@ -48,47 +49,50 @@ def deploy_role_statements() -> list[dict]:
             for s in r["Properties"]["PolicyDocument"]["Statement"]]
 
 
+def boundary_policy(path=None, env="dev") -> dict:
+    (template,) = [t for name, t in rendered(path, env) if name == boundary.NAME]
+    return template["Resources"][boundary.RESOURCE]
+
+
 def boundary_statements(path=None, env="dev") -> list[dict]:
-    root = rendered(path, env)[0][1]
-    return root["Resources"][boundary.RESOURCE]["Properties"]["PolicyDocument"]["Statement"]
+    return boundary_policy(path, env)["Properties"]["PolicyDocument"]["Statement"]
 
 
 # --- every role is under the boundary ----------------------------------------------------------
 
 @pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
-def test_every_role_of_every_stage_carries_the_roots_boundary(path):
+def test_every_role_of_every_stage_carries_the_boundary_stages_policy(path):
     loaded = config.load(path)
     roles = 0
     for env in loaded.merged:
-        templates = dict(rendered(path, env))
-        root = templates.pop("root")
-        assert root["Resources"][boundary.RESOURCE]["Type"] == "AWS::IAM::ManagedPolicy"
-        for name, template in templates.items():
+        result = built(path, env)
+        root = result.root.to_dict()
+        assert boundary.NAME in {s.name for s in result.stages}
+        for stage in result.stages:
+            template = stage.template.to_dict()
             found = resources_of_type(template, "AWS::IAM::Role")
             for logical_id, role in found.items():
                 assert role["Properties"]["PermissionsBoundary"] == {
-                    "Ref": boundary.PARAMETER}, (env, name, logical_id)
+                    "Ref": boundary.WIRE.name}, (env, stage.name, logical_id)
                 roles += 1
-            stack = root["Resources"][name.title().replace("_", "") + "Stack"]
-            passed = stack["Properties"]["Parameters"].get(boundary.PARAMETER)
-            assert passed == ({"Ref": boundary.RESOURCE} if found else None), (env, name)
+            passed = root["Resources"][stage.logical_id]["Properties"]["Parameters"].get(
+                boundary.WIRE.name)
+            assert passed == ({"Fn::GetAtt": ["BoundaryStack", "Outputs.PermissionsBoundaryArn"]}
+                              if found else None), (env, stage.name)
     assert roles > 0
 
 
 def test_the_boundary_is_named_per_environment_and_matched_by_the_project_pattern():
-    root = rendered(None, "dev")[0][1]
-    name = root["Resources"][boundary.RESOURCE]["Properties"]["ManagedPolicyName"]
-    assert name == {"Fn::Join": ["", ["mlops-demo-", {"Ref": "EnvironmentName"},
-                                       "-permissions-boundary"]]}
+    name = boundary_policy()["Properties"]["ManagedPolicyName"]
+    assert name == {"Fn::Sub": "mlops-demo-${EnvironmentName}-permissions-boundary"}
     assert boundary.arn_pattern("mlops-demo").endswith(":policy/mlops-demo-*-permissions-boundary")
 
 
 def test_a_sagemaker_project_names_its_boundary_after_the_project_id():
     product = servicecatalog.build_product(config.load(None), ["dev"], sagemaker_projects=True)
-    policy = product.root["Resources"][boundary.RESOURCE]["Properties"]["ManagedPolicyName"]
-    assert policy["Fn::Join"][1][1] == {"Fn::Join": ["", {"Fn::Split": [
+    stack = product.root["Resources"]["BoundaryStack"]["Properties"]["Parameters"]
+    assert stack["EnvironmentName"] == {"Fn::Join": ["", {"Fn::Split": [
         "-", {"Ref": "SageMakerProjectId"}]}]}
-    assert "EnvironmentName" not in product.root.get("Parameters", {})
 
 
 # --- the boundary is a ceiling without a way out ----------------------------------------------
@@ -129,8 +133,8 @@ def test_the_boundary_fits_a_managed_policy_in_every_example():
 
     for path in CONFIGS:
         for env in config.load(path).merged:
-            document = rendered(path, env)[0][1]["Resources"][boundary.RESOURCE]
-            text = json.dumps(document["Properties"]["PolicyDocument"], separators=(",", ":"))
+            document = boundary_policy(path, env)["Properties"]["PolicyDocument"]
+            text = json.dumps(document, separators=(",", ":"))
             assert len(text) <= permissions.MANAGED_POLICY_LIMIT, (path, env)
 
 
