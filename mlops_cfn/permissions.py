@@ -53,8 +53,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from awacs.aws import (Action, Allow, ArnLike, Condition, PolicyDocument, Statement,
-                       StringEquals, StringLike)
+from awacs.aws import (Action, Allow, ArnLike, Condition, Deny, ForAnyValueStringNotLike,
+                       PolicyDocument, Statement, StringEquals, StringLike)
 from troposphere import Sub, encode_to_dict
 
 from . import boundary, naming
@@ -645,18 +645,45 @@ def _kms_statements(actions: Sequence[str], project: str) -> list[Statement]:
     on_keys = [a for a in actions if "key" in (iam_action(a) or {}).get("Resources", [])]
     on_aliases = [a for a in actions if "alias" in (iam_action(a) or {}).get("Resources", [])]
     statements = []
+    aliases = name_prefix(naming.KMS_ALIAS, project)
+    keys = Sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")
     if on_keys:
         statements.append(Statement(
             Sid="ManageProjectKeys",
             Effect=Allow,
             # aws:ResourceTag on key operations: "ABAC for AWS KMS", AWS KMS Developer Guide.
             Action=[Action(*a.split(":")) for a in on_keys],
-            Resource=[Sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")],
+            Resource=[keys],
             Condition=Condition(StringEquals(f"aws:ResourceTag/{boundary.PROJECT_TAG}",
                                              project)),
         ))
+    if "kms:TagResource" in on_keys:
+        statements += [
+            Statement(
+                Sid="TagKeysAsTheProjects",
+                Effect=Allow,
+                # "To add tags while creating a KMS key, the principal must have permission in
+                # an IAM policy that isn't restricted to particular KMS keys" (AWS KMS Developer
+                # Guide, "Controlling access to tags"): a new key has no tag yet to match.
+                Action=[Action("kms", "TagResource")],
+                Resource=[keys],
+                Condition=Condition(StringEquals(f"aws:RequestTag/{boundary.PROJECT_TAG}",
+                                                 project)),
+            ),
+            Statement(
+                Sid="AdoptNoAliasedKeyOfOthers",
+                Effect=Deny,
+                # The tag decides which keys are the project's: a key another alias names is
+                # not to be tagged into it (kms:ResourceAliases, "Use aliases to control access
+                # to KMS keys", AWS KMS Developer Guide). A key without any alias can be: the
+                # one gap tags leave, see README "Security defaults".
+                Action=[Action("kms", "TagResource")],
+                Resource=[keys],
+                Condition=Condition(ForAnyValueStringNotLike(
+                    "kms:ResourceAliases", f"alias/{aliases}*")),
+            ),
+        ]
     if on_aliases:
-        aliases = name_prefix(naming.KMS_ALIAS, project)
         statements.append(Statement(
             Sid="ManageProjectAliases",
             Effect=Allow,

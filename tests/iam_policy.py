@@ -3,7 +3,7 @@
 It follows "Policy evaluation logic" (IAM User Guide) for identity-based policies and
 boundaries as far as the tests need: an explicit Deny wins, else an Allow, else an implicit
 deny. Actions match case-insensitively with `*` and `?`; resources case-sensitively. Conditions:
-the String and Arn operators with their Not forms; several values of one key are ORed, keys and
+the String and Arn operators with their Not forms, and ForAnyValue over them; several values of one key are ORed, keys and
 operators ANDed; a key absent from the request makes a positive operator false and a negated one
 true. `Fn::Sub` values are resolved with the SAMPLE account, region and partition. Anything else
 (NotAction, NotResource, other operators) is an error, never a silent pass.
@@ -61,6 +61,16 @@ _OPERATORS = {
 
 def _condition_holds(condition: dict, context: dict) -> bool:
     for operator, tests in condition.items():
+        if operator.startswith("ForAnyValue:"):
+            # True when some value of the (multivalued) key satisfies the operator; false for
+            # an absent or empty key.
+            base = operator.removeprefix("ForAnyValue:")
+            for key, values in tests.items():
+                given = next((v for k, v in context.items() if k.lower() == key.lower()), [])
+                if not any(_condition_holds({base: {key: values}}, {key: value})
+                           for value in given):
+                    return False
+            continue
         if operator not in _OPERATORS:
             raise ValueError(f"operator {operator} is not supported by this evaluator")
         match, negated = _OPERATORS[operator]

@@ -217,6 +217,18 @@ def test_the_deploy_role_administers_and_uses_only_the_projects_keys(action):
     assert not allowed(statements, action, KEY, {"aws:ResourceTag/mlops-cfn:project": "other"})
 
 
+def test_keys_are_tagged_as_the_projects_at_creation_but_no_aliased_key_of_others_is_adopted():
+    statements = deploy_role_statements()
+    tag = {"aws:RequestTag/mlops-cfn:project": "mlops-demo"}
+    assert allowed(statements, "kms:TagResource", KEY, tag)
+    assert not allowed(statements, "kms:TagResource", KEY,
+                       {**tag, "kms:ResourceAliases": ["alias/payroll"]})
+    assert allowed(statements, "kms:TagResource", KEY,
+                   {**tag, "kms:ResourceAliases": ["alias/mlops-demo-dev-data"]})
+    assert not allowed(statements, "kms:TagResource", KEY,
+                       {"aws:RequestTag/mlops-cfn:project": "other"})
+
+
 def test_dynamic_references_decrypt_only_through_the_service_that_stores_them():
     statements = [encode_to_dict(s) for s in permissions.deployment_statements(
         ["AWS::SQS::Queue", permissions.RESOLVE_SECRETSMANAGER], iam_names="p-", project="p")]
