@@ -622,7 +622,10 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         "",
         "The launch role may do what the CloudFormation registry lists for the resource types "
         "the templates contain (and a short documented supplement), and runs only "
-        "the stacks Service Catalog provisions (`SC-<account>-pp-*`). End users need Service "
+        "the stacks Service Catalog provisions (`SC-<account>-pp-*`); it creates and changes "
+        "only their roles, each under the product's permissions boundary (the boundary stack's "
+        "`<project>-<environment>-permissions-boundary`), and administers only the keys tagged "
+        "`mlops-cfn:project` with the project. End users need Service "
         "Catalog end-user access (e.g. AWSServiceCatalogEndUserFullAccess), not the "
         "permissions of the resources.",
         "",
