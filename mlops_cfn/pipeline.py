@@ -117,11 +117,13 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
                     memo[key] = _built(loaded, spec.build)
             enabled.append(memo[key])
     if any(boundary.WIRE in stage.inputs for stage in enabled):
-        # Derived from every enabled stage's roles (boundary.py): built after them.
+        # Derived from every enabled stage's roles (boundary.py): built after them, placed
+        # first, where it is deployed (and the order stays the same from one run to the next:
+        # ties are broken by the order stages are listed in).
         key = (boundary.NAME, structure)
         if key not in memo:
             memo[key] = boundary.build(config.project, enabled)
-        enabled.append(memo[key])
+        enabled.insert(0, memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
         try:
