@@ -45,6 +45,7 @@ deployment.
 
 import importlib.util
 import json
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -52,9 +53,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from awacs.aws import Action, Allow, Condition, PolicyDocument, Statement, StringEquals
+from awacs.aws import (Action, Allow, ArnLike, Condition, Deny, ForAnyValueStringNotLike,
+                       PolicyDocument, Statement, StringEquals, StringLike)
 from troposphere import Sub, encode_to_dict
 
+from . import boundary, naming
+from .config import ENVIRONMENT_MAX_LENGTH
 from .errors import UserError
 from .policies import POLICY_VERSION
 
@@ -75,6 +79,8 @@ RESOLVE_SSM = "{{resolve:ssm}}"
 RESOLVE_SSM_SECURE = "{{resolve:ssm-secure}}"
 SSM_PARAMETER_TYPE = "AWS::SSM::Parameter::Value"
 CUSTOM_RESOURCE = "AWS::CloudFormation::CustomResource"
+# A managed policy a role of the templates attaches by ARN (`attached_policy_arns`).
+ATTACH_POLICY = "{{attach-policy}}"
 NESTED_STACK = "AWS::CloudFormation::Stack"
 
 _RESOLVE = re.compile(r"\{\{resolve:(secretsmanager|ssm-secure|ssm):")
@@ -308,7 +314,34 @@ def template_requirements(template: dict) -> set[str]:
     for parameter in (template.get("Parameters") or {}).values():
         if str(parameter.get("Type", "")).startswith(SSM_PARAMETER_TYPE):
             found.add(SSM_PARAMETER_TYPE)
+    found.update(ATTACH_POLICY + arn for arn in attached_policy_arns(template))
     return found
+
+
+def attached_policy_arns(template: dict) -> set[str]:
+    """The managed policies the template's roles attach that it does not create itself (an AWS
+    managed policy's ARN, as text or a Sub pattern): the only ones besides the project's own
+    that the deploy and launch roles may attach (`ATTACH_POLICY` requirements)."""
+    found = set()
+    for resource in (template.get("Resources") or {}).values():
+        if resource.get("Type") != "AWS::IAM::Role":
+            continue
+        for arn in (resource.get("Properties") or {}).get("ManagedPolicyArns") or []:
+            if isinstance(arn, str):
+                found.add(arn)
+            elif isinstance(arn, dict) and isinstance(arn.get("Fn::Sub"), str):
+                found.add(arn["Fn::Sub"])
+            elif not (isinstance(arn, dict) and set(arn) == {"Ref"}
+                      and arn["Ref"] in (template.get("Resources") or {})):
+                raise UserError(f"a role attaches the managed policy {json.dumps(arn)}: "
+                                f"name it by its ARN or create it in the template, so that the "
+                                f"deploy and launch roles can allow attaching exactly it")
+    return found
+
+
+def attachable_policies(requirements: Iterable[str]) -> list[str]:
+    """The ARN patterns of the `ATTACH_POLICY` requirements."""
+    return sorted(r[len(ATTACH_POLICY):] for r in requirements if r.startswith(ATTACH_POLICY))
 
 
 def _strings(value: Any) -> Iterable[str]:
@@ -333,6 +366,8 @@ def _supplements(requirement: str) -> tuple[Supplement, ...]:
 def _raw_permissions(requirement: str) -> tuple[str, ...]:
     """The handler permissions and supplement actions of one requirement; an error when
     neither knows it."""
+    if requirement.startswith(ATTACH_POLICY):
+        return ()  # attaching is the role's type's call; this only names what may be attached
     key = _key(requirement)
     listed = handler_permissions(key) if "::" in key and not key.startswith("{{") else None
     if listed is None and key not in SUPPLEMENT:
@@ -374,6 +409,8 @@ def actions_for(requirements: Iterable[str]) -> list[str]:
 
 
 def _passed_to(requirement: str) -> tuple[str, ...]:
+    if requirement.startswith(ATTACH_POLICY):
+        return ()
     key = _key(requirement)
     supplemented = tuple(s for sup in _supplements(key) for s in sup.passes_role_to)
     listed = handler_permissions(key) if "::" in key and not key.startswith("{{") else None
@@ -445,7 +482,8 @@ def stack_resources(stacks: str) -> list[str]:
 
 def deployment_statements(requirements: Iterable[str], iam_names: str = "",
                           stacks: str | None = None,
-                          service_role: bool = True) -> list[Statement]:
+                          service_role: bool = True, project: str | None = None,
+                          creates_boundary: bool = False) -> list[Statement]:
     """Statements allowing `actions_for(requirements)`, scoped as the module docstring says.
 
     `iam_names`: the prefix of every role and policy the stacks create (the root stack's name,
@@ -456,6 +494,13 @@ def deployment_statements(requirements: Iterable[str], iam_names: str = "",
     `service_role`: whether the role is the stacks' service role, which CloudFormation passes on
     to their nested stacks (iam:PassRole to cloudformation.amazonaws.com); a Service Catalog
     launch role is not: Service Catalog runs the stacks with its credentials and no role.
+
+    `project`: the project whose permissions boundary (boundary.py) every role the role creates
+    or changes must carry, whose keys (tagged boundary.PROJECT_TAG) alone it may administer and
+    use, and whose buckets alone it may give a policy (`project_statements`). With
+    `creates_boundary` (the launch role: Service Catalog provisions the product's root, which
+    creates the boundary) it may create and change the boundary policy; without (the deploy
+    role, which whoever pushes to the source steers) it may not.
     """
     requirements = sorted(set(requirements))
     extra: dict[str, set[str]] = {}
@@ -475,6 +520,14 @@ def deployment_statements(requirements: Iterable[str], iam_names: str = "",
     statements = []
     for service in sorted(by_service):
         actions = by_service[service]
+        if project is not None and service in ("iam", "kms", "s3"):
+            statements += project_statements(service, actions, project, iam_names,
+                                             attachable_policies(requirements),
+                                             creates_boundary)
+            actions = [a for a in actions if a not in PROJECT_SCOPED.get(service, ())
+                       and not (service in ("iam", "kms"))]
+            if not actions:
+                continue
         if service == "iam":
             resources = iam_resources(iam_names)
         elif service == "cloudformation" and stacks is not None:
@@ -493,6 +546,19 @@ def deployment_statements(requirements: Iterable[str], iam_names: str = "",
             statement.Condition = Condition(
                 StringEquals("aws:ResourceAccount", Sub("${AWS::AccountId}")))
         statements.append(statement)
+    if project is not None and {RESOLVE_SECRETSMANAGER, RESOLVE_SSM_SECURE} & set(requirements):
+        statements.append(Statement(
+            Sid="DecryptDynamicReferences",
+            Effect=Allow,
+            # A secret's or secure parameter's key need not be the project's: decrypt only
+            # through the service that stores the value (kms:ViaService, AWS KMS Developer
+            # Guide, "AWS KMS condition keys").
+            Action=[Action("kms", "Decrypt")],
+            Resource=[Sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")],
+            Condition=Condition(StringEquals("kms:ViaService", [
+                Sub("secretsmanager.${AWS::Region}.amazonaws.com"),
+                Sub("ssm.${AWS::Region}.amazonaws.com")])),
+        ))
     if unscoped:
         statements.append(Statement(
             Sid="ActionsWithoutResourceScope",
@@ -523,6 +589,147 @@ def deployment_statements(requirements: Iterable[str], iam_names: str = "",
             # Granting a user permissions to pass a role to an AWS service (IAM User Guide):
             # each role only to the services the templates hand roles to.
             Condition=Condition(StringEquals("iam:PassedToService", services)),
+        ))
+    return statements
+
+
+# --- the project's roles, keys and buckets ---------------------------------------------------
+
+# Bucket actions that decide who may reach a bucket: only on the project's buckets.
+S3_ACCESS_CONTROL = ("s3:DeleteBucketPolicy", "s3:PutBucketAcl", "s3:PutBucketOwnershipControls",
+                     "s3:PutBucketPolicy", "s3:PutBucketPublicAccessBlock")
+PROJECT_SCOPED = {"s3": S3_ACCESS_CONTROL}
+
+
+def name_prefix(rule: naming.NameRule, project: str) -> str:
+    """What every name of `project` under `rule` starts with, whatever the environment token's
+    length (an environment name, or a SageMaker project's id in a Service Catalog product): a
+    long project name is cut shorter the longer the token is (naming.py)."""
+    starts = []
+    for length in range(1, SCOPE_TOKEN_MAX_LENGTH + 1):
+        with naming.environment_token(length):
+            starts.append(naming.physical_name(rule, project, "x").split(naming.ENVIRONMENT)[0])
+    return os.path.commonprefix(starts)
+
+
+# The longest environment token names are built for: an environment name (config's
+# ENVIRONMENT_MAX_LENGTH) or a SageMaker project's id without its hyphen (13, servicecatalog.py).
+SCOPE_TOKEN_MAX_LENGTH = max(ENVIRONMENT_MAX_LENGTH, 13)
+
+
+def project_statements(service: str, actions: Sequence[str], project: str, iam_names: str,
+                       attachable: Sequence[str], creates_boundary: bool) -> list[Statement]:
+    """The statements of `service` (iam, kms, s3) that confine the deploying role to the
+    project: roles only under the project's boundary, attaching only the project's policies
+    and those the templates name; keys only the project's (by tag) and its aliases; bucket
+    policies and ACLs only on the project's buckets."""
+    if service == "iam":
+        return _iam_statements(actions, project, iam_names, attachable, creates_boundary)
+    if service == "kms":
+        return _kms_statements(actions, project)
+    buckets = name_prefix(naming.S3_BUCKET, project)
+    scoped = [a for a in actions if a in S3_ACCESS_CONTROL]
+    if not scoped:
+        return []
+    return [Statement(
+        Sid="ProjectBucketsAccessControl",
+        Effect=Allow,
+        Action=[Action(*a.split(":")) for a in scoped],
+        Resource=[Sub(f"arn:${{AWS::Partition}}:s3:::{buckets}*")],
+        Condition=Condition(StringEquals("aws:ResourceAccount", Sub("${AWS::AccountId}"))),
+    )]
+
+
+def _iam_statements(actions: Sequence[str], project: str, iam_names: str,
+                    attachable: Sequence[str], creates_boundary: bool) -> list[Statement]:
+    boundaries = Sub(boundary.arn_pattern(project))
+    role_writes = [a for a in actions if a in boundary.ROLE_WRITES]
+    plain = [a for a in actions if a not in boundary.ROLE_WRITES
+             and a != boundary.REMOVE_BOUNDARY]
+    resources = [Sub(r) for r in iam_resources(iam_names)]
+    if creates_boundary:
+        resources.append(boundaries)
+    base = "arn:${AWS::Partition}:iam::${AWS::AccountId}"
+    roles = [Sub(f"{base}:role/{iam_names}*")]
+    statements = [Statement(Sid="ManageIam", Effect=Allow,
+                            Action=[Action(*a.split(":")) for a in plain], Resource=resources)]
+    under_boundary = StringLike("iam:PermissionsBoundary", boundaries)
+    others = [a for a in role_writes if a != "iam:AttachRolePolicy"]
+    if others:
+        statements.append(Statement(
+            Sid="ManageRolesUnderTheBoundary",
+            Effect=Allow,
+            # "Permissions boundaries for IAM entities" (IAM User Guide): a role may be created
+            # or changed only with the project's boundary (iam:PermissionsBoundary).
+            Action=[Action(*a.split(":")) for a in others],
+            Resource=roles,
+            Condition=Condition(under_boundary),
+        ))
+    if "iam:AttachRolePolicy" in role_writes:
+        statements.append(Statement(
+            Sid="AttachOnlyProjectPolicies",
+            Effect=Allow,
+            Action=[Action("iam", "AttachRolePolicy")],
+            Resource=roles,
+            # iam:PolicyARN: the project's own policies and those the templates attach.
+            Condition=Condition([under_boundary, ArnLike("iam:PolicyARN", [
+                Sub(f"{base}:policy/{iam_names}*"), *(Sub(a) for a in attachable)])]),
+        ))
+    guards = boundary.escalation_guards(project)
+    if creates_boundary:
+        guards = [g for g in guards if g.Sid != "BoundariesOnlyByAdministrators"]
+    return [*statements, *guards]
+
+
+def _kms_statements(actions: Sequence[str], project: str) -> list[Statement]:
+    on_keys = [a for a in actions if "key" in (iam_action(a) or {}).get("Resources", [])]
+    on_aliases = [a for a in actions if "alias" in (iam_action(a) or {}).get("Resources", [])]
+    statements = []
+    aliases = name_prefix(naming.KMS_ALIAS, project)
+    keys = Sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*")
+    if on_keys:
+        statements.append(Statement(
+            Sid="ManageProjectKeys",
+            Effect=Allow,
+            # aws:ResourceTag on key operations: "ABAC for AWS KMS", AWS KMS Developer Guide.
+            Action=[Action(*a.split(":")) for a in on_keys],
+            Resource=[keys],
+            Condition=Condition(StringEquals(f"aws:ResourceTag/{boundary.PROJECT_TAG}",
+                                             project)),
+        ))
+    if "kms:TagResource" in on_keys:
+        statements += [
+            Statement(
+                Sid="TagKeysAsTheProjects",
+                Effect=Allow,
+                # "To add tags while creating a KMS key, the principal must have permission in
+                # an IAM policy that isn't restricted to particular KMS keys" (AWS KMS Developer
+                # Guide, "Controlling access to tags"): a new key has no tag yet to match.
+                Action=[Action("kms", "TagResource")],
+                Resource=[keys],
+                Condition=Condition(StringEquals(f"aws:RequestTag/{boundary.PROJECT_TAG}",
+                                                 project)),
+            ),
+            Statement(
+                Sid="AdoptNoAliasedKeyOfOthers",
+                Effect=Deny,
+                # The tag decides which keys are the project's: a key another alias names is
+                # not to be tagged into it (kms:ResourceAliases, "Use aliases to control access
+                # to KMS keys", AWS KMS Developer Guide). A key without any alias can be: the
+                # one gap tags leave, see README "Security defaults".
+                Action=[Action("kms", "TagResource")],
+                Resource=[keys],
+                Condition=Condition(ForAnyValueStringNotLike(
+                    "kms:ResourceAliases", f"alias/{aliases}*")),
+            ),
+        ]
+    if on_aliases:
+        statements.append(Statement(
+            Sid="ManageProjectAliases",
+            Effect=Allow,
+            Action=[Action(*a.split(":")) for a in on_aliases],
+            Resource=[Sub("arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:"
+                          f"alias/{aliases}*")],
         ))
     return statements
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
-from . import permissions
+from . import boundary, permissions
 from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
@@ -116,6 +116,14 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
                 else:
                     memo[key] = _built(loaded, spec.build)
             enabled.append(memo[key])
+    if any(boundary.WIRE in stage.inputs for stage in enabled):
+        # Derived from every enabled stage's roles (boundary.py): built after them, placed
+        # first, where it is deployed (and the order stays the same from one run to the next:
+        # ties are broken by the order stages are listed in).
+        key = (boundary.NAME, structure)
+        if key not in memo:
+            memo[key] = boundary.build(config.project, enabled)
+        enabled.insert(0, memo[key])
     toggles = {name: spec.toggle for name, spec in specs.items()}
     try:
         try:
@@ -142,12 +150,16 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
 
 
 def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Stage:
-    """`build(loaded, *args)`, its user errors naming the file."""
+    """`build(loaded, *args)`, its user errors naming the file, its roles bounded."""
     try:
-        return build(loaded, *args)
+        stage = build(loaded, *args)
     except UserError as error:
         # A setting only building can judge (a script file that cannot be read).
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
+    # Every stage's roles under the project's boundary, its keys tagged as the project's
+    # (boundary.py): applied here, to every stage, so that no stage has to remember it.
+    boundary.tag_keys(stage.template, loaded.config.project)
+    return boundary.bound_roles(stage)
 
 
 def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = REGISTRY,

@@ -449,18 +449,24 @@ def provisioning_statements(bucket: str, prefix: str = "") -> list[Statement]:
 
 def launch_role_statements(requirements: Iterable[str], bucket: str, prefix: str = "",
                            deployment_statements: Callable[..., list[Statement]]
-                           | None = None) -> list[Statement]:
+                           | None = None, project: str | None = None) -> list[Statement]:
     """Provisioning plus what deploying the templates' requirements takes (permissions.py).
 
     The nested stacks' calls reach only the stacks Service Catalog provisions, and no role is
     passed to CloudFormation: Service Catalog runs the stacks with the launch role itself.
+    With `project`, roles and policies only those of the provisioned stacks (CloudFormation
+    names them after the stack: `SC-<account>-pp-...`), each role under the project's
+    permissions boundary, which the product's root creates (boundary.py), and keys and bucket
+    policies only the project's.
     """
     if deployment_statements is None:
         deployment_statements = permissions.deployment_statements
     managed = sorted({*requirements, NESTED_STACK})
+    scope = ({} if project is None else
+             {"project": project, "iam_names": PROVISIONED_STACK_PREFIX, "creates_boundary": True})
     return [*provisioning_statements(bucket, prefix),
             *deployment_statements(managed, stacks=PROVISIONED_STACK_PREFIX,
-                                   service_role=False)]
+                                   service_role=False, **scope)]
 
 
 def policy_chunks(statements: Sequence[Statement]) -> list[list[Statement]]:
@@ -616,7 +622,10 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         "",
         "The launch role may do what the CloudFormation registry lists for the resource types "
         "the templates contain (and a short documented supplement), and runs only "
-        "the stacks Service Catalog provisions (`SC-<account>-pp-*`). End users need Service "
+        "the stacks Service Catalog provisions (`SC-<account>-pp-*`); it creates and changes "
+        "only their roles, each under the product's permissions boundary (the boundary stack's "
+        "`<project>-<environment>-permissions-boundary`), and administers only the keys tagged "
+        "`mlops-cfn:project` with the project. End users need Service "
         "Catalog end-user access (e.g. AWSServiceCatalogEndUserFullAccess), not the "
         "permissions of the resources.",
         "",
@@ -736,9 +745,9 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
                           tree)
         packaged = package(tree, bucket, prefix=prefix, s3=s3)
         packaged_text = Path(packaged.root_path).read_text()
-    statements = launch_role_statements(product.requirements, bucket, prefix,
-                                        deployment_statements)
     project = loaded.base.project
+    statements = launch_role_statements(product.requirements, bucket, prefix,
+                                        deployment_statements, project)
     portfolio = portfolio_template(catalog, product, packaged.root_url, statements, project)
     files: dict[str, str | bytes] = {
         PORTFOLIO_FILE: template_text(portfolio, "yaml"),

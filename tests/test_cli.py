@@ -26,7 +26,8 @@ def test_render_with_no_arguments_writes_the_default_dev_pipeline(in_tmp):
     result = run("render")
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in (in_tmp / "templates" / "dev").iterdir())
-    assert written == ["analytics.yaml", "assets", "cicd.yaml", "etl.yaml", "ingestion.yaml",
+    assert written == ["analytics.yaml", "assets", "boundary.yaml", "cicd.yaml", "etl.yaml",
+                       "ingestion.yaml",
                        "monitoring.yaml", "network.yaml", "parameters.json", "root.yaml",
                        "serving.yaml", "storage.yaml", "training.yaml"]
     assets = sorted(p.name for p in (in_tmp / "templates/dev/assets").rglob("*") if p.is_file())

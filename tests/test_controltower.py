@@ -200,6 +200,7 @@ EXCEPTED = {
     ("monitoring.yaml", "LoadBalancer5xxErrorsAlarm"): {"CT.CLOUDWATCH.PR.1"},
     ("monitoring.yaml", "Target5xxErrorsAlarm"): {"CT.CLOUDWATCH.PR.1"},
     ("monitoring.yaml", "TargetResponseTimeAlarm"): {"CT.CLOUDWATCH.PR.1"},
+    ("boundary.yaml", "PermissionsBoundary"): {"CT.IAM.PR.3"},
 }
 
 

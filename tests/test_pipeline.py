@@ -104,14 +104,15 @@ def test_the_default_pipeline_has_one_nested_stack_per_enabled_stage():
     built = pipeline.build(config_with())
     stacks = {k for k, r in built.root.to_dict()["Resources"].items()
               if r["Type"] == "AWS::CloudFormation::Stack"}
+    # And the permissions boundary of their roles (boundary.py).
     assert stacks == {"NetworkStack", "StorageStack", "IngestionStack", "EtlStack",
                       "AnalyticsStack", "TrainingStack", "ServingStack", "MonitoringStack",
-                      "CicdStack"}
+                      "CicdStack", "BoundaryStack"}
 
 
 def test_disabling_ingestion_removes_its_stack_and_wires():
     built = pipeline.build(foundation_config_with({"stages": {"ingestion": {"enabled": False}}}))
-    assert {s.name for s in built.stages} == {"network", "storage"}
+    assert {s.name for s in built.stages} == {"network", "storage", "boundary"}
     assert "IngestStreamName" not in built.root.to_dict().get("Outputs", {})
 
 

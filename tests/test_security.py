@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_cfn import config, permissions, pipeline
+from mlops_cfn import boundary, config, permissions, pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [None, *sorted((REPO / "examples").glob("*.yaml"))]
@@ -117,8 +117,26 @@ def test_there_is_something_to_check():
     assert len(list(policy_documents())) >= 5
 
 
+def is_boundary(where: str) -> bool:
+    """The permissions boundary: a ceiling that grants nothing (boundary.py; its own tests in
+    test_boundary.py), so `<service>:*` on `*` is what it is made of."""
+    return where.endswith(f"/{boundary.NAME}:{boundary.RESOURCE}")
+
+
+def test_the_boundarys_wildcards_are_whole_services_never_iam_nor_everything():
+    boundaries = [(w, d) for w, d, _ in policy_documents() if is_boundary(w)]
+    assert boundaries
+    for where, document in boundaries:
+        for statement in document["Statement"]:
+            for action in as_list(statement["Action"]):
+                assert action != "*", where
+                assert not (action.startswith("iam:") and "*" in action), (where, action)
+
+
 def test_no_allow_statement_grants_a_wildcard_action():
     for where, document, _ in policy_documents():
+        if is_boundary(where):
+            continue
         for statement in document["Statement"]:
             if statement["Effect"] != "Allow":
                 continue
@@ -129,7 +147,7 @@ def test_no_allow_statement_grants_a_wildcard_action():
 
 def test_a_star_resource_only_for_actions_aws_cannot_scope():
     for where, document, kind in policy_documents():
-        if kind == "AWS::KMS::Key":
+        if kind == "AWS::KMS::Key" or is_boundary(where):
             continue  # in a key policy, "*" is the key the policy belongs to
         for statement in document["Statement"]:
             if statement["Effect"] != "Allow" or "*" not in as_list(statement.get("Resource", [])):

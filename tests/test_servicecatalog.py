@@ -19,6 +19,7 @@ from moto import mock_aws
 from troposphere import encode_to_dict
 
 from mlops_cfn import config, permissions, policies
+from mlops_cfn import boundary
 from mlops_cfn.permissions import actions_for, deployment_statements
 from mlops_cfn.cli import cli
 from mlops_cfn.errors import UserError
@@ -614,8 +615,14 @@ def test_the_real_launch_role_allows_no_wildcard_action_and_star_only_where_unav
     template = portfolio_of(make_handoff(s3, statements=real_statements()))
     statements = launch_statements(template)
     assert statements
+    # The boundary's guards, and no adopting another alias's key into the project's by tag.
+    guards = {g.Sid for g in boundary.escalation_guards("mlops-demo")} | {
+        "AdoptNoAliasedKeyOfOthers"}
     for statement in statements:
-        assert statement["Effect"] == "Allow" and "NotAction" not in statement
+        assert "NotAction" not in statement
+        if statement["Effect"] == "Deny":
+            assert statement["Sid"] in guards
+            continue
         actions = set(as_list(statement["Action"]))
         assert not any(a == "*" or a.endswith(":*") for a in actions), actions
         if "*" in as_list(statement["Resource"]):

@@ -16,6 +16,9 @@ CONNECTION_ARN_PATTERN = (r"^arn:aws[a-z-]*:(codestar-connections|codeconnection
 # <owner>/<name> as GitHub, GitLab and Bitbucket spell it (GitLab groups may nest).
 REPOSITORY_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)+$"
 BRANCH_PATTERN = r"^[A-Za-z0-9._/-]{1,255}$"
+# An IAM role or user of an account, as aws:PrincipalArn names it (IAM User Guide, "AWS global
+# condition context keys": a role session is named by its role's ARN).
+PUBLISHER_ARN_PATTERN = r"^arn:aws[a-z-]*:iam::[0-9]{12}:(role|user)/[A-Za-z0-9+=,.@_/-]{1,512}$"
 S3_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9!_.*'()/-]{0,1023}$"
 # A path relative to the repository root: no leading slash, no shell metacharacters (the paths
 # are written into build commands); `..` is refused by `_inside_repository`.
@@ -50,6 +53,16 @@ class SourceConfig(Model):
                           "(output SourceBucketName), e.g. `git archive --format=zip HEAD`; "
                           "each new version starts the pipeline."),
     ] = "source/repository.zip"
+    publishers: Annotated[
+        list[Annotated[str, Field(pattern=PUBLISHER_ARN_PATTERN)]],
+        Field(max_length=20,
+              description="With provider `s3`: ARNs of the IAM roles (or users) that may "
+                          "upload the source, e.g. your CI's role: the source bucket's policy "
+                          "denies writing and deleting objects to every other principal, "
+                          "whatever its IAM policies allow, since whoever writes the source "
+                          "decides what the pipeline deploys. Empty: only the account's root "
+                          "user may write (name a role here before the first upload)."),
+    ] = []
     connection_arn: Annotated[
         str | None,
         Field(pattern=CONNECTION_ARN_PATTERN,
@@ -76,6 +89,11 @@ class SourceConfig(Model):
                 raise ValueError("provider 'connection' needs connection_arn and repository")
         elif self.connection_arn is not None or self.repository is not None:
             raise ValueError("connection_arn and repository are only for provider 'connection'")
+        if self.provider != "s3" and self.publishers:
+            raise ValueError("publishers are only for provider 's3' (a connection's pushes "
+                             "are governed by the repository)")
+        if len(set(self.publishers)) != len(self.publishers):
+            raise ValueError("publishers lists an ARN twice")
         return self
 
 

@@ -77,7 +77,10 @@ Operating it
   run time (a Glue script, a pipeline step's code) has s3:GetObject on it and kms:Decrypt on
   the delivery key through S3 (assets.py; tests/asset_access.py checks every environment).
 - The deploy role can create IAM roles, so whoever can push to the source can change what it
-  deploys: protect the branch (or the source bucket), and mark production `protected`.
+  deploys: protect the branch (with the S3 source, only `source.publishers` may write the
+  source bucket), and mark production `protected`. Every role it creates or changes must carry
+  the project's permissions boundary, which it may not create or change (boundary.py): a new
+  environment's first deployment, and one changing its boundary, is made by hand.
 
 Environments: `build(config, targets, requirements)` takes every environment's name and
 `protected` flag, and what the other stages' templates of every environment require of the
@@ -104,7 +107,8 @@ import awacs.logs
 import awacs.s3
 import awacs.sagemaker
 import awacs.sns
-from awacs.aws import Allow, ArnLike, Condition, Statement, StringEquals
+from awacs.aws import (Allow, ArnLike, ArnNotEquals, Condition, Deny, Principal, Statement,
+                       StringEquals)
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, kms, s3)
 
@@ -223,7 +227,8 @@ def build(config: PipelineConfig,
     else:
         source_bucket = _home(b.add(delivery_bucket(b, "SourceBucket", "source", key,
                                                     access_logs)))
-        _home(b.add(tls_only_policy(source_bucket)))
+        _home(b.add(tls_only_policy(source_bucket, publishers_only(
+            source_bucket, cicd.source.publishers))))
 
     network = add_build_network(b) if cicd.build.in_vpc else None
     build_project = add_build_project(b, config, targets, artifacts, key, network)
@@ -353,12 +358,30 @@ def delivery_bucket(b: StageBuilder, title: str, purpose: str, key: Any,
     )
 
 
-def tls_only_policy(bucket: s3.Bucket) -> s3.BucketPolicy:
+def tls_only_policy(bucket: s3.Bucket, *more: Statement) -> s3.BucketPolicy:
     return s3.BucketPolicy(
         f"{bucket.title}Policy",
         Bucket=Ref(bucket),
         PolicyDocument=policies.document(
-            policies.deny_insecure_transport(GetAtt(bucket, "Arn"))),
+            policies.deny_insecure_transport(GetAtt(bucket, "Arn")), *more),
+    )
+
+
+def publishers_only(bucket: s3.Bucket, publishers: Sequence[str]) -> Statement:
+    """Whoever writes the source decides what the pipeline deploys: only the named publishers
+    (stages.cicd.source.publishers) may write or delete its objects, the account's root user
+    when none is named. An explicit Deny in a bucket policy overrides every Allow of the
+    principal's own policies ("Policy evaluation logic", IAM User Guide); aws:PrincipalArn is a
+    role session's role ("AWS global condition context keys"). Multipart uploads and copies
+    are authorized as s3:PutObject (Amazon S3 User Guide, "Policy actions for Amazon S3")."""
+    allowed = list(publishers) or [policies.arn("iam", "root", regional=False)]
+    return Statement(
+        Sid="OnlyNamedPublishersWriteTheSource",
+        Effect=Deny,
+        Principal=Principal("AWS", "*"),
+        Action=[awacs.s3.PutObject, awacs.s3.DeleteObject, awacs.s3.DeleteObjectVersion],
+        Resource=[Sub("${%s.Arn}/*" % bucket.title)],
+        Condition=Condition(ArnNotEquals("aws:PrincipalArn", allowed)),
     )
 
 
@@ -680,7 +703,7 @@ def add_deploy_policies(b: StageBuilder, project: str, deploy_role: iam.Role,
     # (permissions.py, with its documented supplement).
     documents = permissions.policy_documents(permissions.deployment_statements(
         deploy_requirements(b, requirements), iam_names=prefix,
-        stacks=stack_name(project, "")))
+        stacks=stack_name(project, ""), project=project))
     if len(documents) > permissions.MAX_MANAGED_POLICIES:
         raise UserError(f"the delivery pipeline's deploy role needs {len(documents)} managed "
                         f"policies, more than IAM attaches to one role by default "

@@ -40,6 +40,11 @@ in test_moto_support.py that fails without it:
   Output naming it disappears, and the parent's GetAtt of that output answers 500 from then on.
   The patch keeps the resource as it was, which is all moto can model of the update.
 
+- `key_tags`: an AWS::KMS::Key's Tags (`Key`/`Value`, as CloudFormation spells them) reach
+  moto's KMS tagger, which reads `TagKey`/`TagValue`: a KeyError, and the key is missing from
+  the stack (a GetAtt of it then fails). The patch renames the fields. Every key carries the
+  project's tag (mlops_cfn/boundary.py: the deploy role administers only tagged keys).
+
 Also: a failed create can leave moto answering 500 until `POST /moto-api/reset`; the server
 fixture (conftest.py) resets before every test.
 
@@ -57,6 +62,7 @@ from typing import Any, Callable, Iterable, Iterator
 from unittest import mock
 
 import moto
+from moto.kms import models as kms_models
 from moto.cloudformation import models as cfn_models
 from moto.cloudformation import parsing as cfn_parsing
 from moto.cloudformation import responses as cfn_responses
@@ -445,6 +451,28 @@ def unmodelled_updates() -> Iterator[None]:
         yield
 
 
+# --- key tags ----------------------------------------------------------------------------------
+
+_create_key_from_cloudformation = kms_models.Key.create_from_cloudformation_json.__func__
+
+
+def _create_tagged_key(cls, resource_name, cloudformation_json, account_id, region_name,
+                       **kwargs):
+    properties = dict(cloudformation_json.get("Properties") or {})
+    properties["Tags"] = [{"TagKey": t["Key"], "TagValue": t["Value"]}
+                          for t in properties.get("Tags") or []]
+    return _create_key_from_cloudformation(cls, resource_name,
+                                           {**cloudformation_json, "Properties": properties},
+                                           account_id, region_name, **kwargs)
+
+
+@contextlib.contextmanager
+def key_tags() -> Iterator[None]:
+    with mock.patch.object(kms_models.Key, "create_from_cloudformation_json",
+                           classmethod(_create_tagged_key)):
+        yield
+
+
 # --- all of them -----------------------------------------------------------------------------
 
 PATCHES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
@@ -458,6 +486,7 @@ PATCHES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "output_propagation": output_propagation,
     "termination_protection": termination_protection,
     "unmodelled_updates": unmodelled_updates,
+    "key_tags": key_tags,
 }
 
 

@@ -84,8 +84,16 @@ def test_create_update_diff_and_delete(aws, pipeline_file):
     root = aws.cfn.describe_stacks(StackName=STACK)["Stacks"][0]
     assert root["StackStatus"] == "CREATE_COMPLETE"
     nested = aws.nested(STACK)
-    assert set(nested) == {"NetworkStack", "StorageStack", "IngestionStack"}
+    assert set(nested) == {"NetworkStack", "StorageStack", "IngestionStack", "BoundaryStack"}
     assert {s["StackStatus"] for s in nested.values()} == {"CREATE_COMPLETE"}
+    # every role is created under the boundary the boundary stack made
+    boundary_arn = outputs(nested["BoundaryStack"])["PermissionsBoundaryArn"]
+    iam = aws.client("iam")
+    roles = iam.list_roles()["Roles"]
+    assert roles
+    for role in roles:
+        described = iam.get_role(RoleName=role["RoleName"])["Role"]
+        assert described["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary_arn
 
     # tags from config on the stack
     tags = {t["Key"]: t["Value"] for t in root["Tags"]}
@@ -285,7 +293,8 @@ def test_diff_of_a_new_stack_shows_the_changes_and_leaves_nothing(aws, pipeline_
     result = run("diff", "--config", pipeline_file, "--stack-name", STACK, "--bucket", BUCKET,
                  "--no-validate")
     assert result.exit_code == 0, result.output
-    assert f"{STACK} (new stack): 3 changes" in result.output
+    # network, storage, ingestion and the permissions boundary of their roles
+    assert f"{STACK} (new stack): 4 changes" in result.output
     assert "nothing executed; the change set was deleted" in result.output
     assert aws.stacks() == {}
 

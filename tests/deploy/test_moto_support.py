@@ -361,6 +361,32 @@ def test_termination_protection_is_kept_and_enforced(bare_aws):
     assert with_patch is True
 
 
+# --- key tags --------------------------------------------------------------------------------
+
+TAGGED_KEY = """\
+    Resources:
+      Key:
+        Type: AWS::KMS::Key
+        Properties:
+          KeyPolicy: {Version: '2012-10-17', Statement: []}
+          Tags: [{Key: mlops-cfn:project, Value: demo}]
+    Outputs:
+      KeyArn: {Value: !GetAtt Key.Arn}
+    """
+
+
+def tagged_key(sandbox):
+    sandbox.cfn.create_stack(StackName="keyed", TemplateBody=textwrap.dedent(TAGGED_KEY))
+    key = sandbox.resources("keyed")["Key"]["PhysicalResourceId"]
+    return sandbox.client("kms").list_resource_tags(KeyId=key)["Tags"]
+
+
+def test_a_keys_tags_are_kept(bare_aws):
+    without, with_patch = both_ways(bare_aws, "key_tags", tagged_key)
+    assert not isinstance(without, list) or without != with_patch
+    assert with_patch == [{"TagKey": "mlops-cfn:project", "TagValue": "demo"}]
+
+
 # --- updates moto does not model --------------------------------------------------------------
 
 LOGGED = """\
