@@ -5,6 +5,7 @@ field itself (bounds, allowed values, pattern), so a value CloudFormation accept
 config model accepts too. The environment name is the one setting that is not a config field.
 """
 
+import re
 import typing
 from typing import Any
 
@@ -42,11 +43,27 @@ def setting_of(section: type[BaseModel], field_name: str) -> Setting:
     raise KeyError(f"{section.__name__}.{field_name} is not marked as a Setting")
 
 
+# Where a parameter's description ends: after its first sentence, at most this long. The whole
+# text is the config key's (docs/config.md); the root carries ~100 parameters and must stay
+# under CloudFormation's 51,200-byte request body, so the console shows the gist only.
+DESCRIPTION_LENGTH = 200
+_SENTENCE_END = re.compile(r"(?<!e\.g)(?<!i\.e)\.(\s|$)")
+
+
+def parameter_description(text: str) -> str:
+    """The first sentence of a config key's description, cut at DESCRIPTION_LENGTH."""
+    end = _SENTENCE_END.search(text)
+    first = text[:end.start() + 1] if end else text
+    if len(first) > DESCRIPTION_LENGTH:
+        first = first[:DESCRIPTION_LENGTH - 1].rstrip() + "…"
+    return first
+
+
 def setting_parameter(section: type[BaseModel], field_name: str) -> Parameter:
     """The parameter for one Setting-marked field."""
     field = section.model_fields[field_name]
     setting = setting_of(section, field_name)
-    props: dict[str, Any] = {"Description": (field.description or field_name)[:4000]}
+    props: dict[str, Any] = {"Description": parameter_description(field.description or field_name)}
     annotation = unwrap_annotation(field.annotation)
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
