@@ -12,8 +12,11 @@ pipeline's home, and prod, protected) and its rendered templates. In order:
    every environment with `--stack-name`, copy the packaged roots and template configurations),
    then the Deploy-dev stage's change set with the template configuration the build wrote.
    Serving is unchanged: same model, endpoint config and endpoint (finding 6).
-4. The same run's Deploy-prod stage creates prod from the home environment's packages (the
-   artifact bucket, `delivery/`, the DeliveryKey), and what was deployed passes the asset-access
+4. prod's first deployment is an administrator's (`mlops-cfn deploy --env prod`): it creates
+   prod's permissions boundary, which the pipeline's deploy role may not write (evaluated here,
+   as moto evaluates no IAM). The same run's Deploy-prod stage then updates prod from the home
+   environment's packages (the artifact bucket, `delivery/`, the DeliveryKey), and what was
+   deployed passes the asset-access
    check of finding 4: every asset reference in prod's live stacks names an uploaded object,
    which its reader may get and decrypt through S3 (tests/asset_access.py).
 5. Deleting the dev stack keeps the data: every resource with DeletionPolicy Retain outlives it,
@@ -47,7 +50,8 @@ from mlops_cfn.deploy import MODEL_PACKAGE_PARAMETER
 from mlops_cfn.stages import cicd
 from mlops_cfn.stages import cicd_buildspec as spec
 from tests import asset_access
-from tests.helpers import default_data
+from tests import iam_policy
+from tests.helpers import default_data, statements
 from tests.template_eval import Resolver
 
 from . import moto_support
@@ -88,6 +92,16 @@ STILL_THERE = {
         repositoryNames=[name])["repositories"] != [],
     "AWS::Logs::LogGroup": _has_log_group,
 }
+
+
+def deploy_role_statements(template: dict) -> list[dict]:
+    """Every statement the delivery pipeline's deploy role is granted, as rendered: its inline
+    policies and the managed policies attached to it."""
+    role = template["Resources"]["DeployRole"]
+    found = statements(role)
+    for attached in role["Properties"].get("ManagedPolicyArns", []):
+        found += statements(template["Resources"][attached["Ref"]])
+    return found
 
 
 def deploy(*extra: str):
@@ -249,7 +263,21 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     assert [e["EndpointArn"] for e in aws.client("sagemaker").list_endpoints()["Endpoints"]] == [
         before["AWS::SageMaker::Endpoint"]]
 
-    # (4) The same run deploys prod from the home environment's packages; it can read them.
+    # (4) prod. Its first deployment creates prod's permissions boundary, which the pipeline's
+    # deploy role may not write (whoever writes the source would choose its contents:
+    # boundary.py), so an administrator deploys it once by hand; moto evaluates no IAM policy,
+    # so the deploy role's statements are evaluated here.
+    boundary_arn = f"arn:aws:iam::{iam_policy.SAMPLE['${AWS::AccountId}']}:policy/" \
+                   f"{PROD}-permissions-boundary"
+    granted = deploy_role_statements(template)
+    assert not iam_policy.allowed(granted, "iam:CreatePolicy", boundary_arn), \
+        "the pipeline cannot create prod's boundary"
+    assert iam_policy.allowed(granted, "iam:CreateRole", boundary_arn.replace(
+        f"policy/{PROD}-permissions-boundary", f"role/{PROD}-etl-job"),
+        {"iam:PermissionsBoundary": boundary_arn}), "it creates prod's roles under it"
+    bootstrap = run("deploy", "--env", SECOND, "--no-validate", "--yes")
+    assert bootstrap.exit_code == 0, bootstrap.output
+    # Then the same run deploys prod from the home environment's packages; it can read them.
     actions = deploy_action(aws, repository, template, SECOND, deploy_role)
     assert "Approve" in actions, "prod is protected: its change set waits for an approval"
     protect = next(s for s in template["Resources"]["DeliveryPipeline"]["Properties"]["Stages"]
@@ -263,9 +291,10 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
         {"name": spec.STACK_VARIABLE, "value": PROD, "type": "PLAINTEXT"}]
     aws.cfn.update_termination_protection(EnableTerminationProtection=True, StackName=PROD)
     prod = aws.stacks()[PROD]
-    assert prod["StackStatus"] == "CREATE_COMPLETE"
+    assert prod["StackStatus"] == "UPDATE_COMPLETE"
     assert prod["EnableTerminationProtection"] is True
-    assert {s["StackStatus"] for s in aws.nested(PROD).values()} == {"CREATE_COMPLETE"}
+    assert {s["StackStatus"] for s in aws.nested(PROD).values()} <= {"CREATE_COMPLETE",
+                                                                     "UPDATE_COMPLETE"}
     home_cicd = deployed(aws, cicd_stack)
     place, report = deployed_asset_reads(aws, PROD, home_cicd)
     assert place.bucket == artifacts and place.prefix == spec.PACKAGE_PREFIX
