@@ -120,8 +120,8 @@ def http_sender(aws: Aws, url: str) -> Callable[[urllib.request.Request], tuple[
 
 
 def smoke(aws: Aws, stack_name: str, features: Sequence[str],
-          send: Callable[[urllib.request.Request], tuple[int, str]] | None = None
-          ) -> tuple[list[Check], list[str]]:
+          send: Callable[[urllib.request.Request], tuple[int, str]] | None = None,
+          endpoint_only: bool = False) -> tuple[list[Check], list[str]]:
     """The checks of what `stack_name` serves, and notes (what was not checked, and why)."""
     from .errors import UserError
 
@@ -138,7 +138,9 @@ def smoke(aws: Aws, stack_name: str, features: Sequence[str],
     elif "EndpointName" in outputs:
         notes.append("no SageMaker endpoint yet (no model named): not checked")
     api_url = outputs.get("ApiUrl", "")
-    if outputs.get("ApiServiceExists") == "true" and api_url:
+    if endpoint_only and "ApiServiceExists" in outputs:
+        notes.append("the Fargate API: not checked (--endpoint-only)")
+    elif outputs.get("ApiServiceExists") == "true" and api_url:
         checks.append(check_api(api_url, row, send or http_sender(aws, api_url)))
     elif "ApiServiceExists" in outputs:
         notes.append("no Fargate API service yet (no image or no model named): not checked")

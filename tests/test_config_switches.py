@@ -41,6 +41,10 @@ CASES = {
                                    "retrain": {"enabled": False}},
                     "cicd": {"deploy_approved_models": True}}},
         "stages.serving.model_source is 'model_data'"),
+    "stages.cicd.smoke_test": (
+        {"stages": {"serving": {"enabled": False}, "monitoring": {"enabled": False},
+                    "cicd": {"smoke_test": True}}},
+        "stages.serving.enabled is false"),
     "stages.serving.sagemaker.batch_transform.enabled": (
         {"stages": {"serving": {"target": "fargate",
                                 "sagemaker": {"batch_transform": {"enabled": True}}}}},

@@ -10,9 +10,12 @@ from .options import aws_options, config_option, env_option, reports_failures
 @config_option
 @env_option
 @click.option("--stack-name", metavar="NAME", help="Root stack name (default: <project>-<env>).")
+@click.option("--endpoint-only", is_flag=True,
+              help="Check the SageMaker endpoint only (where the API's internal load balancer "
+                   "cannot be reached).")
 @aws_options
 @reports_failures
-def smoke(config_path, env, stack_name, profile, region, endpoint_url):
+def smoke(config_path, env, stack_name, endpoint_only, profile, region, endpoint_url):
     """Send one sample record (the record schema's features, all 0) to the environment's
     SageMaker endpoint and Fargate API, and check each answers one prediction. What does not
     exist yet (no model, no image) is noted, not failed."""
@@ -27,7 +30,8 @@ def smoke(config_path, env, stack_name, profile, region, endpoint_url):
     name = stack_name or default_stack_name(loaded.config.project, loaded.environment)
     with aws_errors():
         aws = connect(profile, region, endpoint_url)
-    checks, notes = run_smoke(aws, name, loaded.config.record_schema.feature_columns())
+    checks, notes = run_smoke(aws, name, loaded.config.record_schema.feature_columns(),
+                              endpoint_only=endpoint_only)
     for note in notes:
         click.echo(f"note: {note}")
     for check in checks:

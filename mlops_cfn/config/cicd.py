@@ -197,6 +197,15 @@ class CicdConfig(StageToggle):
                           "rolls back to the one approved before it. Needs the training stage "
                           "(it registers the packages) and serving from model packages."),
     ] = True
+    smoke_test: Annotated[
+        bool,
+        Field(description="After each environment's deployment, send one sample record to what "
+                          "it serves (`mlops-cfn smoke`): an error or a malformed answer fails "
+                          "that environment's stage and stops the promotion. The Fargate API "
+                          "behind its internal load balancer is checked when the build runs in "
+                          "the VPC (build.in_vpc); otherwise the endpoint only. Needs the "
+                          "serving stage."),
+    ] = True
     source: SourceConfig = SourceConfig()
     build: BuildConfig = BuildConfig()
     retrain: RetrainConfig = RetrainConfig()

@@ -83,6 +83,8 @@ SWITCHES: tuple[Switch, ...] = (
                                                  ("model_package",))),
            "the pipeline serves the packages the training stage registers and someone approves",
            applies=_home_environment),
+    Switch("stages.cicd.smoke_test", "stages.cicd", (SERVING_ON,),
+           "the smoke test sends a record to what serves", applies=_home_environment),
     Switch("stages.serving.sagemaker.batch_transform.enabled", "stages.serving",
            (SAGEMAKER_SERVES,), "batch transform runs the SageMaker model"),
     Switch("stages.serving.sagemaker.data_capture.enabled", "stages.serving",

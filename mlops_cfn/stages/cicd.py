@@ -23,7 +23,10 @@ stack, then runs again with its new definition)
 3. Deploy-<env>, for every environment in order: CloudFormation CHANGE_SET_REPLACE on the root
    stack `<project>-<env>` with TemplateConfiguration <env>/packaged-parameters.json, then
    CHANGE_SET_EXECUTE; for an environment marked `protected`, a manual approval between the
-   two, so the approver reviews the very change set that will run.
+   two, so the approver reviews the very change set that will run; with smoke_test, last, the
+   SmokeTest action (SmokeProject: `mlops-cfn smoke --env <env>`, one sample record to the
+   endpoint, and to the Fargate API when the build runs in the VPC), whose failure stops the
+   promotion to the next environment.
 4. Retrain (continuous training, with the training stage and `retrain.enabled`), right after
    the home environment is deployed: RetrainProject starts the home environment's SageMaker
    pipeline when the content hash of `retrain.code_paths` differs from the one it last
@@ -107,8 +110,8 @@ import awacs.logs
 import awacs.s3
 import awacs.sagemaker
 import awacs.sns
-from awacs.aws import (Allow, ArnLike, ArnNotEquals, Condition, Deny, Principal, Statement,
-                       StringEquals)
+from awacs.aws import (Action, Allow, ArnLike, ArnNotEquals, Condition, Deny, Principal,
+                       Statement, StringEquals)
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, kms, s3)
 
@@ -192,6 +195,11 @@ def retraining(config: PipelineConfig) -> bool:
     return config.stages.cicd.retrain.enabled and config.stages.training.enabled
 
 
+def smoke_testing(config: PipelineConfig) -> bool:
+    """Whether each environment's stage ends with the smoke test (CicdConfig.smoke_test)."""
+    return config.stages.cicd.smoke_test and config.stages.serving.enabled
+
+
 def deploying_approved_models(config: PipelineConfig) -> bool:
     """Whether an approval starts the pipeline and each run serves the newest approved package
     (CicdConfig.deploy_approved_models; switches.py refuses an explicit true it cannot honour)."""
@@ -238,14 +246,17 @@ def build(config: PipelineConfig,
     protected = [t for t in targets if t.protected]
     protect_project = (add_protect_project(b, config, protected, artifacts, key, network)
                        if protected else None)
-    projects = [p for p in (build_project, retrain_project, protect_project) if p is not None]
+    smoke_project = (add_smoke_project(b, config, targets, artifacts, key, network)
+                     if smoke_testing(config) else None)
+    projects = [p for p in (build_project, retrain_project, protect_project, smoke_project)
+                if p is not None]
     approvals = approval_topic(b, config, targets)
     pipeline_role = b.add(add_pipeline_role(config, targets, artifacts, source_bucket,
                                             connection, key, projects, deploy_role, approvals,
                                             data_key))
     source = source_action(config, source_bucket, connection)
     stages = pipeline_stages(config, targets, home, source, build_project, retrain_project,
-                             deploy_role, approvals, protect_project)
+                             deploy_role, approvals, protect_project, smoke_project)
     pipeline = _home(b.add(codepipeline.Pipeline(
         "DeliveryPipeline",
         Name=name,
@@ -454,6 +465,57 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
         role, spec.retrain_spec(), {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
                                     spec.TRAINING_PIPELINE_VARIABLE: training_pipeline},
         key, log_group, network)
+
+
+def add_smoke_project(b: StageBuilder, config: PipelineConfig,
+                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
+                      network: BuildNetwork | None) -> codebuild.Project:
+    """The smoke test each environment's stage ends with (cicd_buildspec.smoke_spec)."""
+    cicd = config.stages.cicd
+    log_group = _home(encrypted_log_group(b, config, "SmokeLogGroup", "delivery-smoke"))
+    wheel = b.tool_wheel()
+    stacks = [policies.arn("cloudformation",
+                           f"stack/{stack_name(config.project, t.environment)}/*")
+              for t in targets]
+    statements = [
+        # Its input artifact, the source (the pipeline file): CodeBuild actions take one.
+        *artifact_statements(artifacts, write=False),
+        # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)": downloads decrypt.
+        policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
+        # AWS: "GetObject" (Amazon S3 API Reference): the mlops-cfn wheel it installs.
+        assets.read_statement([assets.tool_wheel_arn()]),
+        # AWS: "DescribeStacks" (AWS CloudFormation API Reference): what the stack serves.
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks], Resource=stacks),
+        log_statement(log_group),
+        *vpc_statements(network),
+    ]
+    serving = config.stages.serving
+    if serving.sagemaker_enabled:
+        # AWS: "InvokeEndpoint" (Amazon SageMaker Runtime API Reference;
+        # sagemaker:InvokeEndpoint on the endpoint): the project's endpoints only.
+        statements.append(Statement(
+            Effect=Allow, Action=[awacs.sagemaker.InvokeEndpoint],
+            Resource=[policies.arn("sagemaker", f"endpoint/{config.project}-*")]))
+    if serving.fargate_enabled and serving.api_type == "http" and network is not None:
+        # AWS: "Control access to HTTP APIs with IAM authorization" (execute-api:Invoke on
+        # <api-id>/<stage>/<method>/<path>): the two routes the smoke test calls.
+        statements.append(Statement(
+            Effect=Allow, Action=[Action("execute-api", "Invoke")],
+            Resource=[policies.arn("execute-api", "*/*/GET/health"),
+                      policies.arn("execute-api", "*/*/POST/predict")]))
+    role = _home(b.add(iam.Role(
+        "SmokeRole",
+        Description="Delivery: send one sample record to what an environment serves",
+        AssumeRolePolicyDocument=codebuild_trust(),
+        Policies=[iam.Policy(PolicyName="smoke",
+                             PolicyDocument=policies.document(statements)),
+                  *b.asset_key_policies()],
+    )))
+    return action_project(
+        b, cicd, "SmokeProject",
+        "Sends one sample record to an environment's endpoint and API after its deployment",
+        role, spec.smoke_spec(cicd.build, endpoint_only=network is None),
+        {spec.WHEEL_VARIABLE: wheel}, key, log_group, network)
 
 
 def add_protect_project(b: StageBuilder, config: PipelineConfig,
@@ -853,7 +915,8 @@ def pipeline_stages(config: PipelineConfig, targets: Sequence[DeploymentTarget],
                     source: codepipeline.Actions, build_project: codebuild.Project,
                     retrain_project: codebuild.Project | None, deploy_role: iam.Role,
                     approvals: Ref | None = None,
-                    protect_project: codebuild.Project | None = None
+                    protect_project: codebuild.Project | None = None,
+                    smoke_project: codebuild.Project | None = None
                     ) -> list[codepipeline.Stages]:
     stages = [
         codepipeline.Stages(Name="Source", Actions=[source]),
@@ -871,7 +934,7 @@ def pipeline_stages(config: PipelineConfig, targets: Sequence[DeploymentTarget],
         stages.append(codepipeline.Stages(
             Name=target.stage_name,
             Actions=deploy_actions(config.project, target, deploy_role, approvals,
-                                   protect_project)))
+                                   protect_project, smoke_project)))
         if target.environment == home and retrain_project is not None:
             stages.append(codepipeline.Stages(Name="Retrain", Actions=[codepipeline.Actions(
                 Name="StartTrainingIfCodeChanged",
@@ -921,7 +984,8 @@ def source_action(config: PipelineConfig, source_bucket: s3.Bucket | None,
 
 def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role,
                    approvals: Ref | None = None,
-                   protect_project: codebuild.Project | None = None
+                   protect_project: codebuild.Project | None = None,
+                   smoke_project: codebuild.Project | None = None
                    ) -> list[codepipeline.Actions]:
     env = target.environment
     stack = stack_name(project, env)
@@ -974,6 +1038,19 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
                     "name": spec.STACK_VARIABLE, "value": stack, "type": "PLAINTEXT"}]),
             },
             InputArtifacts=[codepipeline.InputArtifacts(Name=BUILD_ARTIFACT)],
+            RunOrder=len(actions) + 1,
+        ))
+    if smoke_project is not None:
+        # Last: a bad answer fails this environment's stage, so the next one is not deployed.
+        actions.append(codepipeline.Actions(
+            Name="SmokeTest",
+            ActionTypeId=_action_type("Build", "CodeBuild"),
+            Configuration={
+                "ProjectName": Ref(smoke_project),
+                "EnvironmentVariables": json.dumps([{
+                    "name": spec.ENVIRONMENT_VARIABLE, "value": env, "type": "PLAINTEXT"}]),
+            },
+            InputArtifacts=[codepipeline.InputArtifacts(Name=SOURCE_ARTIFACT)],
             RunOrder=len(actions) + 1,
         ))
     return actions

@@ -141,6 +141,29 @@ def protect_spec() -> dict[str, Any]:
     )
 
 
+ENVIRONMENT_VARIABLE = "ENVIRONMENT_NAME"
+
+
+def smoke_spec(build: BuildConfig, endpoint_only: bool) -> dict[str, Any]:
+    """After an environment's deployment: install mlops-cfn as the build does, then send one
+    sample record to what the environment named by the action serves (`mlops-cfn smoke`, which
+    exits 1 on a bad answer and so fails the action)."""
+    config_option = f" --config {build.config_file}" if build.config_file else ""
+    only = " --endpoint-only" if endpoint_only else ""
+    return {
+        "version": BUILDSPEC_VERSION,
+        "env": {"shell": "bash", "variables": {"TOOLS_DIR": TOOLS_DIR}},
+        "phases": {
+            "install": {"runtime-versions": {"python": build.python_version},
+                        "commands": list(build.install_commands)},
+            "build": {"commands": [
+                _required(ENVIRONMENT_VARIABLE, "the action named"),
+                f'mlops-cfn smoke --env "${ENVIRONMENT_VARIABLE}"{config_option}{only}',
+            ]},
+        },
+    }
+
+
 def _action_spec(*commands: str) -> dict[str, Any]:
     """A one-phase bash build spec: what the pipeline's small actions run."""
     return {"version": BUILDSPEC_VERSION, "env": {"shell": "bash"},

@@ -94,6 +94,16 @@ STILL_THERE = {
 }
 
 
+def endpoint_answers(aws, body: str) -> None:
+    """What moto's SageMaker Runtime answers the next invocation with."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(
+        f"{aws.url}/moto-api/static/sagemaker/endpoint-results", method="POST",
+        data=json.dumps({"results": [{"Body": body, "ContentType": "text/csv"}]}).encode(),
+        headers={"Content-Type": "application/json"})).read()
+
+
 def deploy_role_statements(template: dict) -> list[dict]:
     """Every statement the delivery pipeline's deploy role is granted, as rendered: its inline
     policies and the managed policies attached to it."""
@@ -262,6 +272,15 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     assert serving(aws) == before, "the run left serving as it was"
     assert [e["EndpointArn"] for e in aws.client("sagemaker").list_endpoints()["Endpoints"]] == [
         before["AWS::SageMaker::Endpoint"]]
+    # The stage ends with the smoke test: one sample record to what dev serves (moto runs no
+    # model: the endpoint's answer is set through moto's endpoint-results API).
+    smoke_spec = yaml.safe_load(template["Resources"]["SmokeProject"]["Properties"]["Source"][
+        "BuildSpec"])
+    smoke_commands = "\n".join(smoke_spec["phases"]["build"]["commands"])
+    endpoint_answers(aws, "0.42\n")
+    checked = shell(smoke_commands, repository,
+                    build_environment(**{spec.ENVIRONMENT_VARIABLE: HOME}))
+    assert f"ok: endpoint {endpoint_name}: 0.42" in checked.stdout
 
     # (4) prod. Its first deployment creates prod's permissions boundary, which the pipeline's
     # deploy role may not write (whoever writes the source would choose its contents:
@@ -280,9 +299,9 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     # Then the same run deploys prod from the home environment's packages; it can read them.
     actions = deploy_action(aws, repository, template, SECOND, deploy_role)
     assert "Approve" in actions, "prod is protected: its change set waits for an approval"
-    protect = next(s for s in template["Resources"]["DeliveryPipeline"]["Properties"]["Stages"]
-                   if s["Name"] == f"Deploy-{SECOND}")["Actions"][-1]
-    assert protect["Name"] == "ProtectStack"
+    protect = next(a for s in template["Resources"]["DeliveryPipeline"]["Properties"]["Stages"]
+                   if s["Name"] == f"Deploy-{SECOND}" for a in s["Actions"]
+                   if a["Name"] == "ProtectStack")
     # Its build runs one AWS CLI call (not installed everywhere the suite runs): made here.
     assert spec.protect_spec()["phases"]["build"]["commands"][-1] == (
         "aws cloudformation update-termination-protection --enable-termination-protection"

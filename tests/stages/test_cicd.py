@@ -131,7 +131,7 @@ def test_stages_run_source_build_then_each_environment_in_config_order():
 def test_every_environment_is_deployed_by_change_set_replace_then_execute(default):
     for env in ("dev", "prod"):
         create, *_, execute = [a for a in actions_of(default, f"Deploy-{env}")
-                               if a["Name"] != "ProtectStack"]
+                               if a["Name"] not in ("ProtectStack", "SmokeTest")]
         stack = f"mlops-demo-{env}"
         assert create["ActionTypeId"]["Provider"] == "CloudFormation"
         assert create["Configuration"]["ActionMode"] == "CHANGE_SET_REPLACE"
@@ -152,8 +152,8 @@ def test_every_environment_is_deployed_by_change_set_replace_then_execute(defaul
 def test_manual_approval_sits_between_change_set_and_execution_of_protected_environments_only(
         default):
     assert [a["Name"] for a in actions_of(default, "Deploy-dev")] == [
-        "CreateChangeSet", "ExecuteChangeSet"]
-    create, approve, execute, protect = actions_of(default, "Deploy-prod")
+        "CreateChangeSet", "ExecuteChangeSet", "SmokeTest"]
+    create, approve, execute, protect, _smoke = actions_of(default, "Deploy-prod")
     assert approve["ActionTypeId"] == {"Category": "Approval", "Owner": "AWS",
                                        "Provider": "Manual", "Version": "1"}
     assert create["RunOrder"] < approve["RunOrder"] < execute["RunOrder"] < protect["RunOrder"]
@@ -180,8 +180,10 @@ def test_without_monitoring_approvals_are_not_announced():
 
 
 def test_a_protected_environment_gets_termination_protection_after_each_execution(default):
-    *_, protect = actions_of(default, "Deploy-prod")
-    assert protect["Name"] == "ProtectStack"
+    [protect] = [a for a in actions_of(default, "Deploy-prod") if a["Name"] == "ProtectStack"]
+    [execute] = [a for a in actions_of(default, "Deploy-prod")
+                 if a["Name"] == "ExecuteChangeSet"]
+    assert protect["RunOrder"] == execute["RunOrder"] + 1
     assert protect["Configuration"]["ProjectName"] == {"Ref": "ProtectProject"}
     assert json.loads(protect["Configuration"]["EnvironmentVariables"]) == [
         {"name": "STACK_NAME", "value": "mlops-demo-prod", "type": "PLAINTEXT"}]
@@ -533,7 +535,8 @@ def test_the_delivery_key_is_its_own_rotated_retained_and_used_only_through_iam(
     assert [s["Sid"] for s in statements if s["Effect"] == "Deny"] == ["GrantsOnlyForAwsResources"]
     users = {logical_id for logical_id, s in all_statements(default)
              if DELIVERY_KEY in as_list(s.get("Resource", []))}
-    assert users == {"PipelineRole", "BuildRole", "RetrainRole", "ProtectRole", "DeployRole"}
+    assert users == {"PipelineRole", "BuildRole", "RetrainRole", "ProtectRole", "SmokeRole",
+                     "DeployRole"}
     for logical_id, s in all_statements(default):
         if DELIVERY_KEY in as_list(s.get("Resource", [])):
             assert [v["Fn::Sub"] for v in s["Condition"]["StringEquals"]["kms:ViaService"]] \
@@ -658,7 +661,8 @@ def test_pipeline_role_starts_only_its_own_builds(default):
                  if "codebuild:StartBuild" in as_list(s["Action"])]
     assert builds["Resource"] == [{"Fn::GetAtt": ["BuildProject", "Arn"]},
                                   {"Fn::GetAtt": ["RetrainProject", "Arn"]},
-                                  {"Fn::GetAtt": ["ProtectProject", "Arn"]}]
+                                  {"Fn::GetAtt": ["ProtectProject", "Arn"]},
+                                  {"Fn::GetAtt": ["SmokeProject", "Arn"]}]
 
 
 def test_build_role_can_package_but_not_deploy(default):
@@ -875,3 +879,49 @@ def test_an_explicit_approved_model_switch_without_training_is_refused():
                                         r"stages.training.enabled"):
         loaded({"stages": {"cicd": {"deploy_approved_models": True},
                            "training": {"enabled": False}}})
+
+
+# --- the smoke test after each deployment ----------------------------------------------------
+
+def test_each_environments_stage_ends_with_the_smoke_test_that_stops_promotion(default):
+    for env in ("dev", "prod"):
+        actions = actions_of(default, f"Deploy-{env}")
+        smoke = actions[-1]
+        assert smoke["Name"] == "SmokeTest", "last: a failure stops the next environment"
+        assert smoke["Configuration"]["ProjectName"] == {"Ref": "SmokeProject"}
+        assert json.loads(smoke["Configuration"]["EnvironmentVariables"]) == [
+            {"name": spec.ENVIRONMENT_VARIABLE, "value": env, "type": "PLAINTEXT"}]
+        assert smoke["InputArtifacts"] == [{"Name": cicd.SOURCE_ARTIFACT}]
+        assert smoke["RunOrder"] > max(a["RunOrder"] for a in actions[:-1])
+    phases = build_spec_of(default, "SmokeProject")["phases"]
+    assert phases["install"]["commands"] == (
+        loaded().config.stages.cicd.build.install_commands), "installed as the build is"
+    # The build runs outside the VPC by default: the internal load balancer is out of reach.
+    assert phases["build"]["commands"][-1] == (
+        f'mlops-cfn smoke --env "${spec.ENVIRONMENT_VARIABLE}" --endpoint-only')
+
+
+def test_the_smoke_role_reads_the_stacks_and_invokes_only_the_projects_endpoints(default):
+    statements = statements_of(default, "SmokeRole")
+    actions = granted(statements)
+    assert {"cloudformation:DescribeStacks", "sagemaker:InvokeEndpoint"} <= actions
+    assert not {a for a in actions if a.split(":")[0] in ("iam", "cloudformation")
+                and a != "cloudformation:DescribeStacks"}
+    [invoke] = [s for s in statements if "sagemaker:InvokeEndpoint" in as_list(s["Action"])]
+    assert invoke["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:"
+                                              "${AWS::AccountId}:endpoint/mlops-demo-*"}]
+
+
+def test_in_the_vpc_the_smoke_test_also_calls_the_api():
+    t = template({"network": {"internet_gateway": True},
+                  **cicd_changes(build={"in_vpc": True})})
+    assert build_spec_of(t, "SmokeProject")["phases"]["build"]["commands"][-1] == (
+        f'mlops-cfn smoke --env "${spec.ENVIRONMENT_VARIABLE}"')
+    assert "VpcConfig" in t["Resources"]["SmokeProject"]["Properties"]
+
+
+def test_without_serving_there_is_no_smoke_test():
+    t = template({"stages": {"serving": {"enabled": False},
+                             "monitoring": {"enabled": False}}})
+    assert "SmokeProject" not in t["Resources"]
+    assert all(a["Name"] != "SmokeTest" for a in actions_of(t, "Deploy-dev"))
