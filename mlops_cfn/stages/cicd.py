@@ -1029,31 +1029,29 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
         RunOrder=len(actions) + 1,
     ))
     if target.protected and protect_project is not None:
-        actions.append(codepipeline.Actions(
-            Name="ProtectStack",
-            ActionTypeId=_action_type("Build", "CodeBuild"),
-            Configuration={
-                "ProjectName": Ref(protect_project),
-                "EnvironmentVariables": json.dumps([{
-                    "name": spec.STACK_VARIABLE, "value": stack, "type": "PLAINTEXT"}]),
-            },
-            InputArtifacts=[codepipeline.InputArtifacts(Name=BUILD_ARTIFACT)],
-            RunOrder=len(actions) + 1,
-        ))
+        actions.append(_project_action("ProtectStack", protect_project, spec.STACK_VARIABLE,
+                                       stack, BUILD_ARTIFACT, len(actions) + 1))
     if smoke_project is not None:
         # Last: a bad answer fails this environment's stage, so the next one is not deployed.
-        actions.append(codepipeline.Actions(
-            Name="SmokeTest",
-            ActionTypeId=_action_type("Build", "CodeBuild"),
-            Configuration={
-                "ProjectName": Ref(smoke_project),
-                "EnvironmentVariables": json.dumps([{
-                    "name": spec.ENVIRONMENT_VARIABLE, "value": env, "type": "PLAINTEXT"}]),
-            },
-            InputArtifacts=[codepipeline.InputArtifacts(Name=SOURCE_ARTIFACT)],
-            RunOrder=len(actions) + 1,
-        ))
+        actions.append(_project_action("SmokeTest", smoke_project, spec.ENVIRONMENT_VARIABLE,
+                                       env, SOURCE_ARTIFACT, len(actions) + 1))
     return actions
+
+
+def _project_action(name: str, project: codebuild.Project, variable: str, value: str,
+                    artifact: str, run_order: int) -> codepipeline.Actions:
+    """A CodeBuild action of a deploy stage: `project` told one value through `variable`."""
+    return codepipeline.Actions(
+        Name=name,
+        ActionTypeId=_action_type("Build", "CodeBuild"),
+        Configuration={
+            "ProjectName": Ref(project),
+            "EnvironmentVariables": json.dumps([{
+                "name": variable, "value": value, "type": "PLAINTEXT"}]),
+        },
+        InputArtifacts=[codepipeline.InputArtifacts(Name=artifact)],
+        RunOrder=run_order,
+    )
 
 
 def _action_type(category: str, provider: str) -> codepipeline.ActionTypeId:
