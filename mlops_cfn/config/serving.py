@@ -6,9 +6,11 @@ Gateway goes in front: an HTTP API through a VPC link to the load balancer, or a
 SageMaker endpoint, both with IAM authorization.
 
 First deployment: neither a model nor an API image exists when the stack is first created. The
-SageMaker model, endpoint and their scaling exist only once `sagemaker.model_package_arn` (or
-`model_data_url` with `image_uri`) is set; the Fargate task definition, service and their scaling
-only once `fargate.image_tag` names an image pushed to the stage's ECR repository. Everything else
+SageMaker model, endpoint and their scaling exist only once `model_package_arn` (or
+`model_data_url` with `sagemaker.image_uri`) is set; the Fargate task definition, service and
+their scaling only once `fargate.image_tag` names an image pushed to the stage's ECR repository
+and that model is set too (the API loads it). Both targets serve the one model the section
+names (`model_source`, `model_package_arn`, `model_data_url`). Everything else
 (roles, log groups, repository, cluster, load balancer, batch transform) is created at once, so
 CI/CD can push an image or register a model and then set these parameters in an update.
 """

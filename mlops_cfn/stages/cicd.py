@@ -68,9 +68,11 @@ Settings: EnvironmentName, LogRetentionDays, DeliveryBuildComputeType, DeliveryB
 DeliveryBuildTimeoutMinutes; with a connection DeliverySourceConnectionArn.
 
 Operating it
-- Bootstrap: deploy the home environment once by hand (`mlops-cfn deploy --env <home>
-  --stack-name <project>-<home>`); from then on the pipeline deploys every environment to the
-  stacks `<project>-<env>`, in this account and region.
+- Bootstrap: an administrator deploys each environment once by hand (`mlops-cfn deploy --env
+  <env>`; the home environment first, which creates the pipeline): a first deployment creates
+  the environment's permissions boundary, which the deploy role may not write (boundary.py),
+  and so does any deployment that changes the boundary. From then on the pipeline deploys every
+  environment to the stacks `<project>-<env>`, in this account and region.
 - Turning this stage off, or moving home_environment, deletes the pipeline and its deploy role:
   do that with `mlops-cfn deploy`, not through the pipeline, which would delete the role it is
   deploying with.
