@@ -42,6 +42,7 @@ from .render import PACKAGED_PARAMETERS_FILE, PACKAGED_ROOT_NAME, PARAMETERS_FIL
 from .wheel import tool_wheel
 
 TEMPLATES_DIR = "templates"
+API_IMAGE_PARAMETER = "ApiImageTag"
 NESTED_STACK_TYPES = ("AWS::CloudFormation::Stack",)
 _DIGEST_LENGTH = 16  # the same length asset keys use (assets.py)
 
@@ -102,8 +103,8 @@ class TemplateConfiguration:
     notes: tuple[str, ...] = ()  # what was chosen for the model, and why
 
 
-def template_configuration(tree: Path, stack_name: str, cfn, *,
-                           sagemaker=None) -> TemplateConfiguration:
+def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
+                           api_image_tag: str | None = None) -> TemplateConfiguration:
     """Write `packaged-parameters.json` beside the root: the tree's parameters.json plus the
     stack's current values of the run-time parameters (model, image) the file leaves out.
 
@@ -114,7 +115,9 @@ def template_configuration(tree: Path, stack_name: str, cfn, *,
     With a SageMaker client (`package --latest-approved-model`), a model package the file leaves
     out is the newest approved one of the environment's registry group instead
     (deploy.newest_approved; the group is named from the project and environment render wrote
-    into parameters.json); with none approved yet, the stack's current one is kept.
+    into parameters.json); with none approved yet, the stack's current one is kept. With
+    `api_image_tag` (`package --model-api-image`), an API image tag the file leaves out is that
+    one: the shipped model API's, which the pipeline pushes before deploying.
     """
     source = tree / PARAMETERS_FILE
     try:
@@ -133,6 +136,10 @@ def template_configuration(tree: Path, stack_name: str, cfn, *,
     notes = []
     if sagemaker is not None:
         notes.append(_newest_approved_model(configuration, source, left_out, values, sagemaker))
+    if api_image_tag is not None and API_IMAGE_PARAMETER in left_out:
+        values[API_IMAGE_PARAMETER] = api_image_tag
+        notes.append(f"{API_IMAGE_PARAMETER}: {api_image_tag} (the model API shipped with "
+                     "this mlops-cfn)")
     configuration["Parameters"] = {**given, **values}
     path = tree / PACKAGED_PARAMETERS_FILE
     path.write_text(json.dumps(configuration, indent=2, sort_keys=True, ensure_ascii=False)

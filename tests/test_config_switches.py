@@ -41,6 +41,10 @@ CASES = {
                                    "retrain": {"enabled": False}},
                     "cicd": {"deploy_approved_models": True}}},
         "stages.serving.model_source is 'model_data'"),
+    "stages.cicd.build_model_api_image": (
+        {"stages": {"serving": {"target": "sagemaker"},
+                    "cicd": {"build_model_api_image": True}}},
+        "stages.serving.target is 'sagemaker'"),
     "stages.cicd.smoke_test": (
         {"stages": {"serving": {"enabled": False}, "monitoring": {"enabled": False},
                     "cicd": {"smoke_test": True}}},

@@ -427,3 +427,15 @@ def test_the_tests_run_the_versions_the_image_pins():
     shared = {"starlette", "uvicorn", "xgboost-cpu"}
     assert shared <= set(tested)
     assert {name: tested[name] for name in shared} == {name: pinned[name] for name in shared}
+
+
+def test_the_image_tag_is_the_content_digest_the_readme_computes():
+    import hashlib
+
+    from mlops_cfn.model_api import image_tag
+
+    content = b"".join((APP_DIR / name).read_bytes()
+                       for name in ("Dockerfile", "requirements.txt", "app.py"))
+    assert image_tag() == hashlib.sha256(content).hexdigest()[:16]
+    readme = (APP_DIR.parents[2] / "README.md").read_text()
+    assert "cat Dockerfile requirements.txt app.py | sha256sum | cut -c1-16" in readme

@@ -21,10 +21,13 @@ from .options import aws_options, reports_failures
               help="With --stack-name: serve the newest approved package of the environment's "
                    "model registry group (the stack's current one while none is approved), "
                    "unless the config names a model.")
+@click.option("--model-api-image", is_flag=True,
+              help="With --stack-name: the API image is the model API shipped with this "
+                   "mlops-cfn (its content tag), unless the config names a tag.")
 @aws_options
 @reports_failures
-def package(path, bucket, prefix, stack_name, latest_approved_model, profile, region,
-            endpoint_url):
+def package(path, bucket, prefix, stack_name, latest_approved_model, model_api_image, profile,
+            region, endpoint_url):
     """Upload the templates and assets of PATH (default: templates/dev) to S3.
 
     Keys are content-addressed: unchanged files are not uploaded again. Writes the packaged root
@@ -32,18 +35,22 @@ def package(path, bucket, prefix, stack_name, latest_approved_model, profile, re
     the root.
     """
     from ..deploy import aws_errors, connect
+    from ..model_api import image_tag as model_api_tag
     from ..package import find_root, normal_prefix, package as upload, template_configuration
 
-    if latest_approved_model and not stack_name:
-        raise click.UsageError("--latest-approved-model needs --stack-name: it writes the "
-                               "template configuration of that stack")
+    for flag, given in (("--latest-approved-model", latest_approved_model),
+                        ("--model-api-image", model_api_image)):
+        if given and not stack_name:
+            raise click.UsageError(f"{flag} needs --stack-name: it writes the template "
+                                   "configuration of that stack")
     find_root(path)  # a wrong PATH fails before any AWS call
     normal_prefix(prefix)
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=stack_name is not None)
         configuration = (template_configuration(
             path, stack_name, aws.client("cloudformation"),
-            sagemaker=aws.client("sagemaker") if latest_approved_model else None)
+            sagemaker=aws.client("sagemaker") if latest_approved_model else None,
+            api_image_tag=model_api_tag() if model_api_image else None)
             if stack_name else None)
         packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"),
                           kms_for=aws.regional_client("kms"))

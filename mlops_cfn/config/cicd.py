@@ -197,6 +197,15 @@ class CicdConfig(StageToggle):
                           "rolls back to the one approved before it. Needs the training stage "
                           "(it registers the packages) and serving from model packages."),
     ] = True
+    build_model_api_image: Annotated[
+        bool,
+        Field(description="Build the model API shipped with mlops-cfn (mlops_cfn/data/model_api) "
+                          "into an image tagged by its content, push it to each environment's "
+                          "API repository that lacks that tag, and deploy it (the API image "
+                          "tag, unless the config names one). Needs the Fargate API "
+                          "(serving.target fargate or both). The build runs in a CodeBuild "
+                          "project of its own, in privileged mode (Docker needs it)."),
+    ] = True
     smoke_test: Annotated[
         bool,
         Field(description="After each environment's deployment, send one sample record to what "

@@ -13,7 +13,9 @@ stack, then runs again with its new definition)
    each new version) or a Git repository through a CodeConnections connection
    (`source.provider: connection`: connection ARN as the DeliverySourceConnectionArn parameter,
    repository and branch from the config).
-2. Build (BuildProject): installs the repository, runs `mlops-cfn render --check --all-envs`,
+2. Build (BuildProject, then with a Fargate API ImageProject: the shipped model API's image,
+   tagged by content and pushed where missing, privileged as Docker needs): installs the
+   repository, runs `mlops-cfn render --check --all-envs`,
    `mlops-cfn validate` and the tests, then `mlops-cfn package` per environment into the
    artifact bucket; its output artifact holds <env>/packaged-root.yaml and
    <env>/packaged-parameters.json, the environment's parameters.json plus, where the config
@@ -106,6 +108,7 @@ import awacs.codeconnections
 import awacs.codepipeline
 import awacs.codestar_connections
 import awacs.ec2
+import awacs.ecr
 import awacs.iam
 import awacs.kms
 import awacs.logs
@@ -197,6 +200,21 @@ def retraining(config: PipelineConfig) -> bool:
     return config.stages.cicd.retrain.enabled and config.stages.training.enabled
 
 
+def building_model_api_image(config: PipelineConfig) -> bool:
+    """Whether the pipeline builds and deploys the shipped model API's image
+    (CicdConfig.build_model_api_image)."""
+    serving = config.stages.serving
+    return (config.stages.cicd.build_model_api_image and serving.enabled
+            and serving.fargate_enabled)
+
+
+def model_api_repository(project: str, environment: str) -> str:
+    """The serving stage's API repository in `environment` (serving_fargate.api_repository;
+    a test keeps the two names equal)."""
+    return naming.physical_name(naming.ECR_REPOSITORY, project, "model-api").replace(
+        naming.ENVIRONMENT, environment)
+
+
 def smoke_testing(config: PipelineConfig) -> bool:
     """Whether each environment's stage ends with the smoke test (CicdConfig.smoke_test)."""
     return config.stages.cicd.smoke_test and config.stages.serving.enabled
@@ -250,15 +268,18 @@ def build(config: PipelineConfig,
                        if protected else None)
     smoke_project = (add_smoke_project(b, config, targets, artifacts, key, network)
                      if smoke_testing(config) else None)
-    projects = [p for p in (build_project, retrain_project, protect_project, smoke_project)
-                if p is not None]
+    image_project = (add_image_project(b, config, targets, artifacts, key, network)
+                     if building_model_api_image(config) else None)
+    projects = [p for p in (build_project, retrain_project, protect_project, smoke_project,
+                            image_project) if p is not None]
     approvals = approval_topic(b, config, targets)
     pipeline_role = b.add(add_pipeline_role(config, targets, artifacts, source_bucket,
                                             connection, key, projects, deploy_role, approvals,
                                             data_key))
     source = source_action(config, source_bucket, connection)
     stages = pipeline_stages(config, targets, home, source, build_project, retrain_project,
-                             deploy_role, approvals, protect_project, smoke_project)
+                             deploy_role, approvals, protect_project, smoke_project,
+                             image_project)
     pipeline = _home(b.add(codepipeline.Pipeline(
         "DeliveryPipeline",
         Name=name,
@@ -442,7 +463,8 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
         [t.environment for t in targets], cicd.build,
         cicd.retrain.code_paths if retraining(config) else None,
         {t.environment: stack_name(config.project, t.environment) for t in targets},
-        approved_models=deploying_approved_models(config))
+        approved_models=deploying_approved_models(config),
+        model_api_image=building_model_api_image(config))
     return action_project(
         b, cicd, "BuildProject", "Checks, tests and packages the pipeline for every environment",
         role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
@@ -467,6 +489,57 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
         role, spec.retrain_spec(), {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
                                     spec.TRAINING_PIPELINE_VARIABLE: training_pipeline},
         key, log_group, network)
+
+
+def add_image_project(b: StageBuilder, config: PipelineConfig,
+                      targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
+                      network: BuildNetwork | None) -> codebuild.Project:
+    """Builds the shipped model API's image and pushes it to every environment's API
+    repository (cicd_buildspec.image_spec)."""
+    cicd = config.stages.cicd
+    log_group = _home(encrypted_log_group(b, config, "ImageLogGroup", "delivery-image"))
+    wheel = b.tool_wheel()
+    repositories = [model_api_repository(config.project, t.environment) for t in targets]
+    role = _home(b.add(iam.Role(
+        "ImageRole",
+        Description="Delivery: build the model API's image and push it to the API repositories",
+        AssumeRolePolicyDocument=codebuild_trust(),
+        Policies=[iam.Policy(PolicyName="image", PolicyDocument=policies.document(
+            # Its input artifact (CodeBuild actions take one).
+            *artifact_statements(artifacts, write=False),
+            # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)": downloads
+            # decrypt.
+            policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
+            # AWS: "GetObject" (Amazon S3 API Reference): the mlops-cfn wheel it installs.
+            assets.read_statement([assets.tool_wheel_arn()]),
+            # AWS: "Private repository policy examples" / "Pushing an image" (Amazon ECR User
+            # Guide: the actions docker push needs) and DescribeImages for the tag it checks;
+            # the project's API repositories only.
+            Statement(Effect=Allow, Action=[
+                awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
+                awacs.ecr.CompleteLayerUpload, awacs.ecr.DescribeImages,
+                awacs.ecr.InitiateLayerUpload, awacs.ecr.PutImage, awacs.ecr.UploadLayerPart],
+                Resource=[policies.arn("ecr", f"repository/{name}") for name in repositories]),
+            # AWS: "Private registry authentication in Amazon ECR": GetAuthorizationToken has
+            # no resource-level permission.
+            Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
+            log_statement(log_group),
+            *vpc_statements(network),
+        )), *b.asset_key_policies()],
+    )))
+    project = action_project(
+        b, cicd, "ImageProject",
+        "Builds the model API's image and pushes it to the environments' API repositories",
+        role, spec.image_spec(cicd.build, repositories), {spec.WHEEL_VARIABLE: wheel}, key,
+        log_group, network, privileged=True)
+    project.Metadata = control_tower_exceptions((
+        "CT.CODEBUILD.PR.4",
+        "Docker builds the model API's image here and needs privileged mode (AWS: \"Docker "
+        "in custom image sample\", CodeBuild User Guide); the project runs only the shipped "
+        "Dockerfile, with a role that may push to the project's API repositories and nothing "
+        "else. Where the control is active, set stages.cicd.build_model_api_image to false "
+        "and push the image yourself."))
+    return project
 
 
 def add_smoke_project(b: StageBuilder, config: PipelineConfig,
@@ -554,7 +627,8 @@ def add_protect_project(b: StageBuilder, config: PipelineConfig,
 
 def action_project(b: StageBuilder, cicd: CicdConfig, title: str, description: str,
                    role: iam.Role, build_spec: dict, variables: dict[str, Any], key: Any,
-                   log_group, network: BuildNetwork | None) -> codebuild.Project:
+                   log_group, network: BuildNetwork | None,
+                   privileged: bool = False) -> codebuild.Project:
     """A CodeBuild project one of the pipeline's actions runs: the build image and size of
     `stages.cicd.build`, encrypted with the data key, logging to its own group."""
     return _home(b.add(codebuild.Project(
@@ -563,7 +637,7 @@ def action_project(b: StageBuilder, cicd: CicdConfig, title: str, description: s
         ServiceRole=GetAtt(role, "Arn"),
         Source=codebuild.Source(Type="CODEPIPELINE", BuildSpec=spec.as_text(build_spec)),
         Artifacts=codebuild.Artifacts(Type="CODEPIPELINE"),
-        Environment=build_environment(b, cicd, variables),
+        Environment=build_environment(b, cicd, variables, privileged),
         EncryptionKey=key,
         TimeoutInMinutes=b.setting(cicd.build, "timeout_minutes"),
         LogsConfig=project_logs(log_group),
@@ -571,15 +645,16 @@ def action_project(b: StageBuilder, cicd: CicdConfig, title: str, description: s
     )))
 
 
-def build_environment(b: StageBuilder, cicd: CicdConfig,
-                      variables: dict[str, Any]) -> codebuild.Environment:
+def build_environment(b: StageBuilder, cicd: CicdConfig, variables: dict[str, Any],
+                      privileged: bool = False) -> codebuild.Environment:
     return codebuild.Environment(
         Type="LINUX_CONTAINER",
         ComputeType=b.setting(cicd.build, "compute_type"),
         Image=b.setting(cicd.build, "image"),
         ImagePullCredentialsType="CODEBUILD",
-        # Nothing here builds container images: no Docker daemon, no root on the host.
-        PrivilegedMode=False,
+        # Only the image project builds a container image (Docker needs privileged mode); the
+        # others get no Docker daemon and no root on the host.
+        PrivilegedMode=privileged,
         EnvironmentVariables=[
             codebuild.EnvironmentVariable(Name=name, Type="PLAINTEXT", Value=value)
             for name, value in sorted(variables.items())],
@@ -918,19 +993,30 @@ def pipeline_stages(config: PipelineConfig, targets: Sequence[DeploymentTarget],
                     retrain_project: codebuild.Project | None, deploy_role: iam.Role,
                     approvals: Ref | None = None,
                     protect_project: codebuild.Project | None = None,
-                    smoke_project: codebuild.Project | None = None
+                    smoke_project: codebuild.Project | None = None,
+                    image_project: codebuild.Project | None = None
                     ) -> list[codepipeline.Stages]:
+    build_actions = [codepipeline.Actions(
+        Name="CheckTestPackage",
+        ActionTypeId=_action_type("Build", "CodeBuild"),
+        Configuration={"ProjectName": Ref(build_project)},
+        InputArtifacts=[codepipeline.InputArtifacts(Name=SOURCE_ARTIFACT)],
+        OutputArtifacts=[codepipeline.OutputArtifacts(Name=BUILD_ARTIFACT)],
+        Namespace=BUILD_NAMESPACE,
+        RunOrder=1,
+    )]
+    if image_project is not None:
+        # After the checks, before any environment is deployed with its tag.
+        build_actions.append(codepipeline.Actions(
+            Name="ModelApiImage",
+            ActionTypeId=_action_type("Build", "CodeBuild"),
+            Configuration={"ProjectName": Ref(image_project)},
+            InputArtifacts=[codepipeline.InputArtifacts(Name=SOURCE_ARTIFACT)],
+            RunOrder=2,
+        ))
     stages = [
         codepipeline.Stages(Name="Source", Actions=[source]),
-        codepipeline.Stages(Name="Build", Actions=[codepipeline.Actions(
-            Name="CheckTestPackage",
-            ActionTypeId=_action_type("Build", "CodeBuild"),
-            Configuration={"ProjectName": Ref(build_project)},
-            InputArtifacts=[codepipeline.InputArtifacts(Name=SOURCE_ARTIFACT)],
-            OutputArtifacts=[codepipeline.OutputArtifacts(Name=BUILD_ARTIFACT)],
-            Namespace=BUILD_NAMESPACE,
-            RunOrder=1,
-        )]),
+        codepipeline.Stages(Name="Build", Actions=build_actions),
     ]
     for target in targets:
         stages.append(codepipeline.Stages(

@@ -63,7 +63,8 @@ TRAINING_PIPELINE_VARIABLE = "TRAINING_PIPELINE_NAME"
 def build_spec(environments: Sequence[str], build: BuildConfig,
                training_code_paths: Sequence[str] | None = None,
                stacks: dict[str, str] | None = None,
-               approved_models: bool = False) -> dict[str, Any]:
+               approved_models: bool = False,
+               model_api_image: bool = False) -> dict[str, Any]:
     """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
     `stacks` names each environment's stack (default `<env>`); `approved_models` serves each
     environment's newest approved model package (package --latest-approved-model)."""
@@ -81,8 +82,8 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
             # --stack-name: the template configuration keeps the stack's live model and image
             # (package.template_configuration).
             f'mlops-cfn package --bucket "${ARTIFACT_BUCKET_VARIABLE}" --prefix {PACKAGE_PREFIX} '
-            f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''} "
-            f"{templates}/{env}",
+            f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''}"
+            f"{' --model-api-image' if model_api_image else ''} {templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",
             f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{CONFIGURATION_FILE} "
             f"{OUTPUT_DIR}/{env}/",
@@ -142,6 +143,41 @@ def protect_spec() -> dict[str, Any]:
 
 
 ENVIRONMENT_VARIABLE = "ENVIRONMENT_NAME"
+# The base image of the model API's image: Docker's official Python image through ECR Public's
+# mirror (no Docker Hub pull limits from CodeBuild's shared addresses).
+MODEL_API_BASE_IMAGE = "public.ecr.aws/docker/library/python:3.11-slim-bookworm"
+
+
+def image_spec(build: BuildConfig, repositories: Sequence[str]) -> dict[str, Any]:
+    """Build the model API's image shipped with the installed mlops-cfn once, tagged by its
+    content (model_api.image_tag), and push it to each environment's repository that does not
+    hold that tag yet: an unchanged app is neither rebuilt nor pushed again."""
+    python = "python3 -c 'from mlops_cfn import model_api as m; print(m.{})'"
+    return {
+        "version": BUILDSPEC_VERSION,
+        "env": {"shell": "bash", "variables": {"TOOLS_DIR": TOOLS_DIR}},
+        "phases": {
+            "install": {"runtime-versions": {"python": build.python_version},
+                        "commands": list(build.install_commands)},
+            "build": {"commands": [
+                f'tag="$({python.format("image_tag()")})"',
+                f'app="$({python.format("APP_DIR")})"',
+                'account="$(aws sts get-caller-identity --query Account --output text)"',
+                'registry="$account.dkr.ecr.$AWS_REGION.amazonaws.com"',
+                'aws ecr get-login-password | docker login --username AWS --password-stdin '
+                '"$registry"',
+                'built=""',
+                f"for repository in {' '.join(repositories)}; do "
+                'if aws ecr describe-images --repository-name "$repository" '
+                '--image-ids imageTag="$tag" >/dev/null 2>&1; then '
+                'echo "$repository:$tag is there: not rebuilt"; continue; fi; '
+                'if [ -z "$built" ]; then docker build --build-arg '
+                f'BASE_IMAGE={MODEL_API_BASE_IMAGE} --tag "model-api:$tag" "$app"; built=1; fi; '
+                'docker tag "model-api:$tag" "$registry/$repository:$tag"; '
+                'docker push "$registry/$repository:$tag"; done',
+            ]},
+        },
+    }
 
 
 def smoke_spec(build: BuildConfig, endpoint_only: bool) -> dict[str, Any]:

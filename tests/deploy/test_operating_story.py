@@ -23,6 +23,8 @@ pipeline's home, and prod, protected) and its rendered templates. In order:
    with what it holds.
 
 What moto cannot model, one line each:
+- The ModelApiImage action (docker build and push) is not replayed: no image registry here;
+  tests/test_model_api_image.py builds and runs the image, and step 3 checks its tag is deployed.
 - CodePipeline and CodeBuild do not run: the build phase's commands and the deploy actions are
   replayed as rendered (as test_delivery_runs.py does); the build's install and pre_build phases
   are left out (test_delivery_runs.py installs the wheel on a fresh Python, test_validate.py
@@ -46,6 +48,7 @@ import pytest
 import yaml
 
 from mlops_cfn.assets import ASSETS_BUCKET, ASSETS_KEY_ARN, ASSETS_PREFIX
+from mlops_cfn import model_api
 from mlops_cfn.deploy import MODEL_PACKAGE_PARAMETER
 from mlops_cfn.stages import cicd
 from mlops_cfn.stages import cicd_buildspec as spec
@@ -139,10 +142,16 @@ def types_of(aws, stack_id: str) -> dict[str, str]:
     return {logical_id: r["ResourceType"] for logical_id, r in aws.resources(stack_id).items()}
 
 
+# The delivery pipeline's image build names the API's ECR repository, whose name is the ECS
+# service's too: it pushes to the repository, and never names the service.
+NAMES_THE_REPOSITORY = {"ImageProject"}
+
+
 def placeholders_naming(aws, names: set[str]) -> list[tuple[str, str, str]]:
     """Placeholders (resources moto does not model) whose resolved properties name any of
     `names`: (stack, logical id, name)."""
     return [(p.stack_name, p.logical_resource_id, name) for p in aws.placeholders
+            if p.logical_resource_id not in NAMES_THE_REPOSITORY
             for name in names if name in json.dumps(p.properties, default=str)]
 
 
@@ -267,6 +276,9 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     configuration = json.loads((repository / spec.OUTPUT_DIR / HOME / spec.CONFIGURATION_FILE)
                                .read_text())
     assert configuration["Parameters"][MODEL_PACKAGE_PARAMETER] == model
+    # The API image is the shipped model API's, by its content tag (the ModelApiImage action
+    # pushed it: Docker and ECR pushes are not replayed here).
+    assert configuration["Parameters"]["ApiImageTag"] == model_api.image_tag()
     deploy_action(aws, repository, template, HOME, deploy_role)
     assert aws.stacks()[DEV]["StackStatus"] == "UPDATE_COMPLETE"
     assert serving(aws) == before, "the run left serving as it was"

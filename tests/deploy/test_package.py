@@ -374,6 +374,31 @@ def test_a_model_the_config_names_is_not_replaced_by_the_registry(aws, tmp_path,
     assert chosen == named and "set by the config" in output
 
 
+def test_the_model_api_image_is_the_shipped_apps_content_tag_unless_the_config_names_one(
+        aws, tmp_path, monkeypatch):
+    import yaml
+
+    from mlops_cfn.model_api import image_tag
+
+    monkeypatch.chdir(tmp_path)
+    assert run("render").exit_code == 0
+    aws.bucket()
+    tree = tmp_path / "templates" / "dev"
+    result = run("package", "--bucket", BUCKET, "--stack-name", "mlops-demo-dev",
+                 "--model-api-image", str(tree))
+    assert result.exit_code == 0, result.output
+    chosen = json.loads((tree / "packaged-parameters.json").read_text())["Parameters"]
+    assert chosen["ApiImageTag"] == image_tag()
+    data = yaml.safe_load(config.DEFAULT_CONFIG.read_text())
+    data["stages"].setdefault("serving", {}).setdefault("fargate", {})["image_tag"] = "mine-1"
+    (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    assert run("render").exit_code == 0
+    assert run("package", "--bucket", BUCKET, "--stack-name", "mlops-demo-dev",
+               "--model-api-image", str(tree)).exit_code == 0
+    chosen = json.loads((tree / "packaged-parameters.json").read_text())["Parameters"]
+    assert chosen["ApiImageTag"] == "mine-1"
+
+
 def test_latest_approved_model_needs_the_stack_it_configures(aws, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run("render").exit_code == 0

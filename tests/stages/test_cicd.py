@@ -229,7 +229,8 @@ def test_a_protected_flag_shared_by_every_environment_applies_to_all():
 
 
 def test_build_consumes_the_source_and_publishes_variables():
-    (build_action,) = actions_of(template(), "Build")
+    build_action, image_action = actions_of(template(), "Build")
+    assert image_action["Name"] == "ModelApiImage" and image_action["RunOrder"] == 2
     assert build_action["ActionTypeId"]["Provider"] == "CodeBuild"
     assert build_action["Configuration"]["ProjectName"] == {"Ref": "BuildProject"}
     assert build_action["InputArtifacts"] == [{"Name": "Source"}]
@@ -342,7 +343,8 @@ def test_build_checks_validates_and_tests_before_packaging_each_environment(defa
     commands = phases["build"]["commands"]
     for env in ("dev", "prod"):
         package = ('mlops-cfn package --bucket "$ARTIFACT_BUCKET" --prefix delivery/ '
-                   f"--stack-name mlops-demo-{env} --latest-approved-model templates/{env}")
+                   f"--stack-name mlops-demo-{env} --latest-approved-model --model-api-image "
+                   f"templates/{env}")
         copy = (f"cp templates/{env}/packaged-root.yaml templates/{env}/packaged-parameters.json"
                 f" delivery/{env}/")
         assert commands.index(package) < commands.index(copy)
@@ -536,7 +538,7 @@ def test_the_delivery_key_is_its_own_rotated_retained_and_used_only_through_iam(
     users = {logical_id for logical_id, s in all_statements(default)
              if DELIVERY_KEY in as_list(s.get("Resource", []))}
     assert users == {"PipelineRole", "BuildRole", "RetrainRole", "ProtectRole", "SmokeRole",
-                     "DeployRole"}
+                     "ImageRole", "DeployRole"}
     for logical_id, s in all_statements(default):
         if DELIVERY_KEY in as_list(s.get("Resource", [])):
             assert [v["Fn::Sub"] for v in s["Condition"]["StringEquals"]["kms:ViaService"]] \
@@ -662,7 +664,8 @@ def test_pipeline_role_starts_only_its_own_builds(default):
     assert builds["Resource"] == [{"Fn::GetAtt": ["BuildProject", "Arn"]},
                                   {"Fn::GetAtt": ["RetrainProject", "Arn"]},
                                   {"Fn::GetAtt": ["ProtectProject", "Arn"]},
-                                  {"Fn::GetAtt": ["SmokeProject", "Arn"]}]
+                                  {"Fn::GetAtt": ["SmokeProject", "Arn"]},
+                                  {"Fn::GetAtt": ["ImageProject", "Arn"]}]
 
 
 def test_build_role_can_package_but_not_deploy(default):
@@ -925,3 +928,46 @@ def test_without_serving_there_is_no_smoke_test():
                              "monitoring": {"enabled": False}}})
     assert "SmokeProject" not in t["Resources"]
     assert all(a["Name"] != "SmokeTest" for a in actions_of(t, "Deploy-dev"))
+
+
+# --- the model API's image -------------------------------------------------------------------
+
+def test_the_pipeline_builds_the_model_api_image_once_and_pushes_it_where_it_is_missing(default):
+    project = default["Resources"]["ImageProject"]["Properties"]
+    assert project["Environment"]["PrivilegedMode"] is True, "Docker needs it"
+    others = [r["Properties"]["Environment"]["PrivilegedMode"]
+              for k, r in default["Resources"].items()
+              if r["Type"] == "AWS::CodeBuild::Project" and k != "ImageProject"]
+    assert others and not any(others)
+    commands = build_spec_of(default, "ImageProject")["phases"]["build"]["commands"]
+    [loop] = [c for c in commands if c.startswith("for repository in ")]
+    assert loop.startswith("for repository in mlops-demo-dev-model-api "
+                           "mlops-demo-prod-model-api; do")
+    assert "describe-images" in loop and "not rebuilt" in loop
+    assert f"BASE_IMAGE={spec.MODEL_API_BASE_IMAGE}" in loop
+    # Each deployment runs the image of the mlops-cfn that packaged it, by its content tag.
+    build = build_spec_of(default)["phases"]["build"]["commands"]
+    assert all("--model-api-image" in c for c in build if c.startswith("mlops-cfn package"))
+
+
+def test_the_image_role_pushes_only_to_the_serving_stages_repositories(default):
+    from mlops_cfn.stages import serving
+
+    statements = statements_of(default, "ImageRole")
+    [push] = [s for s in statements if "ecr:PutImage" in as_list(s["Action"])]
+    assert set(as_list(push["Action"])) == {
+        "ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:CompleteLayerUpload",
+        "ecr:DescribeImages", "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"}
+    pushed = [r["Fn::Sub"].rsplit("repository/", 1)[1] for r in push["Resource"]]
+    assert pushed == ["mlops-demo-dev-model-api", "mlops-demo-prod-model-api"]
+    # The names the serving stage gives its repositories, in each environment.
+    for env in ("dev", "prod"):
+        t = template_dict(serving.build(loaded(env=env).config))
+        name = t["Resources"]["ApiRepository"]["Properties"]["RepositoryName"]["Fn::Sub"]
+        assert name.replace("${EnvironmentName}", env) in pushed
+
+
+def test_without_a_fargate_api_no_image_is_built():
+    t = template({"stages": {"serving": {"target": "sagemaker"}}})
+    assert "ImageProject" not in t["Resources"]
+    assert [a["Name"] for a in actions_of(t, "Build")] == ["CheckTestPackage"]
