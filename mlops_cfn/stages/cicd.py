@@ -512,16 +512,18 @@ def add_image_project(b: StageBuilder, config: PipelineConfig,
             policies.use_key(key, policies.KEY_READ, via_services=["s3"]),
             # AWS: "GetObject" (Amazon S3 API Reference): the mlops-cfn wheel it installs.
             assets.read_statement([assets.tool_wheel_arn()]),
-            # AWS: "Private repository policy examples" / "Pushing an image" (Amazon ECR User
-            # Guide: the actions docker push needs) and DescribeImages for the tag it checks;
-            # the project's API repositories only.
+            # AWS: "IAM permissions for pushing an image to an Amazon ECR private repository"
+            # (the actions docker push needs, on the repository; ECR encrypts with the
+            # repository's own KMS grant, so the pusher needs no key permission: AWS:
+            # "Encryption at rest", Amazon ECR User Guide), and DescribeImages for the tag it
+            # checks first; the project's API repositories only.
             Statement(Effect=Allow, Action=[
                 awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
                 awacs.ecr.CompleteLayerUpload, awacs.ecr.DescribeImages,
                 awacs.ecr.InitiateLayerUpload, awacs.ecr.PutImage, awacs.ecr.UploadLayerPart],
                 Resource=[policies.arn("ecr", f"repository/{name}") for name in repositories]),
-            # AWS: "Private registry authentication in Amazon ECR": GetAuthorizationToken has
-            # no resource-level permission.
+            # AWS: "IAM permissions for pushing an image to an Amazon ECR private repository":
+            # GetAuthorizationToken on "*" (it has no resource-level permission).
             Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
             log_statement(log_group),
             *vpc_statements(network),
