@@ -398,16 +398,32 @@ def model_package_group(project: str, environment: str) -> str:
     return pattern.replace(naming.ENVIRONMENT, environment)
 
 
+# How many approved versions, newest first, are compared for the latest approval.
+APPROVED_VERSIONS_COMPARED = 20
+
+
 def newest_approved(sagemaker, group: str) -> str | None:
-    """The newest model package of `group` whose approval status is Approved (None when there
-    is none yet): what serving should run once a person (or the training pipeline's threshold)
-    approved it. A version rejected after its approval is no longer Approved, so rejecting the
-    newest brings back the one approved before it."""
+    """The model package of `group` approved last (None when none is approved yet): what
+    serving should run once a person (or the training pipeline's threshold) approved it.
+
+    "Approved last" is the Approved version whose record changed last (DescribeModelPackage's
+    LastModifiedTime; an approval is an update of the package), among the newest
+    APPROVED_VERSIONS_COMPARED approved versions. So a new approval serves the new version,
+    approving an earlier version again rolls back to it, and rejecting the serving version
+    brings back the one approved before it.
+    """
     with aws_errors(f"listing the approved model packages of {group}"):
         found = sagemaker.list_model_packages(
             ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime",
-            SortOrder="Descending", MaxResults=1)["ModelPackageSummaryList"]
-    return found[0]["ModelPackageArn"] if found else None
+            SortOrder="Descending", MaxResults=APPROVED_VERSIONS_COMPARED)[
+            "ModelPackageSummaryList"]
+        if not found:
+            return None
+        described = [sagemaker.describe_model_package(ModelPackageName=p["ModelPackageArn"])
+                     for p in found]
+    latest = max(described, key=lambda p: (p.get("LastModifiedTime") or p["CreationTime"],
+                                           p["CreationTime"]))
+    return latest["ModelPackageArn"]
 
 
 def latest_approved(aws: "Aws", group: str) -> str:

@@ -113,7 +113,7 @@ def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
     (settings.left_to_run_time), and the pipeline would tear serving down on every run.
 
     With a SageMaker client (`package --latest-approved-model`), a model package the file leaves
-    out is the newest approved one of the environment's registry group instead
+    out is the latest approved one of the environment's registry group instead
     (deploy.newest_approved; the group is named from the project and environment render wrote
     into parameters.json); with none approved yet, the stack's current one is kept. With
     `api_image_tag` (`package --model-api-image`), an API image tag the file leaves out is that
@@ -149,7 +149,7 @@ def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
 
 def _newest_approved_model(configuration: dict, source: Path, left_out: set[str],
                            values: dict[str, str], sagemaker) -> str:
-    """Sets `values`' model package to the newest approved of the environment's group; says
+    """Sets `values`' model package to the latest approved of the environment's group; says
     what it chose."""
     from .deploy import MODEL_PACKAGE_PARAMETER, model_package_group, newest_approved
     from .render import ENVIRONMENT_TAG, PROJECT_TAG
@@ -167,7 +167,7 @@ def _newest_approved_model(configuration: dict, source: Path, left_out: set[str]
         return (f"{MODEL_PACKAGE_PARAMETER}: no approved package in {group} yet; keeping "
                 f"{values.get(MODEL_PACKAGE_PARAMETER) or '(none)'}")
     values[MODEL_PACKAGE_PARAMETER] = chosen
-    return f"{MODEL_PACKAGE_PARAMETER}: {chosen} (newest approved in {group})"
+    return f"{MODEL_PACKAGE_PARAMETER}: {chosen} (approved last in {group})"
 
 
 def find_root(tree: Path) -> Path:

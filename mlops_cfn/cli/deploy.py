@@ -76,7 +76,7 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
         if latest_approved_model:
             group = model_package_group(loaded.config.project, loaded.environment)
             overrides[MODEL_PACKAGE_PARAMETER] = latest_approved(aws, group)
-            out.print(f"serving {overrides[MODEL_PACKAGE_PARAMETER]} (newest approved in "
+            out.print(f"serving {overrides[MODEL_PACKAGE_PARAMETER]} (approved last in "
                       f"{group})")
         values = stack_parameters(list(built.root.parameters), built.parameters, overrides)
         if problems := override_problems(built.root.parameters, overrides):

@@ -18,7 +18,7 @@ from .options import aws_options, reports_failures
                    "parameters.json plus the stack's current model and image where the config "
                    "leaves them empty (the delivery pipeline's TemplateConfiguration).")
 @click.option("--latest-approved-model", is_flag=True,
-              help="With --stack-name: serve the newest approved package of the environment's "
+              help="With --stack-name: serve the latest approved package of the environment's "
                    "model registry group (the stack's current one while none is approved), "
                    "unless the config names a model.")
 @click.option("--model-api-image", is_flag=True,

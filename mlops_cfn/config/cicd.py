@@ -190,11 +190,12 @@ class CicdConfig(StageToggle):
         bool,
         Field(description="Approving a model deploys it: a package approved in an "
                           "environment's registry group (<project>-<env>-models) starts the "
-                          "pipeline, and every run serves, in each environment, the newest "
-                          "approved package of its group (the current one while none is "
-                          "approved; a model the config names wins). A push with no new "
-                          "approval leaves serving as it is; rejecting the newest version "
-                          "rolls back to the one approved before it. Needs the training stage "
+                          "pipeline, and every run serves, in each environment, the package of "
+                          "its group approved last (the current one while none is approved; a "
+                          "model the config names wins). A push with no new approval leaves "
+                          "serving as it is; approving an earlier version again rolls back to "
+                          "it, and rejecting the serving version brings back the one approved "
+                          "before it. Needs the training stage "
                           "(it registers the packages) and serving from model packages."),
     ] = True
     build_model_api_image: Annotated[

@@ -20,7 +20,7 @@ stack, then runs again with its new definition)
    artifact bucket; its output artifact holds <env>/packaged-root.yaml and
    <env>/packaged-parameters.json, the environment's parameters.json plus, where the config
    leaves them empty, the live image of its stack and the model: with deploy_approved_models
-   the newest approved package of the environment's registry group (package
+   the latest approved package of the environment's registry group (package
    --latest-approved-model), else the stack's live one (cicd_buildspec.py).
 3. Deploy-<env>, for every environment in order: CloudFormation CHANGE_SET_REPLACE on the root
    stack `<project>-<env>` with TemplateConfiguration <env>/packaged-parameters.json, then
@@ -221,7 +221,7 @@ def smoke_testing(config: PipelineConfig) -> bool:
 
 
 def deploying_approved_models(config: PipelineConfig) -> bool:
-    """Whether an approval starts the pipeline and each run serves the newest approved package
+    """Whether an approval starts the pipeline and each run serves the latest approved package
     (CicdConfig.deploy_approved_models; switches.py refuses an explicit true it cannot honour)."""
     stages = config.stages
     return (stages.cicd.deploy_approved_models and stages.training.enabled
@@ -1171,7 +1171,7 @@ def pipeline_starter_role(b: StageBuilder, title: str, description: str,
 def add_approval_trigger(b: StageBuilder, project: str, targets: Sequence[DeploymentTarget],
                          pipeline: codepipeline.Pipeline) -> None:
     """Approving a model package in any environment's registry group starts the pipeline, whose
-    build then serves each environment's newest approved package
+    build then serves each environment's latest approved package
     (`package --latest-approved-model`). SageMaker sends "SageMaker Model Package State
     Change" events to the account's default bus (AWS: "Automating Amazon SageMaker AI with
     Amazon EventBridge"); the groups are named as the training stage names them in each

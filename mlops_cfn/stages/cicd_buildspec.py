@@ -67,7 +67,7 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
                model_api_image: bool = False) -> dict[str, Any]:
     """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
     `stacks` names each environment's stack (default `<env>`); `approved_models` serves each
-    environment's newest approved model package (package --latest-approved-model)."""
+    environment's latest approved model package (package --latest-approved-model)."""
     templates = build.templates_dir
     config_option = f" --config {build.config_file}" if build.config_file else ""
     checks = [

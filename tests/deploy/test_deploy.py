@@ -476,7 +476,7 @@ def test_latest_approved_model_serves_the_newest_approved_package(aws, tmp_path)
     result = run("diff", "--config", config_file, "--stack-name", STACK, "--bucket", BUCKET,
                  "--no-validate", "--latest-approved-model")
     assert result.exit_code == 0, result.output
-    assert f"serving {approved} (newest approved in {group})" in result.output
+    assert f"serving {approved} (approved last in {group})" in result.output
 
 
 # --- what the account and region would refuse, said before any upload ------------------------

@@ -244,12 +244,12 @@ def test_first_deployment_model_pipeline_run_second_environment_and_deletion(aws
     body = aws.client("cloudwatch").get_dashboard(DashboardName=dashboard)["DashboardBody"]
     assert endpoint_name not in body and service_name not in body
 
-    # (2) A model package approved in the environment's group; the newest approved package
+    # (2) A model package approved in the environment's group; the latest approved package
     # then serves, and Model Monitor and the alarms follow the endpoint.
     model = approve_a_model(aws)
     served = deploy("--latest-approved-model")
     assert served.exit_code == 0, served.output
-    assert f"serving {model} (newest approved in {MODEL_GROUP})" in served.output
+    assert f"serving {model} (approved last in {MODEL_GROUP})" in served.output
     before = serving(aws)
     assert before["model"] == model and set(before) == {"model"} | SERVING
     [endpoint] = aws.client("sagemaker").list_endpoints()["Endpoints"]

@@ -337,7 +337,7 @@ def package_latest_approved(tree: Path) -> tuple[str, str]:
     return chosen.get("ModelPackageArn", ""), result.output
 
 
-def test_the_build_serves_the_newest_approved_package_never_a_pending_or_rejected_one(
+def test_the_build_serves_the_package_approved_last_never_a_pending_or_rejected_one(
         aws, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run("render").exit_code == 0
@@ -351,11 +351,17 @@ def test_the_build_serves_the_newest_approved_package_never_a_pending_or_rejecte
     register(aws, "PendingManualApproval")
     register(aws, "Rejected")
     chosen, output = package_latest_approved(tree)
-    assert chosen == second and f"{second} (newest approved in {GROUP})" in output
-    # Rolling back: reject the newest; the one approved before it serves again.
-    aws.client("sagemaker").update_model_package(ModelPackageArn=second,
-                                                 ModelApprovalStatus="Rejected")
+    assert chosen == second and f"{second} (approved last in {GROUP})" in output
+    # Rolling back: reject the serving version; the one approved before it serves again.
+    sagemaker = aws.client("sagemaker")
+    sagemaker.update_model_package(ModelPackageArn=second, ModelApprovalStatus="Rejected")
     assert package_latest_approved(tree)[0] == first
+    # Approving a version again makes it the one served, however old it is.
+    sagemaker.update_model_package(ModelPackageArn=second, ModelApprovalStatus="Approved")
+    assert package_latest_approved(tree)[0] == second
+    sagemaker.update_model_package(ModelPackageArn=first, ModelApprovalStatus="Rejected")
+    sagemaker.update_model_package(ModelPackageArn=first, ModelApprovalStatus="Approved")
+    assert package_latest_approved(tree)[0] == first, "approving the earlier one rolls back"
 
 
 def test_a_model_the_config_names_is_not_replaced_by_the_registry(aws, tmp_path, monkeypatch):
