@@ -732,10 +732,12 @@ def approved_model_statements(on: bool) -> list[Statement]:
         return []
     return [
         # AWS: "Actions, resources, and condition keys for Amazon SageMaker AI":
-        # ListModelPackages is authorized on the model-package resource type; which ARN a
-        # listing is checked against is not documented, so the statement names this account's
-        # and region's packages, not one group's. It lists summaries (names, status), no data.
-        Statement(Effect=Allow, Action=[awacs.sagemaker.ListModelPackages],
+        # ListModelPackages and DescribeModelPackage are authorized on the model-package
+        # resource type; which ARN a listing is checked against is not documented, so the
+        # statement names this account's and region's packages, not one group's. It lists the
+        # approved versions and reads when each was last approved (deploy.newest_approved).
+        Statement(Effect=Allow, Action=[awacs.sagemaker.ListModelPackages,
+                                        awacs.sagemaker.DescribeModelPackage],
                   Resource=[policies.arn("sagemaker", "model-package/*")]),
     ]
 

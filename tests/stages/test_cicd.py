@@ -675,7 +675,7 @@ def test_build_role_can_package_but_not_deploy(default):
     # SageMaker only to list the approved model versions it serves.
     assert not {a for a in actions if a.split(":")[0] == "iam"}
     assert {a for a in actions if a.startswith("sagemaker:")} == {
-        "sagemaker:ListModelPackages"}
+        "sagemaker:ListModelPackages", "sagemaker:DescribeModelPackage"}
     # It reads the environments' stacks (their live model and image), nothing more.
     (describe,) = [s for s in statements if any(a.startswith("cloudformation:")
                                                 for a in as_list(s["Action"]))]
@@ -858,7 +858,8 @@ def test_every_run_serves_each_environments_newest_approved_package(default):
     # Listing the registry's approved versions, in this account and region only.
     [listing] = [s for s in statements_of(default, "BuildRole")
                  if "sagemaker:ListModelPackages" in as_list(s["Action"])]
-    assert as_list(listing["Action"]) == ["sagemaker:ListModelPackages"]
+    assert as_list(listing["Action"]) == ["sagemaker:ListModelPackages",
+                                          "sagemaker:DescribeModelPackage"]
     assert listing["Resource"] == [{"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:"
                                                "${AWS::AccountId}:model-package/*"}]
 
