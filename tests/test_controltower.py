@@ -201,6 +201,7 @@ EXCEPTED = {
     ("monitoring.yaml", "Target5xxErrorsAlarm"): {"CT.CLOUDWATCH.PR.1"},
     ("monitoring.yaml", "TargetResponseTimeAlarm"): {"CT.CLOUDWATCH.PR.1"},
     ("boundary.yaml", "PermissionsBoundary"): {"CT.IAM.PR.3"},
+    ("cicd.yaml", "ImageProject"): {"CT.CODEBUILD.PR.4"},
 }
 
 
