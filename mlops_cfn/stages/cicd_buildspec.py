@@ -153,13 +153,7 @@ def image_spec(build: BuildConfig, repositories: Sequence[str]) -> dict[str, Any
     content (model_api.image_tag), and push it to each environment's repository that does not
     hold that tag yet: an unchanged app is neither rebuilt nor pushed again."""
     python = "python3 -c 'from mlops_cfn import model_api as m; print(m.{})'"
-    return {
-        "version": BUILDSPEC_VERSION,
-        "env": {"shell": "bash", "variables": {"TOOLS_DIR": TOOLS_DIR}},
-        "phases": {
-            "install": {"runtime-versions": {"python": build.python_version},
-                        "commands": list(build.install_commands)},
-            "build": {"commands": [
+    return _installing_spec(build, [
                 f'tag="$({python.format("image_tag()")})"',
                 f'app="$({python.format("APP_DIR")})"',
                 'account="$(aws sts get-caller-identity --query Account --output text)"',
@@ -175,9 +169,7 @@ def image_spec(build: BuildConfig, repositories: Sequence[str]) -> dict[str, Any
                 f'BASE_IMAGE={MODEL_API_BASE_IMAGE} --tag "model-api:$tag" "$app"; built=1; fi; '
                 'docker tag "model-api:$tag" "$registry/$repository:$tag"; '
                 'docker push "$registry/$repository:$tag"; done',
-            ]},
-        },
-    }
+    ])
 
 
 def smoke_spec(build: BuildConfig, endpoint_only: bool) -> dict[str, Any]:
@@ -186,16 +178,22 @@ def smoke_spec(build: BuildConfig, endpoint_only: bool) -> dict[str, Any]:
     exits 1 on a bad answer and so fails the action)."""
     config_option = f" --config {build.config_file}" if build.config_file else ""
     only = " --endpoint-only" if endpoint_only else ""
+    return _installing_spec(build, [
+                _required(ENVIRONMENT_VARIABLE, "the action named"),
+                f'mlops-cfn smoke --env "${ENVIRONMENT_VARIABLE}"{config_option}{only}',
+    ])
+
+
+def _installing_spec(build: BuildConfig, commands: list[str]) -> dict[str, Any]:
+    """A spec that installs mlops-cfn as the build does (its install phase), then runs
+    `commands`."""
     return {
         "version": BUILDSPEC_VERSION,
         "env": {"shell": "bash", "variables": {"TOOLS_DIR": TOOLS_DIR}},
         "phases": {
             "install": {"runtime-versions": {"python": build.python_version},
                         "commands": list(build.install_commands)},
-            "build": {"commands": [
-                _required(ENVIRONMENT_VARIABLE, "the action named"),
-                f'mlops-cfn smoke --env "${ENVIRONMENT_VARIABLE}"{config_option}{only}',
-            ]},
+            "build": {"commands": commands},
         },
     }
 
