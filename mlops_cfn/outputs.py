@@ -123,6 +123,14 @@ ENDPOINT_NAME = Wire(
     presence=presence("EndpointExists", "the SageMaker endpoint", "HasEndpoint"))
 DATA_CAPTURE_URI = Wire(
     "DataCaptureS3Uri", "S3 URI where the endpoint captures requests and responses")
+ASYNC_INPUT_URI = Wire(
+    "AsyncInputS3Uri", "S3 URI under which callers put requests for the asynchronous endpoint")
+ASYNC_OUTPUT_URI = Wire(
+    "AsyncOutputS3Uri", "S3 URI where the asynchronous endpoint writes its answers")
+ASYNC_SUCCESS_TOPIC_ARN = Wire(
+    "AsyncSuccessTopicArn", "SNS topic announcing each answer of the asynchronous endpoint")
+ASYNC_ERROR_TOPIC_ARN = Wire(
+    "AsyncErrorTopicArn", "SNS topic announcing each failed request of the asynchronous endpoint")
 BATCH_TRANSFORM_STATE_MACHINE_ARN = Wire(
     "BatchTransformStateMachineArn", "Step Functions state machine running batch transform")
 # serving (Fargate)

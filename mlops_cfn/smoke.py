@@ -6,7 +6,11 @@ sample record, in the training order of the record schema's features (every valu
 whatever the environment's live root stack says serves:
 
 - the SageMaker endpoint (EndpointExists and EndpointName outputs), through SageMaker Runtime's
-  InvokeEndpoint with `text/csv` in and out, as the built-in XGBoost endpoint takes it;
+  InvokeEndpoint with `text/csv` in and out, as the built-in XGBoost endpoint takes it; an
+  asynchronous endpoint (AsyncInputS3Uri output) gets the record as an object under its input
+  prefix and InvokeEndpointAsync, and the answer is read from the output location once SageMaker
+  writes it (or the error from the failure location), waiting up to ASYNC_TIMEOUT_SECONDS: an
+  endpoint scaled to zero first starts an instance;
 - the Fargate model API (ApiServiceExists, and ApiUrl: the load balancer, or API Gateway in
   front of it, whose IAM authorization the request is signed for), `GET /health` then `POST
   /predict` with the same CSV row.
@@ -19,14 +23,19 @@ where nothing serves yet (no model, no image) passes with a note: there is nothi
 from __future__ import annotations
 
 import math
+import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .deploy import Aws, aws_errors, describe_stack
 
 TIMEOUT_SECONDS = 30
+# An asynchronous endpoint scaled to zero starts an instance first (minutes), then answers.
+ASYNC_TIMEOUT_SECONDS = 900
+ASYNC_POLL_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,62 @@ def check_endpoint(runtime, endpoint: str, row: str) -> Check:
     if found is None:
         return Check(target, False, f"not one prediction: {text[:200]!r}")
     return Check(target, True, found)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """s3://bucket/key -> (bucket, key)."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def read_if_written(s3, uri: str) -> str | None:
+    """The object's text, or None while it does not exist."""
+    from botocore.exceptions import ClientError
+
+    bucket, key = split_s3_uri(uri)
+    try:
+        answer = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return answer["Body"].read().decode("utf-8", "replace")
+
+
+def check_async_endpoint(runtime, s3, endpoint: str, input_uri: str, row: str,
+                         timeout: float = ASYNC_TIMEOUT_SECONDS,
+                         sleep: Callable[[float], None] = time.sleep,
+                         clock: Callable[[], float] = time.monotonic) -> Check:
+    """The record as a request object under `input_uri`, InvokeEndpointAsync, then the answer
+    from the output location (or the error from the failure location) once written."""
+    target = f"asynchronous endpoint {endpoint}"
+    bucket, prefix = split_s3_uri(input_uri)
+    key = f"{prefix.rstrip('/')}/smoke/{uuid.uuid4().hex}.csv"
+    try:
+        with aws_errors(f"writing the request s3://{bucket}/{key}"):
+            s3.put_object(Bucket=bucket, Key=key, Body=row.encode(), ContentType="text/csv")
+        with aws_errors(f"invoking {endpoint}"):
+            answer = runtime.invoke_endpoint_async(
+                EndpointName=endpoint, InputLocation=f"s3://{bucket}/{key}",
+                ContentType="text/csv", Accept="text/csv")
+        output, failure = answer["OutputLocation"], answer.get("FailureLocation")
+        deadline = clock() + timeout
+        while True:
+            with aws_errors(f"reading the answer {output}"):
+                text = read_if_written(s3, output)
+                error = read_if_written(s3, failure) if failure else None
+            if text is not None:
+                found = one_prediction(text)
+                if found is None:
+                    return Check(target, False, f"not one prediction: {text[:200]!r}")
+                return Check(target, True, found)
+            if error is not None:
+                return Check(target, False, f"the request failed: {error[:200]!r}")
+            if clock() >= deadline:
+                return Check(target, False, f"no answer at {output} within {timeout:.0f} s")
+            sleep(ASYNC_POLL_SECONDS)
+    except Exception as error:  # noqa: BLE001 - DeployFailed: AWS's own message
+        return Check(target, False, str(error))
 
 
 def check_api(url: str, row: str, send: Callable[[urllib.request.Request], tuple[int, str]]
@@ -132,7 +197,12 @@ def smoke(aws: Aws, stack_name: str, features: Sequence[str],
     outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
     row = sample_row(features)
     checks, notes = [], []
-    if outputs.get("EndpointExists") == "true" and outputs.get("EndpointName"):
+    if (outputs.get("EndpointExists") == "true" and outputs.get("EndpointName")
+            and outputs.get("AsyncInputS3Uri")):
+        checks.append(check_async_endpoint(
+            aws.client("sagemaker-runtime"), aws.client("s3"), outputs["EndpointName"],
+            outputs["AsyncInputS3Uri"], row))
+    elif outputs.get("EndpointExists") == "true" and outputs.get("EndpointName"):
         checks.append(check_endpoint(aws.client("sagemaker-runtime"), outputs["EndpointName"],
                                      row))
     elif "EndpointName" in outputs:

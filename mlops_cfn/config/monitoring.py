@@ -80,6 +80,13 @@ class AlarmThresholds(Model):
               description="SageMaker endpoint: 5XX invocation errors in 5 minutes tolerated."),
         Setting("Endpoint5xxErrorsThreshold"),
     ] = 0
+    endpoint_oldest_request_seconds: Annotated[
+        int,
+        Field(ge=60, le=86_400,
+              description="Asynchronous SageMaker endpoint: age of the oldest queued request, "
+                          "in seconds (ApproximateAgeOfOldestRequest)."),
+        Setting("EndpointOldestRequestThresholdSeconds"),
+    ] = 1800
     service_cpu_percent: Annotated[
         int,
         Field(ge=1, le=100, description="Fargate API: average CPU use of the ECS service, in %."),
@@ -242,6 +249,22 @@ class MonitoringConfig(StageToggle):
         return (self.model_monitor.enabled and serves_with(config, SAGEMAKER)
                 and getattr(capture, "enabled", True))
 
+    def _model_monitor_cannot_run(self, config: Any) -> str | None:
+        """Why an explicitly enabled Model Monitor would not run (None when it would)."""
+        if not ("enabled" in self.model_monitor.model_fields_set and self.model_monitor.enabled
+                and serves_with(config, SAGEMAKER)):
+            return None
+        sagemaker = config.stages.serving.sagemaker
+        if sagemaker.kind == "serverless":
+            return ("stages.monitoring.model_monitor.enabled: SageMaker Serverless Inference "
+                    "supports neither data capture nor Model Monitor; turn it off with "
+                    "stages.serving.sagemaker.kind 'serverless'")
+        if not sagemaker.data_capture.enabled:
+            return ("stages.monitoring.model_monitor.enabled: Model Monitor reads the endpoint's "
+                    "captured requests; turn on stages.serving.sagemaker.data_capture.enabled "
+                    "or turn Model Monitor off")
+        return None
+
     def runs_retrain(self, config: Any) -> bool:
         """Retraining needs a pipeline to start and a drift alarm to start it."""
         return (self.retrain.enabled and config.stages.training.enabled
@@ -267,6 +290,9 @@ class MonitoringConfig(StageToggle):
 
     def problems_with(self, config: Any) -> list[str]:
         problems = []
+        refused = self._model_monitor_cannot_run(config)
+        if refused:
+            problems.append(refused)
         ingestion = config.stages.ingestion
         freshness = self.thresholds.delivery_freshness_seconds
         interval = ingestion.firehose.buffer_interval_seconds

@@ -35,8 +35,9 @@ from .ingestion import FIREHOSE_ERROR_ROOT, FirehoseConfig
 from .monitoring import AlarmThresholds, ModelMonitorConfig
 from .record_schema import RecordColumn, RecordSchemaConfig
 from .network import VPC_PREFIX_MAX, VPC_PREFIX_MIN, NetworkConfig, network_address_pattern
-from .serving import (MODEL_API_VARIABLES, DeploymentConfig, FargateServingConfig,
-                      SageMakerServingConfig, ServingConfig)
+from .serving import (MODEL_API_VARIABLES, AsyncEndpointConfig, DeploymentConfig,
+                      FargateServingConfig, SageMakerServingConfig, ServerlessEndpointConfig,
+                      ServingConfig)
 from .training import PrepareConfig, TrainingConfig
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -64,6 +65,12 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
     (ServingConfig, "_api_fits_target"): "the API type the serving target allows",
     (ServingConfig, "_one_model_source"): "the keys the model source and target need",
     (SageMakerServingConfig, "_consistent"): "instance counts in order",
+    (SageMakerServingConfig, "_serverless_has_no_vpc_isolation_or_capture"):
+        "network isolation and data capture off by default for a serverless endpoint",
+    (SageMakerServingConfig, "_fits_the_kind"): "the settings each endpoint kind can use",
+    (ServerlessEndpointConfig, "_provisioned_within_max"):
+        "provisioned concurrency within the maximum",
+    (AsyncEndpointConfig, "_separate_prefixes"): "three prefixes apart",
     (DeploymentConfig, "_fits_in_the_timeout"): "waits within the timeout",
     (FargateServingConfig, "_consistent"): "task counts in order, memory for the cpu, a "
                                             "variable in environment and secrets both",

@@ -199,7 +199,127 @@ class BatchTransformConfig(Model):
     ] = "DISABLED"
 
 
+class ServerlessEndpointConfig(Model):
+    """SageMaker Serverless Inference: memory and concurrency instead of instances.
+
+    AWS: "Deploy models with Amazon SageMaker Serverless Inference" (feature exclusions): no
+    VPC configuration, network isolation, data capture or Model Monitor. So the model runs
+    outside the private subnets, nothing is captured and Model Monitor cannot watch it."""
+
+    memory_mb: Annotated[
+        int,
+        Field(ge=1024, le=6144, multiple_of=1024,
+              description="Memory of each serverless worker, in MB: 1024 to 6144 in steps of "
+                          "1024 (ProductionVariantServerlessConfig.MemorySizeInMB)."),
+        Setting("ServerlessMemoryMb"),
+    ] = 2048
+    max_concurrency: Annotated[
+        int,
+        Field(ge=1, le=200,
+              description="Most invocations served at once (MaxConcurrency); further "
+                          "requests are throttled."),
+        Setting("ServerlessMaxConcurrency"),
+    ] = 20
+    provisioned_concurrency: Annotated[
+        int | None,
+        Field(ge=1, le=200,
+              description="Invocations kept warm, at most max_concurrency "
+                          "(ProvisionedConcurrency, billed while provisioned); unset for none "
+                          "(cold starts after idle periods)."),
+    ] = None
+
+    @model_validator(mode="after")
+    def _provisioned_within_max(self):
+        if (self.provisioned_concurrency is not None
+                and self.provisioned_concurrency > self.max_concurrency):
+            raise ValueError(f"provisioned_concurrency ({self.provisioned_concurrency}) exceeds "
+                             f"max_concurrency ({self.max_concurrency})")
+        return self
+
+
+class AsyncEndpointConfig(Model):
+    """SageMaker Asynchronous Inference: requests queued from S3, answers written to S3.
+
+    Callers put a payload under input_prefix of the artifacts bucket and call
+    InvokeEndpointAsync with its location; SageMaker writes the answer under output_prefix (or
+    the error under failure_prefix), encrypted with the data key, and announces it on the
+    success or error topic. Autoscaling follows the backlog, down to zero instances when
+    min_instances is 0 (AWS: "Autoscale an asynchronous endpoint")."""
+
+    input_prefix: Annotated[
+        str,
+        Field(pattern=KEY_PREFIX_PATTERN,
+              description="Key prefix in the artifacts bucket where callers put request "
+                          "payloads; the model role reads requests from here only."),
+    ] = "async/input/"
+    output_prefix: Annotated[
+        str,
+        Field(pattern=KEY_PREFIX_PATTERN,
+              description="Key prefix in the artifacts bucket where SageMaker writes answers "
+                          "(S3OutputPath)."),
+    ] = "async/output/"
+    failure_prefix: Annotated[
+        str,
+        Field(pattern=KEY_PREFIX_PATTERN,
+              description="Key prefix in the artifacts bucket where SageMaker writes the "
+                          "errors of failed requests (S3FailurePath)."),
+    ] = "async/failure/"
+    max_concurrent_invocations_per_instance: Annotated[
+        int | None,
+        Field(ge=1, le=1000,
+              description="Requests one instance takes at once (ClientConfig); unset: "
+                          "SageMaker's choice for the container."),
+    ] = None
+    notifications: Annotated[
+        bool,
+        Field(description="Announce every answer and every failure on two SNS topics "
+                          "(encrypted with the data key; subscribe to the outputs "
+                          "AsyncSuccessTopicArn and AsyncErrorTopicArn)."),
+    ] = True
+    scale_to_zero: Annotated[
+        bool,
+        Field(description="Let autoscaling stop every instance while nothing is queued (instead "
+                          "of keeping min_instances), and start one as soon as a request waits "
+                          "(AWS: \"Autoscale an asynchronous endpoint\"). The first request "
+                          "after a quiet spell waits for an instance to start. Needs "
+                          "deployment.traffic_shifting `all_at_once`."),
+    ] = False
+    backlog_per_instance: Annotated[
+        int,
+        Field(ge=1, le=100000,
+              description="Autoscaling target: queued requests per instance "
+                          "(ApproximateBacklogSizePerInstance)."),
+        Setting("AsyncBacklogPerInstance"),
+    ] = 5
+
+    @model_validator(mode="after")
+    def _separate_prefixes(self):
+        prefixes = {"input_prefix": self.input_prefix, "output_prefix": self.output_prefix,
+                    "failure_prefix": self.failure_prefix}
+        for name, prefix in prefixes.items():
+            for other, other_prefix in prefixes.items():
+                if name != other and other_prefix.startswith(prefix):
+                    raise ValueError(f"{other} ({other_prefix}) lies under {name} ({prefix}): "
+                                     "requests, answers and failures need separate prefixes")
+        return self
+
+
+# What each endpoint kind does not use: set explicitly with another kind, an error.
+INSTANCE_FIELDS = ("instance_type", "initial_instance_count", "min_instances",
+                   "max_instances", "invocations_per_instance")
+
+
 class SageMakerServingConfig(Model):
+    kind: Annotated[
+        Literal["real_time", "serverless", "asynchronous"],
+        Field(description="`real_time`: instances behind the endpoint, answering at once; "
+                          "`serverless`: SageMaker Serverless Inference (memory and "
+                          "concurrency, scales to zero, but outside the VPC and without data "
+                          "capture or Model Monitor: AWS's feature exclusions); `asynchronous`: "
+                          "requests queued from S3 and answered into S3, scaling down to zero "
+                          "instances when min_instances is 0. Each keeps the blue/green "
+                          "deployment with rollback alarms."),
+    ] = "real_time"
     image_uri: Annotated[
         str,
         Field(pattern=IMAGE_URI_PATTERN,
@@ -249,9 +369,75 @@ class SageMakerServingConfig(Model):
     data_capture: DataCaptureConfig = DataCaptureConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     batch_transform: BatchTransformConfig = BatchTransformConfig()
+    serverless: ServerlessEndpointConfig = ServerlessEndpointConfig()
+    asynchronous: AsyncEndpointConfig = AsyncEndpointConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _serverless_has_no_vpc_isolation_or_capture(cls, data: Any) -> Any:
+        """A serverless endpoint has neither network isolation nor data capture (AWS's
+        feature exclusions), so both default to off with that kind; set on, they are refused
+        below rather than dropped."""
+        if isinstance(data, dict) and data.get("kind") == "serverless":
+            data = {"network_isolation": False, **data}
+            capture = data.get("data_capture")
+            if capture is None or isinstance(capture, dict):
+                data["data_capture"] = {"enabled": False, **(capture or {})}
+        return data
+
+    @model_validator(mode="after")
+    def _fits_the_kind(self):
+        """Settings the kind cannot use are refused when they say something: set to other than
+        their defaults (a file listing every default, as `mlops-cfn init` writes, stays valid
+        for any kind)."""
+        fields = type(self).model_fields
+
+        def plain(value: Any) -> Any:
+            # Sections compare by content (a model's equality also weighs which keys were set).
+            return value.model_dump() if isinstance(value, Model) else value
+
+        given = {name for name in self.model_fields_set
+                 if plain(getattr(self, name))
+                 != plain(fields[name].get_default(call_default_factory=True))}
+        for section in ("serverless", "asynchronous"):
+            if section in given and self.kind != section:
+                raise ValueError(f"{section} is for kind '{section}' (kind is '{self.kind}')")
+        if self.kind == "serverless":
+            unused = [name for name in INSTANCE_FIELDS if name in given]
+            if unused:
+                raise ValueError(f"{', '.join(unused)}: a serverless endpoint has no instances; "
+                                 "size it with serverless.memory_mb and max_concurrency")
+            if self.network_isolation:
+                raise ValueError("network_isolation: SageMaker Serverless Inference does not "
+                                 "support network isolation (nor a VPC); leave it unset with "
+                                 "kind 'serverless'")
+            if self.data_capture.enabled:
+                raise ValueError("data_capture.enabled: SageMaker Serverless Inference does not "
+                                 "support data capture; leave it unset with kind 'serverless'")
+            return self
+        if self.kind == "asynchronous" and "invocations_per_instance" in given:
+            raise ValueError("invocations_per_instance: an asynchronous endpoint scales on its "
+                             "backlog; set asynchronous.backlog_per_instance")
+        if self.kind == "asynchronous" and self.asynchronous.scale_to_zero:
+            if "min_instances" in given:
+                raise ValueError("min_instances: with asynchronous.scale_to_zero autoscaling "
+                                 "keeps no instance while nothing is queued; leave it unset")
+            if self.deployment.traffic_shifting != "all_at_once":
+                raise ValueError(f"deployment.traffic_shifting "
+                                 f"'{self.deployment.traffic_shifting}' shifts a part of the "
+                                 "capacity at a time, which asynchronous.scale_to_zero can make "
+                                 "none; use 'all_at_once'")
+        return self
 
     @model_validator(mode="after")
     def _consistent(self):
+        if self.kind == "serverless":
+            return self
+        if self.kind == "asynchronous" and self.asynchronous.scale_to_zero:
+            if self.initial_instance_count > self.max_instances:
+                raise ValueError(f"initial_instance_count ({self.initial_instance_count}) "
+                                 f"exceeds max_instances ({self.max_instances})")
+            return self
         if self.min_instances > self.max_instances:
             raise ValueError(f"min_instances ({self.min_instances}) exceeds max_instances "
                              f"({self.max_instances})")
@@ -531,6 +717,11 @@ class ServingConfig(StageToggle):
         if kind == "rest" and not self.sagemaker_enabled:
             raise ValueError("api_gateway.type 'rest' fronts the SageMaker endpoint: it needs "
                              "target 'sagemaker' or 'both'")
+        if kind == "rest" and self.sagemaker.kind == "asynchronous":
+            raise ValueError("api_gateway.type 'rest' calls InvokeEndpoint, which an "
+                             "asynchronous endpoint does not answer (callers use "
+                             "InvokeEndpointAsync with a payload in S3); turn api_gateway off "
+                             "or use sagemaker.kind 'real_time' or 'serverless'")
         if kind == "http" and self.https and self.api_gateway.tls_server_name is None:
             raise ValueError("api_gateway.tls_server_name is required with type 'http' and "
                              "fargate.certificate_arn: the host name API Gateway verifies on "

@@ -120,7 +120,7 @@ from awacs.aws import (Action, Allow, ArnLike, ArnNotEquals, Condition, Deny, Pr
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, kms, s3)
 
-from .. import assets, naming, permissions, policies
+from .. import assets, boundary, naming, permissions, policies
 from ..config import PipelineConfig
 from ..config.cicd import CicdConfig
 from ..errors import UserError
@@ -573,6 +573,8 @@ def add_smoke_project(b: StageBuilder, config: PipelineConfig,
         statements.append(Statement(
             Effect=Allow, Action=[awacs.sagemaker.InvokeEndpoint],
             Resource=[policies.arn("sagemaker", f"endpoint/{config.project}-*")]))
+    if serving.sagemaker_enabled and serving.sagemaker.kind == "asynchronous":
+        statements += async_smoke_statements(config, targets)
     if serving.fargate_enabled and serving.api_type == "http" and network is not None:
         # AWS: "Control access to HTTP APIs with IAM authorization" (execute-api:Invoke on
         # <api-id>/<stage>/<method>/<path>): the two routes the smoke test calls.
@@ -593,6 +595,44 @@ def add_smoke_project(b: StageBuilder, config: PipelineConfig,
         "Sends one sample record to an environment's endpoint and API after its deployment",
         role, spec.smoke_spec(cicd.build, endpoint_only=network is None),
         {spec.WHEEL_VARIABLE: wheel}, key, log_group, network)
+
+
+def async_smoke_statements(config: PipelineConfig,
+                           targets: Sequence[DeploymentTarget]) -> list[Statement]:
+    """What the smoke check of an asynchronous endpoint does (smoke.check_async_endpoint) in
+    each environment's artifacts bucket: write one request under the endpoint's input prefix
+    (its smoke/ folder only), read the answer or the error SageMaker writes, through the
+    environment's data key."""
+    prefixes = config.stages.serving.sagemaker.asynchronous
+    buckets = [naming.physical_name(naming.S3_BUCKET, config.project, "artifacts")
+               .replace(naming.ENVIRONMENT, t.environment) for t in targets]
+
+    def objects(prefix: str) -> list[Sub]:
+        return [Sub(f"arn:${{AWS::Partition}}:s3:::{bucket}/{prefix}*") for bucket in buckets]
+
+    return [
+        # AWS: "InvokeEndpointAsync" (Amazon SageMaker Runtime API Reference;
+        # sagemaker:InvokeEndpointAsync on the endpoint): the project's endpoints only.
+        Statement(Effect=Allow, Action=[awacs.sagemaker.InvokeEndpointAsync],
+                  Resource=[policies.arn("sagemaker", f"endpoint/{config.project}-*")]),
+        # AWS: "PutObject" and "GetObject" (Amazon S3 API Reference): the request it writes,
+        # the answer or error SageMaker writes back.
+        Statement(Effect=Allow, Action=[awacs.s3.PutObject],
+                  Resource=objects(f"{prefixes.input_prefix}smoke/")),
+        # AWS: "GetObject" (Amazon S3 API Reference): the answer or the error it waits for.
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject],
+                  Resource=objects(prefixes.output_prefix) + objects(prefixes.failure_prefix)),
+        # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)": writing an object
+        # under the bucket's key needs kms:GenerateDataKey, reading it kms:Decrypt. The data
+        # keys of the project's environments, known by their project tag (AWS: "ABAC for AWS
+        # KMS"), through S3 only.
+        Statement(
+            Effect=Allow, Action=[awacs.kms.GenerateDataKey, awacs.kms.Decrypt],
+            Resource=[policies.arn("kms", "key/*")],
+            Condition=Condition(StringEquals({
+                f"aws:ResourceTag/{boundary.PROJECT_TAG}": config.project,
+                "kms:ViaService": Sub("s3.${AWS::Region}.amazonaws.com")}))),
+    ]
 
 
 def add_protect_project(b: StageBuilder, config: PipelineConfig,

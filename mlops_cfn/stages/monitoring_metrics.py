@@ -117,6 +117,15 @@ ENDPOINT = (
           "AWS/SageMaker", "Invocation5XXErrors", "Sum", _ENDPOINT,
           "endpoint_5xx_errors", across=("VariantName",), serving=True),
 )
+# Asynchronous Inference's own metrics, per endpoint (AWS: "Monitoring asynchronous endpoint").
+ASYNC_ENDPOINT = (
+    Watch("EndpointOldestRequest", "serving",
+          "Async endpoint: age of the oldest queued request (s)",
+          "AWS/SageMaker", "ApproximateAgeOfOldestRequest", "Maximum", _ENDPOINT,
+          "endpoint_oldest_request_seconds", level=True, serving=True),
+    Watch("EndpointBacklog", "serving", "Async endpoint: queued requests",
+          "AWS/SageMaker", "ApproximateBacklogSize", "Maximum", _ENDPOINT),
+)
 MODEL_MONITOR = (
     _events_matched("MonitorViolations", "serving", "Model Monitor: runs that found violations",
                     MONITOR_VIOLATION_RULE, "violation_runs", retrain=True),
@@ -172,6 +181,8 @@ def watches(config: PipelineConfig) -> tuple[Watch, ...]:
         found += ETL
     if serves_with(config, SAGEMAKER):
         found += ENDPOINT
+        if config.stages.serving.sagemaker.kind == "asynchronous":
+            found += ASYNC_ENDPOINT
     if serves_with(config, FARGATE):
         found += API
     found += _drift_watches(config)

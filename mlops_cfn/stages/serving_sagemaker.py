@@ -36,15 +36,19 @@ import awacs.ecr
 import awacs.kms
 import awacs.logs
 import awacs.s3
+import awacs.sns
 from awacs.aws import Allow, Condition, Statement, StringEquals, StringLike
 from troposphere import (GetAtt, If, NoValue, Ref, Sub,
-                         applicationautoscaling as scaling, cloudwatch, ec2, iam, logs, sagemaker)
+                         applicationautoscaling as scaling, cloudwatch, ec2, iam, logs, sagemaker,
+                         sns)
 
 from .. import naming, policies
 from ..config import PipelineConfig
 from ..config.serving import SageMakerServingConfig
-from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_CAPTURE_URI,
-                       DATA_KEY_ARN, ENDPOINT_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN)
+from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, ASYNC_ERROR_TOPIC_ARN,
+                       ASYNC_INPUT_URI, ASYNC_OUTPUT_URI, ASYNC_SUCCESS_TOPIC_ARN,
+                       DATA_CAPTURE_URI, DATA_KEY_ARN, ENDPOINT_NAME, PRIVATE_SUBNET_IDS,
+                       PROCESSED_BUCKET_ARN)
 from ..stage import StageBuilder
 from .common import control_tower_exceptions, https_out_security_group
 from .serving_common import (MODEL_SUPPLIED, SCALE_IN_COOLDOWN_SECONDS,
@@ -58,6 +62,13 @@ ALARM_PERIOD_SECONDS = 60
 ALARM_PERIODS = 3
 TRANSFORM_LOG_GROUP = "/aws/sagemaker/TransformJobs"
 TRAFFIC_TYPES = {"canary": "CANARY", "linear": "LINEAR", "all_at_once": "ALL_AT_ONCE"}
+REAL_TIME, SERVERLESS, ASYNCHRONOUS = "real_time", "serverless", "asynchronous"
+
+
+@dataclass(frozen=True)
+class AsyncTopics:
+    success: sns.Topic
+    error: sns.Topic
 
 
 @dataclass(frozen=True)
@@ -79,19 +90,37 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
     add_model_supplied(b, config)
 
     b.add(endpoint_log_group(b, config, name))
-    security_group = model_security_group(b, config)
+    # AWS: "Deploy models with Amazon SageMaker Serverless Inference" (feature exclusions): a
+    # serverless endpoint takes no VPC configuration, so it has no network interfaces.
+    security_group = (model_security_group(b, config) if settings.kind != SERVERLESS
+                      else None)
     alarms = [b.add(error_alarm(b, settings, name)), b.add(latency_alarm(b, settings, name))]
-    role = b.add(model_role(b, config, name, security_group, alarms))
+    topics = add_async_topics(b, settings, key)
+    role = b.add(model_role(b, config, name, security_group, alarms, topics))
     model = b.add(model_resource(b, config, role, security_group))
-    endpoint_config = b.add(endpoint_config_resource(b, settings, model, key))
+    endpoint_config = b.add(endpoint_config_resource(b, settings, model, key, topics))
     endpoint = b.add(endpoint_resource(b, settings, name, endpoint_config, alarms))
-    scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
-    b.add(endpoint_scaling_policy(b, settings, scaling_target))
+    if settings.kind == REAL_TIME:
+        scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
+        b.add(endpoint_scaling_policy(b, settings, scaling_target))
+    elif settings.kind == ASYNCHRONOUS:
+        scaling_target = b.add(endpoint_scaling_target(b, settings, name, endpoint))
+        b.add(backlog_scaling_policy(b, settings, name, scaling_target))
+        if settings.asynchronous.scale_to_zero:
+            scale_from_zero = b.add(scale_from_zero_policy(scaling_target))
+            b.add(backlog_without_capacity_alarm(name, scale_from_zero))
+    # Serverless: SageMaker scales the workers up to max_concurrency itself.
 
     # The name is fixed, so it is known before the endpoint exists; EndpointExists says when.
     b.output(ENDPOINT_NAME, Sub(name), condition=MODEL_SUPPLIED)
     if settings.data_capture.enabled:
         b.output(DATA_CAPTURE_URI, capture_uri(b, settings))
+    if settings.kind == ASYNCHRONOUS:
+        b.output(ASYNC_INPUT_URI, artifacts_uri(b, settings.asynchronous.input_prefix))
+        b.output(ASYNC_OUTPUT_URI, artifacts_uri(b, settings.asynchronous.output_prefix))
+    if topics is not None:
+        b.output(ASYNC_SUCCESS_TOPIC_ARN, Ref(topics.success))
+        b.output(ASYNC_ERROR_TOPIC_ARN, Ref(topics.error))
     return SageMakerServing(
         endpoint_name=Sub(name),
         model_name=If(MODEL_SUPPLIED, GetAtt(model, "ModelName"), ""),
@@ -108,7 +137,7 @@ def model_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.Securit
 
 
 def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
-                   security_group: ec2.SecurityGroup) -> sagemaker.Model:
+                   security_group: ec2.SecurityGroup | None) -> sagemaker.Model:
     serving, settings = config.stages.serving, config.stages.serving.sagemaker
     if serving.model_source == "model_package":
         container = sagemaker.ContainerDefinition(
@@ -118,11 +147,22 @@ def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
             Image=b.setting(settings, "image_uri"),
             ModelDataUrl=b.setting(serving, "model_data_url"))
     metadata = {}
-    if not settings.network_isolation:
+    if settings.kind == SERVERLESS:
+        metadata = {"Metadata": {"checkov": {"skip": [{
+            "id": "CKV_AWS_370",
+            "comment": "sagemaker.kind is serverless: SageMaker Serverless Inference supports "
+                       "neither network isolation nor a VPC (AWS: Serverless Inference, "
+                       "feature exclusions); the container runs in SageMaker's network."}]}}}
+    elif not settings.network_isolation:
         metadata = {"Metadata": {"checkov": {"skip": [{
             "id": "CKV_AWS_370",
             "comment": "sagemaker.network_isolation is off in this config: the model container "
                        "calls services through the VPC endpoints of the private subnets."}]}}}
+    network: dict[str, Any] = {}
+    if security_group is not None:
+        network["VpcConfig"] = sagemaker.VpcConfig(
+            SecurityGroupIds=[GetAtt(security_group, "GroupId")],
+            Subnets=b.input(PRIVATE_SUBNET_IDS))
     # No ModelName: a new package version replaces the model, which needs a fresh name.
     return sagemaker.Model(
         "Model",
@@ -130,9 +170,7 @@ def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         ExecutionRoleArn=GetAtt(role, "Arn"),
         PrimaryContainer=container,
         EnableNetworkIsolation=settings.network_isolation,
-        VpcConfig=sagemaker.VpcConfig(
-            SecurityGroupIds=[GetAtt(security_group, "GroupId")],
-            Subnets=b.input(PRIVATE_SUBNET_IDS)),
+        **network,
         **metadata,
     )
 
@@ -149,7 +187,8 @@ def endpoint_log_group(b: StageBuilder, config: PipelineConfig, name: str) -> lo
 
 
 def model_role(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
-               security_group: ec2.SecurityGroup, alarms: list[cloudwatch.Alarm]) -> iam.Role:
+               security_group: ec2.SecurityGroup | None, alarms: list[cloudwatch.Alarm],
+               topics: AsyncTopics | None) -> iam.Role:
     return iam.Role(
         "ModelRole",
         Description="SageMaker: run the served model (endpoint and batch transform)",
@@ -159,14 +198,15 @@ def model_role(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
             PolicyName="model",
             # A plain document: awacs admits no Fn::If among statements.
             PolicyDocument={"Version": policies.POLICY_VERSION, "Statement": model_role_statements(
-                b, config, endpoint_name, security_group, alarms)},
+                b, config, endpoint_name, security_group, alarms, topics)},
         )],
     )
 
 
 def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name: str,
-                          security_group: ec2.SecurityGroup,
-                          alarms: list[cloudwatch.Alarm]) -> list[Any]:
+                          security_group: ec2.SecurityGroup | None,
+                          alarms: list[cloudwatch.Alarm],
+                          topics: AsyncTopics | None) -> list[Any]:
     """What the model's execution role needs, each statement with the AWS page asking for it.
 
     Most come from AWS: "How to use SageMaker AI execution roles" (SageMaker Developer Guide,
@@ -200,25 +240,57 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
             Statement(Effect=Allow, Action=[awacs.s3.PutObject],
                       Resource=[objects_under(processed, batch.output_prefix)]),
         ]
+    if settings.kind == ASYNCHRONOUS:
+        statements += async_statements(b, settings, topics)
     # Objects under the data key: reading needs kms:Decrypt, writing kms:GenerateDataKey
     # (Amazon S3: Using server-side encryption with AWS KMS keys); with a KmsKeyId for captures
     # or transform output "the SageMaker execution role must include permissions to call
-    # kms:Encrypt" (DataCaptureConfig and TransformOutput, SageMaker API Reference).
+    # kms:Encrypt" (DataCaptureConfig and TransformOutput, SageMaker API Reference). Publishing
+    # to a topic encrypted with the key needs kms:GenerateDataKey and kms:Decrypt through SNS
+    # (AWS: "Managing Amazon SNS encryption keys", permissions of the publisher).
     statements.append(policies.use_key(
         key, [awacs.kms.Decrypt, awacs.kms.GenerateDataKey, awacs.kms.Encrypt],
-        via_services=("s3",)))
+        via_services=("s3", "sns") if topics is not None else ("s3",)))
     statements += image_pull(b, config)
     log_groups = [policies.arn("logs", f"log-group:/aws/sagemaker/Endpoints/{endpoint_name}:*")]
     if batch.enabled:
         log_groups.append(policies.arn("logs", f"log-group:{TRANSFORM_LOG_GROUP}:*"))
-    statements += [
+    statements.append(
         # Container logs (CreateModel API: Execution Role Permissions), this model's groups only.
         Statement(
             Effect=Allow,
             Action=[awacs.logs.CreateLogGroup, awacs.logs.CreateLogStream,
                     awacs.logs.DescribeLogStreams, awacs.logs.PutLogEvents],
             Resource=log_groups,
+        ))
+    if security_group is not None:
+        statements += vpc_statements(security_group)
+    statements += [
+        # cloudwatch:PutMetricData (CreateModel API: Execution Role Permissions) has no
+        # resource-level permission; the condition holds it to SageMaker's namespaces.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.cloudwatch.PutMetricData],
+            Resource=["*"],
+            Condition=Condition(StringLike("cloudwatch:namespace", "/aws/sagemaker/*")),
         ),
+        # AWS: "Auto-Rollback Configuration and Monitoring" (SageMaker deployment guardrails):
+        # "Ensure that your IAM execution role has permission to perform the
+        # cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify". The
+        # alarms exist with the endpoint.
+        If(MODEL_SUPPLIED, Statement(
+            Effect=Allow,
+            Action=[awacs.cloudwatch.DescribeAlarms],
+            Resource=[GetAtt(alarm, "Arn") for alarm in alarms],
+        ), NoValue),
+    ]
+    return statements
+
+
+def vpc_statements(security_group: ec2.SecurityGroup) -> list[Statement]:
+    """The model's network interfaces in the private subnets. AWS: "How to use SageMaker AI
+    execution roles" (CreateModel API: Execution Role Permissions, for a model in a VPC)."""
+    return [
         # "If you specify a private VPC for your model" (CreateModel API: Execution Role
         # Permissions): the network interfaces in the private subnets, with its security group.
         Statement(
@@ -243,24 +315,28 @@ def model_role_statements(b: StageBuilder, config: PipelineConfig, endpoint_name
                     awacs.ec2.DescribeVpcs],
             Resource=["*"],
         ),
-        # cloudwatch:PutMetricData (CreateModel API: Execution Role Permissions) has no
-        # resource-level permission; the condition holds it to SageMaker's namespaces.
-        Statement(
-            Effect=Allow,
-            Action=[awacs.cloudwatch.PutMetricData],
-            Resource=["*"],
-            Condition=Condition(StringLike("cloudwatch:namespace", "/aws/sagemaker/*")),
-        ),
-        # AWS: "Auto-Rollback Configuration and Monitoring" (SageMaker deployment guardrails):
-        # "Ensure that your IAM execution role has permission to perform the
-        # cloudwatch:DescribeAlarms action on the auto-rollback alarms you specify". The
-        # alarms exist with the endpoint.
-        If(MODEL_SUPPLIED, Statement(
-            Effect=Allow,
-            Action=[awacs.cloudwatch.DescribeAlarms],
-            Resource=[GetAtt(alarm, "Arn") for alarm in alarms],
-        ), NoValue),
     ]
+
+
+def async_statements(b: StageBuilder, settings: SageMakerServingConfig,
+                     topics: AsyncTopics | None) -> list[Statement]:
+    """What an asynchronous endpoint does with the model's role. AWS: "Complete the
+    prerequisites" (Asynchronous Inference: the role SageMaker runs as accesses your S3 bucket
+    and SNS topics): it reads each request from its InputLocation, writes the answer to
+    S3OutputPath or the error to S3FailurePath, and publishes to the success and error
+    topics."""
+    bucket = b.input(ARTIFACTS_BUCKET_ARN)
+    prefixes = settings.asynchronous
+    statements = [
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject],
+                  Resource=[objects_under(bucket, prefixes.input_prefix)]),
+        Statement(Effect=Allow, Action=[awacs.s3.PutObject],
+                  Resource=[objects_under(bucket, prefixes.output_prefix),
+                            objects_under(bucket, prefixes.failure_prefix)]),
+    ]
+    if topics is not None:
+        statements.append(Statement(Effect=Allow, Action=[awacs.sns.Publish],
+                                    Resource=[Ref(topics.success), Ref(topics.error)]))
     return statements
 
 
@@ -310,10 +386,28 @@ def image_pull(b: StageBuilder, config: PipelineConfig) -> list[Any]:
 
 # --- endpoint config -----------------------------------------------------------------------
 
-def capture_uri(b: StageBuilder, settings: SageMakerServingConfig) -> Sub:
+def artifacts_uri(b: StageBuilder, prefix: str) -> Sub:
+    """s3://<artifacts bucket>/<prefix without its trailing slash>."""
     b.input(ARTIFACTS_BUCKET_NAME)
-    prefix = settings.data_capture.prefix.rstrip("/")
-    return Sub(f"s3://${{{ARTIFACTS_BUCKET_NAME.name}}}/{prefix}")
+    return Sub(f"s3://${{{ARTIFACTS_BUCKET_NAME.name}}}/{prefix.rstrip('/')}")
+
+
+def capture_uri(b: StageBuilder, settings: SageMakerServingConfig) -> Sub:
+    return artifacts_uri(b, settings.data_capture.prefix)
+
+
+def add_async_topics(b: StageBuilder, settings: SageMakerServingConfig,
+                     key: Ref) -> AsyncTopics | None:
+    """The success and error topics of an asynchronous endpoint, encrypted with the data key;
+    SageMaker publishes to them with the model's role (async_statements)."""
+    if settings.kind != ASYNCHRONOUS or not settings.asynchronous.notifications:
+        return None
+    return AsyncTopics(*(b.add(sns.Topic(
+        f"Async{outcome.capitalize()}Topic",
+        TopicName=b.physical_name(naming.SNS_TOPIC, f"async-{outcome}"),
+        DisplayName=f"{b.project} asynchronous inference: {outcome}",
+        KmsMasterKeyId=key,
+    )) for outcome in ("success", "error")))
 
 
 def data_capture(b: StageBuilder, settings: SageMakerServingConfig, key: Ref) -> dict:
@@ -333,19 +427,56 @@ def data_capture(b: StageBuilder, settings: SageMakerServingConfig, key: Ref) ->
     }
 
 
-def endpoint_config_resource(b: StageBuilder, settings: SageMakerServingConfig,
-                             model: sagemaker.Model, key: Ref) -> sagemaker.EndpointConfig:
-    props = {
-        "ProductionVariants": [sagemaker.ProductionVariant(
-            VariantName=VARIANT,
-            ModelName=GetAtt(model, "ModelName"),
-            InstanceType=b.setting(settings, "instance_type"),
-            InitialInstanceCount=b.setting(settings, "initial_instance_count"),
-            InitialVariantWeight=1.0,
-        )],
-        # Encrypts the ML storage volume of every instance.
+def production_variant(b: StageBuilder, settings: SageMakerServingConfig,
+                       model: sagemaker.Model) -> sagemaker.ProductionVariant:
+    if settings.kind == SERVERLESS:
+        serverless = settings.serverless
+        sizing: dict[str, Any] = {"ServerlessConfig": sagemaker.ServerlessConfig(
+            MemorySizeInMB=b.setting(serverless, "memory_mb"),
+            MaxConcurrency=b.setting(serverless, "max_concurrency"),
+            **({"ProvisionedConcurrency": serverless.provisioned_concurrency}
+               if serverless.provisioned_concurrency is not None else {}))}
+    else:
+        sizing = {"InstanceType": b.setting(settings, "instance_type"),
+                  "InitialInstanceCount": b.setting(settings, "initial_instance_count")}
+    return sagemaker.ProductionVariant(
+        VariantName=VARIANT,
+        ModelName=GetAtt(model, "ModelName"),
+        InitialVariantWeight=1.0,
+        **sizing,
+    )
+
+
+def async_inference(b: StageBuilder, settings: SageMakerServingConfig, key: Ref,
+                    topics: AsyncTopics | None) -> sagemaker.AsyncInferenceConfig:
+    prefixes = settings.asynchronous
+    output: dict[str, Any] = {
+        "S3OutputPath": artifacts_uri(b, prefixes.output_prefix),
+        "S3FailurePath": artifacts_uri(b, prefixes.failure_prefix),
+        # Encrypts the answers and failures SageMaker writes (AsyncInferenceOutputConfig).
         "KmsKeyId": key,
     }
+    if topics is not None:
+        output["NotificationConfig"] = sagemaker.AsyncInferenceNotificationConfig(
+            SuccessTopic=Ref(topics.success), ErrorTopic=Ref(topics.error))
+    client = ({"ClientConfig": sagemaker.AsyncInferenceClientConfig(
+        MaxConcurrentInvocationsPerInstance=prefixes.max_concurrent_invocations_per_instance)}
+        if prefixes.max_concurrent_invocations_per_instance is not None else {})
+    return sagemaker.AsyncInferenceConfig(
+        OutputConfig=sagemaker.AsyncInferenceOutputConfig(**output), **client)
+
+
+def endpoint_config_resource(b: StageBuilder, settings: SageMakerServingConfig,
+                             model: sagemaker.Model, key: Ref,
+                             topics: AsyncTopics | None = None) -> sagemaker.EndpointConfig:
+    props: dict[str, Any] = {
+        "ProductionVariants": [production_variant(b, settings, model)],
+        # Encrypts the ML storage volume of every instance; on a serverless endpoint, the
+        # image SageMaker keeps (AWS: Serverless Inference, "Create an endpoint configuration").
+        "KmsKeyId": key,
+    }
+    if settings.kind == ASYNCHRONOUS:
+        props["AsyncInferenceConfig"] = async_inference(b, settings, key, topics)
     if settings.data_capture.enabled:
         props["DataCaptureConfig"] = data_capture(b, settings, key)
     title = "EndpointConfig" + content_hash(props)
@@ -468,8 +599,75 @@ def endpoint_scaling_target(b: StageBuilder, settings: SageMakerServingConfig, n
         ServiceNamespace="sagemaker",
         ScalableDimension="sagemaker:variant:DesiredInstanceCount",
         ResourceId=Sub(f"endpoint/{name}/variant/{VARIANT}"),
-        MinCapacity=b.setting(settings, "min_instances"),
+        # Asynchronous Inference alone may scale to zero instances (AWS: "Autoscale an
+        # asynchronous endpoint").
+        MinCapacity=(0 if settings.kind == ASYNCHRONOUS and settings.asynchronous.scale_to_zero
+                     else b.setting(settings, "min_instances")),
         MaxCapacity=b.setting(settings, "max_instances"),
+    )
+
+
+def backlog_scaling_policy(b: StageBuilder, settings: SageMakerServingConfig, name: str,
+                           target: scaling.ScalableTarget) -> scaling.ScalingPolicy:
+    """Instances follow the queue. AWS: "Autoscale an asynchronous endpoint" (define a
+    scaling policy): target tracking on ApproximateBacklogSizePerInstance of the endpoint."""
+    return scaling.ScalingPolicy(
+        "EndpointScalingPolicy",
+        Condition=MODEL_SUPPLIED,
+        PolicyName="backlog-per-instance",
+        PolicyType="TargetTrackingScaling",
+        ScalingTargetId=Ref(target),
+        TargetTrackingScalingPolicyConfiguration=scaling.TargetTrackingScalingPolicyConfiguration(
+            CustomizedMetricSpecification=scaling.CustomizedMetricSpecification(
+                MetricName="ApproximateBacklogSizePerInstance",
+                Namespace="AWS/SageMaker",
+                Dimensions=[scaling.MetricDimension(Name="EndpointName", Value=Sub(name))],
+                Statistic="Average"),
+            TargetValue=b.setting(settings.asynchronous, "backlog_per_instance"),
+            ScaleInCooldown=SCALE_IN_COOLDOWN_SECONDS,
+            ScaleOutCooldown=SCALE_OUT_COOLDOWN_SECONDS,
+        ),
+    )
+
+
+def scale_from_zero_policy(target: scaling.ScalableTarget) -> scaling.ScalingPolicy:
+    """One instance as soon as requests wait with none running. Without it, AWS notes, an
+    endpoint at zero starts only once the backlog exceeds the tracking target ("Autoscale an
+    asynchronous endpoint": optional policy that scales up from zero for new requests)."""
+    return scaling.ScalingPolicy(
+        "ScaleFromZeroPolicy",
+        Condition=MODEL_SUPPLIED,
+        PolicyName="scale-from-zero",
+        PolicyType="StepScaling",
+        ScalingTargetId=Ref(target),
+        StepScalingPolicyConfiguration=scaling.StepScalingPolicyConfiguration(
+            AdjustmentType="ChangeInCapacity",
+            MetricAggregationType="Average",
+            Cooldown=SCALE_IN_COOLDOWN_SECONDS,
+            StepAdjustments=[scaling.StepAdjustment(MetricIntervalLowerBound=0,
+                                                    ScalingAdjustment=1)],
+        ),
+    )
+
+
+def backlog_without_capacity_alarm(name: str,
+                                   policy: scaling.ScalingPolicy) -> cloudwatch.Alarm:
+    """HasBacklogWithoutCapacity (1 while requests wait and no instance runs) starts the
+    scale-from-zero policy, as in AWS's example on the same page."""
+    return cloudwatch.Alarm(
+        "BacklogWithoutCapacityAlarm",
+        Condition=MODEL_SUPPLIED,
+        AlarmDescription="Requests wait and no instance runs: start one",
+        Namespace="AWS/SageMaker",
+        MetricName="HasBacklogWithoutCapacity",
+        Dimensions=[cloudwatch.MetricDimension(Name="EndpointName", Value=Sub(name))],
+        Statistic="Average",
+        Period=ALARM_PERIOD_SECONDS,
+        EvaluationPeriods=2,
+        Threshold=1,
+        ComparisonOperator="GreaterThanOrEqualToThreshold",
+        TreatMissingData="missing",
+        AlarmActions=[Ref(policy)],
     )
 
 

@@ -17,7 +17,7 @@ from tests.test_model_api import api, pack
 
 from .conftest import REGION, run
 
-OUTPUTS = ("EndpointName", "EndpointExists", "ApiUrl", "ApiServiceExists")
+OUTPUTS = ("EndpointName", "EndpointExists", "ApiUrl", "ApiServiceExists", "AsyncInputS3Uri")
 ROOT = {
     "Parameters": {name: {"Type": "String", "Default": ""} for name in OUTPUTS},
     "Resources": {"Nothing": {"Type": "AWS::SQS::Queue"}},
@@ -36,6 +36,17 @@ def endpoint_answers(aws, body: str) -> None:
         f"{aws.url}/moto-api/static/sagemaker/endpoint-results", method="POST",
         data=json.dumps({"region": REGION, "results": [
             {"Body": body, "ContentType": "text/csv"}]}).encode(),
+        headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request).read()
+
+
+def async_endpoint_answers(aws, *results: tuple[bool, str]) -> None:
+    """What moto's asynchronous endpoint writes to S3 for the next requests (its
+    async-endpoint-results API: moto runs no model)."""
+    request = urllib.request.Request(
+        f"{aws.url}/moto-api/static/sagemaker/async-endpoint-results", method="POST",
+        data=json.dumps({"region": REGION, "results": [
+            {"is_failure": failed, "data": data} for failed, data in results]}).encode(),
         headers={"Content-Type": "application/json"})
     urllib.request.urlopen(request).read()
 
@@ -122,3 +133,63 @@ def test_a_stack_that_does_not_exist_is_one_line_and_exit_2(aws):
     result = run("smoke", "--region", REGION)
     assert result.exit_code == 2
     assert "no such stack" in result.output.strip().splitlines()[-1]
+
+
+ASYNC_BUCKET = "mlops-demo-dev-artifacts-123456789012-us-east-1"
+
+
+def test_an_asynchronous_endpoint_gets_the_record_through_s3_and_answers_into_s3(aws):
+    aws.bucket(ASYNC_BUCKET)
+    root_stack(aws, EndpointName="mlops-demo-dev-endpoint", EndpointExists="true",
+               AsyncInputS3Uri=f"s3://{ASYNC_BUCKET}/async/input")
+    async_endpoint_answers(aws, (False, "0.875\n"))
+    result = run("smoke", "--region", REGION, "--endpoint-only")
+    assert result.exit_code == 0, result.output
+    assert "ok: asynchronous endpoint mlops-demo-dev-endpoint: 0.875" in result.output
+    [request] = aws.client("s3").list_objects_v2(
+        Bucket=ASYNC_BUCKET, Prefix="async/input/smoke/")["Contents"]
+    body = aws.client("s3").get_object(Bucket=ASYNC_BUCKET, Key=request["Key"])["Body"]
+    assert body.read().decode() == "0\n", "the sample record of the bundled schema (value)"
+
+
+def test_a_failed_asynchronous_request_fails_the_check_with_its_error(aws):
+    aws.bucket(ASYNC_BUCKET)
+    root_stack(aws, EndpointName="mlops-demo-dev-endpoint", EndpointExists="true",
+               AsyncInputS3Uri=f"s3://{ASYNC_BUCKET}/async/input")
+    async_endpoint_answers(aws, (True, "ModelError: cannot parse the record"))
+    result = run("smoke", "--region", REGION, "--endpoint-only")
+    assert result.exit_code == 1
+    assert ("FAILED: asynchronous endpoint mlops-demo-dev-endpoint: the request failed: "
+            "'ModelError: cannot parse the record'") in result.output
+
+
+def test_an_answer_that_never_comes_fails_after_the_wait():
+    """No moto here: an endpoint that takes the request and never writes an answer."""
+    from botocore.exceptions import ClientError
+
+    from mlops_cfn.smoke import check_async_endpoint
+
+    class Runtime:
+        def invoke_endpoint_async(self, **request):
+            return {"OutputLocation": "s3://b/async/output/1.out",
+                    "FailureLocation": "s3://b/async/failure/1-error.out"}
+
+    class S3:
+        written: list[str] = []
+
+        def put_object(self, Bucket, Key, **_):
+            self.written.append(f"s3://{Bucket}/{Key}")
+
+        def get_object(self, Bucket, Key):
+            raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
+
+    now, waits = [0.0], []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+
+    found = check_async_endpoint(Runtime(), S3(), "e", "s3://b/async/input", "0\n",
+                                 timeout=60, sleep=sleep, clock=lambda: now[0])
+    assert not found.ok and found.detail == "no answer at s3://b/async/output/1.out within 60 s"
+    assert sum(waits) >= 60 and S3.written[0].startswith("s3://b/async/input/smoke/")
