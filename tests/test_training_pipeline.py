@@ -43,6 +43,7 @@ REFS = Refs(
     processing_max_runtime=Cfn("${TrainingProcessingMaxRuntimeSeconds}", raw=True),
     metric_threshold=Cfn("${TrainingMetricThreshold}", raw=True),
     approval_status=Cfn("${ModelApprovalStatus}"),
+    training_max_wait=Cfn("${TrainingMaxWaitSeconds}", raw=True),
 )
 
 # What CloudFormation would put in place of each ${...} of the Fn::Sub text.
@@ -55,7 +56,7 @@ SUBSTITUTES = {
     "JobSecurityGroup.GroupId": "sg-0123", "Subnets": 'subnet-a","subnet-b',
     "AssetsBucket": "assets", "TrainingInstanceType": "ml.m5.xlarge",
     "TrainingInstanceCount": "2", "TrainingVolumeSizeGiB": "30",
-    "TrainingMaxRuntimeSeconds": "3600", "TrainingProcessingInstanceType": "ml.m5.large",
+    "TrainingMaxRuntimeSeconds": "3600", "TrainingMaxWaitSeconds": "7200", "TrainingProcessingInstanceType": "ml.m5.large",
     "TrainingProcessingVolumeSizeGiB": "20", "TrainingProcessingMaxRuntimeSeconds": "600",
     "TrainingMetricThreshold": "0.8", "ModelApprovalStatus": "PendingManualApproval",
     "AnalyzerAccount": "468650794304", "AWS::Region": "eu-west-1",
@@ -136,6 +137,7 @@ VARIANTS = [
     {"network_isolation": False, "inter_container_encryption": False},
     {"with_baseline": True},
     {"with_baseline": True, "prepare": {"enabled": False}},
+    {"spot": {"enabled": True}},
 ]
 
 
@@ -652,3 +654,31 @@ def test_prepare_keeps_headerless_csv_as_it_is_and_needs_rows_for_every_split(pr
         prepare.prepare(tmp_path / "in", tmp_path / "out", "csv_headerless", "", None, 0.2, 0.1)
     with pytest.raises(prepare.PrepareError, match="no data files"):
         prepare.prepare(tmp_path / "empty", tmp_path / "out", "csv", "y", None, 0.2, 0.1)
+
+
+# --- managed spot training -----------------------------------------------------------------------
+
+def test_spot_training_checkpoints_each_execution_and_waits_at_most_the_configured_time():
+    """AWS: "Managed Spot Training in Amazon SageMaker AI": EnableManagedSpotTraining, a
+    MaxWaitTimeInSeconds not below MaxRuntimeInSeconds, and checkpoints in S3 to resume from."""
+    train = args(rendered(spot={"enabled": True}), tp.TRAIN)
+    assert train["EnableManagedSpotTraining"] is True
+    assert train["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600,
+                                          "MaxWaitTimeInSeconds": 7200}
+    checkpoints = train["CheckpointConfig"]
+    assert checkpoints["LocalPath"] == "/opt/ml/checkpoints"
+    assert checkpoints["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
+        "s3://artifacts/training/checkpoints", {"Get": "Execution.PipelineExecutionId"}]}}, (
+        "under the artifacts prefix the pipeline role reads and writes, one folder per run")
+
+
+def test_on_demand_training_has_no_spot_settings():
+    train = args(rendered(), tp.TRAIN)
+    assert "EnableManagedSpotTraining" not in train and "CheckpointConfig" not in train
+    assert train["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600}
+
+
+def test_a_spot_wait_shorter_than_the_runtime_is_refused():
+    with pytest.raises(ValueError, match=r"spot.max_wait_seconds \(3000\) must be at least "
+                                         r"max_runtime_seconds \(3600\)"):
+        config(max_runtime_seconds=3600, spot={"enabled": True, "max_wait_seconds": 3000})

@@ -61,6 +61,8 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
     (QuickSightConfig, "_owner_when_enabled"):
         "an owner once QuickSight is enabled",
     (TrainingConfig, "_objective_fits_metric"): "the objective the metric judges",
+    (TrainingConfig, "_spot_waits_at_least_the_runtime"):
+        "a spot wait at least the training runtime",
     (PrepareConfig, "_training_rows_remain"): "two fractions leaving rows for training",
     (ServingConfig, "_api_fits_target"): "the API type the serving target allows",
     (ServingConfig, "_one_model_source"): "the keys the model source and target need",

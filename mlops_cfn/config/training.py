@@ -78,6 +78,27 @@ class PrepareConfig(Model):
         return self
 
 
+class SpotTrainingConfig(Model):
+    """Managed spot training: the training job runs on spare capacity at a discount and may be
+    interrupted; SageMaker resumes it from its last checkpoint, copied to the artifacts bucket
+    (AWS: "Managed Spot Training in Amazon SageMaker AI")."""
+
+    enabled: Annotated[
+        bool,
+        Field(description="Train on spot capacity, checkpointing to "
+                          "<artifacts_prefix>checkpoints/<execution id>/ in the artifacts "
+                          "bucket (the built-in XGBoost writes checkpoints itself; an image of "
+                          "your own must write them to /opt/ml/checkpoints to resume)."),
+    ] = False
+    max_wait_seconds: Annotated[
+        int,
+        Field(ge=60, le=2419200,
+              description="Longest the job may take, waiting for spot capacity included "
+                          "(MaxWaitTimeInSeconds); at least max_runtime_seconds."),
+        Setting("TrainingMaxWaitSeconds"),
+    ] = 28800
+
+
 class TrainingConfig(StageToggle):
     input_prefix: Annotated[
         str,
@@ -196,6 +217,7 @@ class TrainingConfig(StageToggle):
         bool,
         Field(description="Encrypt traffic between the instances of a distributed job."),
     ] = True
+    spot: SpotTrainingConfig = SpotTrainingConfig()
     prepare: PrepareConfig = PrepareConfig()
     triggers: Annotated[
         list[Trigger] | None,
@@ -260,6 +282,15 @@ class TrainingConfig(StageToggle):
             raise ValueError(
                 f"metric {self.metric!r} judges a {kind.replace('_', ' ')} model, but "
                 f"hyperparameters.objective is {objective!r} (expected {expected}...)")
+        return self
+
+    @model_validator(mode="after")
+    def _spot_waits_at_least_the_runtime(self):
+        # AWS: StoppingCondition (SageMaker API Reference): MaxWaitTimeInSeconds "must be
+        # equal to or greater than MaxRuntimeInSeconds".
+        if self.spot.enabled and self.spot.max_wait_seconds < self.max_runtime_seconds:
+            raise ValueError(f"spot.max_wait_seconds ({self.spot.max_wait_seconds}) must be at "
+                             f"least max_runtime_seconds ({self.max_runtime_seconds})")
         return self
 
     def input_format(self, config: Any) -> str:

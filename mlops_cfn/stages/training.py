@@ -182,6 +182,8 @@ def pipeline_refs(b: StageBuilder, settings: TrainingConfig, role: iam.Role, key
         training_instance_count=setting("instance_count", raw=True),
         training_volume_size=setting("volume_size_gb", raw=True),
         training_max_runtime=setting("max_runtime_seconds", raw=True),
+        training_max_wait=(Cfn(f"${{{b.setting(settings.spot, 'max_wait_seconds').data['Ref']}}}",
+                               raw=True) if settings.spot.enabled else None),
         processing_instance_type=setting("processing_instance_type"),
         processing_volume_size=setting("processing_volume_size_gb", raw=True),
         processing_max_runtime=setting("processing_max_runtime_seconds", raw=True),

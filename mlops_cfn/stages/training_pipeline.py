@@ -10,7 +10,8 @@ Steps
 - PrepareData (Processing, optional): prepare.py splits the input location into train,
   validation and test CSV under the artifacts bucket, of the record schema's label and features.
 - TrainModel (Training): the image on the train and validation channels; model to the artifacts
-  bucket; volumes and output encrypted with the data key.
+  bucket; volumes and output encrypted with the data key. With spot training, on spot capacity
+  with checkpoints under the execution's folder, waiting at most the configured time.
 - EvaluateModel (Processing): evaluate.py scores the model on the test rows and writes
   evaluation.json, read back as the property file EvaluationReport.
 - CheckMetric (Condition): the configured metric against the MetricThreshold parameter;
@@ -57,6 +58,8 @@ METRIC_THRESHOLD = "MetricThreshold"
 MODEL_APPROVAL_STATUS = "ModelApprovalStatus"
 
 PROCESSING_ROOT = "/opt/ml/processing"
+# Where a training container writes checkpoints (SageMaker's default LocalPath).
+CHECKPOINT_DIR = "/opt/ml/checkpoints"
 CODE_DIR = f"{PROCESSING_ROOT}/input/code"
 # The format every step after PrepareData reads: header-less CSV, label first.
 CONTENT_TYPE = "text/csv"
@@ -98,6 +101,8 @@ class Refs:
     # With Model Monitor: where its baseline goes (s3://.../, ends in /), and the analyzer.
     baseline_uri: Cfn | None = None
     analyzer_image: Cfn | None = None
+    # With spot training: the longest wait for capacity and run together (raw).
+    training_max_wait: Cfn | None = None
 
 
 # --- expressions -----------------------------------------------------------------------------
@@ -213,13 +218,36 @@ def training_step(config: TrainingConfig, refs: Refs) -> dict:
                 "VolumeKmsKeyId": refs.key_arn,
             },
             "RoleArn": refs.role_arn,
-            "StoppingCondition": {"MaxRuntimeInSeconds": refs.training_max_runtime},
+            "StoppingCondition": stopping_condition(config, refs),
             "VpcConfig": vpc_config(refs),
             "EnableNetworkIsolation": config.network_isolation,
             "EnableInterContainerTrafficEncryption": config.inter_container_encryption,
             # Debugger's profiler would write outside the artifacts prefix; not needed here.
             "ProfilerConfig": {"DisableProfiler": True},
+            **spot_training(config, refs),
         },
+    }
+
+
+def stopping_condition(config: TrainingConfig, refs: Refs) -> dict:
+    condition = {"MaxRuntimeInSeconds": refs.training_max_runtime}
+    if config.spot.enabled:
+        assert refs.training_max_wait is not None
+        condition["MaxWaitTimeInSeconds"] = refs.training_max_wait
+    return condition
+
+
+def spot_training(config: TrainingConfig, refs: Refs) -> dict:
+    """Managed spot training (AWS: "Managed Spot Training in Amazon SageMaker AI"): spare
+    capacity, and checkpoints SageMaker copies between /opt/ml/checkpoints and S3 so an
+    interrupted job resumes ("Checkpoints in Amazon SageMaker AI"). One folder per execution,
+    so a run never resumes from another run's model."""
+    if not config.spot.enabled:
+        return {}
+    return {
+        "EnableManagedSpotTraining": True,
+        "CheckpointConfig": {"S3Uri": execution_folder(refs, "checkpoints"),
+                             "LocalPath": CHECKPOINT_DIR},
     }
 
 

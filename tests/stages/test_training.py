@@ -617,3 +617,15 @@ def test_template_has_no_failed_checkov_checks(tmp_path):
     assert sum(r["summary"]["passed"] for r in reports) > 0
     assert all(r["summary"]["parsing_errors"] == 0 for r in reports)
     assert not failed, [(c["check_id"], c["resource"]) for c in failed]
+
+
+def test_spot_training_waits_a_per_environment_time_and_checkpoints_where_the_role_writes():
+    t = template(spot={"enabled": True, "max_wait_seconds": 20000})
+    assert t["Parameters"]["TrainingMaxWaitSeconds"]["Type"] == "Number"
+    from mlops_cfn.config import setting_values
+    assert setting_values(loaded(spot={"enabled": True, "max_wait_seconds": 20000}))[
+        "TrainingMaxWaitSeconds"] == 20000
+    writes = [s for s in with_action(role_statements(t), "s3:PutObject")
+              if "training/*" in texts(s["Resource"])]
+    assert writes, "the checkpoints go under the artifacts prefix the pipeline role writes"
+    assert "TrainingMaxWaitSeconds" not in template()["Parameters"], "only with spot"
