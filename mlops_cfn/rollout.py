@@ -150,6 +150,9 @@ def prepare(loaded: LoadedConfig, *, stack_name: str | None, parameters: Mapping
                         f"this environment as stack {delivered}; leave --stack-name out")
     with aws_errors():
         aws = aws or connect()
+        if not aws.region:
+            raise UserError("no AWS region: name one in connect(region=...) (--region), or set "
+                            "AWS_REGION (or a region in the profile)")
         if latest_approved_model:
             group = model_package_group(loaded.config.project, loaded.environment)
             overrides[MODEL_PACKAGE_PARAMETER] = latest_approved(aws, group)
