@@ -17,8 +17,11 @@ import mlops_cfn
 from .changesets import detail, resource_change
 from .conftest import BUCKET, write_config
 from .test_deploy import known_stages, outputs
-from .test_upgrade import STACK as GUARDED_STACK
-from .test_upgrade import change_sets  # noqa: F401 - a fixture
+from . import test_upgrade
+
+# The data guard is driven by change sets described as CloudFormation would (test_upgrade.py).
+change_sets = test_upgrade.change_sets
+GUARDED_STACK = test_upgrade.STACK
 
 pytestmark = pytest.mark.slow
 
@@ -167,7 +170,7 @@ def test_deploy_pipeline_passes_parameters_and_protects_prod(aws, foundation):
                                      parameters={"Nonsense": "1"})
 
 
-def test_deploy_pipeline_refuses_to_replace_a_data_store(aws, tmp_path, change_sets):  # noqa: F811
+def test_deploy_pipeline_refuses_to_replace_a_data_store(aws, tmp_path, change_sets):
     aws.bucket()
     config_file = write_config(tmp_path / "pipeline.yaml", known_stages())
     first = mlops_cfn.deploy_pipeline(mlops_cfn.load_config(config_file),
