@@ -216,12 +216,13 @@ def _format_of(pipelines) -> Format:
 
 # --- validation ------------------------------------------------------------------------------
 
-def validate_templates(paths: Iterable[str | os.PathLike] = ("templates",), *,
-                       security: bool = True, jobs: int | None = None,
+def validate_templates(paths: str | os.PathLike | Iterable[str | os.PathLike] = "templates",
+                       *, security: bool = True, jobs: int | None = None,
                        cache_dir: str | os.PathLike | None = None,
                        progress: Callable[[str], None] | None = None) -> Report:
     """cfn-lint, CloudFormation quota checks and (with `security`) checkov over template files
-    or directories; returns the report (`ok`, `findings`, `render()`, `summary()`).
+    or directories (one path, or several); returns the report (`ok`, `findings`, `render()`,
+    `summary()`).
 
     Byte-identical templates are checked once. `jobs` cfn-lint workers (None: the CPU count).
     With `cache_dir`, results are kept by content there and a run over unchanged templates
@@ -231,7 +232,7 @@ def validate_templates(paths: Iterable[str | os.PathLike] = ("templates",), *,
     from .errors import UserError
     from .validate import validate
 
-    paths = [Path(p) for p in paths]
+    paths = [Path(paths)] if isinstance(paths, (str, os.PathLike)) else [Path(p) for p in paths]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UserError(*(f"{p}: no such file or directory" for p in missing))

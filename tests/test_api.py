@@ -228,8 +228,8 @@ def test_validate_templates_returns_a_report(tmp_path):
     assert report.ok, report.render()
     assert {f.name for f in report.files} == {"root.yaml", "boundary.yaml", "network.yaml",
                                               "storage.yaml", "ingestion.yaml"}
-    # The cache answers the second run; its report is the same.
-    assert mlops_cfn.validate_templates([str(tmp_path / "dev")], security=False,
+    # The cache answers the second run; its report is the same. One path needs no list.
+    assert mlops_cfn.validate_templates(str(tmp_path / "dev"), security=False,
                                         cache_dir=tmp_path / "cache").summary() == \
         report.summary()
 
