@@ -4,9 +4,9 @@
 nested change sets included) and reads every change of every nested stack (changeset.py).
 `discard` deletes it again (and the empty shell CloudFormation makes for a new stack), which is
 all `diff` does after printing. `execute` runs it, follows the events of every stack (events.py)
-and turns termination protection on for protected environments. The CLI decides between them:
-nothing is executed with a data-guard change unless the user allowed replacement, and nothing
-without confirmation unless told --yes.
+and turns termination protection on for protected environments. rollout.py decides between
+them (for api.deploy_pipeline): nothing is executed with a data-guard change unless replacement
+is allowed, and nothing the caller's `confirm` declines.
 
 The model and image the config leaves empty (settings.left_to_run_time) are passed with the
 live stack's values (`live_values`), so a deployment never resets what serves.

@@ -13,8 +13,6 @@ from .options import config_option, env_option
               show_default=True, help="Mermaid (renders on GitHub) or Graphviz dot.")
 def graph(config_path, env, fmt):
     """Print a diagram of the nested stacks, every wire between them, and their main resources."""
-    from .. import config, pipeline
-    from ..graph import dot, mermaid
+    from ..api import build, diagram, load_config
 
-    built = pipeline.build(config.load(config_path, env))
-    click.echo((mermaid if fmt == "mermaid" else dot)(built), nl=False)
+    click.echo(diagram(build(load_config(config_path, env)), fmt), nl=False)

@@ -1,4 +1,5 @@
-"""`mlops-cfn package`: upload a rendered tree to S3 and write the packaged root."""
+"""`mlops-cfn package`: upload a rendered tree to S3 and write the packaged root
+(api.package_templates)."""
 
 from pathlib import Path
 
@@ -34,31 +35,25 @@ def package(path, bucket, prefix, stack_name, latest_approved_model, model_api_i
     (nested TemplateURLs pointing at S3, the assets' bucket, prefix and key as defaults) beside
     the root.
     """
+    from ..api import package_templates
     from ..deploy import aws_errors, connect
-    from ..model_api import image_tag as model_api_tag
-    from ..package import find_root, normal_prefix, package as upload, template_configuration
+    from ..package import normal_prefix
 
     for flag, given in (("--latest-approved-model", latest_approved_model),
                         ("--model-api-image", model_api_image)):
         if given and not stack_name:
             raise click.UsageError(f"{flag} needs --stack-name: it writes the template "
                                    "configuration of that stack")
-    find_root(path)  # a wrong PATH fails before any AWS call
-    normal_prefix(prefix)
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=stack_name is not None)
-        configuration = (template_configuration(
-            path, stack_name, aws.client("cloudformation"),
-            sagemaker=aws.client("sagemaker") if latest_approved_model else None,
-            api_image_tag=model_api_tag() if model_api_image else None)
-            if stack_name else None)
-        packaged = upload(path, bucket, prefix=prefix, s3=aws.client("s3"),
-                          kms_for=aws.regional_client("kms"))
+    packaged = package_templates(path, bucket, prefix=prefix, stack_name=stack_name,
+                                 latest_approved_model=latest_approved_model,
+                                 model_api_image=model_api_image, aws=aws)
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
                f"(s3://{bucket}/{normal_prefix(prefix)})")
     click.echo(f"wrote {packaged.root_path}")
-    if configuration is not None:
-        for note in configuration.notes:
-            click.echo(note)
-        click.echo(f"wrote {configuration.path}")
+    for note in packaged.notes:
+        click.echo(note)
+    if packaged.parameters_path is not None:
+        click.echo(f"wrote {packaged.parameters_path}")
     click.echo(packaged.root_url)

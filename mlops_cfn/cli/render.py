@@ -1,4 +1,5 @@
-"""`mlops-cfn render`: the pipeline's templates and parameters file, or a drift check."""
+"""`mlops-cfn render`: the pipeline's templates and parameters file, or a drift check
+(api.render_templates, api.outdated_templates)."""
 
 import shlex
 import sys
@@ -22,54 +23,44 @@ from .options import config_option, env_option
               help="Write nothing; exit 1 when the files on disk differ from a fresh render.")
 def render(config_path, env, all_envs, out, fmt, check):
     """Render the pipeline's templates and parameters file."""
-    from .. import config, pipeline
+    from ..api import build_all, load_config, outdated_templates, render_templates
     from ..stages.network import endpoint_requirement, endpoints_to_provide
-    from ..render import (StaleEnvironments, drift, render_environments, stale_environments,
-                          suffix, write_trees)
 
     if all_envs and env:
         raise click.UsageError("--env and --all-envs exclude each other")
-    first = config.load(config_path, env)
+    first = load_config(config_path, env)
     environments = list(first.base.environments) if all_envs else [first.environment]
-    targets = {name: (Path(out or "templates") / name if all_envs
-                      else Path(out) if out else Path("templates") / name)
-               for name in environments}
-    fmt = fmt or (_format_on_disk(targets.values()) if check else None) or "yaml"
-    built = pipeline.build_all(first, list(targets), file_suffix=suffix(fmt))
-    outputs = dict(zip(targets.values(), render_environments(built, fmt)))
-    # With --all-envs the parent holds one directory per environment: one this tool wrote for
-    # an environment the config has dropped is stale.
-    stale = (stale_environments(Path(out or "templates"), first.config.project, environments)
-             if all_envs else StaleEnvironments((), ()))
+    # --all-envs: one directory per environment under the parent; else the one directory.
+    parent = Path(out or "templates")
+    targets = [parent / name for name in environments] if all_envs else \
+        [Path(out) if out else parent / first.environment]
+    fmt = fmt or (_format_on_disk(targets) if check else None) or "yaml"
+    built = build_all(first, environments, fmt=fmt)
+    pipelines, where = (built, parent) if all_envs else (built[0], targets[0])
 
     if check:
-        problems = [p for target, files in outputs.items() for p in drift(files, target)]
-        problems += [f"{directory}/: environment {directory.name!r} is no longer in the config "
-                     "(stale)" for directory in stale.removable]
-        problems += [f"{directory}/: environment {directory.name!r} is no longer in the config "
-                     "(stale); it holds files mlops-cfn did not render, so remove it yourself"
-                     for directory in stale.kept]
+        problems = outdated_templates(pipelines, where, prune=all_envs)
         for problem in problems:
             click.echo(problem, err=True)
         if problems:
             refresh = _refresh_command(config_path, env, all_envs, out, fmt)
             click.echo(f"templates are out of date: run `{refresh}`", err=True)
             sys.exit(EXIT_FINDINGS)
-        click.echo(f"in sync: {', '.join(str(t) for t in outputs)}")
+        click.echo(f"in sync: {', '.join(str(t) for t in targets)}")
         return
-    write_trees(outputs, remove=stale.removable)
-    for target, files in outputs.items():
-        click.echo(f"wrote {target}/ ({', '.join(files)})")
+    rendered = render_templates(pipelines, where, prune=all_envs)
+    for name, target in rendered.directories.items():
+        click.echo(f"wrote {target}/ ({', '.join(rendered.files[name])})")
     for name in environments:
         provide = endpoints_to_provide(first.for_environment(name).config)
         if provide:
             # An existing VPC's endpoints are its owner's: say which ones the stages call.
             click.echo(f"note: environment {name!r} (network.mode existing): "
                        f"{endpoint_requirement(provide)}", err=True)
-    for directory in stale.removable:
+    for directory in rendered.removed:
         click.echo(f"removed {directory}/ (environment {directory.name!r} is no longer in the "
                    "config)")
-    for directory in stale.kept:
+    for directory in rendered.kept:
         click.echo(f"left {directory}/: environment {directory.name!r} is no longer in the "
                    "config, but the directory holds files mlops-cfn did not render", err=True)
 

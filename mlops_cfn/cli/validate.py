@@ -1,4 +1,5 @@
-"""`mlops-cfn validate`: cfn-lint, CloudFormation quotas and checkov over rendered templates."""
+"""`mlops-cfn validate`: cfn-lint, CloudFormation quotas and checkov over rendered templates
+(api.validate_templates)."""
 
 import sys
 from pathlib import Path
@@ -22,22 +23,16 @@ def validate(paths, no_security, jobs, cache_dir, no_cache):
 
     PATHS are template files or directories (default: templates/).
     """
-    paths = list(paths) or [Path("templates")]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise UserError(*(f"{p}: no such file or directory" for p in missing))
     if not no_cache and cache_dir.exists() and not cache_dir.is_dir():
         raise UserError(f"--cache-dir {cache_dir}: not a directory")
-    from ..validate import validate as run_validation
+    from ..api import validate_templates
 
-    import os
-
-    options = dict(security=not no_security, jobs=jobs or os.cpu_count() or 1,
-                   cache_dir=None if no_cache else cache_dir)
     # On a terminal, a line for each slow step. Not a spinner: its thread would be running when
     # the cfn-lint workers are forked, and a lock it held then would stay held in them.
-    report = run_validation(paths, **options, progress=(
-        (lambda step: click.echo(click.style(f"{step} ...", dim=True), err=True))
-        if sys.stderr.isatty() else (lambda step: None)))
+    report = validate_templates(
+        list(paths) or [Path("templates")], security=not no_security, jobs=jobs,
+        cache_dir=None if no_cache else cache_dir,
+        progress=((lambda step: click.echo(click.style(f"{step} ...", dim=True), err=True))
+                  if sys.stderr.isatty() else None))
     click.echo(report.render())
     sys.exit(0 if report.ok else EXIT_FINDINGS)
