@@ -69,7 +69,7 @@ REFS_WITH_BASELINE = dataclasses.replace(
                        "/sagemaker-model-monitor-analyzer"))
 # The bundled record schema's label and features.
 COLUMNS = tp.Columns("label", ("value",))
-STEP_TYPES = {"Processing", "Training", "Condition", "RegisterModel", "Fail"}
+STEP_TYPES = {"Processing", "Training", "Tuning", "Condition", "RegisterModel", "Fail"}
 NAME = re.compile(r"^[A-Za-z0-9\-_]{1,64}$")
 
 
@@ -130,6 +130,14 @@ def args(d: dict, name: str) -> dict:
     return step(d, name)["Arguments"]
 
 
+def training_jobs(d: dict) -> list[dict]:
+    """What each training job runs: a Training step's arguments, or the training job
+    definition of a Tuning step's jobs."""
+    return [s["Arguments"] if s["Type"] == "Training"
+            else s["Arguments"]["TrainingJobDefinition"]
+            for s in steps_by_name(d).values() if s["Type"] in ("Training", "Tuning")]
+
+
 VARIANTS = [
     {},
     {"prepare": {"enabled": False}},
@@ -138,6 +146,7 @@ VARIANTS = [
     {"with_baseline": True},
     {"with_baseline": True, "prepare": {"enabled": False}},
     {"spot": {"enabled": True}},
+    {"tuning": {"enabled": True}},
 ]
 
 
@@ -321,12 +330,12 @@ def test_the_model_goes_to_the_artifacts_bucket_encrypted_with_the_data_key():
 def test_every_job_encrypts_its_volumes_and_outputs_with_the_data_key(changes):
     d = rendered(**changes)
     key = SUBSTITUTES["DataKeyArn"]
-    assert any(s["Type"] == "Training" for s in steps_by_name(d).values())
+    assert len(training_jobs(d)) == 1
+    for job in training_jobs(d):
+        assert job["ResourceConfig"]["VolumeKmsKeyId"] == key
+        assert job["OutputDataConfig"]["KmsKeyId"] == key
     for s in steps_by_name(d).values():
-        if s["Type"] == "Training":
-            assert s["Arguments"]["ResourceConfig"]["VolumeKmsKeyId"] == key
-            assert s["Arguments"]["OutputDataConfig"]["KmsKeyId"] == key
-        elif s["Type"] == "Processing":
+        if s["Type"] == "Processing":
             assert s["Arguments"]["ProcessingResources"]["ClusterConfig"]["VolumeKmsKeyId"] == key
             assert s["Arguments"]["ProcessingOutputConfig"]["KmsKeyId"] == key
 
@@ -336,14 +345,13 @@ def test_every_job_runs_in_the_private_subnets_with_the_job_security_group(chang
     d = rendered(**changes)
     c = config(**{k: v for k, v in changes.items() if k != "with_baseline"})
     vpc = {"SecurityGroupIds": ["sg-0123"], "Subnets": ["subnet-a", "subnet-b"]}
-    assert any(s["Type"] == "Training" for s in steps_by_name(d).values())
+    assert len(training_jobs(d)) == 1
+    for a in training_jobs(d):
+        assert a["VpcConfig"] == vpc
+        assert a["EnableNetworkIsolation"] is c.network_isolation
+        assert a["EnableInterContainerTrafficEncryption"] is c.inter_container_encryption
     for s in steps_by_name(d).values():
-        if s["Type"] == "Training":
-            a = s["Arguments"]
-            assert a["VpcConfig"] == vpc
-            assert a["EnableNetworkIsolation"] is c.network_isolation
-            assert a["EnableInterContainerTrafficEncryption"] is c.inter_container_encryption
-        elif s["Type"] == "Processing":
+        if s["Type"] == "Processing":
             assert s["Arguments"]["NetworkConfig"] == {
                 "VpcConfig": vpc, "EnableNetworkIsolation": c.network_isolation,
                 "EnableInterContainerTrafficEncryption": c.inter_container_encryption}
@@ -682,3 +690,86 @@ def test_a_spot_wait_shorter_than_the_runtime_is_refused():
     with pytest.raises(ValueError, match=r"spot.max_wait_seconds \(3000\) must be at least "
                                          r"max_runtime_seconds \(3600\)"):
         config(max_runtime_seconds=3600, spot={"enabled": True, "max_wait_seconds": 3000})
+
+
+# --- automatic model tuning ----------------------------------------------------------------------
+
+TUNED = {"tuning": {"enabled": True, "strategy": "Random", "max_jobs": 12,
+                    "max_parallel_jobs": 3, "early_stopping": False,
+                    "ranges": {"eta": {"min": 0.01, "max": 0.3, "scaling": "Logarithmic"},
+                               "max_depth": {"min": 3, "max": 9, "integer": True},
+                               "booster": {"values": ["gbtree", "dart"]}}}}
+
+
+def test_tuning_replaces_the_training_job_and_keeps_the_steps_around_it():
+    assert [(s["Name"], s["Type"]) for s in definition(**TUNED)["Steps"]] == [
+        ("PrepareData", "Processing"), ("TuneModel", "Tuning"),
+        ("EvaluateModel", "Processing"), ("CheckMetric", "Condition")]
+
+
+def test_the_tuning_job_searches_the_ranges_for_the_xgboost_validation_metric():
+    """AWS: "Tune an XGBoost Model" (validation:auc is maximized) and CreateHyperParameterTuning
+    Job's ParameterRanges (values as text)."""
+    config = args(rendered(**TUNED), tp.TUNE)["HyperParameterTuningJobConfig"]
+    assert config["Strategy"] == "Random"
+    assert config["HyperParameterTuningJobObjective"] == {"Type": "Maximize",
+                                                          "MetricName": "validation:auc"}
+    assert config["ResourceLimits"] == {"MaxNumberOfTrainingJobs": 12,
+                                        "MaxParallelTrainingJobs": 3}
+    assert config["TrainingJobEarlyStoppingType"] == "Off"
+    assert config["ParameterRanges"] == {
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "3", "MaxValue": "9",
+                                    "ScalingType": "Auto"}],
+        "ContinuousParameterRanges": [{"Name": "eta", "MinValue": "0.01", "MaxValue": "0.3",
+                                       "ScalingType": "Logarithmic"}],
+        "CategoricalParameterRanges": [{"Name": "booster", "Values": ["gbtree", "dart"]}]}
+
+
+def test_tuned_hyperparameters_are_not_also_fixed():
+    job = args(rendered(**TUNED), tp.TUNE)["TrainingJobDefinition"]
+    fixed = job["StaticHyperParameters"]
+    assert "eta" not in fixed and "max_depth" not in fixed
+    assert fixed["eval_metric"] == "auc" and fixed["num_round"] == "200"
+    assert "HyperParameters" not in job and "ProfilerConfig" not in job, (
+        "fields HyperParameterTrainingJobDefinition does not have")
+
+
+def test_the_best_tuned_model_is_evaluated_and_registered():
+    d = rendered(**TUNED)
+    best = {"Std:Join": {"On": "/", "Values": [
+        "s3://artifacts/training/models",
+        {"Get": "Steps.TuneModel.TrainingJobSummaries[0].TrainingJobName"},
+        "output/model.tar.gz"]}}
+    [model] = [i for i in args(d, tp.EVALUATE)["ProcessingInputs"] if i["InputName"] == "model"]
+    assert model["S3Input"]["S3Uri"] == best
+    [container] = args(d, tp.REGISTER)["InferenceSpecification"]["Containers"]
+    assert container["ModelDataUrl"] == best
+    assert args(d, tp.TUNE)["TrainingJobDefinition"]["OutputDataConfig"]["S3OutputPath"] == (
+        "s3://artifacts/training/models"), "where the join looks for the best job's model"
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"tuning": {"enabled": True, "objective_metric": "validation:rmse"}},
+     "tuning optimizes validation:rmse, which XGBoost reports only as "
+     "hyperparameters.eval_metric 'rmse' (it is 'auc')"),
+    ({"tuning": {"enabled": True}, "hyperparameters": {"objective": "binary:logistic",
+                                                        "eval_metric": "poisson-nloglik"}},
+     "'validation:poisson-nloglik' is not a metric the built-in XGBoost reports"),
+    ({"tuning": {"enabled": True}, "image_uri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:1"},
+     "an image of your own needs the metric definitions"),
+    ({"tuning": {"enabled": True}, "spot": {"enabled": True}},
+     "would share one checkpoint folder"),
+    ({"tuning": {"enabled": True, "max_jobs": 2, "max_parallel_jobs": 3}},
+     "max_parallel_jobs (3) exceeds max_jobs (2)"),
+    ({"tuning": {"enabled": True, "ranges": {"eta": {"min": 0.5, "max": 0.1}}}},
+     "min (0.5) must be below max (0.1)"),
+    ({"tuning": {"enabled": True, "ranges": {"eta": {"min": 0, "max": 1,
+                                                     "scaling": "Logarithmic"}}}},
+     "Logarithmic scaling needs min above 0"),
+    ({"tuning": {"enabled": True, "ranges": {"booster": {"values": ["a"], "min": 1}}}},
+     "values (categorical) take no min"),
+])
+def test_what_a_tuning_job_cannot_do_is_a_config_error(changes, expected):
+    with pytest.raises(ValueError) as raised:
+        config(**changes)
+    assert expected in str(raised.value)

@@ -38,7 +38,7 @@ from .network import VPC_PREFIX_MAX, VPC_PREFIX_MIN, NetworkConfig, network_addr
 from .serving import (MODEL_API_VARIABLES, AsyncEndpointConfig, DeploymentConfig,
                       FargateServingConfig, SageMakerServingConfig, ServerlessEndpointConfig,
                       ServingConfig)
-from .training import PrepareConfig, TrainingConfig
+from .training import ParameterRange, PrepareConfig, TrainingConfig, TuningConfig
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 OVERRIDES = "EnvironmentOverrides"
@@ -61,6 +61,10 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
     (QuickSightConfig, "_owner_when_enabled"):
         "an owner once QuickSight is enabled",
     (TrainingConfig, "_objective_fits_metric"): "the objective the metric judges",
+    (TrainingConfig, "_tuning_fits_the_algorithm"):
+        "a tuning objective the built-in XGBoost reports, without spot or an own image",
+    (TuningConfig, "_parallel_within_total"): "parallel tuning jobs within the total",
+    (ParameterRange, "_a_range_or_values"): "a tuned range with min below max, or values",
     (TrainingConfig, "_spot_waits_at_least_the_runtime"):
         "a spot wait at least the training runtime",
     (PrepareConfig, "_training_rows_remain"): "two fractions leaving rows for training",

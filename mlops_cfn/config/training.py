@@ -99,6 +99,101 @@ class SpotTrainingConfig(Model):
     ] = 28800
 
 
+# The built-in XGBoost's objective metrics for tuning ("Tune an XGBoost model", SageMaker
+# Developer Guide: validation:<eval_metric>), and which way each is better.
+XGBOOST_MAXIMIZED = frozenset({"accuracy", "auc", "aucpr", "f1", "map", "ndcg"})
+XGBOOST_MINIMIZED = frozenset({"error", "logloss", "mae", "merror", "mlogloss", "mse", "rmse"})
+HYPERPARAMETER_NAME = r"^[A-Za-z0-9_.:-]{1,256}$"
+
+
+class ParameterRange(Model):
+    """One tuned hyperparameter: a numeric range (min and max) or categorical values."""
+
+    min: Annotated[float | None, Field(allow_inf_nan=False,
+                                       description="Lowest value tried (with max).")] = None
+    max: Annotated[float | None, Field(allow_inf_nan=False,
+                                       description="Highest value tried (with min).")] = None
+    integer: Annotated[bool, Field(description="Whole numbers only (IntegerParameterRanges).")
+                       ] = False
+    scaling: Annotated[
+        Literal["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"],
+        Field(description="How the range is searched (ScalingType)."),
+    ] = "Auto"
+    values: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=256)]] | None,
+        Field(min_length=1, max_length=30,
+              description="Categorical values tried, instead of min and max."),
+    ] = None
+
+    @model_validator(mode="after")
+    def _a_range_or_values(self):
+        numeric = self.min is not None or self.max is not None
+        if self.values is not None:
+            if numeric or self.integer or self.scaling != "Auto":
+                raise ValueError("values (categorical) take no min, max, integer or scaling")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError("needs min and max, or values")
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min:g}) must be below max ({self.max:g})")
+        if self.integer and not (self.min.is_integer() and self.max.is_integer()):
+            raise ValueError("integer ranges need whole-number min and max")
+        if self.scaling in ("Logarithmic", "ReverseLogarithmic") and self.min <= 0:
+            raise ValueError(f"{self.scaling} scaling needs min above 0")
+        if self.scaling == "ReverseLogarithmic" and (self.integer or self.max >= 1):
+            raise ValueError("ReverseLogarithmic scaling is for continuous ranges within [0, 1)")
+        return self
+
+
+class TuningConfig(Model):
+    """Automatic model tuning in place of the single training job: SageMaker trains up to
+    max_jobs models over the ranges and the pipeline evaluates and registers the best one,
+    exactly as it would a single job's (AWS: "Automatic model tuning with SageMaker AI")."""
+
+    enabled: Annotated[bool, Field(description="Tune instead of training once.")] = False
+    strategy: Annotated[
+        Literal["Bayesian", "Random"],
+        Field(description="How the next hyperparameters are chosen."),
+    ] = "Bayesian"
+    objective_metric: Annotated[
+        Literal[tuple(f"validation:{m}" for m in sorted(XGBOOST_MAXIMIZED | XGBOOST_MINIMIZED))
+                ] | None,  # type: ignore[valid-type]
+        Field(description="The built-in XGBoost metric the tuning job optimizes "
+                          "(validation:<name>). Unset: validation:<hyperparameters.eval_metric>."),
+    ] = None
+    max_jobs: Annotated[
+        int, Field(ge=1, le=500, description="Training jobs in all (MaxNumberOfTrainingJobs)."),
+    ] = 10
+    max_parallel_jobs: Annotated[
+        int, Field(ge=1, le=100, description="Training jobs at once (MaxParallelTrainingJobs)."),
+    ] = 2
+    early_stopping: Annotated[
+        bool,
+        Field(description="Stop training jobs that are unlikely to beat the best so far "
+                          "(TrainingJobEarlyStoppingType Auto)."),
+    ] = True
+    ranges: Annotated[
+        dict[Annotated[str, Field(pattern=HYPERPARAMETER_NAME)], ParameterRange],
+        Field(min_length=1, max_length=30,
+              description="The tuned hyperparameters by name; each is left out of the "
+                          "training jobs' fixed hyperparameters."),
+    ] = {"eta": ParameterRange(min=0.05, max=0.5),
+         "max_depth": ParameterRange(min=3, max=10, integer=True)}
+
+    @model_validator(mode="after")
+    def _parallel_within_total(self):
+        if self.max_parallel_jobs > self.max_jobs:
+            raise ValueError(f"max_parallel_jobs ({self.max_parallel_jobs}) exceeds max_jobs "
+                             f"({self.max_jobs})")
+        return self
+
+    def objective(self, hyperparameters: dict[str, str]) -> tuple[str, str]:
+        """(MetricName, Type) of the tuning objective."""
+        metric = self.objective_metric or f"validation:{hyperparameters.get('eval_metric', '')}"
+        name = metric.removeprefix("validation:")
+        return metric, "Maximize" if name in XGBOOST_MAXIMIZED else "Minimize"
+
+
 class TrainingConfig(StageToggle):
     input_prefix: Annotated[
         str,
@@ -218,6 +313,7 @@ class TrainingConfig(StageToggle):
         Field(description="Encrypt traffic between the instances of a distributed job."),
     ] = True
     spot: SpotTrainingConfig = SpotTrainingConfig()
+    tuning: TuningConfig = TuningConfig()
     prepare: PrepareConfig = PrepareConfig()
     triggers: Annotated[
         list[Trigger] | None,
@@ -291,6 +387,31 @@ class TrainingConfig(StageToggle):
         if self.spot.enabled and self.spot.max_wait_seconds < self.max_runtime_seconds:
             raise ValueError(f"spot.max_wait_seconds ({self.spot.max_wait_seconds}) must be at "
                              f"least max_runtime_seconds ({self.max_runtime_seconds})")
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_fits_the_algorithm(self):
+        tuning = self.tuning
+        if not tuning.enabled:
+            return self
+        if self.image_uri is not None:
+            raise ValueError("tuning: an image of your own needs the metric definitions its "
+                             "logs follow, which mlops-cfn does not take yet; tune the built-in "
+                             "XGBoost (no image_uri) or turn tuning off")
+        if self.spot.enabled:
+            raise ValueError("tuning with spot: the tuning job's training jobs would share one "
+                             "checkpoint folder; turn one of them off")
+        metric, _ = tuning.objective(self.hyperparameters)
+        name = metric.removeprefix("validation:")
+        if name not in XGBOOST_MAXIMIZED | XGBOOST_MINIMIZED:
+            raise ValueError(f"tuning.objective_metric: {metric!r} is not a metric the built-in "
+                             f"XGBoost reports (validation:<one of "
+                             f"{', '.join(sorted(XGBOOST_MAXIMIZED | XGBOOST_MINIMIZED))}>)")
+        eval_metric = self.hyperparameters.get("eval_metric")
+        if eval_metric != name:
+            raise ValueError(f"tuning optimizes {metric}, which XGBoost reports only as "
+                             f"hyperparameters.eval_metric {name!r} (it is "
+                             f"{eval_metric!r}); make them the same")
         return self
 
     def input_format(self, config: Any) -> str:

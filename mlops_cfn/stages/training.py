@@ -289,6 +289,7 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
                     awacs.sagemaker.AddTags],
             Resource=packages,
         ),
+        *tuning_statements(settings),
         # AWS: "IAM Access Management" (SageMaker Pipelines): iam:PassRole for the role passed
         # to each job; the jobs run as this same role.
         Statement(
@@ -378,6 +379,28 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
     if settings.image_uri is not None or settings.evaluation_image_uri is not None:
         statements += image_pull_statements()
     return statements
+
+
+def tuning_statements(settings: TrainingConfig) -> list[Statement]:
+    """With tuning, the TuneModel step's job. AWS: "IAM Access Management" (SageMaker
+    Pipelines: "Create and Describe permissions for each of the job types in the pipeline"),
+    Stop as for the other jobs (stopping an execution stops its running jobs), AddTags
+    (Pipelines tags what it creates), and ListTrainingJobsForHyperParameterTuningJob, the call
+    behind the step's TrainingJobSummaries property, from which the best model is read. The
+    tuning job's name is Pipelines' choice (a tuning job name has at most 32 characters, too
+    few for the `pipelines-<execution>` prefix of the other jobs), so any tuning job of this
+    account and region. The training jobs it starts are started by SageMaker, as this role."""
+    if not settings.tuning.enabled:
+        return []
+    return [Statement(
+        Effect=Allow,
+        Action=[awacs.sagemaker.CreateHyperParameterTuningJob,
+                awacs.sagemaker.DescribeHyperParameterTuningJob,
+                awacs.sagemaker.StopHyperParameterTuningJob,
+                awacs.sagemaker.ListTrainingJobsForHyperParameterTuningJob,
+                awacs.sagemaker.AddTags],
+        Resource=[policies.arn("sagemaker", "hyper-parameter-tuning-job/*")],
+    )]
 
 
 def script_statements(scripts: list[Asset]) -> list[Statement]:

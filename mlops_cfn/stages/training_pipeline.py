@@ -12,6 +12,10 @@ Steps
 - TrainModel (Training): the image on the train and validation channels; model to the artifacts
   bucket; volumes and output encrypted with the data key. With spot training, on spot capacity
   with checkpoints under the execution's folder, waiting at most the configured time.
+- TuneModel (Tuning), in place of TrainModel with tuning on: up to max_jobs training jobs of the
+  same definition over the configured ranges, optimizing the XGBoost validation metric; the
+  best job's model (TrainingJobSummaries[0], as the SageMaker SDK's get_top_model_s3_uri reads
+  it) goes on to evaluation and registration exactly as a single job's does.
 - EvaluateModel (Processing): evaluate.py scores the model on the test rows and writes
   evaluation.json, read back as the property file EvaluationReport.
 - CheckMetric (Condition): the configured metric against the MetricThreshold parameter;
@@ -37,6 +41,7 @@ VERSION = "2020-12-01"
 
 PREPARE = "PrepareData"
 TRAIN = "TrainModel"
+TUNE = "TuneModel"
 EVALUATE = "EvaluateModel"
 CHECK = "CheckMetric"
 REGISTER = "RegisterModel"
@@ -152,8 +157,8 @@ def definition(config: TrainingConfig, refs: Refs, columns: Columns,
     steps = []
     if config.prepare.enabled:
         steps.append(prepare_step(config, refs, columns, input_format))
-    steps += [training_step(config, refs), evaluation_step(config, refs),
-              condition_step(config, refs)]
+    steps += [tuning_step(config, refs) if config.tuning.enabled else training_step(config, refs),
+              evaluation_step(config, refs), condition_step(config, refs)]
     return {
         "Version": VERSION,
         "Metadata": {},
@@ -199,34 +204,101 @@ def prepare_step(config: TrainingConfig, refs: Refs, columns: Columns, input_for
     }
 
 
+def training_job(config: TrainingConfig, refs: Refs) -> dict:
+    """What a training job runs, for the single TrainModel job and every job a tuning job
+    starts alike (CreateTrainingJob, and HyperParameterTrainingJobDefinition, share these)."""
+    return {
+        "AlgorithmSpecification": {"TrainingImage": refs.training_image,
+                                   "TrainingInputMode": "File"},
+        "InputDataConfig": [channel(name, data_location(config, refs, name))
+                            for name in ("train", "validation")],
+        "OutputDataConfig": {"S3OutputPath": models_uri(refs), "KmsKeyId": refs.key_arn},
+        "ResourceConfig": {
+            "InstanceType": parameter(TRAINING_INSTANCE_TYPE),
+            "InstanceCount": parameter(TRAINING_INSTANCE_COUNT),
+            "VolumeSizeInGB": refs.training_volume_size,
+            "VolumeKmsKeyId": refs.key_arn,
+        },
+        "RoleArn": refs.role_arn,
+        "StoppingCondition": stopping_condition(config, refs),
+        "VpcConfig": vpc_config(refs),
+        "EnableNetworkIsolation": config.network_isolation,
+        "EnableInterContainerTrafficEncryption": config.inter_container_encryption,
+    }
+
+
+def with_hyperparameters(job: dict, key: str, values: dict) -> dict:
+    """`job` with the hyperparameters right after the algorithm, where a reader looks."""
+    first, *rest = job.items()
+    return dict([first, (key, values), *rest])
+
+
+def models_uri(refs: Refs) -> Cfn:
+    """Where training jobs write models: <this>/<training job name>/output/model.tar.gz."""
+    return Cfn(refs.artifacts_uri.pattern + "models")
+
+
 def training_step(config: TrainingConfig, refs: Refs) -> dict:
     return {
         "Name": TRAIN,
         "Type": "Training",
         "Arguments": {
-            "AlgorithmSpecification": {"TrainingImage": refs.training_image,
-                                       "TrainingInputMode": "File"},
-            "HyperParameters": dict(config.hyperparameters),
-            "InputDataConfig": [channel(name, data_location(config, refs, name))
-                                for name in ("train", "validation")],
-            "OutputDataConfig": {"S3OutputPath": Cfn(refs.artifacts_uri.pattern + "models"),
-                                 "KmsKeyId": refs.key_arn},
-            "ResourceConfig": {
-                "InstanceType": parameter(TRAINING_INSTANCE_TYPE),
-                "InstanceCount": parameter(TRAINING_INSTANCE_COUNT),
-                "VolumeSizeInGB": refs.training_volume_size,
-                "VolumeKmsKeyId": refs.key_arn,
-            },
-            "RoleArn": refs.role_arn,
-            "StoppingCondition": stopping_condition(config, refs),
-            "VpcConfig": vpc_config(refs),
-            "EnableNetworkIsolation": config.network_isolation,
-            "EnableInterContainerTrafficEncryption": config.inter_container_encryption,
+            **with_hyperparameters(training_job(config, refs), "HyperParameters",
+                                   dict(config.hyperparameters)),
             # Debugger's profiler would write outside the artifacts prefix; not needed here.
             "ProfilerConfig": {"DisableProfiler": True},
             **spot_training(config, refs),
         },
     }
+
+
+def tuning_step(config: TrainingConfig, refs: Refs) -> dict:
+    """CreateHyperParameterTuningJob's arguments (AWS: "Configure and Launch a Hyperparameter
+    Tuning Job"): the ranges, the objective XGBoost reports on the validation channel, the job
+    limits, and the training job definition the single job would use, with the tuned
+    hyperparameters left out of the fixed ones."""
+    tuning = config.tuning
+    metric, direction = tuning.objective(config.hyperparameters)
+    ranges: dict[str, list] = {"IntegerParameterRanges": [], "ContinuousParameterRanges": [],
+                               "CategoricalParameterRanges": []}
+    for name, found in sorted(tuning.ranges.items()):
+        if found.values is not None:
+            ranges["CategoricalParameterRanges"].append({"Name": name,
+                                                         "Values": list(found.values)})
+        elif found.integer:
+            ranges["IntegerParameterRanges"].append({
+                "Name": name, "MinValue": str(int(found.min)), "MaxValue": str(int(found.max)),
+                "ScalingType": found.scaling})
+        else:
+            ranges["ContinuousParameterRanges"].append({
+                "Name": name, "MinValue": repr(found.min), "MaxValue": repr(found.max),
+                "ScalingType": found.scaling})
+    return {
+        "Name": TUNE,
+        "Type": "Tuning",
+        "Arguments": {
+            "HyperParameterTuningJobConfig": {
+                "Strategy": tuning.strategy,
+                "HyperParameterTuningJobObjective": {"Type": direction, "MetricName": metric},
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": tuning.max_jobs,
+                                   "MaxParallelTrainingJobs": tuning.max_parallel_jobs},
+                "ParameterRanges": {kind: found for kind, found in ranges.items() if found},
+                "TrainingJobEarlyStoppingType": "Auto" if tuning.early_stopping else "Off",
+            },
+            "TrainingJobDefinition": with_hyperparameters(
+                training_job(config, refs), "StaticHyperParameters",
+                {k: v for k, v in config.hyperparameters.items() if k not in tuning.ranges}),
+        },
+    }
+
+
+def model_artifacts(config: TrainingConfig, refs: Refs) -> Any:
+    """The model archive evaluation reads and registration registers: the training job's, or
+    the best tuning job's (its S3OutputPath/<job name>/output/model.tar.gz)."""
+    if not config.tuning.enabled:
+        return get(f"Steps.{TRAIN}.ModelArtifacts.S3ModelArtifacts")
+    return join("/", models_uri(refs), get(f"Steps.{TUNE}.TrainingJobSummaries[0].TrainingJobName"),
+                "output/model.tar.gz")
 
 
 def stopping_condition(config: TrainingConfig, refs: Refs) -> dict:
@@ -252,7 +324,7 @@ def spot_training(config: TrainingConfig, refs: Refs) -> dict:
 
 
 def evaluation_step(config: TrainingConfig, refs: Refs) -> dict:
-    model = get(f"Steps.{TRAIN}.ModelArtifacts.S3ModelArtifacts")
+    model = model_artifacts(config, refs)
     return {
         "Name": EVALUATE,
         "Type": "Processing",
@@ -307,7 +379,7 @@ def register_step(config: TrainingConfig, refs: Refs) -> dict:
             "InferenceSpecification": {
                 "Containers": [{
                     "Image": refs.training_image,
-                    "ModelDataUrl": get(f"Steps.{TRAIN}.ModelArtifacts.S3ModelArtifacts"),
+                    "ModelDataUrl": model_artifacts(config, refs),
                 }],
                 "SupportedContentTypes": [CONTENT_TYPE],
                 "SupportedResponseMIMETypes": [CONTENT_TYPE],

@@ -629,3 +629,19 @@ def test_spot_training_waits_a_per_environment_time_and_checkpoints_where_the_ro
               if "training/*" in texts(s["Resource"])]
     assert writes, "the checkpoints go under the artifacts prefix the pipeline role writes"
     assert "TrainingMaxWaitSeconds" not in template()["Parameters"], "only with spot"
+
+
+def test_with_tuning_the_pipeline_role_runs_tuning_jobs_and_reads_their_training_jobs():
+    """AWS: "IAM Access Management" (SageMaker Pipelines): Create and Describe for each job
+    type; ListTrainingJobsForHyperParameterTuningJob backs the step's TrainingJobSummaries."""
+    [tuning] = with_action(role_statements(template(tuning={"enabled": True})),
+                           "sagemaker:CreateHyperParameterTuningJob")
+    assert sorted(tuning["Action"]) == sorted([
+        "sagemaker:CreateHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
+        "sagemaker:StopHyperParameterTuningJob",
+        "sagemaker:ListTrainingJobsForHyperParameterTuningJob", "sagemaker:AddTags"])
+    assert texts(tuning["Resource"]) == texts([{"Fn::Sub": "arn:${AWS::Partition}:sagemaker:"
+                                                "${AWS::Region}:${AWS::AccountId}:"
+                                                "hyper-parameter-tuning-job/*"}])
+    assert not with_action(role_statements(template()),
+                           "sagemaker:CreateHyperParameterTuningJob"), "only with tuning"
