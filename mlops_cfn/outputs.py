@@ -119,7 +119,7 @@ TRAINING_ROLE_ARN = Wire("TrainingRoleArn", "Role the training pipeline and its 
 
 # serving (SageMaker)
 ENDPOINT_NAME = Wire(
-    "EndpointName", "SageMaker real-time endpoint (named before it exists)",
+    "EndpointName", "SageMaker endpoint (named before it exists)",
     presence=presence("EndpointExists", "the SageMaker endpoint", "HasEndpoint"))
 DATA_CAPTURE_URI = Wire(
     "DataCaptureS3Uri", "S3 URI where the endpoint captures requests and responses")

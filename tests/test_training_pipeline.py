@@ -676,7 +676,8 @@ def test_spot_training_checkpoints_each_execution_and_waits_at_most_the_configur
     checkpoints = train["CheckpointConfig"]
     assert checkpoints["LocalPath"] == "/opt/ml/checkpoints"
     assert checkpoints["S3Uri"] == {"Std:Join": {"On": "/", "Values": [
-        "s3://artifacts/training/checkpoints", {"Get": "Execution.PipelineExecutionId"}]}}, (
+        "s3://artifacts/training/checkpoints", {"Get": "Execution.PipelineExecutionId"},
+        ""]}}, (
         "under the artifacts prefix the pipeline role reads and writes, one folder per run")
 
 

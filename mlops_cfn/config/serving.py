@@ -207,9 +207,8 @@ class ServerlessEndpointConfig(Model):
     outside the private subnets, nothing is captured and Model Monitor cannot watch it."""
 
     memory_mb: Annotated[
-        int,
-        Field(ge=1024, le=6144, multiple_of=1024,
-              description="Memory of each serverless worker, in MB: 1024 to 6144 in steps of "
+        Literal[1024, 2048, 3072, 4096, 5120, 6144],
+        Field(description="Memory of each serverless worker, in MB: 1024 to 6144 in steps of "
                           "1024 (ProductionVariantServerlessConfig.MemorySizeInMB)."),
         Setting("ServerlessMemoryMb"),
     ] = 2048
@@ -243,8 +242,8 @@ class AsyncEndpointConfig(Model):
     Callers put a payload under input_prefix of the artifacts bucket and call
     InvokeEndpointAsync with its location; SageMaker writes the answer under output_prefix (or
     the error under failure_prefix), encrypted with the data key, and announces it on the
-    success or error topic. Autoscaling follows the backlog, down to zero instances when
-    min_instances is 0 (AWS: "Autoscale an asynchronous endpoint")."""
+    success or error topic. Autoscaling follows the backlog, down to zero instances with
+    scale_to_zero (AWS: "Autoscale an asynchronous endpoint")."""
 
     input_prefix: Annotated[
         str,
@@ -317,8 +316,12 @@ class SageMakerServingConfig(Model):
                           "concurrency, scales to zero, but outside the VPC and without data "
                           "capture or Model Monitor: AWS's feature exclusions); `asynchronous`: "
                           "requests queued from S3 and answered into S3, scaling down to zero "
-                          "instances when min_instances is 0. Each keeps the blue/green "
-                          "deployment with rollback alarms."),
+                          "instances with asynchronous.scale_to_zero. Each keeps the blue/green "
+                          "deployment with rollback alarms. A deployed endpoint keeps its kind: "
+                          "SageMaker does not update an endpoint of one kind into another "
+                          "(\"Update a serverless endpoint\"), so the stack update fails and "
+                          "rolls back; serve the new kind from a new environment, or turn "
+                          "serving off and on again."),
     ] = "real_time"
     image_uri: Annotated[
         str,

@@ -116,7 +116,7 @@ import awacs.s3
 import awacs.sagemaker
 import awacs.sns
 from awacs.aws import (Action, Allow, ArnLike, ArnNotEquals, Condition, Deny, Principal,
-                       Statement, StringEquals)
+                       Statement, StringEquals, StringLike)
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, kms, s3)
 
@@ -622,6 +622,13 @@ def async_smoke_statements(config: PipelineConfig,
         # AWS: "GetObject" (Amazon S3 API Reference): the answer or the error it waits for.
         Statement(Effect=Allow, Action=[awacs.s3.GetObject],
                   Resource=objects(prefixes.output_prefix) + objects(prefixes.failure_prefix)),
+        # AWS: "GetObject" (Amazon S3 API Reference, Permissions): without s3:ListBucket a key
+        # that does not exist yet answers 403, not 404, so waiting for the answer needs it;
+        # listing only under the output and failure prefixes.
+        Statement(Effect=Allow, Action=[awacs.s3.ListBucket],
+                  Resource=[Sub(f"arn:${{AWS::Partition}}:s3:::{bucket}") for bucket in buckets],
+                  Condition=Condition(StringLike("s3:prefix", [
+                      f"{prefixes.output_prefix}*", f"{prefixes.failure_prefix}*"]))),
         # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)": writing an object
         # under the bucket's key needs kms:GenerateDataKey, reading it kms:Decrypt. The data
         # keys of the project's environments, known by their project tag (AWS: "ABAC for AWS

@@ -62,8 +62,11 @@ def build(config: PipelineConfig) -> Stage:
         url = Sub(f"{scheme}://${{{fargate.load_balancer.title}.DNSName}}")
         backend = API_RUNNABLE
     else:
+        # SageMaker Runtime's InvokeEndpoint (InvokeEndpointAsync for an asynchronous one).
+        path = ("async-invocations" if serving.sagemaker.kind == "asynchronous"
+                else "invocations")
         url = Sub("https://runtime.sagemaker.${AWS::Region}.${AWS::URLSuffix}/endpoints/"
-                  + endpoint_name_pattern(b) + "/invocations")
+                  + endpoint_name_pattern(b) + "/" + path)
         backend = MODEL_SUPPLIED
     b.output(API_URL, url, condition=backend)
     return b.finish()
@@ -73,7 +76,12 @@ def description(config: PipelineConfig) -> str:
     serving = config.stages.serving
     parts = []
     if serving.sagemaker_enabled:
-        parts.append("SageMaker endpoint with blue/green deployments and autoscaling")
+        kind = serving.sagemaker.kind
+        parts.append({"real_time": "SageMaker endpoint with blue/green deployments and "
+                                   "autoscaling",
+                      "serverless": "serverless SageMaker endpoint with blue/green deployments",
+                      "asynchronous": "asynchronous SageMaker endpoint with blue/green "
+                                      "deployments and backlog autoscaling"}[kind])
         if serving.sagemaker.batch_transform.enabled:
             parts.append("batch transform")
     if serving.fargate_enabled:

@@ -91,13 +91,20 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
 
     b.add(endpoint_log_group(b, config, name))
     # AWS: "Deploy models with Amazon SageMaker Serverless Inference" (feature exclusions): a
-    # serverless endpoint takes no VPC configuration, so it has no network interfaces.
-    security_group = (model_security_group(b, config) if settings.kind != SERVERLESS
-                      else None)
+    # serverless endpoint takes no VPC configuration, so its model has no network interfaces;
+    # batch transform then runs its own model in the private subnets ("Give Batch Transform
+    # Jobs Access to Resources in Your Amazon VPC": the VPC is the model's).
+    serverless = settings.kind == SERVERLESS
+    transform_in_own_model = serverless and settings.batch_transform.enabled
+    security_group = (model_security_group(b, config)
+                      if not serverless or transform_in_own_model else None)
     alarms = [b.add(error_alarm(b, settings, name)), b.add(latency_alarm(b, settings, name))]
     topics = add_async_topics(b, settings, key)
     role = b.add(model_role(b, config, name, security_group, alarms, topics))
-    model = b.add(model_resource(b, config, role, security_group))
+    model = b.add(model_resource(b, config, role, None if serverless else security_group))
+    transform_model = (b.add(model_resource(b, config, role, security_group,
+                                            title="TransformModel", isolation=True))
+                       if transform_in_own_model else model)
     endpoint_config = b.add(endpoint_config_resource(b, settings, model, key, topics))
     endpoint = b.add(endpoint_resource(b, settings, name, endpoint_config, alarms))
     if settings.kind == REAL_TIME:
@@ -123,7 +130,7 @@ def add_sagemaker(b: StageBuilder, config: PipelineConfig) -> SageMakerServing:
         b.output(ASYNC_ERROR_TOPIC_ARN, Ref(topics.error))
     return SageMakerServing(
         endpoint_name=Sub(name),
-        model_name=If(MODEL_SUPPLIED, GetAtt(model, "ModelName"), ""),
+        model_name=If(MODEL_SUPPLIED, GetAtt(transform_model, "ModelName"), ""),
         role=role,
     )
 
@@ -137,7 +144,11 @@ def model_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.Securit
 
 
 def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
-                   security_group: ec2.SecurityGroup | None) -> sagemaker.Model:
+                   security_group: ec2.SecurityGroup | None, title: str = "Model",
+                   isolation: bool | None = None) -> sagemaker.Model:
+    """The model, in the private subnets with `security_group` (None: outside any VPC, as a
+    serverless endpoint's must be); `isolation` overrides sagemaker.network_isolation (the
+    batch transform model of a serverless endpoint keeps the isolated default)."""
     serving, settings = config.stages.serving, config.stages.serving.sagemaker
     if serving.model_source == "model_package":
         container = sagemaker.ContainerDefinition(
@@ -146,14 +157,15 @@ def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
         container = sagemaker.ContainerDefinition(
             Image=b.setting(settings, "image_uri"),
             ModelDataUrl=b.setting(serving, "model_data_url"))
+    isolated = settings.network_isolation if isolation is None else isolation
     metadata = {}
-    if settings.kind == SERVERLESS:
+    if security_group is None:
         metadata = {"Metadata": {"checkov": {"skip": [{
             "id": "CKV_AWS_370",
             "comment": "sagemaker.kind is serverless: SageMaker Serverless Inference supports "
                        "neither network isolation nor a VPC (AWS: Serverless Inference, "
                        "feature exclusions); the container runs in SageMaker's network."}]}}}
-    elif not settings.network_isolation:
+    elif not isolated:
         metadata = {"Metadata": {"checkov": {"skip": [{
             "id": "CKV_AWS_370",
             "comment": "sagemaker.network_isolation is off in this config: the model container "
@@ -165,11 +177,11 @@ def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
             Subnets=b.input(PRIVATE_SUBNET_IDS))
     # No ModelName: a new package version replaces the model, which needs a fresh name.
     return sagemaker.Model(
-        "Model",
+        title,
         Condition=MODEL_SUPPLIED,
         ExecutionRoleArn=GetAtt(role, "Arn"),
         PrimaryContainer=container,
-        EnableNetworkIsolation=settings.network_isolation,
+        EnableNetworkIsolation=isolated,
         **network,
         **metadata,
     )

@@ -318,7 +318,8 @@ def spot_training(config: TrainingConfig, refs: Refs) -> dict:
         return {}
     return {
         "EnableManagedSpotTraining": True,
-        "CheckpointConfig": {"S3Uri": execution_folder(refs, "checkpoints"),
+        # The trailing "/" keeps one execution's folder from matching another's as a prefix.
+        "CheckpointConfig": {"S3Uri": execution_folder(refs, "checkpoints", ""),
                              "LocalPath": CHECKPOINT_DIR},
     }
 

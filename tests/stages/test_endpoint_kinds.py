@@ -83,7 +83,7 @@ def test_provisioned_concurrency_keeps_workers_warm():
 
 
 def test_a_serverless_model_runs_outside_the_vpc_because_aws_allows_no_other_way():
-    t = rendered(SERVERLESS, **NO_MONITOR)
+    t = rendered(merged(SERVERLESS, batch_transform={"enabled": False}), **NO_MONITOR)
     model = only_resource(t, "AWS::SageMaker::Model")
     assert "VpcConfig" not in model["Properties"]
     assert model["Properties"]["EnableNetworkIsolation"] is False
@@ -118,7 +118,7 @@ def test_a_serverless_endpoint_keeps_blue_green_with_rollback_alarms():
      "min_instances, max_instances: a serverless endpoint has no instances"),
     ({"serverless": {"max_concurrency": 4, "provisioned_concurrency": 5}},
      "provisioned_concurrency (5) exceeds max_concurrency (4)"),
-    ({"serverless": {"memory_mb": 1500}}, "multiple of 1024"),
+    ({"serverless": {"memory_mb": 1500}}, "must be one of 1024, 2048"),
 ])
 def test_what_serverless_inference_cannot_do_is_a_config_error(setting, expected):
     found = problems(merged(SERVERLESS, **setting), **NO_MONITOR)
@@ -291,3 +291,51 @@ def test_a_file_listing_every_default_stays_valid_for_any_kind():
     data["stages"]["monitoring"]["model_monitor"]["enabled"] = False
     assert load_data(data, "pipeline.yaml", None).config.stages.serving.sagemaker.kind == (
         "serverless")
+
+
+def test_batch_transform_beside_a_serverless_endpoint_keeps_its_model_in_the_private_subnets():
+    """AWS: "Give Batch Transform Jobs Access to Resources in Your Amazon VPC": a transform job
+    runs where its model's VpcConfig says; the endpoint's serverless model has none."""
+    t = rendered(SERVERLESS, **NO_MONITOR)
+    transform = t["Resources"]["TransformModel"]["Properties"]
+    assert transform["VpcConfig"]["SecurityGroupIds"] == [
+        {"Fn::GetAtt": ["ModelSecurityGroup", "GroupId"]}]
+    assert transform["EnableNetworkIsolation"] is True
+    assert "VpcConfig" not in t["Resources"]["Model"]["Properties"]
+    machine = json_text(t["Resources"]["BatchTransformStateMachine"])
+    assert "TransformModel" in machine and '"Model"' not in machine.replace(
+        '"TransformModel"', "")
+    assert variant(t)["ModelName"] == {"Fn::GetAtt": ["Model", "ModelName"]}
+    role = statements(t["Resources"]["ModelRole"])
+    assert with_action(role, "ec2:CreateNetworkInterface"), "the transform jobs' interfaces"
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+def test_serverless_memory_takes_only_the_sizes_sagemaker_accepts_even_as_a_parameter():
+    t = rendered(SERVERLESS, **NO_MONITOR)
+    assert t["Parameters"]["ServerlessMemoryMb"]["AllowedValues"] == [
+        "1024", "2048", "3072", "4096", "5120", "6144"]
+
+
+def test_the_api_url_of_an_asynchronous_endpoint_is_its_async_invocations_path():
+    t = rendered(ASYNC)
+    assert sub_text(t["Outputs"][outputs.API_URL.name]["Value"]).endswith(
+        "-endpoint/async-invocations")
+
+
+def test_the_smoke_role_may_list_where_it_waits_so_a_missing_answer_is_404_not_403():
+    """AWS: "GetObject" (S3 API Reference, Permissions): without s3:ListBucket, a key that
+    does not exist answers 403 Access Denied."""
+    loaded = config_with({"stages": {"serving": {"enabled": True, **ASYNC}}})
+    t = template_dict(cicd.build(loaded.config))
+    [listing] = with_action(statements(t["Resources"]["SmokeRole"]), "s3:ListBucket")
+    assert sorted(sub_text(r) for r in listing["Resource"]) == [
+        f"arn:${{AWS::Partition}}:s3:::mlops-demo-{env}-artifacts-${{AWS::AccountId}}-"
+        "${AWS::Region}" for env in ("dev", "prod")]
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["async/output/*",
+                                                                  "async/failure/*"]}}
