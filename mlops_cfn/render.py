@@ -45,10 +45,14 @@ def suffix(fmt: Format) -> str:
 
 
 def template_text(template: Template, fmt: Format) -> str:
+    return _text_of(template.to_dict(), fmt)
+
+
+def _text_of(data: dict, fmt: Format) -> str:
     if fmt == "json":
-        return template.to_json(indent=2) + "\n"
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"  # Template.to_json's text
     # Not Template.to_yaml(): cfn-flip's pure-Python emitter took most of a render's time.
-    return cfn_yaml.dump(template.to_dict())
+    return cfn_yaml.dump(data)
 
 
 def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | bytes]:
@@ -59,12 +63,18 @@ def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | by
 def render_environments(pipelines: Sequence[Pipeline],
                         fmt: Format = "yaml") -> list[dict[str, str | bytes]]:
     """`render_files` for each pipeline; a template shared by several (pipeline.build_all) is
-    serialised once."""
+    serialised once, and so is a template equal to one already written (each environment has
+    its own root, and those of environments differing only in values are equal)."""
     texts: dict[int, str] = {}  # by id: the pipelines keep every template alive meanwhile
+    by_content: dict[str, str] = {}  # by compact JSON, which the C encoder writes fast
 
     def text(template: Template) -> str:
         if id(template) not in texts:
-            texts[id(template)] = template_text(template, fmt)
+            data = template.to_dict()
+            key = json.dumps(data, sort_keys=True, separators=(",", ":"))
+            if key not in by_content:
+                by_content[key] = _text_of(data, fmt)
+            texts[id(template)] = by_content[key]
         return texts[id(template)]
 
     rendered = []
