@@ -22,6 +22,7 @@ emitter, taught to write tagged values plain where libyaml does, so the bytes do
 the installation (tests/test_cfn_yaml.py compares the two on every rendered template).
 """
 
+import functools
 import io
 import re
 from typing import Any
@@ -70,8 +71,10 @@ def _node(value: Any, sort_keys: bool) -> Node:
             if short is not None:
                 return short
         keys = sorted(value, key=str) if sort_keys else list(value)
-        return MappingNode(_MAP, [(_node(key, sort_keys), _node(value[key], sort_keys))
-                                  for key in keys])
+        return MappingNode(_MAP, [
+            (ScalarNode(_STR, key, style=_string_style(key)) if type(key) is str
+             else _node(key, sort_keys), _node(value[key], sort_keys))
+            for key in keys])
     if isinstance(value, (list, tuple)):
         return SequenceNode(_SEQ, [_node(item, sort_keys) for item in value])
     if value is True or value is False:
@@ -111,7 +114,27 @@ def _string_style(value: str) -> str | None:
 _FLOATS = yaml.SafeDumper(None)  # only its float representer is used
 
 
-class _PythonEmitterAsLibyaml(yaml.Dumper):
+@functools.lru_cache(maxsize=1 << 16)
+def _plain_tag(value: str) -> str:
+    return _RESOLVER.resolve(ScalarNode, value, (True, False))
+
+
+_RESOLVER = yaml.resolver.Resolver()
+
+
+class _Resolving:
+    """The emitter asks, twice for every scalar, which tag YAML would read it with (to write a
+    tag only where it must); a template repeats the same strings (names, ARNs, actions) many
+    times, so the answer for plain text is remembered. Exactly PyYAML's Resolver otherwise: it
+    has no path resolvers, so a quoted scalar is a string."""
+
+    def resolve(self, kind, value, implicit):
+        if kind is ScalarNode:
+            return _plain_tag(value) if implicit[0] else _STR
+        return super().resolve(kind, value, implicit)
+
+
+class _PythonEmitterAsLibyaml(_Resolving, yaml.Dumper):
     """PyYAML's own emitter where libyaml is missing, writing a tagged scalar plain whenever
     libyaml does (yaml_emitter_select_scalar_style: plain unless the text forbids it); PyYAML
     would quote it."""
@@ -127,4 +150,10 @@ class _PythonEmitterAsLibyaml(yaml.Dumper):
         return style
 
 
-_DUMPER = getattr(yaml, "CDumper", None) or _PythonEmitterAsLibyaml
+if hasattr(yaml, "CDumper"):
+    class _Libyaml(_Resolving, yaml.CDumper):
+        pass
+
+    _DUMPER: type = _Libyaml
+else:  # PyYAML built without libyaml
+    _DUMPER = _PythonEmitterAsLibyaml
