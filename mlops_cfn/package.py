@@ -304,13 +304,13 @@ def load_template(path: Path) -> tuple[Any, str]:
 
 
 def dump_template(data: Any, fmt: str) -> str:
-    """Text in the style render writes: cfn-flip's YAML (short forms) or 2-space JSON."""
-    import cfn_flip
-    from cfn_clean import cfn_literal_parser
+    """Text in the style render writes (cfn_yaml: short forms), keys in the template's own
+    order, or 2-space JSON."""
+    from .cfn_yaml import dump
 
     if fmt == "json":
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
-    return cfn_flip.dump_yaml(cfn_literal_parser(data))
+    return dump(data, sort_keys=False)
 
 
 class _Packager:

@@ -295,12 +295,13 @@ def compose(stages: Sequence[Stage], description: str, defaults: dict[str, str],
 def ungated_uses(stage: Stage) -> list[str]:
     """One line per resource or output of `stage` that uses a conditional wire outside its
     condition (see the module docstring)."""
+    gated = [wire for wire in stage.inputs if wire.presence is not None]
+    if not gated:
+        return []  # and no template encoded: this runs for every environment's stages
     template = stage.template.to_dict()
     conditions = template.get("Conditions", {})
     problems = []
-    for wire in stage.inputs:
-        if wire.presence is None:
-            continue
+    for wire in gated:
         wanted = wire.presence.condition
         for section in ("Resources", "Outputs"):
             for logical_id, body in template.get(section, {}).items():

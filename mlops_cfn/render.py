@@ -9,7 +9,6 @@ point leaves the previous output as it was. `stale_environments` finds the direc
 and that environment's tags and it holds nothing render does not write.
 """
 
-import functools
 import json
 import os
 import re
@@ -19,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal, Sequence
 
-import cfn_flip
 from troposphere import Template
 
+from . import cfn_yaml
 from .assets import ASSETS_DIR
 from .config import ENVIRONMENT_PATTERN
 from .errors import UserError
@@ -46,20 +45,14 @@ def suffix(fmt: Format) -> str:
 
 
 def template_text(template: Template, fmt: Format) -> str:
+    return _text_of(template.to_dict(), fmt)
+
+
+def _text_of(data: dict, fmt: Format) -> str:
     if fmt == "json":
-        return template.to_json(indent=2) + "\n"
-    # Exactly Template.to_yaml(), memoized on the JSON text: environments that differ only in
-    # values share every template, and cfn-flip's pure-Python dumper is most of a render's time.
-    # The key is compact JSON, which the C encoder writes (an indented dump is pure Python);
-    # cfn-flip reads keys in order, so the YAML is the same as from to_yaml's indented JSON.
-    # (libyaml's emitter is faster but neither quotes tagged values nor indents sequences as
-    # cfn-flip does, so its output would not be byte-identical: scripts/bench.py measures both.)
-    return _yaml_from_json(json.dumps(template.to_dict(), sort_keys=True, separators=(",", ":")))
-
-
-@functools.lru_cache(maxsize=256)
-def _yaml_from_json(json_text: str) -> str:
-    return cfn_flip.to_yaml(json_text)
+        return json.dumps(data, indent=2, sort_keys=True) + "\n"  # Template.to_json's text
+    # Not Template.to_yaml(): cfn-flip's pure-Python emitter took most of a render's time.
+    return cfn_yaml.dump(data)
 
 
 def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | bytes]:
@@ -70,12 +63,18 @@ def render_files(pipeline: Pipeline, fmt: Format = "yaml") -> dict[str, str | by
 def render_environments(pipelines: Sequence[Pipeline],
                         fmt: Format = "yaml") -> list[dict[str, str | bytes]]:
     """`render_files` for each pipeline; a template shared by several (pipeline.build_all) is
-    serialised once."""
+    serialised once, and so is a template equal to one already written (each environment has
+    its own root, and those of environments differing only in values are equal)."""
     texts: dict[int, str] = {}  # by id: the pipelines keep every template alive meanwhile
+    by_content: dict[str, str] = {}  # by compact JSON, which the C encoder writes fast
 
     def text(template: Template) -> str:
         if id(template) not in texts:
-            texts[id(template)] = template_text(template, fmt)
+            data = template.to_dict()
+            key = json.dumps(data, sort_keys=True, separators=(",", ":"))
+            if key not in by_content:
+                by_content[key] = _text_of(data, fmt)
+            texts[id(template)] = by_content[key]
         return texts[id(template)]
 
     rendered = []

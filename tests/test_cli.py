@@ -41,7 +41,7 @@ def test_nested_template_urls_are_relative_paths_the_aws_cli_can_package(in_tmp)
     run("render")
     root = (in_tmp / "templates/dev/root.yaml").read_text()
     assert "TemplateURL: storage.yaml" in root
-    assert "!GetAtt 'StorageStack.Outputs." in root
+    assert "!GetAtt StorageStack.Outputs." in root
 
 
 def test_render_json_format(in_tmp):
@@ -311,6 +311,34 @@ def test_help_and_render_import_neither_cfn_lint_nor_boto3(in_tmp):
         done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True,
                               text=True, env=env, cwd=in_tmp, check=True)
         assert done.stdout.split("\n")[-2] == "[]", (args, done.stdout)
+
+
+def test_a_verb_imports_its_own_module_and_help_lists_every_verb(in_tmp):
+    probe = ("import sys; from click.testing import CliRunner; from mlops_cfn.cli import cli; "
+             "r = CliRunner().invoke(cli, sys.argv[1:]); assert r.exit_code == 0, r.output; "
+             "print(sorted(m for m in sys.modules if m.startswith('mlops_cfn.cli.')))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", probe, "validate", "--help"],
+                          capture_output=True, text=True, env=env, cwd=in_tmp, check=True)
+    assert done.stdout.split("\n")[-2] == "['mlops_cfn.cli.validate']"
+    verbs = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "mlops_cfn" / "cli")
+                   .glob("*.py") if p.stem not in ("__init__", "options"))
+    listed = [line.split()[0] for line in run("--help").output.split("Commands:")[1].splitlines()
+              if line.startswith("  ")]
+    assert listed == verbs
+
+
+def test_a_warm_validate_imports_no_stage_model_or_linter(in_tmp):
+    run("render")
+    assert run("validate", "templates", "--no-security").exit_code == 0
+    probe = ("import sys; from click.testing import CliRunner; from mlops_cfn.cli import cli; "
+             "r = CliRunner().invoke(cli, sys.argv[1:]); assert r.exit_code == 0, r.output; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'cfnlint', 'troposphere', "
+             "'pydantic', 'awacs', 'boto3', 'yaml'}))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", probe, "validate", "templates", "--no-security"],
+                          capture_output=True, text=True, env=env, cwd=in_tmp, check=True)
+    assert done.stdout.split("\n")[-2] == "[]"
 
 
 def test_validate_no_cache_keeps_no_results(in_tmp):

@@ -179,11 +179,12 @@ def test_render_writes_assets_beside_the_templates_and_checks_them_for_drift(tmp
     write_tree(files, tmp_path / "out")  # a directory holding assets/ may be replaced
 
 
-def test_rendered_yaml_is_exactly_troposphere_to_yaml():
+def test_rendered_yaml_is_the_cfn_yaml_text_of_the_template():
+    from mlops_cfn import cfn_yaml
     from mlops_cfn.render import template_text
     built = pipeline.build(config_with())
     for template in [built.root, *(s.template for s in built.stages)]:
-        assert template_text(template, "yaml") == template.to_yaml()
+        assert template_text(template, "yaml") == cfn_yaml.dump(template.to_dict())
 
 
 def test_list_parameters_travel_to_nested_stacks_comma_joined():

@@ -114,6 +114,48 @@ def test_cfn_lint_rules_are_loaded_once_per_run(monkeypatch):
     assert len(runners) == 1
 
 
+# A cfn-lint rule of one's own: every resource named Forbidden is an error.
+CUSTOM_RULE = """
+from cfnlint.rules import CloudFormationLintRule, RuleMatch
+
+
+class NoForbidden(CloudFormationLintRule):
+    id = "E9901"
+    shortdesc = "No resource named Forbidden"
+    description = "A test rule"
+    tags = ["test"]
+
+    def match(self, cfn):
+        return [RuleMatch(["Resources", name], "{message}")
+                for name in cfn.template.get("Resources", {}) if name == "Forbidden"]
+"""
+
+
+def test_rule_directories_in_the_lint_settings_are_loaded_and_their_changes_relint(
+        tmp_path, monkeypatch):
+    import mlops_cfn.validate.lint as lint
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "no_forbidden.py").write_text(CUSTOM_RULE.replace("{message}", "forbidden"))
+    template = tmp_path / "t.yaml"
+    template.write_text((FIXTURES / "good" / "secure_bucket.yaml").read_text()
+                        .replace("DataBucket", "Forbidden"))
+    settings = lint.lint_settings
+    monkeypatch.setattr(lint, "lint_settings",
+                        lambda regions=lint.DEFAULT_REGIONS: {**settings(regions),
+                                                              "append_rules": [str(rules)]})
+    cache = tmp_path / "cache"
+
+    first = validate([template], security=False, cache_dir=cache)
+    (rules / "no_forbidden.py").write_text(CUSTOM_RULE.replace("{message}", "changed"))
+    second = validate([template], security=False, cache_dir=cache)
+
+    assert [(f.rule, f.resource, f.message) for f in first.findings] == [
+        ("E9901", "Forbidden", "forbidden")]
+    assert [f.message for f in second.findings] == ["changed"]  # not the cached result
+
+
 def test_a_root_with_a_relative_template_url_lints_clean_from_any_directory(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # the child is found beside the root, not in the cwd
 
@@ -451,7 +493,7 @@ def copy_fixture_tree(tmp_path, copies=3):
 
 
 def count_checks(monkeypatch):
-    import mlops_cfn.validate as module
+    import mlops_cfn.validate.lint as module
     checked = []
     original = module._check_file
     monkeypatch.setattr(module, "_check_file", lambda path: checked.append(path) or original(path))

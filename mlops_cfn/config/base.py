@@ -37,7 +37,7 @@ SCHEDULE_PATTERN = described_pattern(
 class Model(BaseModel):
     """Strict and immutable: an unknown key is an error, so a typo never passes silently."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
     @field_validator("*", mode="before")
     @classmethod

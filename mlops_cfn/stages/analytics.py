@@ -52,7 +52,7 @@ import awacs.sqs
 import awacs.sts
 from awacs.aws import Allow, ArnEquals, Condition, Principal, Statement, StringEquals, StringLike
 from troposphere import (AccountId, Equals, GetAtt, If, Not, NoValue, Ref, Select, Sub, ec2,
-                         events, iam, logs, quicksight, redshift, redshiftserverless, sqs)
+                         events, iam, logs, redshift, redshiftserverless, sqs)
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -551,6 +551,9 @@ def secret_decryption(warehouse: Warehouse, key: Ref) -> Statement:
 
 def add_quicksight(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse,
                    warehouse_group: ec2.SecurityGroup) -> None:
+    # Imported here: troposphere's QuickSight module is large, and most pipelines do without it.
+    from troposphere import quicksight
+
     settings = config.stages.analytics
     group = b.add(ec2.SecurityGroup(
         "QuickSightSecurityGroup",
