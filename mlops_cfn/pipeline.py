@@ -19,6 +19,7 @@ resources included, and environments that differ only in values still share iden
 """
 
 import graphlib
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -27,11 +28,11 @@ from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
 from . import boundary, permissions
-from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
+from .config import LoadedConfig, PipelineConfig, StagesConfig, setting_values, structure_of
+from .config.extensions import ExtensionStage, enabled_section
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
 from .stage import Stage
-from .stages import analytics, cicd, etl, ingestion, monitoring, network, serving, storage, training
 
 
 @dataclass(frozen=True)
@@ -47,27 +48,58 @@ class StageSpec:
     deploys: bool = False
 
 
-def _stage(name: str, module, build: Callable[[LoadedConfig], Stage] | None = None) -> StageSpec:
+def _module(name: str):
+    """The stage's module, `mlops_cfn.stages.<name>`, imported when the stage is built."""
+    return importlib.import_module(f"{__package__}.stages.{name}")
+
+
+def _stage(name: str) -> StageSpec:
     """A stage switched by `stages.<name>.enabled`, built from its environment's config."""
-    return StageSpec(name, build or (lambda loaded: module.build(loaded.config)),
+    return StageSpec(name, lambda loaded: _module(name).build(loaded.config),
                      lambda c: getattr(c.stages, name).enabled, f"stages.{name}.enabled")
 
 
-# Order here is only the tie-break for stages no wire orders.
-REGISTRY: tuple[StageSpec, ...] = (
-    StageSpec("network", lambda loaded: network.build(loaded.config), lambda c: True, "network"),
-    _stage("storage", storage),
-    _stage("ingestion", ingestion),
-    _stage("etl", etl),
-    _stage("analytics", analytics),
-    _stage("training", training),
-    _stage("serving", serving),
-    _stage("monitoring", monitoring),
-    StageSpec("cicd",
-              lambda loaded, requirements: cicd.build(
-                  loaded.config, targets=cicd.targets_of(loaded), requirements=requirements),
-              lambda c: c.stages.cicd.enabled, "stages.cicd.enabled", deploys=True),
-)
+def _deploying(name: str) -> StageSpec:
+    """A stage that deploys every environment (cicd): built from the loaded file, its targets
+    and what their templates require."""
+    def build(loaded: LoadedConfig, requirements: frozenset[str]) -> Stage:
+        module = _module(name)
+        return module.build(loaded.config, targets=module.targets_of(loaded),
+                            requirements=requirements)
+
+    return StageSpec(name, build, lambda c: getattr(c.stages, name).enabled,
+                     f"stages.{name}.enabled", deploys=True)
+
+
+_NETWORK = StageSpec("network", lambda loaded: _module("network").build(loaded.config),
+                     lambda c: True, "network")
+_DEPLOYING = {"cicd"}
+
+# The one list of mlops-cfn's stages: the network, then the sections of `stages` in the order
+# the config model declares them. Order here is only the tie-break for stages no wire orders.
+REGISTRY: tuple[StageSpec, ...] = (_NETWORK, *(
+    _deploying(name) if name in _DEPLOYING else _stage(name) for name in StagesConfig.model_fields))
+
+
+def extension_spec(name: str, extension: ExtensionStage) -> StageSpec:
+    """An extension stage (config/extensions.py), on where its `extensions.<name>` section is."""
+    def build(loaded: LoadedConfig) -> Stage:
+        stage = extension.build(loaded.config, getattr(loaded.config.extensions, name))
+        if not isinstance(stage, Stage) or stage.name != name:
+            got = (f"a stage named {stage.name!r}" if isinstance(stage, Stage)
+                   else type(stage).__name__)
+            raise UserError(f"extensions.{name}: the extension built {got}, not a stage named "
+                            f"{name!r} (StageBuilder({name!r}, ...).finish())")
+        return stage
+
+    return StageSpec(name, build, lambda c: enabled_section(c, name) is not None,
+                     f"extensions.{name}.enabled")
+
+
+def registry_of(loaded: LoadedConfig) -> tuple[StageSpec, ...]:
+    """mlops-cfn's stages and the extension stages the file names."""
+    return REGISTRY + tuple(extension_spec(name, extension)
+                            for name, extension in loaded.extensions.items())
 
 
 @dataclass(frozen=True)
@@ -82,12 +114,13 @@ class Pipeline:
 
 
 def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
-          registry: Sequence[StageSpec] = REGISTRY) -> Pipeline:
-    return _build(loaded, file_suffix, registry, memo={})
+          registry: Sequence[StageSpec] | None = None) -> Pipeline:
+    """One environment's pipeline; `registry` defaults to `registry_of(loaded)`."""
+    return _build(loaded, file_suffix, registry or registry_of(loaded), memo={})
 
 
 def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: str = ".yaml",
-              registry: Sequence[StageSpec] = REGISTRY) -> list[Pipeline]:
+              registry: Sequence[StageSpec] | None = None) -> list[Pipeline]:
     """`build` for several environments of one loaded file, each stage built once per distinct
     structure (config.structure_of): environments that differ only in values share the very
     same Stage objects, so fifty environments cost little more than one to build and render.
@@ -96,6 +129,7 @@ def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: st
     (cicd deploys each).
     """
     memo: dict[tuple[str, str], Any] = {}
+    registry = registry or registry_of(loaded)
     return [_build(loaded.for_environment(name), file_suffix, registry, memo)
             for name in environments]
 
@@ -162,7 +196,7 @@ def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Sta
     return boundary.bound_roles(stage)
 
 
-def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = REGISTRY,
+def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] | None = None,
                           memo: dict[tuple[str, str], Any] | None = None) -> frozenset[str]:
     """What the templates of every environment of the file require of the role that deploys
     them (permissions.template_requirements): the resource types and dynamic references of each
@@ -172,6 +206,7 @@ def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = 
     as `build_all` shares stages.
     """
     memo = {} if memo is None else memo
+    registry = registry or registry_of(loaded)
     found = {permissions.NESTED_STACK}
     for name in loaded.merged:
         environment = loaded.for_environment(name)
