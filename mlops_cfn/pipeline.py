@@ -11,6 +11,10 @@ every resource or output of the consumer that mentions the wire's parameter (Ref
 Sub, inside any other function) must carry the wire's condition, or a condition that is an
 Fn::And holding it, or the mention must sit in the true branch of an Fn::If on such a condition.
 
+Stages are built in three steps per environment: every stage that needs nothing of the others,
+then the stage that `holds_key` (storage: its data key's policy grants what the others ask of it
+through their builders, stage.KeyUse), then the stages that `deploys` the others.
+
 A stage that deploys the others (cicd: its delivery pipeline deploys every environment) gets what
 their templates require of the role that deploys them, resource types and dynamic references
 over every environment of the file (`deployed_requirements`, permissions.py), instead of reading
@@ -46,6 +50,8 @@ class StageSpec:
     # Where the user switches the stage, for error messages.
     toggle: str
     deploys: bool = False
+    # Built after the stages that need nothing of others, taking their KeyUse (storage).
+    holds_key: bool = False
 
 
 def _module(name: str):
@@ -71,14 +77,21 @@ def _deploying(name: str) -> StageSpec:
                      f"stages.{name}.enabled", deploys=True)
 
 
+def _key_holder(name: str) -> StageSpec:
+    """The stage whose key's policy grants what the other stages ask (storage)."""
+    return StageSpec(name, lambda loaded, key_uses: _module(name).build(loaded.config, key_uses),
+                     lambda c: getattr(c.stages, name).enabled, f"stages.{name}.enabled",
+                     holds_key=True)
+
+
 _NETWORK = StageSpec("network", lambda loaded: _module("network").build(loaded.config),
                      lambda c: True, "network")
-_DEPLOYING = {"cicd"}
+_SPECIAL = {"storage": _key_holder, "cicd": _deploying}
 
 # The one list of mlops-cfn's stages: the network, then the sections of `stages` in the order
 # the config model declares them. Order here is only the tie-break for stages no wire orders.
 REGISTRY: tuple[StageSpec, ...] = (_NETWORK, *(
-    _deploying(name) if name in _DEPLOYING else _stage(name) for name in StagesConfig.model_fields))
+    _SPECIAL.get(name, _stage)(name) for name in StagesConfig.model_fields))
 
 
 def extension_spec(name: str, extension: ExtensionStage) -> StageSpec:
@@ -139,17 +152,16 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
     structure = structure_of(config)
-    enabled = []
+    built = _environment_stages(loaded, registry, memo)
     for spec in registry:
-        if spec.enabled(config):
+        if spec.deploys and spec.enabled(config):
             key = (spec.name, structure)
             if key not in memo:
-                if spec.deploys:
-                    requirements = deployed_requirements(loaded, registry, memo)
-                    memo[key] = _built(loaded, spec.build, requirements)
-                else:
-                    memo[key] = _built(loaded, spec.build)
-            enabled.append(memo[key])
+                requirements = deployed_requirements(loaded, registry, memo)
+                memo[key] = _built(loaded, spec.build, requirements)
+            built[spec.name] = memo[key]
+    # In the order of the registry, whatever order they were built in.
+    enabled = [built[spec.name] for spec in registry if spec.name in built]
     if any(boundary.WIRE in stage.inputs for stage in enabled):
         # Derived from every enabled stage's roles (boundary.py): built after them, placed
         # first, where it is deployed (and the order stays the same from one run to the next:
@@ -164,8 +176,7 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
             ordered = order_stages(enabled)
         except UserError:
             # Built only now, to name the switch that would provide what is missing.
-            disabled = [spec.build(loaded, frozenset()) if spec.deploys else spec.build(loaded)
-                        for spec in registry if not spec.enabled(config)]
+            disabled = [_alone(spec, loaded) for spec in registry if not spec.enabled(config)]
             ordered = order_stages(enabled, disabled, toggles)
     except UserError as error:
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
@@ -181,6 +192,36 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
             **config.tags}
     return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
+
+
+def _environment_stages(loaded: LoadedConfig, registry: Sequence[StageSpec],
+                        memo: dict[tuple[str, str], Any]) -> dict[str, Stage]:
+    """The enabled stages of one environment but the deploying ones, by name: first those that
+    need nothing of the others, then the key's holder with what they ask of its key. Shared
+    through `memo` by stage and structure (`build_all`)."""
+    config = loaded.config
+    structure = structure_of(config)
+    enabled = [spec for spec in registry if spec.enabled(config) and not spec.deploys]
+    built: dict[str, Stage] = {}
+    for spec in sorted(enabled, key=lambda spec: spec.holds_key):
+        key = (spec.name, structure)
+        if key not in memo:
+            if spec.holds_key:
+                memo[key] = _built(loaded, spec.build,
+                                   tuple(stage.key_use for stage in built.values()))
+            else:
+                memo[key] = _built(loaded, spec.build)
+        built[spec.name] = memo[key]
+    return built
+
+
+def _alone(spec: StageSpec, loaded: LoadedConfig) -> Stage:
+    """The stage built without what others give it (for its wires only)."""
+    if spec.deploys:
+        return spec.build(loaded, frozenset())
+    if spec.holds_key:
+        return spec.build(loaded, ())
+    return spec.build(loaded)
 
 
 def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Stage:
@@ -211,15 +252,10 @@ def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] | 
     for name in loaded.merged:
         environment = loaded.for_environment(name)
         structure = structure_of(environment.config)
-        for spec in registry:
-            if spec.deploys or not spec.enabled(environment.config):
-                continue
-            key = (spec.name, structure)
-            if key not in memo:
-                memo[key] = _built(environment, spec.build)
-            needs = ("requirements", spec.name, structure)
+        for stage_name, stage in _environment_stages(environment, registry, memo).items():
+            needs = ("requirements", stage_name, structure)
             if needs not in memo:
-                memo[needs] = permissions.template_requirements(memo[key].template.to_dict())
+                memo[needs] = permissions.template_requirements(stage.template.to_dict())
             found |= memo[needs]
     return frozenset(found)
 
