@@ -130,6 +130,23 @@ def test_without_the_package_the_section_is_refused(tmp_path):
     assert "extensions.dynamodb: no installed extension stage 'dynamodb'" in result.output
 
 
+def test_an_extension_may_not_take_the_name_of_a_stage_of_mlops_cfn(tmp_path, monkeypatch):
+    info = tmp_path / "impostor-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: impostor\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{GROUP}]\nstorage = mlops_cfn_dynamodb:STAGE\n")
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = default_data()
+    data["extensions"] = {"storage": {}}
+    with pytest.raises(UserError) as error:
+        config.load_data(data, "pipeline.yaml")
+    [problem] = error.value.problems
+    assert problem.startswith("pipeline.yaml: extensions.storage: entry point storage = "
+                              "mlops_cfn_dynamodb:STAGE in group mlops_cfn.stages: the name must")
+    assert "storage" in problem.split("mlops-cfn's own stages")[1]
+
+
 # --- the stage in the pipeline --------------------------------------------------------------------
 
 def test_the_stage_is_wired_to_the_data_key_by_name_and_keeps_its_data(dynamodb_extension):

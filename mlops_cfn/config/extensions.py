@@ -29,9 +29,9 @@ GROUP = "mlops_cfn.stages"
 # id (stage.Stage.logical_id).
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,30}$"
 
-# The stages of mlops-cfn itself: an extension may not take their names.
-BUILTIN_NAMES = ("boundary", "network", "storage", "ingestion", "etl", "analytics", "training",
-                 "serving", "monitoring", "cicd")
+# The stages of mlops-cfn that have no `stages.<name>` section (boundary.py, the network); an
+# extension may not take their names nor a section's (`builtin_names`).
+UNSWITCHED_STAGES = ("boundary", "network")
 
 
 class ExtensionConfig(StageToggle):
@@ -118,9 +118,10 @@ def load_all() -> dict[str, ExtensionStage]:
 def _loaded(point: EntryPoint) -> ExtensionStage:
     """The entry point's object, checked against the contract above."""
     where = f"entry point {point.name} = {point.value} in group {GROUP}"
-    if not re.match(NAME_PATTERN, point.name) or point.name in BUILTIN_NAMES:
+    builtin = builtin_names()
+    if not re.match(NAME_PATTERN, point.name) or point.name in builtin:
         raise UserError(f"{where}: the name must match {NAME_PATTERN} and not be one of "
-                        f"mlops-cfn's own stages ({', '.join(BUILTIN_NAMES)})")
+                        f"mlops-cfn's own stages ({', '.join(builtin)})")
     try:
         extension = point.load()
     except Exception as error:  # an extension's import may fail in any way: say where
@@ -134,6 +135,13 @@ def _loaded(point: EntryPoint) -> ExtensionStage:
         raise UserError(f"{where}: its config model must be a subclass of "
                         f"mlops_cfn.extension.ExtensionConfig that refuses unknown keys")
     return extension
+
+
+def builtin_names() -> tuple[str, ...]:
+    """mlops-cfn's own stages: the unswitched ones and every section of `stages`."""
+    from . import StagesConfig
+
+    return (*UNSWITCHED_STAGES, *StagesConfig.model_fields)
 
 
 def sections_model(extensions: Mapping[str, ExtensionStage]) -> type[ExtensionsConfig]:
