@@ -88,8 +88,7 @@ CODEPIPELINE = NameRule("CodePipeline", 100)
 KMS_ALIAS = NameRule("KMS alias", 256 - len("alias/"), separator="-")
 LOG_GROUP = NameRule("CloudWatch log group", 512, separator="/", allowed="a-z0-9._/-")
 
-# The serving API's ECS cluster: named by the serving stage, and by the storage stage's key
-# policy, which lets Fargate encrypt that cluster's task storage.
+# The serving API's ECS cluster: the part of its name after the project and environment.
 API_CLUSTER_PURPOSE = "model-api"
 
 

@@ -11,6 +11,10 @@ every resource or output of the consumer that mentions the wire's parameter (Ref
 Sub, inside any other function) must carry the wire's condition, or a condition that is an
 Fn::And holding it, or the mention must sit in the true branch of an Fn::If on such a condition.
 
+Stages are built in three steps per environment: every stage that needs nothing of the others,
+then the stage that `holds_key` (storage: its data key's policy grants what the others ask of it
+through their builders, stage.KeyUse), then the stages that `deploys` the others.
+
 A stage that deploys the others (cicd: its delivery pipeline deploys every environment) gets what
 their templates require of the role that deploys them, resource types and dynamic references
 over every environment of the file (`deployed_requirements`, permissions.py), instead of reading
@@ -19,6 +23,7 @@ resources included, and environments that differ only in values still share iden
 """
 
 import graphlib
+import importlib
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -27,11 +32,11 @@ from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
 from . import boundary, permissions
-from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
+from .config import LoadedConfig, PipelineConfig, StagesConfig, setting_values, structure_of
+from .config.extensions import ExtensionStage, enabled_section
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
 from .stage import Stage
-from .stages import analytics, cicd, etl, ingestion, monitoring, network, serving, storage, training
 
 
 @dataclass(frozen=True)
@@ -45,29 +50,69 @@ class StageSpec:
     # Where the user switches the stage, for error messages.
     toggle: str
     deploys: bool = False
+    # Built after the stages that need nothing of others, taking their KeyUse (storage).
+    holds_key: bool = False
 
 
-def _stage(name: str, module, build: Callable[[LoadedConfig], Stage] | None = None) -> StageSpec:
+def _module(name: str):
+    """The stage's module, `mlops_cfn.stages.<name>`, imported when the stage is built."""
+    return importlib.import_module(f"{__package__}.stages.{name}")
+
+
+def _stage(name: str) -> StageSpec:
     """A stage switched by `stages.<name>.enabled`, built from its environment's config."""
-    return StageSpec(name, build or (lambda loaded: module.build(loaded.config)),
+    return StageSpec(name, lambda loaded: _module(name).build(loaded.config),
                      lambda c: getattr(c.stages, name).enabled, f"stages.{name}.enabled")
 
 
-# Order here is only the tie-break for stages no wire orders.
-REGISTRY: tuple[StageSpec, ...] = (
-    StageSpec("network", lambda loaded: network.build(loaded.config), lambda c: True, "network"),
-    _stage("storage", storage),
-    _stage("ingestion", ingestion),
-    _stage("etl", etl),
-    _stage("analytics", analytics),
-    _stage("training", training),
-    _stage("serving", serving),
-    _stage("monitoring", monitoring),
-    StageSpec("cicd",
-              lambda loaded, requirements: cicd.build(
-                  loaded.config, targets=cicd.targets_of(loaded), requirements=requirements),
-              lambda c: c.stages.cicd.enabled, "stages.cicd.enabled", deploys=True),
-)
+def _deploying(name: str) -> StageSpec:
+    """A stage that deploys every environment (cicd): built from the loaded file, its targets
+    and what their templates require."""
+    def build(loaded: LoadedConfig, requirements: frozenset[str]) -> Stage:
+        module = _module(name)
+        return module.build(loaded.config, targets=module.targets_of(loaded),
+                            requirements=requirements)
+
+    return StageSpec(name, build, lambda c: getattr(c.stages, name).enabled,
+                     f"stages.{name}.enabled", deploys=True)
+
+
+def _key_holder(name: str) -> StageSpec:
+    """The stage whose key's policy grants what the other stages ask (storage)."""
+    return StageSpec(name, lambda loaded, key_uses: _module(name).build(loaded.config, key_uses),
+                     lambda c: getattr(c.stages, name).enabled, f"stages.{name}.enabled",
+                     holds_key=True)
+
+
+_NETWORK = StageSpec("network", lambda loaded: _module("network").build(loaded.config),
+                     lambda c: True, "network")
+_SPECIAL = {"storage": _key_holder, "cicd": _deploying}
+
+# The one list of mlops-cfn's stages: the network, then the sections of `stages` in the order
+# the config model declares them. Order here is only the tie-break for stages no wire orders.
+REGISTRY: tuple[StageSpec, ...] = (_NETWORK, *(
+    _SPECIAL.get(name, _stage)(name) for name in StagesConfig.model_fields))
+
+
+def extension_spec(name: str, extension: ExtensionStage) -> StageSpec:
+    """An extension stage (config/extensions.py), on where its `extensions.<name>` section is."""
+    def build(loaded: LoadedConfig) -> Stage:
+        stage = extension.build(loaded.config, getattr(loaded.config.extensions, name))
+        if not isinstance(stage, Stage) or stage.name != name:
+            got = (f"a stage named {stage.name!r}" if isinstance(stage, Stage)
+                   else type(stage).__name__)
+            raise UserError(f"extensions.{name}: the extension built {got}, not a stage named "
+                            f"{name!r} (StageBuilder({name!r}, ...).finish())")
+        return stage
+
+    return StageSpec(name, build, lambda c: enabled_section(c, name) is not None,
+                     f"extensions.{name}.enabled")
+
+
+def registry_of(loaded: LoadedConfig) -> tuple[StageSpec, ...]:
+    """mlops-cfn's stages and the extension stages the file names."""
+    return REGISTRY + tuple(extension_spec(name, extension)
+                            for name, extension in loaded.extensions.items())
 
 
 @dataclass(frozen=True)
@@ -82,12 +127,13 @@ class Pipeline:
 
 
 def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
-          registry: Sequence[StageSpec] = REGISTRY) -> Pipeline:
-    return _build(loaded, file_suffix, registry, memo={})
+          registry: Sequence[StageSpec] | None = None) -> Pipeline:
+    """One environment's pipeline; `registry` defaults to `registry_of(loaded)`."""
+    return _build(loaded, file_suffix, registry or registry_of(loaded), memo={})
 
 
 def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: str = ".yaml",
-              registry: Sequence[StageSpec] = REGISTRY) -> list[Pipeline]:
+              registry: Sequence[StageSpec] | None = None) -> list[Pipeline]:
     """`build` for several environments of one loaded file, each stage built once per distinct
     structure (config.structure_of): environments that differ only in values share the very
     same Stage objects, so fifty environments cost little more than one to build and render.
@@ -96,6 +142,7 @@ def build_all(loaded: LoadedConfig, environments: Iterable[str], file_suffix: st
     (cicd deploys each).
     """
     memo: dict[tuple[str, str], Any] = {}
+    registry = registry or registry_of(loaded)
     return [_build(loaded.for_environment(name), file_suffix, registry, memo)
             for name in environments]
 
@@ -105,17 +152,16 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
     structure = structure_of(config)
-    enabled = []
+    built = _environment_stages(loaded, registry, memo)
     for spec in registry:
-        if spec.enabled(config):
+        if spec.deploys and spec.enabled(config):
             key = (spec.name, structure)
             if key not in memo:
-                if spec.deploys:
-                    requirements = deployed_requirements(loaded, registry, memo)
-                    memo[key] = _built(loaded, spec.build, requirements)
-                else:
-                    memo[key] = _built(loaded, spec.build)
-            enabled.append(memo[key])
+                requirements = deployed_requirements(loaded, registry, memo)
+                memo[key] = _built(loaded, spec.build, requirements)
+            built[spec.name] = memo[key]
+    # In the order of the registry, whatever order they were built in.
+    enabled = [built[spec.name] for spec in registry if spec.name in built]
     if any(boundary.WIRE in stage.inputs for stage in enabled):
         # Derived from every enabled stage's roles (boundary.py): built after them, placed
         # first, where it is deployed (and the order stays the same from one run to the next:
@@ -130,8 +176,7 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
             ordered = order_stages(enabled)
         except UserError:
             # Built only now, to name the switch that would provide what is missing.
-            disabled = [spec.build(loaded, frozenset()) if spec.deploys else spec.build(loaded)
-                        for spec in registry if not spec.enabled(config)]
+            disabled = [_alone(spec, loaded) for spec in registry if not spec.enabled(config)]
             ordered = order_stages(enabled, disabled, toggles)
     except UserError as error:
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
@@ -149,6 +194,36 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
 
 
+def _environment_stages(loaded: LoadedConfig, registry: Sequence[StageSpec],
+                        memo: dict[tuple[str, str], Any]) -> dict[str, Stage]:
+    """The enabled stages of one environment but the deploying ones, by name: first those that
+    need nothing of the others, then the key's holder with what they ask of its key. Shared
+    through `memo` by stage and structure (`build_all`)."""
+    config = loaded.config
+    structure = structure_of(config)
+    enabled = [spec for spec in registry if spec.enabled(config) and not spec.deploys]
+    built: dict[str, Stage] = {}
+    for spec in sorted(enabled, key=lambda spec: spec.holds_key):
+        key = (spec.name, structure)
+        if key not in memo:
+            if spec.holds_key:
+                memo[key] = _built(loaded, spec.build,
+                                   tuple(stage.key_use for stage in built.values()))
+            else:
+                memo[key] = _built(loaded, spec.build)
+        built[spec.name] = memo[key]
+    return built
+
+
+def _alone(spec: StageSpec, loaded: LoadedConfig) -> Stage:
+    """The stage built without what others give it (for its wires only)."""
+    if spec.deploys:
+        return spec.build(loaded, frozenset())
+    if spec.holds_key:
+        return spec.build(loaded, ())
+    return spec.build(loaded)
+
+
 def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Stage:
     """`build(loaded, *args)`, its user errors naming the file, its roles bounded."""
     try:
@@ -162,7 +237,7 @@ def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Sta
     return boundary.bound_roles(stage)
 
 
-def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = REGISTRY,
+def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] | None = None,
                           memo: dict[tuple[str, str], Any] | None = None) -> frozenset[str]:
     """What the templates of every environment of the file require of the role that deploys
     them (permissions.template_requirements): the resource types and dynamic references of each
@@ -172,19 +247,15 @@ def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = 
     as `build_all` shares stages.
     """
     memo = {} if memo is None else memo
+    registry = registry or registry_of(loaded)
     found = {permissions.NESTED_STACK}
     for name in loaded.merged:
         environment = loaded.for_environment(name)
         structure = structure_of(environment.config)
-        for spec in registry:
-            if spec.deploys or not spec.enabled(environment.config):
-                continue
-            key = (spec.name, structure)
-            if key not in memo:
-                memo[key] = _built(environment, spec.build)
-            needs = ("requirements", spec.name, structure)
+        for stage_name, stage in _environment_stages(environment, registry, memo).items():
+            needs = ("requirements", stage_name, structure)
             if needs not in memo:
-                memo[needs] = permissions.template_requirements(memo[key].template.to_dict())
+                memo[needs] = permissions.template_requirements(stage.template.to_dict())
             found |= memo[needs]
     return frozenset(found)
 

@@ -6,6 +6,7 @@ default, the root parameter when the value may differ per environment, descripti
 each described in a comment and linked to its part of the reference.
 """
 
+import inspect
 import json
 import re
 import textwrap
@@ -111,7 +112,7 @@ def config_reference() -> str:
         lines += ["", f"## {title}", ""]
         doc = (model.__doc__ or "").strip()
         if doc and model is not PipelineConfig and not doc.startswith(model.__name__ + "("):
-            lines += [textwrap.dedent(doc).split("\n\n")[0].replace("\n", " "), ""]
+            lines += [inspect.cleandoc(doc).split("\n\n")[0].replace("\n", " "), ""]
         lines += ["| key | type | default | parameter | description |",
                   "|---|---|---|---|---|"]
         for name, field in model.model_fields.items():
@@ -156,7 +157,10 @@ def _section_lines(model: type[BaseModel], path: str, depth: int,
         nested = unwrap_annotation(field.annotation)
         comment = _comment(field, key_path)
         if isinstance(nested, type) and issubclass(nested, BaseModel):
-            lines += ["", f"{indent}{name}:  # {REFERENCE_PATH}#{anchor(key_path)}"]
+            # A section without keys of its own (`extensions` with none installed) is an empty
+            # mapping, not a bare key YAML would read as null.
+            empty = " {}" if not nested.model_fields else ""
+            lines += ["", f"{indent}{name}:{empty}  # {REFERENCE_PATH}#{anchor(key_path)}"]
             lines += _section_lines(nested, key_path, depth + 1, {})
             continue
         value = values.get(name, default_of(field))

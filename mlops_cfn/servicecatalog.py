@@ -43,6 +43,7 @@ provisioned one, colliding on every physical name. So the product leaves the cic
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import re
@@ -321,8 +322,9 @@ def product_config(loaded: LoadedConfig,
         notes.append("the cicd stage is left out of the product: Service Catalog names the "
                      "stacks it provisions, and the delivery pipeline deploys stacks of fixed "
                      "names")
-    without = LoadedConfig(loaded.source, loaded.environment, _without_cicd(loaded.base),
-                           {name: _without_cicd(c) for name, c in loaded.merged.items()})
+    without = dataclasses.replace(
+        loaded, base=_without_cicd(loaded.base),
+        merged={name: _without_cicd(c) for name, c in loaded.merged.items()})
     return without, notes
 
 

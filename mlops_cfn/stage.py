@@ -4,11 +4,19 @@ A stage owns one template. It talks to the rest of the pipeline only through nam
 outputs it offers and the inputs it needs, see outputs.py) and settings (environment values the
 root passes down). `StageBuilder` keeps that bookkeeping next to the template while a stage is
 built, so a stage module never declares a parameter or output by hand.
+
+One thing crosses between stages at build time rather than through a wire: what a stage asks of
+the pipeline's data key's policy (`KeyUse`). A key policy is the only place to let an AWS service
+that calls KMS as itself use the key, and the policy is the storage stage's; so a stage that
+makes a service do that (an SNS topic CloudWatch alarms publish to, a Fargate cluster whose task
+storage is encrypted) says so through its builder, and the composer hands every enabled stage's
+`KeyUse` to the storage stage (pipeline.py). The storage stage names no other stage's resources.
 """
 
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from awacs.aws import Statement
 from pydantic import BaseModel
 from troposphere import AWSObject, Equals, If, Output, Parameter, Ref, Sub, Template
 
@@ -23,6 +31,24 @@ R = TypeVar("R", bound=AWSObject)
 
 
 @dataclass(frozen=True)
+class KeyUse:
+    """What a stage asks of the data key's policy (the module docstring).
+
+    Both may mention only pseudo parameters (`${AWS::AccountId}`) and EnvironmentName, which
+    the storage template has too; the storage stage refuses anything else.
+    """
+
+    # Key-policy statements for AWS service principals, each scoped by a condition
+    # (policies.key_use_by_service), by Sid: two stages asking for the same grant give the
+    # same statement.
+    statements: tuple[Statement, ...] = ()
+    # Names (Fn::Sub patterns, `*` allowed) of log groups outside the project's own prefix
+    # that CloudWatch Logs may encrypt with the key: those a service names itself after a
+    # resource of the stage (a SageMaker endpoint's /aws/sagemaker/Endpoints/<name>).
+    log_groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Stage:
     name: str
     template: Template
@@ -32,6 +58,8 @@ class Stage:
     settings: tuple[str, ...]
     # Files the stack reads from S3 (see assets.py); rendered beside the templates.
     assets: tuple[Asset, ...] = ()
+    # What it asks of the data key's policy (see KeyUse).
+    key_use: KeyUse = KeyUse()
 
     @property
     def logical_id(self) -> str:
@@ -48,6 +76,8 @@ class StageBuilder:
         self._outputs: dict[str, Wire] = {}
         self._settings: list[str] = []
         self._assets: dict[str, Asset] = {}
+        self._key_statements: dict[str, Statement] = {}
+        self._key_log_groups: list[str] = []
 
     def add(self, resource: R) -> R:
         return self.template.add_resource(resource)
@@ -152,6 +182,17 @@ class StageBuilder:
         self._declare(assets_bucket_parameter())
         self._declare(assets_prefix_parameter())
 
+    def data_key_use(self, statement: Statement) -> None:
+        """Ask the data key's policy for `statement`: a grant to an AWS service that uses the
+        key as itself for a resource of this stage (see KeyUse)."""
+        self._key_statements[statement.Sid] = statement
+
+    def data_key_log_group(self, pattern: str) -> None:
+        """Ask that CloudWatch Logs may encrypt the log groups `pattern` (Fn::Sub text) names
+        with the data key: a service's own log group for a resource of this stage."""
+        if pattern not in self._key_log_groups:
+            self._key_log_groups.append(pattern)
+
     def finish(self) -> Stage:
         return Stage(
             name=self.name,
@@ -160,6 +201,7 @@ class StageBuilder:
             outputs=tuple(self._outputs.values()),
             settings=tuple(self._settings),
             assets=tuple(self._assets.values()),
+            key_use=KeyUse(tuple(self._key_statements.values()), tuple(self._key_log_groups)),
         )
 
     def _declare_presence(self, presence: Presence) -> None:
@@ -175,4 +217,4 @@ class StageBuilder:
         return Ref(parameter.title)
 
 
-__all__ = ["ENVIRONMENT_NAME", "Stage", "StageBuilder"]
+__all__ = ["ENVIRONMENT_NAME", "KeyUse", "Stage", "StageBuilder"]

@@ -3,7 +3,7 @@
 import copy
 from typing import Any
 
-from mlops_cfn.config import LoadedConfig, load_data
+from mlops_cfn.config import LoadedConfig, StagesConfig, load_data
 from mlops_cfn.config.yaml_source import read_yaml
 from mlops_cfn.config import DEFAULT_CONFIG
 
@@ -15,7 +15,9 @@ def default_data() -> dict:
 
 # The stages beyond network, storage and ingestion: off, for tests of the foundation whose
 # subject (a 2-zone VPC, an explicit endpoint list) those stages' own rules would refuse.
-LATER_STAGES = ("etl", "analytics", "training", "serving", "monitoring", "cicd")
+# (From the one list of stages, the config model's `stages` sections.)
+LATER_STAGES = tuple(name for name in StagesConfig.model_fields
+                     if name not in ("storage", "ingestion"))
 FOUNDATION_ONLY = {"stages": {name: {"enabled": False} for name in LATER_STAGES}}
 
 

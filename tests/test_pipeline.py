@@ -7,7 +7,7 @@ from troposphere import (And, Condition, Equals, If, Join, Output, Ref, Select, 
                          sqs)
 
 from mlops_cfn import pipeline
-from mlops_cfn.config import load
+from mlops_cfn.config import StagesConfig, load
 from mlops_cfn.errors import UserError
 from mlops_cfn.outputs import Wire, presence
 from mlops_cfn.pipeline import StageSpec, compose, order_stages
@@ -200,8 +200,8 @@ def test_list_parameters_travel_to_nested_stacks_comma_joined():
     assert passed["ExistingVpcId"] == {"Ref": "ExistingVpcId"}
 
 
-@pytest.mark.parametrize("stage", ["ingestion", "etl", "analytics", "training", "serving",
-                                   "monitoring", "cicd"])
+@pytest.mark.parametrize("stage", [name for name in StagesConfig.model_fields
+                                   if name != "storage"])
 def test_any_one_stage_can_be_switched_off_and_the_rest_still_wire(stage):
     built = pipeline.build(config_with({"stages": {stage: {"enabled": False}}}))
     names = {s.name for s in built.stages}
@@ -363,3 +363,10 @@ def test_the_parameters_file_never_carries_a_model_or_image_the_config_leaves_em
     chosen = config_with({"stages": {"serving": {"model_package_arn": arn}}})
     given = json.loads(render_files(pipeline.build(chosen))["parameters.json"])
     assert given["Parameters"]["ModelPackageArn"] == arn, "a model the config names is applied"
+
+
+def test_the_registry_is_the_network_then_every_stages_section_of_the_config():
+    # One list of stages: the config model's `stages` sections; the composer follows it.
+    assert [spec.name for spec in pipeline.REGISTRY] == ["network", *StagesConfig.model_fields]
+    assert [spec.toggle for spec in pipeline.REGISTRY[1:]] == [
+        f"stages.{name}.enabled" for name in StagesConfig.model_fields]

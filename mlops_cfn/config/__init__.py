@@ -7,9 +7,10 @@ merged config the structure and the values written to parameters.json.
 """
 
 import json
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any, Iterator
+from typing import Annotated, Any, Iterator, Mapping
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -19,6 +20,8 @@ from .errors import format_validation_error
 from .analytics import AnalyticsConfig
 from .cicd import CicdConfig
 from .etl import EtlConfig
+from .extensions import (ExtensionStage, ExtensionsConfig, extension_names, load_extensions,
+                         sections_model)
 from .ingestion import IngestionConfig
 from .monitoring import MonitoringConfig
 from .network import NetworkConfig
@@ -31,8 +34,8 @@ from .yaml_source import read_yaml
 
 __all__ = [
     "DEFAULT_CONFIG", "ENVIRONMENT_PATTERN", "ENVIRONMENT_MAX_LENGTH", "LoadedConfig",
-    "PipelineConfig", "Setting", "StageToggle", "StagesConfig", "load", "load_data",
-    "setting_values", "structure_of",
+    "PipelineConfig", "Setting", "StageToggle", "StagesConfig", "config_model", "load",
+    "load_data", "setting_values", "structure_of",
 ]
 
 # A template Description's limit (CloudFormation quotas).
@@ -109,6 +112,12 @@ class PipelineConfig(Model):
     network: NetworkConfig = NetworkConfig()
     record_schema: RecordSchemaConfig = RecordSchemaConfig()
     stages: StagesConfig = StagesConfig()
+    extensions: Annotated[
+        ExtensionsConfig,
+        Field(description="Sections of extension stages, one per installed package's stage "
+                          "(entry point group mlops_cfn.stages), each checked by that "
+                          "package's model; see `mlops-cfn schema` for the installed ones."),
+    ] = ExtensionsConfig()
     environments: Annotated[
         dict[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)], dict[str, Any] | None],
         Field(min_length=1,
@@ -143,6 +152,8 @@ class LoadedConfig:
     base: PipelineConfig
     # Every environment's merged config; all are validated when the file is loaded.
     merged: dict[str, PipelineConfig]
+    # The extension stages the file names (config/extensions.py), by name.
+    extensions: Mapping[str, ExtensionStage] = dataclasses.field(default_factory=dict)
 
     @property
     def config(self) -> PipelineConfig:
@@ -153,7 +164,7 @@ class LoadedConfig:
             raise UserError(
                 f"{self.source}: environments: no environment {name!r} "
                 f"(defined: {', '.join(self.merged)})")
-        return LoadedConfig(self.source, name, self.base, self.merged)
+        return replace(self, environment=name)
 
 
 def load(path: Path | str | None = None, env: str | None = None) -> LoadedConfig:
@@ -166,7 +177,11 @@ def load(path: Path | str | None = None, env: str | None = None) -> LoadedConfig
 def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
     if not isinstance(data, dict):
         raise UserError(f"{source}: must be a mapping of settings (got {type(data).__name__})")
-    base = _validate(data, source)
+    # Only a file naming extensions looks for them (importing an extension is its cost).
+    names = extension_names(data)
+    extensions = load_extensions(names, source) if names else {}
+    model = config_model(extensions)
+    base = _validate(data, source, model)
     environment = env if env is not None else next(iter(base.environments))
     merged_by_env = {}
     problems = [
@@ -183,7 +198,8 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
         if name in PROTECTED_BY_NAME and "protected" not in merged_data:
             merged_data["protected"] = True
         try:
-            merged_by_env[name] = _validate(merged_data, source, in_environment=(name, overrides))
+            merged_by_env[name] = _validate(merged_data, source, model,
+                                            in_environment=(name, overrides))
         except UserError as error:
             problems.extend(error.problems)
             continue
@@ -191,7 +207,28 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
                                              overrides))
     if problems:
         raise UserError(*problems)
-    return LoadedConfig(source, environment, base, merged_by_env).for_environment(environment)
+    return LoadedConfig(source, environment, base, merged_by_env,
+                        extensions).for_environment(environment)
+
+
+_MODELS: dict[tuple, type[PipelineConfig]] = {}
+
+
+def config_model(extensions: Mapping[str, ExtensionStage]) -> type[PipelineConfig]:
+    """The model of a file using `extensions`: PipelineConfig with their sections under
+    `extensions` (PipelineConfig itself when there are none)."""
+    if not extensions:
+        return PipelineConfig
+    key = tuple((name, extension.config) for name, extension in sorted(extensions.items()))
+    if key not in _MODELS:
+        from pydantic import create_model
+
+        sections = sections_model(extensions)
+        described = PipelineConfig.model_fields["extensions"]
+        _MODELS[key] = create_model(
+            "PipelineConfig", __base__=PipelineConfig, __doc__=PipelineConfig.__doc__,
+            extensions=(sections, Field(sections(), description=described.description)))
+    return _MODELS[key]
 
 
 def _inherited_vpc_range(source: str, name: str, base: PipelineConfig, merged: PipelineConfig,
@@ -209,11 +246,12 @@ def _inherited_vpc_range(source: str, name: str, base: PipelineConfig, merged: P
     return []
 
 
-def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None = None):
+def _validate(data: dict, source: str, model: type[PipelineConfig] = PipelineConfig,
+              in_environment: tuple[str, dict] | None = None):
     try:
-        config = PipelineConfig.model_validate(data)
+        config = model.model_validate(data)
     except ValidationError as error:
-        raise UserError(*format_validation_error(error, source, PipelineConfig, in_environment))
+        raise UserError(*format_validation_error(error, source, model, in_environment))
     where = f" (in environment {in_environment[0]!r})" if in_environment else ""
     problems = [f"{source}: {problem}{where}" for problem in _stage_rules(config)]
     environment, overrides = in_environment or (None, {})
@@ -227,9 +265,11 @@ def _validate(data: dict, source: str, in_environment: tuple[str, dict] | None =
 def _stage_rules(config: PipelineConfig) -> list[str]:
     """What the enabled stages require of the rest of the file (StageToggle.problems_with),
     one problem a line."""
+    sections = [getattr(config.stages, name) for name in type(config.stages).model_fields]
+    sections += [getattr(config.extensions, name) for name in type(config.extensions).model_fields]
     return [problem
-            for name in type(config.stages).model_fields
-            if (section := getattr(config.stages, name)).enabled
+            for section in sections
+            if section is not None and section.enabled
             for problem in section.problems_with(config)]
 
 

@@ -23,11 +23,12 @@ accepts, but for those rules.
 
 import copy
 import re
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from pydantic import BaseModel
 
-from . import ENVIRONMENT_PATTERN, PipelineConfig
+from . import ENVIRONMENT_PATTERN, PipelineConfig, config_model
+from .extensions import ExtensionStage, load_all
 from .analytics import RESERVED_USER_NAMES, AnalyticsConfig, ProvisionedConfig, QuickSightConfig
 from .cicd import BuildConfig, RetrainConfig, SourceConfig
 from .etl import RAW_TABLE_PREFIX, EtlConfig
@@ -174,9 +175,10 @@ MIRRORED: dict[tuple[type[BaseModel], str], tuple[str, Callable[[dict], None]]] 
 }
 
 
-def pipeline_schema() -> dict:
-    """The schema of a pipeline file, for editors and CI checks."""
-    schema = PipelineConfig.model_json_schema()
+def pipeline_schema(extensions: Mapping[str, ExtensionStage] | None = None) -> dict:
+    """The schema of a pipeline file, for editors and CI checks, with the sections of
+    `extensions` (default: every installed extension stage, config/extensions.py)."""
+    schema = config_model(load_all() if extensions is None else extensions).model_json_schema()
     defs = schema["$defs"]
     for node in _walk(schema):
         _keys_as_property_names(node)

@@ -61,7 +61,7 @@ from ..outputs import (DATA_KEY_ARN, ETL_JOB_NAME, GLUE_DATABASE_NAME, PRIVATE_S
                        REDSHIFT_ENDPOINT_ADDRESS, REDSHIFT_ENDPOINT_PORT, REDSHIFT_ROLE_ARN,
                        REDSHIFT_SECRET_ARN, REDSHIFT_WORKGROUP_NAME, VPC_CIDR, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import (RETAIN, control_tower_exceptions, encrypted_queue,
+from .common import (RETAIN, control_tower_exceptions, encrypted_queue, eventbridge_dead_letters,
                      https_to_endpoints_and_s3)
 from . import analytics_sql, etl_events
 
@@ -242,8 +242,12 @@ def warehouse_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.Sec
 def audit_log_groups(b: StageBuilder, config: PipelineConfig,
                      directory: str) -> list[logs.LogGroup]:
     """The log groups Redshift exports its audit logs to, made first so they are ours: encrypted
-    with the data key, expiring after `log_retention_days`, kept after the stack (audit)."""
+    with the data key, expiring after `log_retention_days`, kept after the stack (audit).
+    Their names are Redshift's (/aws/redshift/[cluster/]<warehouse>/...), outside the project's
+    log group prefix: the key's policy is asked to let CloudWatch Logs encrypt them."""
     b.environment  # the name patterns refer to EnvironmentName
+    warehouse = naming.physical_name(naming.REDSHIFT, config.project, "warehouse")
+    b.data_key_log_group(f"{SERVERLESS_LOG_ROOT}*{warehouse}/*")
     groups = []
     for log_type in AUDIT_LOG_TYPES:
         groups.append(b.add(logs.LogGroup(
@@ -424,9 +428,9 @@ def add_load_rule(b: StageBuilder, config: PipelineConfig, warehouse: Warehouse,
     rule_name = b.physical_name(EVENT_RULE, "warehouse-load")
     # No Retain: it holds notices of loads EventBridge could not start, not data (the data is
     # in the processed bucket and the next ETL run loads it again). EventBridge encrypts what
-    # it sends with the data key as itself: the storage stage's key policy lets it
-    # (RuleNotificationsByEventBridge).
+    # it sends with the data key as itself: the key's policy lets it (eventbridge_dead_letters).
     dead_letters = encrypted_queue(b, "LoadDeadLetterQueue", "warehouse-load-dead-letters")
+    eventbridge_dead_letters(b)
     events_role = b.add(iam.Role(
         "LoadRole",
         Description="EventBridge: run the warehouse load through the Redshift Data API",

@@ -133,7 +133,7 @@ from . import cicd_buildspec as spec
 from . import cicd_partition
 from .common import (OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions,
                      encrypted_log_group)
-from .storage import S3_ACCESS_LOG_PREFIX
+from .access_logs import S3_ACCESS_LOG_PREFIX
 
 HOME = "IsDeliveryHome"
 # Artifact names inside the pipeline.

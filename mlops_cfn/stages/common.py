@@ -1,7 +1,9 @@
 """Resources every stage builds the same way."""
 
+from awacs.aws import StringLike
 from troposphere import ec2, logs, sqs
 
+from .. import policies
 from ..config import PipelineConfig
 from ..outputs import DATA_KEY_ARN, VPC_CIDR, VPC_ID
 from .. import naming
@@ -82,9 +84,9 @@ def encrypted_queue(b: StageBuilder, title: str, purpose: str) -> sqs.Queue:
     """A queue for failures (dead letters, failed batches), encrypted with the data key.
 
     No Retain: it holds notices of work to look into within SQS's 14 days, never data of
-    record, and a retained queue keeps its name taken. EventBridge and Lambda write to such
-    queues as themselves; the storage stage's key policy lets EventBridge use the key
-    (RuleNotificationsByEventBridge).
+    record, and a retained queue keeps its name taken. Lambda writes to such a queue with its
+    function's role; EventBridge as itself, which the key's policy must allow
+    (`eventbridge_dead_letters`).
 
     Every such queue is a dead-letter queue, and says so with a redrive allow policy: AWS
     Control Tower's CT.SQS.PR.1 ("Require any Amazon SQS queue to have a dead-letter queue
@@ -119,3 +121,17 @@ def control_tower_exceptions(*exceptions: tuple[str, str]) -> dict:
     them all."""
     return {"controltower": {"exceptions": [{"id": control, "reason": reason}
                                             for control, reason in exceptions]}}
+
+
+def eventbridge_dead_letters(b: StageBuilder) -> None:
+    """Ask the data key's policy to let EventBridge encrypt what it sends to this stage's
+    dead-letter queues (encrypted_queue) as itself.
+
+    AWS: "Amazon SQS key management" (SQS Developer Guide, encryption context: aws:sqs:arn, the
+    queue's ARN). EventBridge's requests carry no aws:SourceAccount or aws:SourceArn to limit by
+    (see monitoring.py's topic grant); what they do carry is the encryption context SQS binds to
+    the data: only queues of this account and region.
+    """
+    b.data_key_use(policies.key_use_by_service(
+        "RuleDeadLettersByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
+        StringLike("kms:EncryptionContext:aws:sqs:arn", policies.arn("sqs", "*"))))

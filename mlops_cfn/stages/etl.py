@@ -167,6 +167,13 @@ def processed_table_name(etl: EtlConfig) -> str:
 # --- encryption -----------------------------------------------------------------------------
 
 def security_configuration(b: StageBuilder, key: Ref) -> glue.SecurityConfiguration:
+    """Glue encrypts what it writes with the data key, its logs included: under a security
+    configuration they go to log groups Glue names after it (/aws-glue/jobs/<configuration>-role/
+    ..., /aws-glue/crawlers-role/<role>-<configuration>), which the key's policy is asked to let
+    CloudWatch Logs encrypt."""
+    configuration = naming.physical_name(naming.GLUE_JOB, b.project, "etl")
+    b.data_key_log_group(f"/aws-glue/jobs/{configuration}-role/*")
+    b.data_key_log_group(f"/aws-glue/crawlers-role/*-{configuration}")
     return glue.SecurityConfiguration(
         "SecurityConfiguration",
         Name=b.physical_name(naming.GLUE_JOB, "etl"),

@@ -121,6 +121,7 @@ def build(config: PipelineConfig) -> Stage:
         DisplayName=f"{config.project} alarms",
         KmsMasterKeyId=key,
     ))
+    publishers_use_the_key(b)
     add_email_subscription(b, settings, topic)
 
     # What exists only with the endpoint or the API service gets their condition (see
@@ -177,13 +178,38 @@ def add_email_subscription(b: StageBuilder, settings: MonitoringConfig, topic: s
     ))
 
 
+def publishers_use_the_key(b: StageBuilder) -> None:
+    """Ask the data key's policy to let the topic's publishers use the key it is encrypted with.
+
+    CloudWatch alarms and EventBridge rules publish to the alarm topic as themselves, and SNS
+    then asks KMS for a data key in the publisher's name. Alarms: of this account and region
+    only. EventBridge: for topics of this account and region only, by the encryption context
+    (it passes no source to limit by).
+    """
+    # AWS: "Managing Amazon SNS encryption keys and costs" (compatibility between event sources
+    # from AWS services and encrypted topics: CloudWatch alarms). Only alarms of this account
+    # and region (the confused-deputy guard).
+    b.data_key_use(policies.key_use_by_service(
+        "AlarmNotificationsByCloudWatch", "cloudwatch.amazonaws.com", policies.KEY_READ_WRITE,
+        StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
+        ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))))
+    # AWS: "Managing Amazon SNS encryption keys" (SNS Developer Guide): "Adding the
+    # aws:SourceAccount and aws:SourceArn to a AWS KMS policy is not supported for
+    # EventBridge-to-encrypted topics", so those conditions would refuse every delivery. What
+    # every such request does carry is the encryption context SNS binds to the data (the
+    # topic's ARN): only topics of this account and region.
+    b.data_key_use(policies.key_use_by_service(
+        "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
+        StringLike("kms:EncryptionContext:aws:sns:topicArn", policies.arn("sns", "*"))))
+
+
 def topic_policy(b: StageBuilder, topic: sns.Topic, alarms: Sequence[tuple[Any, Gate]],
                  rules: Sequence[tuple[events.Rule, Gate]]) -> sns.TopicPolicy:
     """Only this stack's alarms and rules publish, only over TLS.
 
     Statements name each publisher's ARN (aws:SourceArn) and this account (aws:SourceAccount):
     the confused-deputy guard, and the only limit on EventBridge's use of the data key (see
-    storage._service_key_statements). A publisher that exists only under a condition is listed
+    publishers_use_the_key). A publisher that exists only under a condition is listed
     only under it; a statement whose every publisher is conditional exists only under their
     shared condition.
     """

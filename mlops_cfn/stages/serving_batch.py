@@ -17,8 +17,9 @@ Outputs: BatchTransformStateMachineArn.
 
 The state machine's definition and execution history are encrypted with the data key as well
 as Step Functions' own. Its role uses the key for the machine's encryption context only, and
-for the vended log delivery to BatchTransformLogGroup; the storage stage's key policy lets
-CloudWatch Logs' delivery service decrypt what it delivers (AWS's documented pair of grants).
+for the vended log delivery to BatchTransformLogGroup; the stage asks the key's policy to let
+CloudWatch Logs' delivery service decrypt what it delivers (`log_delivery_uses_the_key`; AWS's
+documented pair of grants).
 """
 
 from typing import Any
@@ -87,6 +88,7 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
             "InstanceType": b.setting(batch, "instance_type"),
             "InstanceCount": b.setting(batch, "instance_count"),
         },
+        # Logged through CloudWatch Logs' vended delivery (`log_delivery_uses_the_key`).
         LoggingConfiguration=stepfunctions.LoggingConfiguration(
             Level="ALL",
             # Execution data holds S3 locations and job names only, but stays out of the logs
@@ -103,9 +105,22 @@ def add_batch_transform(b: StageBuilder, config: PipelineConfig,
             Type="CUSTOMER_MANAGED_KMS_KEY", KmsKeyId=key,
             KmsDataKeyReusePeriodSeconds=DATA_KEY_REUSE_SECONDS),
     ))
+    log_delivery_uses_the_key(b)
     add_schedule(b, batch, machine, key, machine_arn)
     b.output(BATCH_TRANSFORM_STATE_MACHINE_ARN, Ref(machine))
     return machine
+
+
+def log_delivery_uses_the_key(b: StageBuilder) -> None:
+    """Ask the data key's policy to let CloudWatch Logs' vended delivery decrypt what the state
+    machine, encrypted with the key, logs: it does so as itself.
+
+    AWS: "Data at rest encryption in Step Functions" (logging with a customer managed key).
+    Only for sources of this account.
+    """
+    b.data_key_use(policies.key_use_by_service(
+        "LogDeliveryByCloudWatchLogs", "delivery.logs.amazonaws.com", [awacs.kms.Decrypt],
+        StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))))
 
 
 def definition(batch: BatchTransformConfig) -> dict:

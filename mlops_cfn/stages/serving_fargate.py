@@ -45,7 +45,7 @@ import awacs.logs
 import awacs.s3
 import awacs.sagemaker
 import awacs.secretsmanager
-from awacs.aws import Allow, Statement, StringEquals
+from awacs.aws import Allow, ForAllValuesStringEquals, Statement, StringEquals
 from troposphere import (And, Condition as TroposphereCondition, GetAtt, If, NoValue, Ref, Sub,
                          applicationautoscaling as scaling, ec2, ecr, ecs,
                          elasticloadbalancingv2 as elb, iam)
@@ -63,7 +63,7 @@ from .serving_common import (API_RUNNABLE, HTTP, HTTPS, MODEL_SUPPLIED,
                              SCALE_IN_COOLDOWN_SECONDS, SCALE_OUT_COOLDOWN_SECONDS,
                              add_model_supplied, list_under, model_archive_read_statement,
                              models_prefix, name_pattern, not_empty)
-from .storage import LOAD_BALANCER_LOG_PREFIX
+from .access_logs import LOAD_BALANCER_LOG_PREFIX
 
 CONTAINER = "model-api"
 # TLS 1.3 and 1.2 only, forward secrecy: AWS's recommended policy for new listeners.
@@ -95,13 +95,14 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
                                                TroposphereCondition(MODEL_SUPPLIED)))
 
     repository = b.add(api_repository(b, settings, key))
+    cluster_name = naming.physical_name(naming.ECS, config.project, naming.API_CLUSTER_PURPOSE)
+    fargate_uses_the_key(b, cluster_name)
     cluster = b.add(ecs.Cluster(
         "ApiCluster",
         ClusterName=b.physical_name(naming.ECS, naming.API_CLUSTER_PURPOSE),
         ClusterSettings=[ecs.ClusterSetting(Name="containerInsights", Value="enabled")],
         # The tasks' ephemeral storage under the data key rather than an AWS-owned one
-        # (the storage stage's key policy lets Fargate use the key for this account's
-        # clusters).
+        # (the key's policy lets Fargate use it for this cluster: `fargate_uses_the_key`).
         Configuration=ecs.ClusterConfiguration(
             ManagedStorageConfiguration=ecs.ManagedStorageConfiguration(
                 FargateEphemeralStorageKmsKeyId=key)),
@@ -169,6 +170,28 @@ def lifecycle_policy(images_kept: Ref) -> Sub:
     text = json.dumps(rules, sort_keys=True)
     # A number in the policy text, filled from the parameter.
     return Sub(text.replace('"__KEPT__"', "${%s}" % images_kept.data["Ref"]))
+
+
+def fargate_uses_the_key(b: StageBuilder, cluster_name: str) -> None:
+    """Ask the data key's policy to let Fargate encrypt the API tasks' ephemeral storage.
+
+    AWS: "Create an encryption key for Fargate ephemeral storage for Amazon ECS": Fargate
+    encrypts the ephemeral storage of the cluster's tasks with the key (its
+    ManagedStorageConfiguration) as itself: a data key, and a grant to decrypt it, for that
+    cluster of this account only, named in the encryption context (AWS's example key policy
+    names the cluster, not its ARN).
+    """
+    the_cluster = StringEquals({
+        "kms:EncryptionContext:aws:ecs:clusterAccount": Ref("AWS::AccountId"),
+        "kms:EncryptionContext:aws:ecs:clusterName": Sub(cluster_name),
+    })
+    b.data_key_use(policies.key_use_by_service(
+        "TaskStorageByFargate", "fargate.amazonaws.com",
+        [awacs.kms.GenerateDataKeyWithoutPlaintext], the_cluster))
+    # AWS: same page: kms:CreateGrant, for the grant operation Decrypt.
+    b.data_key_use(policies.key_use_by_service(
+        "TaskStorageGrantsByFargate", "fargate.amazonaws.com", [awacs.kms.CreateGrant],
+        the_cluster, ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])))
 
 
 def api_repository(b: StageBuilder, settings: FargateServingConfig, key: Ref) -> ecr.Repository:

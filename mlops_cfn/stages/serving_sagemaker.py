@@ -189,7 +189,9 @@ def model_resource(b: StageBuilder, config: PipelineConfig, role: iam.Role,
 
 def endpoint_log_group(b: StageBuilder, config: PipelineConfig, name: str) -> logs.LogGroup:
     # SageMaker writes container logs to this fixed name and makes the group (unencrypted,
-    # kept forever) if it is missing. Made here first, it is encrypted and expires.
+    # kept forever) if it is missing. Made here first, it is encrypted and expires; the name is
+    # SageMaker's, outside the project's prefix, so the key's policy is asked to admit it.
+    b.data_key_log_group(f"/aws/sagemaker/Endpoints/{name}")
     return logs.LogGroup(
         "EndpointLogGroup",
         LogGroupName=Sub(f"/aws/sagemaker/Endpoints/{name}"),

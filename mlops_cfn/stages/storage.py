@@ -4,9 +4,10 @@ Resources
 - DataKey (AWS::KMS::Key): customer-managed, yearly rotation, kept on stack deletion. Its policy
   (policies.data_key_policy) lets this account's IAM policies administer and use it, denies
   grants that are not for AWS resources, lets CloudWatch Logs encrypt this project's log groups
-  (`_encrypted_log_groups`) and AWS services publishing to encrypted topics and queues use it
-  for sources (or, for EventBridge, topics and queues) of this account and region only; no
-  `kms:*` anywhere.
+  (`_encrypted_log_groups`), and grants AWS services what the other enabled stages ask for
+  through their builders (stage.KeyUse: CloudWatch alarms and EventBridge publishing to the
+  monitoring stage's topic, Fargate encrypting the serving API's task storage, ...), each
+  scoped by a condition; no `kms:*` anywhere.
 - DataKeyAlias (AWS::KMS::Alias): `alias/<project>-<env>-data`.
 - RawBucket, ProcessedBucket, ArtifactsBucket (AWS::S3::Bucket) with a BucketPolicy each:
   SSE-KMS with the data key and a bucket key, versioning, all public access blocked, ACLs off,
@@ -23,6 +24,8 @@ Resources
 - Every bucket records its AWS Control Tower exceptions in Metadata (Object Lock is the data
   owner's decision; the access-logs bucket's SSE-S3 and its not logging itself).
 
+Built after the other stages of its environment (pipeline.py): `build(config, key_uses)`.
+
 Inputs: none.
 Outputs: DataKeyArn, DataKeyAlias, RawBucketName/Arn, ProcessedBucketName/Arn,
 ArtifactsBucketName/Arn, AccessLogsBucketName.
@@ -30,13 +33,14 @@ Settings: EnvironmentName, ArchiveAfterDays, NoncurrentVersionExpirationDays,
 AccessLogExpirationDays; ProcessedTransitionDays (with `processed_storage_class`).
 """
 
+import json
+import re
 from dataclasses import dataclass
+from typing import Iterable
 
-import awacs.kms
 import awacs.s3
-from awacs.aws import (Allow, ArnLike, Condition, ForAllValuesStringEquals, Principal,
-                       Statement, StringEquals, StringLike)
-from troposphere import GetAtt, If, Ref, Sub, kms, s3
+from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
+from troposphere import GetAtt, If, Ref, Sub, encode_to_dict, kms, s3
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -44,16 +48,16 @@ from ..config.storage import StorageConfig
 from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME,
                        DATA_KEY_ALIAS, DATA_KEY_ARN, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
                        RAW_BUCKET_ARN, RAW_BUCKET_NAME, Wire)
-from ..stage import Stage, StageBuilder
+from ..settings import ENVIRONMENT_NAME
+from ..stage import KeyUse, Stage, StageBuilder
 from . import load_balancer_logs
+from .access_logs import LOAD_BALANCER_LOG_PREFIX, S3_ACCESS_LOG_PREFIX
 from .common import OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions
 
 
 # Multipart uploads nobody completes are billed but invisible; a week covers any real upload.
 INCOMPLETE_UPLOAD_DAYS = 7
 
-# Where S3 server access logs land in the access-logs bucket: one folder per source bucket.
-S3_ACCESS_LOG_PREFIX = "s3-access/"
 # Why the access-logs bucket is encrypted with SSE-S3, not a KMS key (AWS Control Tower
 # CT.S3.PR.10): each of its writers requires SSE-S3 of the destination bucket.
 ACCESS_LOGS_SSE_S3_REASON = (
@@ -62,8 +66,6 @@ ACCESS_LOGS_SSE_S3_REASON = (
     "and Application Load Balancer access logs likewise (Elastic Load Balancing, \"Enable "
     "access logs for your Application Load Balancer\"); this bucket holds those access logs, "
     "never pipeline data.")
-# Where load balancer access logs land (ELB appends AWSLogs/<account>/elasticloadbalancing/...).
-LOAD_BALANCER_LOG_PREFIX = "alb"
 
 
 # What a data bucket's objects become with age, by what reads them.
@@ -90,11 +92,12 @@ DATA_BUCKETS = (
 )
 
 
-def build(config: PipelineConfig) -> Stage:
+def build(config: PipelineConfig, key_uses: Iterable[KeyUse] = ()) -> Stage:
+    """The stage, its key's policy granting what `key_uses` (the other enabled stages') ask."""
     storage = config.stages.storage
     b = StageBuilder("storage", config.project, "data lake buckets and the data key")
 
-    key = b.add(_data_key(b, config.project, storage))
+    key = b.add(_data_key(b, config.project, storage, list(key_uses)))
     alias = b.add(kms.Alias(
         "DataKeyAlias",
         AliasName=_alias_name(b),
@@ -135,109 +138,64 @@ def build(config: PipelineConfig) -> Stage:
     return b.finish()
 
 
-def _data_key(b: StageBuilder, project: str, storage: StorageConfig) -> kms.Key:
+def _data_key(b: StageBuilder, project: str, storage: StorageConfig,
+              key_uses: list[KeyUse]) -> kms.Key:
     return kms.Key(
         "DataKey",
         Description=f"{project}: encrypts the pipeline's data, logs and artifacts",
         EnableKeyRotation=True,
         PendingWindowInDays=storage.key_deletion_window_days,
         KeyPolicy=policies.data_key_policy(
-            _encrypted_log_groups(b, project),
-            *_service_key_statements(b.physical_name(naming.ECS, naming.API_CLUSTER_PURPOSE))),
+            _encrypted_log_groups(b, project, key_uses), *_service_key_statements(key_uses)),
         **RETAIN,
     )
 
 
-def _encrypted_log_groups(b: StageBuilder, project: str) -> list[Sub]:
+def _encrypted_log_groups(b: StageBuilder, project: str, key_uses: list[KeyUse]) -> list[Sub]:
     """The names (patterns) of the log groups this project and environment encrypts with the
-    key, the only ones CloudWatch Logs may use it for. Most live under the project's own prefix
-    (naming.log_group_name); services that fix their log groups' names put a resource name of
-    this project in them, built with the same naming rule as the resource: Redshift's audit
-    logs (/aws/redshift/[cluster/]<warehouse>/...), a SageMaker endpoint's
-    (/aws/sagemaker/Endpoints/<endpoint>) and Glue's under a security configuration
-    (/aws-glue/jobs/<configuration>-role/..., /aws-glue/crawlers-role/<role>-<configuration>).
-    A test resolves every log group of every example against these patterns."""
+    key, the only ones CloudWatch Logs may use it for: those under the project's own prefix
+    (naming.log_group_name, which every stage's builder uses), and those services name after a
+    resource of a stage, which that stage asks for (StageBuilder.data_key_log_group: Redshift's
+    audit logs, a SageMaker endpoint's, Glue's under a security configuration). A test resolves
+    every log group of every example against these patterns."""
     b.environment  # declares the EnvironmentName parameter the patterns refer to
-
-    def name(rule: naming.NameRule, purpose: str) -> str:
-        return naming.physical_name(rule, project, purpose)
-
-    glue_configuration = name(naming.GLUE_JOB, "etl")
     own_prefix = naming.log_group_name(project, "x").removesuffix("x")
-    return [Sub(pattern) for pattern in (
-        f"{own_prefix}*",
-        f"/aws/redshift/*{name(naming.REDSHIFT, 'warehouse')}/*",
-        f"/aws/sagemaker/Endpoints/{name(naming.SAGEMAKER, 'endpoint')}",
-        f"/aws-glue/jobs/{glue_configuration}-role/*",
-        f"/aws-glue/crawlers-role/*-{glue_configuration}",
-    )]
+    patterns = [f"{own_prefix}*"]
+    for use in key_uses:
+        patterns += [pattern for pattern in use.log_groups if pattern not in patterns]
+    for pattern in patterns:
+        _only_shared_parameters(pattern, f"log group {pattern!r}")
+    return [Sub(pattern) for pattern in patterns]
 
 
-def _service_key_statements(api_cluster: Sub) -> tuple[Statement, ...]:
-    """Key policy grants for AWS services that call KMS as themselves (beyond CloudWatch Logs,
-    which policies.data_key_policy always includes). A stage that needs one adds it here,
-    scoped by a condition, when that stage is enabled; services acting through an IAM role
-    need nothing here (policies.use_key).
-
-    CloudWatch alarms and EventBridge rules publish to the monitoring stage's alarm topic,
-    which is encrypted with this key; SNS then asks KMS for a data key in the publisher's
-    name. Both are granted whatever the config (this function sees none): alarms of this
-    account and region only, EventBridge for topics and queues of this account and region
-    only (it passes no source to limit by); with monitoring off no topic admits them, so the
-    grants are inert.
-    """
-    return (
-        # AWS: "Managing Amazon SNS encryption keys and costs" (compatibility between event
-        # sources from AWS services and encrypted topics: CloudWatch alarms). Only alarms of
-        # this account and region (the confused-deputy guard).
-        policies.key_use_by_service(
-            "AlarmNotificationsByCloudWatch", "cloudwatch.amazonaws.com", policies.KEY_READ_WRITE,
-            StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
-            ArnLike("aws:SourceArn", policies.arn("cloudwatch", "alarm:*"))),
-        # EventBridge rules deliver to the alarm topic and to the dead-letter queues encrypted
-        # with this key, and SNS and SQS then ask KMS in EventBridge's name. AWS: "Managing
-        # Amazon SNS encryption keys" (SNS Developer Guide): "Adding the aws:SourceAccount and
-        # aws:SourceArn to a AWS KMS policy is not supported for EventBridge-to-encrypted
-        # topics", so those conditions would refuse every delivery. What every such request
-        # does carry is the encryption context SNS and SQS bind to the data (the topic's ARN,
-        # the queue's ARN): only topics and queues of this account and region.
-        policies.key_use_by_service(
-            "RuleNotificationsByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
-            StringLike("kms:EncryptionContext:aws:sns:topicArn", policies.arn("sns", "*"))),
-        # AWS: "Amazon SQS key management" (SQS Developer Guide, encryption context: aws:sqs:arn,
-        # the queue's ARN).
-        policies.key_use_by_service(
-            "RuleDeadLettersByEventBridge", "events.amazonaws.com", policies.KEY_READ_WRITE,
-            StringLike("kms:EncryptionContext:aws:sqs:arn", policies.arn("sqs", "*"))),
-        # AWS: "Data at rest encryption in Step Functions" (logging with a customer managed
-        # key): a state machine encrypted with this key (the serving stage's batch transform)
-        # logs through CloudWatch Logs' vended delivery, which decrypts what it delivers as
-        # itself.
-        policies.key_use_by_service(
-            "LogDeliveryByCloudWatchLogs", "delivery.logs.amazonaws.com", [awacs.kms.Decrypt],
-            StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
-        # AWS: "Create an encryption key for Fargate ephemeral storage for Amazon ECS": Fargate
-        # encrypts the ephemeral storage of the serving API's tasks with this key (the
-        # cluster's ManagedStorageConfiguration) as itself: a data key, and a grant to decrypt
-        # it, for that cluster only.
-        policies.key_use_by_service(
-            "TaskStorageByFargate", "fargate.amazonaws.com",
-            [awacs.kms.GenerateDataKeyWithoutPlaintext], _the_api_cluster(api_cluster)),
-        # AWS: same page: kms:CreateGrant, for the grant operation Decrypt.
-        policies.key_use_by_service(
-            "TaskStorageGrantsByFargate", "fargate.amazonaws.com", [awacs.kms.CreateGrant],
-            _the_api_cluster(api_cluster),
-            ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])),
-    )
+def _service_key_statements(key_uses: list[KeyUse]) -> list[Statement]:
+    """The key-policy grants the stages ask for (StageBuilder.data_key_use), once each by Sid,
+    in the order of the stages (the composer's registry order): services that call KMS as
+    themselves for a stage's resources. A grant two stages ask for must be the same
+    statement."""
+    by_sid: dict[str, Statement] = {}
+    for use in key_uses:
+        for statement in use.statements:
+            known = by_sid.setdefault(statement.Sid, statement)
+            if encode_to_dict(known) != encode_to_dict(statement):
+                raise ValueError(f"two stages ask the data key's policy for different "
+                                 f"statements {statement.Sid!r}")
+            _only_shared_parameters(json.dumps(encode_to_dict(statement)),
+                                    f"statement {statement.Sid!r}")
+    return list(by_sid.values())
 
 
-def _the_api_cluster(api_cluster: Sub) -> StringEquals:
-    """Fargate's encryption context: the serving API's cluster of this account, by name (AWS's
-    example key policy: the name, not the ARN)."""
-    return StringEquals({
-        "kms:EncryptionContext:aws:ecs:clusterAccount": Ref("AWS::AccountId"),
-        "kms:EncryptionContext:aws:ecs:clusterName": api_cluster,
-    })
+_REFERENCE = re.compile(r'"Ref": "([^"]+)"|\$\{([^}!.]+)[}.]')
+
+
+def _only_shared_parameters(text: str, what: str) -> None:
+    """What a stage asks of the key may mention pseudo parameters and EnvironmentName only:
+    this template has no other stage's parameters or resources (stage.KeyUse)."""
+    names = {name for match in _REFERENCE.finditer(text) for name in match.groups() if name}
+    foreign = sorted(n for n in names if not n.startswith("AWS::") and n != ENVIRONMENT_NAME)
+    if foreign:
+        raise ValueError(f"the data key's policy cannot take {what}: it names {foreign}, which "
+                         f"the storage template does not have")
 
 
 def _alias_name(b: StageBuilder) -> Sub:

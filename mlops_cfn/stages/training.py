@@ -52,7 +52,8 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
-from .common import RETAIN, encrypted_queue, https_to_endpoints_and_s3
+from .common import (RETAIN, encrypted_queue, eventbridge_dead_letters,
+                     https_to_endpoints_and_s3)
 from . import etl_events, training_pipeline
 from .image_registries import XGBOOST, account_in_region
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
@@ -447,8 +448,9 @@ def image_pull_statements() -> list[Statement]:
 def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
                  pipeline_arn: Sub, input_prefix: Any, key: Ref) -> None:
     # EventBridge writes to the queue as itself; the data key's policy lets events.amazonaws.com
-    # encrypt with the key (storage stage, RuleNotificationsByEventBridge).
+    # encrypt with the key (eventbridge_dead_letters).
     dead_letters = encrypted_queue(b, "TriggerDeadLetterQueue", "training-trigger-dead-letters")
+    eventbridge_dead_letters(b)
     role = b.add(iam.Role(
         "TriggerRole",
         Description="EventBridge starts the training pipeline",

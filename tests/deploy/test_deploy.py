@@ -21,13 +21,13 @@ from mlops_cfn.wheel import tool_wheel
 
 from . import moto_support
 from .conftest import BUCKET, run, write_config
+from tests.helpers import LATER_STAGES
 
 RENDERED = Path(__file__).resolve().parents[2] / "templates" / "dev"
 
 pytestmark = pytest.mark.slow
 
 STACK = "pipeline"
-LATER_STAGES = ("etl", "analytics", "training", "serving", "monitoring", "cicd")
 # What moto 5.2 does not model in the network, storage and ingestion stages: created as
 # placeholders (deterministic ids, nothing behind them).
 MOTO_PLACEHOLDERS = {

@@ -4,11 +4,14 @@ internal load balancer in the private subnets, public only through an IAM-author
 import json
 
 from mlops_cfn.config.serving import FargateServingConfig
-from mlops_cfn.stages import serving, storage
+from troposphere import encode_to_dict
+
+from mlops_cfn import pipeline
+from mlops_cfn.stages import access_logs, serving, storage
 from tests.helpers import (config_with, only_resource, resources_of_type, statements,
                            template_dict, with_action)
-from tests.stages.test_serving import (CERTIFICATE, KEY, props, resource, sub_text, template,
-                                       types_in)
+from tests.stages.test_serving import (CERTIFICATE, KEY, build, props, resource, sub_text,
+                                       template, types_in)
 
 FARGATE = {"target": "fargate"}
 HTTPS = {"target": "fargate", "fargate": {"certificate_arn": CERTIFICATE}}
@@ -82,13 +85,19 @@ def test_the_tasks_ephemeral_storage_is_encrypted_with_the_data_key():
     cluster = props(fargate(), "ApiCluster")
     assert cluster["Configuration"] == {
         "ManagedStorageConfiguration": {"FargateEphemeralStorageKmsKeyId": KEY}}
-    # The name the storage stage's key policy admits Fargate for.
-    storage_key = only_resource(template_dict(storage.build(config_with().config)),
-                                "AWS::KMS::Key")
+    # The stage asks the key's policy to admit Fargate for this cluster's name (stage.KeyUse).
+    asked = [encode_to_dict(s) for s in build(FARGATE).key_use.statements]
     names = [s["Condition"]["StringEquals"]["kms:EncryptionContext:aws:ecs:clusterName"]
-             for s in storage_key["Properties"]["KeyPolicy"]["Statement"]
-             if s.get("Principal") == {"Service": "fargate.amazonaws.com"}]
-    assert names and all(name == cluster["ClusterName"] for name in names)
+             for s in asked if s.get("Principal") == {"Service": "fargate.amazonaws.com"}]
+    assert len(names) == 2 and all(name == cluster["ClusterName"] for name in names)
+    # And the storage stage built by the composer grants exactly that.
+    built = pipeline.build(config_with({"stages": {"serving": FARGATE}}))
+    storage_key = only_resource(template_dict(next(s for s in built.stages
+                                                   if s.name == "storage")), "AWS::KMS::Key")
+    granted = [s for s in storage_key["Properties"]["KeyPolicy"]["Statement"]
+               if s.get("Principal") == {"Service": "fargate.amazonaws.com"}]
+    assert granted == [s for s in asked if s.get("Principal") == {
+        "Service": "fargate.amazonaws.com"}]
 
 
 # --- the task ------------------------------------------------------------------------------
@@ -266,7 +275,7 @@ def test_the_load_balancer_is_internal_logs_drops_bad_headers_and_protection_is_
     assert attributes == {
         "access_logs.s3.enabled": "true",
         "access_logs.s3.bucket": {"Ref": "AccessLogsBucketName"},
-        "access_logs.s3.prefix": storage.LOAD_BALANCER_LOG_PREFIX,
+        "access_logs.s3.prefix": access_logs.LOAD_BALANCER_LOG_PREFIX,
         "routing.http.drop_invalid_header_fields.enabled": "true",
         "deletion_protection.enabled": {"Ref": "LoadBalancerDeletionProtection"},
     }

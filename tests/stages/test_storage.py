@@ -1,10 +1,17 @@
-"""The storage stage: the data key and four buckets, secure by default."""
+"""The storage stage: the data key and four buckets, secure by default.
+
+The key's policy grants AWS services what the other enabled stages ask of it (stage.KeyUse), so
+the stage is built here as the composer builds it, after those stages.
+"""
 
 import cfnlint.api
 import pytest
+from awacs.aws import Allow, Principal, Statement
+from troposphere import Ref
 
-from mlops_cfn import outputs
+from mlops_cfn import outputs, pipeline
 from mlops_cfn.errors import UserError
+from mlops_cfn.stage import KeyUse
 from mlops_cfn.stages import storage
 from tests.helpers import config_with, only_resource, resources_of_type, template_dict
 
@@ -14,7 +21,9 @@ KEY_ARN = {"Fn::GetAtt": ["DataKey", "Arn"]}
 
 
 def build(changes: dict | None = None, env: str = "dev"):
-    return storage.build(config_with(changes, env).config)
+    """The storage stage of the bundled pipeline with `changes`, as the composer builds it."""
+    built = pipeline.build(config_with(changes, env))
+    return next(stage for stage in built.stages if stage.name == "storage")
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +103,50 @@ def test_key_policy_lets_cloudwatch_logs_encrypt_only_this_projects_log_groups(t
     assert logs[0]["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == [
         {"Fn::Sub": arn + name} for name in (
             "/mlops/mlops-demo/${EnvironmentName}/*",
-            "/aws/redshift/*mlops-demo-${EnvironmentName}-warehouse/*",
-            "/aws/sagemaker/Endpoints/mlops-demo-${EnvironmentName}-endpoint",
+            # Asked for by the etl, analytics and serving stages, in that order.
             "/aws-glue/jobs/mlops-demo-${EnvironmentName}-etl-role/*",
-            "/aws-glue/crawlers-role/*-mlops-demo-${EnvironmentName}-etl")]
+            "/aws-glue/crawlers-role/*-mlops-demo-${EnvironmentName}-etl",
+            "/aws/redshift/*mlops-demo-${EnvironmentName}-warehouse/*",
+            "/aws/sagemaker/Endpoints/mlops-demo-${EnvironmentName}-endpoint")]
+
+
+# --- what the other stages ask of the key -------------------------------------------------------
+
+def test_alone_the_key_grants_no_service_anything_for_another_stages_resources():
+    template = template_dict(storage.build(config_with().config))
+    services = [s["Principal"]["Service"] for s in key_policy(template)
+                if "Service" in s.get("Principal", {})]
+    assert services == [{"Fn::Sub": "logs.${AWS::Region}.amazonaws.com"}]
+    [logs] = [s for s in key_policy(template) if s.get("Sid") == "KeyUseByCloudWatchLogs"]
+    assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"] == [{
+        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:"
+                   "/mlops/mlops-demo/${EnvironmentName}/*"}]
+
+
+def test_a_stage_switched_off_takes_its_grants_along():
+    sids = {s.get("Sid") for s in key_policy(template_dict(build({"stages": {
+        "monitoring": {"enabled": False},
+        "serving": {"target": "sagemaker", "sagemaker": {"batch_transform": {
+            "enabled": False}}}}})))}
+    assert not sids & {"AlarmNotificationsByCloudWatch", "RuleNotificationsByEventBridge",
+                       "TaskStorageByFargate", "TaskStorageGrantsByFargate",
+                       "LogDeliveryByCloudWatchLogs"}
+    assert "RuleDeadLettersByEventBridge" in sids  # the training and analytics stages'
+
+
+def test_a_grant_two_stages_ask_for_is_given_once():
+    sids = [s.get("Sid") for s in key_policy(template_dict(build()))]
+    assert sids.count("RuleDeadLettersByEventBridge") == 1
+
+
+def test_a_grant_naming_what_the_storage_template_lacks_is_refused():
+    foreign = Statement(Sid="Foreign", Effect=Allow,
+                        Principal=Principal("Service", "x.amazonaws.com"),
+                        Action=[], Resource=[Ref("SomeOtherStagesTopic")])
+    with pytest.raises(ValueError, match="SomeOtherStagesTopic"):
+        storage.build(config_with().config, [KeyUse(statements=(foreign,))])
+    with pytest.raises(ValueError, match="ApiName"):
+        storage.build(config_with().config, [KeyUse(log_groups=("/aws/x/${ApiName}",))])
 
 
 def service_statement(template: dict, service: str) -> dict:
