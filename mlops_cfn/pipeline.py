@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
-from . import boundary, permissions
+from . import boundary, overrides, permissions
 from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
@@ -105,17 +105,10 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
     structure = structure_of(config)
-    enabled = []
-    for spec in registry:
-        if spec.enabled(config):
-            key = (spec.name, structure)
-            if key not in memo:
-                if spec.deploys:
-                    requirements = deployed_requirements(loaded, registry, memo)
-                    memo[key] = _built(loaded, spec.build, requirements)
-                else:
-                    memo[key] = _built(loaded, spec.build)
-            enabled.append(memo[key])
+    _check_override_stages(loaded, registry)
+    enabled = [_stage_of(loaded, spec, registry, memo)
+               for spec in registry if spec.enabled(config)]
+    _check_overrides_apply(loaded, registry, memo)
     if any(boundary.WIRE in stage.inputs for stage in enabled):
         # Derived from every enabled stage's roles (boundary.py): built after them, placed
         # first, where it is deployed (and the order stays the same from one run to the next:
@@ -149,6 +142,76 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
 
 
+def _stage_of(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpec],
+              memo: dict[tuple[str, str], Any]) -> Stage:
+    """The stage `spec` builds for `loaded`'s environment, overridden as the file says, built
+    once per structure (`memo`). The overrides that have nothing to act on in it are kept in
+    the memo too (`_check_overrides_apply`)."""
+    key = (spec.name, structure_of(loaded.config))
+    if key not in memo:
+        args = (deployed_requirements(loaded, registry, memo),) if spec.deploys else ()
+        stage = _built(loaded, spec.build, *args)
+        memo[(_MISSED, *key)] = _override(loaded, stage)
+        memo[key] = stage
+    return memo[key]
+
+
+_MISSED = "overrides not applied"
+
+
+def _override(loaded: LoadedConfig, stage: Stage) -> dict[overrides.Override, str]:
+    """Apply the file's overrides of `stage` to its template (overrides.py); returns those with
+    nothing to act on there, with the reason."""
+    mine = [o for o in overrides.overrides_of(loaded.config.overrides) if o.stage == stage.name]
+    try:
+        return overrides.apply(stage.template, mine)
+    except UserError as error:
+        raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
+
+
+def _check_override_stages(loaded: LoadedConfig, registry: Sequence[StageSpec]) -> None:
+    """Every overridden stage is one of the pipeline's, enabled in some environment."""
+    wanted = overrides.overrides_of(loaded.config.overrides)
+    if not wanted:
+        return
+    known = [spec.name for spec in registry]
+    enabled = {spec.name for spec in registry for config in loaded.merged.values()
+               if spec.enabled(config)}
+    problems = overrides.known_stage_problems(
+        [o for o in wanted if o.stage != boundary.NAME], loaded.source, known, enabled)
+    if any(o.stage == boundary.NAME for o in wanted):
+        problems.append(f"{loaded.source}: {overrides.FIELD}.{boundary.NAME}: the permissions "
+                        f"boundary is derived from the roles of the other stages; override "
+                        f"those roles (stages: {', '.join(known)})")
+    if problems:
+        raise UserError(*problems)
+
+
+def _check_overrides_apply(loaded: LoadedConfig, registry: Sequence[StageSpec],
+                           memo: dict[tuple[str, str], Any]) -> None:
+    """An override that has nothing to act on in this environment's template must act in
+    another environment's (a structural key differs between them): an override that applies
+    nowhere is an error, with the reason this environment gives."""
+    problems = []
+    for spec in registry:
+        if not spec.enabled(loaded.config):
+            continue
+        missed = memo[(_MISSED, spec.name, structure_of(loaded.config))]
+        for override, reason in missed.items():
+            elsewhere = [loaded.for_environment(name) for name, config in loaded.merged.items()
+                         if spec.enabled(config)]
+            if all(override in _missed_in(other, spec, registry, memo) for other in elsewhere):
+                problems.append(f"{loaded.source}: {override.field}: {reason}")
+    if problems:
+        raise UserError(*problems)
+
+
+def _missed_in(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpec],
+               memo: dict[tuple[str, str], Any]) -> dict[overrides.Override, str]:
+    _stage_of(loaded, spec, registry, memo)
+    return memo[(_MISSED, spec.name, structure_of(loaded.config))]
+
+
 def _built(loaded: LoadedConfig, build: Callable[..., Stage], *args: Any) -> Stage:
     """`build(loaded, *args)`, its user errors naming the file, its roles bounded."""
     try:
@@ -179,12 +242,10 @@ def deployed_requirements(loaded: LoadedConfig, registry: Sequence[StageSpec] = 
         for spec in registry:
             if spec.deploys or not spec.enabled(environment.config):
                 continue
-            key = (spec.name, structure)
-            if key not in memo:
-                memo[key] = _built(environment, spec.build)
+            stage = _stage_of(environment, spec, registry, memo)
             needs = ("requirements", spec.name, structure)
             if needs not in memo:
-                memo[needs] = permissions.template_requirements(memo[key].template.to_dict())
+                memo[needs] = permissions.template_requirements(stage.template.to_dict())
             found |= memo[needs]
     return frozenset(found)
 
