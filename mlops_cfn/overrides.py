@@ -21,6 +21,7 @@ given, and `mlops-cfn validate` (cfn-lint, checkov) reports what the result brea
 """
 
 import copy
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
@@ -53,9 +54,12 @@ class Override:
         return tuple(key.replace("\\.", ".") for key in re.split(r"(?<!\\)\.", self.path))
 
     def describe(self) -> str:
-        """One line for people reviewing a change: what the override does."""
+        """One line for people reviewing a change (`diff`): what the override does."""
         where = f"{self.stage} {self.logical_id} Properties.{self.path}"
-        return f"{where} deleted" if self.value is _DELETE else f"{where} set"
+        if self.value is _DELETE:
+            return f"{where} deleted"
+        value = json.dumps(self.value, sort_keys=True, ensure_ascii=False)
+        return f"{where} = {value if len(value) <= 80 else value[:77] + '...'}"
 
 
 class NotApplicable(Exception):
@@ -87,16 +91,16 @@ def known_stage_problems(overrides: Iterable[Override], source: str, known: Iter
     return list(problems.values())
 
 
-def apply(template: Template, overrides: Iterable[Override]) -> dict[Override, str]:
-    """Apply `overrides` (all of one stage) to `template`, in place. Returns those that have
-    nothing to act on here, each with the reason. A path that can never be right is a
-    UserError (without the file name, which the caller adds)."""
-    missed: dict[Override, str] = {}
+def apply(template: Template, overrides: Iterable[Override]) -> dict[str, str]:
+    """Apply `overrides` (all of one stage) to `template`, in place. Returns the fields of
+    those that have nothing to act on here, each with the reason. A path that can never be
+    right is a UserError (without the file name, which the caller adds)."""
+    missed: dict[str, str] = {}
     for override in overrides:
         try:
             _apply_one(template, override)
         except NotApplicable as reason:
-            missed[override] = str(reason)
+            missed[override.field] = str(reason)
     return missed
 
 

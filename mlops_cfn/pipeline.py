@@ -26,7 +26,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
-from . import boundary, overrides, permissions
+from . import boundary, permissions
+from . import overrides as hatch  # pipeline.yaml's overrides (the escape hatch)
 from .config import LoadedConfig, PipelineConfig, setting_values, structure_of
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME, parameter_value
@@ -79,6 +80,8 @@ class Pipeline:
     # This environment's value of every root parameter, as parameters.json holds them.
     parameters: dict[str, str]
     tags: dict[str, str]
+    # pipeline.yaml's overrides (overrides.py) applied to this environment's templates.
+    overrides: tuple[hatch.Override, ...] = ()
 
 
 def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
@@ -108,7 +111,7 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     _check_override_stages(loaded, registry)
     enabled = [_stage_of(loaded, spec, registry, memo)
                for spec in registry if spec.enabled(config)]
-    _check_overrides_apply(loaded, registry, memo)
+    applied = _check_overrides_apply(loaded, registry, memo)
     if any(boundary.WIRE in stage.inputs for stage in enabled):
         # Derived from every enabled stage's roles (boundary.py): built after them, placed
         # first, where it is deployed (and the order stays the same from one run to the next:
@@ -139,7 +142,8 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     parameters = {name: values[name] for name in root.parameters if name in values}
     tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
             **config.tags}
-    return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
+    return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags,
+                    applied)
 
 
 def _stage_of(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpec],
@@ -159,28 +163,28 @@ def _stage_of(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpe
 _MISSED = "overrides not applied"
 
 
-def _override(loaded: LoadedConfig, stage: Stage) -> dict[overrides.Override, str]:
-    """Apply the file's overrides of `stage` to its template (overrides.py); returns those with
-    nothing to act on there, with the reason."""
-    mine = [o for o in overrides.overrides_of(loaded.config.overrides) if o.stage == stage.name]
+def _override(loaded: LoadedConfig, stage: Stage) -> dict[str, str]:
+    """Apply the file's overrides of `stage` to its template (overrides.py); returns the fields
+    of those with nothing to act on there, with the reason."""
+    mine = [o for o in hatch.overrides_of(loaded.config.overrides) if o.stage == stage.name]
     try:
-        return overrides.apply(stage.template, mine)
+        return hatch.apply(stage.template, mine)
     except UserError as error:
         raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
 
 
 def _check_override_stages(loaded: LoadedConfig, registry: Sequence[StageSpec]) -> None:
     """Every overridden stage is one of the pipeline's, enabled in some environment."""
-    wanted = overrides.overrides_of(loaded.config.overrides)
+    wanted = hatch.overrides_of(loaded.config.overrides)
     if not wanted:
         return
     known = [spec.name for spec in registry]
     enabled = {spec.name for spec in registry for config in loaded.merged.values()
                if spec.enabled(config)}
-    problems = overrides.known_stage_problems(
+    problems = hatch.known_stage_problems(
         [o for o in wanted if o.stage != boundary.NAME], loaded.source, known, enabled)
     if any(o.stage == boundary.NAME for o in wanted):
-        problems.append(f"{loaded.source}: {overrides.FIELD}.{boundary.NAME}: the permissions "
+        problems.append(f"{loaded.source}: {hatch.FIELD}.{boundary.NAME}: the permissions "
                         f"boundary is derived from the roles of the other stages; override "
                         f"those roles (stages: {', '.join(known)})")
     if problems:
@@ -188,26 +192,33 @@ def _check_override_stages(loaded: LoadedConfig, registry: Sequence[StageSpec]) 
 
 
 def _check_overrides_apply(loaded: LoadedConfig, registry: Sequence[StageSpec],
-                           memo: dict[tuple[str, str], Any]) -> None:
-    """An override that has nothing to act on in this environment's template must act in
-    another environment's (a structural key differs between them): an override that applies
-    nowhere is an error, with the reason this environment gives."""
+                           memo: dict[tuple[str, str], Any]) -> tuple[hatch.Override, ...]:
+    """The overrides applied to this environment's templates.
+
+    One that has nothing to act on in this environment's template must act in another
+    environment's (a structural key differs between them): an override that applies nowhere
+    is an error, with the reason this environment gives."""
     problems = []
+    missed: dict[str, str] = {}
+    enabled = {spec.name for spec in registry if spec.enabled(loaded.config)}
     for spec in registry:
-        if not spec.enabled(loaded.config):
+        if spec.name not in enabled:
             continue
-        missed = memo[(_MISSED, spec.name, structure_of(loaded.config))]
-        for override, reason in missed.items():
+        here = memo[(_MISSED, spec.name, structure_of(loaded.config))]
+        missed |= here
+        for field, reason in here.items():
             elsewhere = [loaded.for_environment(name) for name, config in loaded.merged.items()
                          if spec.enabled(config)]
-            if all(override in _missed_in(other, spec, registry, memo) for other in elsewhere):
-                problems.append(f"{loaded.source}: {override.field}: {reason}")
+            if all(field in _missed_in(other, spec, registry, memo) for other in elsewhere):
+                problems.append(f"{loaded.source}: {field}: {reason}")
     if problems:
         raise UserError(*problems)
+    return tuple(o for o in hatch.overrides_of(loaded.config.overrides)
+                 if o.stage in enabled and o.field not in missed)
 
 
 def _missed_in(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpec],
-               memo: dict[tuple[str, str], Any]) -> dict[overrides.Override, str]:
+               memo: dict[tuple[str, str], Any]) -> dict[str, str]:
     _stage_of(loaded, spec, registry, memo)
     return memo[(_MISSED, spec.name, structure_of(loaded.config))]
 

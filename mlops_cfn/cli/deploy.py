@@ -61,6 +61,9 @@ def prepare_preview(out, *, stack_name, config_path, env, overrides, latest_appr
 
     loaded = config.load(config_path, env)
     built = pipeline.build(loaded)
+    for override in built.overrides:
+        # The escape hatch's edits, said before the change set that carries them.
+        out.print(f"override: {override.describe()} ({loaded.source})", markup=False)
     overrides = parse_overrides(overrides)
     name = stack_name or delivered_stack_name(loaded.config.project, loaded.environment)
     if loaded.config.stages.cicd.enabled and name != delivered_stack_name(
