@@ -7,6 +7,8 @@ field, when it names a stage or resource the pipeline does not have or a path th
 and judged by `validate` like any other template content.
 """
 
+from pathlib import Path
+
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -203,3 +205,20 @@ def test_an_override_that_breaks_a_security_rule_still_applies_and_validate_repo
     assert not report.ok
     assert ("CKV_AWS_43", "Ensure Kinesis Stream is securely encrypted") in \
         [(f.rule, f.message) for f in report.findings if f.fails]
+
+
+def test_the_documented_example_renders_lint_clean_templates_carrying_it(tmp_path):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "config.md").read_text()
+    section = text[text.index("## overrides: the escape hatch"):]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    built = pipeline.build(foundation_config_with(example))
+    raw = resource(built, "storage", "RawBucket")["Properties"]
+    assert raw["ObjectLockEnabled"] is True
+    assert raw["LifecycleConfiguration"]["Rules"][0]["Transitions"][0]["StorageClass"] == \
+        "DEEP_ARCHIVE"
+    consumer = resource(built, "ingestion", "ConsumerFunction")["Properties"]
+    assert consumer["EphemeralStorage"] == {"Size": 1024} and "Description" not in consumer
+    write_tree(render_files(built), tmp_path / "dev")
+    report = validate([tmp_path / "dev"], security=False)
+    assert report.ok and not [f for f in report.findings if f.rule != "body-size-request"], \
+        report.render()

@@ -40,3 +40,45 @@ DESCRIPTION = (
     "of every environment, e.g. `storage: {RawBucket: {ObjectLockEnabled: true}}`. Unknown "
     "stages and resources are errors; the security checks of `mlops-cfn validate` still judge "
     "the result. Set once for the file, never per environment.")
+
+# docs/config.md's section on the escape hatch (reference.py appends it).
+REFERENCE = """\
+## overrides: the escape hatch
+
+For what no key of this file sets: one property of one resource of a rendered stage template,
+set or deleted, like CDK's `addPropertyOverride`. Name the stage, the resource's logical id in
+`templates/<env>/<stage>.yaml`, and a path under the resource's `Properties`: keys separated by
+dots, a list item by its index (`Rules.0`), `\\.` for a dot inside a key, and an intrinsic
+function by its name (`BucketName.Fn::Sub`). The value replaces what is at the path (the
+mappings on the way are created); `null` deletes the property. Intrinsic functions are written
+in their long form (`{Ref: Name}`, `{"Fn::Sub": "..."}`).
+
+```yaml
+overrides:
+  storage:
+    RawBucket:
+      ObjectLockEnabled: true
+      LifecycleConfiguration.Rules.0.Transitions.0.StorageClass: DEEP_ARCHIVE
+  ingestion:
+    ConsumerFunction:
+      EphemeralStorage.Size: 1024
+      Description: null
+```
+
+- Every environment's template carries the override: it is applied where the stage is built,
+  before environments that differ only in values share it, so their templates stay identical.
+  An override is the file's, never an environment's (`environments.<env>.overrides` is an
+  error): every environment deploys the same templates, promoted from one to the next; a value
+  that differs between environments is a setting.
+- Refused with exit code 2, before anything is written: a stage the pipeline does not have or
+  that no environment enables, a logical id no environment's template of that stage has, a
+  path that is not one or that goes through text or into a list by name, deleting what no
+  environment has. A resource only some environments have (a structural key differs) is
+  overridden where it exists. The permissions boundary (`boundary`) is not overridden: it is
+  derived from the other stages' roles, after their overrides.
+- What the result is worth is judged as for any template: `mlops-cfn validate` runs cfn-lint
+  (an unknown property name, a wrong type) and the security checks on it. An override that
+  breaks a security rule (say, removing a stream's KMS encryption) is still applied (it is an
+  escape hatch), and validate reports the finding.
+- `mlops-cfn diff` and `deploy` print each override before the change set that carries it.
+"""
