@@ -15,7 +15,9 @@ What is checked, each as one line naming the file and the field path:
   overridden where it exists;
 - a path must not go through a value that is no mapping or list (text, a number), nor into an
   intrinsic function without naming it (`SubnetIds.Fn::If.1`): that would write a template
-  CloudFormation refuses.
+  CloudFormation refuses;
+- a value must be of the kind the resource type's schema gives the property, with well-formed
+  intrinsic functions (override_values.py): what reads the built templates relies on it.
 What the override does to security is not judged here: the escape hatch applies what it is
 given, and `mlops-cfn validate` (cfn-lint, checkov) reports what the result breaks.
 """
@@ -28,6 +30,7 @@ from typing import Any, Iterable, Mapping
 
 from troposphere import Template
 
+from . import override_values
 from .errors import UserError
 
 # The field of pipeline.yaml, for messages.
@@ -110,6 +113,10 @@ def _apply_one(template: Template, override: Override) -> None:
         raise NotApplicable(f"no resource {override.logical_id} in stage {override.stage!r} "
                             f"(resources: {', '.join(sorted(template.resources))})")
     body = resource.to_dict() if not isinstance(resource, OverriddenResource) else resource.data
+    if override.value is not _DELETE:
+        wrong = override_values.problems(body.get("Type"), override.keys, override.value)
+        if wrong:
+            raise UserError(f"{override.field}: {wrong[0]}")
     properties = body.setdefault("Properties", {})
     *parents, last = override.keys
     node: Any = properties

@@ -157,6 +157,19 @@ REFUSED = {
         {"overrides": {"storage": {"RawBucket": {"AccelerateConfiguration": None}}}},
         "p.yaml: overrides.storage.RawBucket.AccelerateConfiguration: RawBucket has no "
         "Properties.AccelerateConfiguration to delete"),
+    "a property the resource type does not have": (
+        {"overrides": {"storage": {"RawBucket": {"ObjectLockEnabld": True}}}},
+        "p.yaml: overrides.storage.RawBucket.ObjectLockEnabld: AWS::S3::Bucket has no property "
+        "ObjectLockEnabld (did you mean 'ObjectLockEnabled'?)"),
+    "a value of the wrong kind": (
+        {"overrides": {"storage": {"RawBucket": {"LifecycleConfiguration.Rules": {"Id": "x"}}}}},
+        "p.yaml: overrides.storage.RawBucket.LifecycleConfiguration.Rules: must be a list for "
+        "AWS::S3::Bucket (got a mapping)"),
+    "an intrinsic function with the wrong argument": (
+        {"overrides": {"storage": {"RawBucket": {"Tags": [{"Key": "a", "Value": {
+            "Fn::Sub": ["${A}"]}}]}}}},
+        "p.yaml: overrides.storage.RawBucket.Tags: 0.Value: Fn::Sub with an argument "
+        "CloudFormation does not take"),
     "a stage no environment enables": (
         {"overrides": {"analytics": {"Namespace": {"DbName": "x"}}}},
         "p.yaml: overrides.analytics: stage 'analytics' is enabled in no environment"),

@@ -73,11 +73,13 @@ overrides:
 - Refused with exit code 2, before anything is written: a stage the pipeline does not have or
   that no environment enables, a logical id no environment's template of that stage has, a
   path that is not one or that goes through text or into a list by name, deleting what no
-  environment has. A resource only some environments have (a structural key differs) is
+  environment has, a property the resource type does not have, a value of the wrong kind (a
+  mapping where the type takes a list), an intrinsic function with arguments CloudFormation
+  does not take. A resource only some environments have (a structural key differs) is
   overridden where it exists. The permissions boundary (`boundary`) is not overridden: it is
   derived from the other stages' roles, after their overrides.
 - What the result is worth is judged as for any template: `mlops-cfn validate` runs cfn-lint
-  (an unknown property name, a wrong type) and the security checks on it. An override that
+  (allowed values, patterns, what a property needs beside it) and the security checks on it. An override that
   breaks a security rule (say, removing a stream's KMS encryption) is still applied (it is an
   escape hatch), and validate reports the finding.
 - `mlops-cfn diff` and `deploy` print each override before the change set that carries it.
