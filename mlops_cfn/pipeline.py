@@ -32,6 +32,7 @@ from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
 from . import boundary, permissions
+from . import overrides as hatch  # pipeline.yaml's overrides (the escape hatch)
 from .config import LoadedConfig, PipelineConfig, StagesConfig, setting_values, structure_of
 from .config.extensions import ExtensionStage, enabled_section
 from .errors import UserError
@@ -124,6 +125,8 @@ class Pipeline:
     # This environment's value of every root parameter, as parameters.json holds them.
     parameters: dict[str, str]
     tags: dict[str, str]
+    # pipeline.yaml's overrides (overrides.py) applied to this environment's templates.
+    overrides: tuple[hatch.Override, ...] = ()
 
 
 def build(loaded: LoadedConfig, file_suffix: str = ".yaml",
@@ -152,16 +155,11 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     config = loaded.config
     specs = {spec.name: spec for spec in registry}
     structure = structure_of(config)
-    built = _environment_stages(loaded, registry, memo)
-    for spec in registry:
-        if spec.deploys and spec.enabled(config):
-            key = (spec.name, structure)
-            if key not in memo:
-                requirements = deployed_requirements(loaded, registry, memo)
-                memo[key] = _built(loaded, spec.build, requirements)
-            built[spec.name] = memo[key]
+    _check_override_stages(loaded, registry)
     # In the order of the registry, whatever order they were built in.
-    enabled = [built[spec.name] for spec in registry if spec.name in built]
+    enabled = [_stage_of(loaded, spec, registry, memo)
+               for spec in registry if spec.enabled(config)]
+    applied = _check_overrides_apply(loaded, registry, memo)
     if any(boundary.WIRE in stage.inputs for stage in enabled):
         # Derived from every enabled stage's roles (boundary.py): built after them, placed
         # first, where it is deployed (and the order stays the same from one run to the next:
@@ -191,28 +189,103 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     parameters = {name: values[name] for name in root.parameters if name in values}
     tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
             **config.tags}
-    return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags)
+    return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags,
+                    applied)
+
+
+def _stage_of(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpec],
+              memo: dict[tuple[str, str], Any]) -> Stage:
+    """The stage `spec` builds for `loaded`'s environment, overridden as the file says, built
+    once per structure (`memo`): a `holds_key` stage after the stages whose KeyUse it takes, a
+    `deploys` stage with what the others' templates require. The overrides that have nothing
+    to act on in it are kept in the memo too (`_check_overrides_apply`)."""
+    key = (spec.name, structure_of(loaded.config))
+    if key not in memo:
+        if spec.deploys:
+            args: tuple[Any, ...] = (deployed_requirements(loaded, registry, memo),)
+        elif spec.holds_key:
+            others = _environment_stages(loaded, registry, memo, keyless=True)
+            args = (tuple(stage.key_use for stage in others.values()),)
+        else:
+            args = ()
+        stage = _built(loaded, spec.build, *args)
+        memo[(_MISSED, *key)] = _override(loaded, stage)
+        memo[key] = stage
+    return memo[key]
+
+
+_MISSED = "overrides not applied"
+
+
+def _override(loaded: LoadedConfig, stage: Stage) -> dict[str, str]:
+    """Apply the file's overrides of `stage` to its template (overrides.py); returns the fields
+    of those with nothing to act on there, with the reason."""
+    mine = [o for o in hatch.overrides_of(loaded.config.overrides) if o.stage == stage.name]
+    try:
+        return hatch.apply(stage.template, mine)
+    except UserError as error:
+        raise UserError(*(f"{loaded.source}: {p}" for p in error.problems)) from None
+
+
+def _check_override_stages(loaded: LoadedConfig, registry: Sequence[StageSpec]) -> None:
+    """Every overridden stage is one of the pipeline's, enabled in some environment."""
+    wanted = hatch.overrides_of(loaded.config.overrides)
+    if not wanted:
+        return
+    known = [spec.name for spec in registry]
+    enabled = {spec.name for spec in registry for config in loaded.merged.values()
+               if spec.enabled(config)}
+    problems = hatch.known_stage_problems(
+        [o for o in wanted if o.stage != boundary.NAME], loaded.source, known, enabled)
+    if any(o.stage == boundary.NAME for o in wanted):
+        problems.append(f"{loaded.source}: {hatch.FIELD}.{boundary.NAME}: the permissions "
+                        f"boundary is derived from the roles of the other stages; override "
+                        f"those roles (stages: {', '.join(known)})")
+    if problems:
+        raise UserError(*problems)
+
+
+def _check_overrides_apply(loaded: LoadedConfig, registry: Sequence[StageSpec],
+                           memo: dict[tuple[str, str], Any]) -> tuple[hatch.Override, ...]:
+    """The overrides applied to this environment's templates.
+
+    One that has nothing to act on in this environment's template must act in another
+    environment's (a structural key differs between them): an override that applies nowhere
+    is an error, with the reason this environment gives."""
+    problems = []
+    missed: dict[str, str] = {}
+    enabled = {spec.name for spec in registry if spec.enabled(loaded.config)}
+    for spec in registry:
+        if spec.name not in enabled:
+            continue
+        here = memo[(_MISSED, spec.name, structure_of(loaded.config))]
+        missed |= here
+        for field, reason in here.items():
+            elsewhere = [loaded.for_environment(name) for name, config in loaded.merged.items()
+                         if spec.enabled(config)]
+            if all(field in _missed_in(other, spec, registry, memo) for other in elsewhere):
+                problems.append(f"{loaded.source}: {field}: {reason}")
+    if problems:
+        raise UserError(*problems)
+    return tuple(o for o in hatch.overrides_of(loaded.config.overrides)
+                 if o.stage in enabled and o.field not in missed)
+
+
+def _missed_in(loaded: LoadedConfig, spec: StageSpec, registry: Sequence[StageSpec],
+               memo: dict[tuple[str, str], Any]) -> dict[str, str]:
+    _stage_of(loaded, spec, registry, memo)
+    return memo[(_MISSED, spec.name, structure_of(loaded.config))]
 
 
 def _environment_stages(loaded: LoadedConfig, registry: Sequence[StageSpec],
-                        memo: dict[tuple[str, str], Any]) -> dict[str, Stage]:
-    """The enabled stages of one environment but the deploying ones, by name: first those that
-    need nothing of the others, then the key's holder with what they ask of its key. Shared
-    through `memo` by stage and structure (`build_all`)."""
+                        memo: dict[tuple[str, str], Any], keyless: bool = False
+                        ) -> dict[str, Stage]:
+    """The enabled stages of one environment but the deploying ones (and, `keyless`, but the
+    key's holder), by name in the registry's order. Shared through `memo` by stage and
+    structure (`build_all`)."""
     config = loaded.config
-    structure = structure_of(config)
-    enabled = [spec for spec in registry if spec.enabled(config) and not spec.deploys]
-    built: dict[str, Stage] = {}
-    for spec in sorted(enabled, key=lambda spec: spec.holds_key):
-        key = (spec.name, structure)
-        if key not in memo:
-            if spec.holds_key:
-                memo[key] = _built(loaded, spec.build,
-                                   tuple(stage.key_use for stage in built.values()))
-            else:
-                memo[key] = _built(loaded, spec.build)
-        built[spec.name] = memo[key]
-    return built
+    return {spec.name: _stage_of(loaded, spec, registry, memo) for spec in registry
+            if spec.enabled(config) and not spec.deploys and not (keyless and spec.holds_key)}
 
 
 def _alone(spec: StageSpec, loaded: LoadedConfig) -> Stage:

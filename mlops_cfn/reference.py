@@ -21,6 +21,7 @@ from pydantic_core import PydanticUndefined, to_jsonable_python
 
 from .config import PipelineConfig, Setting
 from .config.base import unwrap_annotation
+from .config.overrides import REFERENCE as OVERRIDES_REFERENCE
 from .config.switches import SWITCHES
 
 REFERENCE_PATH = "docs/config.md"
@@ -105,7 +106,9 @@ def config_reference() -> str:
         "(VS Code's YAML extension and other yaml-language-server clients read that line).",
         "",
         "An environment's overrides (`environments.<name>`) may hold any key below except",
-        "`project` and `environments`; mappings merge key by key, lists and values replace.",
+        "`project`, `environments`, `record_schema` and `overrides`; mappings merge key by key,",
+        "lists and values replace. To change a rendered resource where no key does, see",
+        "[overrides](#overrides-the-escape-hatch).",
     ]
     for path, model in sections():
         title = path or "top-level"
@@ -127,7 +130,7 @@ def config_reference() -> str:
             description = (field.description or "").replace("|", "\\|").replace("\n", " ")
             lines.append(f"| `{name}` | {describe_type(field)} | {shown_default} | {parameter} "
                          f"| {description} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + OVERRIDES_REFERENCE
 
 
 # Keys whose absence means something their default does not: `protected` unset is true for an

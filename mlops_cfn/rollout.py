@@ -140,6 +140,10 @@ def prepare(loaded: LoadedConfig, *, stack_name: str | None, parameters: Mapping
         log(line)
 
     built = pipeline.build(loaded)
+    for override in built.overrides:
+        # The escape hatch's edits (pipeline.yaml's `overrides`), said before the change set
+        # that carries them.
+        note(f"override: {override.describe()} ({loaded.source})")
     overrides = dict(parameters)
     delivered = delivered_stack_name(loaded.config.project, loaded.environment)
     name = stack_name or delivered

@@ -29,8 +29,9 @@ nested stacks as their EnvironmentName, and the product's names are built for th
 token (naming.environment_token).
 
 One product serves every environment: environments that differ only in values render identical
-templates (see DESIGN.md), so their parameters files are the only difference. Environments whose
-templates differ cannot share a product; hand them off one at a time (`--env`).
+templates (docs/architecture.md, "Environments: values as parameters"), so their parameters
+files are the only difference. Environments whose templates differ cannot share a product; hand
+them off one at a time (`--env`).
 
 No delivery pipeline in the product: Service Catalog names the stacks it provisions
 (`SC-<account>-pp-<id>`), while the cicd stage's pipeline deploys stacks of fixed names

@@ -1,7 +1,8 @@
 """The rendered output: committed templates match the code, and every template is clean.
 
 Golden: templates/<env>/ must equal a fresh render of the bundled config; on a mismatch the
-fresh text is written beside the committed file as `<name>-result` for reading the diff by hand.
+fresh text of each differing file is written to the test's temporary directory as
+`<env>/<name>-result` (the failure names where) for reading the diff by hand.
 Refresh with `mlops-cfn render --all-envs`, never from a test. Every example has its golden
 files too, examples/templates/<example>/<env>/, refreshed with scripts/render-examples.
 
@@ -28,18 +29,21 @@ def config_id(path):
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
-def test_committed_templates_equal_a_fresh_render(env):
+def test_committed_templates_equal_a_fresh_render(env, tmp_path):
     files = render_files(pipeline.build(config.load(None, env)))
     committed = REPO / "templates" / env
     problems = drift(files, committed)
-    if problems and committed.is_dir():
+    results = tmp_path / env
+    if problems:
         for name, content in files.items():
             path = committed / name
             data = content.encode() if isinstance(content, str) else content
             if not path.exists() or path.read_bytes() != data:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.with_name(path.name + "-result").write_bytes(data)
-    assert not problems, "\n".join(problems + ["refresh with: mlops-cfn render --all-envs"])
+                result = results / (name + "-result")
+                result.parent.mkdir(parents=True, exist_ok=True)
+                result.write_bytes(data)
+    assert not problems, "\n".join(problems + [f"fresh text of each: {results}/<name>-result",
+                                               "refresh with: mlops-cfn render --all-envs"])
 
 
 @pytest.mark.parametrize("config_path", EXAMPLES, ids=config_id)

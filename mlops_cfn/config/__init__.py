@@ -25,6 +25,7 @@ from .extensions import (ExtensionStage, ExtensionsConfig, extension_names, load
 from .ingestion import IngestionConfig
 from .monitoring import MonitoringConfig
 from .network import NetworkConfig
+from .overrides import DESCRIPTION as OVERRIDES_DESCRIPTION, Overrides
 from .record_schema import RecordSchemaConfig
 from .serving import ServingConfig
 from .storage import StorageConfig
@@ -68,8 +69,14 @@ PROTECTED_BY_NAME = ("prod", "production")
 
 # Keys an environment may not override: they name the whole file, not one deployment of it.
 # The record schema too: every environment loads and trains on the same columns (see
-# config/record_schema.py).
-_BASE_ONLY = ("project", "environments", "record_schema")
+# config/record_schema.py); and the template overrides: every environment deploys the same
+# templates (config/overrides.py).
+_BASE_ONLY = ("project", "environments", "record_schema", "overrides")
+# Why, where the key's name does not say it.
+_BASE_ONLY_REASONS = {
+    "overrides": "every environment deploys the same templates; a value that differs between "
+                 "environments is a setting",
+}
 
 
 class StagesConfig(Model):
@@ -118,11 +125,13 @@ class PipelineConfig(Model):
                           "(entry point group mlops_cfn.stages), each checked by that "
                           "package's model; see `mlops-cfn schema` for the installed ones."),
     ] = ExtensionsConfig()
+    overrides: Annotated[Overrides, Field(description=OVERRIDES_DESCRIPTION)] = {}
     environments: Annotated[
         dict[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)], dict[str, Any] | None],
         Field(min_length=1,
               description="One entry per deployment target, each holding overrides of the "
-                          "settings above (any key but project and environments)."),
+                          "settings above (any key but project, environments, record_schema "
+                          "and overrides)."),
     ] = {"dev": {}}
 
     @field_validator("description")
@@ -186,6 +195,7 @@ def load_data(data: Any, source: str, env: str | None = None) -> LoadedConfig:
     merged_by_env = {}
     problems = [
         f"{source}: environments.{name}.{key}: is set once for the whole file, not per environment"
+        + (f" ({_BASE_ONLY_REASONS[key]})" if key in _BASE_ONLY_REASONS else "")
         for name, overrides in base.environments.items()
         for key in _BASE_ONLY
         if overrides and key in overrides

@@ -38,6 +38,8 @@ _MESSAGES = {
     "model_attributes_type": "must be a mapping",
     "list_type": "must be a list",
     "set_type": "must be a list",
+    "invalid-json-value": "must be text, a number, true or false, a list, a mapping or null "
+                          "(quote a date or a time)",
 }
 
 

@@ -44,7 +44,7 @@ from .training import ParameterRange, PrepareConfig, TrainingConfig, TuningConfi
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 OVERRIDES = "EnvironmentOverrides"
 # The keys an environment may not override (config/__init__.py, _BASE_ONLY).
-BASE_ONLY = ("project", "environments", "record_schema")
+BASE_ONLY = ("project", "environments", "record_schema", "overrides")
 
 # Validators JSON Schema cannot mirror: (model, validator or field) -> why.
 LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {

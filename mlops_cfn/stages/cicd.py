@@ -63,7 +63,8 @@ Resources (all but Placeholder only in the home environment)
   resource, and outside the home environment it is the only one).
 
 Inputs: DataKeyArn, AccessLogsBucketName; with in_vpc VpcId, PrivateSubnetIds;
-with retraining TrainingPipelineName, TrainingPipelineArn.
+with retraining TrainingPipelineName, TrainingPipelineArn; with the monitoring stage and a
+protected environment AlarmTopicArn (where a pending approval is announced).
 Outputs: DeliveryPipelineName (in every environment: the pipeline that deploys it), with the S3
 source DeliverySourceBucketName (where to upload the source zip).
 Settings: EnvironmentName, LogRetentionDays, DeliveryBuildComputeType, DeliveryBuildImage,

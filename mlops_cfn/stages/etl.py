@@ -32,7 +32,8 @@ the processed crawler finishes ("Glue Crawler State Change", crawlerName
 
 Inputs: DataKeyArn, RawBucketName, RawBucketArn, ProcessedBucketName, ProcessedBucketArn, VpcId,
 PrivateSubnetIds, PrivateSubnetZones; RawDataPrefix while the ingestion stage is enabled
-(otherwise `raw_prefix`).
+(otherwise `raw_prefix`); VpcCidrBlock with `network.s3_prefix_list_id` (the jobs' HTTPS egress
+to the interface endpoints).
 Outputs: GlueDatabaseName, EtlJobName, ProcessedDataPrefix, ProcessedTableName.
 Settings: EnvironmentName, AssetsBucket, LogRetentionDays, EtlWorkerType, EtlWorkerCount,
 EtlTimeoutMinutes, EtlMaxRetries; EtlSchedule (when scheduled).

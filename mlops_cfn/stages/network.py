@@ -14,8 +14,9 @@ Mode `existing`: EndpointSecurityGroup in the given VPC and interface endpoints 
 Inputs: DataKeyArn (mode `create`: encrypts the flow log group).
 Settings: VpcCidr (with `create`, its pattern admits only ranges the subnets fit in);
     LogRetentionDays (`create`); ExistingVpcId, ExistingSubnetIds (`existing`).
-Outputs: VpcId, VpcCidrBlock, PrivateSubnetIds, EndpointSecurityGroupId,
-    PublicSubnetIds (only with `internet_gateway`).
+Outputs: VpcId, VpcCidrBlock, PrivateSubnetIds, PrivateSubnetZones (each private subnet's
+    zone, in the same order), EndpointSecurityGroupId, PublicSubnetIds (only with
+    `internet_gateway`).
 """
 
 import re

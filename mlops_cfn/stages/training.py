@@ -22,7 +22,8 @@ Resources
   Rules XgboostImageRegion refusing a region it lacks (image_registries.py).
 
 Inputs: DataKeyArn, ProcessedBucketName/Arn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds;
-with the etl stage also ProcessedDataPrefix and EtlJobName.
+with the etl stage also ProcessedDataPrefix and EtlJobName; VpcCidrBlock with
+`network.s3_prefix_list_id` (the jobs' HTTPS egress to the interface endpoints).
 Outputs: TrainingPipelineName, TrainingPipelineArn, ModelPackageGroupName, TrainingRoleArn.
 Settings: EnvironmentName, AssetsBucket, the Training* settings of the section, ModelApprovalStatus.
 """

@@ -170,8 +170,9 @@ class CfnLint:
 
 # W3002 says a property holds a local path that only `package` understands. Our rendered trees
 # are meant to be packaged (render writes nested TemplateURLs as paths relative to the root, for
-# `package` to upload), so the warning is noise; whether the named file exists is what matters, and `check_local_references` checks that
-# (cfn-lint itself only logs when it cannot read a child).
+# `package` to upload; docs/architecture.md, "package"), so the warning is noise; whether the
+# named file exists is what matters, and `check_local_references` checks that (cfn-lint itself
+# only logs when it cannot read a child).
 PACKAGE_ONLY_RULE = "W3002"
 _SEVERITY: dict[str, Severity] = {"error": "error", "warning": "warning", "informational": "info"}
 
