@@ -405,7 +405,7 @@ class _ResultKeys:
             lint_version = version("cfn-lint")
         except PackageNotFoundError:  # pragma: no cover - cfn-lint is a dependency
             lint_version = "unknown"
-        own_code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+        own_code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest() + _rules_digest()
         self._lint_base = f"lint|{lint_version}|{','.join(regions)}|{own_code}"
         self._checkov_base = f"checkov|{_checkov_identity(checkov)}|{own_code}" if checkov else ""
         self._files = files
@@ -427,6 +427,16 @@ class _ResultKeys:
 
     def checkov(self, path: Path) -> str:
         return hashlib.sha256(self._checkov_base.encode() + self._files.digest(path)).hexdigest()
+
+
+def _rules_digest() -> str:
+    """The rule pack's code: a cached lint result is stale once a rule changes."""
+    from mlops_cfn import lint_rules
+
+    digest = hashlib.sha256()
+    for path in sorted(lint_rules.PATH.glob("*.py")):
+        digest.update(path.name.encode() + b"|" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def _under_working_directory(path: Path) -> bool:
@@ -597,7 +607,11 @@ class CfnLint:
         from cfnlint.config import ConfigMixIn
         from cfnlint.runner import Runner
 
-        self.config = ConfigMixIn([], **ManualArgs(regions=list(regions)))
+        from mlops_cfn import lint_rules
+
+        # cfn-lint's rules and mlops-cfn's own security rules (mlops_cfn/lint_rules).
+        self.config = ConfigMixIn([], **ManualArgs(regions=list(regions),
+                                                   append_rules=[str(lint_rules.PATH)]))
         # cfn-lint logs "Template file not found" when a nested stack's child is missing; the
         # report says that itself (see PACKAGE_ONLY_RULE), so keep Python's last-resort handler
         # from printing it to stderr. Handlers the application configures still receive it.

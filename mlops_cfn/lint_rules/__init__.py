@@ -28,6 +28,8 @@ must break a rule says why in its Metadata (`_common.METADATA_KEY`):
 from importlib import import_module
 from pathlib import Path
 
+from ._common import METADATA_KEY, exceptions
+
 # The directory to give cfn-lint's --append-rules.
 PATH = Path(__file__).resolve().parent
 
@@ -40,7 +42,7 @@ _CLASSES = {
     "NoUnaskedPublicSubnet": "public_subnets",
 }
 
-__all__ = ["PATH", *_CLASSES]
+__all__ = ["METADATA_KEY", "PATH", "exceptions", *_CLASSES]
 
 
 def __getattr__(name: str):
