@@ -106,13 +106,21 @@ class DataStoreCustomerManagedKey(CloudFormationLintRule):
     source_url = "https://docs.aws.amazon.com/kms/latest/developerguide/concepts.html#customer-cmk"
     tags = ["resources", "kms", "encryption", "mlops-cfn"]
 
-    def __init__(self):
-        super().__init__()
-        self.resource_property_types = sorted(REQUIREMENTS)
+    def match(self, cfn):
+        # Over the resources rather than `match_resource_properties`, which cfn-lint calls only
+        # for a resource with Properties: a bare `Type: AWS::SNS::Topic` is unencrypted too.
+        matches = []
+        for name, resource in cfn.template.get("Resources", {}).items():
+            if (not isinstance(resource, dict) or resource.get("Type") not in REQUIREMENTS
+                    or _common.excepted(resource, self.id)):
+                continue
+            properties = resource.get("Properties", {})
+            path = ["Resources", name, "Properties"] if "Properties" in resource else \
+                ["Resources", name]
+            matches.extend(self._resource(name, resource["Type"], properties, path))
+        return matches
 
-    def match_resource_properties(self, properties, resourcetype, path, cfn):
-        if _common.excepted(cfn.template.get("Resources", {}).get(path[1]), self.id):
-            return []
+    def _resource(self, name, resourcetype, properties, path):
         matches = []
         for keys, expected in REQUIREMENTS[resourcetype]:
             for value, where in _common.values_at(properties, path, keys):
@@ -127,5 +135,5 @@ class DataStoreCustomerManagedKey(CloudFormationLintRule):
                 if not ok:
                     shown = ".".join(k.lstrip("?") for k in keys)
                     matches.append(RuleMatch(
-                        where, f"{path[1]}: {shown} must be {want}{_common.HINT}"))
+                        where, f"{name}: {shown} must be {want}{_common.HINT}"))
         return matches
