@@ -130,3 +130,19 @@ def test_cfn_lint_run_as_the_readme_says_fails_a_bad_template_and_passes_a_good_
     good = subprocess.run([*command, *map(str, sorted(FIXTURES.glob("*-good.yaml")))],
                           capture_output=True, text=True)
     assert good.returncode == 0, good.stdout + good.stderr
+
+
+def test_validate_reports_the_packs_findings_and_a_changed_rule_invalidates_its_cache(
+        tmp_path, monkeypatch):
+    from mlops_cfn import validate as validating
+
+    bad = FIXTURES / "E9002-bad.yaml"
+    report = validating.validate([bad], security=False, cache_dir=tmp_path / "cache")
+    assert not report.ok
+    assert {(f.tool, f.rule, f.resource) for f in report.findings if f.rule == "E9002"} == {
+        ("cfn-lint", "E9002", "ModelRole"), ("cfn-lint", "E9002", "Everything"),
+        ("cfn-lint", "E9002", "QueuePolicy")}
+    # The cache key holds the pack's code: another rule set never reads a stale result.
+    before = validating._rules_digest()
+    monkeypatch.setattr(lint_rules, "PATH", FIXTURES)  # no rule files there: another pack
+    assert validating._rules_digest() != before
