@@ -146,3 +146,20 @@ def test_validate_reports_the_packs_findings_and_a_changed_rule_invalidates_its_
     before = validating._rules_digest()
     monkeypatch.setattr(lint_rules, "PATH", FIXTURES)  # no rule files there: another pack
     assert validating._rules_digest() != before
+
+
+def test_the_pre_commit_hook_runs_cfn_lint_with_the_pack_on_the_files_it_is_given():
+    import yaml
+
+    hooks = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
+    (hook,) = [h for h in hooks if h["id"] == "mlops-cfn-rules"]
+    assert hook["language"] == "python" and hook.get("pass_filenames", True)
+    program, *arguments = hook["entry"].split()
+    assert program == "python"  # the hook environment's, where pre-commit installed mlops-cfn
+    command = [sys.executable, *arguments]
+    bad = subprocess.run([*command, str(FIXTURES / "E9003-bad.yaml")], capture_output=True,
+                         text=True)
+    assert bad.returncode != 0 and "E9003" in bad.stdout
+    good = subprocess.run([*command, str(FIXTURES / "E9003-good.yaml")], capture_output=True,
+                          text=True)
+    assert good.returncode == 0, good.stdout + good.stderr
