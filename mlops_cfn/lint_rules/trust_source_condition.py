@@ -10,32 +10,24 @@ from cfnlint.rules import CloudFormationLintRule, RuleMatch
 from mlops_cfn.lint_rules import _common
 
 # Services that send aws:SourceAccount / aws:SourceArn (or, Firehose, an external ID) when they
-# assume a role, as each service's guide documents for its service role. A condition on a key
-# the service does not send refuses every request (a positive operator on a missing key is
-# false), so a service is listed only with its page; one not listed is not checked.
+# assume a role. A condition on a key the service does not send refuses every request (a
+# positive operator on a missing key is false), so only services this project's stages already
+# guard this way, each at the place named, are listed; a service not listed is not checked.
 SERVICES = {
-    # AWS: "Cross-service confused deputy prevention" (Amazon API Gateway Developer Guide)
-    "apigateway.amazonaws.com",
-    # AWS: "Cross-service confused deputy prevention" (AWS CodeBuild User Guide)
-    "codebuild.amazonaws.com",
-    # AWS: "Manage the CodePipeline service role" (AWS CodePipeline User Guide)
-    "codepipeline.amazonaws.com",
-    # AWS: "Amazon ECS task IAM role" (Amazon ECS Developer Guide)
-    "ecs-tasks.amazonaws.com",
-    # AWS: "Using identity-based policies for Amazon EventBridge" / "Amazon EventBridge
-    # targets" (the role a rule uses to reach its target)
-    "events.amazonaws.com",
-    # AWS: "Controlling access with Amazon Data Firehose" (sts:ExternalId = the account)
-    "firehose.amazonaws.com",
-    # AWS: "Cross-service confused deputy prevention" (Amazon QuickSight User Guide)
-    "quicksight.amazonaws.com",
-    # AWS: "Cross-service confused deputy prevention" (Amazon SageMaker Developer Guide)
+    "apigateway.amazonaws.com",     # stages/serving_api.py (the API's and the logging role)
+    "codebuild.amazonaws.com",      # stages/cicd.py, CodeBuild's confused-deputy guard
+    "codepipeline.amazonaws.com",   # stages/cicd.py, the pipeline role
+    "ecs-tasks.amazonaws.com",      # stages/serving_fargate.py, task and execution roles
+    "events.amazonaws.com",         # stages/cicd.py and training.py, the rules' target roles
+    "firehose.amazonaws.com",       # stages/ingestion.py, sts:ExternalId = the account
+    "quicksight.amazonaws.com",     # stages/analytics.py, the VPC connection role
+    # stages/training.py, monitoring.py, serving_sagemaker.py: "Cross-service confused deputy
+    # prevention" (Amazon SageMaker Developer Guide)
     "sagemaker.amazonaws.com",
-    # AWS: "Set up the execution role" (Amazon EventBridge Scheduler User Guide)
+    # stages/serving_batch.py: "Set up the execution role" (EventBridge Scheduler User Guide)
     "scheduler.amazonaws.com",
-    # AWS: "Cross-service confused deputy prevention" (AWS Step Functions Developer Guide)
-    "states.amazonaws.com",
-    # AWS: "IAM role for publishing flow logs to CloudWatch Logs" (Amazon VPC User Guide)
+    "states.amazonaws.com",         # stages/serving_batch.py, the state machine role
+    # stages/network.py: "IAM role for publishing flow logs to CloudWatch Logs" (Amazon VPC)
     "vpc-flow-logs.amazonaws.com",
 }
 
