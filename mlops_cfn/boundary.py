@@ -38,6 +38,7 @@ from awacs.aws import (Action, Allow, ArnLike, Condition, Deny, PolicyDocument, 
 from troposphere import Parameter, Ref, Sub, Template, iam, kms
 
 from . import naming
+from .lint_rules import exceptions as lint_exceptions
 from .outputs import Wire
 from .policies import POLICY_VERSION
 from .stage import Stage, StageBuilder
@@ -207,6 +208,14 @@ CHECKOV_SKIPS = [
                   "CKV_AWS_289", "CKV_AWS_290", "CKV_AWS_355")]
 
 
+# Why the boundary may name whole services, for AWS Control Tower's CT.IAM.PR.3 and the rule
+# pack's E9002 (no wildcard action) alike.
+WILDCARD_REASON = (
+    "A permissions boundary is a ceiling, not a grant: it allows each service the project's "
+    "roles use (`<service>:*`), every role's own policy names its actions, and one managed "
+    "policy could not list every action of the deploy role")
+
+
 def build(project: str, stages: Iterable[Stage]) -> Stage:
     """The boundary stage for the roles of `stages` (module docstring)."""
     b = StageBuilder(NAME, project, "the permissions boundary of every role the project's "
@@ -217,11 +226,9 @@ def build(project: str, stages: Iterable[Stage]) -> Stage:
         Description=f"{project}: permissions boundary of every role the project's stacks create",
         PolicyDocument=document(project, [s.template.to_dict() for s in stages]),
     ))
-    policy.Metadata = {"checkov": {"skip": CHECKOV_SKIPS}, **control_tower_exceptions(
-        ("CT.IAM.PR.3", "A permissions boundary is a ceiling, not a grant: it allows each "
-                        "service the project's roles use (`<service>:*`), every role's own "
-                        "policy names its actions, and one managed policy could not list "
-                        "every action of the deploy role"))}
+    policy.Metadata = {"checkov": {"skip": CHECKOV_SKIPS},
+                       **control_tower_exceptions(("CT.IAM.PR.3", WILDCARD_REASON)),
+                       **lint_exceptions(("E9002", WILDCARD_REASON))}
     b.output(WIRE, Ref(policy))
     return b.finish()
 

@@ -1,7 +1,12 @@
 """Security defaults, checked across every template the bundled config and the examples render.
 
 Independent of the per-stage tests: whatever a stage adds, these rules hold for the whole
-output. They read the built templates as data.
+output. They read the built templates as data. The rules a user's own templates are held to as
+well (customer-managed keys on data stores, no wildcard actions, source conditions in service
+trust policies, retained data stores, no unasked public subnet) are cfn-lint rules in
+mlops_cfn/lint_rules, tested on their fixtures in test_lint_rules.py; here every template must
+pass them, and what is particular to this project's templates (which key, which resource may be
+`*`) is checked beside.
 """
 
 from pathlib import Path
@@ -9,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from mlops_cfn import boundary, config, permissions, pipeline
+
+from .lint_pack import findings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = [None, *sorted((REPO / "examples").glob("*.yaml"))]
@@ -44,13 +51,6 @@ ACTIONS_WITHOUT_RESOURCE_SCOPE = {
 STAR_FOR_ROLE = {"MonitorRole": {
     "ec2:CreateNetworkInterface", "ec2:CreateNetworkInterfacePermission",
     "ec2:DeleteNetworkInterface", "ec2:DeleteNetworkInterfacePermission"}}
-# Holding data: must survive stack deletion and replacement.
-DATA_STORES = {"AWS::S3::Bucket", "AWS::KMS::Key", "AWS::RedshiftServerless::Namespace",
-               "AWS::Redshift::Cluster", "AWS::ECR::Repository",
-               "AWS::SageMaker::ModelPackageGroup", "AWS::SecretsManager::Secret",
-               "AWS::Glue::Database"}
-# The one bucket on SSE-S3: ALB access logs and Redshift audit logs cannot go to SSE-KMS.
-SSE_S3_BUCKETS = {"AccessLogsBucket"}
 
 
 def all_templates():
@@ -133,16 +133,25 @@ def test_the_boundarys_wildcards_are_whole_services_never_iam_nor_everything():
                 assert not (action.startswith("iam:") and "*" in action), (where, action)
 
 
-def test_no_allow_statement_grants_a_wildcard_action():
-    for where, document, _ in policy_documents():
-        if is_boundary(where):
-            continue
-        for statement in document["Statement"]:
-            if statement["Effect"] != "Allow":
-                continue
-            for action in as_list(statement.get("Action", [])):
-                assert action != "*" and not action.endswith(":*"), (where, action)
-            assert "NotAction" not in statement, where
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_template_passes_the_projects_cfn_lint_rules(name):
+    # E9001-E9005 (mlops_cfn/lint_rules): customer-managed keys, no wildcard action beyond the
+    # documented families, source conditions, retained data stores, no unasked public subnet;
+    # the exceptions a template records carry their reasons.
+    assert findings(TEMPLATES[name]) == set()
+
+
+def test_the_rule_pack_exceptions_are_the_documented_few():
+    from mlops_cfn.lint_rules import METADATA_KEY
+    excepted = {(logical_id, item["id"]) for _, logical_id, resource in resources()
+                for item in resource.get("Metadata", {}).get(METADATA_KEY, {}).get(
+                    "exceptions", [])}
+    # The permissions boundary names whole services (boundary.py); the access-log bucket takes
+    # only SSE-S3 deliveries (stages/storage.py); the public subnets exist where
+    # network.internet_gateway asks for them (stages/network.py).
+    assert excepted == {("PermissionsBoundary", "E9002"), ("AccessLogsBucket", "E9001"),
+                        ("PublicSubnet1", "E9005"), ("PublicSubnet2", "E9005"),
+                        ("PublicSubnet3", "E9005")}
 
 
 def test_a_star_resource_only_for_actions_aws_cannot_scope():
@@ -173,27 +182,13 @@ def test_no_principal_is_everyone_in_an_allow():
                 assert statement["Principal"] != "*" and statement["Principal"] != {"AWS": "*"}, where
 
 
-def test_data_stores_are_retained_on_delete_and_replace():
-    stores = [(where, resource) for where, _, resource in resources()
-              if resource["Type"] in DATA_STORES]
-    # Every kind is checked somewhere; no template holds a secret today (Redshift manages its
-    # admin password), one added later is held to the same rule.
-    assert {resource["Type"] for _, resource in stores} == DATA_STORES - {
-        "AWS::SecretsManager::Secret"}
-    for where, resource in stores:
-        assert resource.get("DeletionPolicy") in ("Retain", "Snapshot"), where
-        assert resource.get("UpdateReplacePolicy") in ("Retain", "Snapshot"), where
-
-
-def test_buckets_use_the_customer_managed_key_and_block_public_access():
-    for where, logical_id, bucket in every("AWS::S3::Bucket"):
+def test_buckets_use_the_projects_keys_and_block_public_access():
+    for where, _, bucket in every("AWS::S3::Bucket"):
         props = bucket["Properties"]
         rule = props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
         default = rule["ServerSideEncryptionByDefault"]
-        if logical_id in SSE_S3_BUCKETS:
-            assert default["SSEAlgorithm"] == "AES256", where
-        else:
-            assert default["SSEAlgorithm"] == "aws:kms", where
+        # SSE-S3 only where the template records why (E9001's exception: the access-log bucket)
+        if default["SSEAlgorithm"] == "aws:kms":
             # the key itself in the storage stage, the DataKeyArn wire everywhere else, but the
             # delivery pipeline's own key for its buckets (stages/cicd.py: delivery_key)
             assert default["KMSMasterKeyID"] in ({"Ref": "DataKey"}, {"Ref": "DataKeyArn"},
@@ -204,9 +199,8 @@ def test_buckets_use_the_customer_managed_key_and_block_public_access():
         assert props["VersioningConfiguration"]["Status"] == "Enabled", where
 
 
-def test_every_log_group_is_encrypted_and_expires():
+def test_every_log_group_expires():
     for where, _, group in every("AWS::Logs::LogGroup"):
-        assert "KmsKeyId" in group["Properties"], where
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, where
 
 
@@ -227,11 +221,6 @@ def test_functions_run_in_private_subnets_with_an_encrypted_environment():
         props = function["Properties"]
         assert props["VpcConfig"]["SubnetIds"] == {"Ref": "PrivateSubnetIds"}, where
         assert props["KmsKeyArn"] == {"Ref": "DataKeyArn"}, where
-
-
-def test_no_subnet_gives_out_public_addresses():
-    for where, _, subnet in every("AWS::EC2::Subnet"):
-        assert subnet["Properties"].get("MapPublicIpOnLaunch", False) is False, where
 
 
 def test_security_groups_admit_nothing_from_the_internet():

@@ -45,6 +45,7 @@ from troposphere import GetAtt, If, Ref, Sub, encode_to_dict, kms, s3
 from .. import naming, policies
 from ..config import PipelineConfig
 from ..config.storage import StorageConfig
+from ..lint_rules import exceptions as lint_exceptions
 from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME,
                        DATA_KEY_ALIAS, DATA_KEY_ARN, PROCESSED_BUCKET_ARN, PROCESSED_BUCKET_NAME,
                        RAW_BUCKET_ARN, RAW_BUCKET_NAME, Wire)
@@ -308,6 +309,7 @@ def _access_logs_bucket(b: StageBuilder, storage: StorageConfig) -> s3.Bucket:
                 ("CT.S3.PR.10", ACCESS_LOGS_SSE_S3_REASON),
                 OBJECT_LOCK_EXCEPTION,
             ),
+            **lint_exceptions(("E9001", ACCESS_LOGS_SSE_S3_REASON)),
         },
         **RETAIN,
     )

@@ -27,7 +27,10 @@ def lint_settings(regions: Sequence[str] = DEFAULT_REGIONS) -> dict[str, Any]:
     Rule directories to load beside cfn-lint's own go in "append_rules" (a list of paths): the
     linter loads them and the cache key covers every file in them.
     """
-    return {"regions": list(regions)}
+    from mlops_cfn import lint_rules  # finds the directory; loads no rule, imports no cfn-lint
+
+    # cfn-lint's rules and mlops-cfn's own security rules (mlops_cfn/lint_rules).
+    return {"regions": list(regions), "append_rules": [str(lint_rules.PATH)]}
 
 
 def lint_identity(regions: Sequence[str] = DEFAULT_REGIONS) -> str:
