@@ -23,7 +23,8 @@ on it (outputs.py, conditional wires).
 Inputs: DataKeyArn, VpcId, VpcCidrBlock, PrivateSubnetIds, ArtifactsBucketName/Arn;
 ProcessedBucketName/Arn (batch transform), AccessLogsBucketName (Fargate).
 Outputs: EndpointName + EndpointExists, DataCaptureS3Uri, BatchTransformStateMachineArn
-(SageMaker); EcsClusterName, EcsServiceName + ApiServiceExists, ApiLogGroupName,
+(SageMaker); AsyncInputS3Uri, AsyncOutputS3Uri, AsyncSuccessTopicArn, AsyncErrorTopicArn
+(SageMaker, asynchronous kind); EcsClusterName, EcsServiceName + ApiServiceExists, ApiLogGroupName,
 LoadBalancerDnsName, LoadBalancerFullName, TargetGroupFullName (Fargate); ApiUrl +
 ApiBackendExists (always: API Gateway when enabled, else the load balancer, else SageMaker
 Runtime's invocation URL; the presence is that of the endpoint or service behind it).
