@@ -39,7 +39,12 @@ GROUND_TRUTH_MAX_RUNTIME = 1800
 
 class ModelQualityConfig(Model):
     """Predictions the endpoint captured, merged with the ground-truth labels you write, scored
-    against the model quality baseline the training pipeline writes from its test rows."""
+    against the model quality baseline the training pipeline writes from its test rows. Off by default, and only for an account that already uses Model Monitor: AWS's Model
+    Monitor pages now say "Amazon SageMaker Model Monitor is no longer open to new customers.
+    Existing customers can continue to use the service as normal" (SageMaker Developer Guide,
+    "Amazon SageMaker Model Monitor availability change"); elsewhere the schedule cannot be
+    created and the monitoring stack's update fails and rolls back.
+    """
 
     enabled: Annotated[
         bool,
@@ -89,7 +94,12 @@ class FacetConfig(Model):
 
 class BiasDriftConfig(Model):
     """SageMaker Clarify's post-training bias metrics of the endpoint's predictions, merged with
-    the ground-truth labels, against the bias baseline the training pipeline writes."""
+    the ground-truth labels, against the bias baseline the training pipeline writes. Off by default, and only for an account that already uses Model Monitor: AWS's Model
+    Monitor pages now say "Amazon SageMaker Model Monitor is no longer open to new customers.
+    Existing customers can continue to use the service as normal" (SageMaker Developer Guide,
+    "Amazon SageMaker Model Monitor availability change"); elsewhere the schedule cannot be
+    created and the monitoring stack's update fails and rolls back.
+    """
 
     enabled: Annotated[
         bool,
