@@ -12,7 +12,7 @@ from mlops_cfn import config, pipeline
 from mlops_cfn.preflight import region_problems, root_values
 from mlops_cfn.rules import failed_assertions, pseudo_parameters
 from mlops_cfn.stages import cicd_partition, load_balancer_logs
-from mlops_cfn.stages.image_registries import MODEL_MONITOR, XGBOOST
+from mlops_cfn.stages.image_registries import CLARIFY, MODEL_MONITOR, XGBOOST
 
 from .helpers import config_with
 
@@ -120,7 +120,7 @@ def test_naming_the_images_lifts_the_restriction():
 def test_every_region_lookup_carries_the_rule_for_its_table():
     # A table added later without its rule would fail half-way through a deployment again.
     tables = {table.mapping: (table.rule, table.assertion())
-              for table in (MODEL_MONITOR, XGBOOST)}
+              for table in (MODEL_MONITOR, XGBOOST, CLARIFY)}
     tables[load_balancer_logs.MAPPING] = (load_balancer_logs.RULE, load_balancer_logs.assertion())
     for name in CONFIGS:
         for stage in built(name).stages:
@@ -134,7 +134,7 @@ def test_every_region_lookup_carries_the_rule_for_its_table():
 
 
 def test_the_tables_hold_twelve_digit_accounts_of_known_regions():
-    for table in (MODEL_MONITOR, XGBOOST):
+    for table in (MODEL_MONITOR, XGBOOST, CLARIFY):
         assert set(table.accounts) <= set(REGIONS), table.mapping
         assert all(len(a) == 12 and a.isdigit() for a in table.accounts.values())
     # Model Monitor's analyzer runs beside the training pipeline: no region has one alone.

@@ -5,6 +5,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from .base import Model, Setting, StageToggle
+from .model_monitors import (DEFAULT_QUALITY_METRIC, OFFSET_PATTERN, PROBLEM_TYPES,
+                             QUALITY_METRICS, BiasDriftConfig, ModelQualityConfig)
 
 # Empty (no subscription) or one address; a team list belongs in a mailing list, which keeps
 # the address a value (a parameter) instead of a number of subscriptions (the template).
@@ -121,6 +123,20 @@ class AlarmThresholds(Model):
                                 "tolerated (0: any violation alarms and may start retraining)."),
         Setting("MonitorViolationRunsThreshold"),
     ] = 0
+    model_quality: Annotated[
+        float,
+        Field(description="Model quality (model_monitor.model_quality): where the watched "
+                          "metric alarms, below it for scores (accuracy, AUC, R²...), above it "
+                          "for errors (MSE, RMSE, MAE) and rates of mistakes; set it with an "
+                          "error metric."),
+        Setting("ModelQualityThreshold"),
+    ] = 0.8
+    bias_drift: Annotated[
+        float,
+        Field(ge=0, description="Bias drift (model_monitor.bias_drift): the watched post-training "
+                                "bias metric above this for any facet alarms."),
+        Setting("BiasDriftThreshold"),
+    ] = 0.1
     evaluation_periods: Annotated[
         int,
         Field(ge=1, le=288,
@@ -199,6 +215,32 @@ class ModelMonitorConfig(Model):
         Setting("ModelMonitorImageAccount"),
     ] = None
 
+    ground_truth_prefix: Annotated[
+        str,
+        Field(pattern=PREFIX_PATTERN,
+              description="Prefix in the artifacts bucket where you write ground-truth labels "
+                          "for model quality and bias drift: JSON lines {\"groundTruthData\": "
+                          "{\"data\": \"<label>\", \"encoding\": \"CSV\"}, "
+                          "\"eventMetadata\": {\"eventId\": \"<the request's inference or "
+                          "event id>\"}, \"eventVersion\": \"0\"} under "
+                          "<prefix>yyyy/mm/dd/hh/ (the hour the labels were collected)."),
+    ] = "monitoring/ground-truth/"
+    start_time_offset: Annotated[
+        str,
+        Field(pattern=OFFSET_PATTERN,
+              description="Model quality and bias drift runs look at requests from this long "
+                          "before the run (ISO 8601, -PT#H or -P#D)..."),
+        Setting("GroundTruthStartTimeOffset"),
+    ] = "-P1D"
+    end_time_offset: Annotated[
+        str,
+        Field(pattern=OFFSET_PATTERN,
+              description="...to this long before it: leave the labels time to arrive."),
+        Setting("GroundTruthEndTimeOffset"),
+    ] = "-PT1H"
+    model_quality: ModelQualityConfig = ModelQualityConfig()
+    bias_drift: BiasDriftConfig = BiasDriftConfig()
+
     @field_validator("reports_prefix")
     @classmethod
     def _not_inside_the_baseline(cls, value, info):
@@ -265,6 +307,82 @@ class MonitoringConfig(StageToggle):
                     "or turn Model Monitor off")
         return None
 
+    def runs_model_quality(self, config: Any) -> bool:
+        return self.model_monitor.model_quality.enabled and self.runs_model_monitor(config)
+
+    def runs_bias_drift(self, config: Any) -> bool:
+        return self.model_monitor.bias_drift.enabled and self.runs_model_monitor(config)
+
+    def problem_type(self, config: Any) -> str:
+        """Model Monitor's problem type of the model the training stage builds."""
+        from .training import metric_kind
+        return PROBLEM_TYPES[metric_kind(config.stages.training.metric)]
+
+    def quality_metric(self, config: Any) -> str:
+        quality = self.model_monitor.model_quality
+        return quality.metric or DEFAULT_QUALITY_METRIC[self.problem_type(config)]
+
+    def _model_monitors_cannot_run(self, config: Any) -> list[str]:
+        """Why an enabled model quality or bias drift monitor cannot run, one line each."""
+        monitor = self.model_monitor
+        enabled = [(name, section) for name, section in (("model_quality", monitor.model_quality),
+                                                          ("bias_drift", monitor.bias_drift))
+                   if section.enabled]
+        problems = []
+        for name, _ in enabled:
+            field = f"stages.monitoring.model_monitor.{name}.enabled"
+            if not self.runs_model_monitor(config):
+                problems.append(f"{field}: needs Model Monitor on a SageMaker endpoint with data "
+                                f"capture (stages.monitoring.model_monitor.enabled, "
+                                f"stages.serving.target sagemaker or both)")
+            elif config.stages.serving.sagemaker.kind != "real_time":
+                problems.append(f"{field}: AWS documents model quality and bias drift "
+                                f"monitoring for real-time endpoints and batch transform only, "
+                                f"not stages.serving.sagemaker.kind "
+                                f"{config.stages.serving.sagemaker.kind!r}")
+            elif not config.stages.training.enabled:
+                problems.append(f"{field}: its baseline is written by the training pipeline; "
+                                f"turn on stages.training")
+        if problems or not enabled:
+            return problems
+        quality = monitor.model_quality
+        if quality.enabled:
+            expected = self.problem_type(config)
+            if quality.problem_type is not None and quality.problem_type != expected:
+                problems.append(
+                    f"stages.monitoring.model_monitor.model_quality.problem_type: "
+                    f"{quality.problem_type!r} does not fit stages.training.metric "
+                    f"{config.stages.training.metric!r} (the model is {expected})")
+            elif quality.metric is not None and quality.metric not in QUALITY_METRICS[expected]:
+                problems.append(
+                    f"stages.monitoring.model_monitor.model_quality.metric: {quality.metric!r} "
+                    f"is not a {expected} metric (one of "
+                    f"{', '.join(QUALITY_METRICS[expected])})")
+        bias = monitor.bias_drift
+        if bias.enabled:
+            features = set(config.record_schema.feature_columns())
+            if not bias.facets:
+                problems.append("stages.monitoring.model_monitor.bias_drift.facets: name at least "
+                                "one sensitive feature column")
+            for index, facet in enumerate(bias.facets):
+                if facet.name not in features:
+                    problems.append(
+                        f"stages.monitoring.model_monitor.bias_drift.facets[{index}].name: "
+                        f"{facet.name!r} is not a feature of record_schema (one of "
+                        f"{', '.join(sorted(features))})")
+            if bias.group_variable is not None and bias.group_variable not in features:
+                problems.append(
+                    f"stages.monitoring.model_monitor.bias_drift.group_variable: "
+                    f"{bias.group_variable!r} is not a feature of record_schema")
+        prefixes = {"baseline_prefix": monitor.baseline_prefix,
+                    "reports_prefix": monitor.reports_prefix}
+        for name, prefix in prefixes.items():
+            truth = monitor.ground_truth_prefix
+            if truth.startswith(prefix) or prefix.startswith(truth):
+                problems.append(f"stages.monitoring.model_monitor.ground_truth_prefix: must not "
+                                f"overlap {name} ({prefix!r})")
+        return problems
+
     def runs_retrain(self, config: Any) -> bool:
         """Retraining needs a pipeline to start and a drift alarm to start it."""
         return (self.retrain.enabled and config.stages.training.enabled
@@ -293,6 +411,7 @@ class MonitoringConfig(StageToggle):
         refused = self._model_monitor_cannot_run(config)
         if refused:
             problems.append(refused)
+        problems += self._model_monitors_cannot_run(config)
         ingestion = config.stages.ingestion
         freshness = self.thresholds.delivery_freshness_seconds
         interval = ingestion.firehose.buffer_interval_seconds

@@ -124,6 +124,42 @@ XGBOOST = RegionTable(
 )
 
 
+# "Get Started with a SageMaker Clarify Container" (SageMaker Developer Guide, as of June 2023):
+# sagemaker-clarify-processing:1.0, one account per region. The bias drift monitor and the
+# training pipeline's bias baseline run it.
+CLARIFY = RegionTable(
+    mapping="ClarifyImageAccounts",
+    rule="ClarifyImageRegion",
+    image="SageMaker Clarify's processing image",
+    remedy="turn off stages.monitoring.model_monitor.bias_drift",
+    accounts={
+        "af-south-1": "811711786498",
+        "ap-east-1": "098760798382",
+        "ap-northeast-1": "377024640650",
+        "ap-northeast-2": "263625296855",
+        "ap-northeast-3": "912233562940",
+        "ap-south-1": "452307495513",
+        "ap-southeast-1": "834264404009",
+        "ap-southeast-2": "007051062584",
+        "ap-southeast-3": "705930551576",
+        "ca-central-1": "675030665977",
+        "cn-north-1": "122526803553",
+        "cn-northwest-1": "122578899357",
+        "eu-central-1": "017069133835",
+        "eu-north-1": "763603941244",
+        "eu-south-1": "638885417683",
+        "eu-west-1": "131013547314",
+        "eu-west-2": "440796970383",
+        "eu-west-3": "341593696636",
+        "me-south-1": "835444307964",
+        "sa-east-1": "520018980103",
+        "us-east-1": "205585389593",
+        "us-east-2": "211330385671",
+        "us-west-1": "740489534195",
+        "us-west-2": "306415355426",
+    },
+)
+
 def account_in_region(b: StageBuilder, table: RegionTable) -> FindInMap:
     """The publishing account in the stack's region; the template gains the table and the rule
     that refuses a region it lacks."""

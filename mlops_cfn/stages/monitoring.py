@@ -69,12 +69,13 @@ from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_N
 from ..stage import Stage, StageBuilder
 from .common import (INLINE_CODE_LIMIT, control_tower_exceptions, encrypted_log_group,
                      encrypted_queue, https_out_security_group, https_to_endpoints_and_s3)
+from . import monitoring_models
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .monitoring_gates import (ALWAYS, Gate, by_gates, common_gate, condition_of, conditionally,
                                element, gate_of)
 from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
-                                 PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Source, Watch, alarmed,
-                                 model_monitor_enabled, retrain_enabled, watches)
+                                 PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Named, Source, Watch,
+                                 alarmed, model_monitor_enabled, retrain_enabled, watches)
 
 RETRAIN_SOURCE = Path(__file__).resolve().parent.parent / "data" / "retrain.py"
 
@@ -132,9 +133,9 @@ def build(config: PipelineConfig) -> Stage:
     if model_monitor_enabled(config):
         # CreateMonitoringSchedule needs the endpoint to exist.
         gate = frozenset({b.presence(ENDPOINT_NAME)})
-        schedule = add_model_monitor(b, config, key, gate)
+        schedules = add_model_monitor(b, config, key, gate)
         rules += [(b.add(conditionally(b, rule, gate)), gate)
-                  for rule in monitor_rules(schedule, topic)]
+                  for rule in monitor_rules(schedules, topic)]
     local_gates = {rule.title: gate for rule, gate in rules}
     if retrain_enabled(config):
         local_gates[RETRAIN_FUNCTION] = add_retrain(b, config, key, topic, local_gates)
@@ -290,10 +291,24 @@ def source_name(b: StageBuilder, source: Source) -> str:
     return source.name
 
 
+def source_text(b: StageBuilder, source: Source) -> str:
+    """A dimension value as Fn::Sub text."""
+    if isinstance(source, Named):
+        return source.text
+    return "${" + source_name(b, source) + "}"
+
+
+def source_value(b: StageBuilder, source: Source) -> Any:
+    """A dimension value as a template value."""
+    if isinstance(source, Named):
+        return Sub(source.text)
+    return Ref(source_name(b, source))
+
+
 def insights_query(b: StageBuilder, watch: Watch) -> Sub:
     """A Metrics Insights query aggregating `watch` over its `across` dimensions."""
     schema = ", ".join([f'"{watch.namespace}"', *(n for n, _ in watch.dimensions), *watch.across])
-    where = " AND ".join(f"{n} = '${{{source_name(b, s)}}}'" for n, s in watch.dimensions)
+    where = " AND ".join(f"{n} = '{source_text(b, s)}'" for n, s in watch.dimensions)
     function = _INSIGHTS_FUNCTIONS[watch.statistic]
     return Sub(f"SELECT {function}({watch.metric}) FROM SCHEMA({schema}) WHERE {where}")
 
@@ -318,7 +333,7 @@ def alarm(b: StageBuilder, settings: MonitoringConfig, watch: Watch, topic: sns.
         props.update(
             Namespace=watch.namespace,
             MetricName=watch.metric,
-            Dimensions=[cloudwatch.MetricDimension(Name=n, Value=Ref(source_name(b, s)))
+            Dimensions=[cloudwatch.MetricDimension(Name=n, Value=source_value(b, s))
                         for n, s in watch.dimensions],
             Statistic=watch.statistic,
             Period=PERIOD_SECONDS,
@@ -380,7 +395,7 @@ def metric_widget(b: StageBuilder, settings: MonitoringConfig, watch: Watch) -> 
     else:
         metric: list = [watch.namespace, watch.metric]
         for name, source in watch.dimensions:
-            metric += [name, "${" + source_name(b, source) + "}"]
+            metric += [name, source_text(b, source)]
         metrics = [metric]
     properties: dict[str, Any] = {
         "title": watch.title,
@@ -435,9 +450,13 @@ def _capture_path() -> Select:
 
 
 def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
-                      gate: Gate) -> sagemaker.MonitoringSchedule:
+                      gate: Gate) -> list[sagemaker.MonitoringSchedule]:
+    """Data quality, and model quality and bias drift when on (monitoring_models.py): their
+    schedules."""
     monitor = config.stages.monitoring.model_monitor
     b.input(ARTIFACTS_BUCKET_NAME)  # named in the baseline and report URIs below
+    bias_analysis = (monitoring_models.bias_config_asset(b, config)
+                     if config.stages.monitoring.runs_bias_drift(config) else None)
     security_group = b.add(ec2.SecurityGroup(
         "MonitorSecurityGroup",
         GroupDescription="Model Monitor runs: HTTPS out only",
@@ -455,7 +474,8 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("sagemaker", "*"))),
         Policies=[iam.Policy(PolicyName="model-monitor", PolicyDocument=policies.document(
-            monitor_statements(b, config, key, security_group)))],
+            monitor_statements(b, config, key, security_group, bias_analysis)))]
+        + (b.asset_key_policies() if bias_analysis else []),
         Metadata={"checkov": {"skip": [
             {"id": check, "comment": "The network interface actions of a processing job in a "
                                      "VPC must be unscoped: 'Don't scope in the policy with "
@@ -467,6 +487,19 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
     ))
     b.template.add_mapping(SCHEDULES_MAPPING, {
         name: {"Expression": expression} for name, expression in MONITOR_SCHEDULES.items()})
+    resources = sagemaker.MonitoringResources(ClusterConfig=sagemaker.ClusterConfig(
+        InstanceCount=b.setting(monitor, "instance_count"),
+        InstanceType=b.setting(monitor, "instance_type"),
+        VolumeSizeInGB=b.setting(monitor, "volume_size_gb"),
+        VolumeKmsKeyId=key,
+    ))
+    network = sagemaker.NetworkConfig(
+        EnableInterContainerTrafficEncryption=True,
+        VpcConfig=sagemaker.VpcConfig(
+            SecurityGroupIds=[GetAtt(security_group, "GroupId")],
+            Subnets=b.input(PRIVATE_SUBNET_IDS),
+        ),
+    )
     definition = b.add(conditionally(b, sagemaker.DataQualityJobDefinition(
         "DataQualityJobDefinition",
         DataQualityAppSpecification=sagemaker.DataQualityAppSpecification(
@@ -496,24 +529,13 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
                 S3UploadMode="EndOfJob",
             ))],
         ),
-        JobResources=sagemaker.MonitoringResources(ClusterConfig=sagemaker.ClusterConfig(
-            InstanceCount=b.setting(monitor, "instance_count"),
-            InstanceType=b.setting(monitor, "instance_type"),
-            VolumeSizeInGB=b.setting(monitor, "volume_size_gb"),
-            VolumeKmsKeyId=key,
-        )),
-        NetworkConfig=sagemaker.NetworkConfig(
-            EnableInterContainerTrafficEncryption=True,
-            VpcConfig=sagemaker.VpcConfig(
-                SecurityGroupIds=[GetAtt(security_group, "GroupId")],
-                Subnets=b.input(PRIVATE_SUBNET_IDS),
-            ),
-        ),
+        JobResources=resources,
+        NetworkConfig=network,
         RoleArn=GetAtt(role, "Arn"),
         StoppingCondition=sagemaker.StoppingCondition(
             MaxRuntimeInSeconds=b.setting(monitor, "max_runtime_seconds")),
     ), gate))
-    return b.add(conditionally(b, sagemaker.MonitoringSchedule(
+    schedules = [b.add(conditionally(b, sagemaker.MonitoringSchedule(
         "DataQualitySchedule",
         MonitoringScheduleName=b.physical_name(naming.SAGEMAKER, "data-quality"),
         EndpointName=Ref(ENDPOINT_NAME.name),
@@ -523,11 +545,19 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
             ScheduleConfig=sagemaker.ScheduleConfig(ScheduleExpression=FindInMap(
                 SCHEDULES_MAPPING, b.setting(monitor, "schedule"), "Expression")),
         ),
-    ), gate))
+    ), gate))]
+    shared = monitoring_models.Shared(role, resources, network, key, SCHEDULES_MAPPING)
+    if config.stages.monitoring.runs_model_quality(config):
+        schedules.append(monitoring_models.add_model_quality(b, config, shared, gate))
+    if bias_analysis is not None:
+        schedules.append(monitoring_models.add_bias_drift(b, config, shared, gate,
+                                                          bias_analysis))
+    return schedules
 
 
 def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
-                       security_group: ec2.SecurityGroup) -> list[Statement]:
+                       security_group: ec2.SecurityGroup,
+                       bias_analysis: Any = None) -> list[Statement]:
     """A monitoring run is a processing job: "CreateProcessingJob API: Execution Role
     Permissions" (AWS: "How to use SageMaker AI execution roles", SageMaker Developer Guide)
     lists what its role needs, scoped here to the inputs and outputs the job definition
@@ -540,6 +570,17 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
                          Bucket=Select(0, Split("/", _capture_path())))
     baseline = Sub("${%s}/%s*" % (ARTIFACTS_BUCKET_ARN.name, monitor.baseline_prefix))
     reports = Sub("${%s}/%s*" % (ARTIFACTS_BUCKET_ARN.name, monitor.reports_prefix))
+    monitoring = config.stages.monitoring
+    # Model quality and bias drift also read the ground-truth labels (their GroundTruthS3Input).
+    ground_truth = (monitoring.runs_model_quality(config)
+                    or monitoring.runs_bias_drift(config))
+    listed = [f"{monitor.baseline_prefix}*"] + ([f"{monitor.ground_truth_prefix}*"]
+                                                if ground_truth else [])
+    read = [capture_objects, baseline] + ([Sub("${%s}/%s*" % (
+        ARTIFACTS_BUCKET_ARN.name, monitor.ground_truth_prefix))] if ground_truth else [])
+    namespaces = [MONITOR_METRICS_NAMESPACE] + (
+        [monitoring_models.QUALITY_NAMESPACE] if monitoring.runs_model_quality(config) else []
+    ) + ([monitoring_models.BIAS_NAMESPACE] if bias_analysis is not None else [])
     return [
         # AWS: that page: s3:ListBucket ("scope ... to a specific bucket that you specify as the
         # ProcessingInputs") and s3:GetObject on the inputs: the captured requests (under the
@@ -548,9 +589,12 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
         # (Fn::Split takes no computed delimiter); object reads stay scoped.
         Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[capture_bucket]),
         Statement(Effect=Allow, Action=[awacs.s3.ListBucket], Resource=[artifacts],
-                  Condition=Condition(StringLike("s3:prefix", f"{monitor.baseline_prefix}*"))),
-        Statement(Effect=Allow, Action=[awacs.s3.GetObject],
-                  Resource=[capture_objects, baseline]),
+                  Condition=Condition(StringLike(
+                      "s3:prefix", listed if len(listed) > 1 else listed[0]))),
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=read),
+        # AWS: same page (inputs): the bias monitor reads its analysis configuration (its
+        # ConfigUri, an asset of this stack).
+        *([assets.read_statement([bias_analysis.object_arn])] if bias_analysis else []),
         # AWS: same page: and s3:PutObject on the outputs: the reports.
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[reports]),
         # AWS: same page: kms:Decrypt for SSE-KMS inputs, kms:Encrypt for the output KmsKeyId;
@@ -586,7 +630,9 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
             Effect=Allow,
             Action=[awacs.cloudwatch.PutMetricData],
             Resource=["*"],
-            Condition=Condition(StringEquals("cloudwatch:namespace", MONITOR_METRICS_NAMESPACE)),
+            Condition=Condition(StringEquals(
+                "cloudwatch:namespace",
+                namespaces if len(namespaces) > 1 else MONITOR_METRICS_NAMESPACE)),
         ),
         # AWS: same page (CreateProcessingJob): the logs actions, on the processing jobs' log
         # group.
@@ -605,15 +651,17 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
     ]
 
 
-def monitor_rules(schedule: sagemaker.MonitoringSchedule,
+def monitor_rules(schedules: Sequence[sagemaker.MonitoringSchedule],
                   topic: sns.Topic) -> list[events.Rule]:
     """A monitoring run is a processing job whose event names the schedule; with violations it
-    completes with an exit message starting `CompletedWithViolations`."""
+    completes with an exit message starting `CompletedWithViolations`. One pair of rules for
+    every schedule (data quality, model quality, bias drift): a violation of any is drift."""
     def pattern(detail: dict) -> dict:
         return {
             "source": ["aws.sagemaker"],
             "detail-type": ["SageMaker Processing Job State Change"],
-            "detail": {"MonitoringScheduleArn": [GetAtt(schedule, "MonitoringScheduleArn")],
+            "detail": {"MonitoringScheduleArn": [GetAtt(schedule, "MonitoringScheduleArn")
+                                                 for schedule in schedules],
                        **detail},
         }
     job = {"job": "$.detail.ProcessingJobName"}

@@ -11,7 +11,9 @@ monitoring stack itself (`Local`, e.g. an EventBridge rule whose matches are cou
 
 from dataclasses import dataclass
 
+from .. import naming
 from ..config import PipelineConfig
+from ..config.model_monitors import QUALITY_ERRORS
 from ..config.monitoring import FARGATE, SAGEMAKER, serves_with
 from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DELIVERY_STREAM_NAME,
                        ECS_CLUSTER_NAME, ECS_SERVICE_NAME, ENDPOINT_NAME, LOAD_BALANCER_FULL_NAME,
@@ -26,6 +28,17 @@ RETRAIN_FUNCTION = "RetrainFunction"
 
 PERIOD_SECONDS = 300
 
+# Model quality and bias drift schedules (monitoring_models.py): their names' purpose, and the
+# namespaces their runs publish to for a real-time endpoint ("Model Quality CloudWatch Metrics",
+# "CloudWatch Metrics for Bias Drift Analysis", SageMaker Developer Guide).
+QUALITY_SCHEDULE_NAME = "model-quality"
+BIAS_SCHEDULE_NAME = "bias-drift"
+QUALITY_NAMESPACE = "aws/sagemaker/Endpoints/model-metrics"
+BIAS_NAMESPACE = "aws/sagemaker/Endpoints/bias-metrics"
+# Clarify's bias metrics carry these dimensions beside Endpoint and MonitoringSchedule, with
+# values from the analysis configuration; the alarm takes the worst over all of them.
+BIAS_DIMENSIONS = ("BiasStage", "Label", "LabelValue", "Facet", "FacetValue")
+
 
 @dataclass(frozen=True)
 class Local:
@@ -34,7 +47,15 @@ class Local:
     logical_id: str
 
 
-Source = Wire | Local
+@dataclass(frozen=True)
+class Named:
+    """A fixed physical name of this stack's, as Fn::Sub text: a dimension value no Ref gives
+    (a monitoring schedule's Ref is its ARN; its metrics name it by name)."""
+
+    text: str
+
+
+Source = Wire | Local | Named
 
 
 @dataclass(frozen=True)
@@ -165,8 +186,42 @@ def retrain_enabled(config: PipelineConfig) -> bool:
     return config.stages.monitoring.runs_retrain(config)
 
 
+def _schedule(config: PipelineConfig, purpose: str) -> Named:
+    return Named(naming.physical_name(naming.SAGEMAKER, config.project, purpose))
+
+
+def model_watches(config: PipelineConfig) -> tuple[Watch, ...]:
+    """The metrics model quality and bias drift publish per run, each an alarm that may start
+    retraining. Model quality: Endpoint and MonitoringSchedule are the dimensions the SageMaker
+    Python SDK's model quality dashboard reads ("{aws/sagemaker/Endpoints/model-metrics,
+    Endpoint,MonitoringSchedule}") and "CloudWatch Metrics for Bring Your Own Containers"
+    recommends."""
+    monitoring = config.stages.monitoring
+    found: list[Watch] = []
+    if monitoring.runs_model_quality(config):
+        metric = monitoring.quality_metric(config)
+        found.append(Watch(
+            "ModelQuality", "serving", f"Model quality: {metric} of predictions vs ground truth",
+            QUALITY_NAMESPACE, metric, "Average",
+            (("Endpoint", ENDPOINT_NAME),
+             ("MonitoringSchedule", _schedule(config, QUALITY_SCHEDULE_NAME))),
+            "model_quality",
+            comparison=("GreaterThanThreshold" if metric in QUALITY_ERRORS
+                        else "LessThanThreshold"),
+            retrain=True))
+    if monitoring.runs_bias_drift(config):
+        metric = monitoring.model_monitor.bias_drift.metric
+        found.append(Watch(
+            "BiasDrift", "serving", f"Bias drift: {metric}, the worst facet",
+            BIAS_NAMESPACE, f"bias_metric_{metric}", "Maximum",
+            (("Endpoint", ENDPOINT_NAME),
+             ("MonitoringSchedule", _schedule(config, BIAS_SCHEDULE_NAME))),
+            "bias_drift", across=BIAS_DIMENSIONS, retrain=True))
+    return tuple(found)
+
+
 def _drift_watches(config: PipelineConfig) -> tuple[Watch, ...]:
-    return MODEL_MONITOR if model_monitor_enabled(config) else ()
+    return (MODEL_MONITOR + model_watches(config)) if model_monitor_enabled(config) else ()
 
 
 def watches(config: PipelineConfig) -> tuple[Watch, ...]:

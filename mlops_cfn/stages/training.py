@@ -28,6 +28,7 @@ Outputs: TrainingPipelineName, TrainingPipelineArn, ModelPackageGroupName, Train
 Settings: EnvironmentName, AssetsBucket, the Training* settings of the section, ModelApprovalStatus.
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -56,11 +57,14 @@ from ..stage import Stage, StageBuilder
 from .common import (RETAIN, encrypted_queue, eventbridge_dead_letters,
                      https_to_endpoints_and_s3)
 from . import etl_events, training_pipeline
-from .image_registries import XGBOOST, account_in_region
+from . import model_monitor_baselines as baselines
+from .image_registries import CLARIFY, XGBOOST, account_in_region
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .training_pipeline import Cfn, Refs
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
+# Clarify's analysis configuration of the bias baseline, shipped beside the scripts.
+BIAS_CONFIG = "bias_baseline_config.json"
 HTTPS = 443
 
 # Logs and metrics SageMaker writes for the jobs, under names it chooses.
@@ -92,6 +96,9 @@ def build(config: PipelineConfig) -> Stage:
                          else settings.input_prefix)
     scripts = {name: b.asset(name, (SCRIPTS / name).read_bytes())
                for name in script_names(settings)}
+    if baseline_prefix(config) and config.stages.monitoring.runs_bias_drift(config):
+        scripts[BIAS_CONFIG] = b.asset(BIAS_CONFIG, baselines.as_file(
+            baselines.bias_baseline_analysis(config)))
     security_group = add_job_security_group(b, config)
     role = b.add(iam.Role(
         "PipelineRole",
@@ -113,8 +120,9 @@ def build(config: PipelineConfig) -> Stage:
             b, settings, role, key, input_prefix, group_name, list(scripts.values()),
             security_group, baseline_prefix(config))),
     ))
-    refs = pipeline_refs(b, settings, role, key, input_prefix, group_name, scripts,
-                         security_group, baseline_prefix(config))
+    refs = model_baseline_refs(b, config, pipeline_refs(
+        b, settings, role, key, input_prefix, group_name, scripts, security_group,
+        baseline_prefix(config)), scripts)
     pipeline = b.add(sagemaker.Pipeline(
         "TrainingPipeline",
         PipelineName=pipeline_name,
@@ -144,6 +152,23 @@ def baseline_prefix(config: PipelineConfig) -> str | None:
     if not (monitoring.enabled and monitoring.runs_model_monitor(config)):
         return None
     return monitoring.model_monitor.baseline_prefix
+
+
+def model_baseline_refs(b: StageBuilder, config: PipelineConfig, refs: Refs,
+                        scripts: dict[str, Asset]) -> Refs:
+    """`refs` with what the model quality and bias baselines need, when the monitoring stage
+    runs those monitors (model_monitor_baselines.py)."""
+    monitoring = config.stages.monitoring
+    if refs.baseline_uri is None:
+        return refs
+    changes: dict[str, Any] = {}
+    if monitoring.runs_model_quality(config):
+        changes["quality_problem_type"] = monitoring.problem_type(config)
+    if BIAS_CONFIG in scripts:
+        changes["clarify_image"] = Cfn(baselines.CLARIFY_IMAGE.replace("${Account}",
+                                                                       "${ClarifyAccount}"))
+        changes["bias_config_uri"] = Cfn(scripts[BIAS_CONFIG].s3_uri.data["Fn::Sub"])
+    return dataclasses.replace(refs, **changes)
 
 
 def script_names(settings: TrainingConfig) -> list[str]:
@@ -216,6 +241,8 @@ def definition_body(b: StageBuilder, config: PipelineConfig, refs: Refs) -> Sub:
         variables["XgboostAccount"] = account_in_region(b, XGBOOST)
     if refs.analyzer_image is not None:
         variables["AnalyzerAccount"] = analyzer_account(b, config.stages.monitoring.model_monitor)
+    if refs.clarify_image is not None:
+        variables["ClarifyAccount"] = account_in_region(b, CLARIFY)
     schema = config.record_schema
     assert schema.label is not None  # TrainingConfig.problems_with refuses a schema without one
     columns = training_pipeline.Columns(schema.label, tuple(schema.feature_columns()))

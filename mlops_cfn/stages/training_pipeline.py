@@ -25,6 +25,11 @@ Steps
   analyzer computes statistics.json and constraints.json of the training rows' features (what
   the endpoint receives: PrepareData's `baseline` output, or `baseline/` under the input
   location) into the baseline prefix the monitoring schedule compares captured requests with.
+- BaselineModelQuality (Processing, with model quality monitoring): the analyzer's model
+  quality baseline of EvaluateModel's predictions on the test rows (its `predictions` output)
+  into `model-quality/` of the baseline prefix.
+- BaselineBias (Processing, with bias drift monitoring): SageMaker Clarify's post-training bias
+  analysis of the same predictions into `model-bias/` (model_monitor_baselines.py).
 
 Values CloudFormation fills in (bucket names, the role, the settings) are `Cfn` placeholders:
 `Cfn("s3://${ArtifactsBucketName}/")` stands for a JSON string, `Cfn("${X}", raw=True)` for raw
@@ -36,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config.training import LOWER_IS_BETTER, TrainingConfig, metric_kind
+from . import model_monitor_baselines as baselines
 
 VERSION = "2020-12-01"
 
@@ -47,6 +53,8 @@ CHECK = "CheckMetric"
 REGISTER = "RegisterModel"
 FAIL = "MetricBelowThreshold"
 BASELINE = "BaselineData"
+QUALITY_BASELINE = "BaselineModelQuality"
+BIAS_BASELINE = "BaselineBias"
 # PrepareData's output of the training rows without their label: the endpoint's input.
 BASELINE_DATA = "baseline"
 
@@ -66,6 +74,7 @@ PROCESSING_ROOT = "/opt/ml/processing"
 # Where a training container writes checkpoints (SageMaker's default LocalPath).
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 CODE_DIR = f"{PROCESSING_ROOT}/input/code"
+PREDICTIONS_DIR = f"{PROCESSING_ROOT}/predictions"
 # The format every step after PrepareData reads: header-less CSV, label first.
 CONTENT_TYPE = "text/csv"
 
@@ -108,6 +117,16 @@ class Refs:
     analyzer_image: Cfn | None = None
     # With spot training: the longest wait for capacity and run together (raw).
     training_max_wait: Cfn | None = None
+    # With model quality monitoring: Model Monitor's problem type of the model.
+    quality_problem_type: str | None = None
+    # With bias drift monitoring: Clarify's image and the baseline's analysis configuration.
+    clarify_image: Cfn | None = None
+    bias_config_uri: Cfn | None = None
+
+    @property
+    def predictions(self) -> bool:
+        """Whether evaluation writes its predictions for a model baseline."""
+        return self.quality_problem_type is not None or self.bias_config_uri is not None
 
 
 # --- expressions -----------------------------------------------------------------------------
@@ -326,17 +345,25 @@ def spot_training(config: TrainingConfig, refs: Refs) -> dict:
 
 def evaluation_step(config: TrainingConfig, refs: Refs) -> dict:
     model = model_artifacts(config, refs)
+    arguments = ["--kind", metric_kind(config.metric)]
+    outputs = [processing_output(EVALUATION_OUTPUT, execution_folder(refs, "evaluation"),
+                                 f"{PROCESSING_ROOT}/evaluation")]
+    if refs.predictions:
+        # The test rows with the model's predictions: what the model baselines describe.
+        arguments += ["--predictions-dir", PREDICTIONS_DIR]
+        outputs.append(processing_output(baselines.PREDICTIONS_OUTPUT,
+                                         execution_folder(refs, baselines.PREDICTIONS_OUTPUT),
+                                         PREDICTIONS_DIR))
     return {
         "Name": EVALUATE,
         "Type": "Processing",
         "Arguments": processing_job(
-            config, refs, "evaluate.py", ["--kind", metric_kind(config.metric)],
+            config, refs, "evaluate.py", arguments,
             inputs=[processing_input("model", model, f"{PROCESSING_ROOT}/input/model"),
                     processing_input("test", data_location(config, refs, "test"),
                                      f"{PROCESSING_ROOT}/input/test"),
                     processing_input("code", refs.evaluate_script_uri, CODE_DIR)],
-            outputs=[processing_output(EVALUATION_OUTPUT, execution_folder(refs, "evaluation"),
-                                       f"{PROCESSING_ROOT}/evaluation")]),
+            outputs=outputs),
         "PropertyFiles": [{"PropertyFileName": EVALUATION_REPORT,
                            "OutputName": EVALUATION_OUTPUT,
                            "FilePath": EVALUATION_FILE}],
@@ -356,7 +383,10 @@ def condition_step(config: TrainingConfig, refs: Refs) -> dict:
                 "RightValue": parameter(METRIC_THRESHOLD),
             }],
             "IfSteps": [register_step(config, refs)]
-                       + ([baseline_step(config, refs)] if refs.baseline_uri else []),
+                       + ([baseline_step(config, refs)] if refs.baseline_uri else [])
+                       + ([quality_baseline_step(config, refs)]
+                          if refs.quality_problem_type else [])
+                       + ([bias_baseline_step(config, refs)] if refs.bias_config_uri else []),
             "ElseSteps": [{
                 "Name": FAIL,
                 "Type": "Fail",
@@ -415,6 +445,68 @@ def baseline_step(config: TrainingConfig, refs: Refs) -> dict:
             inputs=[processing_input("baseline_dataset_input",
                                      data_location(config, refs, BASELINE_DATA), dataset)],
             outputs=[processing_output("monitoring_output", refs.baseline_uri, output)]),
+    }
+
+
+def predictions(folder: str) -> dict:
+    """One folder of EvaluateModel's predictions output (model_monitor_baselines.py)."""
+    return join("", processing_output_uri(EVALUATE, baselines.PREDICTIONS_OUTPUT),
+                "/" + folder)
+
+
+def quality_baseline_step(config: TrainingConfig, refs: Refs) -> dict:
+    """Model Monitor's model quality baselining job (what the SageMaker SDK's
+    ModelQualityMonitor.suggest_baseline starts): the analyzer on the test rows' labels and
+    predictions, writing constraints.json where the model quality schedule reads it."""
+    assert refs.baseline_uri is not None and refs.analyzer_image is not None
+    problem_type = refs.quality_problem_type
+    assert problem_type is not None
+    dataset = f"{PROCESSING_ROOT}/input/baseline_dataset_input"
+    output = f"{PROCESSING_ROOT}/output"
+    environment = {
+        "analysis_type": "MODEL_QUALITY",
+        "dataset_format": json.dumps({"csv": {"header": True}}),
+        "dataset_source": dataset,
+        "ground_truth_attribute": baselines.LABEL_COLUMN,
+        "inference_attribute": baselines.PREDICTION_COLUMN,
+        "output_path": output,
+        "problem_type": problem_type,
+        "publish_cloudwatch_metrics": "Disabled",
+    }
+    if baselines.classifies(problem_type):
+        environment.update(probability_attribute=baselines.PROBABILITY_COLUMN,
+                           probability_threshold_attribute=str(baselines.PROBABILITY_THRESHOLD))
+    return {
+        "Name": QUALITY_BASELINE,
+        "Type": "Processing",
+        "Arguments": processing_arguments(
+            config, refs, {"ImageUri": refs.analyzer_image}, environment=environment,
+            inputs=[processing_input("baseline_dataset_input",
+                                     predictions(baselines.QUALITY_DATA), dataset)],
+            outputs=[processing_output("monitoring_output",
+                                       Cfn(refs.baseline_uri.pattern + baselines.QUALITY_FOLDER),
+                                       output)]),
+    }
+
+
+def bias_baseline_step(config: TrainingConfig, refs: Refs) -> dict:
+    """SageMaker Clarify's post-training bias analysis of the test rows' predictions (what the
+    SDK's ModelBiasMonitor.suggest_baseline starts, with the predictions read from the data
+    instead of a shadow endpoint): analysis.json, the bias schedule's constraints."""
+    assert refs.baseline_uri is not None and refs.clarify_image is not None
+    assert refs.bias_config_uri is not None
+    return {
+        "Name": BIAS_BASELINE,
+        "Type": "Processing",
+        "Arguments": processing_arguments(
+            config, refs, {"ImageUri": refs.clarify_image},
+            inputs=[processing_input("analysis_config", refs.bias_config_uri,
+                                     baselines.CLARIFY_CONFIG_PATH),
+                    processing_input("dataset", predictions(baselines.BIAS_DATA),
+                                     baselines.CLARIFY_DATA_PATH)],
+            outputs=[processing_output("analysis_result",
+                                       Cfn(refs.baseline_uri.pattern + baselines.BIAS_FOLDER),
+                                       baselines.CLARIFY_OUTPUT_PATH)]),
     }
 
 

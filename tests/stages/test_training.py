@@ -78,7 +78,7 @@ def definition(t: dict, numbers: str = "1") -> dict:
         if name in numeric:
             return numbers
         return f"<{name}>"
-    assert set(variables) <= {"Subnets", "XgboostAccount", "AnalyzerAccount"}
+    assert set(variables) <= {"Subnets", "XgboostAccount", "AnalyzerAccount", "ClarifyAccount"}
     return json.loads(re.sub(r"\$\{([^}]*)\}", value, text))
 
 
