@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence
 from .rollout import Deployment, Preview, ValidationFailed
 
 if TYPE_CHECKING:
+    from .bootstrap import Bootstrap
     from .config import LoadedConfig
     from .deploy import Aws
     from .pipeline import Pipeline
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 __all__ = [
     "load_config", "build", "build_all", "render_templates", "outdated_templates",
     "validate_templates", "package_templates", "preview_deployment", "deploy_pipeline",
-    "diagram", "connect", "Rendered", "Packaged", "Preview", "Deployment", "ValidationFailed",
+    "diagram", "connect", "bootstrap_stack", "render_bootstrap", "preview_bootstrap",
+    "deploy_bootstrap", "Rendered", "Packaged", "Preview", "Deployment", "ValidationFailed",
 ]
 
 Format = Literal["yaml", "json"]
@@ -378,3 +380,67 @@ def _prepare(config, env, stack_name, parameters, latest_approved_model, bucket,
                    latest_approved_model=latest_approved_model, bucket=bucket, prefix=prefix,
                    validate=validate, security=security, aws=aws,
                    log=log or (lambda line: None))
+
+
+# --- environments in other accounts and regions ----------------------------------------------
+
+def bootstrap_stack(config: LoadedConfig, env: str | None = None, *,
+                    values: Mapping[str, str] | None = None) -> Bootstrap:
+    """The bootstrap stack of an environment in another account or region (bootstrap.py): the
+    role the home delivery pipeline assumes there and the role CloudFormation deploys the
+    environment with. `values`: the home account's values by parameter name
+    (bootstrap.PARAMETERS), each optional here. Raises UserError for an environment in the home
+    account and region, a region the templates do not support, a malformed value."""
+    from . import bootstrap
+
+    return bootstrap.build(config.for_environment(env) if env else config, values)
+
+
+def render_bootstrap(stack: Bootstrap, out: str | os.PathLike) -> Path:
+    """Write the bootstrap stack's root.yaml and parameters.json into `out` (replaced whole, as
+    `render_templates` replaces an environment's directory); returns the directory."""
+    from .render import write_tree
+
+    out = Path(out)
+    write_tree(stack.files(), out)
+    return out
+
+
+def preview_bootstrap(config: LoadedConfig, env: str | None = None, *,
+                      values: Mapping[str, str] | None = None, validate: bool = True,
+                      security: bool | None = None, aws: Aws | None = None,
+                      log: Callable[[str], None] | None = None) -> Preview:
+    """What deploying the environment's bootstrap stack would change; executes nothing (the
+    change set is read, then deleted). `aws` must reach the environment's account and region
+    (UserError otherwise). The home values not given keep the stack's current ones; without a
+    stack they are required. Raises as `preview_deployment` does."""
+    from .rollout import discard, prepare_bootstrap
+
+    preview = prepare_bootstrap(config.for_environment(env) if env else config,
+                                values=dict(values or {}), validate=validate,
+                                security=security, aws=aws, log=log or (lambda line: None))
+    if not preview.empty:
+        discard(preview, "deleting the change set")
+    return preview
+
+
+def deploy_bootstrap(config: LoadedConfig, env: str | None = None, *,
+                     values: Mapping[str, str] | None = None, validate: bool = True,
+                     security: bool | None = None,
+                     on_preview: Callable[[Preview], None] | None = None,
+                     confirm: Callable[[Preview], bool] | None = None, console=None,
+                     aws: Aws | None = None,
+                     log: Callable[[str], None] | None = None) -> Deployment:
+    """Create or update the environment's bootstrap stack through a change set, as
+    `deploy_pipeline` does an environment: `preview_bootstrap`'s steps, `on_preview`, `confirm`,
+    then execute and follow the events. Running it again with the same config and values is
+    `up to date` (an empty change set)."""
+    from .rollout import decide_and_execute, prepare_bootstrap
+
+    preview = prepare_bootstrap(config.for_environment(env) if env else config,
+                                values=dict(values or {}), validate=validate,
+                                security=security, aws=aws, log=log or (lambda line: None))
+    if on_preview is not None:
+        on_preview(preview)
+    return decide_and_execute(preview, allow_replacement=False, confirm=confirm,
+                              console=console)

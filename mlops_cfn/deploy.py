@@ -144,6 +144,9 @@ class Request:
     tags: dict[str, str]
     protected: bool = False
     description: str = ""
+    # A template small enough to travel in the request itself (the bootstrap stack's), sent
+    # in place of template_url when set.
+    template_body: str = ""
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
@@ -312,7 +315,8 @@ def preview(cfn, request: Request) -> Preview:
             StackName=request.stack_name,
             ChangeSetName=change_set_name(),
             ChangeSetType=kind,
-            TemplateURL=request.template_url,
+            **({"TemplateBody": request.template_body} if request.template_body
+               else {"TemplateURL": request.template_url}),
             Parameters=[{"ParameterKey": k, "ParameterValue": v}
                         for k, v in sorted(request.parameters.items())],
             Capabilities=CAPABILITIES,

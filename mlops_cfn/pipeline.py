@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
-from . import boundary, permissions
+from . import boundary, permissions, placement
 from . import overrides as hatch  # pipeline.yaml's overrides (the escape hatch)
 from .config import LoadedConfig, PipelineConfig, StagesConfig, setting_values, structure_of
 from .config.extensions import ExtensionStage, enabled_section
@@ -187,6 +187,8 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     values[ENVIRONMENT_NAME] = loaded.environment
     # AssetsBucket has no value before packaging; `mlops-cfn package` sets it.
     parameters = {name: values[name] for name in root.parameters if name in values}
+    if problems := placement.region_problems(loaded, root, parameters):
+        raise UserError(*problems)
     tags = {"mlops-cfn:project": config.project, "mlops-cfn:environment": loaded.environment,
             **config.tags}
     return Pipeline(loaded.environment, config.protected, root, tuple(ordered), parameters, tags,

@@ -195,6 +195,67 @@ def prepare(loaded: LoadedConfig, *, stack_name: str | None, parameters: Mapping
                    tuple(packaged.skipped), report, tuple(notes), aws)
 
 
+def prepare_bootstrap(loaded: LoadedConfig, *, values: Mapping[str, str], validate: bool,
+                      security: bool | None, aws: Aws | None, log: Log) -> Preview:
+    """`prepare` for an environment's bootstrap stack (bootstrap.py), in the environment's own
+    account and region: build, check where the credentials reach, validate, create the change
+    set (the template travels in the request: nothing is uploaded)."""
+    from . import bootstrap
+    from .deploy import Request, aws_errors, call, connect, live_values, preview
+    from .errors import UserError
+    from .placement import key_path
+    from .render import write_tree
+
+    notes: list[str] = []
+
+    def note(line: str) -> None:
+        notes.append(line)
+        log(line)
+
+    config = loaded.config
+    name = bootstrap.stack_name(config.project, loaded.environment)
+    bootstrap.build(loaded)  # a home environment or a region refused: said before any call
+    with aws_errors():
+        aws = aws or connect(region=config.region)
+        if config.region is not None and aws.region != config.region:
+            raise UserError(f"region {aws.region}: {loaded.source}: "
+                            f"{key_path(loaded, 'region')} is {config.region}: bootstrap "
+                            f"{loaded.environment} there (--region {config.region})")
+        account = call(aws.client("sts").get_caller_identity, "finding the account")["Account"]
+        if config.account is not None and account != config.account:
+            raise UserError(f"the credentials are for account {account}, but "
+                            f"{loaded.source}: {key_path(loaded, 'account')} is "
+                            f"{config.account}: use credentials (a --profile) of that account")
+        cfn = aws.client("cloudformation")
+        kept = {k: v for k, v in live_values(cfn, name, bootstrap.PARAMETERS).items()
+                if k not in values}
+        for parameter, value in kept.items():
+            note(f"keeping {parameter}={value} (what {name} has now)")
+        given = {**kept, **values}
+        missing = [option for parameter, option in bootstrap.PARAMETERS.items()
+                   if not given.get(parameter)]
+        if missing:
+            raise UserError(f"bootstrap --deploy: {', '.join(missing)} needed: the home "
+                            "delivery pipeline's role, artifact bucket and key (outputs of "
+                            "the home environment's stack, README \"Several accounts\")")
+        built = bootstrap.build(loaded, given)
+        report = None
+        files = built.files()
+        if validate:
+            with tempfile.TemporaryDirectory(prefix="mlops-cfn-bootstrap-") as scratch:
+                tree = Path(scratch) / loaded.environment
+                write_tree(files, tree)
+                report = _validate(tree, security, note)
+        request = Request(stack_name=name, template_url="", parameters=given,
+                          tags={"mlops-cfn:project": config.project,
+                                "mlops-cfn:environment": loaded.environment, **config.tags},
+                          description=f"mlops-cfn bootstrap: {config.project} "
+                                      f"{loaded.environment}",
+                          template_body=files["root.yaml"])
+        change_set = preview(cfn, request)
+    return Preview(change_set, "", (), (), report, tuple(notes), aws)
+
+
 def discard(preview: Preview, doing: str = "") -> None:
     """Delete the change set (and a new stack's empty shell); nothing runs."""
     from .deploy import aws_errors, discard as delete

@@ -100,6 +100,16 @@ def test_every_example_passes_every_control_or_records_why_in_every_environment(
     assert check(rendered(example), engine) == []
 
 
+def test_the_bootstrap_stacks_of_the_examples_pass_every_control(engine):
+    # examples/bootstrap/<example>/<env>/: the roles of environments in other accounts.
+    folders = sorted((REPO / "examples" / "bootstrap").iterdir())
+    assert folders
+    for folder in folders:
+        assert check(folder, engine) == [], folder
+        controls = {e.control.id for e in evaluate(environment_states(folder), engine)}
+        assert {"CT.IAM.PR.1", "CT.IAM.PR.3"} <= controls  # the roles and their policies
+
+
 def test_examples_are_checked_with_the_controls_of_every_resource_type_they_contain(engine):
     # Guard on: a resource type no rule file names would pass vacuously.
     controls = read_controls(engine.rules)

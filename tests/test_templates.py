@@ -8,7 +8,8 @@ files too, examples/templates/<example>/<env>/, refreshed with scripts/render-ex
 
 Clean: the bundled config and every example in examples/, in every environment, render to
 templates with zero cfn-lint errors and warnings, no CloudFormation quota breach, and zero failed
-checkov checks (skips only with a written reason).
+checkov checks (skips only with a written reason); so do the examples' bootstrap stacks
+(examples/bootstrap/).
 """
 
 from pathlib import Path
@@ -89,9 +90,20 @@ def test_every_template_passes_cfn_lint_and_quota_checks(rendered_trees, config_
     assert {f.rule for f in report.findings} <= {"body-size-request"}, report.render()
 
 
+# The bootstrap stacks of the examples' environments in other accounts (bootstrap.py), as
+# committed: tests/test_bootstrap.py holds them to a fresh render.
+BOOTSTRAP_TREES = sorted((REPO / "examples" / "bootstrap").glob("*/*"))
+
+
+def test_every_bootstrap_stack_passes_cfn_lint_and_quota_checks():
+    assert BOOTSTRAP_TREES, "examples/three-accounts.yaml has environments to bootstrap"
+    report = validate(BOOTSTRAP_TREES, security=False)
+    assert report.ok and not report.findings, report.render()
+
+
 @pytest.mark.slow
 def test_every_template_passes_checkov_with_only_reasoned_skips(rendered_trees):
-    trees = [tree for group in rendered_trees.values() for tree in group]
+    trees = [tree for group in rendered_trees.values() for tree in group] + BOOTSTRAP_TREES
     report = validate(trees, security=True)
     assert report.ok, report.render()
     assert not [f for f in report.findings if f.tool == "checkov"], report.render()

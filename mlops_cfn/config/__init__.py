@@ -64,6 +64,17 @@ TAG_KEY_PATTERN = described_pattern(
 TAG_VALUE_PATTERN = described_pattern(
     rf"^{_TAG_CHARACTERS}*$", "letters, digits, spaces and _.:/=+-@")
 
+# Where an environment deploys (placement.py): an account id, and a region name as AWS spells
+# them; which regions the templates support is decided when they are built (a region cfn-lint's
+# schemas know whose Rules the root template passes).
+ACCOUNT_PATTERN = described_pattern(
+    r"^[0-9]{12}$", "twelve digits, quoted (e.g. '210987654321')")
+REGION_PATTERN = described_pattern(
+    r"^[a-z]{2}(-[a-z]+)+-[0-9]{1,2}$", "a region name, e.g. eu-west-1")
+
+# The keys that say where an environment deploys.
+PLACEMENT_KEYS = ("account", "region")
+
 # Environments guarded unless the file says otherwise.
 PROTECTED_BY_NAME = ("prod", "production")
 
@@ -116,6 +127,22 @@ class PipelineConfig(Model):
         Field(description="Retention of every log group the pipeline creates."),
         Setting("LogRetentionDays"),
     ] = 365
+    account: Annotated[
+        str | None,
+        Field(pattern=ACCOUNT_PATTERN,
+              description="The AWS account this environment deploys into, twelve digits in "
+                          "quotes. Unset: the home account, where the delivery pipeline runs "
+                          "and where the environment's stack is deployed today. An environment "
+                          "in another account is prepared once with `mlops-cfn bootstrap --env "
+                          "<env>` (README, \"Several accounts\")."),
+    ] = None
+    region: Annotated[
+        str | None,
+        Field(pattern=REGION_PATTERN,
+              description="The AWS region this environment deploys into: one the templates "
+                          "support (refused when they are built otherwise). Unset: the home "
+                          "region, the delivery pipeline's."),
+    ] = None
     network: NetworkConfig = NetworkConfig()
     record_schema: RecordSchemaConfig = RecordSchemaConfig()
     stages: StagesConfig = StagesConfig()
@@ -141,6 +168,15 @@ class PipelineConfig(Model):
         if len(value.encode("utf-8")) > DESCRIPTION_MAX_BYTES:
             raise ValueError(f"is {len(value.encode('utf-8'))} bytes in UTF-8; CloudFormation "
                              f"takes at most {DESCRIPTION_MAX_BYTES}")
+        return value
+
+    @field_validator("account", mode="before")
+    @classmethod
+    def _account_quoted(cls, value):
+        # YAML reads unquoted digits as a number, and an account id's leading zeros are lost.
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError("must be twelve digits in quotes: YAML reads unquoted digits as "
+                             "a number, which loses an account id's leading zeros")
         return value
 
     @field_validator("tags")
@@ -319,7 +355,13 @@ def structure_of(config: Model) -> str:
     environments with the same structure therefore render the same templates, which lets one
     render build a stage once for all of them (pipeline.build_all).
     """
-    return json.dumps(_shaped(config, config.model_dump(mode="json")), sort_keys=True)
+    dumped = _shaped(config, config.model_dump(mode="json"))
+    for key in PLACEMENT_KEYS:
+        # Where an environment deploys is no template's business: the root template's Rules
+        # judge the region against the templates, and each template names its account and
+        # region through pseudo parameters (placement.py).
+        dumped.pop(key, None)
+    return json.dumps(dumped, sort_keys=True)
 
 
 def _shaped(model: Model, dumped: dict) -> dict:

@@ -50,6 +50,8 @@ BASE_ONLY = ("project", "environments", "record_schema", "overrides")
 LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
     (PipelineConfig, "_fits_a_template_description"):
         "a length in UTF-8 bytes (JSON Schema counts characters)",
+    (PipelineConfig, "_account_quoted"):
+        "(its message only: an account id given as a number is refused as any non-string is)",
     (NetworkConfig, "_mode_fits_fields"):
         "what each network mode needs of the other keys, and the subnets fitting the range",
     (RecordSchemaConfig, "_names_unique"): "column names unique across list items",

@@ -1,0 +1,337 @@
+"""The bootstrap stack of an environment in another account or region (placement.py): the two
+roles through which the home account's delivery pipeline deploys it, and nothing else.
+
+Why a stack of its own, made by hand: the home pipeline can act in another account only through
+a role that account made to trust it ("Create a pipeline in CodePipeline that uses resources
+from another AWS account", CodePipeline User Guide). An administrator of the target account
+creates it once, `mlops-cfn bootstrap --env <env> --deploy` with that account's credentials;
+re-running it with the same templates changes nothing (an empty change set).
+
+What it holds (`build`):
+- DeliveryRole, `MlopsCfnDelivery-<project>-<env>`: what the home pipeline's deploy actions
+  assume. Its trust names the home account as principal and admits only the pipeline role's ARN
+  (aws:PrincipalArn, "AWS global condition context keys", IAM User Guide: a role session is
+  matched by its role's ARN, so the trust survives the role's sessions; a principal naming the
+  role itself would break if the role were ever re-created). No external id: CodePipeline
+  passes none when it assumes an action's role, and the guard an external id gives a third
+  party ("The confused deputy problem", IAM User Guide) is the PrincipalArn condition here, as
+  both accounts are the user's own. It may create, execute and delete the environment's one
+  change set on its one stack, read that stack's events, pass ExecutionRole to CloudFormation
+  and read the pipeline's artifacts (the artifact bucket's objects, decrypted with its key
+  through S3).
+- ExecutionRole, `MlopsCfnExecution-<project>-<env>`: the role CloudFormation deploys the
+  environment's stacks with, as the home DeployRole does at home: the permissions the
+  environment's templates need, derived from the resource types they contain
+  (permissions.deployment_statements, scoped to this account and region, the project's stacks,
+  roles under the project's boundary, keys and buckets), plus reading the packaged templates and
+  assets from the home artifact bucket. Resources only the home environment creates (the
+  delivery pipeline's own, under cicd's IsDeliveryHome) are left out: no target account deploys
+  them.
+
+The role names start with `MlopsCfn`, which no project's names start with (projects are
+lowercase; IAM matches ARNs case-sensitively): the execution role may manage the project's roles
+(`<project>-...`) but never its own, nor the delivery role; the stack is
+`MlopsCfnBootstrap-<project>-<env>` for the same reason (the execution role's stack actions reach
+`<project>-...` only).
+
+The home account's values (the pipeline role's ARN, the artifact bucket's name, its key's ARN)
+are parameters, since they live in the home account and exist once the home environment is
+deployed; a re-run keeps the values the stack has unless new ones are given.
+
+What this does not do yet (README, "Several accounts"): the home pipeline's deploy actions do
+not assume DeliveryRole, nor do the artifact bucket's and key's policies admit the target
+accounts; until they do, the roles are ready and unused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Mapping
+
+import awacs.cloudformation
+import awacs.iam
+import awacs.kms
+import awacs.s3
+import awacs.sts
+from awacs.aws import Allow, ArnEquals, Condition, Principal, Statement, StringEquals
+from troposphere import GetAtt, Output, Parameter, Ref, Select, Split, Sub, Template, iam
+
+from . import __version__, permissions, policies
+from .errors import UserError
+
+if TYPE_CHECKING:
+    from .config import LoadedConfig
+
+PIPELINE_ROLE_ARN = "PipelineRoleArn"
+ARTIFACT_BUCKET = "ArtifactBucketName"
+ARTIFACT_KEY_ARN = "ArtifactKeyArn"
+# The parameters, with the CLI option that gives each.
+PARAMETERS = {PIPELINE_ROLE_ARN: "--pipeline-role-arn", ARTIFACT_BUCKET: "--artifact-bucket",
+              ARTIFACT_KEY_ARN: "--artifact-key-arn"}
+DELIVERY_ROLE = "DeliveryRole"
+EXECUTION_ROLE = "ExecutionRole"
+# Names no project's own start with: projects are lowercase (config.PROJECT_PATTERN).
+NAME_PREFIX = "MlopsCfn"
+
+
+def stack_name(project: str, environment: str) -> str:
+    return f"{NAME_PREFIX}Bootstrap-{project}-{environment}"
+
+
+def delivery_role_name(project: str, environment: str) -> str:
+    """The role the home pipeline assumes in the environment's account (at most 60 characters:
+    a project of 32 and an environment of 10)."""
+    return f"{NAME_PREFIX}Delivery-{project}-{environment}"
+
+
+def execution_role_name(project: str, environment: str) -> str:
+    return f"{NAME_PREFIX}Execution-{project}-{environment}"
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """One environment's bootstrap stack: its template and the parameter values given."""
+
+    environment: str
+    account: str | None  # None: the home account (a target by its region alone)
+    region: str | None  # None: the home region
+    stack_name: str
+    template: Template
+    parameters: dict[str, str] = field(default_factory=dict)
+
+    def files(self) -> dict[str, str]:
+        """root.yaml and parameters.json, as `render` writes an environment (the form
+        `mlops-cfn validate` and the Control Tower checks read)."""
+        from .render import PARAMETERS_FILE, ROOT_NAME, template_text
+
+        return {f"{ROOT_NAME}.yaml": template_text(self.template, "yaml"),
+                PARAMETERS_FILE: json.dumps({"Parameters": dict(sorted(
+                    self.parameters.items()))}, indent=2, sort_keys=True) + "\n"}
+
+
+def build(loaded: LoadedConfig, values: Mapping[str, str] | None = None) -> Bootstrap:
+    """The bootstrap stack of `loaded`'s environment, which must be a target (placement.py).
+
+    `values` are the home account's values by parameter name (PARAMETERS), each checked against
+    the parameter's pattern here, as CloudFormation would at deploy time.
+    """
+    from . import pipeline, placement
+
+    environment = loaded.environment
+    if not placement.is_target(loaded):
+        raise UserError(
+            f"{loaded.source}: environments.{environment}: deploys into the home account and "
+            "region (it names no other account or region), where the delivery pipeline deploys "
+            "it with its own role: bootstrap is for environments in other accounts or regions"
+            + _targets_hint(loaded))
+    built = pipeline.build(loaded)  # also refuses a region the templates do not support
+    project = loaded.config.project
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(PARAMETERS))
+    if unknown:
+        raise UserError(*(f"bootstrap: no parameter {name} (it has: {', '.join(PARAMETERS)})"
+                          for name in unknown))
+    t = Template(Description=f"mlops-cfn bootstrap of {project} {environment}: the roles the "
+                             f"home account's delivery pipeline deploys it with (mlops-cfn "
+                             f"{__version__})")
+    specs = _parameters()
+    for parameter in specs.values():
+        t.add_parameter(parameter)
+    problems = [problem for name, value in values.items()
+                for problem in _value_problems(specs[name], PARAMETERS[name], value)]
+    if problems:
+        raise UserError(*problems)
+    execution = t.add_resource(execution_role(project, environment, _requirements(built)))
+    for policy in execution_policies(project, _requirements(built), execution):
+        t.add_resource(policy)
+    delivery = t.add_resource(delivery_role(project, environment, execution))
+    t.add_output(Output(DELIVERY_ROLE + "Arn", Value=GetAtt(delivery, "Arn"),
+                        Description="The role the home pipeline's deploy actions assume here"))
+    t.add_output(Output(EXECUTION_ROLE + "Arn", Value=GetAtt(execution, "Arn"),
+                        Description="The role CloudFormation deploys the environment with"))
+    config = loaded.config
+    return Bootstrap(environment, config.account, config.region,
+                     stack_name(project, environment), t, values)
+
+
+def _targets_hint(loaded: LoadedConfig) -> str:
+    from .placement import targets
+
+    names = [p.environment for p in targets(loaded)]
+    return f" (the file's: {', '.join(names)})" if names else \
+        " (this file names none: set environments.<env>.account or .region)"
+
+
+# --- parameters ------------------------------------------------------------------------------
+
+def _parameters() -> dict[str, Parameter]:
+    return {
+        PIPELINE_ROLE_ARN: Parameter(
+            PIPELINE_ROLE_ARN, Type="String",
+            Description="ARN of the home delivery pipeline's role (its PipelineRole): the only "
+                        "principal that may assume the delivery role",
+            AllowedPattern=r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$",
+            ConstraintDescription="an IAM role ARN, arn:aws:iam::<home account>:role/<name>"),
+        ARTIFACT_BUCKET: Parameter(
+            ARTIFACT_BUCKET, Type="String",
+            Description="Name of the home delivery pipeline's artifact bucket (its "
+                        "ArtifactBucket), where the packaged templates and assets are",
+            AllowedPattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+            ConstraintDescription="an S3 bucket name"),
+        ARTIFACT_KEY_ARN: Parameter(
+            ARTIFACT_KEY_ARN, Type="String",
+            Description="ARN of the home delivery pipeline's key (its DeliveryKey), which "
+                        "encrypts the artifacts",
+            AllowedPattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+$",
+            ConstraintDescription="a KMS key ARN, arn:aws:kms:<region>:<account>:key/<id>"),
+    }
+
+
+def _value_problems(parameter: Parameter, option: str, value: str) -> list[str]:
+    import re
+
+    spec = parameter.properties
+    if re.fullmatch(spec["AllowedPattern"], value):
+        return []
+    return [f"{option} {value!r}: must be {spec['ConstraintDescription']}"]
+
+
+def _home_account():
+    """The home account, from the pipeline role's ARN (arn:<partition>:iam::<account>:role/..)."""
+    return Select(4, Split(":", Ref(PIPELINE_ROLE_ARN)))
+
+
+def _home_region():
+    """The home region, from the key's ARN (arn:<partition>:kms:<region>:<account>:key/..)."""
+    return Select(3, Split(":", Ref(ARTIFACT_KEY_ARN)))
+
+
+# --- the roles -------------------------------------------------------------------------------
+
+def _requirements(built) -> list[str]:
+    """What the environment's templates require of the role that deploys them
+    (permissions.template_requirements), leaving out what only the home environment creates."""
+    from .stages.cicd import HOME
+
+    found = {permissions.NESTED_STACK}
+    for template in (built.root, *(stage.template for stage in built.stages)):
+        data = template.to_dict()
+        resources = {name: resource for name, resource in (data.get("Resources") or {}).items()
+                     if resource.get("Condition") != HOME}
+        found |= permissions.template_requirements({**data, "Resources": resources})
+    return sorted(found)
+
+
+def artifact_reads(bucket_objects: Sub, *, decrypt: bool = True) -> list[Statement]:
+    """Reading objects of the home artifact bucket, which S3 decrypts with the home key in the
+    reader's name."""
+    statements = [
+        # AWS: "Create a pipeline in CodePipeline that uses resources from another AWS account"
+        # (CodePipeline User Guide): the other account's roles read the artifacts in the
+        # pipeline account's bucket.
+        Statement(Effect=Allow, Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                  Resource=[bucket_objects]),
+    ]
+    if decrypt:
+        statements.append(
+            # AWS: same page, and "Using server-side encryption with AWS KMS keys (SSE-KMS)"
+            # (Amazon S3 User Guide): S3 decrypts with the bucket's key in the reader's name,
+            # from the bucket's region.
+            Statement(Effect=Allow, Action=[awacs.kms.Decrypt], Resource=[Ref(ARTIFACT_KEY_ARN)],
+                      Condition=Condition(StringEquals("kms:ViaService", Sub(
+                          "s3.${HomeRegion}.amazonaws.com", HomeRegion=_home_region())))))
+    return statements
+
+
+def execution_role(project: str, environment: str, requirements) -> iam.Role:
+    """CloudFormation's role for the environment's stacks (module docstring); its managed
+    policies attach themselves (`execution_policies`)."""
+    from .stages.cicd_buildspec import PACKAGE_PREFIX
+
+    return iam.Role(
+        EXECUTION_ROLE,
+        RoleName=execution_role_name(project, environment),
+        Description=f"CloudFormation deploys {project} {environment} with this role",
+        AssumeRolePolicyDocument=policies.trusted_by("cloudformation.amazonaws.com"),
+        Policies=[iam.Policy(PolicyName="packages", PolicyDocument=policies.document(
+            # AWS: "AWS::CloudFormation::Stack" (TemplateURL) and "AWS::Lambda::Function Code":
+            # nested templates and code are read with the stack operation's credentials.
+            artifact_reads(Sub("arn:${AWS::Partition}:s3:::${%s}/%s*"
+                               % (ARTIFACT_BUCKET, PACKAGE_PREFIX)))))],
+    )
+
+
+def execution_policies(project: str, requirements, role: iam.Role) -> list[iam.ManagedPolicy]:
+    """ExecutionPolicy1..n: what deploying the environment's templates takes, packed within
+    IAM's managed-policy size (permissions.py, as the home DeployRole's)."""
+    from .stages.cicd import iam_name_prefix, stack_name as pipeline_stack
+
+    # AWS: "Resource type schema" (CloudFormation Command Line Interface User Guide: each
+    # handler lists the permissions it needs), read from the schemas cfn-lint ships.
+    documents = permissions.policy_documents(permissions.deployment_statements(
+        requirements, iam_names=iam_name_prefix(project), stacks=pipeline_stack(project, ""),
+        project=project))
+    if len(documents) > permissions.MAX_MANAGED_POLICIES:
+        raise UserError(f"the bootstrap's execution role needs {len(documents)} managed "
+                        f"policies, more than IAM attaches to one role by default "
+                        f"({permissions.MAX_MANAGED_POLICIES})")
+    return [iam.ManagedPolicy(
+        f"ExecutionPolicy{index}",
+        Description=f"Deploy {project}'s resources ({index}/{len(documents)})",
+        PolicyDocument=document,
+        Roles=[Ref(role)],
+    ) for index, document in enumerate(documents, start=1)]
+
+
+def delivery_role(project: str, environment: str, execution: iam.Role) -> iam.Role:
+    """What the home pipeline's deploy actions assume (module docstring)."""
+    from .stages.cicd import change_set_name, stack_name as pipeline_stack
+
+    stack = Sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+                f"stack/{pipeline_stack(project, environment)}/*")
+    statements = [
+        # AWS: "AWS CloudFormation deploy action reference" (CodePipeline User Guide,
+        # CHANGE_SET_REPLACE and CHANGE_SET_EXECUTE): the action's role makes the change set
+        # on the environment's stack, and only its own change set.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.cloudformation.CreateChangeSet, awacs.cloudformation.DescribeChangeSet,
+                    awacs.cloudformation.ExecuteChangeSet, awacs.cloudformation.DeleteChangeSet],
+            Resource=[stack],
+            Condition=Condition(StringEquals("cloudformation:ChangeSetName",
+                                             change_set_name(project, environment)))),
+        # AWS: same page: DescribeStacks, and DescribeStackEvents to name a failed resource.
+        Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks,
+                                        awacs.cloudformation.DescribeStackEvents],
+                  Resource=[stack]),
+        # AWS: "Manage the CodePipeline service role" (iam:PassRole, PassedToService
+        # cloudformation.amazonaws.com): the deploy action's RoleArn, the execution role.
+        Statement(Effect=Allow, Action=[awacs.iam.PassRole],
+                  Resource=[GetAtt(execution, "Arn")],
+                  Condition=Condition(StringEquals("iam:PassedToService",
+                                                   "cloudformation.amazonaws.com"))),
+        *artifact_reads(Sub("arn:${AWS::Partition}:s3:::${%s}/*" % ARTIFACT_BUCKET)),
+    ]
+    # AWS: "Create a pipeline in CodePipeline that uses resources from another AWS account":
+    # the other account's role trusts the pipeline account; "AWS global condition context
+    # keys" (aws:PrincipalArn): only the pipeline's role, by its ARN.
+    trust = policies.document(Statement(
+        Effect=Allow,
+        Principal=Principal("AWS", Sub("arn:${AWS::Partition}:iam::${HomeAccount}:root",
+                                       HomeAccount=_home_account())),
+        Action=[awacs.sts.AssumeRole],
+        Condition=Condition(ArnEquals("aws:PrincipalArn", Ref(PIPELINE_ROLE_ARN)))))
+    return iam.Role(
+        DELIVERY_ROLE,
+        RoleName=delivery_role_name(project, environment),
+        Description=f"The home delivery pipeline deploys {project} {environment} through this "
+                    "role",
+        AssumeRolePolicyDocument=trust,
+        Policies=[iam.Policy(PolicyName="delivery",
+                             PolicyDocument=policies.document(statements))],
+    )
+
+
+__all__ = ["ARTIFACT_BUCKET", "ARTIFACT_KEY_ARN", "Bootstrap", "PARAMETERS", "PIPELINE_ROLE_ARN",
+           "build", "delivery_role_name", "execution_role_name", "stack_name"]
