@@ -74,9 +74,10 @@ class EmrConsumerConfig(Model):
     ] = 64
     check_minutes: Annotated[
         int,
-        Field(ge=1, le=1440,
-              description="How often the supervisor checks that a job run is active and starts "
-                          "one if not (it also reacts at once to a run that ended)."),
+        Field(ge=2, le=1440,
+              description="Minutes between the supervisor's checks that a job run is active, "
+                          "which start one if not (it also reacts at once to a run that "
+                          "ended)."),
         Setting("EmrConsumerCheckMinutes"),
     ] = 10
 

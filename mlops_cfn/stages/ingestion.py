@@ -40,6 +40,7 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA
                        PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
                        STREAM_NAME)
 from ..stage import Stage, StageBuilder
+from . import ingestion_emr
 from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
                      https_out_security_group)
 
@@ -73,6 +74,8 @@ def build(config: PipelineConfig) -> Stage:
 
     if settings.consumer.enabled:
         add_consumer(b, config, stream, key)
+    if settings.emr_consumer.enabled:
+        ingestion_emr.add(b, config, stream, key)
     return b.finish()
 
 
