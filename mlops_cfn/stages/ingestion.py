@@ -12,10 +12,16 @@ Resources
   of records (code: mlops_cfn/data/consumer.py), with ConsumerRole, ConsumerSecurityGroup,
   ConsumerLogGroup, ConsumerDeadLetterQueue, ConsumerFailureQueue and
   ConsumerEventSourceMapping.
+- With `emr_consumer.enabled`: a Spark Structured Streaming job on EMR Serverless writing the
+  stream's records, cleaned, to the processed bucket, and the Lambda that keeps it running
+  (stages/ingestion_emr.py lists them).
 
-Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds.
+Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds;
+with the EMR consumer VpcId, VpcCidrBlock, PrivateSubnetIds, ProcessedBucketName,
+ProcessedBucketArn.
 Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamArn, RawDataPrefix,
-ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName.
+ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName; with the
+EMR consumer EmrConsumerApplicationId.
 """
 
 from pathlib import Path
