@@ -220,6 +220,8 @@ def job_statements(settings: EmrConsumerConfig, stream: kinesis.Stream, key: Ref
         # the output and checkpoint folders; Spark lists, replaces and deletes its temporary
         # and checkpoint files there.
         *policies.bucket_access(bucket, output, read=True, write=True, delete=True),
+        # AWS: same page: the checkpoint folder (Spark's "Recovering from failures with
+        # checkpointing", which "EMR Serverless job resiliency" resumes streaming runs from).
         *policies.bucket_access(bucket, checkpoint, read=True, write=True, delete=True),
         # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)" (S3 User Guide): the
         # bucket's objects are encrypted with the data key.
