@@ -17,14 +17,27 @@ from .base import Model, Setting, described_pattern
 # Streaming and support job resiliency for streaming jobs (AWS: "Supported streaming
 # connectors", "EMR Serverless job resiliency"), so the label must name one of those.
 RELEASE_LABEL_PATTERN = described_pattern(
-    r"^emr-(7\.([1-9]|[1-9][0-9])|([89]|[1-9][0-9])\.[0-9]{1,2})\.[0-9]{1,2}$",
-    "an EMR release label of 7.1.0 or later, such as emr-7.5.0")
+    r"^emr-[7-9]\.[1-9][0-9]?\.[0-9]{1,2}$",
+    "an EMR release label of 7.1.0 or later (a minor version of 1 or more), such as emr-7.5.0")
 FOLDER_PATTERN = described_pattern(
     r"^[a-z][a-z0-9_]{0,62}/$",
     "one folder level of lowercase letters, digits and `_`, ending in a slash")
 
 
 class EmrConsumerConfig(Model):
+    """A Spark Structured Streaming job on EMR Serverless (not EMR on EC2) that cleans the
+    stream's records as the ETL job does and writes them to the processed bucket, kept running
+    by a supervisor Lambda that also cancels the run and stops the application when the stack
+    is deleted. EMR Serverless sidesteps EMR's managed security groups: an EMR cluster adds
+    rules between its managed groups that CloudFormation never created and that block their
+    deletion, whereas an EMR Serverless application only places network interfaces in the
+    private subnets with one security group the stack owns outright. With network mode
+    `existing`, the VPC's S3 gateway endpoint policy must let the supervisor upload its answer
+    to CloudFormation (`cloudformation-custom-resource-response-<region without dashes>`).
+    Customer-managed keys: the logs and the output are encrypted with the data key; the
+    workers' disks keep EMR Serverless's own key (CloudFormation has no property for a
+    customer key there yet)."""
+
     enabled: Annotated[
         bool,
         Field(description="Run a Spark Structured Streaming job on EMR Serverless that reads "

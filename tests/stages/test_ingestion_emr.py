@@ -243,7 +243,7 @@ def test_a_release_without_the_kinesis_connector_is_refused(label):
     assert "release_label" in str(error.value)
 
 
-@pytest.mark.parametrize("label", ["emr-7.1.0", "emr-7.10.0", "emr-8.0.1"])
+@pytest.mark.parametrize("label", ["emr-7.1.0", "emr-7.10.0", "emr-8.1.0"])
 def test_releases_from_7_1_are_accepted(label):
     config_with({"stages": {"ingestion": {"emr_consumer": {"release_label": label}}}})
 
