@@ -93,6 +93,8 @@ PRODUCER_POLICY_ARN = Wire(
 CONSUMER_FUNCTION_NAME = Wire("ConsumerFunctionName", "Real-time consumer Lambda on the stream")
 CONSUMER_FAILURE_QUEUE_NAME = Wire(
     "ConsumerFailureQueueName", "Queue told of stream batches the consumer gave up on")
+EMR_CONSUMER_APPLICATION_ID = Wire(
+    "EmrConsumerApplicationId", "EMR Serverless application of the stream consumer job")
 
 # etl
 GLUE_DATABASE_NAME = Wire(

@@ -236,6 +236,18 @@ HANDLER_ERRATA: dict[str, tuple[str, ...]] = {
     "vpc-lattice:DescribeServiceNetworkVpcEndpointAssociation": (),
 }
 
+# Handler permissions for a property no template here sets, left out of the roles: they would
+# name resources outside the project's account scope. AWS::EMRServerless::Application's
+# IAM Identity Center calls serve its IdentityCenterConfiguration (trusted identity
+# propagation, an application in the Identity Center instance's account); the EMR consumer
+# (stages/ingestion_emr.py) sets none.
+UNCONFIGURED: dict[str, frozenset[str]] = {
+    "AWS::EMRServerless::Application": frozenset({
+        "sso:DescribeInstance", "sso:CreateApplication", "sso:DeleteApplication",
+        "sso:PutApplicationAuthenticationMethod", "sso:PutApplicationAssignmentConfiguration",
+        "sso:PutApplicationGrant", "sso:PutApplicationAccessScope"}),
+}
+
 # Wildcards in handler lists, spelled out.
 WILDCARD_EXPANSIONS: dict[str, tuple[str, ...]] = {
     # AWS::Redshift::Cluster's create handler: the VPC lookups Redshift makes to place a cluster,
@@ -375,7 +387,9 @@ def _raw_permissions(requirement: str) -> tuple[str, ...]:
             f"resource type {requirement}: CloudFormation's registry schema (as cfn-lint ships "
             f"it) lists no handler permissions for it and mlops_cfn/permissions.py has no "
             f"supplement: the deploy and launch roles could not be derived")
-    return (*(listed or ()), *(a for s in _supplements(key) for a in s.actions))
+    unset = UNCONFIGURED.get(key, frozenset())
+    return (*(a for a in listed or () if a not in unset),
+            *(a for s in _supplements(key) for a in s.actions))
 
 
 def granted_names(permission: str) -> tuple[str, ...]:

@@ -1,10 +1,11 @@
 """The `stages.ingestion` section: Kinesis stream, Firehose delivery and an optional consumer."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from .base import Model, Setting, StageToggle
+from .ingestion_emr import EmrConsumerConfig
 
 # Firehose writes records it could not deliver under this top-level prefix, apart from the data
 # prefix so that a crawler over the data never reads error records.
@@ -102,10 +103,14 @@ class IngestionConfig(StageToggle):
     ] = 24
     firehose: FirehoseConfig = FirehoseConfig()
     consumer: ConsumerConfig = ConsumerConfig()
+    emr_consumer: EmrConsumerConfig = EmrConsumerConfig()
 
     def vpc_endpoints(self) -> tuple[str, ...]:
         # The consumer needs none. Lambda itself polls the stream (event source mapping),
         # delivers the function's logs, hands it credentials and sends failed batches to the
         # failure destination, all outside the function's VPC; the bundled handler calls no AWS
-        # API (its metrics are Embedded Metric Format log lines).
-        return ()
+        # API (its metrics are Embedded Metric Format log lines). The EMR consumer says its own.
+        return self.emr_consumer.vpc_endpoints()
+
+    def problems_with(self, config: Any) -> list[str]:
+        return self.emr_consumer.problems_with(config)

@@ -12,10 +12,16 @@ Resources
   of records (code: mlops_cfn/data/consumer.py), with ConsumerRole, ConsumerSecurityGroup,
   ConsumerLogGroup, ConsumerDeadLetterQueue, ConsumerFailureQueue and
   ConsumerEventSourceMapping.
+- With `emr_consumer.enabled`: a Spark Structured Streaming job on EMR Serverless writing the
+  stream's records, cleaned, to the processed bucket, and the Lambda that keeps it running
+  (stages/ingestion_emr.py lists them).
 
-Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds.
+Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds;
+with the EMR consumer VpcId, VpcCidrBlock, PrivateSubnetIds, ProcessedBucketName,
+ProcessedBucketArn.
 Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamArn, RawDataPrefix,
-ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName.
+ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName; with the
+EMR consumer EmrConsumerApplicationId.
 """
 
 from pathlib import Path
@@ -40,6 +46,7 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA
                        PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
                        STREAM_NAME)
 from ..stage import Stage, StageBuilder
+from . import ingestion_emr
 from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
                      https_out_security_group)
 
@@ -73,6 +80,8 @@ def build(config: PipelineConfig) -> Stage:
 
     if settings.consumer.enabled:
         add_consumer(b, config, stream, key)
+    if settings.emr_consumer.enabled:
+        ingestion_emr.add(b, config, stream, key)
     return b.finish()
 
 

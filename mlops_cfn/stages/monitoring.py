@@ -16,6 +16,8 @@ Resources
 - Dashboard: an alarm-status widget, then one row of graphs per watched stage, each graph with
   its alarm's threshold.
 - With etl: EtlFailureRule (EventBridge: the ETL Glue job FAILED or TIMEOUT -> the topic).
+- With the EMR consumer: EmrConsumerFailureRule (EventBridge: a job run of its EMR Serverless
+  application FAILED -> the topic; its supervisor starts the next run).
 - With SageMaker serving and `model_monitor.enabled`: DataQualityJobDefinition and
   DataQualitySchedule over the endpoint's captured data (baseline and reports in the artifacts
   bucket, encrypted, in the private subnets) with MonitorRole and MonitorSecurityGroup;
@@ -29,7 +31,7 @@ Resources
 
 Inputs: DataKeyArn; the names of whatever is watched, only from enabled producers
 (IngestStreamName, DeliveryStreamName, ConsumerFunctionName, ConsumerFailureQueueName,
-EtlJobName, EndpointName + EndpointExists, EcsClusterName, EcsServiceName + ApiServiceExists,
+EmrConsumerApplicationId, EtlJobName, EndpointName + EndpointExists, EcsClusterName, EcsServiceName + ApiServiceExists,
 LoadBalancerFullName, TargetGroupFullName); with Model Monitor DataCaptureS3Uri,
 ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds; with retraining TrainingPipelineName/Arn,
 VpcId, VpcCidrBlock, PrivateSubnetIds.
@@ -63,7 +65,8 @@ from .. import assets, naming, policies
 from ..config import PipelineConfig
 from ..config.monitoring import MONITOR_SCHEDULES, MonitoringConfig
 from ..outputs import (ALARM_TOPIC_ARN, ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DASHBOARD_NAME,
-                       DATA_CAPTURE_URI, DATA_KEY_ARN, ENDPOINT_NAME, ETL_JOB_NAME,
+                       DATA_CAPTURE_URI, DATA_KEY_ARN, EMR_CONSUMER_APPLICATION_ID,
+                       ENDPOINT_NAME, ETL_JOB_NAME,
                        PRIVATE_SUBNET_IDS, RETRAIN_FUNCTION_NAME, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, VPC_ID)
 from ..stage import Stage, StageBuilder
@@ -73,9 +76,11 @@ from . import monitoring_models
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
 from .monitoring_gates import (ALWAYS, Gate, by_gates, common_gate, condition_of, conditionally,
                                element, gate_of)
-from .monitoring_metrics import (ETL_FAILURE_RULE, MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE,
-                                 PERIOD_SECONDS, RETRAIN_FUNCTION, Local, Named, Source, Watch,
-                                 alarmed, model_monitor_enabled, retrain_enabled, watches)
+from .monitoring_metrics import (EMR_CONSUMER_FAILURE_RULE, ETL_FAILURE_RULE,
+                                 MONITOR_FAILURE_RULE, MONITOR_VIOLATION_RULE, PERIOD_SECONDS,
+                                 RETRAIN_FUNCTION, Local, Named, Source, Watch, alarmed,
+                                 emr_consumer_enabled, model_monitor_enabled, retrain_enabled,
+                                 watches)
 
 RETRAIN_SOURCE = Path(__file__).resolve().parent.parent / "data" / "retrain.py"
 
@@ -130,6 +135,8 @@ def build(config: PipelineConfig) -> Stage:
     rules: list[tuple[events.Rule, Gate]] = []
     if config.stages.etl.enabled:
         rules.append((b.add(etl_failure_rule(b, topic)), ALWAYS))
+    if emr_consumer_enabled(config):
+        rules.append((b.add(emr_consumer_failure_rule(b, topic)), ALWAYS))
     if model_monitor_enabled(config):
         # CreateMonitoringSchedule needs the endpoint to exist.
         gate = frozenset({b.presence(ENDPOINT_NAME)})
@@ -273,6 +280,25 @@ def etl_failure_rule(b: StageBuilder, topic: sns.Topic) -> events.Rule:
         Targets=[notify(topic, {"job": "$.detail.jobName", "run": "$.detail.jobRunId",
                                 "state": "$.detail.state", "reason": "$.detail.message"},
                         "ETL job <job> run <run> ended <state>: <reason>")],
+    )
+
+
+def emr_consumer_failure_rule(b: StageBuilder, topic: sns.Topic) -> events.Rule:
+    """AWS: "Monitoring EMR Serverless with EventBridge" (EMR Serverless Job Run State Change,
+    detail applicationId, jobRunId, state)."""
+    return events.Rule(
+        EMR_CONSUMER_FAILURE_RULE,
+        Description="A job run of the EMR stream consumer failed",
+        State="ENABLED",
+        EventPattern={
+            "source": ["aws.emr-serverless"],
+            "detail-type": ["EMR Serverless Job Run State Change"],
+            "detail": {"applicationId": [b.input(EMR_CONSUMER_APPLICATION_ID)],
+                       "state": ["FAILED"]},
+        },
+        Targets=[notify(topic, {"application": "$.detail.applicationId",
+                                "run": "$.detail.jobRunId"},
+                        "EMR consumer job run <run> of application <application> failed")],
     )
 
 

@@ -22,6 +22,7 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DELI
 
 # Logical ids of monitoring resources that watches refer to.
 ETL_FAILURE_RULE = "EtlFailureRule"
+EMR_CONSUMER_FAILURE_RULE = "EmrConsumerFailureRule"
 MONITOR_VIOLATION_RULE = "MonitorViolationRule"
 MONITOR_FAILURE_RULE = "MonitorFailureRule"
 RETRAIN_FUNCTION = "RetrainFunction"
@@ -122,6 +123,13 @@ CONSUMER = (
           "AWS/SQS", "ApproximateNumberOfMessagesVisible", "Maximum",
           (("QueueName", CONSUMER_FAILURE_QUEUE_NAME),), "failure_queue_messages"),
 )
+# The EMR consumer's health: its failed job runs, as the rule that notifies of each counts them.
+# How far it lags behind the stream is the stream's iterator age (STREAM), which covers every
+# consumer reading with GetRecords, as its connector does.
+EMR_CONSUMER = (
+    _events_matched("EmrConsumerFailedRuns", "ingestion", "EMR consumer: job runs failed",
+                    EMR_CONSUMER_FAILURE_RULE),
+)
 ETL = (
     _events_matched("EtlJobFailures", "etl", "ETL job runs failed or timed out",
                     ETL_FAILURE_RULE),
@@ -182,6 +190,11 @@ def model_monitor_enabled(config: PipelineConfig) -> bool:
     return config.stages.monitoring.runs_model_monitor(config)
 
 
+def emr_consumer_enabled(config: PipelineConfig) -> bool:
+    ingestion = config.stages.ingestion
+    return ingestion.enabled and ingestion.emr_consumer.enabled
+
+
 def retrain_enabled(config: PipelineConfig) -> bool:
     return config.stages.monitoring.runs_retrain(config)
 
@@ -232,6 +245,8 @@ def watches(config: PipelineConfig) -> tuple[Watch, ...]:
         found += STREAM
         if stages.ingestion.consumer.enabled:
             found += CONSUMER
+        if stages.ingestion.emr_consumer.enabled:
+            found += EMR_CONSUMER
     if stages.etl.enabled:
         found += ETL
     if serves_with(config, SAGEMAKER):

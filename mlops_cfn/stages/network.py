@@ -26,8 +26,8 @@ from typing import Any
 import awacs.logs as logs
 import awacs.s3 as s3
 from awacs.aws import Allow, ArnLike, Condition, Principal, Statement, StringEquals
-from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Sub, Tags, ec2,
-                         iam, logs as cw_logs)
+from troposphere import (AccountId, Cidr, GetAtt, GetAZs, Join, Ref, Select, Split, Sub, Tags,
+                         ec2, iam, logs as cw_logs)
 
 from .. import naming, policies
 from ..config import PipelineConfig
@@ -182,7 +182,7 @@ def create_vpc(b: StageBuilder, config: PipelineConfig, vpc_cidr: Ref) -> Placem
             RouteTableId=Ref(table)))
         private_subnets.append(subnet)
         route_tables.append(table)
-    b.add(s3_gateway_endpoint(vpc, route_tables))
+    b.add(s3_gateway_endpoint(vpc, route_tables, answers_custom_resources(config)))
     if network.internet_gateway:
         public_subnets = add_internet_access(b, vpc, route_tables, blocks[zones:])
         b.output(PUBLIC_SUBNET_IDS, _comma_joined(public_subnets))
@@ -248,9 +248,35 @@ def add_internet_access(b: StageBuilder, vpc: ec2.VPC, private_route_tables: lis
     return public_subnets
 
 
-def s3_gateway_endpoint(vpc: ec2.VPC, route_tables: list[ec2.RouteTable]) -> ec2.VPCEndpoint:
+def answers_custom_resources(config: PipelineConfig) -> bool:
+    """Whether a function in the private subnets answers CloudFormation custom resources: the
+    EMR consumer's supervisor (stages/ingestion_emr.py) stops its application on deletion."""
+    ingestion = config.stages.ingestion
+    return ingestion.enabled and ingestion.emr_consumer.enabled
+
+
+def custom_resource_responses() -> Statement:
+    """CloudFormation's AWS-owned bucket a custom resource's answer is uploaded to (a presigned
+    URL). AWS: "Setting up VPC endpoints for AWS CloudFormation" (considerations: a VPC endpoint
+    policy must allow responses to `cloudformation-custom-resource-response-<region>`, the
+    region without dashes, e.g. uswest2)."""
+    region = Join("", Split("-", Ref("AWS::Region")))
+    return Statement(
+        Sid="CloudFormationCustomResourceResponses",
+        Effect=Allow,
+        Principal=Principal("*"),
+        Action=[s3.PutObject],
+        Resource=[Join("", ["arn:", Ref("AWS::Partition"),
+                            ":s3:::cloudformation-custom-resource-response-", region, "/*"])],
+    )
+
+
+def s3_gateway_endpoint(vpc: ec2.VPC, route_tables: list[ec2.RouteTable],
+                        custom_resources: bool = False) -> ec2.VPCEndpoint:
     """S3 through the route tables, for free, limited to this account's buckets (so compute
-    cannot copy data to a bucket elsewhere) and ECR's image layers."""
+    cannot copy data to a bucket elsewhere), ECR's image layers and, when a function in the VPC
+    answers custom resources, CloudFormation's response bucket."""
+    extra = [custom_resource_responses()] if custom_resources else []
     return ec2.VPCEndpoint(
         "S3Endpoint",
         VpcId=Ref(vpc),
@@ -283,6 +309,7 @@ def s3_gateway_endpoint(vpc: ec2.VPC, route_tables: list[ec2.RouteTable]) -> ec2
                 Resource=[policies.arn("s3", "prod-${AWS::Region}-starport-layer-bucket/*",
                                        regional=False, in_account=False)],
             ),
+            *extra,
         ),
     )
 
