@@ -93,6 +93,10 @@ PRODUCER_POLICY_ARN = Wire(
 CONSUMER_FUNCTION_NAME = Wire("ConsumerFunctionName", "Real-time consumer Lambda on the stream")
 CONSUMER_FAILURE_QUEUE_NAME = Wire(
     "ConsumerFailureQueueName", "Queue told of stream batches the consumer gave up on")
+EC2_CONSUMER_GROUP_NAME = Wire(
+    "Ec2ConsumerGroupName", "Auto Scaling group of the KCL stream consumer on EC2")
+EC2_CONSUMER_LEASE_TABLE_NAME = Wire(
+    "Ec2ConsumerLeaseTableName", "KCL lease table of the EC2 stream consumer (its application name)")
 
 # etl
 GLUE_DATABASE_NAME = Wire(

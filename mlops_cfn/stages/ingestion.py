@@ -12,10 +12,14 @@ Resources
   of records (code: mlops_cfn/data/consumer.py), with ConsumerRole, ConsumerSecurityGroup,
   ConsumerLogGroup, ConsumerDeadLetterQueue, ConsumerFailureQueue and
   ConsumerEventSourceMapping.
+- With `ec2_consumer.enabled`: a Kinesis Client Library application on an Auto Scaling group
+  (stages/ingestion_ec2.py lists its resources).
 
-Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds.
+Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds;
+with the EC2 consumer also VpcId, PrivateSubnetIds.
 Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamArn, RawDataPrefix,
-ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName.
+ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName; with the
+EC2 consumer Ec2ConsumerGroupName and Ec2ConsumerLeaseTableName.
 """
 
 from pathlib import Path
@@ -40,6 +44,7 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA
                        PRODUCER_POLICY_ARN, RAW_BUCKET_ARN, RAW_DATA_PREFIX, STREAM_ARN,
                        STREAM_NAME)
 from ..stage import Stage, StageBuilder
+from . import ingestion_ec2
 from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
                      https_out_security_group)
 
@@ -73,6 +78,8 @@ def build(config: PipelineConfig) -> Stage:
 
     if settings.consumer.enabled:
         add_consumer(b, config, stream, key)
+    if settings.ec2_consumer.enabled:
+        ingestion_ec2.add_ec2_consumer(b, config, stream, key)
     return b.finish()
 
 
