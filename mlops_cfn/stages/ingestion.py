@@ -16,7 +16,7 @@ Resources
   (stages/ingestion_ec2.py lists its resources).
 
 Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds;
-with the EC2 consumer also VpcId, PrivateSubnetIds.
+with the EC2 consumer also VpcId, PrivateSubnetIds, PrivateSubnetZones.
 Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamArn, RawDataPrefix,
 ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName; with the
 EC2 consumer Ec2ConsumerGroupName and Ec2ConsumerLeaseTableName.

@@ -32,7 +32,7 @@ The data key's policy lets the Auto Scaling service-linked role use the key for 
 that never had an Auto Scaling group must create it first (`aws iam create-service-linked-role
 --aws-service-name autoscaling.amazonaws.com`).
 
-Inputs: DataKeyArn, VpcId, PrivateSubnetIds. Outputs: Ec2ConsumerGroupName,
+Inputs: DataKeyArn, VpcId, PrivateSubnetIds, PrivateSubnetZones. Outputs: Ec2ConsumerGroupName,
 Ec2ConsumerLeaseTableName.
 """
 
@@ -55,7 +55,7 @@ from ..assets import Asset
 from ..config import PipelineConfig
 from ..config.ingestion_ec2 import Ec2ConsumerConfig
 from ..outputs import (EC2_CONSUMER_GROUP_NAME, EC2_CONSUMER_LEASE_TABLE_NAME, PRIVATE_SUBNET_IDS,
-                       VPC_ID)
+                       PRIVATE_SUBNET_ZONES, VPC_ID)
 from ..stage import StageBuilder
 from .common import HTTPS, RETAIN, ANYWHERE, encrypted_log_group
 
@@ -261,6 +261,9 @@ def auto_scaling_group(b: StageBuilder, settings: Ec2ConsumerConfig,
         MinSize=b.setting(settings, "min_size"),
         MaxSize=b.setting(settings, "max_size"),
         VPCZoneIdentifier=b.input(PRIVATE_SUBNET_IDS),
+        # The subnets' zones, named too: AWS Control Tower's CT.AUTOSCALING.PR.1 reads a group's
+        # spread over zones from AvailabilityZones alone.
+        AvailabilityZones=b.input(PRIVATE_SUBNET_ZONES),
         MixedInstancesPolicy=autoscaling.MixedInstancesPolicy(
             LaunchTemplate=autoscaling.LaunchTemplate(
                 LaunchTemplateSpecification=autoscaling.LaunchTemplateSpecification(
