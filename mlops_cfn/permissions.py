@@ -211,6 +211,18 @@ PASSED_TO: dict[str, tuple[str, ...]] = {
 # (none where the call is authorized otherwise). Granting an unknown name grants nothing, and
 # cfn-lint (W3037) rightly flags it.
 HANDLER_ERRATA: dict[str, tuple[str, ...]] = {
+    # AWS::AutoScaling::AutoScalingGroup's handlers list a "managed-fleets" prefix IAM's service
+    # reference does not know; the group's own autoscaling: actions authorize its calls.
+    "managed-fleets:Get*": (),
+    "managed-fleets:CreateAutoScalingGroup": (),
+    "managed-fleets:UpdateAutoScalingGroup": (),
+    "managed-fleets:DeleteAutoScalingGroup": (),
+    "managed-fleets:RegisterAutoScalingGroup": (),
+    "managed-fleets:DeregisterAutoScalingGroup": (),
+    # AWS::DynamoDB::Table's handlers list it for importing a table from S3
+    # (ImportSourceSpecification), which no stage sets; IAM knows no such action (S3 authorizes
+    # HeadObject with s3:GetObject), so nothing is granted for it.
+    "s3:GetObjectMetadata": (),
     # S3 authorizes each DeleteBucket<Configuration> call with the configuration's Put action
     # (Amazon S3 API Reference, each Delete page: "you must have the s3:Put... permission").
     "s3:DeleteBucketAnalyticsConfiguration": ("s3:PutAnalyticsConfiguration",),
@@ -268,9 +280,6 @@ WILDCARD_EXPANSIONS: dict[str, tuple[str, ...]] = {
                                        "elasticloadbalancing:DescribeTargetGroups"),
     # The same handlers resolve a launch template's `resolve:ssm:` image alias.
     "ssm:Get*": ("ssm:GetParameters",),
-    # The same handlers list "managed-fleets:Get*", a prefix IAM's service reference does not
-    # know: nothing to grant.
-    "managed-fleets:Get*": (),
 }
 
 

@@ -29,6 +29,7 @@ Resources
 
 Inputs: DataKeyArn; the names of whatever is watched, only from enabled producers
 (IngestStreamName, DeliveryStreamName, ConsumerFunctionName, ConsumerFailureQueueName,
+Ec2ConsumerGroupName,
 EtlJobName, EndpointName + EndpointExists, EcsClusterName, EcsServiceName + ApiServiceExists,
 LoadBalancerFullName, TargetGroupFullName); with Model Monitor DataCaptureS3Uri,
 ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds; with retraining TrainingPipelineName/Arn,
