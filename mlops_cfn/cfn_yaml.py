@@ -99,6 +99,10 @@ def _short_form(mapping: dict, sort_keys: bool) -> Node | None:
             and all(isinstance(part, str) for part in argument):
         argument = ".".join(argument)
     node = _node(argument, sort_keys)
+    if node.tag.startswith("!"):
+        # The argument is itself a short form (`Fn::Base64` of an `Fn::Sub`): a node takes one
+        # tag, so the outer function keeps its long form, `Fn::Base64: !Sub ...`.
+        return None
     node.tag = f"!{name}"
     return node
 

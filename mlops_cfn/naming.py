@@ -88,6 +88,11 @@ STATE_MACHINE = NameRule("Step Functions state machine", 80)
 CODEPIPELINE = NameRule("CodePipeline", 100)
 KMS_ALIAS = NameRule("KMS alias", 256 - len("alias/"), separator="-")
 LOG_GROUP = NameRule("CloudWatch log group", 512, separator="/", allowed="a-z0-9._/-")
+# A KCL application's lease table: KCL names its other two tables after it with these suffixes
+# (KCL 3.x, "DynamoDB metadata tables and load balancing in KCL"), all within DynamoDB's 255.
+KCL_TABLE_SUFFIXES = ("-WorkerMetricStats", "-CoordinatorState")
+KCL_LEASE_TABLE = NameRule("DynamoDB table (KCL lease table)",
+                           255 - max(len(s) for s in KCL_TABLE_SUFFIXES))
 
 # The serving API's ECS cluster: the part of its name after the project and environment.
 API_CLUSTER_PURPOSE = "model-api"

@@ -95,6 +95,10 @@ CONSUMER_FAILURE_QUEUE_NAME = Wire(
     "ConsumerFailureQueueName", "Queue told of stream batches the consumer gave up on")
 EMR_CONSUMER_APPLICATION_ID = Wire(
     "EmrConsumerApplicationId", "EMR Serverless application of the stream consumer job")
+EC2_CONSUMER_GROUP_NAME = Wire(
+    "Ec2ConsumerGroupName", "Auto Scaling group of the KCL stream consumer on EC2")
+EC2_CONSUMER_LEASE_TABLE_NAME = Wire(
+    "Ec2ConsumerLeaseTableName", "KCL lease table of the EC2 stream consumer (its application name)")
 
 # etl
 GLUE_DATABASE_NAME = Wire(

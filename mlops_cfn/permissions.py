@@ -200,12 +200,29 @@ PASSED_TO: dict[str, tuple[str, ...]] = {
     # A namespace's IAM roles are Redshift's (Amazon Redshift Serverless, IAM roles).
     "AWS::RedshiftServerless::Namespace": ("redshift.amazonaws.com",
                                            "redshift-serverless.amazonaws.com"),
+    # An instance profile's role is assumed by EC2 instances, which an Auto Scaling group
+    # launches with it ("Use an IAM role for applications that run on Amazon EC2 instances",
+    # Amazon EC2 Auto Scaling User Guide: the creator needs iam:PassRole for it).
+    "AWS::IAM::InstanceProfile": ("ec2.amazonaws.com",),
+    "AWS::AutoScaling::AutoScalingGroup": ("ec2.amazonaws.com",),
 }
 
 # Names in handler lists that IAM's service reference does not know, and the actions they mean
 # (none where the call is authorized otherwise). Granting an unknown name grants nothing, and
 # cfn-lint (W3037) rightly flags it.
 HANDLER_ERRATA: dict[str, tuple[str, ...]] = {
+    # AWS::AutoScaling::AutoScalingGroup's handlers list a "managed-fleets" prefix IAM's service
+    # reference does not know; the group's own autoscaling: actions authorize its calls.
+    "managed-fleets:Get*": (),
+    "managed-fleets:CreateAutoScalingGroup": (),
+    "managed-fleets:UpdateAutoScalingGroup": (),
+    "managed-fleets:DeleteAutoScalingGroup": (),
+    "managed-fleets:RegisterAutoScalingGroup": (),
+    "managed-fleets:DeregisterAutoScalingGroup": (),
+    # AWS::DynamoDB::Table's handlers list it for importing a table from S3
+    # (ImportSourceSpecification), which no stage sets; IAM knows no such action (S3 authorizes
+    # HeadObject with s3:GetObject), so nothing is granted for it.
+    "s3:GetObjectMetadata": (),
     # S3 authorizes each DeleteBucket<Configuration> call with the configuration's Put action
     # (Amazon S3 API Reference, each Delete page: "you must have the s3:Put... permission").
     "s3:DeleteBucketAnalyticsConfiguration": ("s3:PutAnalyticsConfiguration",),
@@ -256,6 +273,39 @@ WILDCARD_EXPANSIONS: dict[str, tuple[str, ...]] = {
     "ec2:Describe*": ("ec2:DescribeAccountAttributes", "ec2:DescribeAddresses",
                       "ec2:DescribeAvailabilityZones", "ec2:DescribeInternetGateways",
                       "ec2:DescribeSecurityGroups", "ec2:DescribeSubnets", "ec2:DescribeVpcs"),
+    # AWS::AutoScaling::AutoScalingGroup's handlers read the group back with these (Amazon EC2
+    # Auto Scaling API Reference: the Describe actions of a group and what hangs on it).
+    "autoscaling:Describe*": ("autoscaling:DescribeAutoScalingGroups",
+                              "autoscaling:DescribeScalingActivities",
+                              "autoscaling:DescribeLifecycleHooks",
+                              "autoscaling:DescribeNotificationConfigurations",
+                              "autoscaling:DescribePolicies", "autoscaling:DescribeTags",
+                              "autoscaling:DescribeWarmPool",
+                              "autoscaling:DescribeTrafficSources",
+                              "autoscaling:DescribeLoadBalancerTargetGroups",
+                              "autoscaling:DescribeLoadBalancers"),
+    # The same handlers: instance types from attribute-based requirements, which the EC2
+    # consumer does not use but the handler may check.
+    "ec2:Get*": ("ec2:GetInstanceTypesFromInstanceRequirements",),
+    # The same handlers check load balancer target groups attached to a group.
+    "elasticloadbalancing:Describe*": ("elasticloadbalancing:DescribeLoadBalancers",
+                                       "elasticloadbalancing:DescribeTargetGroups"),
+    # The same handlers resolve a launch template's `resolve:ssm:` image alias.
+    "ssm:Get*": ("ssm:GetParameters",),
+}
+
+
+# Where one type's handlers need more of a wildcard than WILDCARD_EXPANSIONS gives: that type's
+# own expansion, a superset, so that no other type's role changes with it.
+TYPE_WILDCARD_EXPANSIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    # AWS::AutoScaling::AutoScalingGroup's handlers (the ingestion stage's EC2 consumer) beside
+    # the VPC lookups: the launch template, its image and instance types, the instances launched
+    # ("Amazon EC2 Auto Scaling identity-based policy examples", Amazon EC2 Auto Scaling User
+    # Guide: launch template permissions).
+    ("AWS::AutoScaling::AutoScalingGroup", "ec2:Describe*"): (
+        *WILDCARD_EXPANSIONS["ec2:Describe*"], "ec2:DescribeImages", "ec2:DescribeInstances",
+        "ec2:DescribeInstanceTypes", "ec2:DescribeInstanceTypeOfferings",
+        "ec2:DescribeLaunchTemplates", "ec2:DescribeLaunchTemplateVersions"),
 }
 
 
@@ -392,11 +442,14 @@ def _raw_permissions(requirement: str) -> tuple[str, ...]:
             *(a for s in _supplements(key) for a in s.actions))
 
 
-def granted_names(permission: str) -> tuple[str, ...]:
-    """The IAM actions one handler-listed permission becomes: itself, its errata replacement,
-    or its wildcard's expansion; nothing for a name IAM does not know."""
+def granted_names(permission: str, resource_type: str | None = None) -> tuple[str, ...]:
+    """The IAM actions one handler-listed permission (of `resource_type`'s handlers, when
+    known) becomes: itself, its errata replacement, or its wildcard's expansion; nothing for a
+    name IAM does not know."""
     if permission in HANDLER_ERRATA:
         return HANDLER_ERRATA[permission]
+    if (resource_type, permission) in TYPE_WILDCARD_EXPANSIONS:
+        return TYPE_WILDCARD_EXPANSIONS[(resource_type, permission)]
     if "*" in permission or "?" in permission:
         if permission not in WILDCARD_EXPANSIONS:
             raise UserError(f"handler permission {permission}: a wildcard with no expansion in "
@@ -416,7 +469,7 @@ def actions_for(requirements: Iterable[str]) -> list[str]:
     found: set[str] = set()
     for requirement in requirements:
         for permission in _raw_permissions(requirement):
-            found.update(_canonical(a) for a in granted_names(permission))
+            found.update(_canonical(a) for a in granted_names(permission, _key(requirement)))
         if _passed_to(requirement):
             found.add(PASS_ROLE)
     return sorted(found)

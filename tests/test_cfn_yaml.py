@@ -65,6 +65,21 @@ def test_intrinsic_functions_take_their_short_form():
         "Value: !GetAtt Bucket.Arn\n")
 
 
+@pytest.mark.parametrize("python_emitter", [False, True])
+def test_a_function_of_a_short_form_keeps_its_long_form(python_emitter):
+    # A YAML node takes one tag: `!Base64 !Sub ...` would drop the Sub (user data).
+    data = {"UserData": {"Fn::Base64": {"Fn::Sub": "echo ${Name}"}}}
+    text = cfn_yaml.dump(data, python_emitter=python_emitter)
+    assert text == "UserData:\n  Fn::Base64: !Sub echo ${Name}\n"
+    assert decode_text(text) == data
+
+
+def decode_text(text: str) -> dict:
+    """The YAML as cfn-lint (CloudFormation's own reading of short forms) decodes it."""
+    from cfnlint.decode.cfn_yaml import loads
+    return json.loads(json.dumps(loads(text)))
+
+
 def test_a_mapping_that_only_looks_like_a_function_stays_a_mapping():
     # An IAM statement's Condition block, and keys CloudFormation has no short form for.
     data = {"Condition": {"StringEquals": {"aws:SourceAccount": "1"}},

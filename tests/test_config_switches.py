@@ -61,6 +61,9 @@ CASES = {
         {"stages": {"serving": {"api_gateway": {"enabled": True, "type": "http",
                                                 "set_account_logging_role": True}}}},
         "stages.serving.api_gateway.type is 'http'"),
+    "stages.ingestion.ec2_consumer.enabled": (
+        {"stages": {"ingestion": {"ec2_consumer": {"enabled": True}}}},
+        "network.internet_gateway is false"),
     "network.internet_gateway": (
         {**copy.deepcopy(FOUNDATION_ONLY),
          "network": {**EXISTING_VPC, "internet_gateway": True}},

@@ -43,6 +43,10 @@ ACTIONS_WITHOUT_RESOURCE_SCOPE = {
     "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
     # X-Ray sampling, beside the trace writes above (Step Functions tracing).
     "xray:GetSamplingRules", "xray:GetSamplingTargets",
+    # Session Manager's channels (the ingestion stage's EC2 consumer instances); IAM's service
+    # reference lists no resource type for them.
+    "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
 }
 # Where AWS asks for "*" on actions that have resource types: a processing job in a VPC (the
 # monitoring stage's Model Monitor runs) validates its role's network permissions and fails

@@ -6,6 +6,7 @@ from pydantic import Field, field_validator
 
 from .base import Model, Setting, StageToggle
 from .ingestion_emr import EmrConsumerConfig
+from .ingestion_ec2 import Ec2ConsumerConfig
 
 # Firehose writes records it could not deliver under this top-level prefix, apart from the data
 # prefix so that a crawler over the data never reads error records.
@@ -104,6 +105,7 @@ class IngestionConfig(StageToggle):
     firehose: FirehoseConfig = FirehoseConfig()
     consumer: ConsumerConfig = ConsumerConfig()
     emr_consumer: EmrConsumerConfig = EmrConsumerConfig()
+    ec2_consumer: Ec2ConsumerConfig = Ec2ConsumerConfig()
 
     def vpc_endpoints(self) -> tuple[str, ...]:
         # The consumer needs none. Lambda itself polls the stream (event source mapping),

@@ -63,6 +63,13 @@ class AlarmThresholds(Model):
         Field(ge=0, description="Consumer failure queue: messages waiting tolerated."),
         Setting("FailureQueueMessagesThreshold"),
     ] = 0
+    consumer_in_service_instances: Annotated[
+        int,
+        Field(ge=1, le=100,
+              description="EC2 stream consumer: alarm when fewer of its instances are in "
+                          "service (GroupInServiceInstances)."),
+        Setting("ConsumerInServiceInstancesThreshold"),
+    ] = 1
     endpoint_model_latency_us: Annotated[
         int,
         Field(ge=1000, le=3_600_000_000,

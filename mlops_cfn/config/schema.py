@@ -33,6 +33,7 @@ from .analytics import RESERVED_USER_NAMES, AnalyticsConfig, ProvisionedConfig, 
 from .cicd import BuildConfig, RetrainConfig, SourceConfig
 from .etl import RAW_TABLE_PREFIX, EtlConfig
 from .ingestion import FIREHOSE_ERROR_ROOT, FirehoseConfig
+from .ingestion_ec2 import Ec2ConsumerConfig
 from .monitoring import AlarmThresholds, ModelMonitorConfig
 from .record_schema import RecordColumn, RecordSchemaConfig
 from .network import VPC_PREFIX_MAX, VPC_PREFIX_MIN, NetworkConfig, network_address_pattern
@@ -84,6 +85,8 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
     (FargateServingConfig, "_consistent"): "task counts in order, memory for the cpu, a "
                                             "variable in environment and secrets both",
     (AlarmThresholds, "_datapoints_fit"): "datapoints within the evaluation periods",
+    (Ec2ConsumerConfig, "_consistent"): "sizes in order, scaling thresholds in order, instance "
+                                        "types of the AMI's architecture",
     (ModelMonitorConfig, "_not_inside_the_baseline"): "two prefixes apart",
     (SourceConfig, "_provider_fits_fields"): "the keys each source provider needs",
 }
@@ -164,6 +167,7 @@ MIRRORED: dict[tuple[type[BaseModel], str], tuple[str, Callable[[dict], None]]] 
                               _network_address(VPC_PREFIX_MIN, VPC_PREFIX_MAX)),
     (NetworkConfig, "interface_endpoints"): ("_no_repeats", _unique_items),
     (FirehoseConfig, "prefix"): ("_apart_from_errors", _not_prefixed(FIREHOSE_ERROR_ROOT)),
+    (Ec2ConsumerConfig, "instance_types"): ("_no_repeats", _unique_items),
     (EtlConfig, "partition_keys"): ("_no_repeats", _unique_items),
     (EtlConfig, "processed_prefix"): ("_apart_from_raw_tables", _not_prefixed(RAW_TABLE_PREFIX)),
     (AnalyticsConfig, "admin_username"): ("_not_reserved", _not_reserved_user),

@@ -97,6 +97,13 @@ SWITCHES: tuple[Switch, ...] = (
             Requirement("stages.serving.api_gateway.type", ("rest",),
                         value=lambda config: config.stages.serving.api_type)),
            "the account's logging role is set for a REST API's access logs"),
+    Switch("stages.ingestion.ec2_consumer.enabled", "stages.ingestion",
+           # An existing VPC's routes to the internet are its owner's to provide.
+           (Requirement("network.internet_gateway", (True,),
+                        value=lambda config: config.network.internet_gateway
+                        or config.network.mode == "existing"),),
+           "the consumer instances install Java, the CloudWatch agent and amazon_kclpy (which "
+           "fetches the KCL's jars from Maven Central) from the internet when they start"),
     Switch("network.internet_gateway", "network",
            (Requirement("network.mode", ("create",)),),
            "an existing VPC's routes are its owner's"),

@@ -15,13 +15,16 @@ Resources
 - With `emr_consumer.enabled`: a Spark Structured Streaming job on EMR Serverless writing the
   stream's records, cleaned, to the processed bucket, and the Lambda that keeps it running
   (stages/ingestion_emr.py lists them).
+- With `ec2_consumer.enabled`: a Kinesis Client Library application on an Auto Scaling group
+  (stages/ingestion_ec2.py lists its resources).
 
 Inputs: DataKeyArn, RawBucketArn; with the consumer also VpcId, VpcCidrBlock, PrivateSubnetIds;
 with the EMR consumer VpcId, VpcCidrBlock, PrivateSubnetIds, ProcessedBucketName,
-ProcessedBucketArn.
+ProcessedBucketArn; with the EC2 consumer VpcId, PrivateSubnetIds, PrivateSubnetZones.
 Outputs: IngestStreamName, IngestStreamArn, DeliveryStreamName, DeliveryStreamArn, RawDataPrefix,
 ProducerPolicyArn; with the consumer ConsumerFunctionName and ConsumerFailureQueueName; with the
-EMR consumer EmrConsumerApplicationId.
+EMR consumer EmrConsumerApplicationId; with the EC2 consumer Ec2ConsumerGroupName and
+Ec2ConsumerLeaseTableName.
 """
 
 from pathlib import Path
@@ -47,6 +50,7 @@ from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DATA
                        STREAM_NAME)
 from ..stage import Stage, StageBuilder
 from . import ingestion_emr
+from . import ingestion_ec2
 from .common import (INLINE_CODE_LIMIT, encrypted_log_group, encrypted_queue,
                      https_out_security_group)
 
@@ -82,6 +86,8 @@ def build(config: PipelineConfig) -> Stage:
         add_consumer(b, config, stream, key)
     if settings.emr_consumer.enabled:
         ingestion_emr.add(b, config, stream, key)
+    if settings.ec2_consumer.enabled:
+        ingestion_ec2.add_ec2_consumer(b, config, stream, key)
     return b.finish()
 
 

@@ -31,7 +31,9 @@ Resources
 
 Inputs: DataKeyArn; the names of whatever is watched, only from enabled producers
 (IngestStreamName, DeliveryStreamName, ConsumerFunctionName, ConsumerFailureQueueName,
-EmrConsumerApplicationId, EtlJobName, EndpointName + EndpointExists, EcsClusterName, EcsServiceName + ApiServiceExists,
+EmrConsumerApplicationId, Ec2ConsumerGroupName,
+Ec2ConsumerGroupName,
+EtlJobName, EndpointName + EndpointExists, EcsClusterName, EcsServiceName + ApiServiceExists,
 LoadBalancerFullName, TargetGroupFullName); with Model Monitor DataCaptureS3Uri,
 ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds; with retraining TrainingPipelineName/Arn,
 VpcId, VpcCidrBlock, PrivateSubnetIds.

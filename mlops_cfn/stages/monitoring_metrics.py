@@ -16,7 +16,8 @@ from ..config import PipelineConfig
 from ..config.model_monitors import QUALITY_ERRORS
 from ..config.monitoring import FARGATE, SAGEMAKER, serves_with
 from ..outputs import (CONSUMER_FAILURE_QUEUE_NAME, CONSUMER_FUNCTION_NAME, DELIVERY_STREAM_NAME,
-                       ECS_CLUSTER_NAME, ECS_SERVICE_NAME, ENDPOINT_NAME, LOAD_BALANCER_FULL_NAME,
+                       EC2_CONSUMER_GROUP_NAME, ECS_CLUSTER_NAME, ECS_SERVICE_NAME, ENDPOINT_NAME,
+                       LOAD_BALANCER_FULL_NAME,
                        STREAM_NAME, TARGET_GROUP_FULL_NAME, Wire)
 
 
@@ -129,6 +130,19 @@ CONSUMER = (
 EMR_CONSUMER = (
     _events_matched("EmrConsumerFailedRuns", "ingestion", "EMR consumer: job runs failed",
                     EMR_CONSUMER_FAILURE_RULE),
+)
+
+# The EC2 consumer (KCL on an Auto Scaling group): its lag is the stream's iterator age above,
+# which its scaling follows; these show whether it runs. The group's metrics are on
+# (MetricsCollection). KCL's own metrics land in a namespace named after the application,
+# which includes the environment, so the stream's metric stands for them here.
+_GROUP = (("AutoScalingGroupName", EC2_CONSUMER_GROUP_NAME),)
+EC2_CONSUMER = (
+    Watch("Ec2ConsumerInService", "ingestion", "EC2 consumer: instances in service",
+          "AWS/AutoScaling", "GroupInServiceInstances", "Minimum", _GROUP,
+          "consumer_in_service_instances", comparison="LessThanThreshold", level=True),
+    Watch("Ec2ConsumerDesired", "ingestion", "EC2 consumer: instances its scaling asks for",
+          "AWS/AutoScaling", "GroupDesiredCapacity", "Maximum", _GROUP),
 )
 ETL = (
     _events_matched("EtlJobFailures", "etl", "ETL job runs failed or timed out",
@@ -247,6 +261,8 @@ def watches(config: PipelineConfig) -> tuple[Watch, ...]:
             found += CONSUMER
         if stages.ingestion.emr_consumer.enabled:
             found += EMR_CONSUMER
+        if stages.ingestion.ec2_consumer.enabled:
+            found += EC2_CONSUMER
     if stages.etl.enabled:
         found += ETL
     if serves_with(config, SAGEMAKER):

@@ -6,7 +6,8 @@ Run by a SageMaker processing job (python3 evaluate.py --kind KIND) with
 - /opt/ml/processing/input/test/: header-less CSV files, label in the first column;
 and writes /opt/ml/processing/evaluation/evaluation.json in SageMaker's model quality format,
 e.g. {"binary_classification_metrics": {"auc": {"value": 0.91}, ...}}, which the pipeline reads
-as a property file to decide whether to register the model.
+as a property file to decide whether to register the model; with --predictions-dir, also the
+test rows' predictions, which model quality and bias drift monitoring take their baselines of.
 
 The metrics are plain Python (no numpy), so they can be tested anywhere; only loading the model
 and predicting needs xgboost, which the XGBoost container has.
@@ -203,10 +204,49 @@ def extract(archive: pathlib.Path, target: pathlib.Path) -> None:
         tar.extractall(root)  # noqa: S202 - every member was checked above
 
 
+def write_predictions(kind: str, directory: pathlib.Path, labels: Sequence[float],
+                      features: Sequence[Sequence[float]], scores: Sequence[float]) -> None:
+    """The test rows with the model's answers, for Model Monitor's model baselines:
+    quality/predictions.csv with a header row (label, prediction and, for a classifier, the
+    probability: what the model quality baseline reads by name) and bias/predictions.csv,
+    header-less rows of label, features and prediction (Clarify's analysis configuration names
+    the columns; see mlops_cfn/stages/model_monitor_baselines.py)."""
+    classifies = kind == "binary_classification"
+    predicted = ([1.0 if score >= DECISION_THRESHOLD else 0.0 for score in scores]
+                 if classifies else list(scores))
+    quality = directory / "quality"
+    bias = directory / "bias"
+    quality.mkdir(parents=True, exist_ok=True)
+    bias.mkdir(parents=True, exist_ok=True)
+    with (quality / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["label", "prediction"] + (["probability"] if classifies else []))
+        for label, prediction, score in zip(labels, predicted, scores):
+            writer.writerow([_number(label), _number(prediction)]
+                            + ([repr(float(score))] if classifies else []))
+    with (bias / "predictions.csv").open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        for label, row, prediction in zip(labels, features, predicted):
+            writer.writerow([_number(label), *(_number(v) for v in row), _number(prediction)])
+
+
+def _number(value: float) -> str:
+    """A value as CSV text: whole numbers without a fraction (labels 0 and 1 stay 0 and 1),
+    missing values empty."""
+    if math.isnan(value):
+        return ""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def evaluate(kind: str, test_dir: pathlib.Path,
-             predict: Callable[[list[list[float]]], Iterable[float]]) -> dict:
+             predict: Callable[[list[list[float]]], Iterable[float]],
+             predictions_dir: pathlib.Path | None = None) -> dict:
     labels, features = read_rows(test_dir)
-    return report(kind, labels, list(predict(features)))
+    scores = list(predict(features))
+    result = report(kind, labels, scores)
+    if predictions_dir is not None:
+        write_predictions(kind, predictions_dir, labels, features, scores)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -215,9 +255,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-dir", default="/opt/ml/processing/input/model")
     parser.add_argument("--test-dir", default="/opt/ml/processing/input/test")
     parser.add_argument("--output-dir", default="/opt/ml/processing/evaluation")
+    parser.add_argument("--predictions-dir", default=None,
+                        help="also write the test rows' predictions here (model baselines)")
     args = parser.parse_args(argv)
     result = evaluate(args.kind, pathlib.Path(args.test_dir),
-                      load_predictor(pathlib.Path(args.model_dir)))
+                      load_predictor(pathlib.Path(args.model_dir)),
+                      pathlib.Path(args.predictions_dir) if args.predictions_dir else None)
     output = pathlib.Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "evaluation.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
