@@ -122,6 +122,12 @@ TRAINING_PIPELINE_ARN = Wire("TrainingPipelineArn", "ARN of the training pipelin
 MODEL_PACKAGE_GROUP_NAME = Wire(
     "ModelPackageGroupName", "SageMaker model registry group of the trained models")
 TRAINING_ROLE_ARN = Wire("TrainingRoleArn", "Role the training pipeline and its jobs run as")
+# What starts one training run, whichever engine trains (stages.training.engine): the SageMaker
+# pipeline (sagemaker:StartPipelineExecution) or the CodeBuild project (codebuild:StartBuild).
+# A starter tells them apart by the ARN's service, so no other stage reads the engine.
+TRAINING_START_ARN = Wire(
+    "TrainingStartArn",
+    "ARN of what starts one training run: the SageMaker pipeline or the CodeBuild project")
 
 # serving (SageMaker)
 ENDPOINT_NAME = Wire(

@@ -10,8 +10,9 @@ from .base import Model, Setting, described_pattern
 # Interface endpoint service names (the part after com.amazonaws.<region>.) we know how to
 # create; the list is closed so a typo fails at load instead of at deploy.
 INTERFACE_ENDPOINT_SERVICES = (
-    "ecr.api", "ecr.dkr", "emr-serverless", "events", "glue", "kinesis-firehose",
-    "kinesis-streams", "kms", "lambda", "logs", "monitoring", "redshift-data", "sagemaker.api", "sagemaker.runtime",
+    "codebuild", "ecr.api", "ecr.dkr", "emr-serverless", "events", "glue", "kinesis-firehose",
+    "kinesis-streams", "kms", "lambda", "logs", "monitoring", "redshift-data", "sagemaker.api",
+    "sagemaker.runtime",
     "secretsmanager", "sns", "sqs", "states", "sts",
 )
 EndpointService = Literal[INTERFACE_ENDPOINT_SERVICES]  # type: ignore[valid-type]

@@ -69,6 +69,10 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
         "a tuning objective the built-in XGBoost reports, without spot or an own image",
     (TuningConfig, "_parallel_within_total"): "parallel tuning jobs within the total",
     (ParameterRange, "_a_range_or_values"): "a tuned range with min below max, or values",
+    (TrainingConfig, "_codebuild_trains_in_one_build"):
+        "no tuning, spot, second instance, own image or SageMaker job keys with engine codebuild",
+    (TrainingConfig, "_instances_fit_the_algorithm"):
+        "the instance type, count and XGBoost version AWS documents for the built-in XGBoost",
     (TrainingConfig, "_spot_waits_at_least_the_runtime"):
         "a spot wait at least the training runtime",
     (PrepareConfig, "_training_rows_remain"): "two fractions leaving rows for training",

@@ -24,6 +24,26 @@ ECR_IMAGE_PATTERN = (r"^[0-9]{12}\.dkr\.ecr\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
 INSTANCE_TYPE_PATTERN = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
 
 Trigger = Literal["etl_success", "new_data", "schedule"]
+Engine = Literal["sagemaker", "codebuild"]
+
+# The keys of this section that shape SageMaker jobs only: with engine codebuild, one set
+# explicitly cannot be honoured (TrainingConfig._codebuild_trains_in_one_build).
+SAGEMAKER_ONLY = ("instance_type", "volume_size_gb", "max_runtime_seconds",
+                  "processing_instance_type", "processing_volume_size_gb",
+                  "processing_max_runtime_seconds", "network_isolation",
+                  "inter_container_encryption")
+# CodeBuild's compute types for Linux containers (AWS: "Build environment compute modes and
+# types", CodeBuild User Guide).
+BUILD_COMPUTE_TYPES = ("BUILD_GENERAL1_SMALL", "BUILD_GENERAL1_MEDIUM", "BUILD_GENERAL1_LARGE",
+                       "BUILD_GENERAL1_XLARGE", "BUILD_GENERAL1_2XLARGE")
+
+# AWS: "XGBoost algorithm with Amazon SageMaker AI", section "EC2 instance recommendation for
+# the XGBoost algorithm": the GPU instance families SageMaker XGBoost 1.2-2 or later trains on
+# (P2, P3, G4dn, G5), and 1.7-1 or later, which "does not support the P2 instance family".
+XGBOOST_GPU_FAMILIES = ("p2", "p3", "p3dn", "g4dn", "g5")
+XGBOOST_WITHOUT_P2 = ("1.7-1",)
+# Same section: distributed GPU training with Dask "starting with version 1.5-1".
+XGBOOST_WITH_DASK = ("1.7-1", "1.5-1")
 
 # SageMaker's limits on hyperparameters (CreateTrainingJob).
 MAX_HYPERPARAMETERS = 100
@@ -194,7 +214,45 @@ class TuningConfig(Model):
         return metric, "Maximize" if name in XGBOOST_MAXIMIZED else "Minimize"
 
 
+class CodeBuildTrainingConfig(Model):
+    """With `engine: codebuild`: the CodeBuild project that prepares, trains, evaluates and
+    registers in one build (mlops_cfn/stages/training_codebuild.py)."""
+
+    compute_type: Annotated[
+        Literal[BUILD_COMPUTE_TYPES],  # type: ignore[valid-type]
+        Field(description="CodeBuild compute type of the training build (memory and vCPUs: "
+                          "the training rows must fit in memory)."),
+        Setting("TrainingBuildComputeType"),
+    ] = "BUILD_GENERAL1_MEDIUM"
+    timeout_minutes: Annotated[
+        int,
+        Field(ge=5, le=2160,
+              description="Longest a training build may run before CodeBuild stops it."),
+        Setting("TrainingBuildTimeoutMinutes"),
+    ] = 60
+
+
+def instance_family(instance_type: str) -> str:
+    """`g4dn` of `ml.g4dn.xlarge`."""
+    return instance_type.split(".")[1]
+
+
+def is_gpu_type(instance_type: str) -> bool:
+    """SageMaker's accelerated training types: the P and G families."""
+    return instance_family(instance_type)[:1] in ("p", "g")
+
+
 class TrainingConfig(StageToggle):
+    engine: Annotated[
+        Engine,
+        Field(description="What trains the model: `sagemaker` (a SageMaker pipeline of "
+                          "processing and training jobs) or `codebuild` (one CodeBuild build "
+                          "in the private subnets running the same prepare and evaluation "
+                          "scripts and the shipped train.py with the built-in XGBoost's "
+                          "image, for small models). Both register into the same model "
+                          "package group and are started by the same triggers."),
+    ] = "sagemaker"
+    codebuild: CodeBuildTrainingConfig = CodeBuildTrainingConfig()
     input_prefix: Annotated[
         str,
         Field(pattern=PREFIX_PATTERN,
@@ -224,7 +282,9 @@ class TrainingConfig(StageToggle):
         str | None,
         Field(pattern=ECR_IMAGE_PATTERN,
               description="Image running the prepare and evaluation scripts: Python 3 with "
-                          "xgboost (and pandas for Parquet). Unset: the training image."),
+                          "xgboost (and pandas for Parquet). Unset: the training image. With "
+                          "engine codebuild the build runs in it and needs boto3 too (the "
+                          "built-in XGBoost image has all of them)."),
         Setting("TrainingEvaluationImageUri"),
     ] = None
     # Structural: hyperparameters describe the model, which every environment trains alike.
@@ -414,6 +474,67 @@ class TrainingConfig(StageToggle):
                              f"{eval_metric!r}); make them the same")
         return self
 
+    @model_validator(mode="after")
+    def _codebuild_trains_in_one_build(self):
+        if self.engine != "codebuild":
+            return self
+        if self.tuning.enabled:
+            raise ValueError("engine codebuild trains once in one build; tuning runs SageMaker "
+                             "training jobs: turn tuning off or use engine sagemaker")
+        if self.spot.enabled:
+            raise ValueError("engine codebuild trains in one build; spot is SageMaker's "
+                             "managed spot training: turn spot off or use engine sagemaker")
+        if self.instance_count > 1:
+            raise ValueError(f"engine codebuild trains in one build on one machine; "
+                             f"instance_count is {self.instance_count}: set 1 or use engine "
+                             f"sagemaker")
+        if self.image_uri is not None:
+            raise ValueError("engine codebuild trains with the shipped train.py, whose model "
+                             "the built-in XGBoost image serves; image_uri's own training "
+                             "would not run: remove image_uri or use engine sagemaker")
+        given = [name for name in SAGEMAKER_ONLY if name in self.model_fields_set]
+        if given:
+            raise ValueError(f"{', '.join(given)} shape SageMaker jobs, which engine codebuild "
+                             f"runs none of (its build is sized by codebuild.compute_type and "
+                             f"codebuild.timeout_minutes): remove them or use engine sagemaker")
+        return self
+
+    @model_validator(mode="after")
+    def _instances_fit_the_algorithm(self):
+        # AWS: "XGBoost algorithm with Amazon SageMaker AI", "EC2 instance recommendation for
+        # the XGBoost algorithm" (GPU training, Distributed CPU training, Distributed GPU
+        # training). Only for the built-in XGBoost: an own image's support is its own.
+        if self.image_uri is not None:
+            return self
+        gpu = is_gpu_type(self.instance_type)
+        family = instance_family(self.instance_type)
+        tree_method = self.hyperparameters.get("tree_method")
+        dask = self.hyperparameters.get("use_dask_gpu_training", "false") == "true"
+        version = self.xgboost_version
+        if family == "p2" and version in XGBOOST_WITHOUT_P2:
+            raise ValueError(f"instance_type {self.instance_type}: SageMaker XGBoost {version} "
+                             f"does not support the P2 family (AWS: XGBoost algorithm, EC2 "
+                             f"instance recommendation); use P3, G4dn or G5")
+        if gpu and tree_method != "gpu_hist":
+            raise ValueError(f"instance_type {self.instance_type} is a GPU type, on which the "
+                             f"built-in XGBoost trains with hyperparameters.tree_method "
+                             f"gpu_hist only (it is {tree_method!r}); set it or use a CPU type")
+        if dask and not (gpu and version in XGBOOST_WITH_DASK):
+            raise ValueError(f"hyperparameters.use_dask_gpu_training needs a GPU instance_type "
+                             f"and xgboost_version {' or '.join(XGBOOST_WITH_DASK)} (AWS: "
+                             f"XGBoost algorithm, Distributed GPU training)")
+        if self.instance_count > 1 and not dask:
+            raise ValueError(
+                f"instance_count {self.instance_count}: distributed {'GPU' if gpu else 'CPU'} "
+                f"training of the built-in XGBoost needs the training data divided between the "
+                f"instances (ShardedByS3Key, a file per instance), and the pipeline gives each "
+                f"instance all of it; use one larger instance"
+                + (", or Dask (hyperparameters.use_dask_gpu_training \"true\", xgboost_version "
+                   "1.5-1 or later), which takes the data whole" if gpu else
+                   ", or a GPU type with Dask (hyperparameters.use_dask_gpu_training \"true\")")
+                + " (AWS: XGBoost algorithm, EC2 instance recommendation)")
+        return self
+
     def input_format(self, config: Any) -> str:
         """The prepare step's input format in effect (see PrepareConfig.input_format)."""
         if self.prepare.input_format is not None:
@@ -428,6 +549,14 @@ class TrainingConfig(StageToggle):
         return ["etl_success"] if etl_enabled else ["new_data"]
 
     def vpc_endpoints(self) -> tuple[str, ...]:
+        if self.engine == "codebuild":
+            # The build runs in the private subnets: CodeBuild sends its logs from there
+            # (`logs`, as the delivery builds do, config/cicd.py), and register.py calls
+            # SageMaker (`sagemaker.api`). Whoever starts a training run from the VPC (the
+            # delivery pipeline's retrain build) calls CodeBuild (`codebuild`). S3 (data,
+            # scripts, models) goes through the gateway endpoint; CodeBuild pulls the image
+            # outside the VPC.
+            return ("codebuild", "logs", "sagemaker.api")
         # The jobs run in the private subnets. SageMaker pulls their images outside the VPC,
         # and S3 (data, models, scripts) goes through the gateway endpoint. What remains is
         # the SageMaker agent on each instance sending the job's logs and metrics to
@@ -441,6 +570,13 @@ class TrainingConfig(StageToggle):
         if self.triggers is not None and "etl_success" in self.triggers and not etl_enabled:
             problems.append("stages.training.triggers: etl_success needs the etl stage "
                             "(stages.etl.enabled)")
+        monitoring = config.stages.monitoring
+        if (self.engine == "codebuild" and monitoring.enabled
+                and monitoring.runs_model_monitor(config)):
+            problems.append("stages.training.engine: codebuild writes no Model Monitor "
+                            "baseline (a SageMaker processing job of the training pipeline "
+                            "does); turn stages.monitoring.model_monitor off or use engine "
+                            "sagemaker")
         schema = config.record_schema
         if schema.label is None:
             problems.append("record_schema.label: the training stage needs the column the model "

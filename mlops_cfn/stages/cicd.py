@@ -63,7 +63,8 @@ Resources (all but Placeholder only in the home environment)
   resource, and outside the home environment it is the only one).
 
 Inputs: DataKeyArn, AccessLogsBucketName; with in_vpc VpcId, PrivateSubnetIds;
-with retraining TrainingPipelineName, TrainingPipelineArn; with the monitoring stage and a
+with retraining TrainingStartArn (a pipeline's or a project's: the retrain build starts either,
+by the ARN's service, so it need not know the training engine); with the monitoring stage and a
 protected environment AlarmTopicArn (where a pending approval is announced).
 Outputs: DeliveryPipelineName (in every environment: the pipeline that deploys it), with the S3
 source DeliverySourceBucketName (where to upload the source zip).
@@ -127,8 +128,8 @@ from ..config.cicd import CicdConfig
 from ..errors import UserError
 from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
                        DELIVERY_PIPELINE_NAME,
-                       DELIVERY_SOURCE_BUCKET_NAME, PRIVATE_SUBNET_IDS, TRAINING_PIPELINE_ARN,
-                       TRAINING_PIPELINE_NAME, VPC_ID)
+                       DELIVERY_SOURCE_BUCKET_NAME, PRIVATE_SUBNET_IDS, TRAINING_START_ARN,
+                       VPC_ID)
 from ..stage import Stage, StageBuilder
 from . import cicd_buildspec as spec
 from . import cicd_partition
@@ -476,19 +477,18 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
                         key: Any, network: BuildNetwork | None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "RetrainLogGroup", "delivery-retrain"))
-    training_pipeline = b.input(TRAINING_PIPELINE_NAME)
+    training_start = b.input(TRAINING_START_ARN)
     role = _home(b.add(iam.Role(
         "RetrainRole",
-        Description="Continuous training: start the training pipeline when its code changed",
+        Description="Continuous training: start a training run when the training code changed",
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="retrain", PolicyDocument=policies.document(
-            retrain_statements(artifacts, key, log_group, b.input(TRAINING_PIPELINE_ARN),
-                               network)))],
+            retrain_statements(artifacts, key, log_group, training_start, network)))],
     )))
     return action_project(
-        b, cicd, "RetrainProject", "Starts the training pipeline when the training code changed",
+        b, cicd, "RetrainProject", "Starts a training run when the training code changed",
         role, spec.retrain_spec(), {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
-                                    spec.TRAINING_PIPELINE_VARIABLE: training_pipeline},
+                                    spec.TRAINING_START_VARIABLE: training_start},
         key, log_group, network)
 
 
@@ -790,7 +790,7 @@ def approved_model_statements(on: bool) -> list[Statement]:
     ]
 
 
-def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipeline: Ref,
+def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_start: Ref,
                        network: BuildNetwork | None) -> list[Statement]:
     state = Sub("${%s.Arn}/%s" % (artifacts.title, spec.RETRAIN_STATE_KEY))
     return [
@@ -801,9 +801,14 @@ def retrain_statements(artifacts: s3.Bucket, key: Any, log_group, training_pipel
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[state]),
         # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)", as for the build.
         policies.use_key(key, via_services=["s3"]),
-        # AWS: "StartPipelineExecution" (Amazon SageMaker API Reference), on the one pipeline.
-        Statement(Effect=Allow, Action=[awacs.sagemaker.StartPipelineExecution],
-                  Resource=[training_pipeline]),
+        # AWS: "StartPipelineExecution" (Amazon SageMaker API Reference) and "StartBuild"
+        # (AWS CodeBuild API Reference), on the one thing that starts a training run (the
+        # wire TrainingStartArn: the training pipeline, or the training project with engine
+        # codebuild). IAM matches an action only against a resource of its own service, so
+        # only one of the two ever applies, and the stage need not know which.
+        Statement(Effect=Allow, Action=[awacs.sagemaker.StartPipelineExecution,
+                                        awacs.codebuild.StartBuild],
+                  Resource=[training_start]),
         log_statement(log_group),
         *vpc_statements(network),
     ]

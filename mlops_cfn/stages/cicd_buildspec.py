@@ -57,7 +57,9 @@ ARTIFACT_BUCKET_VARIABLE = "ARTIFACT_BUCKET"
 WHEEL_VARIABLE = cicd_config.WHEEL_VARIABLE
 TOOLS_DIR = "/tmp/mlops-cfn-tools"
 STACK_VARIABLE = "STACK_NAME"
-TRAINING_PIPELINE_VARIABLE = "TRAINING_PIPELINE_NAME"
+# What starts a training run (the wire TrainingStartArn): a SageMaker pipeline's or a CodeBuild
+# project's ARN; the retrain build starts either, by the ARN's service.
+TRAINING_START_VARIABLE = "TRAINING_START_ARN"
 
 
 def build_spec(environments: Sequence[str], build: BuildConfig,
@@ -118,18 +120,27 @@ def training_code_hash_command(paths: Sequence[str]) -> str:
 
 def retrain_spec() -> dict[str, Any]:
     state = f"s3://${ARTIFACT_BUCKET_VARIABLE}/{RETRAIN_STATE_KEY}"
-    start = ("aws sagemaker start-pipeline-execution"
-             f' --pipeline-name "${TRAINING_PIPELINE_VARIABLE}"'
-             f' --pipeline-execution-display-name "ci-${{{HASH_VARIABLE}:0:12}}"'
-             f' --pipeline-execution-description "Started by the delivery pipeline: training '
-             f'code ${HASH_VARIABLE}"')
     remember = f'printf "%s" "${HASH_VARIABLE}" | aws s3 cp - "{state}"'
     return _action_spec(
         _required(HASH_VARIABLE, "the build exported"),
         f'last="$(aws s3 cp "{state}" - 2>/dev/null || true)"',
         f'if [ "$last" = "${HASH_VARIABLE}" ]; then echo "training code unchanged '
-        f'(${HASH_VARIABLE}): no retraining"; else {start} && {remember}; fi',
+        f'(${HASH_VARIABLE}): no retraining"; else {start_training_command()} && {remember}; fi',
     )
+
+
+def start_training_command() -> str:
+    """Starts one training run of whichever engine trains: the name is the ARN's last part
+    (`pipeline/<name>`, `project/<name>`), the service its third."""
+    name = f'"${{{TRAINING_START_VARIABLE}##*/}}"'
+    pipeline = ("aws sagemaker start-pipeline-execution"
+                f" --pipeline-name {name}"
+                f' --pipeline-execution-display-name "ci-${{{HASH_VARIABLE}:0:12}}"'
+                f' --pipeline-execution-description "Started by the delivery pipeline: '
+                f'training code ${HASH_VARIABLE}"')
+    build = f"aws codebuild start-build --project-name {name}"
+    return (f'case "${TRAINING_START_VARIABLE}" in arn:*:codebuild:*) {build};; '
+            f"*) {pipeline};; esac")
 
 
 def protect_spec() -> dict[str, Any]:

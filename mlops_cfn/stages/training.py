@@ -1,5 +1,12 @@
 """training stage: a SageMaker pipeline that trains, judges and registers a model, run on new data.
 
+With `engine: codebuild` one CodeBuild build does the pipeline's work instead
+(training_codebuild.py: TrainingProject, TrainingBuildRole, TrainingLogGroup,
+BuildSecurityGroup, the scripts' zip with train.py and register.py), started by the same
+triggers, registering into the same ModelPackageGroup; the SageMaker-only resources below
+(TrainingPipeline, PipelineRole, JobSecurityGroup, the scripts as separate assets) are then
+absent.
+
 Resources
 - ModelPackageGroup (AWS::SageMaker::ModelPackageGroup): the model registry, kept on stack
   deletion (it is the record of every model trained and of its approval).
@@ -13,7 +20,8 @@ Resources
   the private subnets: HTTPS out (S3 gateway and interface endpoints), and any traffic between
   the instances of one distributed job.
 - Assets: prepare.py (with the prepare step) and evaluate.py (mlops_cfn/data/training/).
-- With triggers (config `triggers`): TriggerRole (EventBridge may start this pipeline only),
+- With triggers (config `triggers`): TriggerRole (EventBridge may start this pipeline, or the
+  training project, only),
   TriggerDeadLetterQueue (+ policy) for events EventBridge could not deliver after its retries,
   and one rule each: EtlSucceededRule (the ETL job's new-data event with at least one record,
   etl_events.py: a run that found nothing new trains nothing),
@@ -24,15 +32,19 @@ Resources
 Inputs: DataKeyArn, ProcessedBucketName/Arn, ArtifactsBucketName/Arn, VpcId, PrivateSubnetIds;
 with the etl stage also ProcessedDataPrefix and EtlJobName; VpcCidrBlock with
 `network.s3_prefix_list_id` (the jobs' HTTPS egress to the interface endpoints).
-Outputs: TrainingPipelineName, TrainingPipelineArn, ModelPackageGroupName, TrainingRoleArn.
+Outputs: TrainingStartArn (what starts a run: the pipeline, or the project with engine codebuild),
+ModelPackageGroupName, TrainingRoleArn (the pipeline's role, or the build's); with engine
+sagemaker also TrainingPipelineName, TrainingPipelineArn.
 Settings: EnvironmentName, AssetsBucket, the Training* settings of the section, ModelApprovalStatus.
 """
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import awacs.cloudwatch
+import awacs.codebuild
 import awacs.ec2
 import awacs.ecr
 import awacs.iam
@@ -52,11 +64,11 @@ from ..config.training import TrainingConfig
 from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN, ETL_JOB_NAME,
                        MODEL_PACKAGE_GROUP_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN,
                        PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
-                       TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, VPC_ID)
+                       TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, TRAINING_START_ARN, VPC_ID)
 from ..stage import Stage, StageBuilder
 from .common import (RETAIN, encrypted_queue, eventbridge_dead_letters,
                      https_to_endpoints_and_s3)
-from . import etl_events, training_pipeline
+from . import etl_events, training_codebuild, training_pipeline
 from . import model_monitor_baselines as baselines
 from .image_registries import CLARIFY, XGBOOST, account_in_region
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
@@ -77,8 +89,11 @@ def build(config: PipelineConfig) -> Stage:
     settings = config.stages.training
     etl_enabled = config.stages.etl.enabled
     triggers = settings.trigger_list(etl_enabled)
+    codebuild_engine = settings.engine == "codebuild"
     b = StageBuilder("training", config.project,
-                     "SageMaker training pipeline, model registry"
+                     ("CodeBuild training build" if codebuild_engine
+                      else "SageMaker training pipeline")
+                     + ", model registry"
                      + (f", started by {', '.join(triggers)}" if triggers else ""))
     key = b.input(DATA_KEY_ARN)
     group_name = b.physical_name(naming.SAGEMAKER, "models")
@@ -89,11 +104,48 @@ def build(config: PipelineConfig) -> Stage:
                                      "registered",
         **RETAIN,
     ))
-    pipeline_name = b.physical_name(naming.SAGEMAKER, "training")
-    pipeline_arn = policies.arn("sagemaker", "pipeline/" + pipeline_name.data["Fn::Sub"])
-
     input_prefix: Any = (b.input(PROCESSED_DATA_PREFIX) if etl_enabled
                          else settings.input_prefix)
+    if codebuild_engine:
+        project = training_codebuild.add_training_project(b, config, key, input_prefix,
+                                                          group_name, SCRIPTS)
+        start: Starter = Starter(GetAtt(project, "Arn"), awacs.codebuild.StartBuild,
+                                 "CodeBuild project")
+        role_arn: Any = GetAtt(project.ServiceRole.data["Fn::GetAtt"][0], "Arn")
+    else:
+        pipeline_name = b.physical_name(naming.SAGEMAKER, "training")
+        pipeline_arn = policies.arn("sagemaker", "pipeline/" + pipeline_name.data["Fn::Sub"])
+        pipeline, role = add_pipeline(b, config, key, input_prefix, group, group_name,
+                                      pipeline_name)
+        start = Starter(pipeline_arn, awacs.sagemaker.StartPipelineExecution,
+                        "SageMaker AI pipeline")
+        role_arn = GetAtt(role, "Arn")
+        b.output(TRAINING_PIPELINE_NAME, Ref(pipeline))
+        b.output(TRAINING_PIPELINE_ARN, pipeline_arn)
+    if triggers:
+        add_triggers(b, settings, triggers, start, input_prefix, key)
+
+    b.output(TRAINING_START_ARN, start.arn)
+    b.output(MODEL_PACKAGE_GROUP_NAME, group_name)
+    b.output(TRAINING_ROLE_ARN, role_arn)
+    return b.finish()
+
+
+@dataclass(frozen=True)
+class Starter:
+    """What the triggers start: its ARN, the one action that starts it, and what EventBridge
+    calls that kind of target."""
+
+    arn: Any
+    action: Any
+    target_kind: str
+
+
+def add_pipeline(b: StageBuilder, config: PipelineConfig, key: Ref, input_prefix: Any,
+                 group: sagemaker.ModelPackageGroup, group_name: Sub,
+                 pipeline_name: Sub) -> tuple[sagemaker.Pipeline, iam.Role]:
+    """The SageMaker engine: the pipeline and the role it and its jobs run as."""
+    settings = config.stages.training
     scripts = {name: b.asset(name, (SCRIPTS / name).read_bytes())
                for name in script_names(settings)}
     if baseline_prefix(config) and config.stages.monitoring.runs_bias_drift(config):
@@ -135,14 +187,7 @@ def build(config: PipelineConfig) -> Stage:
         # exist before a model is registered into it.
         DependsOn=[role_policy.title, group.title],
     ))
-    if triggers:
-        add_triggers(b, settings, triggers, pipeline_arn, input_prefix, key)
-
-    b.output(TRAINING_PIPELINE_NAME, Ref(pipeline))
-    b.output(TRAINING_PIPELINE_ARN, pipeline_arn)
-    b.output(MODEL_PACKAGE_GROUP_NAME, group_name)
-    b.output(TRAINING_ROLE_ARN, GetAtt(role, "Arn"))
-    return b.finish()
+    return pipeline, role
 
 
 def baseline_prefix(config: PipelineConfig) -> str | None:
@@ -474,24 +519,28 @@ def image_pull_statements() -> list[Statement]:
 # --- continuous training ----------------------------------------------------------------------
 
 def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
-                 pipeline_arn: Sub, input_prefix: Any, key: Ref) -> None:
+                 start: Starter, input_prefix: Any, key: Ref) -> None:
     # EventBridge writes to the queue as itself; the data key's policy lets events.amazonaws.com
     # encrypt with the key (eventbridge_dead_letters).
     dead_letters = encrypted_queue(b, "TriggerDeadLetterQueue", "training-trigger-dead-letters")
     eventbridge_dead_letters(b)
     role = b.add(iam.Role(
         "TriggerRole",
-        Description="EventBridge starts the training pipeline",
+        Description=("EventBridge starts the training pipeline"
+                     if start.target_kind.startswith("SageMaker")
+                     else "EventBridge starts the training build"),
         AssumeRolePolicyDocument=policies.trusted_by(
             "events.amazonaws.com", StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
         Policies=[iam.Policy(
-            PolicyName="start-training-pipeline",
-            # AWS: "Amazon EventBridge targets" (SageMaker AI pipeline as a target: the role
-            # starts the pipeline, sagemaker:StartPipelineExecution on it).
+            PolicyName=("start-training-pipeline"
+                        if start.target_kind.startswith("SageMaker") else "start-training-build"),
+            # AWS: "Amazon EventBridge targets" (a SageMaker AI pipeline or a CodeBuild project
+            # as a target: the role starts it, sagemaker:StartPipelineExecution or
+            # codebuild:StartBuild on it).
             PolicyDocument=policies.document(Statement(
                 Effect=Allow,
-                Action=[awacs.sagemaker.StartPipelineExecution],
-                Resource=[pipeline_arn],
+                Action=[start.action],
+                Resource=[start.arn],
             )),
         )],
     ))
@@ -499,8 +548,9 @@ def add_triggers(b: StageBuilder, settings: TrainingConfig, triggers: list[str],
     for trigger in triggers:
         rule = trigger_rule(b, settings, trigger, input_prefix)
         rule.Targets = [events.Target(
-            Id="TrainingPipeline",
-            Arn=pipeline_arn,
+            Id="TrainingPipeline" if start.target_kind.startswith("SageMaker")
+            else "TrainingProject",
+            Arn=start.arn,
             RoleArn=GetAtt(role, "Arn"),
             RetryPolicy=events.RetryPolicy(
                 MaximumRetryAttempts=b.setting(settings, "trigger_retry_attempts"),

@@ -430,7 +430,7 @@ def test_retraining_follows_the_home_deployment_and_gets_the_hash(default):
         "type": "PLAINTEXT"}]
     variables = {v["Name"]: v["Value"] for v in default["Resources"]["RetrainProject"][
         "Properties"]["Environment"]["EnvironmentVariables"]}
-    assert variables["TRAINING_PIPELINE_NAME"] == {"Ref": "TrainingPipelineName"}
+    assert variables["TRAINING_START_ARN"] == {"Ref": "TrainingStartArn"}
 
 
 def test_retrain_spec_starts_training_only_for_a_new_hash_and_remembers_it():
@@ -457,8 +457,9 @@ exit 0
 """)
     stub.chmod(0o755)
     script = "\n".join(spec.retrain_spec()["phases"]["build"]["commands"])
+    pipeline = "arn:aws:sagemaker:eu-west-1:123456789012:pipeline/p"
     env = {**os.environ, "PATH": f"{stub.parent}:{os.environ['PATH']}",
-           "ARTIFACT_BUCKET": "b", "TRAINING_PIPELINE_NAME": "p", "TRAINING_CODE_HASH": "a" * 64}
+           "ARTIFACT_BUCKET": "b", "TRAINING_START_ARN": pipeline, "TRAINING_CODE_HASH": "a" * 64}
 
     def run():
         subprocess.run(["bash", "-c", script], env=env, check=True, capture_output=True)
@@ -471,6 +472,12 @@ exit 0
     assert "start-pipeline-execution" not in run()
     env["TRAINING_CODE_HASH"] = "b" * 64
     assert "start-pipeline-execution --pipeline-name p" in run()
+    # With engine codebuild the wire names the training project: the same build starts it.
+    env["TRAINING_START_ARN"] = "arn:aws:codebuild:eu-west-1:123456789012:project/cb-train"
+    env["TRAINING_CODE_HASH"] = "c" * 64
+    started = run()
+    assert "codebuild start-build --project-name cb-train" in started
+    assert "sagemaker" not in started
 
 
 def test_retrain_spec_refuses_to_run_without_a_hash():
@@ -705,11 +712,14 @@ def test_build_installs_the_wheel_packaging_shipped(default):
     assert not any("pip install" in c and "mlops-cfn==" in c for c in commands)
 
 
-def test_retrain_role_starts_only_the_training_pipeline(default):
+def test_retrain_role_starts_only_what_the_training_stage_names(default):
     statements = statements_of(default, "RetrainRole")
     (start,) = [s for s in statements
                 if "sagemaker:StartPipelineExecution" in as_list(s["Action"])]
-    assert start["Resource"] == [{"Ref": "TrainingPipelineArn"}]
+    # Either engine's start, on the one ARN: IAM applies each only to its own service's ARN.
+    assert sorted(as_list(start["Action"])) == ["codebuild:StartBuild",
+                                                "sagemaker:StartPipelineExecution"]
+    assert start["Resource"] == [{"Ref": "TrainingStartArn"}]
     assert granted(statements) & {"s3:PutObject"}
     (put,) = [s for s in statements if s["Action"] == ["s3:PutObject"]]
     assert put["Resource"] == [{"Fn::Sub": f"${{ArtifactBucket.Arn}}/{spec.RETRAIN_STATE_KEY}"}]

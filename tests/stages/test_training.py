@@ -255,21 +255,31 @@ def test_sizes_counts_thresholds_and_approval_are_settings_fed_into_the_definiti
         "PendingManualApproval", "Approved"]
 
 
+# Distributed training the built-in XGBoost supports with the pipeline's whole-data channels:
+# GPU instances with Dask (AWS: "XGBoost algorithm with Amazon SageMaker AI").
+DASK = {"objective": "binary:logistic", "eval_metric": "auc", "num_round": "50",
+        "tree_method": "gpu_hist", "use_dask_gpu_training": "true"}
+
+
 def test_values_never_reach_the_resources():
-    t = template(instance_type="ml.c5.9xlarge", instance_count=7, volume_size_gb=4321,
-                 metric_threshold=0.123, approval_status="Approved", schedule="rate(3 days)")
+    t = template(instance_type="ml.g5.12xlarge", instance_count=7, volume_size_gb=4321,
+                 metric_threshold=0.123, approval_status="Approved", schedule="rate(3 days)",
+                 hyperparameters=DASK)
     text = texts(t["Resources"])
-    for value in ("ml.c5.9xlarge", r"\b4321\b", r"0\.123", "Approved", r"rate\(3 days\)"):
+    for value in ("ml.g5.12xlarge", r"\b4321\b", r"0\.123", "Approved", r"rate\(3 days\)"):
         assert not re.search(value, text), value
 
 
 def test_environments_differing_only_in_values_render_the_same_template():
     dev = training.build(config_with({"stages": {"etl": {"enabled": False}, "training": {
-        "enabled": True, "instance_count": 1, "schedule": "rate(7 days)"}}}, env="dev").config)
+        "enabled": True, "instance_count": 1, "schedule": "rate(7 days)",
+        "instance_type": "ml.g4dn.xlarge", "hyperparameters": DASK}}}, env="dev").config)
     prod = training.build(config_with({"stages": {"etl": {"enabled": False}, "training": {
-        "enabled": True}}, "environments": {"prod": {"stages": {"training": {
-            "instance_count": 4, "metric_threshold": 0.9, "approval_status": "Approved",
-            "instance_type": "ml.m5.4xlarge"}}}}}, env="prod").config)
+        "enabled": True, "hyperparameters": DASK, "instance_type": "ml.g4dn.xlarge"}},
+        "environments": {"prod": {"stages": {
+            "training": {"instance_count": 4, "metric_threshold": 0.9,
+                         "approval_status": "Approved",
+                         "instance_type": "ml.g5.4xlarge"}}}}}, env="prod").config)
     assert dev.template.to_yaml() == prod.template.to_yaml()
 
 
