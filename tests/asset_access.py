@@ -174,7 +174,7 @@ def reads_of(env: str, stage, resolver: Resolver, place: Place,
             continue
         properties = resolver.value(resource.get("Properties") or {})
         what = f"{stage.logical_id} {logical_id}"
-        found = list(_consumers(kind, properties, resolver))
+        found = list(_consumers(kind, properties, resolver, place.bucket))
         seen = {key for _, _, keys in found for key in keys}
         for text in strings(properties):
             for key in named_keys(text, place.bucket):
@@ -199,7 +199,7 @@ def _unknown(env: str, what: str, key: str, place: Place) -> Read:
                 place.key_arn)
 
 
-def _consumers(kind: str, properties: dict, resolver: Resolver):
+def _consumers(kind: str, properties: dict, resolver: Resolver, bucket: str = ""):
     """(label, reader logical id or "<deployer>", object keys) per consuming property."""
     if kind == "AWS::Glue::Job":
         role = resolver.logical_id_of_arn(str(properties.get("Role")))
@@ -214,12 +214,42 @@ def _consumers(kind: str, properties: dict, resolver: Resolver):
                 yield ("pipeline step code", resolver.logical_id_of_arn(str(role)) or "?", keys)
     elif kind == "AWS::Lambda::Function" and "S3Key" in (properties.get("Code") or {}):
         yield "Lambda zip", "<deployer>", [properties["Code"]["S3Key"]]
+    elif kind == "AWS::Lambda::Function" and "JOB_DRIVER" in _variables(properties):
+        # The EMR consumer's supervisor starts job runs: EMR Serverless reads the entry point
+        # and --py-files with the job's execution role (AWS: "Job runtime roles for Amazon EMR
+        # Serverless").
+        variables = _variables(properties)
+        role = resolver.logical_id_of_arn(str(variables.get("EXECUTION_ROLE_ARN")))
+        yield "EMR Serverless job code", role or "?", named_keys(variables["JOB_DRIVER"], bucket)
+    elif kind == "AWS::CloudFormation::CustomResource" and "JobDriver" in properties:
+        # The custom resource that starts the EMR consumer's first job run: the run reads its
+        # code with the execution role it names.
+        role = resolver.logical_id_of_arn(str(properties.get("ExecutionRoleArn")))
+        yield "EMR Serverless job code", role or "?", named_keys(properties["JobDriver"], bucket)
+    elif kind == "AWS::EC2::LaunchTemplate":
+        # The boot script downloads the application with the instance profile's role.
+        data = properties.get("LaunchTemplateData") or {}
+        profile = resolver.logical_id_of_arn(str((data.get("IamInstanceProfile") or {})
+                                                 .get("Arn")))
+        roles = ((resolver.live_resources().get(profile) or {}).get("Properties") or {}).get(
+            "Roles") or [{}]
+        role = roles[0].get("Ref") if isinstance(roles[0], dict) else None
+        keys = [k for text in strings(data.get("UserData", "")) for k in named_keys(text, bucket)]
+        if keys:
+            yield "instance boot download", role or "?", keys
     elif kind == "AWS::CodeBuild::Project":
         role = resolver.logical_id_of_arn(str(properties.get("ServiceRole")))
+        source = properties.get("Source") or {}
+        if source.get("Type") == "S3":
+            yield "build source", role or "?", named_keys(str(source.get("Location", "")), bucket)
         for variable in properties.get("Environment", {}).get("EnvironmentVariables", []):
             keys = _keys(str(variable.get("Value", "")))
             if keys:
                 yield f"build input {variable['Name']}", role or "?", keys
+
+
+def _variables(properties: dict) -> dict:
+    return (properties.get("Environment") or {}).get("Variables") or {}
 
 
 def _keys(text: str) -> list[str]:

@@ -29,7 +29,12 @@ def expected_kinds(merged, home: bool) -> set[str]:
     if merged.stages.etl.enabled:
         kinds.add("EtlStack Glue script")
     if merged.stages.training.enabled:
-        kinds.add("TrainingStack pipeline step code")
+        kinds.add("TrainingStack build source" if merged.stages.training.engine == "codebuild"
+                  else "TrainingStack pipeline step code")
+    if merged.stages.ingestion.enabled and merged.stages.ingestion.ec2_consumer.enabled:
+        kinds.add("IngestionStack instance boot download")
+    if merged.stages.ingestion.enabled and merged.stages.ingestion.emr_consumer.enabled:
+        kinds.add("IngestionStack EMR Serverless job code")
     return kinds
 
 

@@ -101,6 +101,12 @@ def whole_prefix_readers(templates: dict[str, dict]) -> list[tuple[str, str]]:
             default_input = re.search(r'"Name": "InputDataUri".*?"DefaultValue": "([^"]+)"',
                                       body, re.S).group(1)
             readers += [("SageMaker training input", w) for w in bucket_wires(default_input)]
+        if resource["Type"] == "AWS::CodeBuild::Project":
+            # engine codebuild: the training build downloads everything under INPUT_URI.
+            for variable in resource["Properties"]["Environment"].get("EnvironmentVariables", []):
+                if variable["Name"] == "INPUT_URI":
+                    readers += [("CodeBuild training input", w)
+                                for w in bucket_wires(sub_text(variable["Value"]))]
     for resource in templates.get("etl", {}).get("Resources", {}).values():
         if (resource["Type"] == "AWS::Glue::Crawler" and resource["Properties"][
                 "RecrawlPolicy"]["RecrawlBehavior"] == "CRAWL_EVERYTHING"):
@@ -119,7 +125,8 @@ def test_no_reader_of_a_whole_prefix_meets_an_object_that_needs_a_restore(loaded
     if stages.analytics.enabled and stages.etl.enabled and stages.analytics.load.enabled:
         assert ("Redshift COPY", "ProcessedBucketName") in readers
     if stages.training.enabled:
-        assert ("SageMaker training input", "ProcessedBucketName") in readers
+        engine = "CodeBuild" if stages.training.engine == "codebuild" else "SageMaker"
+        assert (f"{engine} training input", "ProcessedBucketName") in readers
     for reader, bucket in readers:
         assert not classes[bucket] & NEEDS_RESTORE, (
             f"{reader} reads all of {bucket}, whose objects move to {classes[bucket]}")

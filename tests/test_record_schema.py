@@ -8,6 +8,7 @@ the same columns in the same order, types that carry over, a label and features 
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -53,9 +54,19 @@ def table_columns(templates: dict) -> list[tuple[str, str]]:
 
 
 def training_columns(templates: dict) -> tuple[str, list[str]]:
-    """The label and features the prepare step is told."""
-    pipeline_resource = next(r for r in templates["training"]["Resources"].values()
-                             if r["Type"] == "AWS::SageMaker::Pipeline")
+    """The label and features the prepare step is told (the SageMaker pipeline's first step,
+    or the training build's prepare command with engine codebuild)."""
+    resources = templates["training"]["Resources"].values()
+    builds = [r for r in resources if r["Type"] == "AWS::CodeBuild::Project"
+              and "prepare.py" in r["Properties"]["Source"].get("BuildSpec", "")]
+    if builds:
+        [build] = builds
+        [command] = [line for line in build["Properties"]["Source"]["BuildSpec"].splitlines()
+                     if "prepare.py" in line]
+        arguments = shlex.split(command.strip().lstrip("- "))
+        return (arguments[arguments.index("--label-column") + 1],
+                arguments[arguments.index("--feature-columns") + 1].split(","))
+    pipeline_resource = next(r for r in resources if r["Type"] == "AWS::SageMaker::Pipeline")
     body = pipeline_resource["Properties"]["PipelineDefinition"]["PipelineDefinitionBody"]
     text = body["Fn::Sub"] if isinstance(body["Fn::Sub"], str) else body["Fn::Sub"][0]
     arguments = json.loads(re.sub(r"\$\{[^}]*\}", "0", text))["Steps"][0]["Arguments"][
