@@ -94,6 +94,18 @@ def test_a_mistake_in_an_override_names_the_environment_path():
         "pipeline.yaml: environments.prod.stages.ingestion.shards: must be >= 1 (got -1)"]
 
 
+def test_a_wrong_item_of_a_list_in_an_override_names_the_environment_path():
+    # pydantic names the union member it tried below the item (`[0].str`); the value is still
+    # the override's, so the line says where in the file it is.
+    monitor = {"model_monitor": {"bias_drift": {"label_values": [[1]]}}}
+    data = {"project": "ok",
+            "environments": {"dev": {}, "prod": {"stages": {"monitoring": monitor}}}}
+    problems = problems_of(data, "dev")
+    assert problems and all(line.startswith(
+        "pipeline.yaml: environments.prod.stages.monitoring.model_monitor.bias_drift"
+        ".label_values[0]") for line in problems), problems
+
+
 def test_an_environment_may_not_rename_the_project():
     data = {"project": "ok", "environments": {"prod": {"project": "other"}}}
     assert problems_of(data) == [

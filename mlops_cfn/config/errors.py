@@ -130,6 +130,10 @@ def _present(data: Any, loc: tuple) -> bool:
             data = data[part]
         elif isinstance(data, list) and isinstance(part, int) and part < len(data):
             data = data[part]
+        elif not isinstance(data, dict) and isinstance(part, str):
+            # A union member's tag (`label_values[0].str`): pydantic names the type it tried
+            # below the value itself, so the value is here.
+            return True
         else:
             return False
     return True
