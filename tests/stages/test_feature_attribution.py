@@ -10,7 +10,6 @@ as placeholders: these tests read the templates as SageMaker would."""
 
 import csv
 import json
-from pathlib import Path
 
 import pytest
 
