@@ -23,6 +23,8 @@ Resources
   bucket, encrypted, in the private subnets) with MonitorRole and MonitorSecurityGroup;
   MonitorViolationRule and MonitorFailureRule notify the topic; the violations alarm is the
   drift alarm that starts retraining. All but the role and security group under HasEndpoint.
+  With `model_quality`, `bias_drift` or `feature_attribution_drift` on, also their job
+  definitions, schedules and alarms (monitoring_models.py), all under HasEndpoint.
 - With training, `retrain.enabled` and a drift alarm: RetrainFunction (code:
   mlops_cfn/data/retrain.py, in the private subnets) and RetrainSubscription (the drift alarms
   only), with RetrainRole, RetrainSecurityGroup, RetrainLogGroup, RetrainDeadLetterQueue and
