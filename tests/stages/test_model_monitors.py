@@ -3,7 +3,8 @@ the schedules read, the ground truth comes from the configured prefix, the alarm
 metrics AWS documents, and what AWS does not support is a one-line error.
 
 moto (5.2.6) has no CloudFormation model of ModelQualityJobDefinition, ModelBiasJobDefinition or
-MonitoringSchedule, so no deploy scenario creates them: these tests stop at the templates."""
+MonitoringSchedule: the deploy scenario (tests/deploy/test_model_monitors.py) creates them as
+placeholders, and these tests read the templates as SageMaker would."""
 
 import csv
 import json
