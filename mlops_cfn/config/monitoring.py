@@ -465,7 +465,7 @@ class MonitoringConfig(StageToggle):
                        if s not in network.interface_endpoints]
             if missing:
                 problems.append(
-                    f"network.interface_endpoints: Model Monitor and the retrain Lambda in the "
-                    f"private subnets need {', '.join(missing)} (or leave interface_endpoints "
-                    f"unset to derive them)")
+                    f"network.interface_endpoints: Model Monitor (with Clarify's shadow "
+                    f"endpoints) and the retrain Lambda in the private subnets need "
+                    f"{', '.join(missing)} (or leave interface_endpoints unset to derive them)")
         return problems

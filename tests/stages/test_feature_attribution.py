@@ -215,13 +215,17 @@ def test_it_renders_with_the_bundled_schema_when_asked():
      "attribution drift monitoring for real-time endpoints"),
     ({"training": {"enabled": False}, **ATTRIBUTION},
      "its baseline is written by the training pipeline"),
+    ({"network": {"interface_endpoints": [
+        "monitoring", "sagemaker.api", "logs", "kms", "sts", "ecr.api", "ecr.dkr", "events",
+        "glue", "kinesis-streams", "lambda"]}, "stages": ATTRIBUTION},
+     "need sagemaker.runtime"),
     ({"monitoring": {"model_monitor": {"feature_attribution_drift": {
         "enabled": True, "feature": "value", "agg_method": "mean"}}}},
      "feature_attribution_drift.agg_method"),
 ])
 def test_what_cannot_run_is_a_one_line_error(changes, message):
     with pytest.raises(UserError) as raised:
-        config_with({"stages": changes})
+        config_with(changes if "stages" in changes else {"stages": changes})
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
 
