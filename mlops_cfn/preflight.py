@@ -13,6 +13,13 @@
   what is unreserved; what the stack's functions already hold (an update) is given back first.
   When the account settings cannot be read (no permission, an emulator), the check is skipped
   and says so.
+- Service-linked roles a template names by ARN (the EC2 consumer's volume key policy names
+  AWSServiceRoleForAutoScaling: "Required AWS KMS key policy for use with encrypted volumes",
+  Amazon EC2 Auto Scaling User Guide). AWS creates such a role on the service's first use, but a
+  key policy naming a principal that does not exist yet is refused ("MalformedPolicyDocument
+  Exception: ... invalid principals"), so the stack would roll back in an account that never
+  used the service. `iam:GetRole` tells; when it cannot be read, the check is skipped and says
+  so.
 """
 
 import re
@@ -20,6 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .rules import UNKNOWN, evaluate, failed_assertions, pseudo_parameters
+
+# `arn:...:iam::<account>:role/aws-service-role/<service>/<role name>` ("Using service-linked
+# roles", IAM User Guide: their path names the service).
+SERVICE_LINKED_ROLE = re.compile(
+    r"role/aws-service-role/([a-z0-9.-]+\.amazonaws\.com)/([A-Za-z0-9_+=,.@-]+)")
 
 # Lambda keeps this much of the account's concurrency unreserved ("Configuring reserved
 # concurrency for a function": reserve up to the unreserved account concurrency minus 100).
@@ -175,3 +187,53 @@ def lambda_problems(client: Any, stages: Any, values: dict[str, Any],
         return [], [f"Lambda account settings not readable ({error}): reserved concurrency not "
                     "checked against the quota"]
     return concurrency_problems(planned, account, region), []
+
+
+@dataclass(frozen=True)
+class ServiceLinkedRole:
+    """A service-linked role a stage's template names, and where."""
+
+    role_name: str
+    service: str
+    stage: str
+    logical_id: str
+
+
+def service_linked_roles(stages: Any) -> list[ServiceLinkedRole]:
+    """Every service-linked role the stages' resources name (once per role: the first
+    resource naming it)."""
+    import json
+
+    found: dict[str, ServiceLinkedRole] = {}
+    for stage in stages:
+        template = stage.template.to_dict()
+        for logical_id, resource in (template.get("Resources") or {}).items():
+            for service, role in SERVICE_LINKED_ROLE.findall(json.dumps(resource)):
+                found.setdefault(role, ServiceLinkedRole(role, service, stage.name, logical_id))
+    return list(found.values())
+
+
+def service_linked_role_problems(client: Any, stages: Any) -> tuple[list[str], list[str]]:
+    """(problems, notes): one line per named service-linked role missing from the account,
+    saying how to create it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    problems, notes = [], []
+    for needed in service_linked_roles(stages):
+        try:
+            client.get_role(RoleName=needed.role_name)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "error")
+            if code == "NoSuchEntity":
+                problems.append(
+                    f"IAM service-linked role {needed.role_name} does not exist in this "
+                    f"account, and the {needed.stage} stack's {needed.logical_id} names it: "
+                    f"create it once with `aws iam create-service-linked-role "
+                    f"--aws-service-name {needed.service}`")
+            else:
+                notes.append(f"IAM role {needed.role_name} not readable ({code}): whether it "
+                             f"exists was not checked")
+        except BotoCoreError as error:
+            notes.append(f"IAM role {needed.role_name} not readable ({error}): whether it "
+                         f"exists was not checked")
+    return problems, notes

@@ -289,16 +289,18 @@ def decide_and_execute(preview: Preview, *, allow_replacement: bool,
 def _preflight(aws: Aws, built, values: dict[str, str], note: Log) -> None:
     """What the account and region would refuse (preflight.py), said before any upload."""
     from .errors import UserError
-    from .preflight import lambda_problems, region_problems, root_values
+    from .preflight import (lambda_problems, region_problems, root_values,
+                            service_linked_role_problems)
 
     root = built.root.to_dict()
     problems = region_problems(root, values, aws.region)
     found, notes = lambda_problems(aws.client("lambda"), built.stages,
                                    root_values(root, values, aws.region), aws.region)
-    for line in notes:
+    roles, role_notes = service_linked_role_problems(aws.client("iam"), built.stages)
+    for line in notes + role_notes:
         note(f"note: {line}")
-    if problems or found:
-        raise UserError(*problems, *found)
+    if problems or found or roles:
+        raise UserError(*problems, *found, *roles)
 
 
 def _validate(tree: Path, security: bool | None, note: Log) -> Report:

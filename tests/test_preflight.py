@@ -1,6 +1,8 @@
 """deploy's checks against the account before any upload (preflight.py), as functions: the
 reserved concurrency the stack's Lambda functions ask for against what Lambda lets an account
-reserve. The account is a botocore Stubber (moto 5.2 does not implement GetAccountSettings)."""
+reserve, and the service-linked roles the templates name. The account is a botocore Stubber
+(moto 5.2 does not implement GetAccountSettings); tests/deploy/test_ec2_consumer.py runs the
+role check through deploy on moto."""
 
 import boto3
 import pytest
@@ -8,7 +10,8 @@ from botocore.stub import Stubber
 
 from mlops_cfn import config, pipeline
 from mlops_cfn.preflight import (Concurrency, concurrency_problems, lambda_problems,
-                                 reservations, root_values)
+                                 reservations, root_values, service_linked_role_problems,
+                                 service_linked_roles)
 
 REGION = "eu-west-1"
 
@@ -101,3 +104,51 @@ def test_unreadable_account_settings_are_a_note_not_a_refusal():
     assert problems == []
     assert notes == ["Lambda account settings not readable (AccessDeniedException): reserved "
                      "concurrency (11) not checked against the quota"]
+
+
+# --- service-linked roles ------------------------------------------------------------------------
+
+EC2_CONSUMER = "examples/ingestion-ec2-consumer.yaml"
+ROLE = "AWSServiceRoleForAutoScaling"
+
+
+def iam_account(get_role_error: str | None):
+    client = boto3.client("iam", region_name=REGION, aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    stubber = Stubber(client)
+    if get_role_error:
+        stubber.add_client_error("get_role", get_role_error, expected_params={"RoleName": ROLE})
+    else:
+        stubber.add_response("get_role", {"Role": {
+            "Path": "/aws-service-role/autoscaling.amazonaws.com/", "RoleName": ROLE,
+            "RoleId": "AROAEXAMPLEEXAMPLE123", "CreateDate": "2024-01-01T00:00:00Z",
+            "Arn": f"arn:aws:iam::123456789012:role/aws-service-role/"
+                   f"autoscaling.amazonaws.com/{ROLE}"}}, {"RoleName": ROLE})
+    stubber.activate()
+    return client, stubber
+
+
+def test_the_ec2_consumer_names_auto_scaling_s_service_linked_role_and_the_default_none():
+    consumer = pipeline.build(config.load(EC2_CONSUMER, "dev"))
+    assert [(r.role_name, r.service) for r in service_linked_roles(consumer.stages)] == [
+        (ROLE, "autoscaling.amazonaws.com")]
+    assert service_linked_roles(pipeline.build(config.load(env="dev")).stages) == []
+
+
+def test_a_missing_service_linked_role_is_one_line_saying_how_to_create_it():
+    client, stubber = iam_account("NoSuchEntity")
+    problems, notes = service_linked_role_problems(
+        client, pipeline.build(config.load(EC2_CONSUMER, "dev")).stages)
+    stubber.assert_no_pending_responses()
+    [line] = problems
+    assert line.endswith("`aws iam create-service-linked-role --aws-service-name "
+                         "autoscaling.amazonaws.com`")
+    assert ROLE in line and "\n" not in line and notes == []
+
+
+@pytest.mark.parametrize("error, problems, notes", [(None, 0, 0), ("AccessDenied", 0, 1)])
+def test_an_existing_role_passes_and_an_unreadable_one_is_a_note(error, problems, notes):
+    client, _ = iam_account(error)
+    found, noted = service_linked_role_problems(
+        client, pipeline.build(config.load(EC2_CONSUMER, "dev")).stages)
+    assert (len(found), len(noted)) == (problems, notes)

@@ -1,4 +1,4 @@
-"""Model Monitor beyond data quality: model quality and bias drift.
+"""Model Monitor beyond data quality: model quality, bias drift and feature attribution drift.
 
 Each is a section of `stages.monitoring.model_monitor`, off by default: AWS's Model Monitor pages
 now say "Amazon SageMaker Model Monitor is no longer open to new customers", so an account must
@@ -29,6 +29,9 @@ DEFAULT_QUALITY_METRIC = {"BinaryClassification": "accuracy", "Regression": "rms
 # Post-training bias metrics Clarify computes on predictions ("Post-training Data and Model Bias
 # Metrics", SageMaker Developer Guide), published as `bias_metric_<short name>`.
 BIAS_METRICS = ("DPPL", "DI", "DCA", "DCR", "RD", "DAR", "DRR", "AD", "CDDPL", "TE", "FT")
+# How Clarify aggregates per-row SHAP values into one global value per feature ("Configure
+# Parameters to Monitor Attribution Drift": shap.agg_method).
+SHAP_AGGREGATIONS = ("mean_abs", "median", "mean_sq")
 # ISO 8601 durations back in time, as Model Monitor's offsets take them ("Schedule model quality
 # monitoring jobs": -PT#H or -P#D).
 OFFSET_PATTERN = r"^-P(T[0-9]{1,3}H|[0-9]{1,2}D)$"
@@ -135,3 +138,60 @@ class BiasDriftConfig(Model):
               description="Longest a run may take (merge and analysis), at most 1800."),
         Setting("BiasDriftMaxRuntimeSeconds"),
     ] = GROUND_TRUTH_MAX_RUNTIME
+
+
+class FeatureAttributionDriftConfig(Model):
+    """SageMaker Clarify's SHAP feature attributions of the requests the endpoint captured,
+    against the SHAP baseline the training pipeline computes on its test rows: a run whose
+    ranking of the features has moved (nDCG below 0.9, "Model Feature Attribution Drift
+    Violations") has violations, and the alarm watches one feature's global SHAP value. Needs no
+    ground truth. Off by default, and only for an account that already uses Model Monitor: AWS's
+    Model Monitor pages now say "Amazon SageMaker Model Monitor is no longer open to new
+    customers. Existing customers can continue to use the service as normal" (SageMaker
+    Developer Guide, "Amazon SageMaker Model Monitor availability change").
+    """
+
+    enabled: Annotated[
+        bool,
+        Field(description="Monitor feature attribution drift (off by default: SageMaker Model "
+                          "Monitor is no longer open to new customers). Needs stages.training "
+                          "(its SageMaker pipeline writes the SHAP baseline; that one Clarify "
+                          "job runs without network isolation, to call a shadow endpoint of "
+                          "the model)."),
+    ] = False
+    feature: Annotated[
+        str | None,
+        Field(min_length=1, max_length=64,
+              description="The feature column of record_schema whose global SHAP value "
+                          "(`feature_<name>`) the alarm watches; required when enabled."),
+    ] = None
+    alarm_when: Annotated[
+        Literal["below", "above"],
+        Field(description="The alarm fires when that value falls below "
+                          "thresholds.feature_attribution (the model stopped leaning on the "
+                          "feature) or rises above it (a feature it should not lean on)."),
+    ] = "below"
+    num_samples: Annotated[
+        int,
+        Field(ge=1, le=10000,
+              description="Kernel SHAP's synthetic samples per row (`shap.num_samples`): more "
+                          "is steadier and costs more calls to the shadow endpoint."),
+    ] = 100
+    agg_method: Annotated[
+        Literal[SHAP_AGGREGATIONS],  # type: ignore[valid-type]
+        Field(description="How the rows' SHAP values become one global value per feature "
+                          "(`shap.agg_method`)."),
+    ] = "mean_abs"
+    shadow_instance_type: Annotated[
+        str,
+        Field(pattern=r"^ml\.[a-z0-9]+\.[a-z0-9]+$",
+              description="Instance of the shadow endpoint Clarify creates from the model for "
+                          "the SHAP baseline and each run (`predictor.instance_type`)."),
+    ] = "ml.m5.xlarge"
+    max_runtime_seconds: Annotated[
+        int,
+        Field(ge=60, le=3600,
+              description="Longest a run may take (an hourly schedule allows 3600 at the "
+                          "most)."),
+        Setting("FeatureAttributionMaxRuntimeSeconds"),
+    ] = 3600

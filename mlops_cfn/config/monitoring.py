@@ -6,7 +6,8 @@ from pydantic import Field, field_validator, model_validator
 
 from .base import Model, Setting, StageToggle
 from .model_monitors import (DEFAULT_QUALITY_METRIC, OFFSET_PATTERN, PROBLEM_TYPES,
-                             QUALITY_METRICS, BiasDriftConfig, ModelQualityConfig)
+                             QUALITY_METRICS, BiasDriftConfig, FeatureAttributionDriftConfig,
+                             ModelQualityConfig)
 
 # Empty (no subscription) or one address; a team list belongs in a mailing list, which keeps
 # the address a value (a parameter) instead of a number of subscriptions (the template).
@@ -144,6 +145,14 @@ class AlarmThresholds(Model):
                                 "bias metric above this for any facet alarms."),
         Setting("BiasDriftThreshold"),
     ] = 0.1
+    feature_attribution: Annotated[
+        float,
+        Field(ge=0, description="Feature attribution drift (model_monitor."
+                                "feature_attribution_drift): the watched feature's global SHAP "
+                                "value below this (or above it, with alarm_when: above) "
+                                "alarms."),
+        Setting("FeatureAttributionThreshold"),
+    ] = 0.1
     evaluation_periods: Annotated[
         int,
         Field(ge=1, le=288,
@@ -247,6 +256,7 @@ class ModelMonitorConfig(Model):
     ] = "-PT1H"
     model_quality: ModelQualityConfig = ModelQualityConfig()
     bias_drift: BiasDriftConfig = BiasDriftConfig()
+    feature_attribution_drift: FeatureAttributionDriftConfig = FeatureAttributionDriftConfig()
 
     @field_validator("reports_prefix")
     @classmethod
@@ -320,6 +330,10 @@ class MonitoringConfig(StageToggle):
     def runs_bias_drift(self, config: Any) -> bool:
         return self.model_monitor.bias_drift.enabled and self.runs_model_monitor(config)
 
+    def runs_feature_attribution(self, config: Any) -> bool:
+        return (self.model_monitor.feature_attribution_drift.enabled
+                and self.runs_model_monitor(config))
+
     def problem_type(self, config: Any) -> str:
         """Model Monitor's problem type of the model the training stage builds."""
         from .training import metric_kind
@@ -330,11 +344,12 @@ class MonitoringConfig(StageToggle):
         return quality.metric or DEFAULT_QUALITY_METRIC[self.problem_type(config)]
 
     def _model_monitors_cannot_run(self, config: Any) -> list[str]:
-        """Why an enabled model quality or bias drift monitor cannot run, one line each."""
+        """Why an enabled model quality, bias drift or feature attribution drift monitor cannot
+        run, one line each."""
         monitor = self.model_monitor
-        enabled = [(name, section) for name, section in (("model_quality", monitor.model_quality),
-                                                          ("bias_drift", monitor.bias_drift))
-                   if section.enabled]
+        enabled = [(name, section) for name, section in (
+            ("model_quality", monitor.model_quality), ("bias_drift", monitor.bias_drift),
+            ("feature_attribution_drift", monitor.feature_attribution_drift)) if section.enabled]
         problems = []
         for name, _ in enabled:
             field = f"stages.monitoring.model_monitor.{name}.enabled"
@@ -343,8 +358,9 @@ class MonitoringConfig(StageToggle):
                                 f"capture (stages.monitoring.model_monitor.enabled, "
                                 f"stages.serving.target sagemaker or both)")
             elif config.stages.serving.sagemaker.kind != "real_time":
-                problems.append(f"{field}: AWS documents model quality and bias drift "
-                                f"monitoring for real-time endpoints and batch transform only, "
+                problems.append(f"{field}: AWS documents model quality, bias drift and "
+                                f"feature attribution drift monitoring for real-time endpoints "
+                                f"and batch transform only, "
                                 f"not stages.serving.sagemaker.kind "
                                 f"{config.stages.serving.sagemaker.kind!r}")
             elif not config.stages.training.enabled:
@@ -381,6 +397,14 @@ class MonitoringConfig(StageToggle):
                 problems.append(
                     f"stages.monitoring.model_monitor.bias_drift.group_variable: "
                     f"{bias.group_variable!r} is not a feature of record_schema")
+        attribution = monitor.feature_attribution_drift
+        if attribution.enabled:
+            features = config.record_schema.feature_columns()
+            if attribution.feature is None or attribution.feature not in features:
+                problems.append(
+                    f"stages.monitoring.model_monitor.feature_attribution_drift.feature: name "
+                    f"the feature column whose global SHAP value the alarm watches (one of "
+                    f"{', '.join(sorted(features))})")
         prefixes = {"baseline_prefix": monitor.baseline_prefix,
                     "reports_prefix": monitor.reports_prefix}
         for name, prefix in prefixes.items():
@@ -405,13 +429,20 @@ class MonitoringConfig(StageToggle):
         needed = []
         if self.model_monitor.enabled:
             needed.append("monitoring")
-        if self.retrain.enabled:
+        if self.retrain.enabled or self.model_monitor.feature_attribution_drift.enabled:
             needed.append("sagemaker.api")
+        if self.model_monitor.feature_attribution_drift.enabled:
+            # Clarify creates, calls and deletes a shadow endpoint of the model ("Give Amazon
+            # SageMaker Clarify Jobs Access to Resources in Your Amazon VPC": the SageMaker API
+            # and SageMaker Runtime interface endpoints).
+            needed.append("sagemaker.runtime")
         return tuple(needed)
 
     def _endpoints_in_use(self, config: Any) -> list[str]:
+        attribution = self.runs_feature_attribution(config)
         return ((["monitoring"] if self.runs_model_monitor(config) else [])
-                + (["sagemaker.api"] if self.runs_retrain(config) else []))
+                + (["sagemaker.api"] if self.runs_retrain(config) or attribution else [])
+                + (["sagemaker.runtime"] if attribution else []))
 
     def problems_with(self, config: Any) -> list[str]:
         problems = []
@@ -434,7 +465,7 @@ class MonitoringConfig(StageToggle):
                        if s not in network.interface_endpoints]
             if missing:
                 problems.append(
-                    f"network.interface_endpoints: Model Monitor and the retrain Lambda in the "
-                    f"private subnets need {', '.join(missing)} (or leave interface_endpoints "
-                    f"unset to derive them)")
+                    f"network.interface_endpoints: Model Monitor (with Clarify's shadow "
+                    f"endpoints) and the retrain Lambda in the private subnets need "
+                    f"{', '.join(missing)} (or leave interface_endpoints unset to derive them)")
         return problems

@@ -1,6 +1,6 @@
 """What the training pipeline's baselining steps write and the monitoring schedules read.
 
-Model quality and bias drift compare what the endpoint answers with a baseline the training
+Model quality, bias drift and feature attribution drift compare what the endpoint answers with a baseline the training
 pipeline computes from the model's predictions on its test rows (evaluate.py writes them). Both
 stages derive the locations, the column names and Clarify's analysis configuration from the
 config through this module, so the URIs a schedule reads are the ones a step writes (the stages
@@ -10,7 +10,11 @@ Sources: "Create a Model Quality Baseline" and "Schedule Model Quality Monitorin
 analyzer's environment, as the SageMaker Python SDK's ModelQualityMonitor.suggest_baseline sets
 it), "Configure Parameters to Monitor Bias Drift" and "Configure the Analysis" (Clarify's
 analysis configuration; `predicted_label` names a dataset column of predictions, so the baseline
-needs no shadow endpoint), SageMaker Developer Guide.
+needs no shadow endpoint), SageMaker Developer Guide. Feature attribution: "Configure Parameters
+to Monitor Attribution Drift" (the monitor's `shap` and `predictor` sections) and "Create a SHAP
+Baseline for Models in Production"; Kernel SHAP needs a model to call, so its baseline is a
+ClarifyCheck step naming the model the pipeline creates (Pipelines hands Clarify the model name,
+as the SageMaker Python SDK's ClarifyCheckStep does: neither configuration file names a model).
 """
 
 import json
@@ -19,14 +23,19 @@ from typing import Any
 # Under model_monitor.baseline_prefix (data quality's statistics and constraints sit at its top).
 QUALITY_FOLDER = "model-quality/"
 BIAS_FOLDER = "model-bias/"
+EXPLAINABILITY_FOLDER = "model-explainability/"
 # The analyzer's model quality baseline writes constraints.json (and statistics.json); Clarify's
 # writes its analysis, which the bias monitor takes as constraints (the SDK's
 # ClarifyBaseliningJob.suggested_constraints reads analysis.json).
 QUALITY_CONSTRAINTS = "constraints.json"
 BIAS_CONSTRAINTS = "analysis.json"
+# Clarify's SHAP baseline writes analysis.json too: the explainability monitor's constraints
+# (its global SHAP values, whose ranking each run is compared with).
+EXPLAINABILITY_CONSTRAINTS = "analysis.json"
 # Under model_monitor.reports_prefix: each monitor's reports apart.
 QUALITY_REPORTS = "model-quality/"
 BIAS_REPORTS = "model-bias/"
+EXPLAINABILITY_REPORTS = "model-explainability/"
 
 # evaluate.py's predictions output: quality/ a CSV with a header row (label, prediction and,
 # for a classifier, probability), bias/ header-less rows of the label, the features and the
@@ -91,6 +100,45 @@ def bias_baseline_analysis(config: Any) -> dict:
         "predicted_label": PREDICTION_COLUMN,
         **_bias_common(config),
         "methods": {"post_training_bias": {"methods": "all"}},
+    }
+
+
+def _shap(config: Any) -> dict:
+    """The `shap` method both configurations share, so baseline and runs compute alike. No
+    `baseline` rows: Clarify summarises each dataset into its own background set."""
+    attribution = config.stages.monitoring.model_monitor.feature_attribution_drift
+    return {"num_samples": attribution.num_samples, "agg_method": attribution.agg_method,
+            "use_logit": False, "save_local_shap_values": False}
+
+
+def _predictor(config: Any) -> dict:
+    """The shadow endpoint Clarify creates from the model and calls with CSV rows of the
+    features; the model answers one score in CSV (XGBoost's probability or value)."""
+    attribution = config.stages.monitoring.model_monitor.feature_attribution_drift
+    return {"instance_type": attribution.shadow_instance_type, "initial_instance_count": 1,
+            "content_type": "text/csv", "accept_type": "text/csv"}
+
+
+def explainability_monitor_analysis(config: Any) -> dict:
+    """The feature attribution monitor's analysis configuration (its ConfigUri): the captured
+    requests' feature columns, no label ("Explainability analysis does not require labels")."""
+    return {"headers": list(config.record_schema.feature_columns()),
+            "methods": {"shap": _shap(config)},
+            "predictor": _predictor(config)}
+
+
+def explainability_baseline_analysis(config: Any) -> dict:
+    """The SHAP baseline's analysis configuration: evaluate.py's bias/ rows (label, features,
+    prediction); the label is no input of the model and the prediction column is excluded from
+    what is sent to it, so the shadow endpoint receives the features alone."""
+    schema = config.record_schema
+    return {
+        "dataset_type": "text/csv",
+        "headers": [schema.label, *schema.feature_columns(), PREDICTION_COLUMN],
+        "label": schema.label,
+        "excluded_columns": [PREDICTION_COLUMN],
+        "methods": {"shap": _shap(config)},
+        "predictor": _predictor(config),
     }
 
 

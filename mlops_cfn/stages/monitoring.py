@@ -23,6 +23,8 @@ Resources
   bucket, encrypted, in the private subnets) with MonitorRole and MonitorSecurityGroup;
   MonitorViolationRule and MonitorFailureRule notify the topic; the violations alarm is the
   drift alarm that starts retraining. All but the role and security group under HasEndpoint.
+  With `model_quality`, `bias_drift` or `feature_attribution_drift` on, also their job
+  definitions, schedules and alarms (monitoring_models.py), all under HasEndpoint.
 - With training, `retrain.enabled` and a drift alarm: RetrainFunction (code:
   mlops_cfn/data/retrain.py, in the private subnets) and RetrainSubscription (the drift alarms
   only), with RetrainRole, RetrainSecurityGroup, RetrainLogGroup, RetrainDeadLetterQueue and
@@ -479,12 +481,15 @@ def _capture_path() -> Select:
 
 def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
                       gate: Gate) -> list[sagemaker.MonitoringSchedule]:
-    """Data quality, and model quality and bias drift when on (monitoring_models.py): their
-    schedules."""
+    """Data quality, and model quality, bias drift and feature attribution drift when on
+    (monitoring_models.py): their schedules."""
     monitor = config.stages.monitoring.model_monitor
     b.input(ARTIFACTS_BUCKET_NAME)  # named in the baseline and report URIs below
     bias_analysis = (monitoring_models.bias_config_asset(b, config)
                      if config.stages.monitoring.runs_bias_drift(config) else None)
+    explainability_analysis = (monitoring_models.explainability_config_asset(b, config)
+                               if config.stages.monitoring.runs_feature_attribution(config)
+                               else None)
     security_group = b.add(ec2.SecurityGroup(
         "MonitorSecurityGroup",
         GroupDescription="Model Monitor runs: HTTPS out only",
@@ -502,8 +507,9 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
             StringEquals("aws:SourceAccount", Ref("AWS::AccountId")),
             ArnLike("aws:SourceArn", policies.arn("sagemaker", "*"))),
         Policies=[iam.Policy(PolicyName="model-monitor", PolicyDocument=policies.document(
-            monitor_statements(b, config, key, security_group, bias_analysis)))]
-        + (b.asset_key_policies() if bias_analysis else []),
+            monitor_statements(b, config, key, security_group, bias_analysis,
+                               explainability_analysis)))]
+        + (b.asset_key_policies() if bias_analysis or explainability_analysis else []),
         Metadata={"checkov": {"skip": [
             {"id": check, "comment": "The network interface actions of a processing job in a "
                                      "VPC must be unscoped: 'Don't scope in the policy with "
@@ -580,12 +586,16 @@ def add_model_monitor(b: StageBuilder, config: PipelineConfig, key: Ref,
     if bias_analysis is not None:
         schedules.append(monitoring_models.add_bias_drift(b, config, shared, gate,
                                                           bias_analysis))
+    if explainability_analysis is not None:
+        schedules.append(monitoring_models.add_feature_attribution(
+            b, config, shared, gate, explainability_analysis))
     return schedules
 
 
 def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
                        security_group: ec2.SecurityGroup,
-                       bias_analysis: Any = None) -> list[Statement]:
+                       bias_analysis: Any = None,
+                       explainability_analysis: Any = None) -> list[Statement]:
     """A monitoring run is a processing job: "CreateProcessingJob API: Execution Role
     Permissions" (AWS: "How to use SageMaker AI execution roles", SageMaker Developer Guide)
     lists what its role needs, scoped here to the inputs and outputs the job definition
@@ -608,7 +618,10 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
         ARTIFACTS_BUCKET_ARN.name, monitor.ground_truth_prefix))] if ground_truth else [])
     namespaces = [MONITOR_METRICS_NAMESPACE] + (
         [monitoring_models.QUALITY_NAMESPACE] if monitoring.runs_model_quality(config) else []
-    ) + ([monitoring_models.BIAS_NAMESPACE] if bias_analysis is not None else [])
+    ) + ([monitoring_models.BIAS_NAMESPACE] if bias_analysis is not None else []) + (
+        [monitoring_models.EXPLAINABILITY_NAMESPACE] if explainability_analysis is not None
+        else [])
+    configs = [a.object_arn for a in (bias_analysis, explainability_analysis) if a is not None]
     return [
         # AWS: that page: s3:ListBucket ("scope ... to a specific bucket that you specify as the
         # ProcessingInputs") and s3:GetObject on the inputs: the captured requests (under the
@@ -620,9 +633,10 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
                   Condition=Condition(StringLike(
                       "s3:prefix", listed if len(listed) > 1 else listed[0]))),
         Statement(Effect=Allow, Action=[awacs.s3.GetObject], Resource=read),
-        # AWS: same page (inputs): the bias monitor reads its analysis configuration (its
-        # ConfigUri, an asset of this stack).
-        *([assets.read_statement([bias_analysis.object_arn])] if bias_analysis else []),
+        # AWS: same page (inputs): the Clarify monitors read their analysis configurations
+        # (their ConfigUri, assets of this stack).
+        *([assets.read_statement(configs)] if configs else []),
+        *(shadow_endpoint_statements(b) if explainability_analysis is not None else []),
         # AWS: same page: and s3:PutObject on the outputs: the reports.
         Statement(Effect=Allow, Action=[awacs.s3.PutObject], Resource=[reports]),
         # AWS: same page: kms:Decrypt for SSE-KMS inputs, kms:Encrypt for the output KmsKeyId;
@@ -676,6 +690,28 @@ def monitor_statements(b: StageBuilder, config: PipelineConfig, key: Ref,
         # same page; AWS: "How to use SageMaker AI execution roles"): the only place these
         # have "*".
         Statement(Effect=Allow, Action=list(PROCESSING_VPC_ACTIONS), Resource=["*"]),
+    ]
+
+
+def shadow_endpoint_statements(b: StageBuilder) -> list[Statement]:
+    """Feature attribution runs call a shadow endpoint Clarify makes of the monitored endpoint's
+    model (the analysis configuration names no model: the SageMaker Python SDK's ClarifyCheckStep
+    drops model_name from the monitor's configuration)."""
+    return [
+        # AWS: "Give Amazon SageMaker Clarify Jobs Access to Resources in Your Amazon VPC" (the
+        # job calls the SageMaker API "to describe a SageMaker AI model for Amazon VPC
+        # validation"): the monitored endpoint, its configuration and model. Describe only, of
+        # this account and region: the role exists before the endpoint (its name is a wire
+        # under HasEndpoint), and no wire carries the configuration's or model's names.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.sagemaker.DescribeEndpoint, awacs.sagemaker.DescribeEndpointConfig,
+                    awacs.sagemaker.DescribeModel],
+            Resource=[policies.arn("sagemaker", "endpoint/*"),
+                      policies.arn("sagemaker", "endpoint-config/*"),
+                      policies.arn("sagemaker", "model/*")],
+        ),
+        *monitoring_models.shadow_endpoint_statements(),
     ]
 
 

@@ -40,6 +40,13 @@ BIAS_NAMESPACE = "aws/sagemaker/Endpoints/bias-metrics"
 # Clarify's bias metrics carry these dimensions beside Endpoint and MonitoringSchedule, with
 # values from the analysis configuration; the alarm takes the worst over all of them.
 BIAS_DIMENSIONS = ("BiasStage", "Label", "LabelValue", "Facet", "FacetValue")
+# Feature attribution drift ("CloudWatch Metrics for Feature Attribution Drift Analysis"):
+# `feature_<name>`, the global SHAP value of each feature, beside ExpectedValue, with these
+# dimensions beside Endpoint and MonitoringSchedule. ValueType tells the two apart, and the
+# Label is Clarify's placeholder (label0) without label_headers.
+EXPLAINABILITY_SCHEDULE_NAME = "feature-attribution"
+EXPLAINABILITY_NAMESPACE = "aws/sagemaker/Endpoints/explainability-metrics"
+EXPLAINABILITY_DIMENSIONS = ("ExplainabilityMethod", "Label", "ValueType")
 
 
 @dataclass(frozen=True)
@@ -218,7 +225,7 @@ def _schedule(config: PipelineConfig, purpose: str) -> Named:
 
 
 def model_watches(config: PipelineConfig) -> tuple[Watch, ...]:
-    """The metrics model quality and bias drift publish per run, each an alarm that may start
+    """The metrics model quality, bias drift and feature attribution drift publish per run, each an alarm that may start
     retraining. Model quality: Endpoint and MonitoringSchedule are the dimensions the SageMaker
     Python SDK's model quality dashboard reads ("{aws/sagemaker/Endpoints/model-metrics,
     Endpoint,MonitoringSchedule}") and "CloudWatch Metrics for Bring Your Own Containers"
@@ -244,6 +251,18 @@ def model_watches(config: PipelineConfig) -> tuple[Watch, ...]:
             (("Endpoint", ENDPOINT_NAME),
              ("MonitoringSchedule", _schedule(config, BIAS_SCHEDULE_NAME))),
             "bias_drift", across=BIAS_DIMENSIONS, retrain=True))
+    if monitoring.runs_feature_attribution(config):
+        attribution = monitoring.model_monitor.feature_attribution_drift
+        found.append(Watch(
+            "FeatureAttribution", "serving",
+            f"Feature attribution: global SHAP value of {attribution.feature}",
+            EXPLAINABILITY_NAMESPACE, f"feature_{attribution.feature}", "Average",
+            (("Endpoint", ENDPOINT_NAME),
+             ("MonitoringSchedule", _schedule(config, EXPLAINABILITY_SCHEDULE_NAME))),
+            "feature_attribution",
+            comparison=("LessThanThreshold" if attribution.alarm_when == "below"
+                        else "GreaterThanThreshold"),
+            across=EXPLAINABILITY_DIMENSIONS, retrain=True))
     return tuple(found)
 
 

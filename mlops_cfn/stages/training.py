@@ -72,11 +72,14 @@ from . import etl_events, training_codebuild, training_pipeline
 from . import model_monitor_baselines as baselines
 from .image_registries import CLARIFY, XGBOOST, account_in_region
 from .model_monitor_image import ANALYZER_IMAGE, analyzer_account
+from .monitoring_models import shadow_endpoint_statements
 from .training_pipeline import Cfn, Refs
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "data" / "training"
 # Clarify's analysis configuration of the bias baseline, shipped beside the scripts.
 BIAS_CONFIG = "bias_baseline_config.json"
+# Clarify's analysis configuration of the SHAP baseline, likewise.
+EXPLAINABILITY_CONFIG = "explainability_baseline_config.json"
 HTTPS = 443
 
 # Logs and metrics SageMaker writes for the jobs, under names it chooses.
@@ -151,6 +154,9 @@ def add_pipeline(b: StageBuilder, config: PipelineConfig, key: Ref, input_prefix
     if baseline_prefix(config) and config.stages.monitoring.runs_bias_drift(config):
         scripts[BIAS_CONFIG] = b.asset(BIAS_CONFIG, baselines.as_file(
             baselines.bias_baseline_analysis(config)))
+    if baseline_prefix(config) and config.stages.monitoring.runs_feature_attribution(config):
+        scripts[EXPLAINABILITY_CONFIG] = b.asset(EXPLAINABILITY_CONFIG, baselines.as_file(
+            baselines.explainability_baseline_analysis(config)))
     security_group = add_job_security_group(b, config)
     role = b.add(iam.Role(
         "PipelineRole",
@@ -170,7 +176,8 @@ def add_pipeline(b: StageBuilder, config: PipelineConfig, key: Ref, input_prefix
         Roles=[Ref(role)],
         PolicyDocument=policies.document(pipeline_role_statements(
             b, settings, role, key, input_prefix, group_name, list(scripts.values()),
-            security_group, baseline_prefix(config))),
+            security_group, baseline_prefix(config),
+            shadow_model=EXPLAINABILITY_CONFIG in scripts)),
     ))
     refs = model_baseline_refs(b, config, pipeline_refs(
         b, settings, role, key, input_prefix, group_name, scripts, security_group,
@@ -209,10 +216,14 @@ def model_baseline_refs(b: StageBuilder, config: PipelineConfig, refs: Refs,
     changes: dict[str, Any] = {}
     if monitoring.runs_model_quality(config):
         changes["quality_problem_type"] = monitoring.problem_type(config)
-    if BIAS_CONFIG in scripts:
+    if BIAS_CONFIG in scripts or EXPLAINABILITY_CONFIG in scripts:
         changes["clarify_image"] = Cfn(baselines.CLARIFY_IMAGE.replace("${Account}",
                                                                        "${ClarifyAccount}"))
+    if BIAS_CONFIG in scripts:
         changes["bias_config_uri"] = Cfn(scripts[BIAS_CONFIG].s3_uri.data["Fn::Sub"])
+    if EXPLAINABILITY_CONFIG in scripts:
+        changes["explainability_config_uri"] = Cfn(
+            scripts[EXPLAINABILITY_CONFIG].s3_uri.data["Fn::Sub"])
     return dataclasses.replace(refs, **changes)
 
 
@@ -330,7 +341,8 @@ def add_job_security_group(b: StageBuilder, config: PipelineConfig) -> ec2.Secur
 def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: iam.Role,
                              key: Ref, input_prefix: Any, group_name: Sub, scripts: list[Asset],
                              security_group: ec2.SecurityGroup,
-                             baseline: str | None = None) -> list[Statement]:
+                             baseline: str | None = None,
+                             shadow_model: bool = False) -> list[Statement]:
     processed = b.input(PROCESSED_BUCKET_ARN)
     artifacts = b.input(ARTIFACTS_BUCKET_ARN)
     in_vpc = Condition(ArnEquals("ec2:Vpc", policies.arn(
@@ -364,6 +376,7 @@ def pipeline_role_statements(b: StageBuilder, settings: TrainingConfig, role: ia
             Resource=packages,
         ),
         *tuning_statements(settings),
+        *(shadow_model_statements() if shadow_model else []),
         # AWS: "IAM Access Management" (SageMaker Pipelines): iam:PassRole for the role passed
         # to each job; the jobs run as this same role.
         Statement(
@@ -475,6 +488,25 @@ def tuning_statements(settings: TrainingConfig) -> list[Statement]:
                 awacs.sagemaker.AddTags],
         Resource=[policies.arn("sagemaker", "hyper-parameter-tuning-job/*")],
     )]
+
+
+def shadow_model_statements() -> list[Statement]:
+    """With the SHAP baseline (training_pipeline.explainability_baseline_steps): the
+    CreateShadowModel step's model, and the shadow endpoint the ClarifyCheck step's job makes of
+    it, calls and removes (monitoring_models.shadow_endpoint_statements)."""
+    return [
+        # AWS: "IAM Access Management" (SageMaker Pipelines: Create and Describe for each step
+        # type; Pipelines tags what it creates): the CreateModel step's model, named by
+        # Pipelines with the prefix of its jobs; "Give Amazon SageMaker Clarify Jobs Access to
+        # Resources in Your Amazon VPC": Clarify describes the model for its VPC validation.
+        Statement(
+            Effect=Allow,
+            Action=[awacs.sagemaker.CreateModel, awacs.sagemaker.DescribeModel,
+                    awacs.sagemaker.AddTags],
+            Resource=[policies.arn("sagemaker", f"model/{PIPELINE_JOB_PREFIX}*")],
+        ),
+        *shadow_endpoint_statements(),
+    ]
 
 
 def script_statements(scripts: list[Asset]) -> list[Statement]:

@@ -30,6 +30,12 @@ Steps
   into `model-quality/` of the baseline prefix.
 - BaselineBias (Processing, with bias drift monitoring): SageMaker Clarify's post-training bias
   analysis of the same predictions into `model-bias/` (model_monitor_baselines.py).
+- CreateShadowModel (Model) and BaselineExplainability (ClarifyCheck, with feature attribution
+  drift monitoring): a SageMaker model of the new model archive, in the private subnets, and
+  SageMaker Clarify's SHAP analysis of the test rows against a shadow endpoint Clarify creates
+  from it (the step names the model; Pipelines hands its name to Clarify) into
+  `model-explainability/` of the baseline prefix. The check against a previous baseline is
+  skipped: the step computes the baseline, the monitor checks.
 
 Values CloudFormation fills in (bucket names, the role, the settings) are `Cfn` placeholders:
 `Cfn("s3://${ArtifactsBucketName}/")` stands for a JSON string, `Cfn("${X}", raw=True)` for raw
@@ -55,6 +61,8 @@ FAIL = "MetricBelowThreshold"
 BASELINE = "BaselineData"
 QUALITY_BASELINE = "BaselineModelQuality"
 BIAS_BASELINE = "BaselineBias"
+SHADOW_MODEL = "CreateShadowModel"
+EXPLAINABILITY_BASELINE = "BaselineExplainability"
 # PrepareData's output of the training rows without their label: the endpoint's input.
 BASELINE_DATA = "baseline"
 
@@ -122,11 +130,15 @@ class Refs:
     # With bias drift monitoring: Clarify's image and the baseline's analysis configuration.
     clarify_image: Cfn | None = None
     bias_config_uri: Cfn | None = None
+    # With feature attribution drift monitoring: the SHAP baseline's analysis configuration
+    # (Clarify's image is clarify_image).
+    explainability_config_uri: Cfn | None = None
 
     @property
     def predictions(self) -> bool:
         """Whether evaluation writes its predictions for a model baseline."""
-        return self.quality_problem_type is not None or self.bias_config_uri is not None
+        return (self.quality_problem_type is not None or self.bias_config_uri is not None
+                or self.explainability_config_uri is not None)
 
 
 # --- expressions -----------------------------------------------------------------------------
@@ -386,7 +398,9 @@ def condition_step(config: TrainingConfig, refs: Refs) -> dict:
                        + ([baseline_step(config, refs)] if refs.baseline_uri else [])
                        + ([quality_baseline_step(config, refs)]
                           if refs.quality_problem_type else [])
-                       + ([bias_baseline_step(config, refs)] if refs.bias_config_uri else []),
+                       + ([bias_baseline_step(config, refs)] if refs.bias_config_uri else [])
+                       + (explainability_baseline_steps(config, refs)
+                          if refs.explainability_config_uri else []),
             "ElseSteps": [{
                 "Name": FAIL,
                 "Type": "Fail",
@@ -508,6 +522,55 @@ def bias_baseline_step(config: TrainingConfig, refs: Refs) -> dict:
                                        Cfn(refs.baseline_uri.pattern + baselines.BIAS_FOLDER),
                                        baselines.CLARIFY_OUTPUT_PATH)]),
     }
+
+
+def explainability_baseline_steps(config: TrainingConfig, refs: Refs) -> list[dict]:
+    """The SHAP baseline (what the SageMaker SDK's ClarifyCheckStep with a
+    ModelExplainabilityCheckConfig writes; AWS: "Create a SHAP Baseline for Models in
+    Production"): Kernel SHAP calls the model, so a CreateModel step makes a SageMaker model of
+    the archive that passed the check, in the jobs' subnets and security group (Clarify applies
+    the model's VPC configuration to the shadow endpoint: "Give Amazon SageMaker Clarify Jobs
+    Access to Resources in Your Amazon VPC"), and the ClarifyCheck step names it. Clarify's
+    output is analysis.json with the global SHAP values: the explainability schedule's
+    constraints."""
+    assert refs.baseline_uri is not None and refs.clarify_image is not None
+    assert refs.explainability_config_uri is not None
+    model = {
+        "Name": SHADOW_MODEL,
+        "Type": "Model",
+        # CreateModel's request without its name, which Pipelines chooses.
+        "Arguments": {
+            "ExecutionRoleArn": refs.role_arn,
+            "PrimaryContainer": {"Image": refs.training_image,
+                                 "ModelDataUrl": model_artifacts(config, refs)},
+            "VpcConfig": vpc_config(refs),
+        },
+    }
+    arguments = processing_arguments(
+        config, refs, {"ImageUri": refs.clarify_image},
+        inputs=[processing_input("analysis_config", refs.explainability_config_uri,
+                                 baselines.CLARIFY_CONFIG_PATH),
+                processing_input("dataset", predictions(baselines.BIAS_DATA),
+                                 baselines.CLARIFY_DATA_PATH)],
+        outputs=[processing_output(
+            "analysis_result", Cfn(refs.baseline_uri.pattern + baselines.EXPLAINABILITY_FOLDER),
+            baselines.CLARIFY_OUTPUT_PATH)])
+    # "The network isolation option of the SageMaker Clarify job must be turned off ... so that
+    # the SageMaker Clarify job can communicate with the shadow endpoint" (AWS: "Give Amazon
+    # SageMaker Clarify Jobs Access to Resources in Your Amazon VPC"); only this job, which
+    # runs AWS's own image on the test rows, in the private subnets like the others.
+    arguments["NetworkConfig"]["EnableNetworkIsolation"] = False
+    check = {
+        "Name": EXPLAINABILITY_BASELINE,
+        "Type": "ClarifyCheck",
+        "Arguments": arguments,
+        "CheckType": "MODEL_EXPLAINABILITY",
+        "ModelName": get(f"Steps.{SHADOW_MODEL}.ModelName"),
+        # Compute the baseline; comparing with the last one is the monitor's work.
+        "SkipCheck": True,
+        "RegisterNewBaseline": True,
+    }
+    return [model, check]
 
 
 def metric_path(config: TrainingConfig) -> str:

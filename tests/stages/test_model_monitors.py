@@ -3,7 +3,8 @@ the schedules read, the ground truth comes from the configured prefix, the alarm
 metrics AWS documents, and what AWS does not support is a one-line error.
 
 moto (5.2.6) has no CloudFormation model of ModelQualityJobDefinition, ModelBiasJobDefinition or
-MonitoringSchedule, so no deploy scenario creates them: these tests stop at the templates."""
+MonitoringSchedule: the deploy scenario (tests/deploy/test_model_monitors.py) creates them as
+placeholders, and these tests read the templates as SageMaker would."""
 
 import csv
 import json
@@ -170,14 +171,16 @@ def test_alarms_watch_the_metrics_aws_documents_and_start_retraining(stacks):
 def test_every_schedule_needs_the_endpoint_and_violations_of_any_count_as_drift(stacks):
     _, monitors = stacks
     schedules = resources_of_type(monitors, "AWS::SageMaker::MonitoringSchedule")
-    assert set(schedules) == {"DataQualitySchedule", "ModelQualitySchedule", "BiasDriftSchedule"}
+    assert set(schedules) == {"DataQualitySchedule", "ModelQualitySchedule", "BiasDriftSchedule",
+                              "FeatureAttributionSchedule"}
     for name in ("ModelQualitySchedule", "BiasDriftSchedule", "ModelQualityJobDefinition",
                  "ModelBiasJobDefinition", "ModelQualityAlarm", "BiasDriftAlarm"):
         assert monitors["Resources"][name]["Condition"] == "HasEndpoint"
     rule = monitors["Resources"]["MonitorViolationRule"]["Properties"]["EventPattern"]
     assert rule["detail"]["MonitoringScheduleArn"] == [
         {"Fn::GetAtt": [name, "MonitoringScheduleArn"]}
-        for name in ("DataQualitySchedule", "ModelQualitySchedule", "BiasDriftSchedule")]
+        for name in ("DataQualitySchedule", "ModelQualitySchedule", "BiasDriftSchedule",
+                     "FeatureAttributionSchedule")]
 
 
 def test_outputs_and_volumes_are_encrypted_with_the_data_key(stacks):
@@ -203,8 +206,8 @@ def test_the_new_monitors_are_off_by_default():
 @pytest.mark.parametrize("changes, message", [
     ({"serving": {"sagemaker": {"kind": "asynchronous"}},
       "monitoring": {"model_monitor": {"model_quality": {"enabled": True}}}},
-     "model_quality.enabled: AWS documents model quality and bias drift monitoring for "
-     "real-time endpoints"),
+     "model_quality.enabled: AWS documents model quality, bias drift and feature attribution "
+     "drift monitoring for real-time endpoints"),
     ({"serving": {"sagemaker": {"kind": "serverless"}},
       "monitoring": {"model_monitor": {"enabled": False, "bias_drift": {
           "enabled": True, "facets": [{"name": "value"}]}}}},
