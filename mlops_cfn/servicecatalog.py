@@ -16,6 +16,23 @@ The bundle (`mlops-cfn servicecatalog --out DIR`):
     templates/            the rendered templates and assets (before packaging), for review
     parameters/<env>.json every environment's parameter values (CodePipeline/Service Catalog form)
     README.md             for the platform team: what to deploy, and every parameter of the product
+    launch-role.yaml      (portfolio shared: config servicecatalog.share) the launch role, to deploy
+                            in every recipient account
+    stack-set.yaml        (portfolio shared with organizational units, or servicecatalog.stack_set)
+                            service-managed StackSets: the launch role to the shared organizational
+                            units, the pipeline itself to the StackSet's
+
+Sharing (config/servicecatalog.py). An account share is an AWS::ServiceCatalog::PortfolioShare in
+portfolio.yaml. CloudFormation's PortfolioShare takes only an AccountId, so organizational-unit
+shares are CreatePortfolioShare calls with an OrganizationNode, made by `mlops-cfn share` after
+the portfolio is deployed (`share_with_organization`): a command rather than a custom resource,
+because only the management account or a delegated administrator may make them, once Service
+Catalog's AWS Organizations access is enabled, and a custom resource would add a Lambda function
+(its role, code bucket and logs) to the portfolio for one idempotent call per unit. A shared
+portfolio's launch constraint names its role by name (LocalRoleName: "AWS Service Catalog launch
+constraints" recommends it for shared portfolios, and Service Catalog uses the role of that name
+in the account that launches), so the launch role gets that name in the catalog account and
+launch-role.yaml creates the same role in each recipient account.
 
 With `sagemaker_projects` the product is what SageMaker Projects offers in Studio: the root takes
 the two parameters SageMaker passes (SageMakerProjectName, SageMakerProjectId), the product is
@@ -51,17 +68,20 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import awacs.cloudformation as cloudformation
 import awacs.s3 as s3
 from awacs.aws import Allow, Condition, Statement, StringEquals
 from troposphere import GetAtt, Join, Output, Parameter, Ref, Split, Sub, Tags, Template, iam
+from troposphere import cloudformation as cfn
 from troposphere.cloudformation import Stack
 from troposphere import servicecatalog as sc
 
 from . import __version__, naming, permissions, pipeline, policies
 from .config import LoadedConfig, PipelineConfig
+from .config.servicecatalog import StackSetConfig
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME
 from .render import PARAMETERS_FILE, render_files, template_text
@@ -74,6 +94,13 @@ PACKAGED_ROOT_FILE = "packaged-root.yaml"
 README_FILE = "README.md"
 TEMPLATES_DIR = "templates"
 PARAMETERS_DIR = "parameters"
+LAUNCH_ROLE_FILE = "launch-role.yaml"
+STACK_SET_FILE = "stack-set.yaml"
+# The local launch role's name when the config names none (at most 32 + 21 characters of IAM's 64).
+LAUNCH_ROLE_SUFFIX = "-servicecatalog-launch"
+# What the pipeline's templates need from CloudFormation (deploy.CAPABILITIES): the nested stacks
+# create IAM roles, some of them named.
+STACK_SET_CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
 
 # SageMaker Projects lists a product in Studio only with this tag, and passes these two
 # parameters to every project template it provisions (the template must declare them).
@@ -132,6 +159,17 @@ class Catalog:
     # TagOption is unique per account and region, so a second portfolio re-uses the first's.
     existing_tag_options: tuple[str, ...] = ()
     sagemaker_projects: bool = False
+    # Sharing (config servicecatalog.share): accounts get a PortfolioShare in the template,
+    # organizational units a CreatePortfolioShare call from `mlops-cfn share`.
+    shared_accounts: tuple[str, ...] = ()
+    shared_units: tuple[str, ...] = ()
+    share_tag_options: bool = False
+    # Set when the portfolio is shared: the launch constraint's LocalRoleName.
+    local_launch_role: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.shared_accounts or self.shared_units)
 
 
 def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: Any) -> Catalog:
@@ -152,6 +190,12 @@ def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: 
         "tag_options": () if given.get("existing_tag_options")
         else default_tag_options(loaded, environments),
     }
+    share = config.servicecatalog.share
+    if share.shared:
+        defaults.update(
+            shared_accounts=tuple(share.accounts), shared_units=tuple(share.organizational_units),
+            share_tag_options=share.share_tag_options,
+            local_launch_role=share.launch_role_name or f"{config.project}{LAUNCH_ROLE_SUFFIX}")
     values = {**defaults, **{k: v for k, v in given.items() if v not in (None, ())}}
     values["principals"] = tuple(values.get("principals", ()))
     values["tag_options"] = tuple(values["tag_options"])
@@ -524,29 +568,29 @@ def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
     association = t.add_resource(sc.PortfolioProductAssociation(
         "PortfolioProduct", PortfolioId=Ref(portfolio), ProductId=Ref(product_resource)))
 
-    role = t.add_resource(iam.Role(
-        "LaunchRole",
-        Description=f"Service Catalog launch role of the {project} pipeline product",
-        # Service Catalog assumes the role for the end user; the launch constraint is what binds
-        # it to this product.
-        AssumeRolePolicyDocument=policies.trusted_by("servicecatalog.amazonaws.com"),
-    ))
-    for index, chunk in enumerate(policy_chunks(statements), start=1):
-        t.add_resource(iam.ManagedPolicy(
-            f"LaunchPolicy{index}",
-            Description=f"What the {project} pipeline creates, part {index}",
-            PolicyDocument=policies.document(chunk),
-            Roles=[Ref(role)],
-        ))
+    role = add_launch_role(t, statements, project, catalog.local_launch_role)
+    if catalog.local_launch_role is None:
+        constraint = {"DependsOn": [association.title], "RoleArn": GetAtt(role, "Arn")}
+    else:
+        # Shared: the role of this name in the launching account ("AWS Service Catalog launch
+        # constraints": LocalRoleName for shared portfolios); it must exist here too when the
+        # constraint is created.
+        constraint = {"DependsOn": [association.title, role.title],
+                      "LocalRoleName": catalog.local_launch_role}
     t.add_resource(sc.LaunchRoleConstraint(
         "LaunchConstraint",
         # The product must be in the portfolio before a constraint can name the pair.
-        DependsOn=[association.title],
         Description=f"Launch {catalog.product_name} as its own role, not the end user's",
         PortfolioId=Ref(portfolio),
         ProductId=Ref(product_resource),
-        RoleArn=GetAtt(role, "Arn"),
+        **constraint,
     ))
+    for account in sorted(set(catalog.shared_accounts)):
+        # AWS::ServiceCatalog::PortfolioShare: one account per share (organizational units are
+        # `mlops-cfn share`'s, module docstring).
+        t.add_resource(sc.PortfolioShare(
+            f"Share{account}", PortfolioId=Ref(portfolio), AccountId=account,
+            ShareTagOptions=catalog.share_tag_options))
 
     for principal in sorted(set(catalog.principals)):
         arn, kind = principal_arn(principal)
@@ -577,8 +621,185 @@ def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
     return t
 
 
+def add_launch_role(t: Template, statements: Sequence[Statement], project: str,
+                    name: str | None = None) -> iam.Role:
+    """The launch role and its managed policies; `name` for a shared portfolio's local role."""
+    role = t.add_resource(iam.Role(
+        "LaunchRole",
+        Description=f"Service Catalog launch role of the {project} pipeline product",
+        # Service Catalog assumes the role for the end user; the launch constraint is what binds
+        # it to this product.
+        AssumeRolePolicyDocument=policies.trusted_by("servicecatalog.amazonaws.com"),
+        **({} if name is None else {"RoleName": name}),
+    ))
+    for index, chunk in enumerate(policy_chunks(statements), start=1):
+        t.add_resource(iam.ManagedPolicy(
+            f"LaunchPolicy{index}",
+            Description=f"What the {project} pipeline creates, part {index}",
+            PolicyDocument=policies.document(chunk),
+            Roles=[Ref(role)],
+        ))
+    return role
+
+
+def launch_role_template(catalog: Catalog, statements: Sequence[Statement], project: str,
+                         version: str) -> Template:
+    """The shared portfolio's launch role, for every recipient account: Service Catalog uses the
+    role named by the constraint's LocalRoleName in the account that launches the product.
+
+    Its statements are the catalog account's: they name the account they are deployed in through
+    pseudo parameters, and the packaged templates by their bucket (which the recipients must be
+    allowed to read: README).
+    """
+    assert catalog.local_launch_role is not None
+    t = Template(Description=f"{project}: the launch role Service Catalog provisions the shared "
+                             f"pipeline product with (version {version}, mlops-cfn "
+                             f"{__version__})")
+    role = add_launch_role(t, statements, project, catalog.local_launch_role)
+    t.add_output(Output("LaunchRoleArn", Value=GetAtt(role, "Arn"),
+                        Description="Role Service Catalog provisions the pipeline with"))
+    return t
+
+
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8].upper()
+
+
+# --- rolling out to an organization: StackSets and organizational-unit shares ---------------------
+
+# What the launch role's StackSet takes without a `stack_set` section: the section's defaults.
+_STACK_SET_DEFAULTS = SimpleNamespace(**{
+    name: spec.default for name, spec in StackSetConfig.model_fields.items()
+    if not spec.is_required()})
+
+
+def operation_preferences(stack_set: StackSetConfig) -> cfn.OperationPreferences:
+    """The StackSet's OperationPreferences, from the config (percentages rather than counts, so
+    they follow the organizational units as accounts join)."""
+    order = ({"RegionOrder": list(stack_set.regions)}
+             if stack_set.region_concurrency == "SEQUENTIAL" else {})
+    return cfn.OperationPreferences(
+        ConcurrencyMode=stack_set.concurrency_mode,
+        FailureTolerancePercentage=stack_set.failure_tolerance_percentage,
+        MaxConcurrentPercentage=stack_set.max_concurrent_percentage,
+        RegionConcurrencyType=stack_set.region_concurrency,
+        **order)
+
+
+def stack_set_template(project: str, version: str, stack_set: StackSetConfig | None,
+                       pipeline_url: str | None = None, parameters: dict | None = None,
+                       launch_role: tuple[str, Sequence[str], str] | None = None) -> Template:
+    """Service-managed StackSets for the management account (CallAs SELF) or a delegated
+    administrator (DELEGATED_ADMIN).
+
+    `stack_set` with `pipeline_url` (the packaged root) and `parameters` (one environment's
+    parameters.json): the pipeline in every account of the configured organizational units and
+    regions. `launch_role` = (template URL, organizational units, region): the shared
+    portfolio's launch role in every account of the units the portfolio is shared with, in one
+    region (IAM is global), following accounts that join them. Without `stack_set` that StackSet
+    takes the config's defaults for the operation preferences and CallAs.
+    """
+    preferences = stack_set or _STACK_SET_DEFAULTS
+    t = Template(Description=f"{project}: service-managed StackSets rolling the pipeline "
+                             f"(version {version}, mlops-cfn {__version__}) out to "
+                             f"organizational units")
+    if launch_role is not None:
+        url, units, region = launch_role
+        t.add_resource(cfn.StackSet(
+            "LaunchRoleStackSet",
+            StackSetName=f"{project}{LAUNCH_ROLE_SUFFIX}",
+            Description=f"The {project} product's Service Catalog launch role in every account "
+                        f"the portfolio is shared with",
+            PermissionModel="SERVICE_MANAGED",
+            CallAs=preferences.call_as,
+            # Accounts joining a shared unit get the role, leaving ones lose it with the share.
+            AutoDeployment=cfn.AutoDeployment(Enabled=True, RetainStacksOnAccountRemoval=False),
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+            OperationPreferences=cfn.OperationPreferences(
+                ConcurrencyMode=preferences.concurrency_mode,
+                FailureTolerancePercentage=preferences.failure_tolerance_percentage,
+                MaxConcurrentPercentage=preferences.max_concurrent_percentage),
+            StackInstancesGroup=[cfn.StackInstances(
+                DeploymentTargets=cfn.DeploymentTargets(OrganizationalUnitIds=list(units)),
+                Regions=[region])],
+            TemplateURL=url,
+            Tags=Tags(**{"mlops-cfn:project": project}),
+        ))
+    if stack_set is not None and pipeline_url is not None:
+        values = (parameters or {}).get("Parameters", {})
+        tags = (parameters or {}).get("Tags", {})
+        auto = cfn.AutoDeployment(Enabled=stack_set.auto_deployment)
+        if stack_set.auto_deployment:
+            # CloudFormation takes it only with Enabled (AWS::CloudFormation::StackSet
+            # AutoDeployment).
+            auto.RetainStacksOnAccountRemoval = stack_set.retain_stacks_on_account_removal
+        t.add_resource(cfn.StackSet(
+            "PipelineStackSet",
+            StackSetName=f"{project}-{values.get(ENVIRONMENT_NAME, 'pipeline')}",
+            Description=f"The {project} MLOps pipeline in every account of the organizational "
+                        f"units",
+            PermissionModel="SERVICE_MANAGED",
+            CallAs=stack_set.call_as,
+            AutoDeployment=auto,
+            Capabilities=list(STACK_SET_CAPABILITIES),
+            OperationPreferences=operation_preferences(stack_set),
+            Parameters=[cfn.Parameter(ParameterKey=k, ParameterValue=v)
+                        for k, v in sorted(values.items())],
+            StackInstancesGroup=[cfn.StackInstances(
+                DeploymentTargets=cfn.DeploymentTargets(
+                    OrganizationalUnitIds=list(stack_set.organizational_units)),
+                Regions=list(stack_set.regions))],
+            TemplateURL=pipeline_url,
+            Tags=Tags(**{"mlops-cfn:project": project, **tags}),
+        ))
+    for name in t.resources:
+        t.add_output(Output(name, Value=Ref(name), Description=f"Id of {name}"))
+    return t
+
+
+@dataclass(frozen=True)
+class Shared:
+    created: list[str] = field(default_factory=list)  # units shared with by this call
+    existing: list[str] = field(default_factory=list)  # units the portfolio was shared with
+    tokens: list[str] = field(default_factory=list)  # PortfolioShareTokens of the new shares
+
+
+def share_with_organization(catalog, portfolio_id: str, units: Sequence[str],
+                            share_tag_options: bool = False) -> Shared:
+    """Share `portfolio_id` with the organizational units it is not shared with yet.
+
+    `catalog` is a Service Catalog client of the account that owns the portfolio: the management
+    account or a delegated administrator (CreatePortfolioShare with an OrganizationNode), after
+    Service Catalog's AWS Organizations access is enabled (EnableAWSOrganizationsAccess, run once
+    in the management account). DescribePortfolioShares first, so a second run creates nothing.
+    """
+    status = catalog.get_aws_organizations_access_status().get("AccessStatus")
+    if status != "ENABLED":
+        raise UserError(f"Service Catalog's AWS Organizations access is {status}: run `aws "
+                        f"servicecatalog enable-aws-organizations-access` once in the "
+                        f"management account, then share from it or from a delegated "
+                        f"administrator")
+    existing: set[str] = set()
+    token: str | None = None
+    while True:
+        page = catalog.describe_portfolio_shares(
+            PortfolioId=portfolio_id, Type="ORGANIZATIONAL_UNIT",
+            **({"PageToken": token} if token else {}))
+        existing.update(d["PrincipalId"] for d in page.get("PortfolioShareDetails", []))
+        token = page.get("NextPageToken")
+        if not token:
+            break
+    result = Shared(existing=sorted(existing & set(units)))
+    for unit in units:
+        if unit in existing:
+            continue
+        answer = catalog.create_portfolio_share(
+            PortfolioId=portfolio_id, ShareTagOptions=share_tag_options,
+            OrganizationNode={"Type": "ORGANIZATIONAL_UNIT", "Value": unit})
+        result.created.append(unit)
+        if answer.get("PortfolioShareToken"):
+            result.tokens.append(answer["PortfolioShareToken"])
+    return result
 
 
 # --- the README for the platform team -------------------------------------------------------------
@@ -733,13 +954,21 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
             deployment_statements: Callable[..., list[Statement]] | None = None
             ) -> Handoff:
     """Render, package (upload to `bucket`) and return the hand-off bundle's files."""
-    from .package import normal_prefix
+    from .package import bucket_region, normal_prefix, put_template
     from .render import replace_directory
 
     if package is None:
         from .package import package
     prefix = normal_prefix(prefix)
     environments = list(environments or loaded.merged)
+    if s3 is None:
+        import boto3
+
+        s3 = boto3.client("s3")
+    stack_set = loaded.base.servicecatalog.stack_set
+    stack_set_environment = (None if stack_set is None else
+                             check_stack_set(loaded, stack_set, environments, catalog,
+                                             bucket_region(s3, bucket)))
     product = build_product(loaded, environments, catalog.sagemaker_projects)
     with tempfile.TemporaryDirectory(prefix="mlops-cfn-servicecatalog-") as tmp:
         tree = Path(tmp) / "product"
@@ -763,8 +992,56 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
         name = (f"{env}-config.json" if catalog.sagemaker_projects
                 else f"{PARAMETERS_DIR}/{env}.json")
         files[name] = text
-    return Handoff(files, product.version, packaged.root_url, list(packaged.uploaded),
-                   list(packaged.skipped), list(product.notes))
+    uploaded, skipped = list(packaged.uploaded), list(packaged.skipped)
+    launch_role = None
+    if catalog.shared:
+        role_text = template_text(
+            launch_role_template(catalog, statements, project, product.version), "yaml")
+        files[LAUNCH_ROLE_FILE] = role_text
+        if catalog.shared_units:
+            # The launch role's StackSet reads it from the bucket, as the pipeline's its root.
+            put = put_template(s3, bucket, prefix, LAUNCH_ROLE_FILE, role_text)
+            uploaded += put.uploaded
+            skipped += put.skipped
+            launch_role = (put.root_url, catalog.shared_units, bucket_region(s3, bucket))
+    if stack_set is not None or launch_role is not None:
+        parameters = (json.loads(product.parameters[stack_set_environment])
+                      if stack_set_environment else None)
+        files[STACK_SET_FILE] = template_text(stack_set_template(
+            project, product.version, stack_set, packaged.root_url, parameters, launch_role),
+            "yaml")
+    return Handoff(files, product.version, packaged.root_url, uploaded, skipped,
+                   list(product.notes))
+
+
+def check_stack_set(loaded: LoadedConfig, stack_set: StackSetConfig,
+                    environments: Sequence[str], catalog: Catalog, region: str) -> str:
+    """The environment whose values the StackSet deploys; an error for what it cannot honour."""
+    where = f"{loaded.source}: servicecatalog.stack_set"
+    problems = []
+    environment = stack_set.environment
+    if environment is None:
+        if len(environments) > 1:
+            problems.append(f"{where}.environment: is required when the bundle hands off "
+                            f"several environments ({', '.join(environments)}): name the one "
+                            f"whose values the StackSet deploys, or hand off one with --env")
+        environment = environments[0]
+    elif environment not in environments:
+        problems.append(f"{where}.environment: {environment!r} is not handed off (environments: "
+                        f"{', '.join(environments)})")
+    if catalog.sagemaker_projects:
+        problems.append(f"{where}: cannot be honoured with --sagemaker-projects (a project "
+                        f"template takes the id of a SageMaker project, which a StackSet has "
+                        f"not): hand off without it for the StackSet")
+    others = [r for r in stack_set.regions if r != region]
+    if others:
+        problems.append(f"{where}.regions: {', '.join(others)}: not the region of the bucket "
+                        f"the templates and Lambda code are packaged to ({region}); Lambda "
+                        f"reads code only from its own region: hand off once per region with "
+                        f"a bucket there")
+    if problems:
+        raise UserError(*problems)
+    return environment
 
 
 def _template_data(text: str) -> dict:
