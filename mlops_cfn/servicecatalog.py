@@ -805,7 +805,8 @@ def share_with_organization(catalog, portfolio_id: str, units: Sequence[str],
 # --- the README for the platform team -------------------------------------------------------------
 
 def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
-           packaged_root: dict | None = None) -> str:
+           packaged_root: dict | None = None, stack_set: StackSetConfig | None = None,
+           bucket: str | None = None) -> str:
     """Markdown for the platform team: what the bundle holds, how to deploy it, every parameter.
 
     `packaged_root` (the root as packaging left it) supplies defaults packaging set, such as the
@@ -836,12 +837,18 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         f"- {values_file}: each environment's parameter values "
         f"({', '.join(environments)}), in the form CodePipeline's CloudFormation action "
         f"accepts as TemplateConfiguration.",
+        *([f"- `{LAUNCH_ROLE_FILE}`: the launch role `{catalog.local_launch_role}`, for every "
+           f"account the portfolio is shared with."] if catalog.shared else []),
+        *([f"- `{STACK_SET_FILE}`: service-managed StackSets for the organization "
+           f"(\"Organization-wide hand-off\" below)."]
+          if catalog.shared_units or stack_set is not None else []),
         "",
         "## Deploy the portfolio",
         "",
         "```",
         f"aws cloudformation deploy --template-file {PORTFOLIO_FILE} "
-        f"--stack-name {project}-catalog --capabilities CAPABILITY_IAM",
+        f"--stack-name {project}-catalog --capabilities "
+        + ("CAPABILITY_NAMED_IAM" if catalog.shared else "CAPABILITY_IAM"),
         "```",
         "",
         "The launch role may do what the CloudFormation registry lists for the resource types "
@@ -891,6 +898,7 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
             f"the product never collide.",
             "",
         ]
+    lines += organization_lines(catalog, stack_set, project, bucket)
     lines += [
         "## Parameters of the product",
         "",
@@ -904,6 +912,94 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         cells += [_code(values[env].get(name)) for env in environments]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def organization_lines(catalog: Catalog, stack_set: StackSetConfig | None, project: str,
+                       bucket: str | None) -> list[str]:
+    """The README's organization-wide hand-off: what to run, in which account, in order."""
+    if not catalog.shared and stack_set is None:
+        return []
+    location = f"s3://{bucket}" if bucket else "the packaging bucket"
+    lines = [
+        "## Organization-wide hand-off",
+        "",
+        f"Member accounts read the packaged templates and Lambda code from {location}: its "
+        f"bucket policy must allow them `s3:GetObject`, e.g. for the whole organization (and, "
+        f"with a customer-managed KMS key, its key policy `kms:Decrypt` on the same "
+        f"condition):",
+        "",
+        "```json",
+        json.dumps({"Sid": "OrganizationReadsPackagedTemplates", "Effect": "Allow",
+                    "Principal": {"AWS": "*"}, "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket or '<bucket>'}/*",
+                    "Condition": {"StringEquals": {"aws:PrincipalOrgID": "<o-organization-id>"}}},
+                   indent=2),
+        "```",
+        "",
+    ]
+    step = 1
+    if catalog.shared_units or stack_set is not None:
+        lines += [f"{step}. Once, in the management account: `aws organizations "
+                  f"enable-aws-service-access --service-principal "
+                  f"member.org.stacksets.cloudformation.amazonaws.com` (trusted access for "
+                  f"StackSets)"
+                  + ("" if not catalog.shared_units else
+                     " and `aws servicecatalog enable-aws-organizations-access`") + "."]
+        step += 1
+    if catalog.shared:
+        where = ("the management account or a delegated administrator for Service Catalog "
+                 "(only they share with organizational units)" if catalog.shared_units
+                 else "the catalog account")
+        lines += [f"{step}. Deploy `{PORTFOLIO_FILE}` (above) in {where}. It shares the "
+                  f"portfolio with "
+                  + (", ".join(f"`{a}`" for a in sorted(catalog.shared_accounts))
+                     if catalog.shared_accounts else "no account")
+                  + f"; the launch constraint names the role `{catalog.local_launch_role}` "
+                    f"(LocalRoleName), which Service Catalog looks up in the account that "
+                    f"launches."]
+        step += 1
+        if catalog.shared_units:
+            lines += [f"{step}. Share with the organizational units "
+                      + ", ".join(f"`{u}`" for u in catalog.shared_units)
+                      + ", in the same account: `mlops-cfn share --portfolio-id <PortfolioId "
+                        "output> --config <this config>` (it describes the existing shares "
+                        "first: run it again after adding a unit)."]
+            step += 1
+    if catalog.shared_units or stack_set is not None:
+        call_as = stack_set.call_as if stack_set is not None else "SELF"
+        where = ("a delegated administrator account for StackSets" if call_as == "DELEGATED_ADMIN"
+                 else "the management account")
+        what = []
+        if catalog.shared_units:
+            what.append(f"`{project}{LAUNCH_ROLE_SUFFIX}`, the launch role, in every account of "
+                        f"the shared units (and accounts that join them)")
+        if stack_set is not None:
+            what.append("the pipeline itself in every account of "
+                        + ", ".join(f"`{u}`" for u in stack_set.organizational_units)
+                        + " in " + ", ".join(f"`{r}`" for r in stack_set.regions)
+                        + (" (and accounts that join them)" if stack_set.auto_deployment
+                           else ""))
+        lines += [f"{step}. Deploy `{STACK_SET_FILE}` in {where} (CallAs {call_as}): "
+                  f"`aws cloudformation deploy --template-file {STACK_SET_FILE} --stack-name "
+                  f"{project}-stacksets`. Its service-managed StackSets deploy "
+                  + "; and ".join(what)
+                  + ". StackSets never deploy to the management account itself."]
+        step += 1
+    if catalog.shared_accounts:
+        lines += [f"{step}. In each shared account: deploy `{LAUNCH_ROLE_FILE}` (`aws "
+                  f"cloudformation deploy --template-file {LAUNCH_ROLE_FILE} --stack-name "
+                  f"{project}-launch-role --capabilities CAPABILITY_NAMED_IAM`; not in an "
+                  f"account the launch role's StackSet already reaches), accept the share "
+                  f"(`aws servicecatalog accept-portfolio-share --portfolio-id "
+                  f"<PortfolioId>`) and associate the principals who may launch "
+                  f"(`aws servicecatalog associate-principal-with-portfolio`): an account share "
+                  f"carries no principals."]
+        step += 1
+    if catalog.shared_units:
+        lines += [f"{step}. In the shared units' accounts, the imported portfolio needs "
+                  f"principals associated there as well, before anyone can launch."]
+    lines += [""]
+    return lines
 
 
 def _allowed(spec: dict) -> str:
@@ -985,7 +1081,7 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
         PORTFOLIO_FILE: template_text(portfolio, "yaml"),
         PACKAGED_ROOT_FILE: packaged_text,
         README_FILE: readme(catalog, product, packaged.root_url, project,
-                            _template_data(packaged_text)),
+                            _template_data(packaged_text), stack_set, bucket),
     }
     files.update({f"{TEMPLATES_DIR}/{name}": content for name, content in product.files.items()})
     for env, text in product.parameters.items():
