@@ -68,7 +68,6 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import awacs.cloudformation as cloudformation
@@ -668,9 +667,7 @@ def _short_hash(text: str) -> str:
 # --- rolling out to an organization: StackSets and organizational-unit shares ---------------------
 
 # What the launch role's StackSet takes without a `stack_set` section: the section's defaults.
-_STACK_SET_DEFAULTS = SimpleNamespace(**{
-    name: spec.default for name, spec in StackSetConfig.model_fields.items()
-    if not spec.is_required()})
+_STACK_SET_DEFAULTS = StackSetConfig()
 
 
 def operation_preferences(stack_set: StackSetConfig) -> cfn.OperationPreferences:
@@ -1062,6 +1059,7 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
 
         s3 = boto3.client("s3")
     stack_set = loaded.base.servicecatalog.stack_set
+    stack_set = stack_set if stack_set.enabled else None
     stack_set_environment = (None if stack_set is None else
                              check_stack_set(loaded, stack_set, environments, catalog,
                                              bucket_region(s3, bucket)))

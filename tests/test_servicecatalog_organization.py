@@ -25,7 +25,7 @@ ACCOUNTS = ["222222222222", "111111111111"]
 UNITS = ["ou-ab12-cd34ef56", "ou-ab12-gh78ij90"]
 STACK_SET_UNITS = ["ou-ab12-kl12mn34", "r-ab12"]
 SHARE = {"accounts": ACCOUNTS, "organizational_units": UNITS}
-STACK_SET = {"organizational_units": STACK_SET_UNITS, "regions": [REGION],
+STACK_SET = {"enabled": True, "organizational_units": STACK_SET_UNITS, "regions": [REGION],
              "environment": "prod", "call_as": "DELEGATED_ADMIN",
              "max_concurrent_percentage": 50, "failure_tolerance_percentage": 10,
              "concurrency_mode": "SOFT_FAILURE_TOLERANCE",
@@ -176,7 +176,7 @@ def test_the_pipeline_stack_set_follows_the_config(s3):
 
 def test_parallel_regions_have_no_order_and_auto_deployment_off_retains_nothing(s3):
     result = make(s3, organization(stack_set={
-        "organizational_units": STACK_SET_UNITS, "regions": [REGION], "environment": "dev",
+        "enabled": True, "organizational_units": STACK_SET_UNITS, "regions": [REGION], "environment": "dev",
         "region_concurrency": "PARALLEL", "auto_deployment": False}))
     properties = template(result, "stack-set.yaml")["Resources"]["PipelineStackSet"][
         "Properties"]
@@ -187,7 +187,8 @@ def test_parallel_regions_have_no_order_and_auto_deployment_off_retains_nothing(
 
 
 def test_one_environment_handed_off_is_the_stack_sets_without_naming_it(s3):
-    changes = organization(stack_set={"organizational_units": ["r-ab12"], "regions": [REGION]})
+    changes = organization(stack_set={"enabled": True, "organizational_units": ["r-ab12"],
+                                      "regions": [REGION]})
     loaded = config_with(changes)
     catalog = default_catalog(loaded, ["prod"])
     result = handoff(loaded, BUCKET, catalog, s3=s3, environments=["prod"],
@@ -199,7 +200,8 @@ def test_one_environment_handed_off_is_the_stack_sets_without_naming_it(s3):
 
 
 @pytest.mark.parametrize("changes, sagemaker, message", [
-    (organization(stack_set={"organizational_units": ["r-ab12"], "regions": [REGION]}), False,
+    (organization(stack_set={"enabled": True, "organizational_units": ["r-ab12"],
+                                      "regions": [REGION]}), False,
      "servicecatalog.stack_set.environment: is required when the bundle hands off several "
      "environments (dev, prod)"),
     (organization(stack_set={**STACK_SET, "environment": "qa"}), False,
@@ -262,9 +264,9 @@ def _write(tmp_path, changes) -> str:
     (organization({"launch_role_name": "no spaces"}),
      "servicecatalog.share.launch_role_name: must be 1-64 letters"),
     (organization(stack_set={**STACK_SET, "organizational_units": []}),
-     "servicecatalog.stack_set.organizational_units: must have at least 1 items"),
+     "servicecatalog.stack_set: enabled: true needs organizational_units"),
     (organization(stack_set={**STACK_SET, "regions": []}),
-     "servicecatalog.stack_set.regions: must have at least 1 items"),
+     "servicecatalog.stack_set: enabled: true needs regions"),
     (organization(stack_set={**STACK_SET, "region_concurrency": "SERIAL"}),
      "servicecatalog.stack_set.region_concurrency: must be one of 'SEQUENTIAL' or 'PARALLEL'"),
     (organization(stack_set={**STACK_SET, "call_as": "ADMIN"}),
@@ -280,8 +282,8 @@ def _write(tmp_path, changes) -> str:
      "servicecatalog.stack_set.organizational_units[0]: must be an organizational unit id"),
     (organization(stack_set={**STACK_SET, "regions": ["mars"]}),
      "servicecatalog.stack_set.regions[0]: must be a region name"),
-    (organization(stack_set={"regions": [REGION]}),
-     "servicecatalog.stack_set.organizational_units: is required"),
+    (organization(stack_set={"enabled": True, "regions": [REGION]}),
+     "servicecatalog.stack_set: enabled: true needs organizational_units"),
     (organization({"acounts": ACCOUNTS}), "servicecatalog.share.acounts"),
     ({"environments": {"dev": {"servicecatalog": {"share": {"accounts": ACCOUNTS}}}}},
      "environments.dev.servicecatalog: is set once for the whole file"),

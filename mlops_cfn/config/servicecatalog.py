@@ -8,7 +8,7 @@ structure environments are compared by (structure_of).
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from .base import Model, described_pattern
 
@@ -29,6 +29,11 @@ ROLE_NAME_PATTERN = described_pattern(
     r"^[\w+=,.@-]{1,64}$", "1-64 letters, digits and +=,.@_-")
 
 AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_PATTERN)]
+
+
+# What one item of each listing field is, for "lists ... more than once".
+_ITEM = {"accounts": "account", "organizational_units": "organizational unit",
+         "regions": "region"}
 
 
 def _unique(value: list, what: str) -> list:
@@ -87,15 +92,10 @@ class ShareConfig(Model):
     def _accounts_quoted(cls, value):
         return _quoted(value)
 
-    @field_validator("accounts")
+    @field_validator("accounts", "organizational_units")
     @classmethod
-    def _accounts_once(cls, value):
-        return _unique(value, "account")
-
-    @field_validator("organizational_units")
-    @classmethod
-    def _units_once(cls, value):
-        return _unique(value, "organizational unit")
+    def _no_repeats(cls, value, info: ValidationInfo):
+        return _unique(value, _ITEM[info.field_name])
 
     @property
     def shared(self) -> bool:
@@ -105,20 +105,22 @@ class ShareConfig(Model):
 class StackSetConfig(Model):
     """A service-managed StackSet deploying the packaged pipeline to organizational units."""
 
+    enabled: Annotated[
+        bool, Field(description="Render stack-set.yaml with the pipeline's StackSet.")
+    ] = False
     organizational_units: Annotated[
         list[Annotated[str, Field(pattern=DEPLOYMENT_TARGET_PATTERN)]],
-        Field(min_length=1,
-              description="Organizational units (ou-...) or the root (r-...) whose accounts "
-                          "get the pipeline; a service-managed StackSet deploys to "
-                          "organizational units only."),
-    ]
+        Field(description="Organizational units (ou-...) or the root (r-...) whose accounts "
+                          "get the pipeline, at least one when enabled: a service-managed "
+                          "StackSet deploys to organizational units only."),
+    ] = []
     regions: Annotated[
         list[Annotated[str, Field(pattern=REGION_PATTERN)]],
-        Field(min_length=1,
-              description="Regions of the stack instances, in the order a SEQUENTIAL "
-                          "deployment takes them. Lambda reads its code only from a bucket in "
-                          "its own region, so each must be the --bucket's region."),
-    ]
+        Field(description="Regions of the stack instances, at least one when enabled, in the "
+                          "order a SEQUENTIAL deployment takes them. Lambda reads its code only "
+                          "from a bucket in its own region, so each must be the --bucket's "
+                          "region."),
+    ] = []
     environment: Annotated[
         str | None,
         Field(description="The environment whose parameter values the StackSet deploys. "
@@ -164,19 +166,20 @@ class StackSetConfig(Model):
                                               "(rounded down).")
     ] = 0
 
-    @field_validator("organizational_units")
+    @field_validator("organizational_units", "regions")
     @classmethod
-    def _units_once(cls, value):
-        return _unique(value, "organizational unit")
-
-    @field_validator("regions")
-    @classmethod
-    def _regions_once(cls, value):
-        return _unique(value, "region")
+    def _no_repeats(cls, value, info: ValidationInfo):
+        return _unique(value, _ITEM[info.field_name])
 
     @model_validator(mode="after")
-    def _retain_needs_auto_deployment(self):
-        if (not self.auto_deployment and self.retain_stacks_on_account_removal):
+    def _targets_when_enabled(self):
+        if self.enabled and not self.organizational_units:
+            raise ValueError("enabled: true needs organizational_units: a service-managed "
+                             "StackSet (and its auto-deployment) targets organizational units "
+                             "(ou-...) or the root (r-...)")
+        if self.enabled and not self.regions:
+            raise ValueError("enabled: true needs regions: the regions of the stack instances")
+        if not self.auto_deployment and self.retain_stacks_on_account_removal:
             raise ValueError("retain_stacks_on_account_removal: true needs auto_deployment: "
                              "true (CloudFormation retains stacks only of accounts that "
                              "auto-deployment removes)")
@@ -191,8 +194,8 @@ class ServiceCatalogConfig(Model):
         Field(description="Share the portfolio with accounts and organizational units."),
     ] = ShareConfig()
     stack_set: Annotated[
-        StackSetConfig | None,
-        Field(description="Render stack-set.yaml: a service-managed StackSet that deploys the "
+        StackSetConfig,
+        Field(description="A service-managed StackSet in stack-set.yaml that deploys the "
                           "packaged pipeline, with one environment's parameter values, to "
                           "every account of organizational units."),
-    ] = None
+    ] = StackSetConfig()
