@@ -29,10 +29,10 @@ the portfolio is deployed (`share_with_organization`): a command rather than a c
 because only the management account or a delegated administrator may make them, once Service
 Catalog's AWS Organizations access is enabled, and a custom resource would add a Lambda function
 (its role, code bucket and logs) to the portfolio for one idempotent call per unit. A shared
-portfolio's launch constraint names its role by name (LocalRoleName: "AWS Service Catalog launch
-constraints" recommends it for shared portfolios, and Service Catalog uses the role of that name
-in the account that launches), so the launch role gets that name in the catalog account and
-launch-role.yaml creates the same role in each recipient account.
+portfolio's launch constraint names its role by name (AWS::ServiceCatalog::LaunchRoleConstraint,
+LocalRoleName: account-agnostic, the role of that name in the account that launches; it must
+exist there and in the account that creates the constraint), so the launch role gets that name in
+the catalog account and launch-role.yaml creates the same role in each recipient account.
 
 With `sagemaker_projects` the product is what SageMaker Projects offers in Studio: the root takes
 the two parameters SageMaker passes (SageMakerProjectName, SageMakerProjectId), the product is
@@ -571,9 +571,9 @@ def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
     if catalog.local_launch_role is None:
         constraint = {"DependsOn": [association.title], "RoleArn": GetAtt(role, "Arn")}
     else:
-        # Shared: the role of this name in the launching account ("AWS Service Catalog launch
-        # constraints": LocalRoleName for shared portfolios); it must exist here too when the
-        # constraint is created.
+        # Shared: the role of this name in the launching account (AWS::ServiceCatalog::
+        # LaunchRoleConstraint, LocalRoleName); it must exist here too when the constraint is
+        # created.
         constraint = {"DependsOn": [association.title, role.title],
                       "LocalRoleName": catalog.local_launch_role}
     t.add_resource(sc.LaunchRoleConstraint(

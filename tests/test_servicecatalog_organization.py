@@ -475,3 +475,25 @@ def test_moto_rolls_the_launch_role_out_to_the_accounts_of_the_shared_unit(s3):
     assert role["Arn"] == f"arn:aws:iam::{member}:role/mlops-demo-servicecatalog-launch"
     trust = role["AssumeRolePolicyDocument"]
     assert trust["Statement"][0]["Principal"] == {"Service": "servicecatalog.amazonaws.com"}
+
+
+# --- the example ----------------------------------------------------------------------------------
+
+def test_the_organization_example_hands_off_what_it_says(s3):
+    loaded = config.load("examples/servicecatalog-organization.yaml")
+    catalog = default_catalog(loaded, list(loaded.merged))
+    result = handoff(loaded, BUCKET, catalog, s3=s3,
+                     deployment_statements=RecordingStatements())
+    shares = resources_of_type(template(result, "portfolio.yaml"),
+                               "AWS::ServiceCatalog::PortfolioShare")
+    assert sorted(s["Properties"]["AccountId"] for s in shares.values()) == \
+        ["210987654321", "310987654321"]
+    resources = template(result, "stack-set.yaml")["Resources"]
+    launch = resources["LaunchRoleStackSet"]["Properties"]
+    assert launch["StackInstancesGroup"][0]["DeploymentTargets"] == {
+        "OrganizationalUnitIds": ["ou-ab12-cd34ef56"]}
+    pipeline = resources["PipelineStackSet"]["Properties"]
+    assert pipeline["StackInstancesGroup"][0]["DeploymentTargets"] == {
+        "OrganizationalUnitIds": ["ou-ab12-kl12mn34"]}
+    assert pipeline["CallAs"] == launch["CallAs"] == "DELEGATED_ADMIN"
+    assert pipeline["OperationPreferences"]["FailureTolerancePercentage"] == 10
