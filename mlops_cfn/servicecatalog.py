@@ -685,7 +685,8 @@ def operation_preferences(stack_set: StackSetConfig) -> cfn.OperationPreferences
 
 def stack_set_template(project: str, version: str, stack_set: StackSetConfig | None,
                        pipeline_url: str | None = None, parameters: dict | None = None,
-                       launch_role: tuple[str, Sequence[str], str] | None = None) -> Template:
+                       launch_role: tuple[str, Sequence[str], str] | None = None,
+                       preferences: StackSetConfig | None = None) -> Template:
     """Service-managed StackSets for the management account (CallAs SELF) or a delegated
     administrator (DELEGATED_ADMIN).
 
@@ -693,10 +694,10 @@ def stack_set_template(project: str, version: str, stack_set: StackSetConfig | N
     parameters.json): the pipeline in every account of the configured organizational units and
     regions. `launch_role` = (template URL, organizational units, region): the shared
     portfolio's launch role in every account of the units the portfolio is shared with, in one
-    region (IAM is global), following accounts that join them. Without `stack_set` that StackSet
-    takes the config's defaults for the operation preferences and CallAs.
+    region (IAM is global), following accounts that join them, with the CallAs and operation
+    preferences of `preferences` (the config's stack_set section, enabled or not).
     """
-    preferences = stack_set or _STACK_SET_DEFAULTS
+    preferences = preferences or stack_set or _STACK_SET_DEFAULTS
     t = Template(Description=f"{project}: service-managed StackSets rolling the pipeline "
                              f"(version {version}, mlops-cfn {__version__}) out to "
                              f"organizational units")
@@ -803,7 +804,7 @@ def share_with_organization(catalog, portfolio_id: str, units: Sequence[str],
 
 def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
            packaged_root: dict | None = None, stack_set: StackSetConfig | None = None,
-           bucket: str | None = None) -> str:
+           bucket: str | None = None, call_as: str = "SELF") -> str:
     """Markdown for the platform team: what the bundle holds, how to deploy it, every parameter.
 
     `packaged_root` (the root as packaging left it) supplies defaults packaging set, such as the
@@ -895,7 +896,7 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
             f"the product never collide.",
             "",
         ]
-    lines += organization_lines(catalog, stack_set, project, bucket)
+    lines += organization_lines(catalog, stack_set, project, bucket, call_as)
     lines += [
         "## Parameters of the product",
         "",
@@ -912,7 +913,7 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
 
 
 def organization_lines(catalog: Catalog, stack_set: StackSetConfig | None, project: str,
-                       bucket: str | None) -> list[str]:
+                       bucket: str | None, call_as: str = "SELF") -> list[str]:
     """The README's organization-wide hand-off: what to run, in which account, in order."""
     if not catalog.shared and stack_set is None:
         return []
@@ -963,7 +964,6 @@ def organization_lines(catalog: Catalog, stack_set: StackSetConfig | None, proje
                         "first: run it again after adding a unit)."]
             step += 1
     if catalog.shared_units or stack_set is not None:
-        call_as = stack_set.call_as if stack_set is not None else "SELF"
         where = ("a delegated administrator account for StackSets" if call_as == "DELEGATED_ADMIN"
                  else "the management account")
         what = []
@@ -1079,7 +1079,8 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
         PORTFOLIO_FILE: template_text(portfolio, "yaml"),
         PACKAGED_ROOT_FILE: packaged_text,
         README_FILE: readme(catalog, product, packaged.root_url, project,
-                            _template_data(packaged_text), stack_set, bucket),
+                            _template_data(packaged_text), stack_set, bucket,
+                            loaded.base.servicecatalog.stack_set.call_as),
     }
     files.update({f"{TEMPLATES_DIR}/{name}": content for name, content in product.files.items()})
     for env, text in product.parameters.items():
@@ -1102,8 +1103,8 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
         parameters = (json.loads(product.parameters[stack_set_environment])
                       if stack_set_environment else None)
         files[STACK_SET_FILE] = template_text(stack_set_template(
-            project, product.version, stack_set, packaged.root_url, parameters, launch_role),
-            "yaml")
+            project, product.version, stack_set, packaged.root_url, parameters, launch_role,
+            loaded.base.servicecatalog.stack_set), "yaml")
     return Handoff(files, product.version, packaged.root_url, uploaded, skipped,
                    list(product.notes))
 

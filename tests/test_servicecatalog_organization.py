@@ -146,6 +146,23 @@ def test_units_shared_with_get_the_launch_role_by_a_stack_set(s3):
     assert stored == result.files["launch-role.yaml"]
 
 
+def test_the_launch_roles_stack_set_takes_call_as_and_preferences_from_the_section(s3):
+    """A delegated administrator shares without rolling the pipeline out: the stack_set
+    section's CallAs and preferences apply while it is not enabled."""
+    result = make(s3, organization({"organizational_units": UNITS}, {
+        "call_as": "DELEGATED_ADMIN", "max_concurrent_percentage": 100,
+        "failure_tolerance_percentage": 20}))
+    resources = template(result, "stack-set.yaml")["Resources"]
+    assert set(resources) == {"LaunchRoleStackSet"}
+    properties = resources["LaunchRoleStackSet"]["Properties"]
+    assert properties["CallAs"] == "DELEGATED_ADMIN"
+    assert properties["OperationPreferences"] == {
+        "ConcurrencyMode": "STRICT_FAILURE_TOLERANCE", "FailureTolerancePercentage": 20,
+        "MaxConcurrentPercentage": 100}
+    assert "Deploy `stack-set.yaml` in a delegated administrator account" in \
+        result.files["README.md"]
+
+
 def test_the_pipeline_stack_set_follows_the_config(s3):
     result = make(s3, organization(stack_set=STACK_SET))
     stack_sets = template(result, "stack-set.yaml")

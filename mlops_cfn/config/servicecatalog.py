@@ -142,7 +142,8 @@ class StackSetConfig(Model):
         Literal["SELF", "DELEGATED_ADMIN"],
         Field(description="SELF when stack-set.yaml is deployed in the management account, "
                           "DELEGATED_ADMIN in a delegated administrator account for "
-                          "CloudFormation StackSets."),
+                          "CloudFormation StackSets. This and the operation preferences below "
+                          "apply to the launch role's StackSet too, enabled or not."),
     ] = "SELF"
     region_concurrency: Annotated[
         Literal["SEQUENTIAL", "PARALLEL"],
