@@ -514,3 +514,24 @@ def test_the_organization_example_hands_off_what_it_says(s3):
         "OrganizationalUnitIds": ["ou-ab12-kl12mn34"]}
     assert pipeline["CallAs"] == launch["CallAs"] == "DELEGATED_ADMIN"
     assert pipeline["OperationPreferences"]["FailureTolerancePercentage"] == 10
+
+
+def test_moto_takes_the_pipeline_stack_set_as_the_template_describes_it(s3):
+    """moto 5.2 runs a service-managed StackSet's instances by creating the template's resources
+    in-process, which the pipeline's nested stacks do not survive: the StackSet is created from
+    the template's properties and read back, its instances are not."""
+    result = make(s3, organization(stack_set=STACK_SET))
+    properties = template(result, "stack-set.yaml")["Resources"]["PipelineStackSet"][
+        "Properties"]
+    cloudformation = boto3.client("cloudformation", region_name=REGION)
+    cloudformation.create_stack_set(
+        StackSetName=properties["StackSetName"], TemplateURL=properties["TemplateURL"],
+        PermissionModel=properties["PermissionModel"], Capabilities=properties["Capabilities"],
+        Parameters=properties["Parameters"], Tags=properties["Tags"])
+    described = cloudformation.describe_stack_set(StackSetName=properties["StackSetName"])[
+        "StackSet"]
+    assert described["PermissionModel"] == "SERVICE_MANAGED"
+    # What the URL serves is the packaged root of the bundle.
+    assert described["TemplateBody"] == result.files["packaged-root.yaml"]
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]} == \
+        {p["ParameterKey"]: p["ParameterValue"] for p in properties["Parameters"]}
