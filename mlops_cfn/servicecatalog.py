@@ -968,7 +968,7 @@ def organization_lines(catalog: Catalog, stack_set: StackSetConfig | None, proje
                  else "the management account")
         what = []
         if catalog.shared_units:
-            what.append(f"`{project}{LAUNCH_ROLE_SUFFIX}`, the launch role, in every account of "
+            what.append(f"`{catalog.local_launch_role}`, the launch role, in every account of "
                         f"the shared units (and accounts that join them)")
         if stack_set is not None:
             what.append("the pipeline itself in every account of "
@@ -1165,7 +1165,8 @@ def write_bundle(files: dict[str, str | bytes], out: Path) -> None:
 
 
 __all__ = [
-    "Catalog", "Handoff", "Product", "build_product", "content_version", "default_catalog",
-    "handoff", "launch_role_statements", "portfolio_template", "principal_arn", "readme",
-    "resource_types", "sagemaker_root", "write_bundle",
+    "Catalog", "Handoff", "Product", "Shared", "add_launch_role", "build_product",
+    "check_stack_set", "content_version", "default_catalog", "handoff", "launch_role_statements",
+    "launch_role_template", "portfolio_template", "principal_arn", "readme", "resource_types",
+    "sagemaker_root", "share_with_organization", "stack_set_template", "write_bundle",
 ]
