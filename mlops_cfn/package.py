@@ -97,6 +97,17 @@ def package(tree: Path, bucket: str, *, prefix: str = "", s3=None,
                     uploaded=store.uploaded, skipped=store.skipped)
 
 
+def put_template(s3, bucket: str, prefix: str, file_name: str, text: str) -> Packaged:
+    """Upload one self-contained template beside the packaged ones (content-addressed, as they
+    are): for a template a StackSet reads by URL, such as a Service Catalog launch role."""
+    region = bucket_region(s3, bucket)
+    store = _Store(s3, bucket, region, bucket_key_arn(s3, bucket, region))
+    content = text.encode("utf-8")
+    key = store.put(template_key(normal_prefix(prefix), file_name, content), content)
+    return Packaged(root_url=store.url(key), root_path=Path(file_name), uploaded=store.uploaded,
+                    skipped=store.skipped)
+
+
 @dataclass(frozen=True)
 class TemplateConfiguration:
     path: Path

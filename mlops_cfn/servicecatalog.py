@@ -16,6 +16,23 @@ The bundle (`mlops-cfn servicecatalog --out DIR`):
     templates/            the rendered templates and assets (before packaging), for review
     parameters/<env>.json every environment's parameter values (CodePipeline/Service Catalog form)
     README.md             for the platform team: what to deploy, and every parameter of the product
+    launch-role.yaml      (portfolio shared: config servicecatalog.share) the launch role, to deploy
+                            in every recipient account
+    stack-set.yaml        (portfolio shared with organizational units, or servicecatalog.stack_set)
+                            service-managed StackSets: the launch role to the shared organizational
+                            units, the pipeline itself to the StackSet's
+
+Sharing (config/servicecatalog.py). An account share is an AWS::ServiceCatalog::PortfolioShare in
+portfolio.yaml. CloudFormation's PortfolioShare takes only an AccountId, so organizational-unit
+shares are CreatePortfolioShare calls with an OrganizationNode, made by `mlops-cfn share` after
+the portfolio is deployed (`share_with_organization`): a command rather than a custom resource,
+because only the management account or a delegated administrator may make them, once Service
+Catalog's AWS Organizations access is enabled, and a custom resource would add a Lambda function
+(its role, code bucket and logs) to the portfolio for one idempotent call per unit. A shared
+portfolio's launch constraint names its role by name (AWS::ServiceCatalog::LaunchRoleConstraint,
+LocalRoleName: account-agnostic, the role of that name in the account that launches; it must
+exist there and in the account that creates the constraint), so the launch role gets that name in
+the catalog account and launch-role.yaml creates the same role in each recipient account.
 
 With `sagemaker_projects` the product is what SageMaker Projects offers in Studio: the root takes
 the two parameters SageMaker passes (SageMakerProjectName, SageMakerProjectId), the product is
@@ -57,11 +74,13 @@ import awacs.cloudformation as cloudformation
 import awacs.s3 as s3
 from awacs.aws import Allow, Condition, Statement, StringEquals
 from troposphere import GetAtt, Join, Output, Parameter, Ref, Split, Sub, Tags, Template, iam
+from troposphere import cloudformation as cfn
 from troposphere.cloudformation import Stack
 from troposphere import servicecatalog as sc
 
 from . import __version__, naming, permissions, pipeline, policies
 from .config import LoadedConfig, PipelineConfig
+from .config.servicecatalog import StackSetConfig
 from .errors import UserError
 from .settings import ENVIRONMENT_NAME
 from .render import PARAMETERS_FILE, render_files, template_text
@@ -74,6 +93,13 @@ PACKAGED_ROOT_FILE = "packaged-root.yaml"
 README_FILE = "README.md"
 TEMPLATES_DIR = "templates"
 PARAMETERS_DIR = "parameters"
+LAUNCH_ROLE_FILE = "launch-role.yaml"
+STACK_SET_FILE = "stack-set.yaml"
+# The local launch role's name when the config names none (at most 32 + 21 characters of IAM's 64).
+LAUNCH_ROLE_SUFFIX = "-servicecatalog-launch"
+# What the pipeline's templates need from CloudFormation (deploy.CAPABILITIES): the nested stacks
+# create IAM roles, some of them named.
+STACK_SET_CAPABILITIES = ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"]
 
 # SageMaker Projects lists a product in Studio only with this tag, and passes these two
 # parameters to every project template it provisions (the template must declare them).
@@ -132,6 +158,17 @@ class Catalog:
     # TagOption is unique per account and region, so a second portfolio re-uses the first's.
     existing_tag_options: tuple[str, ...] = ()
     sagemaker_projects: bool = False
+    # Sharing (config servicecatalog.share): accounts get a PortfolioShare in the template,
+    # organizational units a CreatePortfolioShare call from `mlops-cfn share`.
+    shared_accounts: tuple[str, ...] = ()
+    shared_units: tuple[str, ...] = ()
+    share_tag_options: bool = False
+    # Set when the portfolio is shared: the launch constraint's LocalRoleName.
+    local_launch_role: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        return bool(self.shared_accounts or self.shared_units)
 
 
 def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: Any) -> Catalog:
@@ -152,6 +189,12 @@ def default_catalog(loaded: LoadedConfig, environments: Sequence[str], **given: 
         "tag_options": () if given.get("existing_tag_options")
         else default_tag_options(loaded, environments),
     }
+    share = config.servicecatalog.share
+    if share.shared:
+        defaults.update(
+            shared_accounts=tuple(share.accounts), shared_units=tuple(share.organizational_units),
+            share_tag_options=share.share_tag_options,
+            local_launch_role=share.launch_role_name or f"{config.project}{LAUNCH_ROLE_SUFFIX}")
     values = {**defaults, **{k: v for k, v in given.items() if v not in (None, ())}}
     values["principals"] = tuple(values.get("principals", ()))
     values["tag_options"] = tuple(values["tag_options"])
@@ -524,29 +567,29 @@ def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
     association = t.add_resource(sc.PortfolioProductAssociation(
         "PortfolioProduct", PortfolioId=Ref(portfolio), ProductId=Ref(product_resource)))
 
-    role = t.add_resource(iam.Role(
-        "LaunchRole",
-        Description=f"Service Catalog launch role of the {project} pipeline product",
-        # Service Catalog assumes the role for the end user; the launch constraint is what binds
-        # it to this product.
-        AssumeRolePolicyDocument=policies.trusted_by("servicecatalog.amazonaws.com"),
-    ))
-    for index, chunk in enumerate(policy_chunks(statements), start=1):
-        t.add_resource(iam.ManagedPolicy(
-            f"LaunchPolicy{index}",
-            Description=f"What the {project} pipeline creates, part {index}",
-            PolicyDocument=policies.document(chunk),
-            Roles=[Ref(role)],
-        ))
+    role = add_launch_role(t, statements, project, catalog.local_launch_role)
+    if catalog.local_launch_role is None:
+        constraint = {"DependsOn": [association.title], "RoleArn": GetAtt(role, "Arn")}
+    else:
+        # Shared: the role of this name in the launching account (AWS::ServiceCatalog::
+        # LaunchRoleConstraint, LocalRoleName); it must exist here too when the constraint is
+        # created.
+        constraint = {"DependsOn": [association.title, role.title],
+                      "LocalRoleName": catalog.local_launch_role}
     t.add_resource(sc.LaunchRoleConstraint(
         "LaunchConstraint",
         # The product must be in the portfolio before a constraint can name the pair.
-        DependsOn=[association.title],
         Description=f"Launch {catalog.product_name} as its own role, not the end user's",
         PortfolioId=Ref(portfolio),
         ProductId=Ref(product_resource),
-        RoleArn=GetAtt(role, "Arn"),
+        **constraint,
     ))
+    for account in sorted(set(catalog.shared_accounts)):
+        # AWS::ServiceCatalog::PortfolioShare: one account per share (organizational units are
+        # `mlops-cfn share`'s, module docstring).
+        t.add_resource(sc.PortfolioShare(
+            f"Share{account}", PortfolioId=Ref(portfolio), AccountId=account,
+            ShareTagOptions=catalog.share_tag_options))
 
     for principal in sorted(set(catalog.principals)):
         arn, kind = principal_arn(principal)
@@ -577,14 +620,191 @@ def portfolio_template(catalog: Catalog, product: Product, artifact_url: str,
     return t
 
 
+def add_launch_role(t: Template, statements: Sequence[Statement], project: str,
+                    name: str | None = None) -> iam.Role:
+    """The launch role and its managed policies; `name` for a shared portfolio's local role."""
+    role = t.add_resource(iam.Role(
+        "LaunchRole",
+        Description=f"Service Catalog launch role of the {project} pipeline product",
+        # Service Catalog assumes the role for the end user; the launch constraint is what binds
+        # it to this product.
+        AssumeRolePolicyDocument=policies.trusted_by("servicecatalog.amazonaws.com"),
+        **({} if name is None else {"RoleName": name}),
+    ))
+    for index, chunk in enumerate(policy_chunks(statements), start=1):
+        t.add_resource(iam.ManagedPolicy(
+            f"LaunchPolicy{index}",
+            Description=f"What the {project} pipeline creates, part {index}",
+            PolicyDocument=policies.document(chunk),
+            Roles=[Ref(role)],
+        ))
+    return role
+
+
+def launch_role_template(catalog: Catalog, statements: Sequence[Statement], project: str,
+                         version: str) -> Template:
+    """The shared portfolio's launch role, for every recipient account: Service Catalog uses the
+    role named by the constraint's LocalRoleName in the account that launches the product.
+
+    Its statements are the catalog account's: they name the account they are deployed in through
+    pseudo parameters, and the packaged templates by their bucket (which the recipients must be
+    allowed to read: README).
+    """
+    assert catalog.local_launch_role is not None
+    t = Template(Description=f"{project}: the launch role Service Catalog provisions the shared "
+                             f"pipeline product with (version {version}, mlops-cfn "
+                             f"{__version__})")
+    role = add_launch_role(t, statements, project, catalog.local_launch_role)
+    t.add_output(Output("LaunchRoleArn", Value=GetAtt(role, "Arn"),
+                        Description="Role Service Catalog provisions the pipeline with"))
+    return t
+
+
 def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:8].upper()
+
+
+# --- rolling out to an organization: StackSets and organizational-unit shares ---------------------
+
+# What the launch role's StackSet takes without a `stack_set` section: the section's defaults.
+_STACK_SET_DEFAULTS = StackSetConfig()
+
+
+def operation_preferences(stack_set: StackSetConfig) -> cfn.OperationPreferences:
+    """The StackSet's OperationPreferences, from the config (percentages rather than counts, so
+    they follow the organizational units as accounts join)."""
+    order = ({"RegionOrder": list(stack_set.regions)}
+             if stack_set.region_concurrency == "SEQUENTIAL" else {})
+    return cfn.OperationPreferences(
+        ConcurrencyMode=stack_set.concurrency_mode,
+        FailureTolerancePercentage=stack_set.failure_tolerance_percentage,
+        MaxConcurrentPercentage=stack_set.max_concurrent_percentage,
+        RegionConcurrencyType=stack_set.region_concurrency,
+        **order)
+
+
+def stack_set_template(project: str, version: str, stack_set: StackSetConfig | None,
+                       pipeline_url: str | None = None, parameters: dict | None = None,
+                       launch_role: tuple[str, Sequence[str], str] | None = None,
+                       preferences: StackSetConfig | None = None) -> Template:
+    """Service-managed StackSets for the management account (CallAs SELF) or a delegated
+    administrator (DELEGATED_ADMIN).
+
+    `stack_set` with `pipeline_url` (the packaged root) and `parameters` (one environment's
+    parameters.json): the pipeline in every account of the configured organizational units and
+    regions. `launch_role` = (template URL, organizational units, region): the shared
+    portfolio's launch role in every account of the units the portfolio is shared with, in one
+    region (IAM is global), following accounts that join them, with the CallAs and operation
+    preferences of `preferences` (the config's stack_set section, enabled or not).
+    """
+    preferences = preferences or stack_set or _STACK_SET_DEFAULTS
+    t = Template(Description=f"{project}: service-managed StackSets rolling the pipeline "
+                             f"(version {version}, mlops-cfn {__version__}) out to "
+                             f"organizational units")
+    if launch_role is not None:
+        url, units, region = launch_role
+        t.add_resource(cfn.StackSet(
+            "LaunchRoleStackSet",
+            StackSetName=f"{project}{LAUNCH_ROLE_SUFFIX}",
+            Description=f"The {project} product's Service Catalog launch role in every account "
+                        f"the portfolio is shared with",
+            PermissionModel="SERVICE_MANAGED",
+            CallAs=preferences.call_as,
+            # Accounts joining a shared unit get the role, leaving ones lose it with the share.
+            AutoDeployment=cfn.AutoDeployment(Enabled=True, RetainStacksOnAccountRemoval=False),
+            Capabilities=["CAPABILITY_NAMED_IAM"],
+            OperationPreferences=cfn.OperationPreferences(
+                ConcurrencyMode=preferences.concurrency_mode,
+                FailureTolerancePercentage=preferences.failure_tolerance_percentage,
+                MaxConcurrentPercentage=preferences.max_concurrent_percentage),
+            StackInstancesGroup=[cfn.StackInstances(
+                DeploymentTargets=cfn.DeploymentTargets(OrganizationalUnitIds=list(units)),
+                Regions=[region])],
+            TemplateURL=url,
+            Tags=Tags(**{"mlops-cfn:project": project}),
+        ))
+    if stack_set is not None and pipeline_url is not None:
+        values = (parameters or {}).get("Parameters", {})
+        tags = (parameters or {}).get("Tags", {})
+        auto = cfn.AutoDeployment(Enabled=stack_set.auto_deployment)
+        if stack_set.auto_deployment:
+            # CloudFormation takes it only with Enabled (AWS::CloudFormation::StackSet
+            # AutoDeployment).
+            auto.RetainStacksOnAccountRemoval = stack_set.retain_stacks_on_account_removal
+        t.add_resource(cfn.StackSet(
+            "PipelineStackSet",
+            StackSetName=f"{project}-{values.get(ENVIRONMENT_NAME, 'pipeline')}",
+            Description=f"The {project} MLOps pipeline in every account of the organizational "
+                        f"units",
+            PermissionModel="SERVICE_MANAGED",
+            CallAs=stack_set.call_as,
+            AutoDeployment=auto,
+            Capabilities=list(STACK_SET_CAPABILITIES),
+            OperationPreferences=operation_preferences(stack_set),
+            Parameters=[cfn.Parameter(ParameterKey=k, ParameterValue=v)
+                        for k, v in sorted(values.items())],
+            StackInstancesGroup=[cfn.StackInstances(
+                DeploymentTargets=cfn.DeploymentTargets(
+                    OrganizationalUnitIds=list(stack_set.organizational_units)),
+                Regions=list(stack_set.regions))],
+            TemplateURL=pipeline_url,
+            Tags=Tags(**{"mlops-cfn:project": project, **tags}),
+        ))
+    for name in t.resources:
+        t.add_output(Output(name, Value=Ref(name), Description=f"Id of {name}"))
+    return t
+
+
+@dataclass(frozen=True)
+class Shared:
+    created: list[str] = field(default_factory=list)  # units shared with by this call
+    existing: list[str] = field(default_factory=list)  # units the portfolio was shared with
+    tokens: list[str] = field(default_factory=list)  # PortfolioShareTokens of the new shares
+
+
+def share_with_organization(catalog, portfolio_id: str, units: Sequence[str],
+                            share_tag_options: bool = False) -> Shared:
+    """Share `portfolio_id` with the organizational units it is not shared with yet.
+
+    `catalog` is a Service Catalog client of the account that owns the portfolio: the management
+    account or a delegated administrator (CreatePortfolioShare with an OrganizationNode), after
+    Service Catalog's AWS Organizations access is enabled (EnableAWSOrganizationsAccess, run once
+    in the management account). DescribePortfolioShares first, so a second run creates nothing.
+    """
+    status = catalog.get_aws_organizations_access_status().get("AccessStatus")
+    if status != "ENABLED":
+        raise UserError(f"Service Catalog's AWS Organizations access is {status}: run `aws "
+                        f"servicecatalog enable-aws-organizations-access` once in the "
+                        f"management account, then share from it or from a delegated "
+                        f"administrator")
+    existing: set[str] = set()
+    token: str | None = None
+    while True:
+        page = catalog.describe_portfolio_shares(
+            PortfolioId=portfolio_id, Type="ORGANIZATIONAL_UNIT",
+            **({"PageToken": token} if token else {}))
+        existing.update(d["PrincipalId"] for d in page.get("PortfolioShareDetails", []))
+        token = page.get("NextPageToken")
+        if not token:
+            break
+    result = Shared(existing=sorted(existing & set(units)))
+    for unit in units:
+        if unit in existing:
+            continue
+        answer = catalog.create_portfolio_share(
+            PortfolioId=portfolio_id, ShareTagOptions=share_tag_options,
+            OrganizationNode={"Type": "ORGANIZATIONAL_UNIT", "Value": unit})
+        result.created.append(unit)
+        if answer.get("PortfolioShareToken"):
+            result.tokens.append(answer["PortfolioShareToken"])
+    return result
 
 
 # --- the README for the platform team -------------------------------------------------------------
 
 def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
-           packaged_root: dict | None = None) -> str:
+           packaged_root: dict | None = None, stack_set: StackSetConfig | None = None,
+           bucket: str | None = None, call_as: str = "SELF") -> str:
     """Markdown for the platform team: what the bundle holds, how to deploy it, every parameter.
 
     `packaged_root` (the root as packaging left it) supplies defaults packaging set, such as the
@@ -615,12 +835,18 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         f"- {values_file}: each environment's parameter values "
         f"({', '.join(environments)}), in the form CodePipeline's CloudFormation action "
         f"accepts as TemplateConfiguration.",
+        *([f"- `{LAUNCH_ROLE_FILE}`: the launch role `{catalog.local_launch_role}`, for every "
+           f"account the portfolio is shared with."] if catalog.shared else []),
+        *([f"- `{STACK_SET_FILE}`: service-managed StackSets for the organization "
+           f"(\"Organization-wide hand-off\" below)."]
+          if catalog.shared_units or stack_set is not None else []),
         "",
         "## Deploy the portfolio",
         "",
         "```",
         f"aws cloudformation deploy --template-file {PORTFOLIO_FILE} "
-        f"--stack-name {project}-catalog --capabilities CAPABILITY_IAM",
+        f"--stack-name {project}-catalog --capabilities "
+        + ("CAPABILITY_NAMED_IAM" if catalog.shared else "CAPABILITY_IAM"),
         "```",
         "",
         "The launch role may do what the CloudFormation registry lists for the resource types "
@@ -670,6 +896,7 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
             f"the product never collide.",
             "",
         ]
+    lines += organization_lines(catalog, stack_set, project, bucket, call_as)
     lines += [
         "## Parameters of the product",
         "",
@@ -683,6 +910,93 @@ def readme(catalog: Catalog, product: Product, artifact_url: str, project: str,
         cells += [_code(values[env].get(name)) for env in environments]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def organization_lines(catalog: Catalog, stack_set: StackSetConfig | None, project: str,
+                       bucket: str | None, call_as: str = "SELF") -> list[str]:
+    """The README's organization-wide hand-off: what to run, in which account, in order."""
+    if not catalog.shared and stack_set is None:
+        return []
+    location = f"s3://{bucket}" if bucket else "the packaging bucket"
+    lines = [
+        "## Organization-wide hand-off",
+        "",
+        f"Member accounts read the packaged templates and Lambda code from {location}: its "
+        f"bucket policy must allow them `s3:GetObject`, e.g. for the whole organization (and, "
+        f"with a customer-managed KMS key, its key policy `kms:Decrypt` on the same "
+        f"condition):",
+        "",
+        "```json",
+        json.dumps({"Sid": "OrganizationReadsPackagedTemplates", "Effect": "Allow",
+                    "Principal": {"AWS": "*"}, "Action": "s3:GetObject",
+                    "Resource": f"arn:aws:s3:::{bucket or '<bucket>'}/*",
+                    "Condition": {"StringEquals": {"aws:PrincipalOrgID": "<o-organization-id>"}}},
+                   indent=2),
+        "```",
+        "",
+    ]
+    step = 1
+    if catalog.shared_units or stack_set is not None:
+        lines += [f"{step}. Once, in the management account: `aws organizations "
+                  f"enable-aws-service-access --service-principal "
+                  f"member.org.stacksets.cloudformation.amazonaws.com` (trusted access for "
+                  f"StackSets)"
+                  + ("" if not catalog.shared_units else
+                     " and `aws servicecatalog enable-aws-organizations-access`") + "."]
+        step += 1
+    if catalog.shared:
+        where = ("the management account or a delegated administrator for Service Catalog "
+                 "(only they share with organizational units)" if catalog.shared_units
+                 else "the catalog account")
+        lines += [f"{step}. Deploy `{PORTFOLIO_FILE}` (above) in {where}. It shares the "
+                  f"portfolio with "
+                  + (", ".join(f"`{a}`" for a in sorted(catalog.shared_accounts))
+                     if catalog.shared_accounts else "no account")
+                  + f"; the launch constraint names the role `{catalog.local_launch_role}` "
+                    f"(LocalRoleName), which Service Catalog looks up in the account that "
+                    f"launches."]
+        step += 1
+        if catalog.shared_units:
+            lines += [f"{step}. Share with the organizational units "
+                      + ", ".join(f"`{u}`" for u in catalog.shared_units)
+                      + ", in the same account: `mlops-cfn share --portfolio-id <PortfolioId "
+                        "output> --config <this config>` (it describes the existing shares "
+                        "first: run it again after adding a unit)."]
+            step += 1
+    if catalog.shared_units or stack_set is not None:
+        where = ("a delegated administrator account for StackSets" if call_as == "DELEGATED_ADMIN"
+                 else "the management account")
+        what = []
+        if catalog.shared_units:
+            what.append(f"`{catalog.local_launch_role}`, the launch role, in every account of "
+                        f"the shared units (and accounts that join them)")
+        if stack_set is not None:
+            what.append("the pipeline itself in every account of "
+                        + ", ".join(f"`{u}`" for u in stack_set.organizational_units)
+                        + " in " + ", ".join(f"`{r}`" for r in stack_set.regions)
+                        + (" (and accounts that join them)" if stack_set.auto_deployment
+                           else ""))
+        lines += [f"{step}. Deploy `{STACK_SET_FILE}` in {where} (CallAs {call_as}): "
+                  f"`aws cloudformation deploy --template-file {STACK_SET_FILE} --stack-name "
+                  f"{project}-stacksets`. Its service-managed StackSets deploy "
+                  + "; and ".join(what)
+                  + ". StackSets never deploy to the management account itself."]
+        step += 1
+    if catalog.shared_accounts:
+        lines += [f"{step}. In each shared account: deploy `{LAUNCH_ROLE_FILE}` (`aws "
+                  f"cloudformation deploy --template-file {LAUNCH_ROLE_FILE} --stack-name "
+                  f"{project}-launch-role --capabilities CAPABILITY_NAMED_IAM`; not in an "
+                  f"account the launch role's StackSet already reaches), accept the share "
+                  f"(`aws servicecatalog accept-portfolio-share --portfolio-id "
+                  f"<PortfolioId>`) and associate the principals who may launch "
+                  f"(`aws servicecatalog associate-principal-with-portfolio`): an account share "
+                  f"carries no principals."]
+        step += 1
+    if catalog.shared_units:
+        lines += [f"{step}. In the shared units' accounts, the imported portfolio needs "
+                  f"principals associated there as well, before anyone can launch."]
+    lines += [""]
+    return lines
 
 
 def _allowed(spec: dict) -> str:
@@ -733,13 +1047,22 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
             deployment_statements: Callable[..., list[Statement]] | None = None
             ) -> Handoff:
     """Render, package (upload to `bucket`) and return the hand-off bundle's files."""
-    from .package import normal_prefix
+    from .package import bucket_region, normal_prefix, put_template
     from .render import replace_directory
 
     if package is None:
         from .package import package
     prefix = normal_prefix(prefix)
     environments = list(environments or loaded.merged)
+    if s3 is None:
+        import boto3
+
+        s3 = boto3.client("s3")
+    stack_set = loaded.base.servicecatalog.stack_set
+    stack_set = stack_set if stack_set.enabled else None
+    stack_set_environment = (None if stack_set is None else
+                             check_stack_set(loaded, stack_set, environments, catalog,
+                                             bucket_region(s3, bucket)))
     product = build_product(loaded, environments, catalog.sagemaker_projects)
     with tempfile.TemporaryDirectory(prefix="mlops-cfn-servicecatalog-") as tmp:
         tree = Path(tmp) / "product"
@@ -756,15 +1079,64 @@ def handoff(loaded: LoadedConfig, bucket: str, catalog: Catalog, *,
         PORTFOLIO_FILE: template_text(portfolio, "yaml"),
         PACKAGED_ROOT_FILE: packaged_text,
         README_FILE: readme(catalog, product, packaged.root_url, project,
-                            _template_data(packaged_text)),
+                            _template_data(packaged_text), stack_set, bucket,
+                            loaded.base.servicecatalog.stack_set.call_as),
     }
     files.update({f"{TEMPLATES_DIR}/{name}": content for name, content in product.files.items()})
     for env, text in product.parameters.items():
         name = (f"{env}-config.json" if catalog.sagemaker_projects
                 else f"{PARAMETERS_DIR}/{env}.json")
         files[name] = text
-    return Handoff(files, product.version, packaged.root_url, list(packaged.uploaded),
-                   list(packaged.skipped), list(product.notes))
+    uploaded, skipped = list(packaged.uploaded), list(packaged.skipped)
+    launch_role = None
+    if catalog.shared:
+        role_text = template_text(
+            launch_role_template(catalog, statements, project, product.version), "yaml")
+        files[LAUNCH_ROLE_FILE] = role_text
+        if catalog.shared_units:
+            # The launch role's StackSet reads it from the bucket, as the pipeline's its root.
+            put = put_template(s3, bucket, prefix, LAUNCH_ROLE_FILE, role_text)
+            uploaded += put.uploaded
+            skipped += put.skipped
+            launch_role = (put.root_url, catalog.shared_units, bucket_region(s3, bucket))
+    if stack_set is not None or launch_role is not None:
+        parameters = (json.loads(product.parameters[stack_set_environment])
+                      if stack_set_environment else None)
+        files[STACK_SET_FILE] = template_text(stack_set_template(
+            project, product.version, stack_set, packaged.root_url, parameters, launch_role,
+            loaded.base.servicecatalog.stack_set), "yaml")
+    return Handoff(files, product.version, packaged.root_url, uploaded, skipped,
+                   list(product.notes))
+
+
+def check_stack_set(loaded: LoadedConfig, stack_set: StackSetConfig,
+                    environments: Sequence[str], catalog: Catalog, region: str) -> str:
+    """The environment whose values the StackSet deploys; an error for what it cannot honour."""
+    where = f"{loaded.source}: servicecatalog.stack_set"
+    problems = []
+    environment = stack_set.environment
+    if environment is None:
+        if len(environments) > 1:
+            problems.append(f"{where}.environment: is required when the bundle hands off "
+                            f"several environments ({', '.join(environments)}): name the one "
+                            f"whose values the StackSet deploys, or hand off one with --env")
+        environment = environments[0]
+    elif environment not in environments:
+        problems.append(f"{where}.environment: {environment!r} is not handed off (environments: "
+                        f"{', '.join(environments)})")
+    if catalog.sagemaker_projects:
+        problems.append(f"{where}: cannot be honoured with --sagemaker-projects (a project "
+                        f"template takes the id of a SageMaker project, which a StackSet has "
+                        f"not): hand off without it for the StackSet")
+    others = [r for r in stack_set.regions if r != region]
+    if others:
+        problems.append(f"{where}.regions: {', '.join(others)}: not the region of the bucket "
+                        f"the templates and Lambda code are packaged to ({region}); Lambda "
+                        f"reads code only from its own region: hand off once per region with "
+                        f"a bucket there")
+    if problems:
+        raise UserError(*problems)
+    return environment
 
 
 def _template_data(text: str) -> dict:
@@ -793,7 +1165,8 @@ def write_bundle(files: dict[str, str | bytes], out: Path) -> None:
 
 
 __all__ = [
-    "Catalog", "Handoff", "Product", "build_product", "content_version", "default_catalog",
-    "handoff", "launch_role_statements", "portfolio_template", "principal_arn", "readme",
-    "resource_types", "sagemaker_root", "write_bundle",
+    "Catalog", "Handoff", "Product", "Shared", "add_launch_role", "build_product",
+    "check_stack_set", "content_version", "default_catalog", "handoff", "launch_role_statements",
+    "launch_role_template", "portfolio_template", "principal_arn", "readme", "resource_types",
+    "sagemaker_root", "share_with_organization", "stack_set_template", "write_bundle",
 ]

@@ -140,7 +140,7 @@ def leaf_paths(model=PipelineConfig, prefix=()):
 
 LEAVES = sorted(leaf_paths())
 # Sections an environment may not override (config/__init__.py): refused there as a whole.
-BASE_ONLY = ("record_schema",)
+BASE_ONLY = ("record_schema", "servicecatalog")
 # A value no field of the model accepts: a list of lists of mappings.
 UNACCEPTABLE = [[{"x": 1}]]
 

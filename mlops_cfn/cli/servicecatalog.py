@@ -64,11 +64,15 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
     Every environment of the config becomes one product (they must render the same
     templates; --env hands off one environment). The product has no cicd stage: Service
     Catalog names the stacks it provisions, which a delivery pipeline cannot deploy.
+    The config's `servicecatalog` section shares the portfolio with accounts and
+    organizational units (launch-role.yaml for the recipients) and adds stack-set.yaml, a
+    service-managed StackSet rolling the pipeline out to organizational units.
     """
     from .. import config
     from ..deploy import aws_errors, connect
     from ..package import require_bucket_in
-    from ..servicecatalog import default_catalog, handoff, write_bundle
+    from ..servicecatalog import (LAUNCH_ROLE_FILE, STACK_SET_FILE, default_catalog, handoff,
+                                  write_bundle)
 
     loaded = config.load(config_path, env)
     environments = [loaded.environment] if env else list(loaded.merged)
@@ -91,7 +95,9 @@ def servicecatalog(bucket, prefix, out, config_path, env, sagemaker_projects, pr
         click.echo(f"note: {note}", err=True)
     click.echo(f"product version {result.version}: {result.artifact_url} "
                f"({len(result.uploaded)} uploaded, {len(result.skipped)} already in S3)")
-    click.echo(f"wrote {target}/ (portfolio.yaml, README.md, templates and parameters of "
+    extra = "".join(f", {name}" for name in (LAUNCH_ROLE_FILE, STACK_SET_FILE)
+                    if name in result.files)
+    click.echo(f"wrote {target}/ (portfolio.yaml{extra}, README.md, templates and parameters of "
                f"{', '.join(environments)})")
     if not catalog.principals:
         click.echo("note: no --principal given: nobody can launch the product until the "

@@ -27,6 +27,7 @@ from .monitoring import MonitoringConfig
 from .network import NetworkConfig
 from .overrides import DESCRIPTION as OVERRIDES_DESCRIPTION, Overrides
 from .record_schema import RecordSchemaConfig
+from .servicecatalog import ServiceCatalogConfig
 from .serving import ServingConfig
 from .storage import StorageConfig
 from .switches import unhonoured_switches
@@ -82,11 +83,14 @@ PROTECTED_BY_NAME = ("prod", "production")
 # The record schema too: every environment loads and trains on the same columns (see
 # config/record_schema.py); and the template overrides: every environment deploys the same
 # templates (config/overrides.py).
-_BASE_ONLY = ("project", "environments", "record_schema", "overrides")
+# And the Service Catalog hand-off: one bundle, one portfolio, for every environment of the file.
+_BASE_ONLY = ("project", "environments", "record_schema", "overrides", "servicecatalog")
 # Why, where the key's name does not say it.
 _BASE_ONLY_REASONS = {
     "overrides": "every environment deploys the same templates; a value that differs between "
                  "environments is a setting",
+    "servicecatalog": "one hand-off bundle offers every environment; choose the StackSet's "
+                      "with servicecatalog.stack_set.environment",
 }
 
 
@@ -153,12 +157,19 @@ class PipelineConfig(Model):
                           "package's model; see `mlops-cfn schema` for the installed ones."),
     ] = ExtensionsConfig()
     overrides: Annotated[Overrides, Field(description=OVERRIDES_DESCRIPTION)] = {}
+    servicecatalog: Annotated[
+        ServiceCatalogConfig,
+        Field(description="Organization-wide hand-off with `mlops-cfn servicecatalog`: the "
+                          "accounts and organizational units the portfolio is shared with, and "
+                          "an optional service-managed StackSet rolling the pipeline out to "
+                          "organizational units. No stage's template depends on it."),
+    ] = ServiceCatalogConfig()
     environments: Annotated[
         dict[Annotated[str, Field(pattern=ENVIRONMENT_PATTERN)], dict[str, Any] | None],
         Field(min_length=1,
               description="One entry per deployment target, each holding overrides of the "
-                          "settings above (any key but project, environments, record_schema "
-                          "and overrides)."),
+                          "settings above (any key but project, environments, record_schema, "
+                          "overrides and servicecatalog)."),
     ] = {"dev": {}}
 
     @field_validator("description")
@@ -356,6 +367,8 @@ def structure_of(config: Model) -> str:
     render build a stage once for all of them (pipeline.build_all).
     """
     dumped = _shaped(config, config.model_dump(mode="json"))
+    # Only the hand-off bundle reads the servicecatalog section (config/servicecatalog.py).
+    dumped.pop("servicecatalog", None)
     for key in PLACEMENT_KEYS:
         # Where an environment deploys is no template's business: the root template's Rules
         # judge the region against the templates, and each template names its account and

@@ -37,6 +37,7 @@ from .ingestion_ec2 import Ec2ConsumerConfig
 from .monitoring import AlarmThresholds, ModelMonitorConfig
 from .record_schema import RecordColumn, RecordSchemaConfig
 from .network import VPC_PREFIX_MAX, VPC_PREFIX_MIN, NetworkConfig, network_address_pattern
+from .servicecatalog import ShareConfig, StackSetConfig
 from .serving import (MODEL_API_VARIABLES, AsyncEndpointConfig, DeploymentConfig,
                       FargateServingConfig, SageMakerServingConfig, ServerlessEndpointConfig,
                       ServingConfig)
@@ -45,7 +46,7 @@ from .training import ParameterRange, PrepareConfig, TrainingConfig, TuningConfi
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 OVERRIDES = "EnvironmentOverrides"
 # The keys an environment may not override (config/__init__.py, _BASE_ONLY).
-BASE_ONLY = ("project", "environments", "record_schema", "overrides")
+BASE_ONLY = ("project", "environments", "record_schema", "overrides", "servicecatalog")
 
 # Validators JSON Schema cannot mirror: (model, validator or field) -> why.
 LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
@@ -93,6 +94,11 @@ LOADER_ONLY: dict[tuple[type[BaseModel], str], str] = {
                                         "types of the AMI's architecture",
     (ModelMonitorConfig, "_not_inside_the_baseline"): "two prefixes apart",
     (SourceConfig, "_provider_fits_fields"): "the keys each source provider needs",
+    (ShareConfig, "_accounts_quoted"):
+        "(its message only: an account id given as a number is refused as any non-string is)",
+    (StackSetConfig, "_targets_when_enabled"):
+        "organizational units and regions for an enabled StackSet, and "
+        "retain_stacks_on_account_removal only with auto_deployment",
 }
 
 
@@ -182,6 +188,10 @@ MIRRORED: dict[tuple[type[BaseModel], str], tuple[str, Callable[[dict], None]]] 
     (BuildConfig, "config_file"): ("_inside_repository", _inside_repository),
     (BuildConfig, "templates_dir"): ("_inside_repository", _inside_repository),
     (RetrainConfig, "code_paths"): ("_inside_repository", _inside_repository),
+    (ShareConfig, "accounts"): ("_no_repeats", _unique_items),
+    (ShareConfig, "organizational_units"): ("_no_repeats", _unique_items),
+    (StackSetConfig, "organizational_units"): ("_no_repeats", _unique_items),
+    (StackSetConfig, "regions"): ("_no_repeats", _unique_items),
 }
 
 
