@@ -175,7 +175,7 @@ def _check_store_region(loaded: LoadedConfig, key_arn: str | None) -> None:
         f"{loaded.source}: {key_path(loaded, 'region')} is {region}: give the artifact store "
         f"of {region} (the outputs ArtifactBucketName and ArtifactKeyArn of "
         f"{region_support_stack_name(loaded.config.project, region)}, `mlops-cfn bootstrap "
-        f"--region-support {region}`), or of the home region if it is {region}")
+        f"--region-support {region}`)")
 
 
 def _targets_hint(loaded: LoadedConfig) -> str:
