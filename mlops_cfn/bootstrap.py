@@ -414,9 +414,10 @@ def region_support(loaded: LoadedConfig, region: str,
         PRIMARY_KEY_ARN, Type="String",
         Description="ARN of the home delivery pipeline's key (its DeliveryKey, a multi-Region "
                     "key): the key here is its replica",
-        AllowedPattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/mrk-[a-f0-9]{32}$",
+        # A multi-Region key's id starts with mrk- ("Multi-Region key identifiers").
+        AllowedPattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/mrk-[a-f0-9-]+$",
         ConstraintDescription="a multi-Region KMS key ARN, "
-                              "arn:aws:kms:<home region>:<account>:key/mrk-<32 hex digits>")
+                              "arn:aws:kms:<home region>:<account>:key/mrk-<id>")
     problems = [problem for name, value in values.items()
                 for problem in _value_problems(spec, REGION_PARAMETERS[name], value)]
     if problems:

@@ -15,7 +15,6 @@ import yaml
 
 from mlops_cfn import bootstrap, config, pipeline
 from mlops_cfn.errors import UserError
-from mlops_cfn.stages import cicd
 
 from .template_eval import ACCOUNT, Request, Resolver, key_policy_statements, role_statements
 
