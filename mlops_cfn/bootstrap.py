@@ -18,7 +18,8 @@ What it holds (`build`):
   both accounts are the user's own. It may create, execute and delete the environment's one
   change set on its one stack, read that stack's events, pass ExecutionRole to CloudFormation
   and read the pipeline's artifacts (the artifact bucket's objects, decrypted with its key
-  through S3).
+  through S3). The home pipeline's Deploy-<env> actions name it as their RoleArn
+  (stages/cicd.py: deploy_actions), and the home role may assume exactly these roles.
 - ExecutionRole, `MlopsCfnExecution-<project>-<env>`: the role CloudFormation deploys the
   environment's stacks with, as the home DeployRole does at home: the permissions the
   environment's templates need, derived from the resource types they contain
@@ -36,11 +37,19 @@ lowercase; IAM matches ARNs case-sensitively): the execution role may manage the
 
 The home account's values (the pipeline role's ARN, the artifact bucket's name, its key's ARN)
 are parameters, since they live in the home account and exist once the home environment is
-deployed; a re-run keeps the values the stack has unless new ones are given.
+deployed; a re-run keeps the values the stack has unless new ones are given. The bucket and key
+are those of the artifact store in the environment's region, where its deploy actions run: the
+home ones, or in another region the region support stack's (`region_support`); a key of
+another region is refused (`_check_store_region`). Those stores' bucket and key policies admit
+these two roles by name (stages/cicd.py: store_reads, store_key_use), as a cross-account read
+needs both sides.
 
-What this does not do yet (README, "Several accounts"): the home pipeline's deploy actions do
-not assume DeliveryRole, nor do the artifact bucket's and key's policies admit the target
-accounts; until they do, the roles are ready and unused.
+`region_support` is the home account's stack in each other region where environments deploy:
+the artifact store there (its docstring).
+
+What this does not do yet (README, "Several accounts"): share the model registry and the API
+image with the target, or let the roles of the target's stacks read packaged assets in the
+home account's stores at run time.
 """
 
 from __future__ import annotations

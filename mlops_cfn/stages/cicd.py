@@ -28,7 +28,11 @@ stack, then runs again with its new definition)
    two, so the approver reviews the very change set that will run; with smoke_test, last, the
    SmokeTest action (SmokeProject: `mlops-cfn smoke --env <env>`, one sample record to the
    endpoint, and to the Fargate API when the build runs in the VPC), whose failure stops the
-   promotion to the next environment.
+   promotion to the next environment. An environment in another account or region (a remote
+   target, placement.is_target) is deployed through its bootstrap roles (bootstrap.py): its
+   change set actions assume its delivery role (action RoleArn, and Region for another
+   region), CloudFormation uses its execution role; it gets no ProtectStack or SmokeTest, home
+   builds that reach no other account (deploy_actions).
 4. Retrain (continuous training, with the training stage and `retrain.enabled`), right after
    the home environment is deployed: RetrainProject starts the home environment's SageMaker
    pipeline when the content hash of `retrain.code_paths` differs from the one it last
@@ -43,7 +47,11 @@ Resources (all but Placeholder only in the home environment)
   its own key (not the data key) because every environment's roles decrypt the packages.
 - ArtifactBucket (+ policy): the pipeline's artifact store and the packages' bucket; SSE-KMS
   with the delivery key, versioned, TLS only, public access blocked, access logs to the
-  access-logs bucket, retained.
+  access-logs bucket, retained. Its policy and the key's admit the remote targets deployed
+  from the home region, their delivery and execution roles' reads only (store_reads,
+  store_key_use). With targets in other regions the pipeline has an artifact store per region
+  (artifact_stores: the region support stacks', bootstrap.region_support) and the key is
+  multi-Region, replicated there.
 - SourceBucket (+ policy), SourceTriggerRule, SourceTriggerRole: with `source.provider: s3`.
 - ApprovalTriggerRule, ApprovalTriggerRole: with deploy_approved_models (and the training stage
   and model packages to serve), a package approved in any environment's registry group
@@ -52,7 +60,9 @@ Resources (all but Placeholder only in the home environment)
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
   privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.
 - PipelineRole: the artifact and source buckets, the two projects, change sets on the
-  `<project>-<env>` stacks, passing DeployRole to CloudFormation, the connection.
+  `<project>-<env>` stacks in the home account and region, passing DeployRole to
+  CloudFormation, the connection; assuming the remote targets' delivery roles; the other
+  regions' artifact stores.
 - DeployRole + DeployPolicy1..n: the role CloudFormation deploys every environment with: what
   the CloudFormation registry's handlers list for every resource type the deployed templates
   contain, in every environment, this stage's own included, plus permissions.py's documented
