@@ -350,7 +350,9 @@ def build(config: PipelineConfig,
     protected = [t for t in targets if t.protected and not t.remote]
     protect_project = (add_protect_project(b, config, protected, artifacts, key, network)
                        if protected else None)
-    smoke_project = (add_smoke_project(b, config, targets, artifacts, key, network)
+    # The smoke test reaches the environments of the home account and region only.
+    smoke_project = (add_smoke_project(b, config, [t for t in targets if not t.remote],
+                                       artifacts, key, network)
                      if smoke_testing(config) else None)
     image_project = (add_image_project(b, config, targets, artifacts, key, network)
                      if building_model_api_image(config) else None)
