@@ -385,14 +385,19 @@ def _prepare(config, env, stack_name, parameters, latest_approved_model, bucket,
 # --- environments in other accounts and regions ----------------------------------------------
 
 def bootstrap_stack(config: LoadedConfig, env: str | None = None, *,
-                    values: Mapping[str, str] | None = None) -> Bootstrap:
+                    values: Mapping[str, str] | None = None,
+                    region_support: str | None = None) -> Bootstrap:
     """The bootstrap stack of an environment in another account or region (bootstrap.py): the
     role the home delivery pipeline assumes there and the role CloudFormation deploys the
     environment with. `values`: the home account's values by parameter name
     (bootstrap.PARAMETERS), each optional here. Raises UserError for an environment in the home
-    account and region, a region the templates do not support, a malformed value."""
+    account and region, a region the templates do not support, a malformed value. With
+    `region_support`, the home account's region support stack in that region instead
+    (bootstrap.region_support; values by bootstrap.REGION_PARAMETERS)."""
     from . import bootstrap
 
+    if region_support is not None:
+        return bootstrap.region_support(config, region_support, values)
     return bootstrap.build(config.for_environment(env) if env else config, values)
 
 
@@ -409,8 +414,10 @@ def render_bootstrap(stack: Bootstrap, out: str | os.PathLike) -> Path:
 def preview_bootstrap(config: LoadedConfig, env: str | None = None, *,
                       values: Mapping[str, str] | None = None, validate: bool = True,
                       security: bool | None = None, aws: Aws | None = None,
-                      log: Callable[[str], None] | None = None) -> Preview:
-    """What deploying the environment's bootstrap stack would change; executes nothing (the
+                      log: Callable[[str], None] | None = None,
+                      region_support: str | None = None) -> Preview:
+    """What deploying the environment's bootstrap stack (or with `region_support` the region
+    support stack there) would change; executes nothing (the
     change set is read, then deleted). `aws` must reach the environment's account and region
     (UserError otherwise). The home values not given keep the stack's current ones; without a
     stack they are required. Raises as `preview_deployment` does."""
@@ -418,7 +425,8 @@ def preview_bootstrap(config: LoadedConfig, env: str | None = None, *,
 
     preview = prepare_bootstrap(config.for_environment(env) if env else config,
                                 values=dict(values or {}), validate=validate,
-                                security=security, aws=aws, log=log or (lambda line: None))
+                                security=security, aws=aws, log=log or (lambda line: None),
+                                region_support=region_support)
     if not preview.empty:
         discard(preview, "deleting the change set")
     return preview
@@ -430,7 +438,8 @@ def deploy_bootstrap(config: LoadedConfig, env: str | None = None, *,
                      on_preview: Callable[[Preview], None] | None = None,
                      confirm: Callable[[Preview], bool] | None = None, console=None,
                      aws: Aws | None = None,
-                     log: Callable[[str], None] | None = None) -> Deployment:
+                     log: Callable[[str], None] | None = None,
+                     region_support: str | None = None) -> Deployment:
     """Create or update the environment's bootstrap stack through a change set, as
     `deploy_pipeline` does an environment: `preview_bootstrap`'s steps, `on_preview`, `confirm`,
     then execute and follow the events. Running it again with the same config and values is
@@ -439,7 +448,8 @@ def deploy_bootstrap(config: LoadedConfig, env: str | None = None, *,
 
     preview = prepare_bootstrap(config.for_environment(env) if env else config,
                                 values=dict(values or {}), validate=validate,
-                                security=security, aws=aws, log=log or (lambda line: None))
+                                security=security, aws=aws, log=log or (lambda line: None),
+                                region_support=region_support)
     if on_preview is not None:
         on_preview(preview)
     return decide_and_execute(preview, allow_replacement=False, confirm=confirm,

@@ -18,7 +18,8 @@ What it holds (`build`):
   both accounts are the user's own. It may create, execute and delete the environment's one
   change set on its one stack, read that stack's events, pass ExecutionRole to CloudFormation
   and read the pipeline's artifacts (the artifact bucket's objects, decrypted with its key
-  through S3).
+  through S3). The home pipeline's Deploy-<env> actions name it as their RoleArn
+  (stages/cicd.py: deploy_actions), and the home role may assume exactly these roles.
 - ExecutionRole, `MlopsCfnExecution-<project>-<env>`: the role CloudFormation deploys the
   environment's stacks with, as the home DeployRole does at home: the permissions the
   environment's templates need, derived from the resource types they contain
@@ -36,11 +37,19 @@ lowercase; IAM matches ARNs case-sensitively): the execution role may manage the
 
 The home account's values (the pipeline role's ARN, the artifact bucket's name, its key's ARN)
 are parameters, since they live in the home account and exist once the home environment is
-deployed; a re-run keeps the values the stack has unless new ones are given.
+deployed; a re-run keeps the values the stack has unless new ones are given. The bucket and key
+are those of the artifact store in the environment's region, where its deploy actions run: the
+home ones, or in another region the region support stack's (`region_support`); a key of
+another region is refused (`_check_store_region`). Those stores' bucket and key policies admit
+these two roles by name (stages/cicd.py: store_reads, store_key_use), as a cross-account read
+needs both sides.
 
-What this does not do yet (README, "Several accounts"): the home pipeline's deploy actions do
-not assume DeliveryRole, nor do the artifact bucket's and key's policies admit the target
-accounts; until they do, the roles are ready and unused.
+`region_support` is the home account's stack in each other region where environments deploy:
+the artifact store there (its docstring).
+
+What this does not do yet (README, "Several accounts"): share the model registry and the API
+image with the target, or let the roles of the target's stacks read packaged assets in the
+home account's stores at run time.
 """
 
 from __future__ import annotations
@@ -55,7 +64,8 @@ import awacs.kms
 import awacs.s3
 import awacs.sts
 from awacs.aws import Allow, ArnEquals, Condition, Principal, Statement, StringEquals
-from troposphere import GetAtt, Output, Parameter, Ref, Select, Split, Sub, Template, iam
+from troposphere import (GetAtt, Output, Parameter, Ref, Select, Split, Sub, Template, iam, kms,
+                         s3)
 
 from . import __version__, permissions, policies
 from .errors import UserError
@@ -77,6 +87,10 @@ NAME_PREFIX = "MlopsCfn"
 
 def stack_name(project: str, environment: str) -> str:
     return f"{NAME_PREFIX}Bootstrap-{project}-{environment}"
+
+
+def region_support_stack_name(project: str, region: str) -> str:
+    return f"{NAME_PREFIX}Region-{project}-{region}"
 
 
 def delivery_role_name(project: str, environment: str) -> str:
@@ -142,6 +156,7 @@ def build(loaded: LoadedConfig, values: Mapping[str, str] | None = None) -> Boot
                 for problem in _value_problems(specs[name], PARAMETERS[name], value)]
     if problems:
         raise UserError(*problems)
+    _check_store_region(loaded, values.get(ARTIFACT_KEY_ARN))
     execution = t.add_resource(execution_role(project, environment, _requirements(built)))
     for policy in execution_policies(project, _requirements(built), execution):
         t.add_resource(policy)
@@ -153,6 +168,23 @@ def build(loaded: LoadedConfig, values: Mapping[str, str] | None = None) -> Boot
     config = loaded.config
     return Bootstrap(environment, config.account, config.region,
                      stack_name(project, environment), t, values)
+
+
+def _check_store_region(loaded: LoadedConfig, key_arn: str | None) -> None:
+    """The roles read the artifact store of the environment's region, where its deploy actions
+    run: the home one, or for a region other than the home's the region support stack's
+    (`region_support`). A key of another region would fail only when the pipeline runs."""
+    region = loaded.config.region
+    if key_arn is None or region is None or key_arn.split(":")[3] == region:
+        return
+    from .placement import key_path
+
+    raise UserError(
+        f"--artifact-key-arn {key_arn}: in region {key_arn.split(':')[3]}, but "
+        f"{loaded.source}: {key_path(loaded, 'region')} is {region}: give the artifact store "
+        f"of {region} (the outputs ArtifactBucketName and ArtifactKeyArn of "
+        f"{region_support_stack_name(loaded.config.project, region)}, `mlops-cfn bootstrap "
+        f"--region-support {region}`)")
 
 
 def _targets_hint(loaded: LoadedConfig) -> str:
@@ -333,5 +365,138 @@ def delivery_role(project: str, environment: str, execution: iam.Role) -> iam.Ro
     )
 
 
+# --- the region support stack ----------------------------------------------------------------
+
+REGION_KEY = "DeliveryKeyReplica"
+REGION_BUCKET = "ArtifactBucket"
+# The home key, the primary the region's key replicates.
+PRIMARY_KEY_ARN = "DeliveryKeyArn"
+REGION_PARAMETERS = {PRIMARY_KEY_ARN: "--artifact-key-arn"}
+NO_ACCESS_LOGS = (
+    "The region support stack holds only the delivery pipeline's copies of its artifacts and "
+    "the packages of the environments deployed in this region, each also in the home artifact "
+    "bucket, whose access is logged; an access-log bucket here would be a second bucket to "
+    "secure for one region's copies. CloudTrail data events record object access if needed.")
+
+
+def region_support(loaded: LoadedConfig, region: str,
+                   values: Mapping[str, str] | None = None) -> Bootstrap:
+    """The home account's stack in `region`, a region where environments of the file deploy
+    other than the home one: the artifact store the delivery pipeline's actions there use
+    (CodePipeline needs one in every region where actions run: "Add a cross-Region action in
+    CodePipeline", CodePipeline User Guide; CloudFormation reads nested templates and Lambda
+    its code from a bucket of the stack's region, so `package` uploads those environments'
+    there). Like CDK's cross-region support stacks, one per region, deployed by hand with the
+    home account's credentials (`mlops-cfn bootstrap --region-support <region> --deploy`).
+
+    - DeliveryKeyReplica: a replica of the home DeliveryKey (multi-Region when the file has a
+      target in another region), so it has the primary's key id and the pipeline names its ARN
+      without a lookup (stages.cicd.region_store_key_arn). Its own key policy: this account's
+      IAM policies (the pipeline and build roles), and the targets of this region in other
+      accounts decrypting through S3 here, their delivery and execution roles only.
+    - ArtifactBucket, named as the home artifact bucket in this region
+      (stages.cicd.region_store_bucket): SSE-KMS with the replica, versioned, TLS only, public
+      access blocked, retained; its policy lets the same roles read the artifacts (delivery
+      role) and the packages (execution role). No access logging (NO_ACCESS_LOGS).
+    """
+    from . import pipeline, placement
+    from .stages import cicd
+    from .stages.common import OBJECT_LOCK_EXCEPTION, RETAIN, control_tower_exceptions
+
+    project = loaded.config.project
+    home = cicd.home_environment(loaded.config)
+    home_loaded = loaded.for_environment(home)
+    targets = cicd.targets_of(home_loaded)
+    regions = cicd.other_regions(targets)
+    if region not in regions:
+        raise UserError(
+            f"bootstrap --region-support {region}: no environment of {loaded.source} deploys "
+            f"there from another region" + (
+                f" (its other regions: {', '.join(regions)})" if regions else
+                " (it names no environment with a region other than the home one)"))
+    pipeline.build(home_loaded)  # refuses what the home environment's templates refuse
+    values = dict(values or {})
+    unknown = sorted(set(values) - set(REGION_PARAMETERS))
+    if unknown:
+        raise UserError(*(f"bootstrap --region-support: no parameter {name}" for name in unknown))
+    spec = Parameter(
+        PRIMARY_KEY_ARN, Type="String",
+        Description="ARN of the home delivery pipeline's key (its DeliveryKey, a multi-Region "
+                    "key): the key here is its replica",
+        # A multi-Region key's id starts with mrk- ("Multi-Region key identifiers").
+        AllowedPattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/mrk-[a-f0-9-]+$",
+        ConstraintDescription="a multi-Region KMS key ARN, "
+                              "arn:aws:kms:<home region>:<account>:key/mrk-<id>")
+    problems = [problem for name, value in values.items()
+                for problem in _value_problems(spec, REGION_PARAMETERS[name], value)]
+    if problems:
+        raise UserError(*problems)
+    readers = cicd.store_readers(targets, region)
+    t = Template(Description=f"mlops-cfn region support of {project} in {region}: the delivery "
+                             f"pipeline's artifact store there (mlops-cfn {__version__})")
+    t.add_parameter(spec)
+    # AWS: "Multi-Region keys in AWS KMS" (AWS KMS Developer Guide) and "AWS::KMS::ReplicaKey"
+    # (CloudFormation Template Reference): a replica shares its primary's key id and rotation,
+    # with a key policy of its own.
+    key = t.add_resource(kms.ReplicaKey(
+        REGION_KEY,
+        Description=f"{project}: encrypts the delivery pipeline's artifacts and packages in "
+                    f"{region}",
+        PrimaryKeyArn=Ref(PRIMARY_KEY_ARN),
+        PendingWindowInDays=loaded.config.stages.storage.key_deletion_window_days,
+        KeyPolicy={},
+        **RETAIN,
+    ))
+    # troposphere types a replica's KeyPolicy as a plain dict; it renders the document as it
+    # renders kms.Key's.
+    key.properties["KeyPolicy"] = policies.document(
+        policies.key_administration_by_account(), policies.key_use_by_account(),
+        policies.grants_only_for_aws_resources(), *cicd.store_key_use(project, readers))
+    bucket = t.add_resource(s3.Bucket(
+        REGION_BUCKET,
+        BucketName=cicd.region_store_bucket(project, home, region),
+        BucketEncryption=s3.BucketEncryption(ServerSideEncryptionConfiguration=[
+            s3.ServerSideEncryptionRule(
+                ServerSideEncryptionByDefault=s3.ServerSideEncryptionByDefault(
+                    SSEAlgorithm="aws:kms", KMSMasterKeyID=GetAtt(key, "Arn")),
+                BucketKeyEnabled=True)]),
+        VersioningConfiguration=s3.VersioningConfiguration(Status="Enabled"),
+        PublicAccessBlockConfiguration=s3.PublicAccessBlockConfiguration(
+            BlockPublicAcls=True, BlockPublicPolicy=True, IgnorePublicAcls=True,
+            RestrictPublicBuckets=True),
+        OwnershipControls=s3.OwnershipControls(
+            Rules=[s3.OwnershipControlsRule(ObjectOwnership="BucketOwnerEnforced")]),
+        LifecycleConfiguration=s3.LifecycleConfiguration(Rules=[s3.LifecycleRule(
+            Id="expire-noncurrent-versions", Status="Enabled",
+            NoncurrentVersionExpiration=s3.NoncurrentVersionExpiration(
+                NoncurrentDays=cicd.NONCURRENT_VERSION_DAYS),
+            ExpiredObjectDeleteMarker=True,
+            AbortIncompleteMultipartUpload=s3.AbortIncompleteMultipartUpload(
+                DaysAfterInitiation=cicd.INCOMPLETE_UPLOAD_DAYS))]),
+        # AWS Control Tower CT.S3.PR.4 asks every bucket for event notifications.
+        NotificationConfiguration=s3.NotificationConfiguration(
+            EventBridgeConfiguration=s3.EventBridgeConfiguration(EventBridgeEnabled=True)),
+        Metadata={
+            "checkov": {"skip": [{"id": "CKV_AWS_18", "comment": NO_ACCESS_LOGS}]},
+            **control_tower_exceptions(("CT.S3.PR.2", NO_ACCESS_LOGS), OBJECT_LOCK_EXCEPTION),
+        },
+        **RETAIN,
+    ))
+    t.add_resource(s3.BucketPolicy(
+        f"{REGION_BUCKET}Policy",
+        Bucket=Ref(bucket),
+        PolicyDocument=policies.document(
+            policies.deny_insecure_transport(GetAtt(bucket, "Arn")),
+            *cicd.store_reads(project, readers, GetAtt(bucket, "Arn")))))
+    t.add_output(Output(ARTIFACT_BUCKET, Value=Ref(bucket),
+                        Description="The artifact bucket here: --artifact-bucket of the "
+                                    "bootstrap of the environments deployed in this region"))
+    t.add_output(Output(ARTIFACT_KEY_ARN, Value=GetAtt(key, "Arn"),
+                        Description="Its key: --artifact-key-arn of their bootstrap"))
+    return Bootstrap(home, placement.home_of(loaded).account, region,
+                     region_support_stack_name(project, region), t, values)
+
+
 __all__ = ["ARTIFACT_BUCKET", "ARTIFACT_KEY_ARN", "Bootstrap", "PARAMETERS", "PIPELINE_ROLE_ARN",
-           "build", "delivery_role_name", "execution_role_name", "stack_name"]
+           "PRIMARY_KEY_ARN", "REGION_PARAMETERS", "build", "delivery_role_name",
+           "execution_role_name", "region_support", "region_support_stack_name", "stack_name"]

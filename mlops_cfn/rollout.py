@@ -196,10 +196,12 @@ def prepare(loaded: LoadedConfig, *, stack_name: str | None, parameters: Mapping
 
 
 def prepare_bootstrap(loaded: LoadedConfig, *, values: Mapping[str, str], validate: bool,
-                      security: bool | None, aws: Aws | None, log: Log) -> Preview:
+                      security: bool | None, aws: Aws | None, log: Log,
+                      region_support: str | None = None) -> Preview:
     """`prepare` for an environment's bootstrap stack (bootstrap.py), in the environment's own
     account and region: build, check where the credentials reach, validate, create the change
-    set (the template travels in the request: nothing is uploaded)."""
+    set (the template travels in the request: nothing is uploaded). With `region_support`, the
+    home account's region support stack in that region (bootstrap.region_support) instead."""
     from . import bootstrap
     from .deploy import Request, aws_errors, call, connect, live_values, preview
     from .errors import UserError
@@ -212,33 +214,48 @@ def prepare_bootstrap(loaded: LoadedConfig, *, values: Mapping[str, str], valida
         notes.append(line)
         log(line)
 
+    if region_support is not None:
+        from .stages.cicd import home_environment
+
+        loaded = loaded.for_environment(home_environment(loaded.config))
+        bootstrap.region_support(loaded, region_support)  # refused before any call
+        name = bootstrap.region_support_stack_name(loaded.config.project, region_support)
+        parameters, wanted_region = bootstrap.REGION_PARAMETERS, region_support
+        what = "the home delivery pipeline's key (an output of the home environment's stack)"
+    else:
+        name = bootstrap.stack_name(loaded.config.project, loaded.environment)
+        bootstrap.build(loaded)  # a home environment or a region refused: said before any call
+        parameters, wanted_region = bootstrap.PARAMETERS, loaded.config.region
+        what = ("the home delivery pipeline's role, artifact bucket and key (outputs of the "
+                "home environment's stack, or of the region support stack in the "
+                "environment's region for the bucket and key)")
     config = loaded.config
-    name = bootstrap.stack_name(config.project, loaded.environment)
-    bootstrap.build(loaded)  # a home environment or a region refused: said before any call
     with aws_errors():
-        aws = aws or connect(region=config.region)
-        if config.region is not None and aws.region != config.region:
-            raise UserError(f"region {aws.region}: {loaded.source}: "
-                            f"{key_path(loaded, 'region')} is {config.region}: bootstrap "
-                            f"{loaded.environment} there (--region {config.region})")
+        aws = aws or connect(region=wanted_region)
+        if wanted_region is not None and aws.region != wanted_region:
+            where = (f"bootstrap --region-support {region_support}" if region_support else
+                     f"{loaded.source}: {key_path(loaded, 'region')} is {wanted_region}")
+            raise UserError(f"region {aws.region}: {where}: bootstrap "
+                            f"{region_support or loaded.environment} there "
+                            f"(--region {wanted_region})")
         account = call(aws.client("sts").get_caller_identity, "finding the account")["Account"]
         if config.account is not None and account != config.account:
             raise UserError(f"the credentials are for account {account}, but "
                             f"{loaded.source}: {key_path(loaded, 'account')} is "
                             f"{config.account}: use credentials (a --profile) of that account")
         cfn = aws.client("cloudformation")
-        kept = {k: v for k, v in live_values(cfn, name, bootstrap.PARAMETERS).items()
+        kept = {k: v for k, v in live_values(cfn, name, parameters).items()
                 if k not in values}
         for parameter, value in kept.items():
             note(f"keeping {parameter}={value} (what {name} has now)")
         given = {**kept, **values}
-        missing = [option for parameter, option in bootstrap.PARAMETERS.items()
+        missing = [option for parameter, option in parameters.items()
                    if not given.get(parameter)]
         if missing:
-            raise UserError(f"bootstrap --deploy: {', '.join(missing)} needed: the home "
-                            "delivery pipeline's role, artifact bucket and key (outputs of "
-                            "the home environment's stack, README \"Several accounts\")")
-        built = bootstrap.build(loaded, given)
+            raise UserError(f"bootstrap --deploy: {', '.join(missing)} needed: {what}, "
+                            "README \"Several accounts\"")
+        built = (bootstrap.region_support(loaded, region_support, given)
+                 if region_support is not None else bootstrap.build(loaded, given))
         report = None
         files = built.files()
         if validate:
@@ -250,7 +267,7 @@ def prepare_bootstrap(loaded: LoadedConfig, *, values: Mapping[str, str], valida
                           tags={"mlops-cfn:project": config.project,
                                 "mlops-cfn:environment": loaded.environment, **config.tags},
                           description=f"mlops-cfn bootstrap: {config.project} "
-                                      f"{loaded.environment}",
+                                      f"{region_support or loaded.environment}",
                           template_body=files["root.yaml"])
         change_set = preview(cfn, request)
     return Preview(change_set, "", (), (), report, tuple(notes), aws)

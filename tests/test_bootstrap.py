@@ -24,9 +24,18 @@ EXAMPLE = REPO / "examples" / "three-accounts.yaml"
 GOLDEN = REPO / "examples" / "bootstrap" / "three-accounts"
 HOME_ROLE = "arn:aws:iam::111111111111:role/example-PipelineRole-0123456789AB"
 HOME_BUCKET = "example-delivery-111111111111-us-east-1"
-HOME_KEY = "arn:aws:kms:us-east-1:111111111111:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+HOME_KEY = "arn:aws:kms:us-east-1:111111111111:key/mrk-1234abcd12ab34cd56ef1234567890ab"
 VALUES = {bootstrap.PIPELINE_ROLE_ARN: HOME_ROLE, bootstrap.ARTIFACT_BUCKET: HOME_BUCKET,
           bootstrap.ARTIFACT_KEY_ARN: HOME_KEY}
+# prod deploys in eu-west-1: its roles read the artifact store there (the region support stack's).
+REGION_BUCKET = HOME_BUCKET.replace("us-east-1", "eu-west-1")
+REGION_KEY = HOME_KEY.replace("us-east-1", "eu-west-1")
+PROD_VALUES = {**VALUES, bootstrap.ARTIFACT_BUCKET: REGION_BUCKET,
+               bootstrap.ARTIFACT_KEY_ARN: REGION_KEY}
+
+
+def values_of(env: str) -> dict[str, str]:
+    return PROD_VALUES if env == "prod" else VALUES
 
 
 def run(*args):
@@ -46,14 +55,16 @@ def example_data() -> dict:
 
 
 def stack_template(env: str) -> dict:
-    return bootstrap.build(loaded(env), VALUES).template.to_dict()
+    return bootstrap.build(loaded(env), values_of(env)).template.to_dict()
 
 
 # --- where environments deploy -----------------------------------------------------------------
 
-def test_a_file_naming_no_account_renders_exactly_what_it_rendered_before_the_keys_existed():
+def test_accounts_and_regions_change_only_the_delivery_pipeline_and_the_boundary_capping_it():
     # Every environment of the example, and the same file without its accounts and regions: the
-    # same bytes (the golden trees of every other example hold the rest to before).
+    # same bytes but for the delivery pipeline, which deploys the targets through their roles,
+    # and the boundary, which follows its role's services (sts); the golden trees of every
+    # other example hold a file naming no account to before.
     with_keys = loaded("dev")
     data = example_data()
     for overrides in data["environments"].values():
@@ -61,18 +72,27 @@ def test_a_file_naming_no_account_renders_exactly_what_it_rendered_before_the_ke
         overrides.pop("region", None)
     without = config.load_data(data, "pipeline.yaml")
     for env in with_keys.merged:
-        assert render_files(pipeline.build(with_keys.for_environment(env))) == \
-            render_files(pipeline.build(without.for_environment(env))), env
+        mine = render_files(pipeline.build(with_keys.for_environment(env)))
+        before = render_files(pipeline.build(without.for_environment(env)))
+        assert set(mine) == set(before)
+        assert {name for name in mine if mine[name] != before[name]} == \
+            {"cicd.yaml", "boundary.yaml"}, env
 
 
 def test_the_example_renders_its_golden_bootstrap_trees_byte_for_byte():
     targets = sorted(p.name for p in GOLDEN.iterdir())
-    assert targets == ["prod", "staging"]  # dev is the home environment: nothing to bootstrap
-    for env in targets:
+    # dev is the home environment: nothing to bootstrap; eu-west-1 gets a region support stack.
+    assert targets == ["prod", "region-eu-west-1", "staging"]
+    for env in ("prod", "staging"):
         values = json.loads((GOLDEN / env / "parameters.json").read_text())["Parameters"]
-        assert values == VALUES
+        assert values == values_of(env)
         assert drift(bootstrap.build(loaded(env), values).files(), GOLDEN / env) == [], \
             "refresh with: scripts/render-examples"
+    region = GOLDEN / "region-eu-west-1"
+    values = json.loads((region / "parameters.json").read_text())["Parameters"]
+    assert values == {bootstrap.PRIMARY_KEY_ARN: HOME_KEY}
+    assert drift(bootstrap.region_support(loaded("dev"), "eu-west-1", values).files(),
+                 region) == [], "refresh with: scripts/render-examples"
 
 
 @pytest.mark.parametrize("account, message", [
@@ -155,7 +175,7 @@ def test_only_the_home_pipeline_role_may_assume_the_delivery_role():
 
 def delivery_statements(env: str) -> list[dict]:
     template = stack_template(env)
-    role = Resolver(template, VALUES).value(template["Resources"][bootstrap.DELIVERY_ROLE])
+    role = Resolver(template, values_of(env)).value(template["Resources"][bootstrap.DELIVERY_ROLE])
     return [s for policy in role["Properties"]["Policies"]
             for s in policy["PolicyDocument"]["Statement"]]
 
@@ -178,12 +198,15 @@ def test_the_delivery_role_changes_only_its_environments_stack_through_its_chang
                        {"iam:PassedToService": "lambda.amazonaws.com"})
     assert allowed(statements, "s3:GetObject", f"arn:aws:s3:::{HOME_BUCKET}/pipeline/x.zip")
     assert not allowed(statements, "s3:PutObject", f"arn:aws:s3:::{HOME_BUCKET}/pipeline/x")
-    # The home key, through S3 in the home region (prod is in eu-west-1, its bucket is not).
-    for env in ("staging", "prod"):
-        assert allowed(delivery_statements(env), "kms:Decrypt", HOME_KEY,
-                       {"kms:ViaService": "s3.us-east-1.amazonaws.com"})
-        assert not allowed(delivery_statements(env), "kms:Decrypt", HOME_KEY,
-                           {"kms:ViaService": "s3.eu-west-1.amazonaws.com"})
+    # The key of the store in the environment's region, through S3 there: staging the home
+    # key in us-east-1, prod the region support stack's in eu-west-1.
+    for env, key, region in (("staging", HOME_KEY, "us-east-1"),
+                             ("prod", REGION_KEY, "eu-west-1")):
+        other = "eu-west-1" if region == "us-east-1" else "us-east-1"
+        assert allowed(delivery_statements(env), "kms:Decrypt", key,
+                       {"kms:ViaService": f"s3.{region}.amazonaws.com"})
+        assert not allowed(delivery_statements(env), "kms:Decrypt", key,
+                           {"kms:ViaService": f"s3.{other}.amazonaws.com"})
 
 
 # --- the execution role -----------------------------------------------------------------------

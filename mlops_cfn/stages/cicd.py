@@ -28,7 +28,11 @@ stack, then runs again with its new definition)
    two, so the approver reviews the very change set that will run; with smoke_test, last, the
    SmokeTest action (SmokeProject: `mlops-cfn smoke --env <env>`, one sample record to the
    endpoint, and to the Fargate API when the build runs in the VPC), whose failure stops the
-   promotion to the next environment.
+   promotion to the next environment. An environment in another account or region (a remote
+   target, placement.is_target) is deployed through its bootstrap roles (bootstrap.py): its
+   change set actions assume its delivery role (action RoleArn, and Region for another
+   region), CloudFormation uses its execution role; it gets no ProtectStack or SmokeTest, home
+   builds that reach no other account (deploy_actions).
 4. Retrain (continuous training, with the training stage and `retrain.enabled`), right after
    the home environment is deployed: RetrainProject starts the home environment's SageMaker
    pipeline when the content hash of `retrain.code_paths` differs from the one it last
@@ -43,7 +47,11 @@ Resources (all but Placeholder only in the home environment)
   its own key (not the data key) because every environment's roles decrypt the packages.
 - ArtifactBucket (+ policy): the pipeline's artifact store and the packages' bucket; SSE-KMS
   with the delivery key, versioned, TLS only, public access blocked, access logs to the
-  access-logs bucket, retained.
+  access-logs bucket, retained. Its policy and the key's admit the remote targets deployed
+  from the home region, their delivery and execution roles' reads only (store_reads,
+  store_key_use). With targets in other regions the pipeline has an artifact store per region
+  (artifact_stores: the region support stacks', bootstrap.region_support) and the key is
+  multi-Region, replicated there.
 - SourceBucket (+ policy), SourceTriggerRule, SourceTriggerRole: with `source.provider: s3`.
 - ApprovalTriggerRule, ApprovalTriggerRole: with deploy_approved_models (and the training stage
   and model packages to serve), a package approved in any environment's registry group
@@ -52,7 +60,9 @@ Resources (all but Placeholder only in the home environment)
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
   privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.
 - PipelineRole: the artifact and source buckets, the two projects, change sets on the
-  `<project>-<env>` stacks, passing DeployRole to CloudFormation, the connection.
+  `<project>-<env>` stacks in the home account and region, passing DeployRole to
+  CloudFormation, the connection; assuming the remote targets' delivery roles; the other
+  regions' artifact stores.
 - DeployRole + DeployPolicy1..n: the role CloudFormation deploys every environment with: what
   the CloudFormation registry's handlers list for every resource type the deployed templates
   contain, in every environment, this stage's own included, plus permissions.py's documented
@@ -117,8 +127,9 @@ import awacs.logs
 import awacs.s3
 import awacs.sagemaker
 import awacs.sns
-from awacs.aws import (Action, Allow, ArnLike, ArnNotEquals, Condition, Deny, Principal,
-                       Statement, StringEquals, StringLike)
+import awacs.sts
+from awacs.aws import (Action, Allow, ArnEquals, ArnLike, ArnNotEquals, Condition, Deny,
+                       Principal, Statement, StringEquals, StringLike)
 from troposphere import (Equals, GetAtt, Ref, Sub, cloudformation, codebuild, codepipeline, ec2,
                          events, iam, kms, s3)
 
@@ -151,10 +162,16 @@ NONCURRENT_VERSION_DAYS = 90
 
 @dataclass(frozen=True)
 class DeploymentTarget:
-    """One environment the pipeline deploys."""
+    """One environment the pipeline deploys; `remote` for one in another account or region
+    (placement.is_target), whose deploy actions assume its bootstrap's delivery role there.
+    `account` is its account when that is not the home one, `region` its region when that is
+    not the home one (None: the home account or region)."""
 
     environment: str
     protected: bool
+    remote: bool = False
+    account: str | None = None
+    region: str | None = None
 
     @property
     def stage_name(self) -> str:
@@ -164,9 +181,31 @@ class DeploymentTarget:
 # --- environments ----------------------------------------------------------------------------
 
 def targets_of(loaded: Any) -> tuple[DeploymentTarget, ...]:
-    """Every environment of a loaded file, exactly (config.LoadedConfig: its merged configs)."""
-    return tuple(DeploymentTarget(name, merged.protected)
-                 for name, merged in loaded.merged.items())
+    """Every environment of a loaded file, exactly (config.LoadedConfig: its merged configs),
+    with where each deploys (placement.py).
+
+    A target in a region of its own needs the home environment to name its region: the
+    pipeline's actions there run in another region, with an artifact store of that region,
+    which the pipeline cannot tell from its own when it does not know where it is."""
+    from .. import placement
+
+    home = placement.home_of(loaded)
+    found = []
+    for name, merged in loaded.merged.items():
+        if not placement.is_target(loaded, name):
+            found.append(DeploymentTarget(name, merged.protected))
+            continue
+        where = placement.placement_of(loaded, name)
+        account = where.account if where.account not in (None, home.account) else None
+        region = where.region if where.region not in (None, home.region) else None
+        if region is not None and home.region is None:
+            raise UserError(
+                f"{loaded.source}: environments.{home.environment}.region: needed, as "
+                f"environments.{name}.region is {region}: the delivery pipeline runs in the "
+                f"home environment's region and deploys {name} from there through an "
+                "artifact store in each other region, so it must know which region is its own")
+        found.append(DeploymentTarget(name, merged.protected, True, account, region))
+    return tuple(found)
 
 
 def targets_from(config: PipelineConfig) -> tuple[DeploymentTarget, ...]:
@@ -190,6 +229,47 @@ def stack_name(project: str, environment: str) -> str:
 
 def change_set_name(project: str, environment: str) -> str:
     return f"{stack_name(project, environment)}-delivery"
+
+
+def _role_arn(name: str, target: DeploymentTarget) -> Sub:
+    account = target.account or "${AWS::AccountId}"
+    return Sub(f"arn:${{AWS::Partition}}:iam::{account}:role/{name}")
+
+
+def delivery_role_arn(project: str, target: DeploymentTarget) -> Sub:
+    """The role a remote target's deploy actions assume there (its bootstrap stack's
+    DeliveryRole, named deterministically so the pipeline can name it before it exists)."""
+    from ..bootstrap import delivery_role_name
+
+    return _role_arn(delivery_role_name(project, target.environment), target)
+
+
+def execution_role_arn(project: str, target: DeploymentTarget) -> Sub:
+    """The role CloudFormation deploys a remote target with (its bootstrap's ExecutionRole)."""
+    from ..bootstrap import execution_role_name
+
+    return _role_arn(execution_role_name(project, target.environment), target)
+
+
+def other_regions(targets: Sequence[DeploymentTarget]) -> list[str]:
+    """The regions other than the home one where deploy actions run, each once, sorted."""
+    return sorted({t.region for t in targets if t.region is not None})
+
+
+def region_store_bucket(project: str, home: str, region: str) -> Sub:
+    """The artifact bucket of the region support stack in `region` (bootstrap.region_support):
+    named as the home artifact bucket is, in that region."""
+    return Sub(naming.physical_name(naming.S3_BUCKET, project, "delivery").replace(
+        naming.ENVIRONMENT, home).replace(naming.REGION, region))
+
+
+def region_store_key_arn(region: str) -> Sub:
+    """The region support stack's key in `region`: a replica of the multi-Region DeliveryKey,
+    which has the primary's key id (AWS KMS Developer Guide, "Multi-Region keys in AWS KMS"), so
+    its ARN is known here. An ARN, not an alias: "AWS::CodePipeline::Pipeline EncryptionKey"
+    (CloudFormation Template Reference) recognizes aliases only in the key's own account, and
+    cross-account actions read this store."""
+    return Sub("arn:${AWS::Partition}:kms:%s:${AWS::AccountId}:key/${DeliveryKey}" % region)
 
 
 def pipeline_name(project: str, home: str) -> str:
@@ -245,12 +325,13 @@ def build(config: PipelineConfig,
     cicd_partition.refuse_unavailable_partitions(b)
     b.add(cloudformation.WaitConditionHandle("Placeholder"))
     data_key = b.input(DATA_KEY_ARN)
-    key = GetAtt(_home(b.add(delivery_key(config))), "Arn")
+    key = GetAtt(_home(b.add(delivery_key(config, targets))), "Arn")
     access_logs = b.input(ACCESS_LOGS_BUCKET_NAME)
     name = pipeline_name(config.project, home)
 
     artifacts = _home(b.add(delivery_bucket(b, "ArtifactBucket", "delivery", key, access_logs)))
-    _home(b.add(tls_only_policy(artifacts)))
+    _home(b.add(tls_only_policy(artifacts, *store_reads(
+        config.project, store_readers(targets, None), GetAtt(artifacts, "Arn")))))
     source_bucket = connection = None
     if cicd.source.provider == "connection":
         connection = b.setting(cicd.source, "connection_arn")
@@ -265,10 +346,13 @@ def build(config: PipelineConfig,
     retrain_project = (add_retrain_project(b, config, artifacts, key, network)
                        if retraining(config) else None)
     deploy_role = add_deploy_role(b, artifacts, key)
-    protected = [t for t in targets if t.protected]
+    # A remote target is protected by its first deployment by hand (deploy_actions).
+    protected = [t for t in targets if t.protected and not t.remote]
     protect_project = (add_protect_project(b, config, protected, artifacts, key, network)
                        if protected else None)
-    smoke_project = (add_smoke_project(b, config, targets, artifacts, key, network)
+    # The smoke test reaches the environments of the home account and region only.
+    smoke_project = (add_smoke_project(b, config, [t for t in targets if not t.remote],
+                                       artifacts, key, network)
                      if smoke_testing(config) else None)
     image_project = (add_image_project(b, config, targets, artifacts, key, network)
                      if building_model_api_image(config) else None)
@@ -290,9 +374,7 @@ def build(config: PipelineConfig,
         # It deploys its own stack: after updating itself, it starts over as the new version.
         RestartExecutionOnUpdate=True,
         RoleArn=GetAtt(pipeline_role, "Arn"),
-        ArtifactStore=codepipeline.ArtifactStore(
-            Type="S3", Location=Ref(artifacts),
-            EncryptionKey=codepipeline.EncryptionKey(Id=key, Type="KMS")),
+        **artifact_stores(config.project, home, targets, artifacts, key),
         Stages=stages,
     )))
     if source_bucket is not None:
@@ -307,7 +389,8 @@ def build(config: PipelineConfig,
     return b.finish()
 
 
-def delivery_key(config: PipelineConfig) -> kms.Key:
+def delivery_key(config: PipelineConfig,
+                 targets: Sequence[DeploymentTarget] = ()) -> kms.Key:
     """The key of everything the pipeline carries between environments: sources, pipeline
     artifacts, packaged templates and assets.
 
@@ -317,7 +400,15 @@ def delivery_key(config: PipelineConfig) -> kms.Key:
     role is granted it by name, through S3); no service principal needs it, and grants on it
     are only for AWS resources (policies.grants_only_for_aws_resources, AWS Control Tower's
     CT.KMS.PR.3).
+
+    With targets in other accounts it lets their delivery and execution roles decrypt through
+    S3 (`store_key_use`); with targets in other regions it is a multi-Region key, replicated
+    into each of those regions by the region support stack (bootstrap.region_support), so that
+    the pipeline can name the replica's ARN (`region_store_key_arn`). A key becomes
+    multi-Region only when created ("Multi-Region keys in AWS KMS"): adding the first target in
+    another region replaces the key (the old one is retained).
     """
+    multi_region = {"MultiRegion": True} if other_regions(targets) else {}
     return kms.Key(
         "DeliveryKey",
         Description=f"{config.project}: encrypts the delivery pipeline's sources, artifacts "
@@ -326,7 +417,10 @@ def delivery_key(config: PipelineConfig) -> kms.Key:
         PendingWindowInDays=config.stages.storage.key_deletion_window_days,
         KeyPolicy=policies.document(policies.key_administration_by_account(),
                                     policies.key_use_by_account(),
-                                    policies.grants_only_for_aws_resources()),
+                                    policies.grants_only_for_aws_resources(),
+                                    *store_key_use(config.project,
+                                                   store_readers(targets, None))),
+        **multi_region,
         # Packages of running stacks (assets a Glue job reads on every run) stay readable.
         **RETAIN,
     )
@@ -346,6 +440,136 @@ def _home(resource):
     """Created only in the home environment."""
     resource.Condition = HOME
     return resource
+
+
+# --- artifact stores of remote targets -------------------------------------------------------
+
+def store_readers(targets: Sequence[DeploymentTarget],
+                  region: str | None) -> list[DeploymentTarget]:
+    """The targets in other accounts whose deploy actions run in `region` (None: the home
+    region), so read the artifact store there. A target in the home account needs no resource
+    policy: its roles are granted the store by their own IAM policies (bootstrap.py), which the
+    key's KeyUseThroughIam statement and the bucket's account honour."""
+    return [t for t in targets if t.remote and t.account is not None and t.region == region]
+
+
+def _accounts(readers: Sequence[DeploymentTarget]) -> list[Sub]:
+    return [Sub(f"arn:${{AWS::Partition}}:iam::{account}:root")
+            for account in sorted({t.account for t in readers if t.account is not None})]
+
+
+def store_reads(project: str, readers: Sequence[DeploymentTarget],
+                bucket_arn: Any) -> list[Statement]:
+    """Bucket policy statements: the readers' delivery roles read the pipeline's artifacts, their
+    execution roles the packages (delivery/), and nothing else. Each names the account as
+    principal and the role by aws:PrincipalArn ("AWS global condition context keys", IAM User
+    Guide), so the policy is valid before the roles exist (a principal naming a missing role is
+    refused); the role's own policy must grant the read too ("Cross-account policy evaluation
+    logic", IAM User Guide)."""
+    if not readers:
+        return []
+    accounts = _accounts(readers)
+    return [
+        # AWS: "Create a pipeline in CodePipeline that uses resources from another AWS account"
+        # (CodePipeline User Guide): the artifact bucket's policy admits the other account,
+        # whose action role downloads the input artifacts (reads only: the deploy actions have
+        # no output artifact).
+        Statement(Sid="TargetDeliveryRolesReadArtifacts", Effect=Allow,
+                  Principal=Principal("AWS", accounts),
+                  Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                  Resource=[Sub("${Bucket}/*", Bucket=bucket_arn)],
+                  Condition=Condition(ArnEquals("aws:PrincipalArn", [
+                      delivery_role_arn(project, t) for t in readers]))),
+        # AWS: "AWS::CloudFormation::Stack" (TemplateURL) and "AWS::Lambda::Function Code"
+        # (CloudFormation Template Reference): CloudFormation reads the packaged nested templates
+        # and Lambda code with the stack's role, the target's execution role.
+        Statement(Sid="TargetExecutionRolesReadPackages", Effect=Allow,
+                  Principal=Principal("AWS", accounts),
+                  Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                  Resource=[Sub("${Bucket}/%s*" % spec.PACKAGE_PREFIX, Bucket=bucket_arn)],
+                  Condition=Condition(ArnEquals("aws:PrincipalArn", [
+                      execution_role_arn(project, t) for t in readers]))),
+    ]
+
+
+def store_key_use(project: str, readers: Sequence[DeploymentTarget]) -> list[Statement]:
+    """Key policy statement: the readers' delivery and execution roles decrypt what they read,
+    only through S3 in the store's region, and nothing else."""
+    if not readers:
+        return []
+    # AWS: "Allowing users in other accounts to use a KMS key" (AWS KMS Developer Guide): the
+    # key policy admits the external account, whose IAM policies grant its roles; "kms:ViaService"
+    # (same guide): only through S3 of this region, as SSE-KMS decrypts an object for its reader;
+    # "Create a pipeline in CodePipeline that uses resources from another AWS account": the
+    # artifact store's key admits the other account.
+    return [Statement(
+        Sid="TargetRolesDecryptThroughS3", Effect=Allow,
+        Principal=Principal("AWS", _accounts(readers)),
+        Action=[awacs.kms.Decrypt],
+        Resource=["*"],
+        Condition=Condition([
+            ArnEquals("aws:PrincipalArn", [arn for t in readers for arn in (
+                delivery_role_arn(project, t), execution_role_arn(project, t))]),
+            StringEquals("kms:ViaService", Sub("s3.${AWS::Region}.amazonaws.com"))]))]
+
+
+def artifact_stores(project: str, home: str, targets: Sequence[DeploymentTarget],
+                    artifacts: s3.Bucket, key: Any) -> dict[str, Any]:
+    """The pipeline's artifact store, or with actions in other regions one per region: the home
+    bucket here, the region support stack's bucket and key in each other region
+    ("AWS::CodePipeline::Pipeline ArtifactStore": a pipeline with a cross-region action must
+    use ArtifactStores; CodePipeline User Guide, "Add a cross-Region action in CodePipeline":
+    an artifact store in each region where actions run)."""
+    home_store = codepipeline.ArtifactStore(
+        Type="S3", Location=Ref(artifacts),
+        EncryptionKey=codepipeline.EncryptionKey(Id=key, Type="KMS"))
+    regions = other_regions(targets)
+    if not regions:
+        return {"ArtifactStore": home_store}
+    return {"ArtifactStores": [
+        codepipeline.ArtifactStoreMap(Region=Ref("AWS::Region"), ArtifactStore=home_store),
+        *(codepipeline.ArtifactStoreMap(Region=region, ArtifactStore=codepipeline.ArtifactStore(
+            Type="S3", Location=region_store_bucket(project, home, region),
+            EncryptionKey=codepipeline.EncryptionKey(Id=region_store_key_arn(region),
+                                                     Type="KMS")))
+          for region in regions)]}
+
+
+def region_store_statements(project: str, home: str, targets: Sequence[DeploymentTarget], *,
+                            package: bool) -> list[Statement]:
+    """The home roles' use of the region support stacks' stores: the pipeline role copies the
+    artifacts there and reads them back; the build (`package`) uploads the templates and assets
+    of the environments deployed in that region."""
+    regions = other_regions(targets)
+    if not regions:
+        return []
+    buckets = [Sub("arn:${AWS::Partition}:s3:::${Name}", Name=region_store_bucket(
+        project, home, region)) for region in regions]
+    objects = [Sub("${Bucket}/*", Bucket=bucket) for bucket in buckets]
+    statements = [
+        # AWS: "Manage the CodePipeline service role" (CodePipeline User Guide) and "Add a
+        # cross-Region action in CodePipeline": the artifact store of each action's region.
+        Statement(Effect=Allow,
+                  Action=[awacs.s3.GetBucketAcl, awacs.s3.GetBucketLocation,
+                          *([awacs.s3.ListBucket, awacs.s3.GetEncryptionConfiguration]
+                            if package else [awacs.s3.GetBucketVersioning])],
+                  Resource=buckets),
+        # AWS: same pages: the artifacts' objects (the build: "PutObject", Amazon S3 API
+        # Reference, what `mlops-cfn package` uploads).
+        Statement(Effect=Allow,
+                  Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion, awacs.s3.PutObject,
+                          *([] if package else [awacs.s3.PutObjectAcl])],
+                  Resource=objects),
+    ]
+    for region in regions:
+        # AWS: "Using server-side encryption with AWS KMS keys (SSE-KMS)" (Amazon S3 User
+        # Guide): uploads need kms:GenerateDataKey, downloads kms:Decrypt, on the store's key,
+        # through S3 of its region.
+        statements.append(Statement(
+            Effect=Allow, Action=list(policies.KEY_READ_WRITE),
+            Resource=[region_store_key_arn(region)],
+            Condition=Condition(StringEquals("kms:ViaService", f"s3.{region}.amazonaws.com"))))
+    return statements
 
 
 # --- buckets ---------------------------------------------------------------------------------
@@ -457,7 +681,10 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="build", PolicyDocument=policies.document(
             build_statements(config.project, targets, artifacts, key, log_group, network),
-            approved_model_statements(deploying_approved_models(config)))),
+            approved_model_statements(deploying_approved_models(config)),
+            # `package` of the environments deployed in other regions, into their stores.
+            region_store_statements(config.project, home_environment(config), targets,
+                                    package=True))),
             # The wheel it installs lies wherever this stack's assets were packaged.
             *b.asset_key_policies()],
     )))
@@ -466,11 +693,17 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
         cicd.retrain.code_paths if retraining(config) else None,
         {t.environment: stack_name(config.project, t.environment) for t in targets},
         approved_models=deploying_approved_models(config),
-        model_api_image=building_model_api_image(config))
+        model_api_image=building_model_api_image(config),
+        buckets={t.environment: spec.region_bucket_variable(t.region) for t in targets
+                 if t.region is not None})
+    home = home_environment(config)
+    region_buckets = {spec.region_bucket_variable(region): region_store_bucket(
+        config.project, home, region) for region in other_regions(targets)}
     return action_project(
         b, cicd, "BuildProject", "Checks, tests and packages the pipeline for every environment",
         role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
-                           spec.WHEEL_VARIABLE: wheel}, key, log_group, network)
+                           spec.WHEEL_VARIABLE: wheel, **region_buckets}, key, log_group,
+        network)
 
 
 def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
@@ -945,9 +1178,11 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
                       connection: Ref | None, key: Any, projects: Sequence[codebuild.Project],
                       deploy_role: iam.Role, approvals: Ref | None = None,
                       data_key: Ref | None = None) -> iam.Role:
+    # The stacks it changes with its own role: a remote target's its delivery role changes.
+    home_targets = [t for t in targets if not t.remote]
     stacks = [policies.arn("cloudformation",
                            f"stack/{stack_name(config.project, t.environment)}/*")
-              for t in targets]
+              for t in home_targets]
     statements = [
         # AWS: "Manage the CodePipeline service role" (CodePipeline User Guide, its service
         # role policy): reading and writing artifacts in the artifact store.
@@ -979,7 +1214,7 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
                     awacs.cloudformation.ExecuteChangeSet, awacs.cloudformation.DeleteChangeSet],
             Resource=stacks,
             Condition=Condition(StringEquals("cloudformation:ChangeSetName", [
-                change_set_name(config.project, t.environment) for t in targets])),
+                change_set_name(config.project, t.environment) for t in home_targets])),
         ),
         # AWS: same pages: DescribeStacks; "AWS CloudFormation deploy action reference": with
         # DescribeStackEvents a failed deployment names its first failed resource.
@@ -996,6 +1231,16 @@ def add_pipeline_role(config: PipelineConfig, targets: Sequence[DeploymentTarget
                                              "cloudformation.amazonaws.com")),
         ),
     ]
+    remote = [t for t in targets if t.remote]
+    if remote:
+        # AWS: "Create a pipeline in CodePipeline that uses resources from another AWS account"
+        # (CodePipeline User Guide): the pipeline's role assumes the other account's role that
+        # the deploy action names (its RoleArn); exactly the targets' delivery roles.
+        statements.append(Statement(
+            Effect=Allow, Action=[awacs.sts.AssumeRole],
+            Resource=[delivery_role_arn(config.project, t) for t in remote]))
+    statements += region_store_statements(config.project, home_environment(config), targets,
+                                          package=False)
     if source_bucket is not None:
         statements += [
             # AWS: "Amazon S3 source action reference" (CodePipeline User Guide): the source
@@ -1135,6 +1380,15 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
     env = target.environment
     stack = stack_name(project, env)
     change_set = change_set_name(project, env)
+    # A remote target (another account or region): its actions assume its bootstrap's delivery
+    # role there and CloudFormation deploys with its execution role (AWS: "Create a pipeline in
+    # CodePipeline that uses resources from another AWS account"; "Add a cross-Region action in
+    # CodePipeline": Region on the action), not the home deploy role.
+    where: dict[str, Any] = {}
+    if target.remote:
+        where["RoleArn"] = delivery_role_arn(project, target)
+        if target.region is not None:
+            where["Region"] = target.region
     create = codepipeline.Actions(
         Name="CreateChangeSet",
         ActionTypeId=_action_type("Deploy", "CloudFormation"),
@@ -1145,10 +1399,12 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
             "TemplatePath": f"{BUILD_ARTIFACT}::{env}/{spec.PACKAGED_ROOT_FILE}",
             "TemplateConfiguration": f"{BUILD_ARTIFACT}::{env}/{spec.CONFIGURATION_FILE}",
             "Capabilities": CAPABILITIES,
-            "RoleArn": GetAtt(deploy_role, "Arn"),
+            "RoleArn": (execution_role_arn(project, target) if target.remote
+                        else GetAtt(deploy_role, "Arn")),
         },
         InputArtifacts=[codepipeline.InputArtifacts(Name=BUILD_ARTIFACT)],
         RunOrder=1,
+        **where,
     )
     actions = [create]
     if target.protected:
@@ -1172,11 +1428,16 @@ def deploy_actions(project: str, target: DeploymentTarget, deploy_role: iam.Role
             "ChangeSetName": change_set,
         },
         RunOrder=len(actions) + 1,
+        **where,
     ))
-    if target.protected and protect_project is not None:
+    # The protect and smoke builds run in the home account and region with home roles, which
+    # reach no remote target's stack or endpoint: a remote target is protected by its first
+    # deployment by hand (`mlops-cfn deploy` turns termination protection on), and smoke-tested
+    # with its own credentials (`mlops-cfn smoke --env <env>`).
+    if target.protected and protect_project is not None and not target.remote:
         actions.append(_project_action("ProtectStack", protect_project, spec.STACK_VARIABLE,
                                        stack, BUILD_ARTIFACT, len(actions) + 1))
-    if smoke_project is not None:
+    if smoke_project is not None and not target.remote:
         # Last: a bad answer fails this environment's stage, so the next one is not deployed.
         actions.append(_project_action("SmokeTest", smoke_project, spec.ENVIRONMENT_VARIABLE,
                                        env, SOURCE_ARTIFACT, len(actions) + 1))

@@ -52,6 +52,11 @@ HASH_VARIABLE = "TRAINING_CODE_HASH"
 RETRAIN_STATE_KEY = "retrain/last-training-code-hash"
 # Environment variables the CodeBuild projects set.
 ARTIFACT_BUCKET_VARIABLE = "ARTIFACT_BUCKET"
+
+
+def region_bucket_variable(region: str) -> str:
+    """The build's variable naming the artifact bucket of another region (ARTIFACT_BUCKET_<R>)."""
+    return f"{ARTIFACT_BUCKET_VARIABLE}_{region.upper().replace('-', '_')}"
 # The s3:// URI of the mlops-cfn wheel the build installs (wheel.py; config.cicd's default
 # install commands read it), and where the install commands keep the tools.
 WHEEL_VARIABLE = cicd_config.WHEEL_VARIABLE
@@ -66,10 +71,14 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
                training_code_paths: Sequence[str] | None = None,
                stacks: dict[str, str] | None = None,
                approved_models: bool = False,
-               model_api_image: bool = False) -> dict[str, Any]:
+               model_api_image: bool = False,
+               buckets: dict[str, str] | None = None) -> dict[str, Any]:
     """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
     `stacks` names each environment's stack (default `<env>`); `approved_models` serves each
-    environment's latest approved model package (package --latest-approved-model)."""
+    environment's latest approved model package (package --latest-approved-model); `buckets`
+    names, for an environment deployed in another region, the variable holding that region's
+    artifact bucket (CloudFormation reads a stack's nested templates and Lambda its code from
+    a bucket of the stack's region; default: ARTIFACT_BUCKET)."""
     templates = build.templates_dir
     config_option = f" --config {build.config_file}" if build.config_file else ""
     checks = [
@@ -83,7 +92,8 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
         package += [
             # --stack-name: the template configuration keeps the stack's live model and image
             # (package.template_configuration).
-            f'mlops-cfn package --bucket "${ARTIFACT_BUCKET_VARIABLE}" --prefix {PACKAGE_PREFIX} '
+            f'mlops-cfn package --bucket "${(buckets or {}).get(env, ARTIFACT_BUCKET_VARIABLE)}" '
+            f"--prefix {PACKAGE_PREFIX} "
             f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''}"
             f"{' --model-api-image' if model_api_image else ''} {templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",

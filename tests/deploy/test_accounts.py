@@ -2,11 +2,12 @@
 from sts:AssumeRole act in the role's account.
 
 The scenario of README "Several accounts": an administrator of the target account B bootstraps
-the staging environment of examples/three-accounts.yaml; the home account A then assumes B's
-delivery role and creates a stack with B's execution role, as the home pipeline's deploy action
-does. moto enforces no trust policy or permission, so who may assume which role is checked on
-the template (tests/test_bootstrap.py); CodePipeline executions across accounts are not modelled
-by moto and not driven here.
+the staging environment of examples/three-accounts.yaml; the home account A then does what the
+rendered pipeline's Deploy-staging actions do with the roles they name: assume B's delivery role
+(the action's RoleArn) and, reading the packaged template from the home artifact bucket, create
+and execute the change set with B's execution role (the configuration's RoleArn). moto runs no
+CodePipeline execution and enforces no trust, bucket or key policy, so who may assume or read
+what is checked on the templates (tests/test_bootstrap.py, tests/test_delivery_targets.py).
 """
 
 from pathlib import Path
@@ -14,8 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from mlops_cfn import bootstrap
+from mlops_cfn import bootstrap, config, pipeline
 
+from ..template_eval import Resolver
 from .conftest import REGION, run
 
 pytestmark = pytest.mark.slow
@@ -28,6 +30,8 @@ HOME_OPTIONS = ("--pipeline-role-arn", HOME_ROLE,
                 "--artifact-bucket", f"fraud-scoring-dev-delivery-{HOME}-us-east-1",
                 "--artifact-key-arn",
                 f"arn:aws:kms:us-east-1:{HOME}:key/1234abcd-12ab-34cd-56ef-1234567890ab")
+# prod deploys in eu-west-1: its roles read the region support stack's store there.
+REGION_OPTIONS = tuple(value.replace("us-east-1", "eu-west-1") for value in HOME_OPTIONS)
 STACK = bootstrap.stack_name("fraud-scoring", "staging")
 
 
@@ -57,6 +61,19 @@ def session_of(credentials: dict[str, str]):
 def stack_names(session) -> set[str]:
     return {s["StackName"] for s in session.client("cloudformation").describe_stacks()["Stacks"]
             if s["StackStatus"] != "DELETE_COMPLETE"}
+
+
+def deploy_action_roles(env: str) -> tuple[str, str]:
+    """The roles the rendered home pipeline's CreateChangeSet action of `env` names: the
+    action's RoleArn (assumed by CodePipeline) and its configuration's (CloudFormation's)."""
+    built = pipeline.build(config.load(EXAMPLE, "dev"))
+    [stage] = [s for s in built.stages if s.name == "cicd"]
+    template = stage.template.to_dict()
+    resolved = Resolver(template, {"EnvironmentName": "dev"}).value(
+        template["Resources"]["DeliveryPipeline"]["Properties"])
+    [deploy] = [s for s in resolved["Stages"] if s["Name"] == f"Deploy-{env}"]
+    [create] = [a for a in deploy["Actions"] if a["Name"] == "CreateChangeSet"]
+    return create["RoleArn"], create["Configuration"]["RoleArn"]
 
 
 def bootstrap_staging(monkeypatch, tmp_path, credentials, *extra):
@@ -91,21 +108,29 @@ def test_a_target_account_is_bootstrapped_and_deployed_into_from_the_home_accoun
     assert again.exit_code == 0, again.output
     assert f"no changes: {STACK} is up to date" in again.output
 
-    # The home pipeline's deploy action: assume the delivery role from the home account, make
-    # the environment's change set with the execution role, execute it.
-    delivery = session_of(credentials_in(TARGET, delivery_arn.split("/", 1)[1], home))
-    cfn = delivery.client("cloudformation")
+    # The home pipeline's deploy action, with the roles the rendered pipeline names (the very
+    # roles the bootstrap created): assume the delivery role from the home account, make the
+    # environment's change set with the execution role from the package in the home artifact
+    # bucket, execute it.
+    action_role, cloudformation_role = deploy_action_roles("staging")
+    assert (action_role, cloudformation_role) == (delivery_arn, execution_arn)
+    artifacts = HOME_OPTIONS[3]
+    home.client("s3").create_bucket(Bucket=artifacts)
     body = ('{"Resources": {"Data": {"Type": "AWS::S3::Bucket", '
             '"Properties": {"BucketName": "fraud-scoring-staging-data-check"}}}}')
-    created = cfn.create_change_set(StackName="fraud-scoring-staging",
-                                    ChangeSetName="fraud-scoring-staging-delivery",
-                                    ChangeSetType="CREATE", TemplateBody=body,
-                                    RoleARN=execution_arn)
+    home.client("s3").put_object(Bucket=artifacts, Key="delivery/staging/root.json",
+                                 Body=body.encode())
+    delivery = session_of(credentials_in(TARGET, action_role.split("/", 1)[1], home))
+    cfn = delivery.client("cloudformation")
+    created = cfn.create_change_set(
+        StackName="fraud-scoring-staging", ChangeSetName="fraud-scoring-staging-delivery",
+        ChangeSetType="CREATE", RoleARN=cloudformation_role,
+        TemplateURL=f"https://{artifacts}.s3.amazonaws.com/delivery/staging/root.json")
     cfn.get_waiter("change_set_create_complete").wait(ChangeSetName=created["Id"])
     cfn.execute_change_set(ChangeSetName=created["Id"])
     cfn.get_waiter("stack_create_complete").wait(StackName="fraud-scoring-staging")
     [stack] = cfn.describe_stacks(StackName="fraud-scoring-staging")["Stacks"]
-    assert stack["RoleARN"] == execution_arn
+    assert stack["RoleARN"] == cloudformation_role
     assert "fraud-scoring-staging" in stack_names(target)
     assert "fraud-scoring-staging" not in stack_names(home)
     assert "fraud-scoring-staging-data-check" in {
@@ -133,18 +158,40 @@ def test_a_first_bootstrap_needs_the_home_values(aws, monkeypatch, tmp_path):
             "needed") in result.output
 
 
+def test_the_region_support_stack_is_deployed_in_its_region_from_the_home_account(
+        aws, tmp_path):
+    primary = home_session().client("kms").create_key(MultiRegion=True)["KeyMetadata"]["Arn"]
+    result = run("bootstrap", "--config", EXAMPLE, "--region-support", "eu-west-1", "--out",
+                 tmp_path / "r", "--deploy", "--yes", "--no-validate",
+                 "--artifact-key-arn", primary)
+    assert result.exit_code == 0, result.output
+    name = bootstrap.region_support_stack_name("fraud-scoring", "eu-west-1")
+    there = home_session().client("cloudformation", region_name="eu-west-1")
+    [stack] = there.describe_stacks(StackName=name)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["ArtifactBucketName"] == f"fraud-scoring-dev-delivery-{HOME}-eu-west-1"
+    # moto has no AWS::KMS::ReplicaKey (a placeholder stands in): that the replica keeps the
+    # primary's key id, as the pipeline's ArtifactStores assume, is AWS KMS's documented
+    # behaviour, and the template's use of it is read in tests/test_delivery_targets.py.
+    assert name not in stack_names(home_session())  # not in us-east-1
+
+
 def test_a_target_in_another_region_is_bootstrapped_there(aws, monkeypatch, tmp_path):
     admin = credentials_in("333333333333", "OrganizationAccountAccessRole")
     for name, value in admin.items():
         monkeypatch.setenv(name, value)
+    refused = run("bootstrap", "--config", EXAMPLE, "--env", "prod", "--out", tmp_path / "b",
+                  "--deploy", "--yes", "--no-validate", *HOME_OPTIONS)
+    assert refused.exit_code == 2
+    assert "give the artifact store of eu-west-1" in refused.output
     result = run("bootstrap", "--config", EXAMPLE, "--env", "prod", "--out", tmp_path / "b",
-                 "--deploy", "--yes", "--no-validate", *HOME_OPTIONS)
+                 "--deploy", "--yes", "--no-validate", *REGION_OPTIONS)
     assert result.exit_code == 0, result.output
     name = bootstrap.stack_name("fraud-scoring", "prod")
     in_region = session_of(admin).client("cloudformation", region_name="eu-west-1")
     assert in_region.describe_stacks(StackName=name)["Stacks"]
     assert name not in stack_names(session_of(admin))  # not in us-east-1
     wrong = run("bootstrap", "--config", EXAMPLE, "--env", "prod", "--out", tmp_path / "b",
-                "--deploy", "--yes", "--no-validate", "--region", "us-east-1", *HOME_OPTIONS)
+                "--deploy", "--yes", "--no-validate", "--region", "us-east-1", *REGION_OPTIONS)
     assert wrong.exit_code == 2
     assert "environments.prod.region is eu-west-1" in wrong.output
