@@ -14,7 +14,7 @@ import yaml
 from mlops_cfn import bootstrap, config, permissions, pipeline
 from mlops_cfn.cli import cli
 from mlops_cfn.errors import UserError
-from mlops_cfn.render import drift, render_files
+from mlops_cfn.render import drift
 
 from .iam_policy import allowed
 from .template_eval import ACCOUNT, Resolver
@@ -51,18 +51,9 @@ def stack_template(env: str) -> dict:
 
 # --- where environments deploy -----------------------------------------------------------------
 
-def test_a_file_naming_no_account_renders_exactly_what_it_rendered_before_the_keys_existed():
-    # Every environment of the example, and the same file without its accounts and regions: the
-    # same bytes (the golden trees of every other example hold the rest to before).
-    with_keys = loaded("dev")
-    data = example_data()
-    for overrides in data["environments"].values():
-        overrides.pop("account", None)
-        overrides.pop("region", None)
-    without = config.load_data(data, "pipeline.yaml")
-    for env in with_keys.merged:
-        assert render_files(pipeline.build(with_keys.for_environment(env))) == \
-            render_files(pipeline.build(without.for_environment(env))), env
+# A file naming no account renders byte-identical to before (the golden trees of every other
+# example); one with targets differs from the same file without only by what it shares with
+# them (tests/test_sharing.py).
 
 
 def test_the_example_renders_its_golden_bootstrap_trees_byte_for_byte():
