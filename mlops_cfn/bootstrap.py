@@ -28,6 +28,12 @@ What it holds (`build`):
   delivery pipeline's own, under cicd's IsDeliveryHome) are left out: no target account deploys
   them.
 
+- With approved models deployed by the pipeline (stages.cicd.deploy_approved_models):
+  ApprovalForwardRule sends a package approved in the environment's registry group to the home
+  account's default bus, with ApprovalForwardRole (`MlopsCfnForward-<project>-<env>`), which may
+  put events on that bus only (`approval_forwarding`; the home bus admits this account,
+  stages/cicd.py's ApprovalBusPolicy).
+
 The role names start with `MlopsCfn`, which no project's names start with (projects are
 lowercase; IAM matches ARNs case-sensitively): the execution role may manage the project's roles
 (`<project>-...`) but never its own, nor the delivery role; the stack is

@@ -92,7 +92,8 @@ def group_policy(built, env: str, delivery_account: str) -> dict | None:
 def test_a_target_accounts_registry_group_admits_the_home_build_role_to_read_and_nothing_else(
         built):
     policy = group_policy(built, "staging", HOME)
-    group = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package-group/fraud-scoring-staging-models"
+    group = (f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package-group/"
+             "fraud-scoring-staging-models")
     version = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:model-package/fraud-scoring-staging-models/3"
     # What `package --latest-approved-model` calls (deploy.newest_approved).
     assert admits(policy, "sagemaker:ListModelPackages", group, BUILD_ROLE)

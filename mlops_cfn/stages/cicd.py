@@ -48,6 +48,11 @@ Resources (all but Placeholder only in the home environment)
 - ApprovalTriggerRule, ApprovalTriggerRole: with deploy_approved_models (and the training stage
   and model packages to serve), a package approved in any environment's registry group
   (<project>-<env>-models) starts the pipeline.
+  ApprovalBusPolicy: with environments in other accounts, the default bus admits their
+  forwarded model package state changes (bootstrap.py forwards them; sharing.py).
+- With environments in other accounts or regions (sharing.py): BuildRole and ImageRole get
+  fixed names, which the targets' registry groups and API repositories admit; the build reads
+  each target's group by its ARN, and the image build pushes to each target's registry.
 - BuildProject, BuildLogGroup, BuildRole; RetrainProject, RetrainLogGroup, RetrainRole (with
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
   privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.

@@ -83,12 +83,14 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
     package = []
     for env in environments:
         stack = (stacks or {}).get(env, env)
+        where = (registry_options(*(registries or {}).get(env, (None, None)))
+                 if approved_models else "")
         package += [
             # --stack-name: the template configuration keeps the stack's live model and image
             # (package.template_configuration).
             f'mlops-cfn package --bucket "${ARTIFACT_BUCKET_VARIABLE}" --prefix {PACKAGE_PREFIX} '
             f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''}"
-            f"{registry_options(*(registries or {}).get(env, (None, None))) if approved_models else ''}"
+            f"{where}"
             f"{' --model-api-image' if model_api_image else ''} {templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",
             f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{CONFIGURATION_FILE} "
@@ -227,7 +229,8 @@ def _push_command(repository: str, account: str | None, region: str | None) -> s
             'aws ecr get-login-password --region "$region" | docker login --username AWS '
             '--password-stdin "$registry" && '
             '{ [ -n "$built" ] || { docker build --build-arg '
-            f'BASE_IMAGE={MODEL_API_BASE_IMAGE} --tag "model-api:$tag" "$app" && built=1; }}; }} && '
+            f'BASE_IMAGE={MODEL_API_BASE_IMAGE} --tag "model-api:$tag" "$app" '
+            '&& built=1; }; } && '
             f'docker tag "model-api:$tag" "$registry/{repository}:$tag" && '
             f'docker push "$registry/{repository}:$tag"; fi')
 

@@ -2,7 +2,9 @@
 
 Resources
 - ApiRepository (ECR): scan on push, immutable tags, encrypted with the data key, a lifecycle
-  that drops untagged images after a week and keeps the newest ApiImagesKept; retained.
+  that drops untagged images after a week and keeps the newest ApiImagesKept; retained. With
+  environments in other accounts and the image built by the pipeline, its policy in a target
+  account lets the delivery pipeline's image build push (sharing.repository_policy).
 - ApiCluster (ECS): Container Insights on.
 - ApiLogGroup: the containers' logs (KMS, retention).
 - ApiExecutionRole: what ECS does for a task: pull from ApiRepository, write ApiLogGroup, read

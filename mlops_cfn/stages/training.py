@@ -9,7 +9,9 @@ absent.
 
 Resources
 - ModelPackageGroup (AWS::SageMaker::ModelPackageGroup): the model registry, kept on stack
-  deletion (it is the record of every model trained and of its approval).
+  deletion (it is the record of every model trained and of its approval). With environments in
+  other accounts and approved models deployed by the pipeline, its resource policy in a target
+  account lets the delivery build read the approved packages (sharing.registry_policy).
 - TrainingPipeline (AWS::SageMaker::Pipeline): definition built as data by training_pipeline.py
   (PrepareData -> TrainModel -> EvaluateModel -> CheckMetric -> RegisterModel or
   MetricBelowThreshold), its body an Fn::Sub naming the stack's buckets, key, role and settings.
