@@ -352,3 +352,14 @@ esac""",
     assert "aws ecr get-login-password --region eu-west-1" in lines
     assert f"docker login --username AWS --password-stdin {PROD}.dkr.ecr.eu-west-1." \
            "amazonaws.com" in lines
+
+
+def test_package_refuses_a_registry_account_without_latest_approved_model(tmp_path):
+    from click.testing import CliRunner
+
+    from mlops_cfn.cli import cli
+
+    result = CliRunner().invoke(cli, ["package", str(tmp_path), "--bucket", "b", "--stack-name",
+                                      "s", "--registry-account", STAGING])
+    assert result.exit_code == 2
+    assert "--registry-account needs --latest-approved-model" in result.output
