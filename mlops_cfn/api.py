@@ -271,7 +271,9 @@ class Packaged:
 
 def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
                       stack_name: str | None = None, latest_approved_model: bool = False,
-                      model_api_image: bool = False, aws: Aws | None = None) -> Packaged:
+                      model_api_image: bool = False, aws: Aws | None = None,
+                      registry_account: str | None = None,
+                      registry_region: str | None = None) -> Packaged:
     """Upload a rendered environment directory (templates and assets) to `bucket` under
     content-addressed keys (unchanged files are not uploaded again) and write the packaged root
     beside the tree's root template.
@@ -279,14 +281,18 @@ def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
     With `stack_name`, also write packaged-parameters.json: parameters.json plus that stack's
     current model and image where the config leaves them empty (the delivery pipeline's
     TemplateConfiguration); `latest_approved_model` serves the environment's latest approved
-    model package instead, `model_api_image` the model API shipped with this mlops-cfn.
+    model package instead (the group in `registry_account` and `registry_region` when given:
+    an environment in another account or region, sharing.py), `model_api_image` the model API
+    shipped with this mlops-cfn. DeliveryAccountId, where the root has it, is the account that
+    packages (sharing.py).
     Raises UserError for a tree that is not a rendered one or a malformed prefix, DeployFailed
     when S3 or CloudFormation refuse.
     """
     from .deploy import aws_errors, connect as connected
     from .errors import UserError
     from .model_api import image_tag
-    from .package import find_root, normal_prefix, package, template_configuration
+    from .package import (Registry, find_root, normal_prefix, package,
+                          template_configuration)
 
     tree = Path(tree)
     for flag, given in (("latest_approved_model", latest_approved_model),
@@ -298,10 +304,17 @@ def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
     normal_prefix(prefix)
     with aws_errors():
         aws = aws or connected(require_region=stack_name is not None)
+        registry = (Registry(registry_account, registry_region or aws.region)
+                    if latest_approved_model and (registry_account or registry_region)
+                    else None)
         configuration = (template_configuration(
             tree, stack_name, aws.client("cloudformation"),
-            sagemaker=aws.client("sagemaker") if latest_approved_model else None,
-            api_image_tag=image_tag() if model_api_image else None)
+            sagemaker=(None if not latest_approved_model else aws.client("sagemaker")
+                       if registry_region is None
+                       else aws.regional_client("sagemaker")(registry_region)),
+            api_image_tag=image_tag() if model_api_image else None,
+            registry=registry,
+            caller_account=lambda: aws.client("sts").get_caller_identity()["Account"])
             if stack_name else None)
         packaged = package(tree, bucket, prefix=prefix, s3=aws.client("s3"),
                            kms_for=aws.regional_client("kms"))

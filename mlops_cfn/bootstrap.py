@@ -29,6 +29,12 @@ What it holds (`build`):
   delivery pipeline's own, under cicd's IsDeliveryHome) are left out: no target account deploys
   them.
 
+- With approved models deployed by the pipeline (stages.cicd.deploy_approved_models):
+  ApprovalForwardRule sends a package approved in the environment's registry group to the home
+  account's default bus, with ApprovalForwardRole (`MlopsCfnForward-<project>-<env>`), which may
+  put events on that bus only (`approval_forwarding`; the home bus admits this account,
+  stages/cicd.py's ApprovalBusPolicy).
+
 The role names start with `MlopsCfn`, which no project's names start with (projects are
 lowercase; IAM matches ARNs case-sensitively): the execution role may manage the project's roles
 (`<project>-...`) but never its own, nor the delivery role; the stack is
@@ -161,6 +167,11 @@ def build(loaded: LoadedConfig, values: Mapping[str, str] | None = None) -> Boot
     for policy in execution_policies(project, _requirements(built), execution):
         t.add_resource(policy)
     delivery = t.add_resource(delivery_role(project, environment, execution))
+    from .stages.cicd import deploying_approved_models
+
+    if deploying_approved_models(loaded.config):
+        for resource in approval_forwarding(project, environment):
+            t.add_resource(resource)
     t.add_output(Output(DELIVERY_ROLE + "Arn", Value=GetAtt(delivery, "Arn"),
                         Description="The role the home pipeline's deploy actions assume here"))
     t.add_output(Output(EXECUTION_ROLE + "Arn", Value=GetAtt(execution, "Arn"),
@@ -495,6 +506,71 @@ def region_support(loaded: LoadedConfig, region: str,
                         Description="Its key: --artifact-key-arn of their bootstrap"))
     return Bootstrap(home, placement.home_of(loaded).account, region,
                      region_support_stack_name(project, region), t, values)
+
+
+# --- approvals ---------------------------------------------------------------------------------
+
+FORWARD_ROLE = "ApprovalForwardRole"
+FORWARD_RULE = "ApprovalForwardRule"
+
+
+def forward_role_name(project: str, environment: str) -> str:
+    return f"{NAME_PREFIX}Forward-{project}-{environment}"
+
+
+def home_bus_arn() -> Sub:
+    """The home account's default event bus, in the home region."""
+    return Sub("arn:${AWS::Partition}:events:${HomeRegion}:${HomeAccount}:event-bus/default",
+               HomeRegion=_home_region(), HomeAccount=_home_account())
+
+
+def approval_forwarding(project: str, environment: str) -> list:
+    """A package approved in this environment's registry group starts the home delivery
+    pipeline: the rule sends SageMaker's state change to the home account's default bus, whose
+    rule ApprovalTriggerRule starts the pipeline (stages/cicd.py; that bus admits this account,
+    its ApprovalBusPolicy).
+
+    AWS: "Sending and receiving events between AWS accounts in Amazon EventBridge": a rule
+    whose target is the other account's bus, with a role allowed events:PutEvents on that bus;
+    "Automating Amazon SageMaker AI with Amazon EventBridge": SageMaker sends "SageMaker Model
+    Package State Change" to this account's default bus. The forwarded event keeps its source,
+    detail-type and detail; its `account` stays this one."""
+    import awacs.events
+    from troposphere import events
+
+    from .deploy import model_package_group
+    from .stages.cicd import APPROVAL_DETAIL_TYPE, APPROVAL_SOURCE
+
+    bus = home_bus_arn()
+    role = iam.Role(
+        FORWARD_ROLE,
+        RoleName=forward_role_name(project, environment),
+        Description=f"EventBridge forwards {project} {environment}'s model approvals to the "
+                    "home account's default bus",
+        AssumeRolePolicyDocument=policies.trusted_by(
+            "events.amazonaws.com",
+            # Only EventBridge acting for this account's rules (confused deputy guard).
+            StringEquals("aws:SourceAccount", Ref("AWS::AccountId"))),
+        Policies=[iam.Policy(PolicyName="forward", PolicyDocument=policies.document(
+            # AWS: "Sending and receiving events between AWS accounts in Amazon EventBridge"
+            # (the rule's role needs events:PutEvents on the receiving bus): the home default
+            # bus only.
+            Statement(Effect=Allow, Action=[awacs.events.PutEvents], Resource=[bus])))],
+    )
+    rule = events.Rule(
+        FORWARD_RULE,
+        Description=f"A package approved in {model_package_group(project, environment)} starts "
+                    "the home delivery pipeline",
+        EventPattern={
+            "source": [APPROVAL_SOURCE],
+            "detail-type": [APPROVAL_DETAIL_TYPE],
+            "detail": {"ModelPackageGroupName": [model_package_group(project, environment)],
+                       "ModelApprovalStatus": ["Approved"]},
+        },
+        State="ENABLED",
+        Targets=[events.Target(Id="HomeDefaultBus", Arn=bus, RoleArn=GetAtt(role, "Arn"))],
+    )
+    return [role, rule]
 
 
 __all__ = ["ARTIFACT_BUCKET", "ARTIFACT_KEY_ARN", "Bootstrap", "PARAMETERS", "PIPELINE_ROLE_ARN",

@@ -109,13 +109,34 @@ def put_template(s3, bucket: str, prefix: str, file_name: str, text: str) -> Pac
 
 
 @dataclass(frozen=True)
+class Registry:
+    """Where an environment's registry group is: an account (None: the caller's) and region."""
+
+    account: str | None
+    region: str
+
+    def group(self, name: str) -> str:
+        """The group as ListModelPackages takes it: its name in the caller's account, its ARN
+        in another ("ListModelPackages", SageMaker API Reference: ModelPackageGroupName is a
+        name or an ARN; a group of another account is named by its ARN)."""
+        if self.account is None:
+            return name
+        from .rules import partition_of
+
+        return (f"arn:{partition_of(self.region)}:sagemaker:{self.region}:{self.account}:"
+                f"model-package-group/{name}")
+
+
+@dataclass(frozen=True)
 class TemplateConfiguration:
     path: Path
     notes: tuple[str, ...] = ()  # what was chosen for the model, and why
 
 
 def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
-                           api_image_tag: str | None = None) -> TemplateConfiguration:
+                           api_image_tag: str | None = None, registry: Registry | None = None,
+                           caller_account: Callable[[], str] | None = None
+                           ) -> TemplateConfiguration:
     """Write `packaged-parameters.json` beside the root: the tree's parameters.json plus the
     stack's current values of the run-time parameters (model, image) the file leaves out.
 
@@ -128,7 +149,14 @@ def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
     (deploy.newest_approved; the group is named from the project and environment render wrote
     into parameters.json); with none approved yet, the stack's current one is kept. With
     `api_image_tag` (`package --model-api-image`), an API image tag the file leaves out is that
-    one: the shipped model API's, which the pipeline pushes before deploying.
+    one: the shipped model API's, which the pipeline pushes before deploying. `registry` says
+    where the group is when it is in another account or region (its ARN is queried then).
+
+    DeliveryAccountId (a root of a file with environments in other accounts, sharing.py) is the
+    account packaging runs in (`caller_account`, by default STS GetCallerIdentity, which needs
+    no permission): the
+    delivery pipeline's build packages in the home account, and that account is what the
+    environment shares its registry group and API repository with.
     """
     source = tree / PARAMETERS_FILE
     try:
@@ -146,7 +174,19 @@ def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
     values = live_values(cfn, stack_name, left_out)
     notes = []
     if sagemaker is not None:
-        notes.append(_newest_approved_model(configuration, source, left_out, values, sagemaker))
+        notes.append(_newest_approved_model(configuration, source, left_out, values, sagemaker,
+                                            registry))
+    from .sharing import DELIVERY_ACCOUNT
+
+    if DELIVERY_ACCOUNT in left_out:
+        if caller_account is None:
+            def caller_account() -> str:
+                import boto3
+
+                return boto3.client("sts").get_caller_identity()["Account"]
+        values[DELIVERY_ACCOUNT] = caller_account()
+        notes.append(f"{DELIVERY_ACCOUNT}: {values[DELIVERY_ACCOUNT]} (the account packaging "
+                     "runs in, the delivery pipeline's)")
     if api_image_tag is not None and API_IMAGE_PARAMETER in left_out:
         values[API_IMAGE_PARAMETER] = api_image_tag
         notes.append(f"{API_IMAGE_PARAMETER}: {api_image_tag} (the model API shipped with "
@@ -159,7 +199,8 @@ def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
 
 
 def _newest_approved_model(configuration: dict, source: Path, left_out: set[str],
-                           values: dict[str, str], sagemaker) -> str:
+                           values: dict[str, str], sagemaker,
+                           registry: Registry | None = None) -> str:
     """Sets `values`' model package to the latest approved of the environment's group; says
     what it chose."""
     from .deploy import MODEL_PACKAGE_PARAMETER, model_package_group, newest_approved
@@ -173,6 +214,8 @@ def _newest_approved_model(configuration: dict, source: Path, left_out: set[str]
         raise UserError(f"{source}: Tags: no {PROJECT_TAG} and {ENVIRONMENT_TAG} to name the "
                         "model registry group by; render the tree again")
     group = model_package_group(tags[PROJECT_TAG], tags[ENVIRONMENT_TAG])
+    if registry is not None:
+        group = registry.group(group)
     chosen = newest_approved(sagemaker, group)
     if chosen is None:
         return (f"{MODEL_PACKAGE_PARAMETER}: no approved package in {group} yet; keeping "

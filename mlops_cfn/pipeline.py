@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 from troposphere import GetAtt, Join, Output, Ref, Template
 from troposphere.cloudformation import Stack
 
-from . import boundary, permissions, placement
+from . import boundary, permissions, placement, sharing
 from . import overrides as hatch  # pipeline.yaml's overrides (the escape hatch)
 from .config import LoadedConfig, PipelineConfig, StagesConfig, setting_values, structure_of
 from .config.extensions import ExtensionStage, enabled_section
@@ -72,7 +72,7 @@ def _deploying(name: str) -> StageSpec:
     def build(loaded: LoadedConfig, requirements: frozenset[str]) -> Stage:
         module = _module(name)
         return module.build(loaded.config, targets=module.targets_of(loaded),
-                            requirements=requirements)
+                            requirements=requirements, sharing=sharing.of(loaded))
 
     return StageSpec(name, build, lambda c: getattr(c.stages, name).enabled,
                      f"stages.{name}.enabled", deploys=True)
@@ -85,9 +85,19 @@ def _key_holder(name: str) -> StageSpec:
                      holds_key=True)
 
 
+def _sharing(name: str) -> StageSpec:
+    """A stage whose resources the delivery pipeline reaches in the environments of other
+    accounts (training's registry group, serving's API repository): told the file's targets
+    (sharing.of; None without, so those templates stay as they were)."""
+    return StageSpec(name, lambda loaded: _module(name).build(loaded.config,
+                                                             sharing.of(loaded)),
+                     lambda c: getattr(c.stages, name).enabled, f"stages.{name}.enabled")
+
+
 _NETWORK = StageSpec("network", lambda loaded: _module("network").build(loaded.config),
                      lambda c: True, "network")
-_SPECIAL = {"storage": _key_holder, "cicd": _deploying}
+_SPECIAL = {"storage": _key_holder, "cicd": _deploying, "training": _sharing,
+            "serving": _sharing}
 
 # The one list of mlops-cfn's stages: the network, then the sections of `stages` in the order
 # the config model declares them. Order here is only the tie-break for stages no wire orders.
@@ -185,6 +195,8 @@ def _build(loaded: LoadedConfig, file_suffix: str, registry: Sequence[StageSpec]
     values = {name: parameter_value(v) for name, v in setting_values(config).items()
               if v is not None}
     values[ENVIRONMENT_NAME] = loaded.environment
+    # Left to run time: packaging sets it, a deployment by hand keeps the stack's (sharing.py).
+    values[sharing.DELIVERY_ACCOUNT] = ""
     # AssetsBucket has no value before packaging; `mlops-cfn package` sets it.
     parameters = {name: values[name] for name in root.parameters if name in values}
     if problems := placement.region_problems(loaded, root, parameters):

@@ -103,12 +103,17 @@ def parameter_value(value: Any) -> str:
 
 def run_time_parameters(model: type[BaseModel] | None = None) -> frozenset[str]:
     """The parameters of `Setting(..., run_time=True)` fields (which model serves, which image
-    runs), over the whole config model by default."""
+    runs), over the whole config model by default, with DeliveryAccountId then."""
     if model is None:
         from .config import PipelineConfig
 
         model = PipelineConfig
-    found: set[str] = set()
+        # Not a config field: the account the delivery pipeline runs in (sharing.py).
+        from .sharing import DELIVERY_ACCOUNT
+
+        found: set[str] = {DELIVERY_ACCOUNT}
+    else:
+        found = set()
     for field in model.model_fields.values():
         for marker in field.metadata:
             if isinstance(marker, Setting) and marker.run_time:

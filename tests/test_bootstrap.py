@@ -14,7 +14,7 @@ import yaml
 from mlops_cfn import bootstrap, config, permissions, pipeline
 from mlops_cfn.cli import cli
 from mlops_cfn.errors import UserError
-from mlops_cfn.render import drift, render_files
+from mlops_cfn.render import drift
 
 from .iam_policy import allowed
 from .template_eval import ACCOUNT, Resolver
@@ -60,23 +60,9 @@ def stack_template(env: str) -> dict:
 
 # --- where environments deploy -----------------------------------------------------------------
 
-def test_accounts_and_regions_change_only_the_delivery_pipeline_and_the_boundary_capping_it():
-    # Every environment of the example, and the same file without its accounts and regions: the
-    # same bytes but for the delivery pipeline, which deploys the targets through their roles,
-    # and the boundary, which follows its role's services (sts); the golden trees of every
-    # other example hold a file naming no account to before.
-    with_keys = loaded("dev")
-    data = example_data()
-    for overrides in data["environments"].values():
-        overrides.pop("account", None)
-        overrides.pop("region", None)
-    without = config.load_data(data, "pipeline.yaml")
-    for env in with_keys.merged:
-        mine = render_files(pipeline.build(with_keys.for_environment(env)))
-        before = render_files(pipeline.build(without.for_environment(env)))
-        assert set(mine) == set(before)
-        assert {name for name in mine if mine[name] != before[name]} == \
-            {"cicd.yaml", "boundary.yaml"}, env
+# A file naming no account renders byte-identical to before (the golden trees of every other
+# example); one with targets differs from the same file without only by what it shares with
+# them (tests/test_sharing.py).
 
 
 def test_the_example_renders_its_golden_bootstrap_trees_byte_for_byte():

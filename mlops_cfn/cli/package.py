@@ -22,13 +22,19 @@ from .options import aws_options, reports_failures
               help="With --stack-name: serve the latest approved package of the environment's "
                    "model registry group (the stack's current one while none is approved), "
                    "unless the config names a model.")
+@click.option("--registry-account", metavar="ACCOUNT",
+              help="With --latest-approved-model: the environment's registry group is in this "
+                   "account (its group's policy admits the caller), not the caller's.")
+@click.option("--registry-region", metavar="REGION",
+              help="With --latest-approved-model: the environment's registry group is in this "
+                   "region, not the caller's.")
 @click.option("--model-api-image", is_flag=True,
               help="With --stack-name: the API image is the model API shipped with this "
                    "mlops-cfn (its content tag), unless the config names a tag.")
 @aws_options
 @reports_failures
-def package(path, bucket, prefix, stack_name, latest_approved_model, model_api_image, profile,
-            region, endpoint_url):
+def package(path, bucket, prefix, stack_name, latest_approved_model, registry_account,
+            registry_region, model_api_image, profile, region, endpoint_url):
     """Upload the templates and assets of PATH (default: templates/dev) to S3.
 
     Keys are content-addressed: unchanged files are not uploaded again. Writes the packaged root
@@ -44,10 +50,17 @@ def package(path, bucket, prefix, stack_name, latest_approved_model, model_api_i
         if given and not stack_name:
             raise click.UsageError(f"{flag} needs --stack-name: it writes the template "
                                    "configuration of that stack")
+    for flag, given in (("--registry-account", registry_account),
+                        ("--registry-region", registry_region)):
+        if given and not latest_approved_model:
+            raise click.UsageError(f"{flag} needs --latest-approved-model: it says where the "
+                                   "environment's registry group is")
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=stack_name is not None)
     packaged = package_templates(path, bucket, prefix=prefix, stack_name=stack_name,
                                  latest_approved_model=latest_approved_model,
+                                 registry_account=registry_account,
+                                 registry_region=registry_region,
                                  model_api_image=model_api_image, aws=aws)
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
                f"(s3://{bucket}/{normal_prefix(prefix)})")

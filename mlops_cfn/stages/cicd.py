@@ -56,6 +56,11 @@ Resources (all but Placeholder only in the home environment)
 - ApprovalTriggerRule, ApprovalTriggerRole: with deploy_approved_models (and the training stage
   and model packages to serve), a package approved in any environment's registry group
   (<project>-<env>-models) starts the pipeline.
+  ApprovalBusPolicy: with environments in other accounts, the default bus admits their
+  forwarded model package state changes (bootstrap.py forwards them; sharing.py).
+- With environments in other accounts or regions (sharing.py): BuildRole and ImageRole get
+  fixed names, which the targets' registry groups and API repositories admit; the build reads
+  each target's group by its ARN, and the image build pushes to each target's registry.
 - BuildProject, BuildLogGroup, BuildRole; RetrainProject, RetrainLogGroup, RetrainRole (with
   retraining); BuildSecurityGroup (with `build.in_vpc`). Projects encrypted with the data key,
   privileged mode off, logs to KMS-encrypted log groups, in the private subnets when in_vpc.
@@ -141,6 +146,8 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, ALARM_TOPIC_ARN, DATA_KEY_ARN,
                        DELIVERY_PIPELINE_NAME,
                        DELIVERY_SOURCE_BUCKET_NAME, PRIVATE_SUBNET_IDS, TRAINING_START_ARN,
                        VPC_ID)
+from .. import sharing as sharing_module
+from ..sharing import Sharing
 from ..stage import Stage, StageBuilder
 from . import cicd_buildspec as spec
 from . import cicd_partition
@@ -314,7 +321,9 @@ def deploying_approved_models(config: PipelineConfig) -> bool:
 
 def build(config: PipelineConfig,
           targets: Sequence[DeploymentTarget] | None = None,
-          requirements: Iterable[str] = ()) -> Stage:
+          requirements: Iterable[str] = (), sharing: Sharing | None = None) -> Stage:
+    """`sharing`: the file's environments in other accounts or regions (sharing.of), whose
+    registry groups the build reads and whose API repositories the image build pushes to."""
     cicd = config.stages.cicd
     targets = tuple(targets) if targets is not None else targets_from(config)
     home = home_environment(config)
@@ -342,7 +351,7 @@ def build(config: PipelineConfig,
             source_bucket, cicd.source.publishers))))
 
     network = add_build_network(b) if cicd.build.in_vpc else None
-    build_project = add_build_project(b, config, targets, artifacts, key, network)
+    build_project = add_build_project(b, config, targets, artifacts, key, network, sharing)
     retrain_project = (add_retrain_project(b, config, artifacts, key, network)
                        if retraining(config) else None)
     deploy_role = add_deploy_role(b, artifacts, key)
@@ -354,7 +363,7 @@ def build(config: PipelineConfig,
     smoke_project = (add_smoke_project(b, config, [t for t in targets if not t.remote],
                                        artifacts, key, network)
                      if smoke_testing(config) else None)
-    image_project = (add_image_project(b, config, targets, artifacts, key, network)
+    image_project = (add_image_project(b, config, targets, artifacts, key, network, sharing)
                      if building_model_api_image(config) else None)
     projects = [p for p in (build_project, retrain_project, protect_project, smoke_project,
                             image_project) if p is not None]
@@ -380,7 +389,7 @@ def build(config: PipelineConfig,
     if source_bucket is not None:
         add_source_trigger(b, cicd, source_bucket, pipeline)
     if deploying_approved_models(config):
-        add_approval_trigger(b, config.project, targets, pipeline)
+        add_approval_trigger(b, config.project, targets, pipeline, sharing)
         b.output(DELIVERY_SOURCE_BUCKET_NAME, Sub(
             naming.physical_name(naming.S3_BUCKET, config.project, "source").replace(
                 naming.ENVIRONMENT, home)))
@@ -671,31 +680,37 @@ def add_build_network(b: StageBuilder) -> BuildNetwork:
 
 def add_build_project(b: StageBuilder, config: PipelineConfig,
                       targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
-                      network: BuildNetwork | None) -> codebuild.Project:
+                      network: BuildNetwork | None,
+                      sharing: Sharing | None = None) -> codebuild.Project:
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "BuildLogGroup", "delivery-build"))
     wheel = b.tool_wheel()
+    approved = deploying_approved_models(config)
     role = _home(b.add(iam.Role(
         "BuildRole",
         Description="Delivery build: check, test and package the pipeline",
         AssumeRolePolicyDocument=codebuild_trust(),
         Policies=[iam.Policy(PolicyName="build", PolicyDocument=policies.document(
             build_statements(config.project, targets, artifacts, key, log_group, network),
-            approved_model_statements(deploying_approved_models(config)),
+            approved_model_statements(approved),
+            shared_registry_statements(config.project, sharing if approved else None),
             # `package` of the environments deployed in other regions, into their stores.
             region_store_statements(config.project, home_environment(config), targets,
                                     package=True))),
             # The wheel it installs lies wherever this stack's assets were packaged.
             *b.asset_key_policies()],
+        # A target's registry group admits it by this name (sharing.registry_policy).
+        **_shared_role_name(sharing, sharing_module.build_role_name, config.project),
     )))
     build_spec = spec.build_spec(
         [t.environment for t in targets], cicd.build,
         cicd.retrain.code_paths if retraining(config) else None,
         {t.environment: stack_name(config.project, t.environment) for t in targets},
-        approved_models=deploying_approved_models(config),
+        approved_models=approved,
         model_api_image=building_model_api_image(config),
         buckets={t.environment: spec.region_bucket_variable(t.region) for t in targets
-                 if t.region is not None})
+                 if t.region is not None},
+        registries=_registries(sharing))
     home = home_environment(config)
     region_buckets = {spec.region_bucket_variable(region): region_store_bucket(
         config.project, home, region) for region in other_regions(targets)}
@@ -704,6 +719,46 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
         role, build_spec, {spec.ARTIFACT_BUCKET_VARIABLE: Ref(artifacts),
                            spec.WHEEL_VARIABLE: wheel, **region_buckets}, key, log_group,
         network)
+
+
+def _shared_role_name(sharing: Sharing | None, name_of, project: str) -> dict[str, str]:
+    """A fixed RoleName with targets, which admit the role by its name (sharing.py)."""
+    return {} if sharing is None else {"RoleName": name_of(project, sharing.home)}
+
+
+def _registries(sharing: Sharing | None) -> dict[str, tuple[str | None, str | None]]:
+    """Each target environment's account and region (None: the home's), where the build finds
+    its registry group."""
+    return {} if sharing is None else {t.environment: (t.account, t.region)
+                                       for t in sharing.targets}
+
+
+def _target_arn(service: str, target, resource: str) -> Sub:
+    """An ARN in a target's account and region (the home's where it names none)."""
+    region = target.region or "${AWS::Region}"
+    account = target.account or "${AWS::AccountId}"
+    return Sub(f"arn:${{AWS::Partition}}:{service}:{region}:{account}:{resource}")
+
+
+def shared_registry_statements(project: str, sharing: Sharing | None) -> list[Statement]:
+    """What `package --latest-approved-model` reads of the targets' registry groups, in their
+    accounts and regions (each target's group admits this role: sharing.registry_policy)."""
+    if sharing is None:
+        return []
+    from ..deploy import model_package_group
+
+    groups = [(t, model_package_group(project, t.environment)) for t in sharing.targets]
+    return [
+        # AWS: "Set up discoverability" (SageMaker AI Developer Guide, Model Registry): a
+        # group shared by its resource policy is read with DescribeModelPackageGroup on the
+        # group, ListModelPackages and DescribeModelPackage on its versions; across accounts
+        # the caller's own policy must allow them too ("Policy evaluation logic",
+        # cross-account requests, IAM User Guide).
+        Statement(Effect=Allow, Action=list(sharing_module.REGISTRY_READS),
+                  Resource=[arn for target, group in groups for arn in (
+                      _target_arn("sagemaker", target, f"model-package-group/{group}"),
+                      _target_arn("sagemaker", target, f"model-package/{group}/*"))]),
+    ]
 
 
 def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.Bucket,
@@ -727,13 +782,18 @@ def add_retrain_project(b: StageBuilder, config: PipelineConfig, artifacts: s3.B
 
 def add_image_project(b: StageBuilder, config: PipelineConfig,
                       targets: Sequence[DeploymentTarget], artifacts: s3.Bucket, key: Any,
-                      network: BuildNetwork | None) -> codebuild.Project:
+                      network: BuildNetwork | None,
+                      sharing: Sharing | None = None) -> codebuild.Project:
     """Builds the shipped model API's image and pushes it to every environment's API
     repository (cicd_buildspec.image_spec)."""
     cicd = config.stages.cicd
     log_group = _home(encrypted_log_group(b, config, "ImageLogGroup", "delivery-image"))
     wheel = b.tool_wheel()
     repositories = [model_api_repository(config.project, t.environment) for t in targets]
+    placed = _registries(sharing)
+    # Where each repository is: its environment's account and region (None: the home's).
+    destinations = [(name, *placed.get(t.environment, (None, None)))
+                    for name, t in zip(repositories, targets)]
     role = _home(b.add(iam.Role(
         "ImageRole",
         Description="Delivery: build the model API's image and push it to the API repositories",
@@ -755,18 +815,23 @@ def add_image_project(b: StageBuilder, config: PipelineConfig,
                 awacs.ecr.BatchCheckLayerAvailability, awacs.ecr.BatchGetImage,
                 awacs.ecr.CompleteLayerUpload, awacs.ecr.DescribeImages,
                 awacs.ecr.InitiateLayerUpload, awacs.ecr.PutImage, awacs.ecr.UploadLayerPart],
-                Resource=[policies.arn("ecr", f"repository/{name}") for name in repositories]),
+                Resource=[_target_arn("ecr", _Where(account, region), f"repository/{name}")
+                          if (account, region) != (None, None)
+                          else policies.arn("ecr", f"repository/{name}")
+                          for name, account, region in destinations]),
             # AWS: "IAM permissions for pushing an image to an Amazon ECR private repository":
             # GetAuthorizationToken on "*" (it has no resource-level permission).
             Statement(Effect=Allow, Action=[awacs.ecr.GetAuthorizationToken], Resource=["*"]),
             log_statement(log_group),
             *vpc_statements(network),
         )), *b.asset_key_policies()],
+        # A target's API repository admits it by this name (sharing.repository_policy).
+        **_shared_role_name(sharing, sharing_module.image_role_name, config.project),
     )))
     project = action_project(
         b, cicd, "ImageProject",
         "Builds the model API's image and pushes it to the environments' API repositories",
-        role, spec.image_spec(cicd.build, repositories), {spec.WHEEL_VARIABLE: wheel}, key,
+        role, spec.image_spec(cicd.build, destinations), {spec.WHEEL_VARIABLE: wheel}, key,
         log_group, network, privileged=True)
     project.Metadata = control_tower_exceptions((
         "CT.CODEBUILD.PR.4",
@@ -776,6 +841,12 @@ def add_image_project(b: StageBuilder, config: PipelineConfig,
         "else. Where the control is active, set stages.cicd.build_model_api_image to false "
         "and push the image yourself."))
     return project
+
+
+@dataclass(frozen=True)
+class _Where:
+    account: str | None
+    region: str | None
 
 
 def add_smoke_project(b: StageBuilder, config: PipelineConfig,
@@ -1485,13 +1556,19 @@ def pipeline_starter_role(b: StageBuilder, title: str, description: str,
 
 
 def add_approval_trigger(b: StageBuilder, project: str, targets: Sequence[DeploymentTarget],
-                         pipeline: codepipeline.Pipeline) -> None:
+                         pipeline: codepipeline.Pipeline,
+                         sharing: Sharing | None = None) -> None:
     """Approving a model package in any environment's registry group starts the pipeline, whose
     build then serves each environment's latest approved package
     (`package --latest-approved-model`). SageMaker sends "SageMaker Model Package State
     Change" events to the account's default bus (AWS: "Automating Amazon SageMaker AI with
     Amazon EventBridge"); the groups are named as the training stage names them in each
-    environment (deploy.model_package_group)."""
+    environment (deploy.model_package_group).
+
+    A target forwards its approvals to this account's default bus (bootstrap.py), where they
+    keep their source, detail-type and detail and carry the target's account in `account`: the
+    pattern names no account, so it matches them; the bus admits exactly the target accounts
+    (`add_approval_bus_policy`)."""
     from ..deploy import model_package_group
 
     pipeline_arn = policies.arn("codepipeline", "${%s}" % pipeline.title)
@@ -1503,8 +1580,8 @@ def add_approval_trigger(b: StageBuilder, project: str, targets: Sequence[Deploy
         "ApprovalTriggerRule",
         Description="An approved model package starts the delivery pipeline, which serves it",
         EventPattern={
-            "source": ["aws.sagemaker"],
-            "detail-type": ["SageMaker Model Package State Change"],
+            "source": [APPROVAL_SOURCE],
+            "detail-type": [APPROVAL_DETAIL_TYPE],
             "detail": {
                 "ModelPackageGroupName": [model_package_group(project, t.environment)
                                           for t in targets],
@@ -1514,6 +1591,43 @@ def add_approval_trigger(b: StageBuilder, project: str, targets: Sequence[Deploy
         State="ENABLED",
         Targets=[events.Target(Id="DeliveryPipeline", Arn=pipeline_arn,
                                RoleArn=GetAtt(role, "Arn"))],
+    )))
+    if sharing is not None and sharing.other_accounts:
+        add_approval_bus_policy(b, project, sharing.other_accounts)
+
+
+APPROVAL_SOURCE = "aws.sagemaker"
+APPROVAL_DETAIL_TYPE = "SageMaker Model Package State Change"
+
+
+def approval_statement_id(project: str) -> str:
+    """The bus policy's statement id (one per project on the account's default bus)."""
+    return f"{project}-approvals-from-targets"
+
+
+def add_approval_bus_policy(b: StageBuilder, project: str, accounts: Sequence[str]) -> None:
+    """The home default bus admits the target accounts' forwarded model package state changes,
+    and nothing else of theirs.
+
+    AWS: "Sending and receiving events between AWS accounts in Amazon EventBridge" (the
+    receiving bus's resource policy admits the sending account) and "Example policy: Send
+    events to a custom bus in a different account" (events:source and events:detail-type
+    conditions). AWS::Events::EventBusPolicy adds one statement, by its StatementId, to the
+    bus's policy and leaves the others (PutPermission)."""
+    _home(b.add(events.EventBusPolicy(
+        "ApprovalBusPolicy",
+        EventBusName="default",
+        StatementId=approval_statement_id(project),
+        Statement={
+            "Effect": "Allow",
+            "Principal": {"AWS": [Sub(f"arn:${{AWS::Partition}}:iam::{account}:root")
+                                  for account in accounts]},
+            "Action": "events:PutEvents",
+            "Resource": policies.arn("events", "event-bus/default"),
+            "Condition": {"ForAllValues:StringEquals": {
+                "events:source": [APPROVAL_SOURCE],
+                "events:detail-type": [APPROVAL_DETAIL_TYPE]}},
+        },
     )))
 
 

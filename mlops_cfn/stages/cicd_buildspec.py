@@ -72,13 +72,16 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
                stacks: dict[str, str] | None = None,
                approved_models: bool = False,
                model_api_image: bool = False,
-               buckets: dict[str, str] | None = None) -> dict[str, Any]:
+               buckets: dict[str, str] | None = None,
+               registries: dict[str, tuple[str | None, str | None]] | None = None
+               ) -> dict[str, Any]:
     """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
     `stacks` names each environment's stack (default `<env>`); `approved_models` serves each
-    environment's latest approved model package (package --latest-approved-model); `buckets`
-    names, for an environment deployed in another region, the variable holding that region's
-    artifact bucket (CloudFormation reads a stack's nested templates and Lambda its code from
-    a bucket of the stack's region; default: ARTIFACT_BUCKET)."""
+    environment's latest approved model package (package --latest-approved-model), read from
+    the account and region `registries` gives an environment in another one (sharing.py);
+    `buckets` names, for an environment deployed in another region, the variable holding that
+    region's artifact bucket (CloudFormation reads a stack's nested templates and Lambda its
+    code from a bucket of the stack's region; default: ARTIFACT_BUCKET)."""
     templates = build.templates_dir
     config_option = f" --config {build.config_file}" if build.config_file else ""
     checks = [
@@ -89,12 +92,15 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
     package = []
     for env in environments:
         stack = (stacks or {}).get(env, env)
+        where = (registry_options(*(registries or {}).get(env, (None, None)))
+                 if approved_models else "")
         package += [
             # --stack-name: the template configuration keeps the stack's live model and image
             # (package.template_configuration).
             f'mlops-cfn package --bucket "${(buckets or {}).get(env, ARTIFACT_BUCKET_VARIABLE)}" '
             f"--prefix {PACKAGE_PREFIX} "
             f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''}"
+            f"{where}"
             f"{' --model-api-image' if model_api_image else ''} {templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",
             f"cp {templates}/{env}/{PACKAGED_ROOT_FILE} {templates}/{env}/{CONFIGURATION_FILE} "
@@ -117,6 +123,13 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
         },
         "artifacts": {"base-directory": OUTPUT_DIR, "files": ["**/*"]},
     }
+
+
+def registry_options(account: str | None, region: str | None) -> str:
+    """`package` options naming where an environment's registry group is, when not in the
+    build's own account and region."""
+    return (f"{f' --registry-account {account}' if account else ''}"
+            f"{f' --registry-region {region}' if region else ''}")
 
 
 def training_code_hash_command(paths: Sequence[str]) -> str:
@@ -169,10 +182,24 @@ ENVIRONMENT_VARIABLE = "ENVIRONMENT_NAME"
 MODEL_API_BASE_IMAGE = "public.ecr.aws/docker/library/python:3.11-slim-bookworm"
 
 
-def image_spec(build: BuildConfig, repositories: Sequence[str]) -> dict[str, Any]:
+Destination = tuple[str, str | None, str | None]
+
+
+def image_spec(build: BuildConfig,
+               destinations: Sequence[str | Destination]) -> dict[str, Any]:
     """Build the model API's image shipped with the installed mlops-cfn once, tagged by its
     content (model_api.image_tag), and push it to each environment's repository that does not
-    hold that tag yet: an unchanged app is neither rebuilt nor pushed again."""
+    hold that tag yet: an unchanged app is neither rebuilt nor pushed again.
+
+    A destination is a repository name, or (name, account, region) with None for the build's
+    own account or region: a repository of an environment in another account or region is
+    reached through its registry there (`aws ecr` with --registry-id and --region, and a login
+    to that registry; the repository's policy admits the image build, sharing.py)."""
+    placed = [(d, None, None) if isinstance(d, str) else tuple(d) for d in destinations]
+    if any(account or region for _, account, region in placed):
+        return _installing_spec(build, [*_image_preamble(),
+                                        *(_push_command(*d) for d in placed)])
+    repositories = [name for name, _, _ in placed]
     python = "python3 -c 'from mlops_cfn import model_api as m; print(m.{})'"
     return _installing_spec(build, [
                 f'tag="$({python.format("image_tag()")})"',
@@ -191,6 +218,31 @@ def image_spec(build: BuildConfig, repositories: Sequence[str]) -> dict[str, Any
                 'docker tag "model-api:$tag" "$registry/$repository:$tag"; '
                 'docker push "$registry/$repository:$tag"; done',
     ])
+
+
+def _image_preamble() -> list[str]:
+    python = "python3 -c 'from mlops_cfn import model_api as m; print(m.{})'"
+    return [f'tag="$({python.format("image_tag()")})"',
+            f'app="$({python.format("APP_DIR")})"',
+            'account="$(aws sts get-caller-identity --query Account --output text)"',
+            'built=""']
+
+
+def _push_command(repository: str, account: str | None, region: str | None) -> str:
+    """One destination: skipped when its repository holds the tag, else logged in to its
+    registry, the image built (once) and pushed."""
+    return (f'registry_account="{account or "$account"}"; region="{region or "$AWS_REGION"}"; '
+            'registry="$registry_account.dkr.ecr.$region.amazonaws.com"; '
+            f'if aws ecr describe-images --region "$region" --registry-id "$registry_account" '
+            f'--repository-name {repository} --image-ids imageTag="$tag" >/dev/null 2>&1; '
+            f'then echo "$registry/{repository}:$tag is there: not rebuilt"; else '
+            'aws ecr get-login-password --region "$region" | docker login --username AWS '
+            '--password-stdin "$registry" && '
+            '{ [ -n "$built" ] || { docker build --build-arg '
+            f'BASE_IMAGE={MODEL_API_BASE_IMAGE} --tag "model-api:$tag" "$app" '
+            '&& built=1; }; } && '
+            f'docker tag "model-api:$tag" "$registry/{repository}:$tag" && '
+            f'docker push "$registry/{repository}:$tag"; fi')
 
 
 def smoke_spec(build: BuildConfig, endpoint_only: bool) -> dict[str, Any]:

@@ -38,11 +38,14 @@ from ..stage import Stage, StageBuilder
 from .serving_api import add_http_api, add_rest_api
 from .serving_batch import add_batch_transform
 from .serving_common import API_RUNNABLE, MODEL_SUPPLIED
+from ..sharing import Sharing
 from .serving_fargate import add_fargate
 from .serving_sagemaker import add_sagemaker, endpoint_name_pattern
 
 
-def build(config: PipelineConfig) -> Stage:
+def build(config: PipelineConfig, sharing: Sharing | None = None) -> Stage:
+    """`sharing`: the file's environments in other accounts (sharing.of), whose API repository
+    the delivery pipeline's image build pushes to (sharing.repository_policy)."""
     serving = config.stages.serving
     b = StageBuilder("serving", config.project, description(config))
     endpoint = fargate = None
@@ -51,7 +54,7 @@ def build(config: PipelineConfig) -> Stage:
         if serving.sagemaker.batch_transform.enabled:
             add_batch_transform(b, config, endpoint.model_name)
     if serving.fargate_enabled:
-        fargate = add_fargate(b, config)
+        fargate = add_fargate(b, config, sharing)
 
     # The URL exists at once; what answers behind it only under its part's condition.
     if serving.api_type == "http":

@@ -2,7 +2,9 @@
 
 Resources
 - ApiRepository (ECR): scan on push, immutable tags, encrypted with the data key, a lifecycle
-  that drops untagged images after a week and keeps the newest ApiImagesKept; retained.
+  that drops untagged images after a week and keeps the newest ApiImagesKept; retained. With
+  environments in other accounts and the image built by the pipeline, its policy in a target
+  account lets the delivery pipeline's image build push (sharing.repository_policy).
 - ApiCluster (ECS): Container Insights on.
 - ApiLogGroup: the containers' logs (KMS, retention).
 - ApiExecutionRole: what ECS does for a task: pull from ApiRepository, write ApiLogGroup, read
@@ -57,6 +59,7 @@ from ..outputs import (ACCESS_LOGS_BUCKET_NAME, API_LOG_GROUP_NAME, ARTIFACTS_BU
                        DATA_KEY_ARN, ECS_CLUSTER_NAME, ECS_SERVICE_NAME, LOAD_BALANCER_DNS_NAME,
                        LOAD_BALANCER_FULL_NAME, PRIVATE_SUBNET_IDS, TARGET_GROUP_FULL_NAME,
                        VPC_CIDR, VPC_ID)
+from ..sharing import Sharing, repository_policy, shared
 from ..stage import StageBuilder
 from .common import control_tower_exceptions, encrypted_log_group, https_out_security_group
 from .serving_common import (API_RUNNABLE, HTTP, HTTPS, MODEL_SUPPLIED,
@@ -86,7 +89,8 @@ class FargateServing:
     port: int
 
 
-def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
+def add_fargate(b: StageBuilder, config: PipelineConfig,
+                sharing: Sharing | None = None) -> FargateServing:
     settings = config.stages.serving.fargate
     https = config.stages.serving.https
     key = b.input(DATA_KEY_ARN)
@@ -95,6 +99,7 @@ def add_fargate(b: StageBuilder, config: PipelineConfig) -> FargateServing:
                                                TroposphereCondition(MODEL_SUPPLIED)))
 
     repository = b.add(api_repository(b, settings, key))
+    share_repository(b, config, sharing, repository)
     cluster_name = naming.physical_name(naming.ECS, config.project, naming.API_CLUSTER_PURPOSE)
     fargate_uses_the_key(b, cluster_name)
     cluster = b.add(ecs.Cluster(
@@ -192,6 +197,23 @@ def fargate_uses_the_key(b: StageBuilder, cluster_name: str) -> None:
     b.data_key_use(policies.key_use_by_service(
         "TaskStorageGrantsByFargate", "fargate.amazonaws.com", [awacs.kms.CreateGrant],
         the_cluster, ForAllValuesStringEquals("kms:GrantOperations", ["Decrypt"])))
+
+
+def share_repository(b: StageBuilder, config: PipelineConfig, sharing: Sharing | None,
+                     repository: ecr.Repository) -> None:
+    """In a target account, when the delivery pipeline builds the model API's image: the
+    repository's policy admitting the delivery pipeline's image build, which pushes the image
+    here (sharing.py). Why push rather than replicate or pull across accounts: ECR replication
+    is configured once per registry (AWS: "Private image replication in Amazon ECR": the
+    registry's replication configuration, and the destination's registry permissions), which a
+    project's stack must not own; pulling from the home repository would make each
+    environment's service depend on the home environment's stack and lifecycle policy. A push
+    keeps each environment's images in its own account, under its own lifecycle policy."""
+    from .cicd import building_model_api_image
+
+    if sharing is not None and building_model_api_image(config):
+        repository.RepositoryPolicyText = If(shared(b), repository_policy(config, sharing.home),
+                                             NoValue)
 
 
 def api_repository(b: StageBuilder, settings: FargateServingConfig, key: Ref) -> ecr.Repository:

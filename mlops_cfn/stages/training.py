@@ -9,7 +9,9 @@ absent.
 
 Resources
 - ModelPackageGroup (AWS::SageMaker::ModelPackageGroup): the model registry, kept on stack
-  deletion (it is the record of every model trained and of its approval).
+  deletion (it is the record of every model trained and of its approval). With environments in
+  other accounts and approved models deployed by the pipeline, its resource policy in a target
+  account lets the delivery build read the approved packages (sharing.registry_policy).
 - TrainingPipeline (AWS::SageMaker::Pipeline): definition built as data by training_pipeline.py
   (PrepareData -> TrainModel -> EvaluateModel -> CheckMetric -> RegisterModel or
   MetricBelowThreshold), its body an Fn::Sub naming the stack's buckets, key, role and settings.
@@ -55,7 +57,7 @@ import awacs.sagemaker
 import awacs.sqs
 from awacs.aws import (Allow, ArnEquals, ArnLike, Bool, Condition, Principal, Statement,
                        StringEquals)
-from troposphere import GetAtt, Join, Ref, Sub, ec2, events, iam, sagemaker, sqs
+from troposphere import GetAtt, If, Join, NoValue, Ref, Sub, ec2, events, iam, sagemaker, sqs
 
 from .. import assets, naming, policies
 from ..assets import ASSETS_BUCKET, Asset
@@ -65,6 +67,7 @@ from ..outputs import (ARTIFACTS_BUCKET_ARN, ARTIFACTS_BUCKET_NAME, DATA_KEY_ARN
                        MODEL_PACKAGE_GROUP_NAME, PRIVATE_SUBNET_IDS, PROCESSED_BUCKET_ARN,
                        PROCESSED_BUCKET_NAME, PROCESSED_DATA_PREFIX, TRAINING_PIPELINE_ARN,
                        TRAINING_PIPELINE_NAME, TRAINING_ROLE_ARN, TRAINING_START_ARN, VPC_ID)
+from ..sharing import Sharing, registry_policy, shared
 from ..stage import Stage, StageBuilder
 from .common import (RETAIN, encrypted_queue, eventbridge_dead_letters,
                      https_to_endpoints_and_s3)
@@ -88,7 +91,9 @@ JOB_LOG_GROUPS = ("/aws/sagemaker/TrainingJobs", "/aws/sagemaker/ProcessingJobs"
 PIPELINE_JOB_PREFIX = "pipelines-"
 
 
-def build(config: PipelineConfig) -> Stage:
+def build(config: PipelineConfig, sharing: Sharing | None = None) -> Stage:
+    """`sharing`: the file's environments in other accounts (sharing.of), whose registry group
+    the delivery build reads (sharing.registry_policy)."""
     settings = config.stages.training
     etl_enabled = config.stages.etl.enabled
     triggers = settings.trigger_list(etl_enabled)
@@ -105,6 +110,7 @@ def build(config: PipelineConfig) -> Stage:
         ModelPackageGroupName=group_name,
         ModelPackageGroupDescription=f"{config.project}: models the training pipeline "
                                      "registered",
+        **registry_sharing(b, config, sharing),
         **RETAIN,
     ))
     input_prefix: Any = (b.input(PROCESSED_DATA_PREFIX) if etl_enabled
@@ -132,6 +138,18 @@ def build(config: PipelineConfig) -> Stage:
     b.output(MODEL_PACKAGE_GROUP_NAME, group_name)
     b.output(TRAINING_ROLE_ARN, role_arn)
     return b.finish()
+
+
+def registry_sharing(b: StageBuilder, config: PipelineConfig,
+                     sharing: Sharing | None) -> dict[str, Any]:
+    """In a target account, when the delivery pipeline serves each environment's latest approved
+    package: the group's resource policy admitting the delivery build (sharing.py)."""
+    from .cicd import deploying_approved_models
+
+    if sharing is None or not deploying_approved_models(config):
+        return {}
+    return {"ModelPackageGroupPolicy": If(shared(b), registry_policy(config, sharing.home),
+                                          NoValue)}
 
 
 @dataclass(frozen=True)
