@@ -170,7 +170,9 @@ def build(loaded: LoadedConfig, values: Mapping[str, str] | None = None) -> Boot
     from .stages.cicd import deploying_approved_models
 
     if deploying_approved_models(loaded.config):
-        for resource in approval_forwarding(project, environment):
+        from .placement import home_of
+
+        for resource in approval_forwarding(project, environment, home_of(loaded).region):
             t.add_resource(resource)
     t.add_output(Output(DELIVERY_ROLE + "Arn", Value=GetAtt(delivery, "Arn"),
                         Description="The role the home pipeline's deploy actions assume here"))
@@ -246,7 +248,9 @@ def _home_account():
 
 
 def _home_region():
-    """The home region, from the key's ARN (arn:<partition>:kms:<region>:<account>:key/..)."""
+    """The artifact store's region, from its key's ARN (arn:<partition>:kms:<region>:..): the
+    home region, or for an environment in another region that region's store's (the region
+    support stack's); never where the home pipeline's bus is (`home_bus_arn`)."""
     return Select(3, Split(":", Ref(ARTIFACT_KEY_ARN)))
 
 
@@ -518,13 +522,17 @@ def forward_role_name(project: str, environment: str) -> str:
     return f"{NAME_PREFIX}Forward-{project}-{environment}"
 
 
-def home_bus_arn() -> Sub:
-    """The home account's default event bus, in the home region."""
-    return Sub("arn:${AWS::Partition}:events:${HomeRegion}:${HomeAccount}:event-bus/default",
-               HomeRegion=_home_region(), HomeAccount=_home_account())
+def home_bus_arn(home_region: str | None) -> Sub:
+    """The home account's default event bus, in the home region: the home environment's
+    `region`, or where it names none, this one's (an environment deployed in a region other than
+    the home one needs the home environment to name its region: stages.cicd.targets_of). Not the
+    artifact key's region, which for such an environment is its own region's store's."""
+    region = home_region or "${AWS::Region}"
+    return Sub(f"arn:${{AWS::Partition}}:events:{region}:${{HomeAccount}}:event-bus/default",
+               HomeAccount=_home_account())
 
 
-def approval_forwarding(project: str, environment: str) -> list:
+def approval_forwarding(project: str, environment: str, home_region: str | None) -> list:
     """A package approved in this environment's registry group starts the home delivery
     pipeline: the rule sends SageMaker's state change to the home account's default bus, whose
     rule ApprovalTriggerRule starts the pipeline (stages/cicd.py; that bus admits this account,
@@ -541,7 +549,7 @@ def approval_forwarding(project: str, environment: str) -> list:
     from .deploy import model_package_group
     from .stages.cicd import APPROVAL_DETAIL_TYPE, APPROVAL_SOURCE
 
-    bus = home_bus_arn()
+    bus = home_bus_arn(home_region)
     role = iam.Role(
         FORWARD_ROLE,
         RoleName=forward_role_name(project, environment),

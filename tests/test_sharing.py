@@ -226,10 +226,10 @@ def test_a_target_by_its_region_alone_needs_no_bus_policy():
 
 
 def forwarding(env: str) -> dict:
-    from tests.test_bootstrap import VALUES
+    from tests.test_bootstrap import values_of
 
-    template = bootstrap.build(config.load(EXAMPLE, env), VALUES).template.to_dict()
-    resolver = Resolver(template, VALUES)
+    template = bootstrap.build(config.load(EXAMPLE, env), values_of(env)).template.to_dict()
+    resolver = Resolver(template, values_of(env))
     return {name: resolver.value(template["Resources"][name]["Properties"])
             for name in (bootstrap.FORWARD_RULE, bootstrap.FORWARD_ROLE)}
 
@@ -238,7 +238,8 @@ def test_a_target_forwards_its_groups_approvals_to_the_home_bus_only():
     for env, region in (("staging", "us-east-1"), ("prod", "us-east-1")):
         found = forwarding(env)
         rule, role = found[bootstrap.FORWARD_RULE], found[bootstrap.FORWARD_ROLE]
-        home_bus = f"arn:aws:events:{region}:{HOME}:event-bus/default"  # the home region
+        # The home region, for prod too, whose artifact store (and key) is eu-west-1's.
+        home_bus = f"arn:aws:events:{region}:{HOME}:event-bus/default"
         assert rule["Targets"] == [{"Id": "HomeDefaultBus", "Arn": home_bus,
                                     "RoleArn": rule["Targets"][0]["RoleArn"]}]
         assert rule["EventPattern"]["detail"]["ModelPackageGroupName"] == [
