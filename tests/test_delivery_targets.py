@@ -177,6 +177,32 @@ def test_the_delivery_key_lets_exactly_stagings_roles_decrypt_through_s3(home):
     assert not reads(statements, role(PROD, "Delivery", "prod"), "kms:Decrypt", "*", **via_s3)
 
 
+def test_stagings_stacks_read_and_decrypt_the_packaged_assets_and_nothing_else(home):
+    # A Glue job's script, a pipeline step's code: read at run time by the roles of staging's
+    # stacks (named after the stack fraud-scoring-staging), across accounts.
+    _, resolver = home
+    statements = bucket_statements(resolver)
+    bucket = f"arn:aws:s3:::{resolver.physical_id('ArtifactBucket')}"
+    asset = f"{bucket}/delivery/assets/0123abcd/etl_job.py"
+    glue = f"arn:aws:iam::{STAGING}:role/fraud-scoring-staging-EtlStack-1A2B-GlueJobRole-3C4D"
+    assert reads(statements, glue, "s3:GetObject", asset)
+    for elsewhere in (f"{bucket}/delivery/templates/0123/etl.yaml",
+                      f"{bucket}/fraud-scoring-dev/Delivery/abc"):
+        assert not reads(statements, glue, "s3:GetObject", elsewhere), elsewhere
+    assert not reads(statements, glue, "s3:PutObject", asset)
+    for other in (f"arn:aws:iam::{STAGING}:role/fraud-scoring-prod-EtlStack-GlueJobRole",
+                  f"arn:aws:iam::{STAGING}:role/admin",
+                  f"arn:aws:iam::{STRANGER}:role/fraud-scoring-staging-EtlStack-GlueJobRole"):
+        assert not reads(statements, other, "s3:GetObject", asset), other
+    key = key_policy_statements(resolver, "DeliveryKey")
+    via_s3 = {"kms:ViaService": "s3.us-east-1.amazonaws.com"}
+    assert reads(key, glue, "kms:Decrypt", "*", **via_s3)
+    assert not reads(key, glue, "kms:Decrypt", "*")
+    assert not reads(key, glue, "kms:Decrypt", "*",
+                     **{"kms:ViaService": "s3.eu-west-1.amazonaws.com"})
+    assert not reads(key, f"arn:aws:iam::{STAGING}:role/admin", "kms:Decrypt", "*", **via_s3)
+
+
 def test_the_pipeline_role_may_assume_exactly_the_targets_delivery_roles(home):
     _, resolver = home
     statements = role_statements(resolver, "PipelineRole")

@@ -470,7 +470,8 @@ def _accounts(readers: Sequence[DeploymentTarget]) -> list[Sub]:
 def store_reads(project: str, readers: Sequence[DeploymentTarget],
                 bucket_arn: Any) -> list[Statement]:
     """Bucket policy statements: the readers' delivery roles read the pipeline's artifacts, their
-    execution roles the packages (delivery/), and nothing else. Each names the account as
+    execution roles the packages (delivery/), their stacks' roles the packaged assets
+    (delivery/assets/), and nothing else. Each names the account as
     principal and the role by aws:PrincipalArn ("AWS global condition context keys", IAM User
     Guide), so the policy is valid before the roles exist (a principal naming a missing role is
     refused); the role's own policy must grant the read too ("Cross-account policy evaluation
@@ -498,12 +499,32 @@ def store_reads(project: str, readers: Sequence[DeploymentTarget],
                   Resource=[Sub("${Bucket}/%s*" % spec.PACKAGE_PREFIX, Bucket=bucket_arn)],
                   Condition=Condition(ArnEquals("aws:PrincipalArn", [
                       execution_role_arn(project, t) for t in readers]))),
+        # The target's own stacks read packaged assets at run time (a Glue job its script, a
+        # SageMaker pipeline step its code, a build the wheel: assets.py); each such role's
+        # policy grants it the asset, and "Cross-account policy evaluation logic" (IAM User
+        # Guide) asks the bucket's policy to admit it too. Its stacks' roles, named after the
+        # stack `<project>-<env>` by CloudFormation (permissions.iam_resources), read the assets
+        # only, never the pipeline's artifacts or the templates.
+        Statement(Sid="TargetStacksReadAssets", Effect=Allow,
+                  Principal=Principal("AWS", accounts),
+                  Action=[awacs.s3.GetObject, awacs.s3.GetObjectVersion],
+                  Resource=[Sub("${Bucket}/%s%s/*" % (spec.PACKAGE_PREFIX, assets.ASSETS_DIR),
+                                Bucket=bucket_arn)],
+                  Condition=Condition(ArnLike("aws:PrincipalArn", [
+                      stack_roles_arn(project, t) for t in readers]))),
     ]
 
 
+def stack_roles_arn(project: str, target: DeploymentTarget) -> Sub:
+    """The roles of a target environment's stacks, in its account: CloudFormation names them
+    after the stack, `<project>-<env>-...`."""
+    return Sub(f"arn:${{AWS::Partition}}:iam::{target.account}:role/"
+               f"{stack_name(project, target.environment)}-*")
+
+
 def store_key_use(project: str, readers: Sequence[DeploymentTarget]) -> list[Statement]:
-    """Key policy statement: the readers' delivery and execution roles decrypt what they read,
-    only through S3 in the store's region, and nothing else."""
+    """Key policy statements: the readers' delivery and execution roles, and their stacks' roles,
+    decrypt what they read, only through S3 in the store's region, and nothing else."""
     if not readers:
         return []
     # AWS: "Allowing users in other accounts to use a KMS key" (AWS KMS Developer Guide): the
@@ -519,7 +540,17 @@ def store_key_use(project: str, readers: Sequence[DeploymentTarget]) -> list[Sta
         Condition=Condition([
             ArnEquals("aws:PrincipalArn", [arn for t in readers for arn in (
                 delivery_role_arn(project, t), execution_role_arn(project, t))]),
-            StringEquals("kms:ViaService", Sub("s3.${AWS::Region}.amazonaws.com"))]))]
+            StringEquals("kms:ViaService", Sub("s3.${AWS::Region}.amazonaws.com"))])),
+        # AWS: same pages; the target's stacks' roles decrypt the assets they read at run time
+        # (store_reads, TargetStacksReadAssets), through S3 of this region only.
+        Statement(
+            Sid="TargetStacksDecryptAssetsThroughS3", Effect=Allow,
+            Principal=Principal("AWS", _accounts(readers)),
+            Action=[awacs.kms.Decrypt],
+            Resource=["*"],
+            Condition=Condition([
+                ArnLike("aws:PrincipalArn", [stack_roles_arn(project, t) for t in readers]),
+                StringEquals("kms:ViaService", Sub("s3.${AWS::Region}.amazonaws.com"))]))]
 
 
 def artifact_stores(project: str, home: str, targets: Sequence[DeploymentTarget],
