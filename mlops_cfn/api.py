@@ -23,6 +23,7 @@ it, so `import mlops_cfn` stays cheap.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Literal, Mapping, Sequence
@@ -273,7 +274,9 @@ def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
                       stack_name: str | None = None, latest_approved_model: bool = False,
                       model_api_image: bool = False, aws: Aws | None = None,
                       registry_account: str | None = None,
-                      registry_region: str | None = None) -> Packaged:
+                      registry_region: str | None = None,
+                      stack_account: str | None = None,
+                      stack_region: str | None = None) -> Packaged:
     """Upload a rendered environment directory (templates and assets) to `bucket` under
     content-addressed keys (unchanged files are not uploaded again) and write the packaged root
     beside the tree's root template.
@@ -284,14 +287,16 @@ def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
     model package instead (the group in `registry_account` and `registry_region` when given:
     an environment in another account or region, sharing.py), `model_api_image` the model API
     shipped with this mlops-cfn. DeliveryAccountId, where the root has it, is the account that
-    packages (sharing.py).
+    packages (sharing.py). The stack is read in `stack_region` when given, and in
+    `stack_account` through that account's reader role (bootstrap.stack_reader_role): an
+    environment in another account or region, whose live values the pipeline must keep too.
     Raises UserError for a tree that is not a rendered one or a malformed prefix, DeployFailed
     when S3 or CloudFormation refuse.
     """
     from .deploy import aws_errors, connect as connected
     from .errors import UserError
     from .model_api import image_tag
-    from .package import (Registry, find_root, normal_prefix, package,
+    from .package import (Registry, find_root, normal_prefix, package, stack_reader,
                           template_configuration)
 
     tree = Path(tree)
@@ -300,6 +305,12 @@ def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
         if given and not stack_name:
             raise UserError(f"{flag} needs stack_name: it writes the template configuration "
                             "of that stack")
+    for flag, given in (("stack_account", stack_account), ("stack_region", stack_region)):
+        if given and not stack_name:
+            raise UserError(f"{flag} needs stack_name: it says where that stack is")
+    if stack_account is not None and not re.fullmatch(r"[0-9]{12}", stack_account):
+        raise UserError(f"--stack-account {stack_account!r}: must be a twelve-digit AWS "
+                        "account id")
     find_root(tree)  # a wrong tree fails before any AWS call
     normal_prefix(prefix)
     with aws_errors():
@@ -307,8 +318,10 @@ def package_templates(tree: str | os.PathLike, bucket: str, *, prefix: str = "",
         registry = (Registry(registry_account, registry_region or aws.region)
                     if latest_approved_model and (registry_account or registry_region)
                     else None)
+        stacks = (aws.client("cloudformation") if not (stack_account or stack_region)
+                  else stack_reader(aws, tree, stack_account, stack_region))
         configuration = (template_configuration(
-            tree, stack_name, aws.client("cloudformation"),
+            tree, stack_name, stacks,
             sagemaker=(None if not latest_approved_model else aws.client("sagemaker")
                        if registry_region is None
                        else aws.regional_client("sagemaker")(registry_region)),

@@ -28,7 +28,9 @@ What it holds (`build`):
   assets from the home artifact bucket. Resources only the home environment creates (the
   delivery pipeline's own, under cicd's IsDeliveryHome) are left out: no target account deploys
   them.
-
+- StackReaderRole, `MlopsCfnStackReader-<project>-<env>` (an environment in another account):
+  what the home build reads the environment's stack with, to keep its live model and image
+  (`stack_reader_role`; package --stack-account).
 - With approved models deployed by the pipeline (stages.cicd.deploy_approved_models):
   ApprovalForwardRule sends a package approved in the environment's registry group to the home
   account's default bus, with ApprovalForwardRole (`MlopsCfnForward-<project>-<env>`), which may
@@ -87,6 +89,7 @@ PARAMETERS = {PIPELINE_ROLE_ARN: "--pipeline-role-arn", ARTIFACT_BUCKET: "--arti
               ARTIFACT_KEY_ARN: "--artifact-key-arn"}
 DELIVERY_ROLE = "DeliveryRole"
 EXECUTION_ROLE = "ExecutionRole"
+STACK_READER_ROLE = "StackReaderRole"
 # Names no project's own start with: projects are lowercase (config.PROJECT_PATTERN).
 NAME_PREFIX = "MlopsCfn"
 
@@ -107,6 +110,12 @@ def delivery_role_name(project: str, environment: str) -> str:
 
 def execution_role_name(project: str, environment: str) -> str:
     return f"{NAME_PREFIX}Execution-{project}-{environment}"
+
+
+def stack_reader_role_name(project: str, environment: str) -> str:
+    """The role the home pipeline's build assumes to read the environment's stack (at most 62
+    characters, as delivery_role_name)."""
+    return f"{NAME_PREFIX}StackReader-{project}-{environment}"
 
 
 @dataclass(frozen=True)
@@ -167,11 +176,16 @@ def build(loaded: LoadedConfig, values: Mapping[str, str] | None = None) -> Boot
     for policy in execution_policies(project, _requirements(built), execution):
         t.add_resource(policy)
     delivery = t.add_resource(delivery_role(project, environment, execution))
+    from .placement import home_of
+
+    if loaded.config.account not in (None, home_of(loaded).account):
+        reader = t.add_resource(stack_reader_role(loaded, environment))
+        t.add_output(Output(STACK_READER_ROLE + "Arn", Value=GetAtt(reader, "Arn"),
+                            Description="The role the home pipeline's build reads the "
+                                        "environment's stack with"))
     from .stages.cicd import deploying_approved_models
 
     if deploying_approved_models(loaded.config):
-        from .placement import home_of
-
         for resource in approval_forwarding(project, environment, home_of(loaded).region):
             t.add_resource(resource)
     t.add_output(Output(DELIVERY_ROLE + "Arn", Value=GetAtt(delivery, "Arn"),
@@ -377,6 +391,46 @@ def delivery_role(project: str, environment: str, execution: iam.Role) -> iam.Ro
         AssumeRolePolicyDocument=trust,
         Policies=[iam.Policy(PolicyName="delivery",
                              PolicyDocument=policies.document(statements))],
+    )
+
+
+def stack_reader_role(loaded: LoadedConfig, environment: str) -> iam.Role:
+    """What the home pipeline's build assumes to read the environment's stack: `package
+    --stack-name` keeps the stack's live model and image where the file leaves them empty
+    (package.template_configuration); a stack it cannot see would be deployed with the
+    parameters' defaults, taking serving down on every pipeline run. Only DescribeStacks on the
+    environment's one stack, unlike the delivery role (which may change it and whose trust the
+    build, running the repository's own commands, must not get). Trusted by the home build role
+    alone, by its fixed name (sharing.build_role_name) and aws:PrincipalArn, as DeliveryRole is
+    by the pipeline role."""
+    from .sharing import build_role_name
+    from .stages.cicd import home_environment, stack_name as pipeline_stack
+
+    project = loaded.config.project
+    build_role = Sub(f"arn:${{AWS::Partition}}:iam::${{HomeAccount}}:role/"
+                     f"{build_role_name(project, home_environment(loaded.config))}",
+                     HomeAccount=_home_account())
+    # AWS: "How to use trust policies with IAM roles" and "AWS global condition context keys"
+    # (aws:PrincipalArn), IAM User Guide: the other account as principal, one role of it.
+    trust = policies.document(Statement(
+        Effect=Allow,
+        Principal=Principal("AWS", Sub("arn:${AWS::Partition}:iam::${HomeAccount}:root",
+                                       HomeAccount=_home_account())),
+        Action=[awacs.sts.AssumeRole],
+        Condition=Condition(ArnEquals("aws:PrincipalArn", build_role))))
+    stack = Sub("arn:${AWS::Partition}:cloudformation:${AWS::Region}:${AWS::AccountId}:"
+                f"stack/{pipeline_stack(project, environment)}/*")
+    return iam.Role(
+        STACK_READER_ROLE,
+        RoleName=stack_reader_role_name(project, environment),
+        Description=f"The home delivery pipeline's build reads {project} {environment}'s stack "
+                    "through this role",
+        AssumeRolePolicyDocument=trust,
+        Policies=[iam.Policy(PolicyName="read-stack", PolicyDocument=policies.document(
+            # AWS: "DescribeStacks" (AWS CloudFormation API Reference): the stack's parameters,
+            # whose live model and image `package --stack-name` keeps.
+            Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks],
+                      Resource=[stack])))],
     )
 
 

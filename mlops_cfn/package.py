@@ -198,6 +198,40 @@ def template_configuration(tree: Path, stack_name: str, cfn, *, sagemaker=None,
     return TemplateConfiguration(path, tuple(notes))
 
 
+def stack_reader(aws, tree: Path, account: str | None, region: str | None):
+    """A CloudFormation client that reads the environment's stack where it is: in `region`
+    (default the caller's), and in `account` with the credentials of the environment's reader
+    role there (bootstrap.stack_reader_role, named from the project and environment render
+    wrote into parameters.json; the partition is the caller's). AWS: "AssumeRole" (AWS STS API
+    Reference)."""
+    import boto3
+
+    from .bootstrap import stack_reader_role_name
+    from .render import ENVIRONMENT_TAG, PROJECT_TAG
+
+    region = region or aws.region
+    if account is None:
+        return aws.regional_client("cloudformation")(region)
+    source = tree / PARAMETERS_FILE
+    try:
+        tags = json.loads(source.read_text(encoding="utf-8")).get("Tags") or {}
+    except (OSError, ValueError, AttributeError) as error:
+        raise UserError(f"{source}: not a parameters file `mlops-cfn render` wrote "
+                        f"({error})") from None
+    if not (isinstance(tags, dict) and tags.get(PROJECT_TAG) and tags.get(ENVIRONMENT_TAG)):
+        raise UserError(f"{source}: Tags: no {PROJECT_TAG} and {ENVIRONMENT_TAG} to name the "
+                        "stack reader role by; render the tree again")
+    sts = aws.client("sts")
+    partition = sts.get_caller_identity()["Arn"].split(":")[1]
+    role = (f"arn:{partition}:iam::{account}:role/"
+            f"{stack_reader_role_name(tags[PROJECT_TAG], tags[ENVIRONMENT_TAG])}")
+    given = sts.assume_role(RoleArn=role, RoleSessionName="mlops-cfn-package")["Credentials"]
+    session = boto3.session.Session(
+        aws_access_key_id=given["AccessKeyId"], aws_secret_access_key=given["SecretAccessKey"],
+        aws_session_token=given["SessionToken"], region_name=region)
+    return session.client("cloudformation", endpoint_url=aws.endpoint_url)
+
+
 def _newest_approved_model(configuration: dict, source: Path, left_out: set[str],
                            values: dict[str, str], sagemaker,
                            registry: Registry | None = None) -> str:

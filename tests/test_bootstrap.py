@@ -135,11 +135,11 @@ def test_a_malformed_home_value_is_refused_naming_its_option():
 
 # --- the delivery role ------------------------------------------------------------------------
 
-def trust_admits(template: dict, principal_arn: str) -> bool:
-    """Whether the delivery role's trust lets `principal_arn` assume it, as IAM decides: the
-    principal's account is the one named, and the conditions hold for it."""
+def trust_admits(template: dict, principal_arn: str, role: str = bootstrap.DELIVERY_ROLE) -> bool:
+    """Whether the role's trust (default: the delivery role's) lets `principal_arn` assume it,
+    as IAM decides: the principal's account is the one named, and the conditions hold for it."""
     resolved = Resolver(template, VALUES).value(
-        template["Resources"][bootstrap.DELIVERY_ROLE]["Properties"]["AssumeRolePolicyDocument"])
+        template["Resources"][role]["Properties"]["AssumeRolePolicyDocument"])
     account = principal_arn.split(":")[4]
     for statement in resolved["Statement"]:
         named = statement["Principal"]["AWS"]
@@ -157,6 +157,47 @@ def test_only_the_home_pipeline_role_may_assume_the_delivery_role():
     assert not trust_admits(template, "arn:aws:iam::111111111111:role/another-role")
     assert not trust_admits(template, "arn:aws:iam::111111111111:user/someone")
     assert not trust_admits(template, HOME_ROLE.replace("111111111111", "444444444444"))
+
+
+# --- the stack reader role ----------------------------------------------------------------------
+
+HOME_BUILD_ROLE = "arn:aws:iam::111111111111:role/fraud-scoring-dev-delivery-build"
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_only_the_home_build_may_read_the_environments_stack_and_only_read_it(env):
+    # `package --stack-name` in the home build keeps the stack's live model and image: it reads
+    # the stack in the target account through this role, which may do nothing else.
+    template = stack_template(env)
+    reader = bootstrap.STACK_READER_ROLE
+    assert trust_admits(template, HOME_BUILD_ROLE, reader)
+    assert not trust_admits(template, HOME_ROLE, reader)  # not the pipeline role: no need
+    assert not trust_admits(template, HOME_BUILD_ROLE.replace("111111111111", "444444444444"),
+                            reader)
+    role = Resolver(template, values_of(env)).value(template["Resources"][reader])["Properties"]
+    assert role["RoleName"] == f"MlopsCfnStackReader-fraud-scoring-{env}"
+    statements = [s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]]
+    # (The resolver's own region: the stack's, where the bootstrap stack is deployed.)
+    stack = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/fraud-scoring-{env}/id"
+    assert allowed(statements, "cloudformation:DescribeStacks", stack)
+    assert not allowed(statements, "cloudformation:DescribeStacks",
+                       stack.replace(f"fraud-scoring-{env}", "fraud-scoring-other"))
+    for action in ("cloudformation:CreateChangeSet", "cloudformation:ExecuteChangeSet",
+                   "cloudformation:UpdateStack", "cloudformation:GetTemplate"):
+        assert not allowed(statements, action, stack), action
+    # The delivery role stays the pipeline's alone.
+    assert not trust_admits(template, HOME_BUILD_ROLE)
+
+
+def test_an_environment_in_the_home_account_but_another_region_needs_no_reader(tmp_path):
+    data = example_data()
+    data["environments"]["dev"]["region"] = "us-east-1"
+    data["environments"]["staging"] = {"region": "us-west-2"}
+    store = {**VALUES, bootstrap.ARTIFACT_KEY_ARN: HOME_KEY.replace("us-east-1", "us-west-2"),
+             bootstrap.ARTIFACT_BUCKET: HOME_BUCKET.replace("us-east-1", "us-west-2")}
+    built = bootstrap.build(loaded("staging", data), store).template.to_dict()
+    assert bootstrap.DELIVERY_ROLE in built["Resources"]
+    assert bootstrap.STACK_READER_ROLE not in built["Resources"]
 
 
 def delivery_statements(env: str) -> list[dict]:

@@ -120,6 +120,36 @@ def test_prod_is_packaged_into_the_store_of_its_region(home):
     assert not Request("kms:GenerateDataKey", key).allowed_by(statements)
 
 
+def test_the_build_reads_each_targets_live_stack_where_it_is(home):
+    # package --stack-name keeps a stack's live model and image; a target's stack is not in the
+    # home account, so the build reads it through the target's reader role, in its region (a
+    # stack it could not see would be deployed with the parameters' defaults: serving down).
+    _, resolver = home
+    project = resolver.value(resolver.resources["BuildProject"]["Properties"])
+    commands = yaml.safe_load(project["Source"]["BuildSpec"])["phases"]["build"]["commands"]
+    packages = {env: c for env in ("dev", "staging", "prod") for c in commands
+                if c.startswith("mlops-cfn package") and f"templates/{env}" in c}
+    assert "--stack-account" not in packages["dev"] and "--stack-region" not in packages["dev"]
+    assert f"--stack-name fraud-scoring-staging --stack-account {STAGING} " in \
+        packages["staging"]
+    assert "--stack-region" not in packages["staging"]
+    assert (f"--stack-name fraud-scoring-prod --stack-account {PROD} --stack-region eu-west-1 "
+            in packages["prod"])
+    statements = role_statements(resolver, "BuildRole")
+    readers = {env: f"arn:aws:iam::{account}:role/MlopsCfnStackReader-fraud-scoring-{env}"
+               for env, account in (("staging", STAGING), ("prod", PROD))}
+    for reader in readers.values():
+        assert Request("sts:AssumeRole", reader).allowed_by(statements), reader
+    for other in (role(STAGING, "Delivery", "staging"), role(PROD, "Execution", "prod"),
+                  f"arn:aws:iam::{STRANGER}:role/MlopsCfnStackReader-fraud-scoring-staging"):
+        assert not Request("sts:AssumeRole", other).allowed_by(statements), other
+    home_stack = f"arn:aws:cloudformation:us-east-1:{ACCOUNT}:stack/fraud-scoring-dev/id"
+    assert Request("cloudformation:DescribeStacks", home_stack).allowed_by(statements)
+    # Not a stack of a target's name in the home account, where it is not.
+    assert not Request("cloudformation:DescribeStacks",
+                       home_stack.replace("-dev/", "-staging/")).allowed_by(statements)
+
+
 # --- who may read the home artifact store -------------------------------------------------------
 
 def bucket_statements(resolver: Resolver) -> list[dict]:

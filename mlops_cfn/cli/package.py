@@ -28,13 +28,20 @@ from .options import aws_options, reports_failures
 @click.option("--registry-region", metavar="REGION",
               help="With --latest-approved-model: the environment's registry group is in this "
                    "region, not the caller's.")
+@click.option("--stack-account", metavar="ACCOUNT",
+              help="With --stack-name: the stack is in this account, read through its "
+                   "bootstrap stack's reader role (MlopsCfnStackReader-<project>-<env>), which "
+                   "trusts the home delivery pipeline's build.")
+@click.option("--stack-region", metavar="REGION",
+              help="With --stack-name: the stack is in this region, not the caller's.")
 @click.option("--model-api-image", is_flag=True,
               help="With --stack-name: the API image is the model API shipped with this "
                    "mlops-cfn (its content tag), unless the config names a tag.")
 @aws_options
 @reports_failures
 def package(path, bucket, prefix, stack_name, latest_approved_model, registry_account,
-            registry_region, model_api_image, profile, region, endpoint_url):
+            registry_region, stack_account, stack_region, model_api_image, profile, region,
+            endpoint_url):
     """Upload the templates and assets of PATH (default: templates/dev) to S3.
 
     Keys are content-addressed: unchanged files are not uploaded again. Writes the packaged root
@@ -55,12 +62,16 @@ def package(path, bucket, prefix, stack_name, latest_approved_model, registry_ac
         if given and not latest_approved_model:
             raise click.UsageError(f"{flag} needs --latest-approved-model: it says where the "
                                    "environment's registry group is")
+    for flag, given in (("--stack-account", stack_account), ("--stack-region", stack_region)):
+        if given and not stack_name:
+            raise click.UsageError(f"{flag} needs --stack-name: it says where that stack is")
     with aws_errors():
         aws = connect(profile, region, endpoint_url, require_region=stack_name is not None)
     packaged = package_templates(path, bucket, prefix=prefix, stack_name=stack_name,
                                  latest_approved_model=latest_approved_model,
                                  registry_account=registry_account,
                                  registry_region=registry_region,
+                                 stack_account=stack_account, stack_region=stack_region,
                                  model_api_image=model_api_image, aws=aws)
     click.echo(f"uploaded {len(packaged.uploaded)}, unchanged {len(packaged.skipped)} "
                f"(s3://{bucket}/{normal_prefix(prefix)})")

@@ -741,7 +741,8 @@ def add_build_project(b: StageBuilder, config: PipelineConfig,
         model_api_image=building_model_api_image(config),
         buckets={t.environment: spec.region_bucket_variable(t.region) for t in targets
                  if t.region is not None},
-        registries=_registries(sharing))
+        registries=_registries(sharing),
+        places=_registries(sharing))
     home = home_environment(config)
     region_buckets = {spec.region_bucket_variable(region): region_store_bucket(
         config.project, home, region) for region in other_regions(targets)}
@@ -1101,12 +1102,35 @@ def build_statements(project: str, targets: Sequence[DeploymentTarget], artifact
         # AWS: "DescribeStacks" (AWS CloudFormation API Reference): package --stack-name keeps
         # each live stack's model and image (package.template_configuration).
         Statement(Effect=Allow, Action=[awacs.cloudformation.DescribeStacks],
-                  Resource=[policies.arn("cloudformation",
-                                         f"stack/{stack_name(project, t.environment)}/*")
-                            for t in targets]),
+                  Resource=[Sub(f"arn:${{AWS::Partition}}:cloudformation:"
+                                f"{t.region or '${AWS::Region}'}:${{AWS::AccountId}}:"
+                                f"stack/{stack_name(project, t.environment)}/*")
+                            for t in targets if t.account is None]),
+        *stack_reader_statements(project, targets),
         log_statement(log_group),
         *vpc_statements(network),
     ]
+
+
+def stack_reader_role_arn(project: str, target: DeploymentTarget) -> Sub:
+    """The role the build reads a target's stack with in its account (its bootstrap stack's
+    StackReaderRole)."""
+    from ..bootstrap import stack_reader_role_name
+
+    return _role_arn(stack_reader_role_name(project, target.environment), target)
+
+
+def stack_reader_statements(project: str,
+                            targets: Sequence[DeploymentTarget]) -> list[Statement]:
+    """A stack in another account is read through that account's reader role
+    (bootstrap.stack_reader_role): `package --stack-account`."""
+    readers = [t for t in targets if t.account is not None]
+    if not readers:
+        return []
+    # AWS: "Granting a user permissions to switch roles" (IAM User Guide): the caller's own
+    # policy allows sts:AssumeRole on the role of the other account, which trusts it.
+    return [Statement(Effect=Allow, Action=[awacs.sts.AssumeRole],
+                      Resource=[stack_reader_role_arn(project, t) for t in readers])]
 
 
 def approved_model_statements(on: bool) -> list[Statement]:

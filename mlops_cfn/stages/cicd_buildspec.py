@@ -73,7 +73,8 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
                approved_models: bool = False,
                model_api_image: bool = False,
                buckets: dict[str, str] | None = None,
-               registries: dict[str, tuple[str | None, str | None]] | None = None
+               registries: dict[str, tuple[str | None, str | None]] | None = None,
+               places: dict[str, tuple[str | None, str | None]] | None = None
                ) -> dict[str, Any]:
     """The build's spec; `training_code_paths` adds the training-code hash (retraining on);
     `stacks` names each environment's stack (default `<env>`); `approved_models` serves each
@@ -81,7 +82,9 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
     the account and region `registries` gives an environment in another one (sharing.py);
     `buckets` names, for an environment deployed in another region, the variable holding that
     region's artifact bucket (CloudFormation reads a stack's nested templates and Lambda its
-    code from a bucket of the stack's region; default: ARTIFACT_BUCKET)."""
+    code from a bucket of the stack's region; default: ARTIFACT_BUCKET); `places` the account
+    and region of an environment's stack outside the build's own (None: the build's), read
+    there (package --stack-account, --stack-region)."""
     templates = build.templates_dir
     config_option = f" --config {build.config_file}" if build.config_file else ""
     checks = [
@@ -99,7 +102,9 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
             # (package.template_configuration).
             f'mlops-cfn package --bucket "${(buckets or {}).get(env, ARTIFACT_BUCKET_VARIABLE)}" '
             f"--prefix {PACKAGE_PREFIX} "
-            f"--stack-name {stack}{' --latest-approved-model' if approved_models else ''}"
+            f"--stack-name {stack}"
+            f"{stack_options(*(places or {}).get(env, (None, None)))}"
+            f"{' --latest-approved-model' if approved_models else ''}"
             f"{where}"
             f"{' --model-api-image' if model_api_image else ''} {templates}/{env}",
             f"mkdir -p {OUTPUT_DIR}/{env}",
@@ -123,6 +128,13 @@ def build_spec(environments: Sequence[str], build: BuildConfig,
         },
         "artifacts": {"base-directory": OUTPUT_DIR, "files": ["**/*"]},
     }
+
+
+def stack_options(account: str | None, region: str | None) -> str:
+    """`package` options naming where an environment's stack is, when not in the build's own
+    account and region."""
+    return (f"{f' --stack-account {account}' if account else ''}"
+            f"{f' --stack-region {region}' if region else ''}")
 
 
 def registry_options(account: str | None, region: str | None) -> str:

@@ -10,6 +10,7 @@ CodePipeline execution and enforces no trust, bucket or key policy, so who may a
 what is checked on the templates (tests/test_bootstrap.py, tests/test_delivery_targets.py).
 """
 
+import json
 from pathlib import Path
 
 import boto3
@@ -195,3 +196,45 @@ def test_a_target_in_another_region_is_bootstrapped_there(aws, monkeypatch, tmp_
                 "--deploy", "--yes", "--no-validate", "--region", "us-east-1", *REGION_OPTIONS)
     assert wrong.exit_code == 2
     assert "environments.prod.region is eu-west-1" in wrong.output
+
+
+def test_the_home_build_keeps_a_target_stacks_live_model_and_image(aws, monkeypatch, tmp_path):
+    # `package --stack-name --stack-account` as the home build runs it for staging: the stack
+    # is in account B, read through B's reader role, and its live run-time values (set by hand,
+    # none in the config) go into the template configuration; the home account has no such
+    # stack, where reading would have found nothing and served the parameters' defaults.
+    admin_of_target = credentials_in(TARGET, "OrganizationAccountAccessRole")
+    result = bootstrap_staging(monkeypatch, tmp_path, admin_of_target, *HOME_OPTIONS)
+    assert result.exit_code == 0, result.output
+    target = session_of(admin_of_target)
+    roles = {r["RoleName"] for r in target.client("iam").list_roles()["Roles"]}
+    assert bootstrap.stack_reader_role_name("fraud-scoring", "staging") in roles
+    live = {"ApiImageTag": "0123456789abcdef",
+            "ModelPackageArn": f"arn:aws:sagemaker:{REGION}:{TARGET}:model-package/"
+                               "fraud-scoring-staging-models/3"}
+    body = {"Parameters": {name: {"Type": "String", "Default": ""} for name in live},
+            "Resources": {"Nothing": {"Type": "AWS::SNS::Topic"}}}
+    target.client("cloudformation").create_stack(
+        StackName="fraud-scoring-staging", TemplateBody=json.dumps(body),
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in live.items()])
+    for name in admin_of_target:  # the home account's credentials again, as the build's
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    rendered = run("render", "--config", EXAMPLE, "--env", "staging", "--out", tmp_path / "t")
+    assert rendered.exit_code == 0, rendered.output
+    tree = tmp_path / "t"
+    bucket = HOME_OPTIONS[3]
+    home_session().client("s3").create_bucket(Bucket=bucket)
+
+    def package(*extra):
+        result = run("package", tree, "--bucket", bucket, "--prefix", "delivery/",
+                     "--stack-name", "fraud-scoring-staging", *extra)
+        assert result.exit_code == 0, result.output
+        return json.loads((tree / "packaged-parameters.json").read_text())["Parameters"]
+
+    there = package("--stack-account", TARGET)
+    assert {name: there.get(name) for name in live} == live
+    assert there["DeliveryAccountId"] == HOME  # the account packaging runs in
+    # In the home account, where the stack is not: nothing kept (what the build did before).
+    assert not {name for name in live if package().get(name)}
