@@ -367,3 +367,39 @@ def test_package_refuses_a_registry_account_without_latest_approved_model(tmp_pa
                                       "s", "--registry-account", STAGING])
     assert result.exit_code == 2
     assert "--registry-account needs --latest-approved-model" in result.output
+
+
+# --- what a target account's stacks admit ------------------------------------------------------
+
+def test_a_targets_stacks_admit_no_other_target_account():
+    # Nothing in staging's account can read prod's data nor the reverse: the environments'
+    # stacks (all but cicd, whose resources exist only in the home account) name no account
+    # but through AWS::AccountId (their own) and DeliveryAccountId (the home one, which
+    # `package` fills); the only literal accounts are AWS's own, in Mappings (load balancer log
+    # delivery, built-in images' registries). Read on the templates: moto enforces no
+    # resource policy, so the multi-account scenario cannot show a refusal.
+    import re
+
+    built = config.load(EXAMPLE)
+    for env in built.merged:
+        files = render_files(pipeline.build(built.for_environment(env)))
+        assert "storage.yaml" in files and "serving.yaml" in files
+        for name, text in files.items():
+            if name == "cicd.yaml" or not name.endswith(".yaml"):
+                continue
+            document = yaml.load(text, Loader=_Tolerant)
+            rest = {k: v for k, v in (document or {}).items() if k != "Mappings"}
+            literal = set(re.findall(r"(?<![0-9])[0-9]{12}(?![0-9])", json.dumps(rest)))
+            assert not literal, (env, name, literal)
+            for target in (STAGING, PROD):
+                assert target not in json.dumps(rest), (env, name)
+
+
+class _Tolerant(yaml.SafeLoader):
+    """Reads CloudFormation's short-form tags as plain values."""
+
+
+_Tolerant.add_multi_constructor("!", lambda loader, suffix, node: (
+    loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode)
+    else loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode)
+    else loader.construct_mapping(node)))
