@@ -8,6 +8,9 @@ rendered pipeline's Deploy-staging actions do with the roles they name: assume B
 and execute the change set with B's execution role (the configuration's RoleArn). moto runs no
 CodePipeline execution and enforces no trust, bucket or key policy, so who may assume or read
 what is checked on the templates (tests/test_bootstrap.py, tests/test_delivery_targets.py).
+The whole order of commands runs too: the home environment deployed in A, staging bootstrapped
+with the home stack's values and deployed by hand in B, then updated through the pipeline's
+route (package in A reading B's live stack, change set with B's roles).
 """
 
 import json
