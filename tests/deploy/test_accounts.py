@@ -8,6 +8,9 @@ rendered pipeline's Deploy-staging actions do with the roles they name: assume B
 and execute the change set with B's execution role (the configuration's RoleArn). moto runs no
 CodePipeline execution and enforces no trust, bucket or key policy, so who may assume or read
 what is checked on the templates (tests/test_bootstrap.py, tests/test_delivery_targets.py).
+The whole order of commands runs too: the home environment deployed in A, staging bootstrapped
+with the home stack's values and deployed by hand in B, then updated through the pipeline's
+route (package in A reading B's live stack, change set with B's roles).
 """
 
 import json
@@ -238,3 +241,94 @@ def test_the_home_build_keeps_a_target_stacks_live_model_and_image(aws, monkeypa
     assert there["DeliveryAccountId"] == HOME  # the account packaging runs in
     # In the home account, where the stack is not: nothing kept (what the build did before).
     assert not {name for name in live if package().get(name)}
+
+
+def test_the_home_environment_and_a_target_environment_each_land_in_their_account(
+        aws, monkeypatch, tmp_path):
+    # README "Several accounts", in order, with the example's dev (home, account A) and staging
+    # (account B): deploy the home environment; bootstrap staging with the home stack's own
+    # values; deploy staging once by hand in B; then the pipeline's route for staging, with
+    # the roles its Deploy-staging action names: the home build packages staging into the home
+    # artifact bucket (reading B's live stack through B's reader role), the action assumes B's
+    # delivery role and CloudFormation updates B's stack with B's execution role. What moto
+    # cannot show, in one line: CodePipeline does not run (its actions are replayed), and no
+    # trust, bucket or key policy is enforced (read on the templates: tests/test_bootstrap.py,
+    # tests/test_delivery_targets.py, tests/test_sharing.py).
+    home = home_session()
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    monkeypatch.chdir(repository)
+    (repository / "pipeline.yaml").write_text(EXAMPLE.read_text())
+    aws.bucket("fraud-scoring-uploads-a")
+    first = run("deploy", "--env", "dev", "--bucket", "fraud-scoring-uploads-a", "--no-validate",
+                "--yes")
+    assert first.exit_code == 0, first.output
+    cicd = aws.resources(aws.nested("fraud-scoring-dev")["CicdStack"]["StackId"])
+    pipeline_role = home.client("iam").get_role(
+        RoleName=cicd["PipelineRole"]["PhysicalResourceId"])["Role"]["Arn"]
+    artifacts = cicd["ArtifactBucket"]["PhysicalResourceId"]
+    # (moto's DescribeKey fails on the multi-Region key the example's eu-west-1 target asks
+    # for: its ARN from its id.)
+    key = f"arn:aws:kms:{REGION}:{HOME}:key/{cicd['DeliveryKey']['PhysicalResourceId']}"
+
+    admin_of_target = credentials_in(TARGET, "OrganizationAccountAccessRole")
+    booted = bootstrap_staging(monkeypatch, tmp_path, admin_of_target,
+                               "--pipeline-role-arn", pipeline_role,
+                               "--artifact-bucket", artifacts, "--artifact-key-arn", key)
+    assert booted.exit_code == 0, booted.output
+    target = session_of(admin_of_target)
+    target.client("s3").create_bucket(Bucket="fraud-scoring-uploads-b")
+    by_hand = run("deploy", "--env", "staging", "--bucket", "fraud-scoring-uploads-b",
+                  "--no-validate", "--yes")
+    assert by_hand.exit_code == 0, by_hand.output
+    assert "fraud-scoring-staging" in stack_names(target)
+    assert "fraud-scoring-staging" not in stack_names(home)
+    assert "fraud-scoring-dev" in stack_names(home)
+    assert "fraud-scoring-dev" not in stack_names(target)
+
+    # The pipeline's route, from the home account.
+    for name in admin_of_target:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    rendered = run("render", "--env", "staging", "--out", tmp_path / "staging")
+    assert rendered.exit_code == 0, rendered.output
+    packaged = run("package", tmp_path / "staging", "--bucket", artifacts, "--prefix",
+                   "delivery/", "--stack-name", "fraud-scoring-staging", "--stack-account",
+                   TARGET)
+    assert packaged.exit_code == 0, packaged.output
+    configuration = json.loads((tmp_path / "staging" / "packaged-parameters.json").read_text())
+    assert configuration["Parameters"]["DeliveryAccountId"] == HOME
+    # The build's output artifact holds the packaged root; the action reads it from the
+    # artifact bucket (here at a key of its own).
+    key_name = "delivery/staging/packaged-root.yaml"
+    home.client("s3").put_object(
+        Bucket=artifacts, Key=key_name,
+        Body=(tmp_path / "staging" / "packaged-root.yaml").read_bytes())
+
+    action_role, cloudformation_role = deploy_action_roles("staging")
+    delivery = session_of(credentials_in(TARGET, action_role.split("/", 1)[1], home))
+    cfn = delivery.client("cloudformation")
+    created = cfn.create_change_set(
+        StackName="fraud-scoring-staging", ChangeSetName="fraud-scoring-staging-delivery",
+        ChangeSetType="UPDATE", RoleARN=cloudformation_role,
+        TemplateURL=f"https://{artifacts}.s3.amazonaws.com/{key_name}",
+        Parameters=[{"ParameterKey": k, "ParameterValue": v}
+                    for k, v in configuration["Parameters"].items()],
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"])
+    cfn.get_waiter("change_set_create_complete").wait(ChangeSetName=created["Id"])
+    cfn.execute_change_set(ChangeSetName=created["Id"])
+    cfn.get_waiter("stack_update_complete").wait(StackName="fraud-scoring-staging")
+    [stack] = target.client("cloudformation").describe_stacks(
+        StackName="fraud-scoring-staging")["Stacks"]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    # (moto keeps no RoleARN for a change set's update; a create keeps it: the first test.)
+    assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}[
+        "DeliveryAccountId"] == HOME
+    assert "fraud-scoring-staging" not in stack_names(home)
+    # Every nested stack of each environment is in its own account, and only there.
+    in_target, at_home = stack_names(target), stack_names(home)
+    assert [n for n in in_target if n.startswith("fraud-scoring-staging-")]
+    assert not [n for n in at_home if n.startswith("fraud-scoring-staging")]
+    assert [n for n in at_home if n.startswith("fraud-scoring-dev-")]
+    assert not [n for n in in_target if n.startswith("fraud-scoring-dev")]
