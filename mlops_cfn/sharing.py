@@ -135,7 +135,9 @@ def shared(b: StageBuilder) -> str:
     return SHARED
 
 
-def delivery_role_arn(name: str) -> Sub:
+def home_role_arn(name: str) -> Sub:
+    """A role of the home (delivery) account, by name (not cicd.delivery_role_arn, a target's
+    delivery role)."""
     return Sub(f"arn:${{AWS::Partition}}:iam::${{{DELIVERY_ACCOUNT}}}:role/{name}")
 
 
@@ -161,7 +163,7 @@ def registry_policy(config: PipelineConfig, home: str) -> PolicyDocument:
         Action=list(REGISTRY_READS),
         Resource=[policies.arn("sagemaker", f"model-package-group/{group}"),
                   policies.arn("sagemaker", f"model-package/{group}/*")],
-        Condition=Condition(ArnEquals("aws:PrincipalArn", delivery_role_arn(
+        Condition=Condition(ArnEquals("aws:PrincipalArn", home_role_arn(
             build_role_name(config.project, home)))),
     ))
 
@@ -182,7 +184,7 @@ def repository_policy(config: PipelineConfig, home: str) -> PolicyDocument:
         Effect=Allow,
         Principal=_delivery_principal(),
         Action=list(IMAGE_PUSH),
-        Condition=Condition(ArnEquals("aws:PrincipalArn", delivery_role_arn(
+        Condition=Condition(ArnEquals("aws:PrincipalArn", home_role_arn(
             image_role_name(config.project, home)))),
     ))
 
